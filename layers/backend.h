@@ -1,0 +1,100 @@
+/*
+ * layers/backend.h -- compute backends behind one small table.
+ *
+ * A backend owns a device: memory, streams, events and GEMM. Layers call
+ * these functions; each backend implements the table in backend_impl.h and
+ * anything it leaves NULL gets a generic fallback here (no streams on the
+ * CPU: work is synchronous and events are host timestamps). Handles are
+ * opaque. Every function that can fail returns a status with the cause
+ * recorded (bg_last_error), CUDA/cuBLAS status strings included.
+ * Must not know about layers, graphs or transport.
+ */
+#ifndef BG_BACKEND_H
+#define BG_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "layers/tensor.h"
+
+typedef struct bg_backend bg_backend_t;
+typedef struct bg_stream bg_stream_t; /* NULL means the backend's default stream */
+typedef struct bg_event bg_event_t;
+
+/*
+ * Open backend `dev` (device number `index` for CUDA). BG_ERR_UNSUPPORTED
+ * when this build has no CUDA or no GPU is present; *out set only on success.
+ */
+bg_status_t bg_backend_create(bg_device_t dev, int index, bg_backend_t **out);
+void bg_backend_destroy(bg_backend_t *be); /* NULL is fine */
+bg_device_t bg_backend_device(const bg_backend_t *be);
+const char *bg_backend_name(const bg_backend_t *be);
+/* True when this build can open `dev` at all (compiled in + device present). */
+bool bg_backend_available(bg_device_t dev);
+
+/* Device memory. Contents of a fresh allocation are undefined. */
+bg_status_t bg_backend_alloc(bg_backend_t *be, size_t bytes, void **out);
+void bg_backend_free(bg_backend_t *be, void *p);
+
+typedef enum { BG_COPY_H2D, BG_COPY_D2H, BG_COPY_D2D } bg_copy_kind_t;
+/* Asynchronous on `s` where the backend has streams; synchronous on the CPU. */
+bg_status_t bg_backend_copy(bg_backend_t *be, void *dst, const void *src, size_t bytes,
+                            bg_copy_kind_t kind, bg_stream_t *s);
+bg_status_t bg_backend_memset(bg_backend_t *be, void *dst, int value, size_t bytes,
+                              bg_stream_t *s);
+bg_status_t bg_backend_synchronize(bg_backend_t *be);
+
+bg_status_t bg_stream_create(bg_backend_t *be, const char *name, bg_stream_t **out);
+void bg_stream_destroy(bg_backend_t *be, bg_stream_t *s);
+bg_status_t bg_stream_synchronize(bg_backend_t *be, bg_stream_t *s);
+
+bg_status_t bg_event_create(bg_backend_t *be, bg_event_t **out);
+void bg_event_destroy(bg_backend_t *be, bg_event_t *e);
+bg_status_t bg_event_record(bg_backend_t *be, bg_event_t *e, bg_stream_t *s);
+/* Make stream `s` wait for `e` without blocking the host. */
+bg_status_t bg_stream_wait_event(bg_backend_t *be, bg_stream_t *s, bg_event_t *e);
+bg_status_t bg_event_synchronize(bg_backend_t *be, bg_event_t *e);
+/* Milliseconds between two recorded events. */
+bg_status_t bg_event_elapsed_ms(bg_backend_t *be, bg_event_t *start, bg_event_t *end,
+                                float *out_ms);
+
+/*
+ * Row-major GEMM: C(m,n) = alpha * op(A)(m,k) @ op(B)(k,n) + beta * C.
+ * lda/ldb/ldc are row strides in elements of the matrices as stored.
+ * A and B share `ab` (f32 or bf16); C is f32 or bf16; accumulation is f32.
+ * The batched form repeats it `batch` times with element strides sa/sb/sc.
+ */
+typedef struct bg_gemm_args {
+    bool trans_a, trans_b;
+    int64_t m, n, k;
+    float alpha, beta;
+    const void *a;
+    int64_t lda;
+    const void *b;
+    int64_t ldb;
+    void *c;
+    int64_t ldc;
+    bg_dtype_t ab, c_dtype;
+    int64_t batch;      /* 0 or 1: a single GEMM */
+    int64_t sa, sb, sc; /* batch strides in elements */
+} bg_gemm_args_t;
+bg_status_t bg_gemm(bg_backend_t *be, bg_stream_t *s, const bg_gemm_args_t *g);
+
+/*
+ * Arena: a bump allocator over one backend allocation, for activations and
+ * workspaces whose lifetimes nest. Not thread-safe.
+ */
+typedef struct bg_arena {
+    bg_backend_t *be;
+    char *base;
+    size_t size, used, peak;
+} bg_arena_t;
+bg_status_t bg_arena_init(bg_arena_t *a, bg_backend_t *be, size_t bytes);
+void bg_arena_destroy(bg_arena_t *a);
+/* 256-byte aligned; BG_ERR_NOMEM (with sizes in the message) when full. */
+bg_status_t bg_arena_alloc(bg_arena_t *a, size_t bytes, void **out);
+bg_status_t bg_arena_tensor(bg_arena_t *a, const bg_shape_t *s, bg_tensor_t *out);
+void bg_arena_reset(bg_arena_t *a);
+
+#endif

@@ -1,0 +1,48 @@
+/*
+ * layers/backend_impl.h -- the function table a backend implements.
+ *
+ * Private to layers/: backend.c dispatches through it and supplies generic
+ * fallbacks for NULL entries (streams/events become synchronous no-ops,
+ * D2D copy of host memory becomes memcpy). A new backend is one table and a
+ * constructor, not changes to callers.
+ */
+#ifndef BG_BACKEND_IMPL_H
+#define BG_BACKEND_IMPL_H
+
+#include "layers/backend.h"
+
+typedef struct bg_backend_ops {
+    const char *name;
+    bg_device_t device;
+    void (*destroy)(bg_backend_t *be);
+    bg_status_t (*alloc)(bg_backend_t *be, size_t bytes, void **out);
+    void (*free)(bg_backend_t *be, void *p);
+    bg_status_t (*copy)(bg_backend_t *be, void *dst, const void *src, size_t bytes,
+                        bg_copy_kind_t kind, bg_stream_t *s);
+    bg_status_t (*memset)(bg_backend_t *be, void *dst, int v, size_t bytes, bg_stream_t *s);
+    bg_status_t (*synchronize)(bg_backend_t *be);
+    bg_status_t (*stream_create)(bg_backend_t *be, const char *name, bg_stream_t **out);
+    void (*stream_destroy)(bg_backend_t *be, bg_stream_t *s);
+    bg_status_t (*stream_synchronize)(bg_backend_t *be, bg_stream_t *s);
+    bg_status_t (*event_create)(bg_backend_t *be, bg_event_t **out);
+    void (*event_destroy)(bg_backend_t *be, bg_event_t *e);
+    bg_status_t (*event_record)(bg_backend_t *be, bg_event_t *e, bg_stream_t *s);
+    bg_status_t (*stream_wait_event)(bg_backend_t *be, bg_stream_t *s, bg_event_t *e);
+    bg_status_t (*event_synchronize)(bg_backend_t *be, bg_event_t *e);
+    bg_status_t (*event_elapsed_ms)(bg_backend_t *be, bg_event_t *a, bg_event_t *b, float *ms);
+    bg_status_t (*gemm)(bg_backend_t *be, bg_stream_t *s, const bg_gemm_args_t *g);
+} bg_backend_ops_t;
+
+struct bg_backend {
+    const bg_backend_ops_t *ops;
+    int index;  /* device number */
+    void *impl; /* backend-private state */
+};
+
+bg_status_t bg_backend_cpu_create(bg_backend_t **out);
+#ifdef BG_HAVE_CUDA
+bg_status_t bg_backend_cuda_create(int index, bg_backend_t **out);
+bool bg_backend_cuda_present(void);
+#endif
+
+#endif

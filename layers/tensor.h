@@ -1,0 +1,65 @@
+/*
+ * layers/tensor.h -- tensors are views: (dtype, shape, strides, device, data).
+ *
+ * A tensor never owns memory. Memory comes from a backend allocation
+ * (bg_backend_alloc) or from an arena carved out of one (bg_arena_t), and the
+ * owner frees it. Shapes are row-major, outermost first: (B, T, C).
+ * Must not know about layers, graphs or transport.
+ */
+#ifndef BG_TENSOR_H
+#define BG_TENSOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+
+#define BG_MAX_DIMS 4
+
+typedef enum { BG_F32 = 0, BG_BF16 = 1, BG_I32 = 2 } bg_dtype_t;
+typedef enum { BG_DEV_CPU = 0, BG_DEV_CUDA = 1 } bg_device_t;
+#define BG_DEV_COUNT 2
+
+typedef struct bg_tensor {
+    bg_dtype_t dtype;
+    bg_device_t device;
+    int ndim;
+    int64_t shape[BG_MAX_DIMS];
+    int64_t stride[BG_MAX_DIMS]; /* in elements */
+    void *data;
+} bg_tensor_t;
+
+/* A shape with a dtype: what shape inference talks about (no memory). */
+typedef struct bg_shape {
+    bg_dtype_t dtype;
+    int ndim;
+    int64_t d[BG_MAX_DIMS];
+} bg_shape_t;
+
+size_t bg_dtype_size(bg_dtype_t dt);
+const char *bg_dtype_name(bg_dtype_t dt);
+const char *bg_device_name(bg_device_t dev);
+
+int64_t bg_shape_numel(const bg_shape_t *s);
+bool bg_shape_eq(const bg_shape_t *a, const bg_shape_t *b); /* dims and dtype */
+/* "f32[4, 128, 768]" into buf; returns buf. */
+char *bg_shape_str(const bg_shape_t *s, char *buf, size_t len);
+
+/* A contiguous view over `data`. Cannot fail (ndim is clamped by the caller). */
+bg_tensor_t bg_tensor_make(void *data, bg_dtype_t dt, bg_device_t dev, int ndim,
+                           const int64_t *shape);
+bg_tensor_t bg_tensor_from_shape(void *data, bg_device_t dev, const bg_shape_t *s);
+bg_shape_t bg_tensor_shape(const bg_tensor_t *t);
+int64_t bg_tensor_numel(const bg_tensor_t *t);
+size_t bg_tensor_nbytes(const bg_tensor_t *t);
+bool bg_tensor_is_contiguous(const bg_tensor_t *t);
+/* Size of the last dimension and the product of the others: (N, C) view. */
+int64_t bg_tensor_rows(const bg_tensor_t *t);
+int64_t bg_tensor_cols(const bg_tensor_t *t);
+
+/* bf16 <-> f32 on the host, round-to-nearest-even, NaN kept NaN. */
+uint16_t bg_f32_to_bf16(float x);
+float bg_bf16_to_f32(uint16_t x);
+
+#endif

@@ -1,0 +1,113 @@
+/*
+ * tests/test_util.h -- tiny test harness shared by all rooms' tests:
+ * CHECK macros that report file:line and keep going, a seeded random fill
+ * (tests never run on zeros), poison values to prove every element was
+ * written, and tolerance comparison. Header-only; tests only.
+ */
+#ifndef BG_TEST_UTIL_H
+#define BG_TEST_UTIL_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int bg_test_failures;
+
+#define CHECK(cond)                                                                              \
+    do {                                                                                         \
+        if (!(cond)) {                                                                           \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);             \
+            bg_test_failures++;                                                                  \
+        }                                                                                        \
+    } while (0)
+
+#define CHECK_MSG(cond, ...)                                                                     \
+    do {                                                                                         \
+        if (!(cond)) {                                                                           \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);             \
+            fprintf(stderr, __VA_ARGS__);                                                        \
+            fprintf(stderr, "\n");                                                               \
+            bg_test_failures++;                                                                  \
+        }                                                                                        \
+    } while (0)
+
+/* Status must be BG_OK; prints the recorded error otherwise. */
+#define CHECK_OK(expr)                                                                           \
+    do {                                                                                         \
+        bg_status_t st_ = (expr);                                                                \
+        if (st_ != BG_OK) {                                                                      \
+            fprintf(stderr, "%s:%d: %s -> %s: %s\n", __FILE__, __LINE__, #expr,                  \
+                    bg_status_str(st_), bg_last_error());                                        \
+            bg_test_failures++;                                                                  \
+        }                                                                                        \
+    } while (0)
+
+#define TEST_SKIP(...)                                                                           \
+    do {                                                                                         \
+        printf("SKIP: ");                                                                        \
+        printf(__VA_ARGS__);                                                                     \
+        printf("\n");                                                                            \
+        return 0;                                                                                \
+    } while (0)
+
+static inline int bg_test_finish(const char *name)
+{
+    if (bg_test_failures) {
+        fprintf(stderr, "%s: %d check(s) failed\n", name, bg_test_failures);
+        return 1;
+    }
+    printf("%s: ok\n", name);
+    return 0;
+}
+
+/* xorshift64*: deterministic test data, independent of libc rand(). */
+static inline uint64_t bg_test_next(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ull;
+}
+
+/* Uniform in [lo, hi). */
+static inline float bg_test_uniform(uint64_t *s, float lo, float hi)
+{
+    return lo + (hi - lo) * (float)((bg_test_next(s) >> 40) * (1.0 / 16777216.0));
+}
+
+static inline void bg_test_fill(float *x, int64_t n, uint64_t *s, float lo, float hi)
+{
+    for (int64_t i = 0; i < n; i++) x[i] = bg_test_uniform(s, lo, hi);
+}
+
+/* A signalling pattern no kernel produces by accident. */
+#define BG_POISON_F32 (-7.7777e30f)
+static inline void bg_test_poison(float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) x[i] = BG_POISON_F32;
+}
+static inline int64_t bg_test_count_poison(const float *x, int64_t n)
+{
+    int64_t c = 0;
+    for (int64_t i = 0; i < n; i++) c += x[i] == BG_POISON_F32 || isnan(x[i]);
+    return c;
+}
+
+/* Max over i of |a-b| / (atol + rtol*|b|); <= 1 means within tolerance. */
+static inline double bg_test_max_err(const float *a, const float *b, int64_t n, double atol,
+                                     double rtol, int64_t *worst)
+{
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - (double)b[i]) / (atol + rtol * fabs((double)b[i]));
+        if (!(e <= m)) { /* also catches NaN */
+            m = isnan(e) ? INFINITY : e;
+            if (worst) *worst = i;
+        }
+    }
+    return m;
+}
+
+#endif

@@ -1,0 +1,33 @@
+/*
+ * tools/main.c -- the `brigade` command: dispatches subcommands.
+ * The only place that decides exit codes: 0 ok, 1 runtime failure,
+ * 2 bad input or usage.
+ */
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: brigade <command> [options]\n"
+               "commands:\n"
+               "  version            print the version\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
+        printf("brigade 0.1.0\n");
+        return 0;
+    }
+    fprintf(stderr, "brigade: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
