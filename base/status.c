@@ -53,7 +53,12 @@ bg_status_t bg_error_prefix(bg_status_t st, const char *fmt, ...)
     vsnprintf(prefix, sizeof(prefix), fmt, ap);
     va_end(ap);
     memcpy(old, bg_errmsg, sizeof(old));
-    snprintf(bg_errmsg, sizeof(bg_errmsg), "%s%s", prefix, old);
+    size_t np = strlen(prefix), no = strnlen(old, sizeof(old) - 1);
+    if (np > sizeof(bg_errmsg) - 1) np = sizeof(bg_errmsg) - 1;
+    if (no > sizeof(bg_errmsg) - 1 - np) no = sizeof(bg_errmsg) - 1 - np;
+    memcpy(bg_errmsg, prefix, np);
+    memcpy(bg_errmsg + np, old, no);
+    bg_errmsg[np + no] = '\0';
     return st;
 }
 

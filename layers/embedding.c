@@ -1,0 +1,86 @@
+/*
+ * layers/embedding.c -- token (+ optional learned position) embedding:
+ * tokens i32 (B, T) -> (B, T, dim); out[b,t] = tokens[id] + positions[t].
+ * No input gradient (ids are integers). W scatter-adds dy into the rows of
+ * the ids, in a fixed order so results do not depend on threads or layout.
+ * Must not keep state between calls.
+ */
+#include "layers/layer.h"
+#include "layers/kernels_cuda.h"
+
+static const bg_key_desc_t embedding_keys[] = {
+    {"vocab", BG_ATTR_INT, true},
+    {"dim", BG_ATTR_INT, true},
+    {"positions", BG_ATTR_INT, false},
+};
+
+static bg_status_t embedding_infer(bg_layer_spec_t *spec, bg_errbuf_t *err)
+{
+    const bg_shape_t *x = &spec->in[0];
+    int64_t vocab = bg_attrs_int(&spec->attrs, "vocab", 0);
+    int64_t dim = bg_attrs_int(&spec->attrs, "dim", 0);
+    int64_t ctx = bg_attrs_int(&spec->attrs, "positions", 0);
+    if (x->dtype != BG_I32)
+        return bg_errbuf_set(err, "embedding: input must be i32 token ids, got %s",
+                             bg_dtype_name(x->dtype));
+    if (vocab <= 0 || dim <= 0)
+        return bg_errbuf_set(err, "embedding: vocab and dim must be positive (vocab=%lld, dim=%lld)",
+                             (long long)vocab, (long long)dim);
+    if (x->ndim >= BG_MAX_DIMS)
+        return bg_errbuf_set(err, "embedding: input has %d dimensions, at most %d supported",
+                             x->ndim, BG_MAX_DIMS - 1);
+    if (ctx < 0) return bg_errbuf_set(err, "embedding: positions must be >= 0");
+    if (ctx > 0) {
+        if (x->ndim < 2)
+            return bg_errbuf_set(err, "embedding: positions need a (B, T) input, got %d dimension",
+                                 x->ndim);
+        if (x->d[x->ndim - 1] > ctx)
+            return bg_errbuf_set(err, "embedding: sequence length %lld exceeds positions=%lld",
+                                 (long long)x->d[x->ndim - 1], (long long)ctx);
+    }
+    spec->out = *x;
+    spec->out.dtype = BG_F32;
+    spec->out.ndim = x->ndim + 1;
+    spec->out.d[x->ndim] = dim;
+    return BG_OK;
+}
+
+static int embedding_params(const bg_layer_spec_t *spec, bg_param_desc_t *p)
+{
+    int n = 0;
+    int64_t vocab = bg_attrs_int(&spec->attrs, "vocab", 0);
+    int64_t dim = bg_attrs_int(&spec->attrs, "dim", 0);
+    int64_t ctx = bg_attrs_int(&spec->attrs, "positions", 0);
+    int64_t td[2] = {vocab, dim}, pd[2] = {ctx, dim};
+    bg_param_slot(p, &n, "tokens", 2, td, BG_INIT_NORMAL, 0.02f, false);
+    if (ctx > 0) bg_param_slot(p, &n, "positions", 2, pd, BG_INIT_NORMAL, 0.02f, false);
+    return n;
+}
+
+static void embedding_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg_layer_cost_t *c)
+{
+    (void)dtype;
+    double n = (double)bg_shape_numel(&spec->out);
+    bool pos = bg_attrs_int(&spec->attrs, "positions", 0) > 0;
+    c->fwd_flops = pos ? n : 0.0;
+    c->bwd_weight_flops = pos ? 2.0 * n : n;
+}
+
+static bg_status_t embedding_forward(const bg_layer_call_t *c)
+{
+    (void)c;
+    return bg_errorf(BG_ERR_UNSUPPORTED, "embedding: forward not implemented yet");
+}
+
+const bg_layer_kind_t bg_kind_embedding = {
+    .name = "embedding",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = embedding_keys,
+    .n_keys = sizeof(embedding_keys) / sizeof(embedding_keys[0]),
+    .doc = "embedding(ids, vocab=V, dim=C, positions=CTX): token (+ position) embedding",
+    .infer = embedding_infer,
+    .params = embedding_params,
+    .cost = embedding_cost,
+    .forward = embedding_forward,
+};
