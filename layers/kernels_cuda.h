@@ -1,29 +1,40 @@
 /*
- * layers/kernels_cuda.h -- C entry points of the CUDA kernels in
- * layers/<kind>.cu, one group per kind. Launchers take the backend and a
- * stream (NULL = default), enqueue work without host synchronisation, and
- * return a status (launch errors checked with cudaGetLastError). `dt` is the
- * activation dtype (BG_F32 or BG_BF16); parameters are in `dt` too, gradient
- * accumulators are always f32. Only compiled when BG_HAVE_CUDA is defined.
+ * layers/kernels_cuda.h -- CUDA halves of the layer kinds.
+ *
+ * For each kind, layers/<kind>.cu implements the kind's F, B and W for
+ * calls whose backend is CUDA, with the same contract as layer.h (B
+ * overwrites din, W adds into f32 grads) and the same saved/workspace
+ * layout as the CPU half in layers/<kind>.c documents. Activations and
+ * parameters are c->dtype (f32 or bf16), accumulation is f32, gradient
+ * accumulators are f32. Work is enqueued on c->stream without host
+ * synchronisation; launch errors are checked and turned into statuses.
+ * Only compiled when BG_HAVE_CUDA is defined.
  */
 #ifndef BG_KERNELS_CUDA_H
 #define BG_KERNELS_CUDA_H
 
 #ifdef BG_HAVE_CUDA
 
-#include <stdint.h>
-
-#include "layers/backend.h"
+#include "layers/layer.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* relu: y = max(x, 0); dx = dy * (x > 0) */
-bg_status_t bg_cuda_relu_forward(bg_backend_t *be, bg_stream_t *s, bg_dtype_t dt, const void *x,
-                                 void *y, int64_t n);
-bg_status_t bg_cuda_relu_backward(bg_backend_t *be, bg_stream_t *s, bg_dtype_t dt,
-                                  const void *x, const void *dy, void *dx, int64_t n);
+#define BG_CUDA_KIND(k)                                                                          \
+    bg_status_t bg_cuda_##k##_forward(const bg_layer_call_t *c);                                 \
+    bg_status_t bg_cuda_##k##_backward_input(const bg_layer_call_t *c);                          \
+    bg_status_t bg_cuda_##k##_backward_weight(const bg_layer_call_t *c);
+
+BG_CUDA_KIND(linear)
+BG_CUDA_KIND(embedding)
+BG_CUDA_KIND(layernorm)
+BG_CUDA_KIND(gelu)
+BG_CUDA_KIND(relu)
+BG_CUDA_KIND(add)
+BG_CUDA_KIND(attention)
+BG_CUDA_KIND(cross_entropy)
+#undef BG_CUDA_KIND
 
 #ifdef __cplusplus
 }

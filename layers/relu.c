@@ -38,7 +38,7 @@ static bg_status_t relu_forward(const bg_layer_call_t *c)
     int64_t n = bg_tensor_numel(c->in[0]);
 #ifdef BG_HAVE_CUDA
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
-        return bg_cuda_relu_forward(c->be, c->stream, c->dtype, c->in[0]->data, c->out->data, n);
+        return bg_cuda_relu_forward(c);
 #endif
     relu_forward_cpu(c->in[0]->data, c->out->data, n);
     return BG_OK;
@@ -50,8 +50,7 @@ static bg_status_t relu_backward_input(const bg_layer_call_t *c)
     int64_t n = bg_tensor_numel(c->in[0]);
 #ifdef BG_HAVE_CUDA
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
-        return bg_cuda_relu_backward(c->be, c->stream, c->dtype, c->in[0]->data, c->dout->data,
-                                     c->din[0]->data, n);
+        return bg_cuda_relu_backward_input(c);
 #endif
     relu_backward_cpu(c->in[0]->data, c->dout->data, c->din[0]->data, n);
     return BG_OK;
