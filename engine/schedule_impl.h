@@ -1,0 +1,41 @@
+/*
+ * engine/schedule_impl.h -- the inside of bg_sched_t, shared by
+ * engine/schedule*.c and engine/sim.c only.
+ *
+ * Must NOT be included outside engine/schedule*.c and engine/sim*.c: the
+ * executor and tools use the accessors of engine/schedule.h.
+ */
+#ifndef BG_SCHEDULE_IMPL_H
+#define BG_SCHEDULE_IMPL_H
+
+#include "engine/schedule.h"
+
+/* Limits implied by bg_action_tag's bit layout. */
+#define BG_SCHED_MAX_MB (1 << 23)
+#define BG_SCHED_MAX_CHUNKS (1 << 20)
+
+typedef struct {
+    int src, dst, grad;
+} bg_sched_edge_t;
+
+typedef struct {
+    bg_action_t *a;
+    size_t len, cap;
+} bg_sched_list_t;
+
+struct bg_sched {
+    int p, m, v, nchunks;
+    int *chunk_rank;        /* nchunks entries */
+    bg_sched_list_t *lists; /* p lists */
+    bg_sched_edge_t *edges;
+    int nedges, cap_edges;
+    char name[32];
+};
+
+/* Index of edge src -> dst, or -1. */
+int bg_sched_find_edge_(const bg_sched_t *s, int src, int dst);
+
+/* Index of the first action on `rank` equal in kind, mb and chunk, or -1. */
+long bg_sched_find_(const bg_sched_t *s, int rank, bg_act_kind_t kind, int mb, int chunk);
+
+#endif
