@@ -5,10 +5,17 @@
  * F saves each row's log-sum-exp (f32); B recomputes the softmax from the
  * kept logits: dlogits = (softmax - onehot) * dloss / N. dloss is read from
  * the output-gradient tensor on the device (no host sync). No W.
- * Targets outside [0, V) are an error. Must not keep state between calls.
+ * Targets outside [0, V) are an error (BG_ERR_INVALID naming layer, position
+ * and value), checked by F and B before anything is written; targets have
+ * no gradient (din[1] must be NULL). Empty inputs are an error (no mean).
+ * CPU half: f32 only, sums in double in a fixed order.
+ * Must not keep state between calls.
  */
 #include "layers/layer.h"
 #include "layers/kernels_cuda.h"
+
+#include <math.h>
+#include <stdio.h>
 
 static bg_status_t cross_entropy_infer(bg_layer_spec_t *spec, bg_errbuf_t *err)
 {
@@ -45,10 +52,129 @@ static void cross_entropy_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg
     c->saved_bytes = (int64_t)(rows * sizeof(float));
 }
 
+/* The CPU half computes in f32 only; bf16 logits are the CUDA backend's. */
+static bg_status_t ce_cpu_dtype(const bg_layer_call_t *c, const char *phase)
+{
+    if (c->dtype != BG_F32)
+        return bg_errorf(BG_ERR_UNSUPPORTED,
+                         "layer %s (cross_entropy): %s on the cpu backend computes in f32 only, "
+                         "got %s",
+                         c->spec->name, phase, bg_dtype_name(c->dtype));
+    return BG_OK;
+}
+
+/*
+ * Every target must be a class id in [0, V). The error names the layer, the
+ * position as a multi-index of the targets' shape, and the value.
+ */
+static bg_status_t ce_check_targets(const bg_layer_call_t *c, const int32_t *tg, int64_t rows,
+                                    int64_t V)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        if (tg[r] >= 0 && tg[r] < V) continue;
+        const bg_shape_t *s = &c->spec->in[1];
+        char pos[96] = "";
+        int64_t rem = r, idx[BG_MAX_DIMS] = {0};
+        for (int i = s->ndim - 1; i >= 0; i--) {
+            idx[i] = s->d[i] ? rem % s->d[i] : 0;
+            rem = s->d[i] ? rem / s->d[i] : 0;
+        }
+        size_t len = 0;
+        for (int i = 0; i < s->ndim && len < sizeof(pos); i++)
+            len += (size_t)snprintf(pos + len, sizeof(pos) - len, "%s%lld", i ? ", " : "",
+                                    (long long)idx[i]);
+        return bg_errorf(BG_ERR_INVALID,
+                         "layer %s (cross_entropy): target %d at position [%s] is outside "
+                         "[0, %lld)",
+                         c->spec->name, (int)tg[r], pos, (long long)V);
+    }
+    return BG_OK;
+}
+
+/* log(sum_j exp(x_j)) of one row, shifted by its max so exp never overflows. */
+static double ce_row_lse(const float *x, int64_t V)
+{
+    float mx = x[0];
+    for (int64_t j = 1; j < V; j++) mx = x[j] > mx ? x[j] : mx;
+    double sum = 0.0;
+    for (int64_t j = 0; j < V; j++) sum += exp((double)x[j] - (double)mx);
+    return (double)mx + log(sum);
+}
+
+/* Rows and classes of a call; BG_ERR_INVALID for empty inputs (no mean). */
+static bg_status_t ce_sizes(const bg_layer_call_t *c, int64_t *rows, int64_t *V)
+{
+    int64_t v = bg_tensor_cols(c->in[0]), r = bg_tensor_rows(c->in[0]);
+    if (v <= 0 || r <= 0)
+        return bg_errorf(BG_ERR_INVALID,
+                         "layer %s (cross_entropy): no target positions or no classes "
+                         "(rows %lld, classes %lld): the mean loss is undefined",
+                         c->spec->name, (long long)r, (long long)v);
+    *rows = r;
+    *V = v;
+    return BG_OK;
+}
+
+/*
+ * loss = (1/R) sum_r (lse_r - x[r, t_r]); lse_r kept in saved for B. The sum
+ * is in double, in row order, so the value is reproducible.
+ */
 static bg_status_t cross_entropy_forward(const bg_layer_call_t *c)
 {
-    (void)c;
-    return bg_errorf(BG_ERR_UNSUPPORTED, "cross_entropy: forward not implemented yet");
+#ifdef BG_HAVE_CUDA
+    if (bg_backend_device(c->be) == BG_DEV_CUDA)
+        return bg_cuda_cross_entropy_forward(c);
+#endif
+    bg_status_t st = ce_cpu_dtype(c, "forward");
+    int64_t rows = 0, V = 0;
+    if (st == BG_OK) st = ce_sizes(c, &rows, &V);
+    const int32_t *tg = c->in[1]->data;
+    if (st == BG_OK) st = ce_check_targets(c, tg, rows, V);
+    if (st != BG_OK) return st;
+    const float *x = c->in[0]->data;
+    float *lse = c->saved->data;
+    double total = 0.0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = x + r * V;
+        double l = ce_row_lse(row, V);
+        lse[r] = (float)l;
+        total += l - (double)row[tg[r]];
+    }
+    ((float *)c->out->data)[0] = (float)(total / (double)rows);
+    return BG_OK;
+}
+
+/*
+ * dlogits[r, j] = (exp(x[r, j] - lse_r) - [j == t_r]) * dloss / R, dloss from
+ * dout[0]. Targets have no gradient: asking for one is an error.
+ */
+static bg_status_t cross_entropy_backward_input(const bg_layer_call_t *c)
+{
+    if (c->din[1])
+        return bg_errorf(BG_ERR_INVALID,
+                         "layer %s (cross_entropy): targets are class ids and have no gradient",
+                         c->spec->name);
+    if (!c->din[0]) return BG_OK;
+#ifdef BG_HAVE_CUDA
+    if (bg_backend_device(c->be) == BG_DEV_CUDA)
+        return bg_cuda_cross_entropy_backward_input(c);
+#endif
+    bg_status_t st = ce_cpu_dtype(c, "backward-input");
+    int64_t rows = 0, V = 0;
+    if (st == BG_OK) st = ce_sizes(c, &rows, &V);
+    const int32_t *tg = c->in[1]->data;
+    if (st == BG_OK) st = ce_check_targets(c, tg, rows, V);
+    if (st != BG_OK) return st;
+    const float *x = c->in[0]->data, *lse = c->saved->data;
+    float *dx = c->din[0]->data;
+    float g = ((const float *)c->dout->data)[0] / (float)rows;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = x + r * V;
+        float *drow = dx + r * V;
+        for (int64_t j = 0; j < V; j++) drow[j] = expf(row[j] - lse[r]) * g;
+        drow[tg[r]] -= g;
+    }
+    return BG_OK;
 }
 
 const bg_layer_kind_t bg_kind_cross_entropy = {
@@ -60,4 +186,5 @@ const bg_layer_kind_t bg_kind_cross_entropy = {
     .infer = cross_entropy_infer,
     .cost = cross_entropy_cost,
     .forward = cross_entropy_forward,
+    .backward_input = cross_entropy_backward_input,
 };
