@@ -38,4 +38,15 @@ int bg_sched_find_edge_(const bg_sched_t *s, int src, int dst);
 /* Index of the first action on `rank` equal in kind, mb and chunk, or -1. */
 long bg_sched_find_(const bg_sched_t *s, int rank, bg_act_kind_t kind, int mb, int chunk);
 
+/*
+ * Dense index of a transfer's matching key in [0, 2 * nedges * m): equal for a
+ * SEND and its RECV. -1 if `a` is not a transfer over a declared edge or its
+ * micro-batch is out of range.
+ */
+long bg_sched_xfer_index_(const bg_sched_t *s, const bg_action_t *a);
+
+/* Insert the transfers of every declared edge into compute-only lists
+ * (generators). Leaves s partly edited on failure. */
+bg_status_t bg_sched_insert_all_transfers_(bg_sched_t *s);
+
 #endif

@@ -1,0 +1,336 @@
+/*
+ * engine/schedule_check.c -- the checker: proves a schedule complete and
+ * deadlock-free, and counts live activations per rank.
+ *
+ * Three passes: (1) walk each rank's list in order, checking every action's
+ * fields and that its inputs were produced earlier on that rank (locally or
+ * by a receive); (2) completeness and send/receive matching; (3) run all lists
+ * together with buffered sends and blocking receives until every rank ends.
+ * Must NOT modify the schedule or assume it came from a generator.
+ */
+#include "engine/schedule_impl.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    int rank;
+    long idx;
+} pos_t;
+
+typedef struct {
+    const bg_sched_t *s;
+    long *f, *b, *w; /* index of F / B-or-BW / W-or-BW of (mb, chunk), -1 if not seen */
+    int *b_fused;    /* the backward of (mb, chunk) was a BW */
+    int *next_w;     /* per chunk: next micro-batch whose W is due */
+    long *ar;        /* per chunk: index of its ALLREDUCE, -1 */
+    pos_t *send, *recv; /* per (direction, edge, mb) */
+    int *live, *peak;   /* per rank */
+} ck_t;
+
+#define MC(k, mb, c) ((size_t)(mb) * (k)->s->nchunks + (size_t)(c))
+#define XK(k, grad, e, mb) (((size_t)(grad) * (k)->s->nedges + (size_t)(e)) * (k)->s->m + (size_t)(mb))
+
+/* Record "rank r, action i (A): <why>" as the error. */
+static bg_status_t fail_at(const bg_sched_t *s, int r, long i, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static bg_status_t fail_at(const bg_sched_t *s, int r, long i, const char *fmt, ...)
+{
+    char act[96], why[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    bg_action_str(&s->lists[r].a[i], act, sizeof(act));
+    return bg_errorf(BG_ERR_INVALID, "schedule check (%s): rank %d, action %ld (%s): %s", s->name,
+                     r, i, act, why);
+}
+
+static void ck_free(ck_t *k)
+{
+    free(k->f), free(k->b), free(k->w), free(k->b_fused), free(k->next_w), free(k->ar);
+    free(k->send), free(k->recv), free(k->live), free(k->peak);
+}
+
+static bg_status_t ck_init(ck_t *k, const bg_sched_t *s)
+{
+    memset(k, 0, sizeof(*k));
+    k->s = s;
+    size_t n = (size_t)s->m * s->nchunks, nx = 2 * (size_t)s->nedges * s->m;
+    k->f = malloc(n * sizeof(long));
+    k->b = malloc(n * sizeof(long));
+    k->w = malloc(n * sizeof(long));
+    k->b_fused = calloc(n, sizeof(int));
+    k->next_w = calloc((size_t)s->nchunks, sizeof(int));
+    k->ar = malloc((size_t)s->nchunks * sizeof(long));
+    k->send = malloc((nx ? nx : 1) * sizeof(pos_t));
+    k->recv = malloc((nx ? nx : 1) * sizeof(pos_t));
+    k->live = calloc((size_t)s->p, sizeof(int));
+    k->peak = calloc((size_t)s->p, sizeof(int));
+    if (!k->f || !k->b || !k->w || !k->b_fused || !k->next_w || !k->ar || !k->send || !k->recv ||
+        !k->live || !k->peak) {
+        ck_free(k);
+        return bg_errorf(BG_ERR_NOMEM, "schedule check: out of memory");
+    }
+    for (size_t i = 0; i < n; i++) k->f[i] = k->b[i] = k->w[i] = -1;
+    for (int c = 0; c < s->nchunks; c++) k->ar[c] = -1;
+    for (size_t i = 0; i < nx; i++) k->send[i] = k->recv[i] = (pos_t){-1, -1};
+    return BG_OK;
+}
+
+/* F(mb, c) at (r, i): each incoming edge's activations are here already. */
+static bg_status_t need_inputs(ck_t *k, int r, long i, int mb, int c)
+{
+    const bg_sched_t *s = k->s;
+    for (int e = 0; e < s->nedges; e++) {
+        int src = s->edges[e].src;
+        if (s->edges[e].dst != c) continue;
+        if (s->chunk_rank[src] == r) {
+            if (k->f[MC(k, mb, src)] < 0)
+                return fail_at(s, r, i, "needs activations of chunk %d (same rank) but "
+                               "F(mb=%d, c=%d) has not run before it", src, mb, src);
+        } else if (k->recv[XK(k, 0, e, mb)].rank < 0) {
+            return fail_at(s, r, i, "needs activations from chunk %d (rank %d) but no "
+                           "RECV_ACT(mb=%d, %d->%d) precedes it", src, s->chunk_rank[src], mb,
+                           src, c);
+        }
+    }
+    return BG_OK;
+}
+
+/* B/BW(mb, c) at (r, i): each outgoing gradient edge's gradient is here. */
+static bg_status_t need_grads(ck_t *k, int r, long i, int mb, int c)
+{
+    const bg_sched_t *s = k->s;
+    for (int e = 0; e < s->nedges; e++) {
+        int dst = s->edges[e].dst;
+        if (s->edges[e].src != c || !s->edges[e].grad) continue;
+        if (s->chunk_rank[dst] == r) {
+            if (k->b[MC(k, mb, dst)] < 0)
+                return fail_at(s, r, i, "needs the gradient of chunk %d (same rank) but "
+                               "B(mb=%d, c=%d) has not run before it", dst, mb, dst);
+        } else if (k->recv[XK(k, 1, e, mb)].rank < 0) {
+            return fail_at(s, r, i, "needs the gradient from chunk %d (rank %d) but no "
+                           "RECV_GRAD(mb=%d, %d->%d) precedes it", dst, s->chunk_rank[dst], mb,
+                           dst, c);
+        }
+    }
+    return BG_OK;
+}
+
+static bg_status_t check_compute(ck_t *k, int r, long i, const bg_action_t *a)
+{
+    const bg_sched_t *s = k->s;
+    int mb = a->mb, c = a->chunk;
+    bg_status_t st;
+    if (mb < 0 || mb >= s->m || c < 0 || c >= s->nchunks)
+        return fail_at(s, r, i, "micro-batch or chunk out of range (m=%d, chunks=%d)", s->m,
+                       s->nchunks);
+    if (s->chunk_rank[c] != r)
+        return fail_at(s, r, i, "chunk %d lives on rank %d", c, s->chunk_rank[c]);
+    size_t x = MC(k, mb, c);
+    switch (a->kind) {
+    case BG_ACT_F:
+        if (k->f[x] >= 0) return fail_at(s, r, i, "duplicate: F already at action %ld", k->f[x]);
+        if ((st = need_inputs(k, r, i, mb, c))) return st;
+        k->f[x] = i;
+        if (++k->live[r] > k->peak[r]) k->peak[r] = k->live[r];
+        return BG_OK;
+    case BG_ACT_B:
+    case BG_ACT_BW:
+        if (k->b[x] >= 0)
+            return fail_at(s, r, i, "duplicate: backward already at action %ld", k->b[x]);
+        if (k->f[x] < 0) return fail_at(s, r, i, "runs before F(mb=%d, c=%d)", mb, c);
+        if ((st = need_grads(k, r, i, mb, c))) return st;
+        k->b[x] = i;
+        k->b_fused[x] = a->kind == BG_ACT_BW;
+        if (a->kind == BG_ACT_B) return BG_OK;
+        break; /* BW also completes W */
+    case BG_ACT_W:
+        if (k->w[x] >= 0) return fail_at(s, r, i, "duplicate: W already at action %ld", k->w[x]);
+        if (k->b[x] < 0) return fail_at(s, r, i, "runs before B(mb=%d, c=%d)", mb, c);
+        break;
+    default: return fail_at(s, r, i, "not a compute action");
+    }
+    if (k->w[x] >= 0) return fail_at(s, r, i, "duplicate: W already at action %ld", k->w[x]);
+    if (mb != k->next_w[c])
+        return fail_at(s, r, i, "weight gradients of chunk %d out of micro-batch order "
+                       "(expected mb=%d next)", c, k->next_w[c]);
+    k->next_w[c]++;
+    k->w[x] = i;
+    k->live[r]--;
+    return BG_OK;
+}
+
+static bg_status_t check_transfer(ck_t *k, int r, long i, const bg_action_t *a)
+{
+    const bg_sched_t *s = k->s;
+    int grad = a->kind == BG_ACT_SEND_GRAD || a->kind == BG_ACT_RECV_GRAD;
+    int send = bg_act_is_send(a->kind);
+    if (a->mb < 0 || a->mb >= s->m || a->src < 0 || a->src >= s->nchunks || a->dst < 0 ||
+        a->dst >= s->nchunks)
+        return fail_at(s, r, i, "micro-batch or chunk out of range (m=%d, chunks=%d)", s->m,
+                       s->nchunks);
+    int e = grad ? bg_sched_find_edge_(s, a->dst, a->src) : bg_sched_find_edge_(s, a->src, a->dst);
+    if (e < 0 || (grad && !s->edges[e].grad))
+        return fail_at(s, r, i, "no %s edge %d -> %d declared", grad ? "gradient" : "activation",
+                       grad ? a->dst : a->src, grad ? a->src : a->dst);
+    int rs = s->chunk_rank[a->src], rd = s->chunk_rank[a->dst];
+    if (rs == rd)
+        return fail_at(s, r, i, "chunks %d and %d are both on rank %d: hand off locally", a->src,
+                       a->dst, rs);
+    int here = send ? rs : rd, there = send ? rd : rs;
+    if (r != here || a->peer != there || a->chunk != (send ? a->src : a->dst))
+        return fail_at(s, r, i, "belongs on rank %d with peer %d and chunk %d", here, there,
+                       send ? a->src : a->dst);
+    pos_t *slot = send ? &k->send[XK(k, grad, e, a->mb)] : &k->recv[XK(k, grad, e, a->mb)];
+    if (slot->rank >= 0)
+        return fail_at(s, r, i, "duplicate: same transfer already at action %ld", slot->idx);
+    if (send && !grad && k->f[MC(k, a->mb, a->src)] < 0)
+        return fail_at(s, r, i, "sends before F(mb=%d, c=%d) produced the data", a->mb, a->src);
+    if (send && grad && k->b[MC(k, a->mb, a->src)] < 0)
+        return fail_at(s, r, i, "sends before B(mb=%d, c=%d) produced the data", a->mb, a->src);
+    *slot = (pos_t){r, i};
+    return BG_OK;
+}
+
+/* Pass 1: one rank's list, in order. */
+static bg_status_t check_rank(ck_t *k, int r)
+{
+    const bg_sched_t *s = k->s;
+    const bg_sched_list_t *l = &s->lists[r];
+    for (long i = 0; i < (long)l->len; i++) {
+        const bg_action_t *a = &l->a[i];
+        bg_status_t st = BG_OK;
+        if (bg_act_is_compute(a->kind)) {
+            st = check_compute(k, r, i, a);
+        } else if (bg_act_is_send(a->kind) || bg_act_is_recv(a->kind)) {
+            st = check_transfer(k, r, i, a);
+        } else if (a->kind == BG_ACT_ALLREDUCE) {
+            int c = a->chunk;
+            if (c < 0 || c >= s->nchunks || s->chunk_rank[c] != r)
+                return fail_at(s, r, i, "chunk %d is not on this rank", c);
+            if (k->ar[c] >= 0)
+                return fail_at(s, r, i, "duplicate: ALLREDUCE already at action %ld", k->ar[c]);
+            if (k->next_w[c] != s->m)
+                return fail_at(s, r, i, "runs before W(mb=%d, c=%d)", k->next_w[c], c);
+            k->ar[c] = i;
+        } else if (a->kind == BG_ACT_OPTIMIZER) {
+            if (i != (long)l->len - 1) return fail_at(s, r, i, "OPTIMIZER must be last");
+            for (int c = 0; c < s->nchunks; c++)
+                if (s->chunk_rank[c] == r && k->ar[c] < 0)
+                    return fail_at(s, r, i, "runs before ALLREDUCE(c=%d)", c);
+        } else {
+            return fail_at(s, r, i, "unknown action kind %d", (int)a->kind);
+        }
+        if (st) return st;
+    }
+    return BG_OK;
+}
+
+/* Pass 2: everything present once, every transfer matched. */
+static bg_status_t check_complete(ck_t *k)
+{
+    const bg_sched_t *s = k->s;
+    char act[96];
+    for (int c = 0; c < s->nchunks; c++) {
+        int r = s->chunk_rank[c];
+        for (int mb = 0; mb < s->m; mb++) {
+            size_t x = MC(k, mb, c);
+            const char *miss = k->f[x] < 0 ? "F" : k->b[x] < 0 ? "B (or BW)" : k->w[x] < 0 ? "W" : 0;
+            if (miss)
+                return bg_errorf(BG_ERR_INVALID, "schedule check (%s): rank %d: %s(mb=%d, c=%d) "
+                                 "missing", s->name, r, miss, mb, c);
+        }
+        if (k->ar[c] < 0)
+            return bg_errorf(BG_ERR_INVALID, "schedule check (%s): rank %d: ALLREDUCE(c=%d) "
+                             "missing", s->name, r, c);
+    }
+    for (int r = 0; r < s->p; r++) {
+        const bg_sched_list_t *l = &s->lists[r];
+        if (!l->len || l->a[l->len - 1].kind != BG_ACT_OPTIMIZER)
+            return bg_errorf(BG_ERR_INVALID, "schedule check (%s): rank %d: OPTIMIZER missing",
+                             s->name, r);
+    }
+    size_t nx = 2 * (size_t)s->nedges * s->m;
+    for (size_t x = 0; x < nx; x++) {
+        pos_t sd = k->send[x], rv = k->recv[x];
+        if ((sd.rank < 0) == (rv.rank < 0)) continue;
+        pos_t at = sd.rank >= 0 ? sd : rv;
+        bg_action_str(&s->lists[at.rank].a[at.idx], act, sizeof(act));
+        return bg_errorf(BG_ERR_INVALID, "schedule check (%s): rank %d, action %ld (%s): no "
+                         "matching %s", s->name, at.rank, at.idx, act,
+                         sd.rank >= 0 ? "receive" : "send");
+    }
+    return BG_OK;
+}
+
+/* The matching send of the receive at (r, i); pass 2 guarantees it exists. */
+static pos_t matching_send(const ck_t *k, int r, long i)
+{
+    const bg_sched_t *s = k->s;
+    const bg_action_t *a = &s->lists[r].a[i];
+    int grad = a->kind == BG_ACT_RECV_GRAD;
+    int e = grad ? bg_sched_find_edge_(s, a->dst, a->src) : bg_sched_find_edge_(s, a->src, a->dst);
+    return k->send[XK(k, grad, e, a->mb)];
+}
+
+/* Pass 3: run the lists; a rank blocks only on a receive whose send has not
+ * run. Stuck with work left = a cycle of waits; report it. */
+static bg_status_t check_deadlock(const ck_t *k)
+{
+    const bg_sched_t *s = k->s;
+    bg_status_t st = BG_OK;
+    long *pc = calloc((size_t)s->p, sizeof(long));
+    if (!pc) return bg_errorf(BG_ERR_NOMEM, "schedule check: out of memory");
+    for (int progress = 1; progress;) {
+        progress = 0;
+        for (int r = 0; r < s->p; r++) {
+            const bg_sched_list_t *l = &s->lists[r];
+            while (pc[r] < (long)l->len) {
+                if (bg_act_is_recv(l->a[pc[r]].kind)) {
+                    pos_t from = matching_send(k, r, pc[r]);
+                    if (pc[from.rank] <= from.idx) break;
+                }
+                pc[r]++;
+                progress = 1;
+            }
+        }
+    }
+    for (int r0 = 0; r0 < s->p; r0++) {
+        if (pc[r0] == (long)s->lists[r0].len) continue;
+        /* Follow waits-for from the first stuck rank; p hops close any cycle. */
+        char msg[1024], act[96], act2[96];
+        size_t n = 0;
+        int r = r0;
+        for (int hop = 0; hop < s->p && n < sizeof(msg) - 1; hop++) {
+            pos_t from = matching_send(k, r, pc[r]);
+            bg_action_str(&s->lists[r].a[pc[r]], act, sizeof(act));
+            bg_action_str(&s->lists[from.rank].a[from.idx], act2, sizeof(act2));
+            n += (size_t)snprintf(msg + n, sizeof(msg) - n,
+                                  "%srank %d, action %ld (%s) waits for rank %d, action %ld (%s)",
+                                  hop ? "; " : "", r, pc[r], act, from.rank, from.idx, act2);
+            r = from.rank;
+            if (r == r0 || n >= sizeof(msg)) break;
+        }
+        st = bg_errorf(BG_ERR_INVALID, "schedule check (%s): deadlock: %s", s->name, msg);
+        break;
+    }
+    free(pc);
+    return st;
+}
+
+bg_status_t bg_sched_check(const bg_sched_t *s, int *peak_live)
+{
+    ck_t k;
+    bg_status_t st = ck_init(&k, s);
+    if (st) return st;
+    for (int r = 0; r < s->p && !st; r++) st = check_rank(&k, r);
+    if (!st) st = check_complete(&k);
+    if (!st) st = check_deadlock(&k);
+    if (!st && peak_live) memcpy(peak_live, k.peak, (size_t)s->p * sizeof(int));
+    ck_free(&k);
+    return st;
+}

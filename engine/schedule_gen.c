@@ -1,0 +1,223 @@
+/*
+ * engine/schedule_gen.c -- the schedule generators: gpipe, 1f1b, interleaved
+ * (Megatron), zb-h1 (Qi et al. 2023).
+ *
+ * Each generator decides only the order of compute actions per rank; the
+ * shared tail (finish()) adds transfers for the adjacent edges, one ALLREDUCE
+ * per chunk and the OPTIMIZER step, so every schedule places communication the
+ * same way. Must NOT depend on measured costs or on anything outside engine/:
+ * a schedule is a pure function of (kind, p, m, v, flags).
+ */
+#include "engine/schedule_impl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Backward of (mb, c) on rank r: BW, or B then W when split. */
+static bg_status_t emit_backward(bg_sched_t *s, int r, int mb, int c, int split)
+{
+    if (!split) return bg_sched_append(s, r, bg_action_compute(BG_ACT_BW, mb, c));
+    bg_status_t st = bg_sched_append(s, r, bg_action_compute(BG_ACT_B, mb, c));
+    return st ? st : bg_sched_append(s, r, bg_action_compute(BG_ACT_W, mb, c));
+}
+
+/* Index of the last W or BW of chunk c on rank r, or -1. */
+static long last_weight(const bg_sched_t *s, int r, int c)
+{
+    const bg_sched_list_t *l = &s->lists[r];
+    for (long i = (long)l->len - 1; i >= 0; i--)
+        if ((l->a[i].kind == BG_ACT_W || l->a[i].kind == BG_ACT_BW) && l->a[i].chunk == c)
+            return i;
+    return -1;
+}
+
+/*
+ * Turn compute-only lists into a full schedule: transfers of every edge, then
+ * ALLREDUCE(c) after chunk c's last W -- past the gradient sends that follow
+ * it, so the critical-path send is issued first -- and OPTIMIZER last.
+ */
+static bg_status_t finish(bg_sched_t *s)
+{
+    bg_status_t st = bg_sched_insert_all_transfers_(s);
+    for (int c = 0; c < s->nchunks && !st; c++) {
+        int r = s->chunk_rank[c];
+        long i = last_weight(s, r, c);
+        if (i < 0) return bg_errorf(BG_ERR_INTERNAL, "schedule: chunk %d has no W", c);
+        size_t at = (size_t)i + 1;
+        while (at < s->lists[r].len && bg_act_is_send(s->lists[r].a[at].kind)) at++;
+        st = bg_sched_insert(s, r, at, bg_action_compute(BG_ACT_ALLREDUCE, -1, c));
+    }
+    for (int r = 0; r < s->p && !st; r++)
+        st = bg_sched_append(s, r, bg_action_compute(BG_ACT_OPTIMIZER, -1, -1));
+    return st;
+}
+
+/* GPipe: every F in micro-batch order, then every backward in the same order
+ * (micro-batch order keeps gradient accumulation deterministic). */
+static bg_status_t gen_gpipe(bg_sched_t *s, int split)
+{
+    bg_status_t st = BG_OK;
+    for (int r = 0; r < s->p; r++) {
+        for (int mb = 0; mb < s->m && !st; mb++)
+            st = bg_sched_append(s, r, bg_action_compute(BG_ACT_F, mb, r));
+        for (int mb = 0; mb < s->m && !st; mb++) st = emit_backward(s, r, mb, r, split);
+    }
+    return st;
+}
+
+/* PipeDream-Flush: rank r runs min(p-r-1, m) warm-up forwards, then alternates
+ * one F and one backward, then drains the remaining backwards. */
+static bg_status_t gen_1f1b(bg_sched_t *s, int split)
+{
+    bg_status_t st = BG_OK;
+    for (int r = 0; r < s->p && !st; r++) {
+        int warm = s->p - r - 1 < s->m ? s->p - r - 1 : s->m;
+        int f = 0, b = 0;
+        while (f < warm && !st) st = bg_sched_append(s, r, bg_action_compute(BG_ACT_F, f++, r));
+        while (f < s->m && !st) {
+            st = bg_sched_append(s, r, bg_action_compute(BG_ACT_F, f++, r));
+            if (!st) st = emit_backward(s, r, b++, r, split);
+        }
+        while (b < s->m && !st) st = emit_backward(s, r, b++, r, split);
+    }
+    return st;
+}
+
+/*
+ * Megatron-LM's forward_backward_pipelining_with_interleaving. Rank r's k-th
+ * forward "virtual micro-batch" is micro-batch (k / (p*v)) * p + k % p on local
+ * chunk (k % (p*v)) / p; backwards walk the same sequence with local chunks
+ * reversed. Warm-up is (p-r-1)*2 + (v-1)*p forwards (all of them when m == p),
+ * then 1F1B, then cool-down. Local chunk j of rank r is global chunk j*p + r.
+ */
+static void interleaved_at(const bg_sched_t *s, int r, int k, int forward, int *mb, int *c)
+{
+    int p = s->p, v = s->v;
+    int j = (k % (p * v)) / p;
+    if (!forward) j = v - 1 - j;
+    *mb = (k / (p * v)) * p + k % p;
+    *c = j * p + r;
+}
+
+static bg_status_t gen_interleaved(bg_sched_t *s, int split)
+{
+    int p = s->p, total = s->m * s->v;
+    bg_status_t st = BG_OK;
+    for (int r = 0; r < p && !st; r++) {
+        int warm = s->m == p ? total : (p - r - 1) * 2 + (s->v - 1) * p;
+        if (warm > total) warm = total;
+        int mb, c;
+        for (int k = 0; k < warm && !st; k++) {
+            interleaved_at(s, r, k, 1, &mb, &c);
+            st = bg_sched_append(s, r, bg_action_compute(BG_ACT_F, mb, c));
+        }
+        for (int k = 0; k < total - warm && !st; k++) {
+            interleaved_at(s, r, k + warm, 1, &mb, &c);
+            st = bg_sched_append(s, r, bg_action_compute(BG_ACT_F, mb, c));
+            interleaved_at(s, r, k, 0, &mb, &c);
+            if (!st) st = emit_backward(s, r, mb, c, split);
+        }
+        for (int k = total - warm; k < total && !st; k++) {
+            interleaved_at(s, r, k, 0, &mb, &c);
+            st = emit_backward(s, r, mb, c, split);
+        }
+    }
+    return st;
+}
+
+/*
+ * Zero Bubble H1. Built by list-scheduling the pipeline in unit time steps
+ * (T_F = T_B = T_W, no communication cost), the setting the handcrafted
+ * schedule of Qi et al. is drawn for. At each step a rank picks, in priority:
+ *   B  if its output gradient has arrived (B is on the critical path);
+ *   F  if its input has arrived and fewer than p - r micro-batches are live
+ *      (F done, W not) -- 1F1B's peak, which is the point of H1;
+ *   W  the oldest deferred one (fills what would be bubble);
+ *   idle otherwise.
+ * Deferred W run in micro-batch order, so accumulation order is kept.
+ */
+static bg_status_t gen_zbh1(bg_sched_t *s)
+{
+    int p = s->p, m = s->m;
+    bg_status_t st = BG_OK;
+    /* fend/bend: end step of F/B of (rank, mb); INT_MAX-ish until run. */
+    const long never = 1L << 40;
+    long *fend = malloc((size_t)p * m * sizeof(long));
+    long *bend = malloc((size_t)p * m * sizeof(long));
+    int *nf = calloc((size_t)p, sizeof(int)), *nb = calloc((size_t)p, sizeof(int));
+    int *nw = calloc((size_t)p, sizeof(int));
+    if (!fend || !bend || !nf || !nb || !nw) {
+        st = bg_errorf(BG_ERR_NOMEM, "zb-h1: out of memory");
+        goto out;
+    }
+    for (long i = 0; i < (long)p * m; i++) fend[i] = bend[i] = never;
+    long done = 0, limit_t = 8L * (3L * m + p) + 64;
+    for (long t = 0; done < (long)p && !st; t++) {
+        if (t > limit_t) {
+            st = bg_errorf(BG_ERR_INTERNAL, "zb-h1: generator made no progress (p=%d m=%d)", p, m);
+            break;
+        }
+        done = 0;
+        for (int r = 0; r < p && !st; r++) {
+            int b = nb[r], f = nf[r];
+            int b_ready = b < m && fend[r * m + b] <= t &&
+                          (r == p - 1 || bend[(r + 1) * m + b] <= t);
+            int f_ready = f < m && (r == 0 || fend[(r - 1) * m + f] <= t) && f - nw[r] < p - r;
+            if (b_ready) {
+                bend[r * m + b] = t + 1;
+                nb[r]++;
+                st = bg_sched_append(s, r, bg_action_compute(BG_ACT_B, b, r));
+            } else if (f_ready) {
+                fend[r * m + f] = t + 1;
+                nf[r]++;
+                st = bg_sched_append(s, r, bg_action_compute(BG_ACT_F, f, r));
+            } else if (nw[r] < nb[r]) {
+                st = bg_sched_append(s, r, bg_action_compute(BG_ACT_W, nw[r]++, r));
+            }
+            done += nw[r] == m;
+        }
+    }
+out:
+    free(fend), free(bend), free(nf), free(nb), free(nw);
+    return st;
+}
+
+bg_status_t bg_sched_generate(bg_sched_kind_t kind, int p, int m, int v, unsigned flags,
+                              bg_sched_t **out)
+{
+    const char *name = bg_sched_kind_name(kind);
+    if ((unsigned)kind >= BG_SCHED_KIND_COUNT)
+        return bg_errorf(BG_ERR_INVALID, "schedule: unknown kind %d", (int)kind);
+    if (p < 1 || m < 1 || v < 1)
+        return bg_errorf(BG_ERR_INVALID, "%s: need stages, micro-batches and chunks >= 1 "
+                         "(got p=%d m=%d v=%d)", name, p, m, v);
+    if (kind != BG_SCHED_INTERLEAVED && v != 1)
+        return bg_errorf(BG_ERR_INVALID,
+                         "%s: one chunk per rank only (got v=%d); use 'interleaved' for v > 1",
+                         name, v);
+    if (kind == BG_SCHED_INTERLEAVED && m % p)
+        return bg_errorf(BG_ERR_INVALID,
+                         "interleaved: micro-batches (%d) must be a multiple of stages (%d), "
+                         "as in Megatron-LM", m, p);
+    if (flags & ~(unsigned)BG_SCHED_SPLIT_BW)
+        return bg_errorf(BG_ERR_INVALID, "%s: unknown flags 0x%x", name, flags);
+    bg_sched_t *s = NULL;
+    bg_status_t st = bg_sched_create(p, m, v, NULL, &s);
+    if (st) return st;
+    snprintf(s->name, sizeof(s->name), "%s", name);
+    int split = (flags & BG_SCHED_SPLIT_BW) != 0;
+    switch (kind) {
+    case BG_SCHED_GPIPE: st = gen_gpipe(s, split); break;
+    case BG_SCHED_1F1B: st = gen_1f1b(s, split); break;
+    case BG_SCHED_INTERLEAVED: st = gen_interleaved(s, split); break;
+    case BG_SCHED_ZB_H1: st = gen_zbh1(s); break;
+    default: st = bg_errorf(BG_ERR_INTERNAL, "schedule: kind %d", (int)kind); break;
+    }
+    if (!st) st = finish(s);
+    if (st) goto err;
+    *out = s;
+    return BG_OK;
+err:
+    bg_sched_free(s);
+    return st;
+}
