@@ -1,10 +1,13 @@
 /*
  * layers/add.c -- y = a + b for two tensors of the same shape (residuals).
  * B copies dy to both input gradients; no W, nothing saved.
+ * The CPU half computes in f32 only.
  * Must not keep state between calls.
  */
 #include "layers/layer.h"
 #include "layers/kernels_cuda.h"
+
+#include <string.h>
 
 static bg_status_t add_infer(bg_layer_spec_t *spec, bg_errbuf_t *err)
 {
@@ -26,10 +29,44 @@ static void add_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg_layer_cos
     c->fwd_flops = (double)bg_shape_numel(&spec->out);
 }
 
+static bg_status_t add_cpu_dtype(const bg_layer_call_t *c, const char *phase)
+{
+    if (c->dtype != BG_F32)
+        return bg_errorf(BG_ERR_UNSUPPORTED,
+                         "layer %s (add): %s on the cpu backend computes in f32 only, got %s",
+                         c->spec->name, phase, bg_dtype_name(c->dtype));
+    return BG_OK;
+}
+
 static bg_status_t add_forward(const bg_layer_call_t *c)
 {
-    (void)c;
-    return bg_errorf(BG_ERR_UNSUPPORTED, "add: forward not implemented yet");
+#ifdef BG_HAVE_CUDA
+    if (bg_backend_device(c->be) == BG_DEV_CUDA)
+        return bg_cuda_add_forward(c);
+#endif
+    bg_status_t st = add_cpu_dtype(c, "forward");
+    if (st != BG_OK) return st;
+    const float *a = c->in[0]->data, *b = c->in[1]->data;
+    float *y = c->out->data;
+    int64_t n = bg_tensor_numel(c->out);
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+    return BG_OK;
+}
+
+/* Both inputs get dy unchanged; either may be unwanted (NULL). */
+static bg_status_t add_backward_input(const bg_layer_call_t *c)
+{
+    if (!c->din[0] && !c->din[1]) return BG_OK;
+#ifdef BG_HAVE_CUDA
+    if (bg_backend_device(c->be) == BG_DEV_CUDA)
+        return bg_cuda_add_backward_input(c);
+#endif
+    bg_status_t st = add_cpu_dtype(c, "backward-input");
+    if (st != BG_OK) return st;
+    size_t bytes = bg_tensor_nbytes(c->dout);
+    for (int i = 0; i < 2; i++)
+        if (c->din[i]) memcpy(c->din[i]->data, c->dout->data, bytes);
+    return BG_OK;
 }
 
 const bg_layer_kind_t bg_kind_add = {
@@ -40,4 +77,5 @@ const bg_layer_kind_t bg_kind_add = {
     .infer = add_infer,
     .cost = add_cost,
     .forward = add_forward,
+    .backward_input = add_backward_input,
 };

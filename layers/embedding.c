@@ -3,6 +3,8 @@
  * tokens i32 (B, T) -> (B, T, dim); out[b,t] = tokens[id] + positions[t].
  * No input gradient (ids are integers). W scatter-adds dy into the rows of
  * the ids, in a fixed order so results do not depend on threads or layout.
+ * Ids outside [0, vocab) fail the call (BG_ERR_INVALID) before any write.
+ * The CPU half computes in f32 only.
  * Must not keep state between calls.
  */
 #include "layers/layer.h"
@@ -66,10 +68,97 @@ static void embedding_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg_lay
     c->bwd_weight_flops = pos ? 2.0 * n : n;
 }
 
+static bg_status_t embedding_cpu_dtype(const bg_layer_call_t *c, const char *phase)
+{
+    if (c->dtype != BG_F32)
+        return bg_errorf(BG_ERR_UNSUPPORTED,
+                         "layer %s (embedding): %s on the cpu backend computes in f32 only, got %s",
+                         c->spec->name, phase, bg_dtype_name(c->dtype));
+    return BG_OK;
+}
+
+/*
+ * Every id must index a row of the table: an out-of-range id would read or
+ * (in W) write outside the parameter. Checked before anything is written,
+ * so a failing call leaves out/grads as they were.
+ */
+static bg_status_t embedding_check_ids(const bg_layer_call_t *c, const int32_t *ids, int64_t n,
+                                       int64_t vocab)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= vocab)
+            return bg_errorf(BG_ERR_INVALID,
+                             "layer %s (embedding): token id %d at position %lld is outside "
+                             "[0, %lld)",
+                             c->spec->name, (int)ids[i], (long long)i, (long long)vocab);
+    return BG_OK;
+}
+
+/* out (N, dim) = tokens[ids[n]] (+ positions[n mod T]), N = B*T. */
 static bg_status_t embedding_forward(const bg_layer_call_t *c)
 {
-    (void)c;
-    return bg_errorf(BG_ERR_UNSUPPORTED, "embedding: forward not implemented yet");
+#ifdef BG_HAVE_CUDA
+    if (bg_backend_device(c->be) == BG_DEV_CUDA)
+        return bg_cuda_embedding_forward(c);
+#endif
+    bg_status_t st = embedding_cpu_dtype(c, "forward");
+    if (st != BG_OK) return st;
+    const int32_t *ids = c->in[0]->data;
+    int64_t n = bg_tensor_numel(c->in[0]), T = bg_tensor_cols(c->in[0]);
+    int64_t vocab = bg_attrs_int(&c->spec->attrs, "vocab", 0);
+    int64_t dim = bg_attrs_int(&c->spec->attrs, "dim", 0);
+    bool pos = bg_attrs_int(&c->spec->attrs, "positions", 0) > 0;
+    if ((st = embedding_check_ids(c, ids, n, vocab)) != BG_OK) return st;
+    const float *tok = c->params[0]->data;
+    const float *pe = pos ? c->params[1]->data : NULL;
+    float *y = c->out->data;
+    for (int64_t i = 0; i < n; i++) {
+        const float *row = tok + (int64_t)ids[i] * dim;
+        float *dst = y + i * dim;
+        if (pe) {
+            const float *prow = pe + (i % T) * dim;
+            for (int64_t j = 0; j < dim; j++) dst[j] = row[j] + prow[j];
+        } else {
+            for (int64_t j = 0; j < dim; j++) dst[j] = row[j];
+        }
+    }
+    return BG_OK;
+}
+
+/*
+ * tokens_grad[ids[n]] += dy[n]; positions_grad[n mod T] += dy[n].
+ * Positions n are visited in increasing order, one at a time: repeated ids
+ * always sum in the same order, so the result is bit-reproducible.
+ */
+static bg_status_t embedding_backward_weight(const bg_layer_call_t *c)
+{
+#ifdef BG_HAVE_CUDA
+    if (bg_backend_device(c->be) == BG_DEV_CUDA)
+        return bg_cuda_embedding_backward_weight(c);
+#endif
+    bg_status_t st = embedding_cpu_dtype(c, "backward-weight");
+    if (st != BG_OK) return st;
+    const int32_t *ids = c->in[0]->data;
+    int64_t n = bg_tensor_numel(c->in[0]), T = bg_tensor_cols(c->in[0]);
+    int64_t vocab = bg_attrs_int(&c->spec->attrs, "vocab", 0);
+    int64_t dim = bg_attrs_int(&c->spec->attrs, "dim", 0);
+    bool pos = bg_attrs_int(&c->spec->attrs, "positions", 0) > 0;
+    if ((st = embedding_check_ids(c, ids, n, vocab)) != BG_OK) return st;
+    const float *dy = c->dout->data;
+    float *gt = c->grads[0] ? c->grads[0]->data : NULL;
+    float *gp = pos && c->grads[1] ? c->grads[1]->data : NULL;
+    for (int64_t i = 0; i < n; i++) {
+        const float *src = dy + i * dim;
+        if (gt) {
+            float *dst = gt + (int64_t)ids[i] * dim;
+            for (int64_t j = 0; j < dim; j++) dst[j] += src[j];
+        }
+        if (gp) {
+            float *dst = gp + (i % T) * dim;
+            for (int64_t j = 0; j < dim; j++) dst[j] += src[j];
+        }
+    }
+    return BG_OK;
 }
 
 const bg_layer_kind_t bg_kind_embedding = {
@@ -83,4 +172,5 @@ const bg_layer_kind_t bg_kind_embedding = {
     .params = embedding_params,
     .cost = embedding_cost,
     .forward = embedding_forward,
+    .backward_weight = embedding_backward_weight,
 };

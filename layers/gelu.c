@@ -2,10 +2,13 @@
  * layers/gelu.c -- GELU, tanh form as in GPT-2:
  * y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), elementwise.
  * B recomputes from the kept input; nothing saved. No W.
+ * The CPU half computes in f32 only.
  * Must not keep state between calls.
  */
 #include "layers/layer.h"
 #include "layers/kernels_cuda.h"
+
+#include <math.h>
 
 static bg_status_t gelu_infer(bg_layer_spec_t *spec, bg_errbuf_t *err)
 {
@@ -24,10 +27,63 @@ static void gelu_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg_layer_co
     c->bwd_input_flops = 16.0 * n;
 }
 
+/* sqrt(2/pi) and the cubic coefficient of GPT-2's gelu. */
+#define GELU_K 0.7978845608028654f
+#define GELU_A 0.044715f
+
+static bg_status_t gelu_cpu_dtype(const bg_layer_call_t *c, const char *phase)
+{
+    if (c->dtype != BG_F32)
+        return bg_errorf(BG_ERR_UNSUPPORTED,
+                         "layer %s (gelu): %s on the cpu backend computes in f32 only, got %s",
+                         c->spec->name, phase, bg_dtype_name(c->dtype));
+    return BG_OK;
+}
+
+static void gelu_forward_cpu(const float *x, float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        float t = tanhf(GELU_K * (v + GELU_A * v * v * v));
+        y[i] = 0.5f * v * (1.0f + t);
+    }
+}
+
+/* d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) K (1 + 3 A x^2), t = tanh(K (x + A x^3)). */
+static void gelu_backward_cpu(const float *x, const float *dy, float *dx, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        float t = tanhf(GELU_K * (v + GELU_A * v * v * v));
+        float d = 0.5f * (1.0f + t) +
+                  0.5f * v * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * GELU_A * v * v);
+        dx[i] = dy[i] * d;
+    }
+}
+
 static bg_status_t gelu_forward(const bg_layer_call_t *c)
 {
-    (void)c;
-    return bg_errorf(BG_ERR_UNSUPPORTED, "gelu: forward not implemented yet");
+#ifdef BG_HAVE_CUDA
+    if (bg_backend_device(c->be) == BG_DEV_CUDA)
+        return bg_cuda_gelu_forward(c);
+#endif
+    bg_status_t st = gelu_cpu_dtype(c, "forward");
+    if (st != BG_OK) return st;
+    gelu_forward_cpu(c->in[0]->data, c->out->data, bg_tensor_numel(c->in[0]));
+    return BG_OK;
+}
+
+static bg_status_t gelu_backward_input(const bg_layer_call_t *c)
+{
+    if (!c->din[0]) return BG_OK;
+#ifdef BG_HAVE_CUDA
+    if (bg_backend_device(c->be) == BG_DEV_CUDA)
+        return bg_cuda_gelu_backward_input(c);
+#endif
+    bg_status_t st = gelu_cpu_dtype(c, "backward-input");
+    if (st != BG_OK) return st;
+    gelu_backward_cpu(c->in[0]->data, c->dout->data, c->din[0]->data, bg_tensor_numel(c->in[0]));
+    return BG_OK;
 }
 
 const bg_layer_kind_t bg_kind_gelu = {
@@ -38,4 +94,5 @@ const bg_layer_kind_t bg_kind_gelu = {
     .infer = gelu_infer,
     .cost = gelu_cost,
     .forward = gelu_forward,
+    .backward_input = gelu_backward_input,
 };

@@ -1,11 +1,16 @@
 /*
  * layers/layernorm.c -- layer normalisation over the last dimension:
  * y = (x - mean) * rstd * weight + bias, (..., C) -> (..., C).
- * F saves mean and rstd per row (f32, 2 floats per row) for B and W.
+ * F saves mean and rstd per row for B and W; the saved scratch is always
+ * f32 (also in bf16 runs), N = rows = numel / C:
+ *   mean (N) | rstd (N)          rstd = 1 / sqrt(biased var + eps)
+ * The CPU half computes in f32 only.
  * Must not keep state between calls.
  */
 #include "layers/layer.h"
 #include "layers/kernels_cuda.h"
+
+#include <math.h>
 
 static const bg_key_desc_t layernorm_keys[] = {
     {"eps", BG_ATTR_FLOAT, false},
@@ -43,10 +48,130 @@ static void layernorm_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg_lay
     c->saved_bytes = (int64_t)(rows * 2.0 * sizeof(float));
 }
 
+static bg_status_t layernorm_cpu_dtype(const bg_layer_call_t *c, const char *phase)
+{
+    if (c->dtype != BG_F32)
+        return bg_errorf(BG_ERR_UNSUPPORTED,
+                         "layer %s (layernorm): %s on the cpu backend computes in f32 only, got %s",
+                         c->spec->name, phase, bg_dtype_name(c->dtype));
+    return BG_OK;
+}
+
+/* The saved scratch viewed as its two f32 arrays: mean (N) | rstd (N). */
+static void layernorm_saved(const bg_layer_call_t *c, int64_t rows, float **mean, float **rstd)
+{
+    float *s = c->saved->data;
+    *mean = s;
+    *rstd = s + rows;
+}
+
+/*
+ * Per row of x (N, C): mean, biased variance (two passes, double
+ * accumulators: no cancellation for rows with a large offset), then
+ * y = (x - mean) * rstd * w + b. Saves mean and rstd.
+ */
 static bg_status_t layernorm_forward(const bg_layer_call_t *c)
 {
-    (void)c;
-    return bg_errorf(BG_ERR_UNSUPPORTED, "layernorm: forward not implemented yet");
+#ifdef BG_HAVE_CUDA
+    if (bg_backend_device(c->be) == BG_DEV_CUDA)
+        return bg_cuda_layernorm_forward(c);
+#endif
+    bg_status_t st = layernorm_cpu_dtype(c, "forward");
+    if (st != BG_OK) return st;
+    int64_t C = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
+    double eps = bg_attrs_float(&c->spec->attrs, "eps", 1e-5);
+    const float *x = c->in[0]->data, *w = c->params[0]->data, *b = c->params[1]->data;
+    float *y = c->out->data, *mean, *rstd;
+    layernorm_saved(c, rows, &mean, &rstd);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * C;
+        float *yr = y + r * C;
+        double m = 0.0, v = 0.0;
+        for (int64_t j = 0; j < C; j++) m += xr[j];
+        m /= (double)C;
+        for (int64_t j = 0; j < C; j++) v += ((double)xr[j] - m) * ((double)xr[j] - m);
+        v /= (double)C;
+        float mf = (float)m, rs = (float)(1.0 / sqrt(v + eps));
+        for (int64_t j = 0; j < C; j++) yr[j] = (xr[j] - mf) * rs * w[j] + b[j];
+        mean[r] = mf;
+        rstd[r] = rs;
+    }
+    return BG_OK;
+}
+
+/*
+ * With xhat = (x - mean) rstd and g = dy * w (per row, C columns):
+ * dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
+ */
+static bg_status_t layernorm_backward_input(const bg_layer_call_t *c)
+{
+    if (!c->din[0]) return BG_OK;
+#ifdef BG_HAVE_CUDA
+    if (bg_backend_device(c->be) == BG_DEV_CUDA)
+        return bg_cuda_layernorm_backward_input(c);
+#endif
+    bg_status_t st = layernorm_cpu_dtype(c, "backward-input");
+    if (st != BG_OK) return st;
+    int64_t C = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
+    const float *x = c->in[0]->data, *w = c->params[0]->data, *dy = c->dout->data;
+    float *dx = c->din[0]->data, *mean, *rstd;
+    layernorm_saved(c, rows, &mean, &rstd);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * C, *dyr = dy + r * C;
+        float *dxr = dx + r * C;
+        float m = mean[r], rs = rstd[r];
+        double sg = 0.0, sgx = 0.0;
+        for (int64_t j = 0; j < C; j++) {
+            float g = dyr[j] * w[j], xh = (xr[j] - m) * rs;
+            sg += g;
+            sgx += (double)g * xh;
+        }
+        float mg = (float)(sg / (double)C), mgx = (float)(sgx / (double)C);
+        for (int64_t j = 0; j < C; j++) {
+            float g = dyr[j] * w[j], xh = (xr[j] - m) * rs;
+            dxr[j] = rs * (g - mg - xh * mgx);
+        }
+    }
+    return BG_OK;
+}
+
+/*
+ * dw[j] += sum_r dy[r,j] * xhat[r,j]; db[j] += sum_r dy[r,j]. Columns in
+ * blocks with double accumulators, rows always summed in order r = 0, 1, ...
+ */
+static bg_status_t layernorm_backward_weight(const bg_layer_call_t *c)
+{
+#ifdef BG_HAVE_CUDA
+    if (bg_backend_device(c->be) == BG_DEV_CUDA)
+        return bg_cuda_layernorm_backward_weight(c);
+#endif
+    bg_status_t st = layernorm_cpu_dtype(c, "backward-weight");
+    if (st != BG_OK) return st;
+    enum { BLK = 128 };
+    double aw[BLK], ab[BLK];
+    int64_t C = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
+    const float *x = c->in[0]->data, *dy = c->dout->data;
+    float *gw = c->grads[0] ? c->grads[0]->data : NULL;
+    float *gb = c->grads[1] ? c->grads[1]->data : NULL;
+    float *mean, *rstd;
+    layernorm_saved(c, rows, &mean, &rstd);
+    for (int64_t j0 = 0; j0 < C; j0 += BLK) {
+        int64_t nb = C - j0 < BLK ? C - j0 : BLK;
+        for (int64_t j = 0; j < nb; j++) aw[j] = ab[j] = 0.0;
+        for (int64_t r = 0; r < rows; r++) {
+            const float *xr = x + r * C + j0, *dyr = dy + r * C + j0;
+            float m = mean[r], rs = rstd[r];
+            for (int64_t j = 0; j < nb; j++) {
+                aw[j] += (double)dyr[j] * ((xr[j] - m) * rs);
+                ab[j] += dyr[j];
+            }
+        }
+        for (int64_t j = 0; j < nb; j++) {
+            if (gw) gw[j0 + j] += (float)aw[j];
+            if (gb) gb[j0 + j] += (float)ab[j];
+        }
+    }
+    return BG_OK;
 }
 
 const bg_layer_kind_t bg_kind_layernorm = {
@@ -60,4 +185,6 @@ const bg_layer_kind_t bg_kind_layernorm = {
     .params = layernorm_params,
     .cost = layernorm_cost,
     .forward = layernorm_forward,
+    .backward_input = layernorm_backward_input,
+    .backward_weight = layernorm_backward_weight,
 };

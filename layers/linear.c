@@ -63,10 +63,113 @@ static void linear_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg_layer_
     c->bwd_weight_flops = 2.0 * rows * in * out + (bias ? rows * out : 0.0);
 }
 
+/* The CPU half computes in f32 only; bf16 activations are the CUDA backend's. */
+static bg_status_t linear_cpu_dtype(const bg_layer_call_t *c, const char *phase)
+{
+    if (c->dtype != BG_F32)
+        return bg_errorf(BG_ERR_UNSUPPORTED,
+                         "layer %s (linear): %s on the cpu backend computes in f32 only, got %s",
+                         c->spec->name, phase, bg_dtype_name(c->dtype));
+    return BG_OK;
+}
+
+static bool linear_has_bias(const bg_layer_spec_t *spec)
+{
+    return bg_attrs_bool(&spec->attrs, "bias", true);
+}
+
+/*
+ * g[j] += sum over rows r of dy[r, j], dy (rows, cols) row-major. Blocks of
+ * columns with double accumulators: rows are read contiguously (cache) and
+ * the sum is always taken in row order r = 0, 1, ... (bit-reproducible).
+ */
+static void linear_colsum_add(const float *dy, int64_t rows, int64_t cols, float *g)
+{
+    enum { BLK = 256 };
+    double acc[BLK];
+    for (int64_t j0 = 0; j0 < cols; j0 += BLK) {
+        int64_t nb = cols - j0 < BLK ? cols - j0 : BLK;
+        for (int64_t j = 0; j < nb; j++) acc[j] = 0.0;
+        for (int64_t r = 0; r < rows; r++) {
+            const float *row = dy + r * cols + j0;
+            for (int64_t j = 0; j < nb; j++) acc[j] += row[j];
+        }
+        for (int64_t j = 0; j < nb; j++) g[j0 + j] += (float)acc[j];
+    }
+}
+
+/* y (rows, out) = x (rows, in) @ W^T, W (out, in); then y += b per row. */
 static bg_status_t linear_forward(const bg_layer_call_t *c)
 {
-    (void)c;
-    return bg_errorf(BG_ERR_UNSUPPORTED, "linear: forward not implemented yet");
+#ifdef BG_HAVE_CUDA
+    if (bg_backend_device(c->be) == BG_DEV_CUDA)
+        return bg_cuda_linear_forward(c);
+#endif
+    bg_status_t st = linear_cpu_dtype(c, "forward");
+    if (st != BG_OK) return st;
+    int64_t in = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
+    int64_t out = bg_tensor_cols(c->out);
+    bg_gemm_args_t g = {
+        .trans_b = true, .m = rows, .n = out, .k = in, .alpha = 1.0f, .beta = 0.0f,
+        .a = c->in[0]->data, .lda = in, .b = c->params[0]->data, .ldb = in,
+        .c = c->out->data, .ldc = out, .ab = BG_F32, .c_dtype = BG_F32,
+    };
+    if ((st = bg_gemm(c->be, c->stream, &g)) != BG_OK) return st;
+    if (linear_has_bias(c->spec)) {
+        const float *b = c->params[1]->data;
+        float *y = c->out->data;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < out; j++) y[r * out + j] += b[j];
+    }
+    return BG_OK;
+}
+
+/* dx (rows, in) = dy (rows, out) @ W (out, in). */
+static bg_status_t linear_backward_input(const bg_layer_call_t *c)
+{
+    if (!c->din[0]) return BG_OK;
+#ifdef BG_HAVE_CUDA
+    if (bg_backend_device(c->be) == BG_DEV_CUDA)
+        return bg_cuda_linear_backward_input(c);
+#endif
+    bg_status_t st = linear_cpu_dtype(c, "backward-input");
+    if (st != BG_OK) return st;
+    int64_t in = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
+    int64_t out = bg_tensor_cols(c->dout);
+    bg_gemm_args_t g = {
+        .m = rows, .n = in, .k = out, .alpha = 1.0f, .beta = 0.0f,
+        .a = c->dout->data, .lda = out, .b = c->params[0]->data, .ldb = in,
+        .c = c->din[0]->data, .ldc = in, .ab = BG_F32, .c_dtype = BG_F32,
+    };
+    return bg_gemm(c->be, c->stream, &g);
+}
+
+/*
+ * dW (out, in) += dy^T (out, rows) @ x (rows, in); db (out) += column sums
+ * of dy. A shared weight is whatever tensor sits in slot 0: its owner sums
+ * the contributions of every layer that uses it.
+ */
+static bg_status_t linear_backward_weight(const bg_layer_call_t *c)
+{
+#ifdef BG_HAVE_CUDA
+    if (bg_backend_device(c->be) == BG_DEV_CUDA)
+        return bg_cuda_linear_backward_weight(c);
+#endif
+    bg_status_t st = linear_cpu_dtype(c, "backward-weight");
+    if (st != BG_OK) return st;
+    int64_t in = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
+    int64_t out = bg_tensor_cols(c->dout);
+    if (c->grads[0]) {
+        bg_gemm_args_t g = {
+            .trans_a = true, .m = out, .n = in, .k = rows, .alpha = 1.0f, .beta = 1.0f,
+            .a = c->dout->data, .lda = out, .b = c->in[0]->data, .ldb = in,
+            .c = c->grads[0]->data, .ldc = in, .ab = BG_F32, .c_dtype = BG_F32,
+        };
+        if ((st = bg_gemm(c->be, c->stream, &g)) != BG_OK) return st;
+    }
+    if (linear_has_bias(c->spec) && c->grads[1])
+        linear_colsum_add(c->dout->data, rows, out, c->grads[1]->data);
+    return BG_OK;
 }
 
 const bg_layer_kind_t bg_kind_linear = {
@@ -80,4 +183,6 @@ const bg_layer_kind_t bg_kind_linear = {
     .params = linear_params,
     .cost = linear_cost,
     .forward = linear_forward,
+    .backward_input = linear_backward_input,
+    .backward_weight = linear_backward_weight,
 };
