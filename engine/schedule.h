@@ -207,6 +207,15 @@ bg_status_t bg_sched_add_transfer(bg_sched_t *s, int src, int dst, int with_grad
  */
 bg_status_t bg_sched_check(const bg_sched_t *s, int *peak_live);
 
+/*
+ * Activation counts per rank in list order, without checking: peak_live[r]
+ * as above (F ran, W not), peak_stash[r] the peak of (mb, chunk) pairs whose
+ * F ran and whose B (or BW) has not -- the full stash backward needs; after B
+ * only what W reads stays. Either array may be NULL (else p entries).
+ * Cannot fail.
+ */
+void bg_sched_peaks(const bg_sched_t *s, int *peak_live, int *peak_stash);
+
 /* ------------------------------------------------------------------ printer */
 
 enum {

@@ -334,3 +334,24 @@ bg_status_t bg_sched_check(const bg_sched_t *s, int *peak_live)
     ck_free(&k);
     return st;
 }
+
+void bg_sched_peaks(const bg_sched_t *s, int *peak_live, int *peak_stash)
+{
+    for (int r = 0; r < s->p; r++) {
+        int live = 0, stash = 0, pl = 0, ps = 0;
+        const bg_sched_list_t *l = &s->lists[r];
+        for (size_t i = 0; i < l->len; i++) {
+            switch (l->a[i].kind) {
+            case BG_ACT_F: live++, stash++; break;
+            case BG_ACT_B: stash--; break;
+            case BG_ACT_W: live--; break;
+            case BG_ACT_BW: live--, stash--; break;
+            default: break;
+            }
+            pl = live > pl ? live : pl;
+            ps = stash > ps ? stash : ps;
+        }
+        if (peak_live) peak_live[r] = pl;
+        if (peak_stash) peak_stash[r] = ps;
+    }
+}

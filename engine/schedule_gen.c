@@ -129,18 +129,25 @@ static bg_status_t gen_interleaved(bg_sched_t *s, int split)
  * Zero Bubble H1. Built by list-scheduling the pipeline in unit time steps
  * (T_F = T_B = T_W, no communication cost), the setting the handcrafted
  * schedule of Qi et al. is drawn for. At each step a rank picks, in priority:
- *   B  if its output gradient has arrived (B is on the critical path);
- *   F  if its input has arrived and fewer than p - r micro-batches are live
- *      (F done, W not) -- 1F1B's peak, which is the point of H1;
+ *   F  if its input has arrived, fewer than p - r micro-batches wait for
+ *      their B (1F1B's stash on rank r) and fewer than p wait for their W
+ *      (1F1B's peak, reached on rank 0);
+ *   B  if its output gradient has arrived;
  *   W  the oldest deferred one (fills what would be bubble);
  *   idle otherwise.
- * Deferred W run in micro-batch order, so accumulation order is kept.
+ * F first keeps the downstream ranks fed, as 1F1B's steady state does; B
+ * still never waits on a W, which is where the saving comes from. The p cap on
+ * pending W is what lets later ranks defer W into the cool-down: the closed
+ * form (p-1)(F+B-W) needs the last rank to hold p pending W at its end
+ * (docs/schedules.md). Deferred W run in micro-batch order, so gradient
+ * accumulation order is kept. Verified against the closed form for
+ * p <= 8, m in p..32 in tests/engine/test_sim.c.
  */
 static bg_status_t gen_zbh1(bg_sched_t *s)
 {
     int p = s->p, m = s->m;
     bg_status_t st = BG_OK;
-    /* fend/bend: end step of F/B of (rank, mb); INT_MAX-ish until run. */
+    /* fend/bend: step at which F/B of (rank, mb) ends; `never` until run. */
     const long never = 1L << 40;
     long *fend = malloc((size_t)p * m * sizeof(long));
     long *bend = malloc((size_t)p * m * sizeof(long));
@@ -162,15 +169,16 @@ static bg_status_t gen_zbh1(bg_sched_t *s)
             int b = nb[r], f = nf[r];
             int b_ready = b < m && fend[r * m + b] <= t &&
                           (r == p - 1 || bend[(r + 1) * m + b] <= t);
-            int f_ready = f < m && (r == 0 || fend[(r - 1) * m + f] <= t) && f - nw[r] < p - r;
-            if (b_ready) {
-                bend[r * m + b] = t + 1;
-                nb[r]++;
-                st = bg_sched_append(s, r, bg_action_compute(BG_ACT_B, b, r));
-            } else if (f_ready) {
+            int f_ready = f < m && (r == 0 || fend[(r - 1) * m + f] <= t) && f - b < p - r &&
+                          f - nw[r] < p;
+            if (f_ready) {
                 fend[r * m + f] = t + 1;
                 nf[r]++;
                 st = bg_sched_append(s, r, bg_action_compute(BG_ACT_F, f, r));
+            } else if (b_ready) {
+                bend[r * m + b] = t + 1;
+                nb[r]++;
+                st = bg_sched_append(s, r, bg_action_compute(BG_ACT_B, b, r));
             } else if (nw[r] < nb[r]) {
                 st = bg_sched_append(s, r, bg_action_compute(BG_ACT_W, nw[r]++, r));
             }

@@ -19,7 +19,7 @@ struct bg_sim {
     bg_sched_t *s;
     double **t0, **t1; /* per rank, per action: start and end */
     double *busy, *wait;
-    int *peak;
+    int *peak, *stash;
     double makespan;
 };
 
@@ -37,6 +37,7 @@ void bg_sim_free(bg_sim_t *sim)
     if (sim->s && sim->t0)
         for (int r = 0; r < sim->s->p; r++) free(sim->t0[r]), free(sim->t1[r]);
     free(sim->t0), free(sim->t1), free(sim->busy), free(sim->wait), free(sim->peak);
+    free(sim->stash);
     bg_sched_free(sim->s);
     free(sim);
 }
@@ -82,7 +83,8 @@ static bg_status_t sim_alloc(bg_sim_t *sim)
     sim->busy = calloc((size_t)p, sizeof(double));
     sim->wait = calloc((size_t)p, sizeof(double));
     sim->peak = calloc((size_t)p, sizeof(int));
-    if (!sim->t0 || !sim->t1 || !sim->busy || !sim->wait || !sim->peak) goto err;
+    sim->stash = calloc((size_t)p, sizeof(int));
+    if (!sim->t0 || !sim->t1 || !sim->busy || !sim->wait || !sim->peak || !sim->stash) goto err;
     for (int r = 0; r < p; r++) {
         size_t n = sim->s->lists[r].len ? sim->s->lists[r].len : 1;
         sim->t0[r] = malloc(n * sizeof(double));
@@ -165,6 +167,7 @@ bg_status_t bg_sim_run(const bg_sched_t *s, const bg_sim_costs_t *costs, bg_sim_
     if ((st = bg_sched_clone(s, &sim->s))) goto err;
     if ((st = sim_alloc(sim))) goto err;
     if ((st = bg_sched_check(sim->s, sim->peak))) goto err;
+    bg_sched_peaks(sim->s, NULL, sim->stash);
     if ((st = sim_time(sim, costs))) goto err;
     *out = sim;
     return BG_OK;
@@ -181,6 +184,7 @@ static int rank_ok(const bg_sim_t *sim, int r) { return r >= 0 && r < sim->s->p;
 double bg_sim_busy(const bg_sim_t *sim, int r) { return rank_ok(sim, r) ? sim->busy[r] : 0; }
 double bg_sim_wait(const bg_sim_t *sim, int r) { return rank_ok(sim, r) ? sim->wait[r] : 0; }
 int bg_sim_peak_live(const bg_sim_t *sim, int r) { return rank_ok(sim, r) ? sim->peak[r] : 0; }
+int bg_sim_peak_stash(const bg_sim_t *sim, int r) { return rank_ok(sim, r) ? sim->stash[r] : 0; }
 
 double bg_sim_idle(const bg_sim_t *sim, int r)
 {

@@ -59,6 +59,8 @@ double bg_sim_wait(const bg_sim_t *sim, int rank);
 double bg_sim_bubble(const bg_sim_t *sim);
 /* Peak live activations of rank ((mb, chunk) pairs with F done, W not). */
 int bg_sim_peak_live(const bg_sim_t *sim, int rank);
+/* Peak full stash of rank ((mb, chunk) pairs with F done, B not). */
+int bg_sim_peak_stash(const bg_sim_t *sim, int rank);
 
 /*
  * Start and end of action i of rank. For ALLREDUCE these are on the rank's

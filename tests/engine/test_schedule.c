@@ -20,13 +20,14 @@ static int count_kind(const bg_sched_t *s, int r, bg_act_kind_t kind)
 
 static int min_i(int a, int b) { return a < b ? a : b; }
 
-/* Expected peak of live activations on rank r (see docs/schedules.md). */
+/* Expected peak of live activations (F ran, W not) on rank r
+ * (docs/schedules.md, "Memory"). */
 static int expected_peak(bg_sched_kind_t kind, int p, int m, int v, int r)
 {
     switch (kind) {
     case BG_SCHED_GPIPE: return m;
-    case BG_SCHED_1F1B:
-    case BG_SCHED_ZB_H1: return min_i(p - r, m);
+    case BG_SCHED_1F1B: return min_i(p - r, m);
+    case BG_SCHED_ZB_H1: return min_i(p, m); /* W deferred: 1F1B's rank-0 peak everywhere */
     case BG_SCHED_INTERLEAVED: {
         int total = m * v, warm = m == p ? total : (p - r - 1) * 2 + (v - 1) * p;
         return warm >= total ? total : warm + 1;
@@ -59,8 +60,9 @@ static void sweep(void)
                                       v, bg_last_error());
                             continue;
                         }
-                        int peak[8];
+                        int peak[8], live[8], stash[8];
                         st = bg_sched_check(s, peak);
+                        bg_sched_peaks(s, live, stash);
                         CHECK_MSG(st == BG_OK, "%s%s p=%d m=%d v=%d: %s",
                                   bg_sched_kind_name(kind), split ? "/split" : "", p, m, v,
                                   bg_last_error());
@@ -69,6 +71,11 @@ static void sweep(void)
                             int want = expected_peak((bg_sched_kind_t)kind, p, m, v, r);
                             CHECK_MSG(peak[r] == want, "%s p=%d m=%d v=%d rank %d: peak %d want %d",
                                       bg_sched_kind_name(kind), p, m, v, r, peak[r], want);
+                            CHECK(live[r] == peak[r]);
+                            /* Full stash (F ran, B not): zb-h1 keeps 1F1B's p - r. */
+                            if (kind == BG_SCHED_ZB_H1 || kind == BG_SCHED_1F1B)
+                                CHECK_MSG(stash[r] == min_i(p - r, m), "%s p=%d m=%d r=%d stash %d",
+                                          bg_sched_kind_name(kind), p, m, r, stash[r]);
                             int split_here = split || kind == BG_SCHED_ZB_H1;
                             CHECK(count_kind(s, r, BG_ACT_F) == m * v);
                             CHECK(count_kind(s, r, split_here ? BG_ACT_W : BG_ACT_BW) == m * v);
