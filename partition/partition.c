@@ -1,0 +1,865 @@
+/*
+ * partition/partition.c -- chunk costs, plan evaluation, the exact split
+ * (dynamic programming) and the DeepSpeed-style baselines.
+ *
+ * Every number a plan reports goes through span_time/span_mem, and the
+ * dynamic programmes call the very same functions, so "optimal" is exact
+ * for the objective as evaluated (bit for bit, which the brute-force tests
+ * check). Must not depend on the engine's schedule code or on transport.
+ */
+#include "partition/partition.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- names ---- */
+
+static const char *sched_names[] = {"gpipe", "1f1b", "interleaved", "zb-h1"};
+
+const char *bg_pp_schedule_name(bg_pp_schedule_t s)
+{
+    return (unsigned)s < 4 ? sched_names[s] : "?";
+}
+
+bg_status_t bg_pp_schedule_parse(const char *s, bg_pp_schedule_t *out)
+{
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(s, sched_names[i])) {
+            *out = (bg_pp_schedule_t)i;
+            return BG_OK;
+        }
+    if (!strcmp(s, "zbh1")) {
+        *out = BG_SCHED_ZBH1;
+        return BG_OK;
+    }
+    return bg_errorf(BG_ERR_INVALID,
+                     "unknown schedule '%s' (known: gpipe, 1f1b, interleaved, zb-h1)", s);
+}
+
+static const char *method_names[] = {"optimal", "uniform", "params"};
+
+const char *bg_split_method_name(bg_split_method_t m)
+{
+    return (unsigned)m < 3 ? method_names[m] : "?";
+}
+
+bg_status_t bg_split_method_parse(const char *s, bg_split_method_t *out)
+{
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(s, method_names[i])) {
+            *out = (bg_split_method_t)i;
+            return BG_OK;
+        }
+    if (!strcmp(s, "parameters")) {
+        *out = BG_SPLIT_PARAMS;
+        return BG_OK;
+    }
+    return bg_errorf(BG_ERR_INVALID, "unknown method '%s' (known: optimal, uniform, params)", s);
+}
+
+bg_status_t bg_part_config_check(const bg_part_config_t *cfg, int n_layers)
+{
+    if (cfg->stages < 1) return bg_errorf(BG_ERR_INVALID, "stages must be >= 1 (got %d)", cfg->stages);
+    if (cfg->chunks < 1) return bg_errorf(BG_ERR_INVALID, "chunks must be >= 1 (got %d)", cfg->chunks);
+    if (cfg->micro_batches < 1)
+        return bg_errorf(BG_ERR_INVALID, "micro-batches must be >= 1 (got %d)", cfg->micro_batches);
+    if (cfg->dp < 1) return bg_errorf(BG_ERR_INVALID, "dp must be >= 1 (got %d)", cfg->dp);
+    if (cfg->opt_state_bytes < 0) return bg_errorf(BG_ERR_INVALID, "negative optimizer state");
+    if ((unsigned)cfg->schedule > BG_SCHED_ZBH1) return bg_errorf(BG_ERR_INVALID, "bad schedule");
+    if (cfg->chunks > 1 && cfg->schedule != BG_SCHED_INTERLEAVED)
+        return bg_errorf(BG_ERR_INVALID, "%d chunks per stage need the interleaved schedule",
+                         cfg->chunks);
+    if (cfg->schedule == BG_SCHED_INTERLEAVED && cfg->micro_batches % cfg->stages)
+        return bg_errorf(BG_ERR_INVALID,
+                         "the interleaved schedule needs micro-batches (%d) to be a multiple of "
+                         "stages (%d)",
+                         cfg->micro_batches, cfg->stages);
+    long g = (long)cfg->stages * cfg->chunks;
+    if (g > n_layers)
+        return bg_errorf(BG_ERR_INVALID,
+                         "%ld chunks (%d stages x %d) but the model has only %d layers", g,
+                         cfg->stages, cfg->chunks, n_layers);
+    return BG_OK;
+}
+
+/* ---- in-flight micro-batches ---- */
+
+int bg_in_flight(const bg_part_config_t *cfg, int g)
+{
+    int p = cfg->stages, m = cfg->micro_batches, v = cfg->chunks, r = g % p;
+    switch (cfg->schedule) {
+    case BG_SCHED_GPIPE: return m;
+    case BG_SCHED_1F1B:
+    case BG_SCHED_ZBH1: return p - r < m ? p - r : m;
+    case BG_SCHED_INTERLEAVED: {
+        /* Megatron-LM: rank r runs 2(p-r-1) + (v-1)p warm-up forwards plus
+         * one before its first backward; forward item x is model chunk
+         * (x / p) % v. Count the items of this chunk among the first K. */
+        long K = 2L * (p - r - 1) + (long)(v - 1) * p + 1, total = (long)m * v;
+        if (K > total) K = total;
+        int c = g / p;
+        long n = 0;
+        for (long x = 0; x < K; x++) n += (x / p) % v == c;
+        return n > 0 ? (int)n : 1;
+    }
+    }
+    return m;
+}
+
+/* ---- chunk costs ---- */
+
+typedef struct span_ctx {
+    const bg_part_problem_t *pb;
+    const bg_chain_t *ch;
+    int p, v, G, L, mb;
+    int64_t bpp;
+    int64_t *cap;    /* [G] per-chunk memory cap */
+    int *k;          /* [G] in-flight */
+    int64_t *pext;   /* [L+1] prefix sums of ext_bytes */
+} span_ctx_t;
+
+static void ctx_free(span_ctx_t *c)
+{
+    free(c->cap);
+    free(c->k);
+    free(c->pext);
+    memset(c, 0, sizeof(*c));
+}
+
+static bg_status_t ctx_init(const bg_part_problem_t *pb, span_ctx_t *out)
+{
+    const bg_part_config_t *cfg = &pb->cfg;
+    bg_status_t st = bg_part_config_check(cfg, pb->chain->n_layers);
+    if (st) return st;
+    span_ctx_t c = {0};
+    c.pb = pb;
+    c.ch = pb->chain;
+    c.p = cfg->stages;
+    c.v = cfg->chunks;
+    c.G = c.p * c.v;
+    c.L = c.ch->n_layers;
+    c.mb = pb->costs[0]->micro_batch;
+    for (int r = 0; r < c.p; r++) {
+        const bg_costs_t *co = pb->costs[r];
+        if (!co || co->chain != c.ch || co->micro_batch != c.mb)
+            return bg_errorf(BG_ERR_INVALID,
+                             "stage %d: costs missing or priced for another chain/micro-batch", r);
+    }
+    c.bpp = bg_bytes_per_param(c.ch->dtype, cfg->opt_state_bytes);
+    c.cap = malloc(sizeof(int64_t) * (size_t)c.G);
+    c.k = malloc(sizeof(int) * (size_t)c.G);
+    c.pext = malloc(sizeof(int64_t) * ((size_t)c.L + 1));
+    if (!c.cap || !c.k || !c.pext) {
+        ctx_free(&c);
+        return bg_errorf(BG_ERR_NOMEM, "partition: out of memory");
+    }
+    for (int g = 0; g < c.G; g++) {
+        c.cap[g] = pb->costs[g % c.p]->dev.mem_bytes / c.v;
+        c.k[g] = bg_in_flight(cfg, g);
+    }
+    c.pext[0] = 0;
+    for (int i = 0; i < c.L; i++) c.pext[i + 1] = c.pext[i] + c.ch->ext_bytes[i];
+    *out = c;
+    return BG_OK;
+}
+
+typedef struct span_time {
+    double f, b, w, comm;
+    double comp; /* f + b + w: monotone in the range, the DPs prune on it */
+    double time; /* comp + comm */
+} span_time_t;
+
+/* Point-to-point seconds of one message of `bytes` on rank r's link. */
+static double p2p(const bg_costs_t *c, int64_t bytes)
+{
+    return c->dev.link_lat + (double)bytes / c->dev.link_bw;
+}
+
+/* Per-micro-batch time of chunk g over layers [i, j). The forward send of
+ * the cut at j and the backward send of the cut at i are charged to the
+ * chunk that sends them; both use the link from chunk g to g+1's rank. */
+static span_time_t span_time(const span_ctx_t *c, int g, int i, int j)
+{
+    const bg_costs_t *co = c->pb->costs[g % c->p];
+    span_time_t t;
+    t.f = co->pf[j] - co->pf[i];
+    t.b = co->pb[j] - co->pb[i];
+    t.w = co->pw[j] - co->pw[i];
+    if (c->pb->cfg.recompute) t.b = t.b + t.f;
+    t.comp = t.f + t.b + t.w;
+    t.comm = 0.0;
+    if (c->p > 1) {
+        if (j < c->L) t.comm += p2p(co, (int64_t)c->mb * c->ch->cut_bytes[j]);
+        if (i > 0) t.comm += p2p(c->pb->costs[(g + c->G - 1) % c->p], (int64_t)c->mb * c->ch->cut_bytes[i]);
+    }
+    t.time = t.comp + t.comm;
+    return t;
+}
+
+typedef struct span_mem {
+    int64_t lb;     /* monotone lower bound: grows with the range */
+    int64_t stat;   /* params*bpp + workspace + comm buffers */
+    int64_t act;
+    int64_t total;
+    int64_t params;
+} span_mem_t;
+
+/* Memory of chunk g over [i, j) given its per-sample distinct activation
+ * bytes `act_ps` (bg_chain_act_bytes) and largest per-sample workspace. */
+static span_mem_t span_mem(const span_ctx_t *c, int g, int i, int j, int64_t act_ps, int64_t ws_ps)
+{
+    const bg_costs_t *co = c->pb->costs[g % c->p];
+    int64_t mb = c->mb, k = c->k[g];
+    span_mem_t m;
+    m.params = co->pparams[j] - co->pparams[i];
+    int64_t base = m.params * c->bpp + mb * ws_ps;
+    int64_t bufs = mb * (c->ch->cut_bytes[i] + c->ch->cut_bytes[j]);
+    if (c->pb->cfg.recompute) {
+        int64_t keep = c->ch->cut_bytes[i] + (c->pext[j] - c->pext[i]);
+        m.lb = base + mb * act_ps;
+        m.act = mb * act_ps + k * mb * keep;
+    } else {
+        m.lb = base + k * mb * act_ps;
+        m.act = k * mb * act_ps;
+    }
+    m.stat = base + bufs;
+    m.total = m.stat + m.act;
+    return m;
+}
+
+static int64_t range_ws(const bg_chain_t *ch, int i, int j)
+{
+    int64_t w = 0;
+    for (int l = i; l < j; l++)
+        if (ch->layer[l].workspace_bytes > w) w = ch->layer[l].workspace_bytes;
+    return w;
+}
+
+/* Adding layer i at the front of [i+1, j): per-sample bytes it adds. */
+static int64_t act_front(const bg_chain_t *ch, int i, int j)
+{
+    const bg_chain_layer_t *y = &ch->layer[i];
+    int64_t a = y->saved_bytes;
+    for (int k = 0; k < y->n_in; k++)
+        if (ch->next_use[i * BG_MAX_INPUTS + k] >= j) a += ch->tensor[y->in_tensor[k]].bytes;
+    return a;
+}
+
+/* Adding layer j at the back of [i, j): per-sample bytes it adds. */
+static int64_t act_back(const bg_chain_t *ch, int i, int j)
+{
+    const bg_chain_layer_t *y = &ch->layer[j];
+    int64_t a = y->saved_bytes;
+    for (int k = 0; k < y->n_in; k++)
+        if (ch->prev_use[j * BG_MAX_INPUTS + k] < i) a += ch->tensor[y->in_tensor[k]].bytes;
+    return a;
+}
+
+/* ---- evaluation ---- */
+
+void bg_plan_free(bg_plan_t *p)
+{
+    if (!p) return;
+    free(p->bounds);
+    free(p->chunk);
+    free(p->stage);
+    memset(p, 0, sizeof(*p));
+}
+
+/* Step-time closed forms from per-rank times (docs/partition.md). */
+static void plan_times(const span_ctx_t *c, bg_plan_t *pl)
+{
+    const bg_part_config_t *cfg = &c->pb->cfg;
+    int p = c->p;
+    double m = cfg->micro_batches;
+    double tmax = 0, tsum = 0, dmax = 0, dsum = 0, tail = 0;
+    for (int r = 0; r < p; r++) {
+        const bg_stage_eval_t *s = &pl->stage[r];
+        double d = s->time;
+        if (cfg->schedule == BG_SCHED_ZBH1) {
+            double u = s->f + s->b - s->w;
+            d = (u > 0 ? u : 0) + s->comm;
+        } else if (cfg->schedule == BG_SCHED_INTERLEAVED) {
+            d = s->time / cfg->chunks;
+        }
+        if (s->time > tmax) tmax = s->time;
+        tsum += s->time;
+        if (d > dmax) dmax = d;
+        dsum += d;
+        if (s->allreduce + s->optim > tail) tail = s->allreduce + s->optim;
+    }
+    pl->pipe_s = m * tmax + (dsum - dmax);
+    pl->step_s = pl->pipe_s + tail;
+    pl->bubble = pl->pipe_s > 0 ? 1.0 - m * tsum / ((double)p * pl->pipe_s) : 0.0;
+    if (pl->bubble < 0) pl->bubble = 0;
+}
+
+static void stage_extras(const span_ctx_t *c, int r, bg_stage_eval_t *s)
+{
+    const bg_costs_t *co = c->pb->costs[r];
+    int D = c->pb->cfg.dp;
+    double grad_bytes = 4.0 * (double)s->params;
+    s->allreduce = D > 1 ? 2.0 * (D - 1) / D * grad_bytes / co->dev.dp_bw + 2.0 * (D - 1) * co->dev.dp_lat
+                         : 0.0;
+    /* the optimizer reads and writes every per-parameter byte once */
+    s->optim = 2.0 * (double)s->params * (double)c->bpp / co->dev.mem_bw;
+}
+
+static bg_status_t plan_build(const span_ctx_t *c, const int *bounds, bg_plan_t *out)
+{
+    bg_plan_t pl = {0};
+    pl.cfg = c->pb->cfg;
+    pl.micro_batch = c->mb;
+    pl.n_layers = c->L;
+    pl.n_chunks = c->G;
+    pl.bounds = malloc(sizeof(int) * ((size_t)c->G + 1));
+    pl.chunk = calloc((size_t)c->G, sizeof(bg_chunk_eval_t));
+    pl.stage = calloc((size_t)c->p, sizeof(bg_stage_eval_t));
+    if (!pl.bounds || !pl.chunk || !pl.stage) {
+        bg_plan_free(&pl);
+        return bg_errorf(BG_ERR_NOMEM, "plan: out of memory");
+    }
+    memcpy(pl.bounds, bounds, sizeof(int) * ((size_t)c->G + 1));
+    pl.fits = true;
+    for (int r = 0; r < c->p; r++) {
+        pl.stage[r].first_layer = c->L;
+        pl.stage[r].end_layer = 0;
+    }
+    for (int g = 0; g < c->G; g++) {
+        int i = bounds[g], j = bounds[g + 1], r = g % c->p;
+        span_time_t t = span_time(c, g, i, j);
+        span_mem_t m = span_mem(c, g, i, j, bg_chain_act_bytes(c->ch, i, j), range_ws(c->ch, i, j));
+        bg_chunk_eval_t *e = &pl.chunk[g];
+        e->first = i;
+        e->end = j;
+        e->stage = r;
+        e->in_flight = c->k[g];
+        e->f = t.f;
+        e->b = t.b;
+        e->w = t.w;
+        e->comm = t.comm;
+        e->time = t.time;
+        e->params = m.params;
+        e->mem_static = m.stat;
+        e->mem_act = m.act;
+        e->mem = m.total;
+        e->mem_cap = c->cap[g];
+        if (m.total > c->cap[g]) pl.fits = false;
+        if (g == 0 || t.time > pl.bottleneck) pl.bottleneck = t.time;
+        pl.total += t.time;
+        bg_stage_eval_t *s = &pl.stage[r];
+        s->f += t.f;
+        s->b += t.b;
+        s->w += t.w;
+        s->comm += t.comm;
+        s->time += t.time;
+        s->params += m.params;
+        s->mem += m.total;
+        s->mem_cap += c->cap[g];
+        if (i < s->first_layer) s->first_layer = i;
+        if (j > s->end_layer) s->end_layer = j;
+    }
+    for (int r = 0; r < c->p; r++) {
+        stage_extras(c, r, &pl.stage[r]);
+        if (pl.stage[r].mem > pl.peak_mem) pl.peak_mem = pl.stage[r].mem;
+    }
+    plan_times(c, &pl);
+    *out = pl;
+    return BG_OK;
+}
+
+static bg_status_t bounds_check(const span_ctx_t *c, const int *b)
+{
+    if (b[0] != 0 || b[c->G] != c->L)
+        return bg_errorf(BG_ERR_INVALID, "split must start at layer 0 and end at %d", c->L);
+    for (int g = 0; g < c->G; g++)
+        if (b[g + 1] <= b[g])
+            return bg_errorf(BG_ERR_INVALID, "chunk %d of the split is empty or reversed", g);
+    return BG_OK;
+}
+
+bg_status_t bg_plan_evaluate(const bg_part_problem_t *pb, const int *bounds, bg_plan_t *out)
+{
+    span_ctx_t c;
+    bg_status_t st = ctx_init(pb, &c);
+    if (st) return st;
+    st = bounds_check(&c, bounds);
+    if (!st) st = plan_build(&c, bounds, out);
+    ctx_free(&c);
+    return st;
+}
+
+/* ---- baselines ---- */
+
+static void split_uniform(int L, int G, int *b)
+{
+    for (int g = 0; g <= G; g++) b[g] = (int)(((int64_t)g * L) / G);
+}
+
+/* Cut where a monotone prefix (of weights w, prefix array pre[0..L])
+ * crosses g/G of the total; every chunk keeps at least one layer. */
+static void split_prefix(const double *pre, int L, int G, int *b)
+{
+    double tot = pre[L];
+    b[0] = 0;
+    int j = 0;
+    for (int g = 1; g < G; g++) {
+        double target = tot * g / G;
+        while (j < L && pre[j] < target) j++;
+        int lo = b[g - 1] + 1, hi = L - (G - g);
+        b[g] = j < lo ? lo : j > hi ? hi : j;
+        j = b[g];
+    }
+    b[G] = L;
+}
+
+/* Min-max of parameter counts (DeepSpeed's partition_balanced), exact by
+ * DP; ties keep the earliest cut. */
+static bg_status_t split_params_balanced(const int64_t *pp, int L, int G, int *b)
+{
+    int64_t *best = malloc(sizeof(int64_t) * (size_t)G * (L + 1));
+    int *from = malloc(sizeof(int) * (size_t)G * (L + 1));
+    if (!best || !from) {
+        free(best);
+        free(from);
+        return bg_errorf(BG_ERR_NOMEM, "partition: out of memory");
+    }
+    for (int g = 0; g < G; g++)
+        for (int j = 0; j <= L; j++) {
+            int64_t bv = INT64_MAX;
+            int bi = -1;
+            if (j >= g + 1 && j <= L - (G - 1 - g)) {
+                if (g == 0) {
+                    bv = pp[j];
+                    bi = 0;
+                } else {
+                    for (int i = g; i < j; i++) {
+                        int64_t prev = best[(size_t)(g - 1) * (L + 1) + i];
+                        if (prev == INT64_MAX) continue;
+                        int64_t cand = pp[j] - pp[i];
+                        if (prev > cand) cand = prev;
+                        if (cand < bv) {
+                            bv = cand;
+                            bi = i;
+                        }
+                    }
+                }
+            }
+            best[(size_t)g * (L + 1) + j] = bv;
+            from[(size_t)g * (L + 1) + j] = bi;
+        }
+    b[G] = L;
+    for (int g = G - 1; g >= 0; g--) b[g] = from[(size_t)g * (L + 1) + b[g + 1]];
+    free(best);
+    free(from);
+    return BG_OK;
+}
+
+bg_status_t bg_partition_uniform(const bg_part_problem_t *pb, bg_plan_t *out)
+{
+    span_ctx_t c;
+    bg_status_t st = ctx_init(pb, &c);
+    if (st) return st;
+    int *b = malloc(sizeof(int) * ((size_t)c.G + 1));
+    if (!b) {
+        st = bg_errorf(BG_ERR_NOMEM, "partition: out of memory");
+        goto err_ctx;
+    }
+    split_uniform(c.L, c.G, b);
+    st = plan_build(&c, b, out);
+    free(b);
+err_ctx:
+    ctx_free(&c);
+    return st;
+}
+
+bg_status_t bg_partition_params(const bg_part_problem_t *pb, bg_plan_t *out)
+{
+    span_ctx_t c;
+    bg_status_t st = ctx_init(pb, &c);
+    if (st) return st;
+    int *b = malloc(sizeof(int) * ((size_t)c.G + 1));
+    if (!b) {
+        st = bg_errorf(BG_ERR_NOMEM, "partition: out of memory");
+        goto err_ctx;
+    }
+    st = split_params_balanced(pb->costs[0]->pparams, c.L, c.G, b);
+    if (!st) st = plan_build(&c, b, out);
+    free(b);
+err_ctx:
+    ctx_free(&c);
+    return st;
+}
+
+/* ---- the exact split ---- */
+
+/* Upper bound on the optimal bottleneck from cheap feasible splits (uniform
+ * count, compute-balanced); INFINITY when neither fits. Only prunes: the
+ * DP stays exact because the optimum is <= any feasible split's value. */
+static double upper_bound(const span_ctx_t *c, int *b)
+{
+    double ub = INFINITY;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 0) {
+            split_uniform(c->L, c->G, b);
+        } else {
+            const bg_costs_t *co = c->pb->costs[0];
+            double *pre = malloc(sizeof(double) * ((size_t)c->L + 1));
+            if (!pre) break;
+            for (int l = 0; l <= c->L; l++) pre[l] = co->pf[l] + co->pb[l] + co->pw[l];
+            split_prefix(pre, c->L, c->G, b);
+            free(pre);
+        }
+        double bott = 0;
+        bool fits = true;
+        for (int g = 0; g < c->G && fits; g++) {
+            span_time_t t = span_time(c, g, b[g], b[g + 1]);
+            span_mem_t m = span_mem(c, g, b[g], b[g + 1], bg_chain_act_bytes(c->ch, b[g], b[g + 1]),
+                                    range_ws(c->ch, b[g], b[g + 1]));
+            fits = m.total <= c->cap[g];
+            if (t.time > bott) bott = t.time;
+        }
+        if (fits && bott < ub) ub = bott;
+    }
+    return ub;
+}
+
+#define IDX(g, j) ((size_t)(g) * (size_t)(c->L + 1) + (size_t)(j))
+
+/*
+ * Pass 1: best[g][j] = min over i of max(best[g-1][i], t(g, i, j)) over
+ * chunks that fit. Scanning i downwards the chunk's compute time and its
+ * memory lower bound only grow, so the scan stops once either exceeds
+ * what can still matter (the best so far, the upper bound, the cap).
+ */
+static void dp_bottleneck(const span_ctx_t *c, double ub, double *best)
+{
+    int L = c->L, G = c->G;
+    for (int g = 0; g < G; g++) {
+        for (int j = 0; j <= L; j++) best[IDX(g, j)] = INFINITY;
+        int jlo = g + 1, jhi = L - (G - 1 - g);
+        int64_t act0 = 0, ws0 = 0;
+        for (int j = jlo; j <= jhi; j++) {
+            double bv = INFINITY;
+            int64_t act = 0, ws = 0;
+            if (g == 0) {
+                /* the first chunk starts at layer 0: grow it from the back */
+                act0 += act_back(c->ch, 0, j - 1);
+                if (c->ch->layer[j - 1].workspace_bytes > ws0) ws0 = c->ch->layer[j - 1].workspace_bytes;
+                span_time_t t = span_time(c, 0, 0, j);
+                span_mem_t m = span_mem(c, 0, 0, j, act0, ws0);
+                if (t.time <= ub && m.total <= c->cap[0]) bv = t.time;
+                best[IDX(g, j)] = bv;
+                continue;
+            }
+            for (int i = j - 1; i >= g; i--) {
+                act += act_front(c->ch, i, j);
+                if (c->ch->layer[i].workspace_bytes > ws) ws = c->ch->layer[i].workspace_bytes;
+                span_time_t t = span_time(c, g, i, j);
+                if (t.comp > ub || t.comp >= bv) break;
+                span_mem_t m = span_mem(c, g, i, j, act, ws);
+                if (m.lb > c->cap[g]) break;
+                double prev = g == 0 ? (i == 0 ? 0.0 : INFINITY) : best[IDX(g - 1, i)];
+                if (prev == INFINITY || m.total > c->cap[g] || t.time > ub) continue;
+                double cand = prev > t.time ? prev : t.time;
+                if (cand < bv) bv = cand;
+            }
+            best[IDX(g, j)] = bv;
+        }
+    }
+}
+
+/*
+ * Pass 2: among splits whose every chunk has t <= bott (the optimal
+ * bottleneck), minimise the total, summed in chunk order like the
+ * evaluation does (fl(a + t) is monotone in a, so the DP is exact in
+ * floating point too). from[] records the cut for the backtrack.
+ */
+static void dp_total(const span_ctx_t *c, double bott, double *sum, int *from)
+{
+    int L = c->L, G = c->G;
+    for (int g = 0; g < G; g++) {
+        for (int j = 0; j <= L; j++) {
+            sum[IDX(g, j)] = INFINITY;
+            from[IDX(g, j)] = -1;
+        }
+        int jlo = g + 1, jhi = L - (G - 1 - g);
+        int64_t act0 = 0, ws0 = 0;
+        for (int j = jlo; j <= jhi; j++) {
+            double bv = INFINITY;
+            int bi = -1;
+            int64_t act = 0, ws = 0;
+            if (g == 0) {
+                act0 += act_back(c->ch, 0, j - 1);
+                if (c->ch->layer[j - 1].workspace_bytes > ws0) ws0 = c->ch->layer[j - 1].workspace_bytes;
+                span_time_t t = span_time(c, 0, 0, j);
+                span_mem_t m = span_mem(c, 0, 0, j, act0, ws0);
+                if (t.time <= bott && m.total <= c->cap[0]) {
+                    sum[IDX(g, j)] = 0.0 + t.time;
+                    from[IDX(g, j)] = 0;
+                }
+                continue;
+            }
+            for (int i = j - 1; i >= g; i--) {
+                act += act_front(c->ch, i, j);
+                if (c->ch->layer[i].workspace_bytes > ws) ws = c->ch->layer[i].workspace_bytes;
+                span_time_t t = span_time(c, g, i, j);
+                if (t.comp > bott) break;
+                span_mem_t m = span_mem(c, g, i, j, act, ws);
+                if (m.lb > c->cap[g]) break;
+                double prev = g == 0 ? (i == 0 ? 0.0 : INFINITY) : sum[IDX(g - 1, i)];
+                if (prev == INFINITY || m.total > c->cap[g] || t.time > bott) continue;
+                double cand = prev + t.time;
+                if (cand < bv) {
+                    bv = cand;
+                    bi = i;
+                }
+            }
+            sum[IDX(g, j)] = bv;
+            from[IDX(g, j)] = bi;
+        }
+    }
+}
+
+/* Pass for diagnostics: min over splits of max_g mem_g / cap_g. */
+static void dp_min_peak(const span_ctx_t *c, double *best, int64_t *need, int64_t *capb)
+{
+    int L = c->L, G = c->G;
+    /* carried along the argmin so that the message can quote bytes */
+    int64_t *bn = calloc((size_t)G * (L + 1), sizeof(int64_t));
+    int64_t *bc = calloc((size_t)G * (L + 1), sizeof(int64_t));
+    for (int g = 0; g < G; g++) {
+        for (int j = 0; j <= L; j++) best[IDX(g, j)] = INFINITY;
+        int jlo = g + 1, jhi = L - (G - 1 - g);
+        int64_t act0 = 0, ws0 = 0;
+        for (int j = jlo; j <= jhi; j++) {
+            double bv = INFINITY;
+            int64_t bneed = 0, bcap = 0;
+            int64_t act = 0, ws = 0;
+            if (g == 0) {
+                act0 += act_back(c->ch, 0, j - 1);
+                if (c->ch->layer[j - 1].workspace_bytes > ws0) ws0 = c->ch->layer[j - 1].workspace_bytes;
+                span_mem_t m = span_mem(c, 0, 0, j, act0, ws0);
+                best[IDX(g, j)] = (double)m.total / (double)(c->cap[0] > 0 ? c->cap[0] : 1);
+                if (bn) {
+                    bn[IDX(g, j)] = m.total;
+                    bc[IDX(g, j)] = c->cap[0];
+                }
+                continue;
+            }
+            for (int i = j - 1; i >= g; i--) {
+                act += act_front(c->ch, i, j);
+                if (c->ch->layer[i].workspace_bytes > ws) ws = c->ch->layer[i].workspace_bytes;
+                span_mem_t m = span_mem(c, g, i, j, act, ws);
+                double cap = (double)(c->cap[g] > 0 ? c->cap[g] : 1);
+                if ((double)m.lb / cap >= bv) break;
+                double prev = g == 0 ? (i == 0 ? 0.0 : INFINITY) : best[IDX(g - 1, i)];
+                if (prev == INFINITY) continue;
+                double mine = (double)m.total / cap;
+                double cand = prev > mine ? prev : mine;
+                if (cand < bv) {
+                    bv = cand;
+                    if (prev > mine && bn && g > 0) {
+                        bneed = bn[IDX(g - 1, i)];
+                        bcap = bc[IDX(g - 1, i)];
+                    } else {
+                        bneed = m.total;
+                        bcap = c->cap[g];
+                    }
+                }
+            }
+            best[IDX(g, j)] = bv;
+            if (bn) {
+                bn[IDX(g, j)] = bneed;
+                bc[IDX(g, j)] = bcap;
+            }
+        }
+    }
+    *need = bn ? bn[IDX(G - 1, L)] : 0;
+    *capb = bc ? bc[IDX(G - 1, L)] : 0;
+    free(bn);
+    free(bc);
+}
+
+bg_status_t bg_partition_min_peak(const bg_part_problem_t *pb, double *ratio_out,
+                                  int64_t *need_bytes_out, int64_t *cap_bytes_out)
+{
+    span_ctx_t c;
+    bg_status_t st = ctx_init(pb, &c);
+    if (st) return st;
+    double *best = malloc(sizeof(double) * (size_t)c.G * (c.L + 1));
+    if (!best) {
+        ctx_free(&c);
+        return bg_errorf(BG_ERR_NOMEM, "partition: out of memory");
+    }
+    int64_t need = 0, cap = 0;
+    dp_min_peak(&c, best, &need, &cap);
+    *ratio_out = best[(size_t)(c.G - 1) * (c.L + 1) + c.L];
+    if (need_bytes_out) *need_bytes_out = need;
+    if (cap_bytes_out) *cap_bytes_out = cap;
+    free(best);
+    ctx_free(&c);
+    return BG_OK;
+}
+
+/* Peak ratio of `pb` with one knob changed; NAN when it cannot be tried. */
+static double try_peak(const bg_part_problem_t *pb, const bg_part_config_t *cfg,
+                       const bg_costs_t *const *costs)
+{
+    bg_part_problem_t q = *pb;
+    q.cfg = *cfg;
+    q.costs = costs;
+    double r;
+    if (bg_part_config_check(cfg, pb->chain->n_layers) != BG_OK) return NAN;
+    if (bg_partition_min_peak(&q, &r, NULL, NULL) != BG_OK) return NAN;
+    return r;
+}
+
+static void fmt_gib(char *buf, size_t n, double bytes)
+{
+    snprintf(buf, n, "%.1f GiB", bytes / (1024.0 * 1024 * 1024));
+}
+
+/* Append one "what would help" clause for a changed configuration. */
+static void help_clause(char *msg, size_t n, const char *what, double ratio)
+{
+    size_t len = strlen(msg);
+    if (isnan(ratio) || len + 8 >= n) return;
+    snprintf(msg + len, n - len, "%s %s (peak %.0f%% of memory%s)", len ? ";" : "", what,
+             100.0 * ratio, ratio <= 1.0 ? ": fits" : "");
+}
+
+/* Build the "does not fit" error: by how much, and what would help. */
+static bg_status_t infeasible_error(const bg_part_problem_t *pb)
+{
+    const bg_part_config_t *cfg = &pb->cfg;
+    double ratio = NAN;
+    int64_t need = 0, cap = 0;
+    bg_status_t st = bg_partition_min_peak(pb, &ratio, &need, &cap);
+    if (st) return st;
+    char help[768] = "";
+    if (!cfg->recompute) {
+        bg_part_config_t k = *cfg;
+        k.recompute = true;
+        help_clause(help, sizeof(help), "--recompute", try_peak(pb, &k, pb->costs));
+    }
+    /* More stages of the same device (only when homogeneous). */
+    bool homo = true;
+    for (int r = 1; r < cfg->stages; r++) homo &= pb->costs[r] == pb->costs[0];
+    if (homo) {
+        int s2 = cfg->stages * 2;
+        if ((long)s2 * cfg->chunks > pb->chain->n_layers) s2 = pb->chain->n_layers / cfg->chunks;
+        if (s2 > cfg->stages) {
+            const bg_costs_t **cs = malloc(sizeof(*cs) * (size_t)s2);
+            if (cs) {
+                for (int r = 0; r < s2; r++) cs[r] = pb->costs[0];
+                bg_part_config_t k = *cfg;
+                k.stages = s2;
+                if (k.schedule == BG_SCHED_INTERLEAVED && k.micro_batches % s2)
+                    k.micro_batches = s2 * ((k.micro_batches + s2 - 1) / s2);
+                char what[64];
+                snprintf(what, sizeof(what), "--stages %d", s2);
+                help_clause(help, sizeof(help), what, try_peak(pb, &k, cs));
+                free(cs);
+            }
+        }
+    }
+    /* A smaller micro-batch: activations scale with it. */
+    int mb = pb->costs[0]->micro_batch;
+    if (mb > 1) {
+        int mb2 = mb / 2;
+        bg_costs_t *nc = calloc((size_t)cfg->stages, sizeof(bg_costs_t));
+        const bg_costs_t **cs = malloc(sizeof(*cs) * (size_t)cfg->stages);
+        bool ok = nc && cs;
+        int built = 0;
+        for (int r = 0; ok && r < cfg->stages; r++) {
+            int same = -1;
+            for (int q = 0; q < r; q++)
+                if (pb->costs[q] == pb->costs[r]) same = q;
+            if (same >= 0) {
+                cs[r] = cs[same];
+                continue;
+            }
+            ok = bg_costs_build(pb->chain, &pb->costs[r]->dev, mb2, pb->costs[r]->prof, &nc[r]) == BG_OK;
+            if (ok) {
+                cs[r] = &nc[r];
+                built = r + 1;
+            }
+        }
+        if (ok) {
+            bg_part_config_t k = *cfg;
+            k.micro_batches = cfg->micro_batches * 2;
+            char what[96];
+            snprintf(what, sizeof(what), "micro-batch size %d (--micro-batches %d)", mb2,
+                     k.micro_batches);
+            help_clause(help, sizeof(help), what, try_peak(pb, &k, cs));
+        }
+        for (int r = 0; nc && r < built; r++) bg_costs_free(&nc[r]);
+        free(nc);
+        free(cs);
+    }
+    char needs[32], caps[32], over[32];
+    fmt_gib(needs, sizeof(needs), (double)need);
+    fmt_gib(caps, sizeof(caps), (double)cap);
+    fmt_gib(over, sizeof(over), (double)(need - cap));
+    if (isinf(ratio))
+        return bg_errorf(BG_ERR_NOMEM, "does not fit: no split of %d layers into %d chunk(s) exists",
+                         pb->chain->n_layers, cfg->stages * cfg->chunks);
+    return bg_errorf(BG_ERR_NOMEM,
+                     "does not fit: %d stage(s) x %d chunk(s), %s, %d micro-batches of %d%s: the "
+                     "split with the lowest peak needs %s where a chunk may use %s (%s over, "
+                     "%.0f%%); would help: %s",
+                     cfg->stages, cfg->chunks, bg_pp_schedule_name(cfg->schedule),
+                     cfg->micro_batches, mb, cfg->recompute ? ", recompute" : "", needs, caps, over,
+                     100.0 * ratio, help[0] ? help : "nothing this tool can change (tensor parallelism)");
+}
+
+bg_status_t bg_partition_optimal(const bg_part_problem_t *pb, bg_plan_t *out)
+{
+    span_ctx_t cc;
+    bg_status_t st = ctx_init(pb, &cc);
+    if (st) return st;
+    const span_ctx_t *c = &cc;
+    size_t n = (size_t)c->G * (size_t)(c->L + 1);
+    double *best = malloc(sizeof(double) * n);
+    int *from = malloc(sizeof(int) * n);
+    int *b = malloc(sizeof(int) * ((size_t)c->G + 1));
+    if (!best || !from || !b) {
+        st = bg_errorf(BG_ERR_NOMEM, "partition: out of memory for %d chunks x %d layers", c->G,
+                       c->L);
+        goto err_free;
+    }
+    double ub = upper_bound(c, b);
+    dp_bottleneck(c, ub, best);
+    double bott = best[IDX(c->G - 1, c->L)];
+    if (bott == INFINITY) {
+        st = infeasible_error(pb);
+        goto err_free;
+    }
+    dp_total(c, bott, best, from);
+    if (from[IDX(c->G - 1, c->L)] < 0) {
+        st = bg_errorf(BG_ERR_INTERNAL, "partition: second pass lost the optimum");
+        goto err_free;
+    }
+    b[c->G] = c->L;
+    for (int g = c->G - 1; g >= 0; g--) b[g] = from[IDX(g, b[g + 1])];
+    st = plan_build(c, b, out);
+err_free:
+    free(best);
+    free(from);
+    free(b);
+    ctx_free(&cc);
+    return st;
+}
+
+bg_status_t bg_partition(const bg_part_problem_t *pb, bg_split_method_t m, bg_plan_t *out)
+{
+    switch (m) {
+    case BG_SPLIT_OPTIMAL: return bg_partition_optimal(pb, out);
+    case BG_SPLIT_UNIFORM: return bg_partition_uniform(pb, out);
+    case BG_SPLIT_PARAMS: return bg_partition_params(pb, out);
+    }
+    return bg_errorf(BG_ERR_INVALID, "unknown split method %d", (int)m);
+}

@@ -1,0 +1,137 @@
+/*
+ * partition/partition.h -- splitting a layer chain into pipeline stages.
+ *
+ * A problem is a chain priced per pipeline rank (heterogeneous devices
+ * allowed) plus a configuration (schedule, p stages, v chunks per stage,
+ * m micro-batches, data-parallel degree, recompute). A split cuts the
+ * chain into G = p*v contiguous chunks; chunk g runs on rank g % p (the
+ * interleaved/Megatron assignment; v = 1 is the plain pipeline).
+ *
+ * The schedules are modelled here in closed form (fill/drain and in-flight
+ * micro-batches, docs/partition.md); partition/ never includes the engine's
+ * schedule generators. Everything is pure and deterministic.
+ *
+ * Objective of the exact split (bg_partition_optimal): lexicographically
+ * minimise (bottleneck, total) = (max_g t_g, sum_g t_g) over splits whose
+ * chunks all fit their memory cap, where t_g is chunk g's per-micro-batch
+ * time including its point-to-point sends. Must not depend on engine/ or
+ * transport/.
+ */
+#ifndef BG_PARTITION_H
+#define BG_PARTITION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "partition/cost.h"
+
+typedef enum {
+    BG_SCHED_GPIPE = 0,
+    BG_SCHED_1F1B,
+    BG_SCHED_INTERLEAVED,
+    BG_SCHED_ZBH1,
+} bg_pp_schedule_t;
+
+const char *bg_pp_schedule_name(bg_pp_schedule_t s);
+/* "gpipe" | "1f1b" | "interleaved" | "zb-h1"; BG_ERR_INVALID otherwise. */
+bg_status_t bg_pp_schedule_parse(const char *s, bg_pp_schedule_t *out);
+
+typedef enum { BG_SPLIT_OPTIMAL = 0, BG_SPLIT_UNIFORM, BG_SPLIT_PARAMS } bg_split_method_t;
+const char *bg_split_method_name(bg_split_method_t m);
+bg_status_t bg_split_method_parse(const char *s, bg_split_method_t *out);
+
+typedef struct bg_part_config {
+    bg_pp_schedule_t schedule;
+    int stages;          /* p: pipeline ranks */
+    int chunks;          /* v: chunks per rank; 1 unless interleaved */
+    int micro_batches;   /* m per step per data-parallel replica */
+    int dp;              /* D: data-parallel replicas (allreduce cost only) */
+    bool recompute;      /* keep only chunk inputs; re-run F before B */
+    int opt_state_bytes; /* per parameter: 8 for AdamW, 0 for SGD */
+} bg_part_config_t;
+
+typedef struct bg_part_problem {
+    const bg_chain_t *chain;
+    /* [cfg.stages]: rank r's pricing; all at the same micro-batch size.
+     * The same pointer may repeat (homogeneous). Borrowed. */
+    const bg_costs_t *const *costs;
+    bg_part_config_t cfg;
+} bg_part_problem_t;
+
+typedef struct bg_chunk_eval {
+    int first, end;  /* layers [first, end) */
+    int stage;       /* rank g % p */
+    int in_flight;   /* micro-batches whose activations it holds at peak */
+    double f, b, w;  /* seconds per micro-batch; b includes recompute F */
+    double comm;     /* point-to-point seconds per micro-batch it sends */
+    double time;     /* f + b + w + comm */
+    int64_t params;
+    int64_t mem_static; /* params*bytes_per_param + workspace + comm buffers */
+    int64_t mem_act;    /* activations at peak */
+    int64_t mem;        /* mem_static + mem_act */
+    int64_t mem_cap;    /* its share of the rank's memory (cap / v) */
+} bg_chunk_eval_t;
+
+typedef struct bg_stage_eval {
+    double f, b, w, comm, time; /* sums over the rank's chunks */
+    double allreduce;  /* gradient ring allreduce over dp replicas */
+    double optim;      /* optimizer step (memory bound) */
+    int64_t params, mem, mem_cap;
+    int first_layer, end_layer; /* span of its first .. last chunk */
+} bg_stage_eval_t;
+
+typedef struct bg_plan {
+    bg_part_config_t cfg;
+    int micro_batch;   /* samples per micro-batch */
+    int n_layers;
+    int n_chunks;      /* G = p*v */
+    int *bounds;       /* [G+1]: chunk g is layers [bounds[g], bounds[g+1]) */
+    bg_chunk_eval_t *chunk; /* [G] */
+    bg_stage_eval_t *stage; /* [p] */
+    double bottleneck; /* max_g chunk time */
+    double total;      /* sum_g chunk time (in chunk order) */
+    double pipe_s;     /* pipeline part of a step (fill + steady + drain) */
+    double step_s;     /* pipe_s + slowest (allreduce + optimizer) */
+    double bubble;     /* idle fraction of the pipeline part */
+    bool fits;         /* every chunk within its memory cap */
+    int64_t peak_mem;  /* max over ranks */
+} bg_plan_t;
+
+void bg_plan_free(bg_plan_t *p);
+
+/* In-flight micro-batches (activation sets) chunk g holds at peak; see
+ * docs/partition.md for the per-schedule closed forms. */
+int bg_in_flight(const bg_part_config_t *cfg, int g);
+
+/*
+ * Evaluate an explicit split `bounds` [G+1] (0 = bounds[0] < ... <
+ * bounds[G] = n_layers) into a plan. Infeasible memory is reported in
+ * plan->fits, not as an error. BG_ERR_INVALID on malformed bounds/config.
+ */
+bg_status_t bg_plan_evaluate(const bg_part_problem_t *pb, const int *bounds, bg_plan_t *out);
+
+/*
+ * The exact split: lexicographic minimum of (bottleneck, total) over all
+ * splits that fit memory (two dynamic programmes, docs/partition.md).
+ * BG_ERR_NOMEM with a message saying by how much the best split misses
+ * and what would help when no split fits; BG_ERR_INVALID on bad config.
+ */
+bg_status_t bg_partition_optimal(const bg_part_problem_t *pb, bg_plan_t *out);
+
+/* Baselines (DeepSpeed's `uniform` and `parameters`): they ignore times
+ * and memory when cutting; the plan reports whether they fit. */
+bg_status_t bg_partition_uniform(const bg_part_problem_t *pb, bg_plan_t *out);
+bg_status_t bg_partition_params(const bg_part_problem_t *pb, bg_plan_t *out);
+bg_status_t bg_partition(const bg_part_problem_t *pb, bg_split_method_t m, bg_plan_t *out);
+
+/*
+ * The smallest achievable max over chunks of mem/cap (exact DP); <= 1 iff
+ * some split fits. Used to say by how much a configuration misses.
+ */
+bg_status_t bg_partition_min_peak(const bg_part_problem_t *pb, double *ratio_out,
+                                  int64_t *need_bytes_out, int64_t *cap_bytes_out);
+
+/* Check a config against a chain length; BG_ERR_INVALID with the reason. */
+bg_status_t bg_part_config_check(const bg_part_config_t *cfg, int n_layers);
+
+#endif
