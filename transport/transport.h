@@ -1,0 +1,298 @@
+/*
+ * transport/transport.h -- how bytes move between brigade ranks.
+ *
+ * The public face of the transport room: bootstrap from the launcher's
+ * environment, a TCP rendezvous store (key/value + barrier + liveness),
+ * UCX tagged point-to-point of host or device buffers, and collectives for
+ * data parallelism (ring allreduce, broadcast, barrier) over rank groups.
+ *
+ * Must NOT: know what the bytes mean (no tensors, layers, schedules), include
+ * anything outside base/, exit or abort, or block without a deadline.
+ *
+ * Threading: one thread drives a bg_tp_t and everything made from it. The
+ * store runs a private reader thread that only flags failures.
+ * Conventions: output parameters last and set only on BG_OK; errors are
+ * recorded with bg_errorf and name the peer rank and the cause.
+ * Design, tag layout, failure detection and env vars: docs/transport.md.
+ */
+#ifndef BG_TRANSPORT_H
+#define BG_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+
+/* ------------------------------------------------------------------ */
+/* Bootstrap                                                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    int rank;             /* 0..world_size-1 */
+    int world_size;       /* >= 1 */
+    int local_rank;       /* rank among the ranks of this host, -1 unknown */
+    char master_addr[256]; /* host of the rendezvous store */
+    int master_port;       /* its TCP port */
+    int store_external;    /* 1: a launcher hosts the store; rank 0 is a client */
+    char source[16];       /* which launcher's variables were used */
+} bg_tp_bootstrap_t;
+
+/*
+ * Read rank, world size, local rank and the rendezvous address from the
+ * environment: BRIGADE_* first, then torchrun (RANK, WORLD_SIZE, LOCAL_RANK,
+ * MASTER_ADDR, MASTER_PORT), Slurm (SLURM_PROCID, SLURM_NTASKS,
+ * SLURM_LOCALID), Open MPI (OMPI_COMM_WORLD_RANK/_SIZE/_LOCAL_RANK), PMI
+ * (PMI_RANK, PMI_SIZE). The address comes from BRIGADE_MASTER_ADDR/PORT, else
+ * MASTER_ADDR/PORT, else 127.0.0.1:29500. BRIGADE_STORE=external marks a
+ * launcher-hosted store. BG_ERR_INVALID names the variable that is malformed
+ * or missing.
+ */
+bg_status_t bg_tp_bootstrap_from_env(bg_tp_bootstrap_t *out);
+
+/* ------------------------------------------------------------------ */
+/* Rendezvous store                                                    */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The server: a TCP key/value store with barriers that also watches every
+ * rank's connection and tells the others when one closes without goodbye.
+ * Hosted by rank 0 (bg_tp_create does it) or by a launcher through these
+ * calls. It serves on its own thread from create until destroy.
+ */
+typedef struct bg_tp_server bg_tp_server_t;
+
+/* Bind `bind_addr:port` (NULL = all interfaces, port 0 = any free port) for
+ * `world_size` ranks and start serving. BG_ERR_IO names the address and errno. */
+bg_status_t bg_tp_server_create(const char *bind_addr, int port, int world_size,
+                                bg_tp_server_t **out);
+/* The port actually bound (useful after port 0). */
+int bg_tp_server_port(const bg_tp_server_t *srv);
+/*
+ * Block until every rank has said goodbye or died, at most timeout_s (< 0:
+ * forever). BG_OK if all left cleanly; BG_ERR_PEER naming the first dead
+ * rank; BG_ERR_TIMEOUT naming ranks still connected or never seen.
+ */
+bg_status_t bg_tp_server_wait(bg_tp_server_t *srv, double timeout_s);
+/* Stop serving and free. Connected ranks will see the store as lost. */
+void bg_tp_server_destroy(bg_tp_server_t *srv);
+
+/* A rank's connection to the store. */
+typedef struct bg_tp_store bg_tp_store_t;
+
+/* Connect as `rank` of `world_size`, retrying until timeout_s (the server may
+ * start later than its clients). */
+bg_status_t bg_tp_store_connect(const char *addr, int port, int rank, int world_size,
+                                double timeout_s, bg_tp_store_t **out);
+/* Publish key = value (at most 1 MiB). Later sets of one key replace it. */
+bg_status_t bg_tp_store_set(bg_tp_store_t *st, const char *key, const void *val, size_t len);
+/* Wait until `key` exists and copy its value into buf (cap bytes); *len gets
+ * its length. BG_ERR_TIMEOUT names ranks that never connected; BG_ERR_PEER if a
+ * rank died meanwhile; BG_ERR_INVALID if cap is too small. */
+bg_status_t bg_tp_store_get(bg_tp_store_t *st, const char *key, void *buf, size_t cap,
+                            double timeout_s, size_t *len);
+/* All world_size ranks meet at barrier `name`; a timeout names who did not. */
+bg_status_t bg_tp_store_barrier(bg_tp_store_t *st, const char *name, double timeout_s);
+/* Say goodbye (so the server does not report this rank dead) and free. */
+void bg_tp_store_close(bg_tp_store_t *st);
+
+/* ------------------------------------------------------------------ */
+/* Transport context                                                   */
+/* ------------------------------------------------------------------ */
+
+typedef struct bg_tp bg_tp_t;
+
+typedef enum {
+    BG_TP_MEM_HOST = 0,
+    BG_TP_MEM_CUDA = 1,
+} bg_tp_mem_t;
+
+typedef enum {
+    BG_TP_DEVICE_AUTO = 0, /* direct if UCX supports CUDA memory, else staged */
+    BG_TP_DEVICE_DIRECT,   /* device pointers handed to UCX (needs CUDA-aware UCX) */
+    BG_TP_DEVICE_STAGED,   /* through pinned host buffers, copy and wire overlapped */
+} bg_tp_device_path_t;
+
+typedef struct {
+    bg_tp_bootstrap_t boot;
+    double timeout_s;         /* rendezvous and default wait deadline; <= 0: 60 */
+    bg_tp_device_path_t device_path;
+    size_t chunk_bytes;       /* wire chunk; 0: BRIGADE_TP_CHUNK or 4 MiB */
+    int stage_depth;          /* chunks in flight per staged request; 0: 4 */
+} bg_tp_config_t;
+
+/* Defaults from the environment: bootstrap plus BRIGADE_TP_TIMEOUT,
+ * BRIGADE_TP_DEVICE_PATH=auto|direct|staged, BRIGADE_TP_CHUNK,
+ * BRIGADE_TP_STAGE_DEPTH. */
+bg_status_t bg_tp_config_from_env(bg_tp_config_t *out);
+
+/*
+ * Join the job: connect to (or, on rank 0, host) the store, create the UCX
+ * context and worker, publish this rank's address and wait for all ranks.
+ * Endpoints are created on first use. Errors name the rank(s) that did not
+ * arrive, or the UCX / socket failure.
+ */
+bg_status_t bg_tp_create(const bg_tp_config_t *cfg, bg_tp_t **out);
+/*
+ * Leave: cancel what is still outstanding, close endpoints with progress,
+ * meet the others at a final barrier (skipped once a peer has died), destroy
+ * worker and context; rank 0 keeps its store up until every rank has left.
+ * Returns the first error met on the way (the context is freed regardless).
+ */
+bg_status_t bg_tp_destroy(bg_tp_t *tp);
+
+int bg_tp_rank(const bg_tp_t *tp);
+int bg_tp_world_size(const bg_tp_t *tp);
+/* The store this context joined (for extra key/value exchange by callers). */
+bg_tp_store_t *bg_tp_store(bg_tp_t *tp);
+/* 1 when UCX can move CUDA memory itself (ucp_context_query memory types). */
+int bg_tp_cuda_direct_supported(const bg_tp_t *tp);
+/* Path device buffers take on this context (never AUTO). */
+bg_tp_device_path_t bg_tp_device_path(const bg_tp_t *tp);
+/* 1 when `rank` has been reported dead; `why` gets the cause if non-NULL. */
+int bg_tp_peer_dead(const bg_tp_t *tp, int rank, const char **why);
+
+/* ------------------------------------------------------------------ */
+/* Tags                                                                */
+/* ------------------------------------------------------------------ */
+
+/*
+ * 64-bit tag layout (bit 63 left):
+ *   [63:60] kind   [59:44] source rank   [43:42] direction
+ *   [41:24] micro-batch   [23:16] chunk (model chunk / virtual stage)
+ *   [15:0]  user
+ * The source field is filled by the transport (the sender's rank): UCX
+ * matches tags, not senders, so the receiver selects its peer by it. Kinds
+ * 14 and 15 are reserved for collectives and internal traffic.
+ * A (peer, tag) pair must be unique among messages in flight between two
+ * ranks in one direction; same-tag messages match in posting order.
+ */
+enum {
+    BG_TP_KIND_ACT = 1,  /* activations, forward */
+    BG_TP_KIND_GRAD = 2, /* gradients w.r.t. activations, backward */
+    BG_TP_KIND_PARAM = 3,
+    BG_TP_KIND_USER = 4,
+    BG_TP_KIND_MAX_USER = 13,
+};
+#define BG_TP_DIR_FWD 0u
+#define BG_TP_DIR_BWD 1u
+#define BG_TP_MICROBATCH_MAX ((1u << 18) - 1)
+#define BG_TP_CHUNK_MAX ((1u << 8) - 1)
+#define BG_TP_USER_MAX ((1u << 16) - 1)
+
+/* Build a tag. Fields wider than their bits are masked (callers pass values
+ * in range; bg_tp_send rejects reserved kinds). */
+static inline uint64_t bg_tp_tag(unsigned kind, unsigned dir, unsigned microbatch,
+                                 unsigned chunk, unsigned user)
+{
+    return ((uint64_t)(kind & 0xfu) << 60) | ((uint64_t)(dir & 0x3u) << 42) |
+           ((uint64_t)(microbatch & 0x3ffffu) << 24) | ((uint64_t)(chunk & 0xffu) << 16) |
+           (uint64_t)(user & 0xffffu);
+}
+static inline unsigned bg_tp_tag_kind(uint64_t t) { return (unsigned)(t >> 60) & 0xfu; }
+static inline unsigned bg_tp_tag_src(uint64_t t) { return (unsigned)(t >> 44) & 0xffffu; }
+static inline unsigned bg_tp_tag_dir(uint64_t t) { return (unsigned)(t >> 42) & 0x3u; }
+static inline unsigned bg_tp_tag_microbatch(uint64_t t) { return (unsigned)(t >> 24) & 0x3ffffu; }
+static inline unsigned bg_tp_tag_chunk(uint64_t t) { return (unsigned)(t >> 16) & 0xffu; }
+static inline unsigned bg_tp_tag_user(uint64_t t) { return (unsigned)t & 0xffffu; }
+
+/* ------------------------------------------------------------------ */
+/* Point-to-point                                                      */
+/* ------------------------------------------------------------------ */
+
+typedef struct bg_tp_req bg_tp_req_t;
+
+/*
+ * Start sending `len` bytes of `buf` to `peer` under `tag` (source field
+ * ignored). The buffer must stay untouched until the request completes.
+ * Lengths must match the receiver's exactly. A dead peer fails at once with
+ * BG_ERR_PEER. *req is released by a completing test/wait or by cancel.
+ */
+bg_status_t bg_tp_send(bg_tp_t *tp, int peer, uint64_t tag, const void *buf, size_t len,
+                       bg_tp_mem_t mem, bg_tp_req_t **req);
+/* Start receiving exactly `len` bytes from `peer` under `tag` into buf. */
+bg_status_t bg_tp_recv(bg_tp_t *tp, int peer, uint64_t tag, void *buf, size_t len,
+                       bg_tp_mem_t mem, bg_tp_req_t **req);
+/*
+ * Progress once; *done = 1 when the request has finished, in which case it
+ * is released and the return value is its outcome (BG_ERR_PEER naming the
+ * dead peer, BG_ERR_UCX with UCX's reason, BG_ERR_INVALID on a length
+ * mismatch). While *done = 0 the return value is BG_OK.
+ */
+bg_status_t bg_tp_test(bg_tp_t *tp, bg_tp_req_t *req, int *done);
+/*
+ * Progress until the request finishes (released, its outcome returned) or
+ * timeout_s passes (< 0: only a peer failure ends the wait). On
+ * BG_ERR_TIMEOUT the request stays alive: wait again or cancel it.
+ */
+bg_status_t bg_tp_wait(bg_tp_t *tp, bg_tp_req_t *req, double timeout_s);
+/* Abandon a request and release it. Receives are cancelled in UCX; a send's
+ * buffer may still be read until the peer takes the data or dies. */
+void bg_tp_cancel(bg_tp_t *tp, bg_tp_req_t *req);
+/* Drive UCX, staging copies and collectives. Returns 1 if anything moved.
+ * Cheap; the engine calls it between kernels to overlap communication. */
+int bg_tp_progress(bg_tp_t *tp);
+
+/* ------------------------------------------------------------------ */
+/* Registered memory                                                   */
+/* ------------------------------------------------------------------ */
+
+typedef struct bg_tp_mr bg_tp_mr_t;
+
+/* Register [buf, buf+len) with UCX (ucp_mem_map) so transfers inside it skip
+ * registration on the hot path. Deregister before freeing the memory. */
+bg_status_t bg_tp_mem_register(bg_tp_t *tp, void *buf, size_t len, bg_tp_mem_t mem,
+                               bg_tp_mr_t **out);
+void bg_tp_mem_deregister(bg_tp_t *tp, bg_tp_mr_t *mr);
+
+/* ------------------------------------------------------------------ */
+/* Collectives                                                         */
+/* ------------------------------------------------------------------ */
+
+typedef struct bg_tp_group bg_tp_group_t;
+typedef struct bg_tp_coll bg_tp_coll_t;
+
+typedef enum { BG_TP_F32 = 0, BG_TP_BF16 = 1 } bg_tp_dtype_t;
+typedef enum { BG_TP_SUM = 0, BG_TP_AVG = 1 } bg_tp_op_t;
+
+/*
+ * A group of ranks (a stage's data-parallel replicas, the owners of a tied
+ * weight). Every member calls create with the same list, in the same order;
+ * the order is the ring order. The calling rank must be a member. Local:
+ * no communication. Members must start collectives on a group in the same
+ * order (like MPI); up to 4096 may be in flight per group.
+ */
+bg_status_t bg_tp_group_create(bg_tp_t *tp, const int *ranks, int n, bg_tp_group_t **out);
+void bg_tp_group_destroy(bg_tp_group_t *g);
+int bg_tp_group_size(const bg_tp_group_t *g);
+int bg_tp_group_index(const bg_tp_group_t *g); /* this rank's position */
+
+/*
+ * Start an in-place ring allreduce (reduce-scatter then allgather) of `count`
+ * elements. Large buffers move in segments (BRIGADE_TP_SEGMENT, default
+ * 1 MiB) pipelined 4 deep; each start is one bucket and many may overlap.
+ * Deterministic: every element is reduced along one fixed rank chain and the
+ * final bits are copied to all, so every rank holds identical bits and runs
+ * repeat bit for bit. AVG divides the sum by the group size. Device buffers
+ * are reduced by a CUDA kernel. The buffer must be untouched until done.
+ */
+bg_status_t bg_tp_allreduce_start(bg_tp_group_t *g, void *buf, size_t count,
+                                  bg_tp_dtype_t dtype, bg_tp_op_t op, bg_tp_mem_t mem,
+                                  bg_tp_coll_t **out);
+/* Start a pipelined chain broadcast of `len` bytes from group index `root`. */
+bg_status_t bg_tp_bcast_start(bg_tp_group_t *g, void *buf, size_t len, int root,
+                              bg_tp_mem_t mem, bg_tp_coll_t **out);
+/* Start a dissemination barrier over the group. */
+bg_status_t bg_tp_barrier_start(bg_tp_group_t *g, bg_tp_coll_t **out);
+/* Like bg_tp_test / bg_tp_wait for collectives; a finished handle is freed.
+ * Errors name the rank the collective was waiting on. */
+bg_status_t bg_tp_coll_test(bg_tp_coll_t *c, int *done);
+bg_status_t bg_tp_coll_wait(bg_tp_coll_t *c, double timeout_s);
+
+/* Blocking conveniences: start + wait. */
+bg_status_t bg_tp_allreduce(bg_tp_group_t *g, void *buf, size_t count, bg_tp_dtype_t dtype,
+                            bg_tp_op_t op, bg_tp_mem_t mem, double timeout_s);
+bg_status_t bg_tp_bcast(bg_tp_group_t *g, void *buf, size_t len, int root, bg_tp_mem_t mem,
+                        double timeout_s);
+bg_status_t bg_tp_barrier(bg_tp_group_t *g, double timeout_s);
+
+#endif
