@@ -1,15 +1,19 @@
 /*
  * tools/main.c -- the `brigade` command: dispatches subcommands.
  * The only place that decides exit codes: 0 ok, 1 runtime failure,
- * 2 bad input or usage.
+ * 2 bad input or usage. Subcommands live in tools/cmd_*.c (commands.h);
+ * this file only routes to them and must not grow their logic.
  */
 #include <stdio.h>
 #include <string.h>
+
+#include "tools/commands.h"
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: brigade <command> [options]\n"
                "commands:\n"
+               "  check MODEL        validate a model graph; table of layers, shapes, costs\n"
                "  version            print the version\n");
 }
 
@@ -27,6 +31,7 @@ int main(int argc, char **argv)
         printf("brigade 0.1.0\n");
         return 0;
     }
+    if (!strcmp(argv[1], "check")) return bg_cmd_check(argc - 1, argv + 1);
     fprintf(stderr, "brigade: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;
