@@ -61,7 +61,9 @@ static bg_status_t check_costs(const bg_sim_costs_t *c, int nchunks)
 /* Compute time of action a (0 for non-compute). */
 static double cost_of(const bg_sim_costs_t *c, const bg_action_t *a)
 {
-    int k = a->chunk;
+    if (a->kind == BG_ACT_OPTIMIZER) return c->optimizer;
+    if (!bg_act_is_compute(a->kind)) return 0;
+    int k = a->chunk; /* checked: in range for compute actions */
     double f = c->f_chunk ? c->f_chunk[k] : c->f;
     double b = c->b_chunk ? c->b_chunk[k] : c->b;
     double w = c->w_chunk ? c->w_chunk[k] : c->w;
@@ -69,9 +71,7 @@ static double cost_of(const bg_sim_costs_t *c, const bg_action_t *a)
     case BG_ACT_F: return f;
     case BG_ACT_B: return b;
     case BG_ACT_W: return w;
-    case BG_ACT_BW: return b + w;
-    case BG_ACT_OPTIMIZER: return c->optimizer;
-    default: return 0;
+    default: return b + w; /* BW */
     }
 }
 
