@@ -80,7 +80,9 @@ bg_status_t bg_sim_write_trace(const bg_sim_t *sim, FILE *f, double us_per_unit)
 /*
  * Text diagram, one row per rank, one cell per `unit` of time (> 0): the
  * compute action running at the cell's middle ("F3", "B3", "W3", "BW3"; with
- * v > 1 the chunk is appended, "F3c5"), "-" continuing it, "." idle.
+ * v > 1 the rank's local chunk is appended as a letter, "F3a" for its first
+ * chunk, "F3b" for its second; "F3c5" (global chunk) for custom maps),
+ * "-" continuing it, "." idle.
  * Refuses more than 4096 cells per row (BG_ERR_INVALID).
  */
 bg_status_t bg_sim_print_grid(const bg_sim_t *sim, FILE *f, double unit);
