@@ -59,14 +59,16 @@ static void interleaved(void)
     for (int v = 1; v <= 4; v++)
         for (int p = 1; p <= 8; p++)
             for (int m = p; m <= 32; m += p) {
-                bg_sim_costs_t c = bg_sim_costs_uniform(1.0 / v, 1.0 / v, 0);
-                bg_sim_t *sim = simulate(BG_SCHED_INTERLEAVED, p, m, v, 0, &c);
-                if (!sim) continue;
-                double want = (double)(p - 1) / (v * m + p - 1);
-                CHECK_MSG(NEAR(bg_sim_bubble(sim), want),
-                          "interleaved p=%d m=%d v=%d: bubble %g want %g", p, m, v,
-                          bg_sim_bubble(sim), want);
-                bg_sim_free(sim);
+                for (int wk = 0; wk < 2; wk++) {
+                    bg_sim_costs_t c = bg_sim_costs_uniform(1.0 / v, 1.0 / v, wk ? 1.0 / v : 0);
+                    bg_sim_t *sim = simulate(BG_SCHED_INTERLEAVED, p, m, v, 0, &c);
+                    if (!sim) continue;
+                    double want = (double)(p - 1) / (v * m + p - 1);
+                    CHECK_MSG(NEAR(bg_sim_bubble(sim), want),
+                              "interleaved p=%d m=%d v=%d w=%d: bubble %g want %g", p, m, v, wk,
+                              bg_sim_bubble(sim), want);
+                    bg_sim_free(sim);
+                }
             }
 }
 
