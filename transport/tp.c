@@ -48,7 +48,7 @@ typedef struct stage_buf {
 } stage_buf_t;
 
 struct bg_tp_req;
-typedef struct {
+typedef struct slot {
     struct bg_tp_req *req;
     int state;
     size_t chunk;
@@ -57,6 +57,8 @@ typedef struct {
     ucs_status_t ucx_status;
     ucp_tag_recv_info_t info;
     stage_buf_t *sb;
+    int queued;                  /* on tp's copy queue */
+    struct slot *qnext, *qprev;
 } slot_t;
 
 struct bg_tp_req {
@@ -122,6 +124,10 @@ struct bg_tp {
     uint64_t fail_gen_seen;
     int ucx_fail_pending;
     req_t *live, *zombies, *free_reqs, *active;
+    /* Staged-send chunks whose device-to-host copy is in flight, in copy
+     * order: they go on the wire strictly in this order so that same-tag
+     * messages keep their posting order across requests. */
+    slot_t *cq_head, *cq_tail;
     stage_buf_t *pool[64];
     bg_tp_mr_t *mrs;
     bg_tp_coll_t **colls;
@@ -168,6 +174,27 @@ static void active_del(bg_tp_t *tp, req_t *r)
     else tp->active = r->anext;
     if (r->anext) r->anext->aprev = r->aprev;
     r->anext = r->aprev = NULL;
+}
+
+static void cq_push(bg_tp_t *tp, slot_t *s)
+{
+    s->queued = 1;
+    s->qnext = NULL;
+    s->qprev = tp->cq_tail;
+    if (tp->cq_tail) tp->cq_tail->qnext = s;
+    else tp->cq_head = s;
+    tp->cq_tail = s;
+}
+
+static void cq_del(bg_tp_t *tp, slot_t *s)
+{
+    if (!s->queued) return;
+    s->queued = 0;
+    if (s->qprev) s->qprev->qnext = s->qnext;
+    else tp->cq_head = s->qnext;
+    if (s->qnext) s->qnext->qprev = s->qprev;
+    else tp->cq_tail = s->qprev;
+    s->qnext = s->qprev = NULL;
 }
 
 static const char *env_str(const char *name, const char *def)
@@ -596,48 +623,43 @@ static void post_wire(bg_tp_t *tp, req_t *r, slot_t *s, void *ptr, size_t n, ucp
             return;
         }
         prm.cb.send = send_cb;
+        r->inflight++; /* before the call: the callback may run inside it */
         u = ucp_tag_send_nbx(ep, ptr, n, r->tag, &prm);
     } else {
-        prm.op_attr_mask |= UCP_OP_ATTR_FIELD_RECV_INFO;
-        prm.recv_info.tag_info = &s->info;
+        /* Why NO_IMM_CMPL: UCX 1.13 does not fill recv_info when a receive
+         * completes in place, and the length check needs it; with this
+         * flag the callback reports it (possibly inside the call). */
+        prm.op_attr_mask |= UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
         prm.cb.recv = recv_cb;
+        r->inflight++;
         u = ucp_tag_recv_nbx(tp->worker, ptr, n, r->tag, ~(ucp_tag_t)0, &prm);
     }
     if (UCS_PTR_IS_ERR(u)) {
+        r->inflight--;
         s->state = SLOT_FREE;
         snprintf(err, sizeof(err), "UCX: %s", ucs_status_string(UCS_PTR_STATUS(u)));
         req_fail(tp, r, BG_ERR_UCX, err);
         return;
     }
-    r->inflight++;
     if (u == NULL) {
         wire_done(s, UCS_OK); /* completed in place: no callback will come */
+        return;
+    }
+    if (s->ucx_done && !r->staged) {
+        ucp_request_free(u); /* the callback already ran inside the call */
         return;
     }
     s->ucx = u;
 }
 
 /* Staged follow-ups after the wire or a copy finished. Returns 1 if moved. */
-static int staged_step(bg_tp_t *tp, req_t *r, slot_t *s, int *blocked)
+static int staged_step(bg_tp_t *tp, req_t *r, slot_t *s)
 {
     char err[ERRLEN] = "";
     size_t n = chunk_len(r, s->chunk);
     char *user = r->len ? r->buf + s->chunk * tp->chunk : r->buf;
     switch (s->state) {
-    case SLOT_COPY_IN: {
-        if (*blocked) return 0;
-        int d = copy_done(s->sb, err);
-        if (d == 0) {
-            *blocked = 1; /* keep chunks on the wire in order */
-            return 0;
-        }
-        if (d < 0) {
-            req_fail(tp, r, BG_ERR_CUDA, err);
-            return 1;
-        }
-        post_wire(tp, r, s, s->sb->ptr, n, s->sb->memh, 0);
-        return 1;
-    }
+    case SLOT_COPY_IN: return 0; /* the copy queue puts it on the wire */
     case SLOT_WIRE: {
         if (!s->ucx_done) return 0;
         ucs_status_t us = s->ucx_status;
@@ -719,6 +741,28 @@ static void start_chunk(bg_tp_t *tp, req_t *r, slot_t *s, size_t c)
         return;
     }
     s->state = SLOT_COPY_IN;
+    cq_push(tp, s);
+}
+
+/* Put finished device-to-host copies on the wire, oldest first. */
+static int drain_copy_queue(bg_tp_t *tp)
+{
+    int moved = 0;
+    while (tp->cq_head) {
+        slot_t *s = tp->cq_head;
+        char err[ERRLEN] = "";
+        int d = copy_done(s->sb, err);
+        if (d == 0) break;
+        cq_del(tp, s);
+        moved = 1;
+        req_t *r = s->req;
+        if (d < 0) {
+            req_fail(tp, r, BG_ERR_CUDA, err);
+            continue;
+        }
+        post_wire(tp, r, s, s->sb->ptr, chunk_len(r, s->chunk), s->sb->memh, 0);
+    }
+    return moved;
 }
 
 /* Move a request as far as it can go now. Returns 1 if anything moved. */
@@ -726,11 +770,10 @@ static int req_advance(bg_tp_t *tp, req_t *r)
 {
     int moved = 0;
     if (r->staged) {
-        int blocked = 0;
         size_t lo = r->next_chunk > (size_t)r->nslots ? r->next_chunk - (size_t)r->nslots : 0;
         for (size_t c = lo; c < r->next_chunk; c++) {
             slot_t *s = &r->slots[c % (size_t)r->nslots];
-            if (s->chunk == c) moved |= staged_step(tp, r, s, &blocked);
+            if (s->chunk == c) moved |= staged_step(tp, r, s);
         }
         /* A failed staged request still owns buffers in flight: release
          * those whose wire part is over so the request can finish. */
@@ -738,6 +781,7 @@ static int req_advance(bg_tp_t *tp, req_t *r)
             for (int i = 0; i < r->nslots; i++) {
                 slot_t *s = &r->slots[i];
                 if (s->sb && s->state != SLOT_WIRE) {
+                    cq_del(tp, s);
                     copy_settle(s->sb);
                     sb_put(tp, s->sb);
                     s->sb = NULL;
@@ -752,6 +796,7 @@ static int req_advance(bg_tp_t *tp, req_t *r)
         r->next_chunk++;
         moved = 1;
     }
+    if (r->staged && r->is_send && tp->cq_head) moved |= drain_copy_queue(tp);
     if ((r->next_chunk >= r->nchunks && !r->staged && r->status == BG_OK) || req_finished(r))
         active_del(tp, r);
     return moved;
@@ -781,6 +826,7 @@ static void req_release(bg_tp_t *tp, req_t *r)
     }
     for (int i = 0; i < r->nslots; i++)
         if (r->slots[i].sb) {
+            cq_del(tp, &r->slots[i]);
             copy_settle(r->slots[i].sb);
             sb_put(tp, r->slots[i].sb);
             r->slots[i].sb = NULL;
@@ -858,6 +904,7 @@ static bg_status_t post(bg_tp_t *tp, int is_send, int peer, uint64_t tag, void *
         s->state = SLOT_FREE;
         s->ucx = NULL;
         s->sb = NULL;
+        s->queued = 0;
         s->chunk = (size_t)-1;
     }
     if (tp->mrs && !r->staged) r->memh = find_memh(tp, buf, len);
@@ -924,6 +971,7 @@ int bg_tp_progress(bg_tp_t *tp)
     if (tp->ucx_fail_pending || bg_tp_store_fail_gen(tp->store) != tp->fail_gen_seen)
         check_failures(tp);
     int moved = ucp_worker_progress(tp->worker) != 0;
+    if (tp->cq_head) moved |= drain_copy_queue(tp);
     for (req_t *r = tp->active, *nx; r; r = nx) {
         nx = r->anext;
         moved |= req_advance(tp, r);

@@ -1,0 +1,183 @@
+/*
+ * tests/transport/tp_harness.h -- run a test as several local ranks: the
+ * parent hosts the rendezvous store on a free port (bind to port 0, as a
+ * launcher would), fork/execs itself once per rank with BRIGADE_* set, and
+ * collects exit codes with a deadline. Ranks exit 0 on success.
+ *
+ * Must NOT: pick fixed ports (tests run in parallel), leave children behind
+ * (a deadline kills them), or be used outside tests.
+ */
+#ifndef BG_TP_HARNESS_H
+#define BG_TP_HARNESS_H
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test_util.h"
+#include "transport/transport.h"
+
+#define TPH_MAX 16
+
+typedef struct {
+    int n;
+    pid_t pid[TPH_MAX];
+    int status[TPH_MAX]; /* waitpid status */
+    double end[TPH_MAX]; /* seconds since start when it ended */
+    double start;
+} tph_job_t;
+
+static inline double tph_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/*
+ * Start ranks 0..n-1 of a job of `world` ranks (n < world leaves some out on
+ * purpose) running `role`. port > 0: store at that port (external when
+ * `external`, else hosted by rank 0). extra: "K=V" strings or NULL.
+ */
+static inline int tph_spawn(tph_job_t *job, const char *exe, const char *role, int n, int world,
+                            int port, int external, const char **extra)
+{
+    memset(job, 0, sizeof(*job));
+    job->n = n;
+    job->start = tph_now();
+    for (int r = 0; r < n; r++) {
+        pid_t pid = fork();
+        if (pid < 0) return -1;
+        if (pid == 0) {
+            char buf[32];
+            snprintf(buf, sizeof(buf), "%d", r);
+            setenv("BRIGADE_RANK", buf, 1);
+            snprintf(buf, sizeof(buf), "%d", world);
+            setenv("BRIGADE_WORLD_SIZE", buf, 1);
+            snprintf(buf, sizeof(buf), "%d", r);
+            setenv("BRIGADE_LOCAL_RANK", buf, 1);
+            setenv("BRIGADE_MASTER_ADDR", "127.0.0.1", 1);
+            snprintf(buf, sizeof(buf), "%d", port);
+            setenv("BRIGADE_MASTER_PORT", buf, 1);
+            setenv("BRIGADE_STORE", external ? "external" : "rank0", 1);
+            for (int i = 0; extra && extra[i]; i++) putenv((char *)extra[i]);
+            execl(exe, exe, "--rank", role, (char *)NULL);
+            _exit(127);
+        }
+        job->pid[r] = pid;
+    }
+    return 0;
+}
+
+/* Wait for all ranks, killing those alive after timeout_s. Returns the
+ * number of ranks that did not exit 0 (killed-by-signal counts). */
+static inline int tph_wait(tph_job_t *job, double timeout_s)
+{
+    int left = job->n, bad = 0;
+    int done[TPH_MAX] = {0};
+    while (left) {
+        for (int r = 0; r < job->n; r++) {
+            if (done[r]) continue;
+            int st;
+            pid_t p = waitpid(job->pid[r], &st, WNOHANG);
+            if (p == job->pid[r]) {
+                done[r] = 1;
+                left--;
+                job->status[r] = st;
+                job->end[r] = tph_now() - job->start;
+                if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) bad++;
+            }
+        }
+        if (left && tph_now() - job->start > timeout_s) {
+            for (int r = 0; r < job->n; r++)
+                if (!done[r]) {
+                    fprintf(stderr, "harness: rank %d still running after %.0f s: killing\n", r,
+                            timeout_s);
+                    kill(job->pid[r], SIGKILL);
+                }
+            timeout_s = 1e9;
+        }
+        if (left) usleep(2000);
+    }
+    return bad;
+}
+
+/* The common case: n ranks, store hosted by the harness, all must pass. */
+static inline int tph_run(const char *exe, const char *role, int n, const char **extra,
+                          double timeout_s)
+{
+    bg_tp_server_t *srv;
+    if (bg_tp_server_create("127.0.0.1", 0, n, &srv) != BG_OK) {
+        fprintf(stderr, "harness: %s\n", bg_last_error());
+        return 1;
+    }
+    tph_job_t job;
+    double t0 = tph_now();
+    tph_spawn(&job, exe, role, n, n, bg_tp_server_port(srv), 1, extra);
+    int bad = tph_wait(&job, timeout_s);
+    bg_status_t st = bg_tp_server_wait(srv, 5.0);
+    if (st != BG_OK && !bad) {
+        fprintf(stderr, "harness: store: %s\n", bg_last_error());
+        bad = 1;
+    }
+    bg_tp_server_destroy(srv);
+    printf("  %-28s %d ranks: %s (%.2f s)\n", role, n, bad ? "FAILED" : "ok", tph_now() - t0);
+    fflush(stdout);
+    return bad;
+}
+
+/* Rank side: join with defaults from the environment. */
+static inline bg_tp_t *tph_join(void)
+{
+    bg_tp_config_t cfg;
+    bg_tp_t *tp = NULL;
+    if (bg_tp_config_from_env(&cfg) != BG_OK || bg_tp_create(&cfg, &tp) != BG_OK) {
+        fprintf(stderr, "rank ?: join failed: %s\n", bg_last_error());
+        return NULL;
+    }
+    return tp;
+}
+
+/* Rank side: leave and turn the test's failure count into an exit code. */
+static inline int tph_leave(bg_tp_t *tp, const char *name)
+{
+    int rank = bg_tp_rank(tp);
+    if (bg_tp_destroy(tp) != BG_OK) {
+        fprintf(stderr, "rank %d: destroy: %s\n", rank, bg_last_error());
+        bg_test_failures++;
+    }
+    if (bg_test_failures) {
+        fprintf(stderr, "rank %d: %s: %d check(s) failed\n", rank, name, bg_test_failures);
+        return 1;
+    }
+    return 0;
+}
+
+/* Deterministic test bytes for (seed, offset): receivers regenerate them. */
+static inline void tph_fill(unsigned char *p, size_t n, uint64_t seed)
+{
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v = bg_test_next(&s);
+        memcpy(p + i, &v, 8);
+    }
+    if (i < n) {
+        uint64_t v = bg_test_next(&s);
+        memcpy(p + i, &v, n - i);
+    }
+}
+
+static inline uint64_t tph_fnv(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+#endif
