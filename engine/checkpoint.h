@@ -140,8 +140,6 @@ bg_status_t bg_st_read_raw(const bg_st_file_t *f, const char *name, bg_st_dtype_
                            size_t nbytes);
 
 /* Conversions used by bg_st_read_f32 (round-to-nearest-even for f32->bf16). */
-float bg_bf16_to_f32(uint16_t h);
-uint16_t bg_f32_to_bf16(float x);
 float bg_f16_to_f32(uint16_t h);
 
 /* ------------------------------------------------------- checkpoint dirs */

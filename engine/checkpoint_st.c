@@ -25,6 +25,7 @@
 #include <zlib.h>
 
 #include "engine/checkpoint.h"
+#include "layers/tensor.h"
 #include "engine/checkpoint_fs.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -66,22 +67,7 @@ bg_status_t bg_st_dtype_parse(const char *name, bg_st_dtype_t *out)
     return bg_errorf(BG_ERR_INVALID, "unknown safetensors dtype '%s'", name);
 }
 
-float bg_bf16_to_f32(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof(f));
-    return f;
-}
-
-uint16_t bg_f32_to_bf16(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof(u));
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest, ties to even */
-    return (uint16_t)(u >> 16);
-}
+/* bf16 <-> f32 are layers/tensor.h's: one rounding rule in the whole project. */
 
 float bg_f16_to_f32(uint16_t h)
 {

@@ -68,6 +68,12 @@ static const bg_backend_ops_t cpu_ops = {
 
 bg_status_t bg_backend_cpu_create(bg_backend_t **out)
 {
+    /* OpenBLAS may block a GEMM differently for different thread counts, and
+     * layouts must not change a single bit (design.md): the count is fixed,
+     * 1 unless BRIGADE_BLAS_THREADS says otherwise for every rank alike. */
+    const char *e = getenv("BRIGADE_BLAS_THREADS");
+    int threads = e ? atoi(e) : 1;
+    openblas_set_num_threads(threads > 0 ? threads : 1);
     bg_backend_t *be = calloc(1, sizeof(*be));
     if (!be) return bg_errorf(BG_ERR_NOMEM, "cpu backend: out of memory");
     be->ops = &cpu_ops;

@@ -10,4 +10,13 @@
 /* brigade check MODEL [--batch N] [--dtype f32|bf16] [--json] | --kinds */
 int bg_cmd_check(int argc, char **argv);
 
+/* brigade plan MODEL --stages S|auto [...]: stage split and shape (cmd_plan.c) */
+int bg_cmd_plan(int argc, char **argv);
+
+/* brigade train MODEL [options]: launcher or worker (cmd_train.c) */
+int bg_cmd_train(int argc, char **argv);
+
+/* brigade data INPUT.txt -o PREFIX [--val F]: byte-level token shards (cmd_data.c) */
+int bg_cmd_data(int argc, char **argv);
+
 #endif

@@ -14,6 +14,9 @@ static void usage(FILE *f)
     fprintf(f, "usage: brigade <command> [options]\n"
                "commands:\n"
                "  check MODEL        validate a model graph; table of layers, shapes, costs\n"
+               "  plan MODEL         split it into pipeline stages; predicted step and memory\n"
+               "  train MODEL        train it: pipeline stages x data-parallel ranks\n"
+               "  data TEXT          turn a text file into byte-level token shards\n"
                "  version            print the version\n");
 }
 
@@ -32,6 +35,9 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(argv[1], "check")) return bg_cmd_check(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "plan")) return bg_cmd_plan(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "train")) return bg_cmd_train(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "data")) return bg_cmd_data(argc - 1, argv + 1);
     fprintf(stderr, "brigade: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -1,0 +1,100 @@
+/*
+ * engine/runtime.h -- one rank's part of a pipeline: its chunks' parameters,
+ * gradients and optimizer state, the activations of micro-batches in
+ * flight, and the executor that runs this rank's schedule list.
+ *
+ * The executor only runs lists (engine/schedule.h): F, B, W, BW, the
+ * transfers, ALLREDUCE and OPTIMIZER. Receives are posted ahead of the
+ * action that needs them, sends complete in the background while compute
+ * goes on, activations are freed as soon as the micro-batch's W has run.
+ * Numerics follow the layout-invariance contract (design.md): every
+ * per-layer computation and every accumulation happens in the same order
+ * whatever the number of stages.
+ * Must not spawn processes, parse files, or print (progress is tools'/train's).
+ */
+#ifndef BG_RUNTIME_H
+#define BG_RUNTIME_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/net.h"
+#include "engine/optim.h"
+#include "engine/schedule.h"
+#include "layers/backend.h"
+#include "transport/transport.h"
+
+typedef struct bg_rt bg_rt_t;
+
+typedef struct bg_rt_conf {
+    const bg_net_t *net;
+    const bg_sched_t *sched;   /* the step's lists; chunk -> pipeline rank map */
+    int stage, dp;             /* this rank's pipeline rank and replica */
+    int stages, dps;
+    bg_backend_t *be;
+    bg_dtype_t dtype;          /* activations/weights on the device */
+    bg_tp_t *tp;               /* NULL only when stages * dps == 1 */
+    bg_optim_conf_t optim;
+    uint64_t seed;             /* parameter initialisation */
+    bool recompute;            /* keep chunk inputs only; redo F before B */
+    double timeout_s;          /* longest wait for a peer */
+} bg_rt_conf_t;
+
+/*
+ * Fill graph input `input` of micro-batch `mb` of the current step into
+ * `dst` (host memory, `bytes` bytes, the input's dtype). Called only on
+ * ranks whose chunks read that input (first stage: inputs, last: targets).
+ */
+typedef bg_status_t (*bg_rt_feed_fn)(void *ctx, int mb, int input, void *dst, size_t bytes);
+
+typedef struct bg_rt_stats {
+    double loss_sum;      /* sum over this rank's micro-batches' losses */
+    int64_t loss_count;   /* micro-batches whose loss this rank computed */
+    int64_t correct, rows;/* eval: argmax hits over rows, for classifiers */
+    double busy_s;        /* time spent in compute actions */
+    double pipe_s;        /* step start to the optimizer: where the bubble lives */
+    double step_s;        /* wall time of the step */
+    double grad_norm;     /* before clipping */
+    float lr;
+} bg_rt_stats_t;
+
+/* Allocate parameters (initialised from conf->seed by global name), state
+ * and buffers. Errors name the stage and dp. */
+bg_status_t bg_rt_create(const bg_rt_conf_t *conf, bg_rt_t **out);
+void bg_rt_free(bg_rt_t *rt);
+
+/* One training step: run the list, then allreduce and update. `step` is
+ * 0-based and drives the learning-rate schedule and AdamW's bias correction. */
+bg_status_t bg_rt_step(bg_rt_t *rt, int64_t step, bg_rt_feed_fn feed, void *ctx,
+                       bg_rt_stats_t *out);
+
+/* Forward only over `mb` micro-batches (loss and argmax accuracy);
+ * mb <= max(BG_RT_EVAL_MAX_MB, the schedule's micro-batches). */
+#define BG_RT_EVAL_MAX_MB 64
+bg_status_t bg_rt_eval(bg_rt_t *rt, int mb, bg_rt_feed_fn feed, void *ctx, bg_rt_stats_t *out);
+
+/* Parameters this rank holds (owned or tied copies), for checkpoints. */
+int bg_rt_param_count(const bg_rt_t *rt);
+typedef struct bg_rt_param_view {
+    const char *name;
+    const bg_shape_t *shape;
+    int64_t numel;
+    bool owned;        /* this rank holds the owner layer (writes it to checkpoints) */
+    float *master;     /* f32 host copy, authoritative */
+    float *state[2];   /* optimizer states (NULL where the optimizer has fewer) */
+} bg_rt_param_view_t;
+void bg_rt_param_get(bg_rt_t *rt, int i, bg_rt_param_view_t *out);
+/* After changing masters (resume, --init): push them to the device copies. */
+bg_status_t bg_rt_params_upload(bg_rt_t *rt);
+
+/* Per-action timing of the last step, for traces: kind, mb, chunk, start, end (s). */
+typedef struct bg_rt_event {
+    bg_act_kind_t kind;
+    int mb, chunk;
+    double t0, t1;
+} bg_rt_event_t;
+const bg_rt_event_t *bg_rt_events(const bg_rt_t *rt, int *n);
+/* CLOCK_MONOTONIC seconds the last step's event times are relative to. */
+double bg_rt_time_origin(const bg_rt_t *rt);
+
+#endif

@@ -1,0 +1,569 @@
+/*
+ * engine/train.c -- one rank's training run: join the job, parse the model,
+ * cut it into chunks, build the schedule, open data, then step, evaluate,
+ * log and checkpoint until done.
+ *
+ * Rank r is stage r % S of replica r / S: pipeline neighbours are adjacent
+ * ranks (same node when ranks fill nodes in order), replicas are strided.
+ * A global batch of N rows is cut into D replica slices and each slice into
+ * M micro-batches; micro-batch m of replica d reads rows (d*M + m) * N/(D*M)
+ * onwards, so S=1, D=1 with D*M micro-batches reads the same rows in the
+ * same order as any layout.
+ * Must not spawn processes or exit; the rank that prints is rank 0.
+ */
+#include "engine/train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/checkpoint.h"
+#include "engine/data.h"
+#include "engine/net.h"
+#include "engine/runtime.h"
+#include "engine/schedule.h"
+#include "engine/trace.h"
+#include "layers/graph.h"
+#include "transport/transport.h"
+
+void bg_train_conf_default(bg_train_conf_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->stages = 1;
+    c->dp = 1;
+    c->chunks = 1;
+    c->schedule = "1f1b";
+    c->micro_batches = 1;
+    c->batch = 64;
+    c->seed = 1;
+    c->device = "cpu";
+    c->dtype = "f32";
+    c->log_every = 10;
+    bg_optim_conf_default(&c->optim);
+}
+
+typedef struct train {
+    const bg_train_conf_t *c;
+    int rank, world, stage, dp, S, D, M, V;
+    int64_t mb_rows;    /* rows per micro-batch */
+    bg_tp_t *tp;
+    bg_tp_group_t *world_group;
+    bg_graph_t *g;
+    bg_sched_t *sched;
+    bg_net_t *net;
+    bg_backend_t *be;
+    bg_data_t *ds;
+    bg_rt_t *rt;
+    int target_input;   /* graph input fed with targets; -1 if none */
+    int64_t steps, start_step;
+    FILE *metrics;
+    bool tty;
+    /* feed state */
+    bg_split_t split;
+    int64_t data_step;
+} train_t;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static bg_status_t feed(void *ctx, int mb, int input, void *dst, size_t bytes)
+{
+    train_t *t = ctx;
+    const bg_data_info_t *info = bg_data_info(t->ds);
+    int64_t row0 = ((int64_t)t->dp * t->M + mb) * t->mb_rows;
+    if (input == t->target_input) {
+        size_t want = (size_t)(t->mb_rows * info->target_cols) * 4;
+        if (bytes != want)
+            return bg_errorf(BG_ERR_INVALID, "targets input '%s' holds %zu bytes per micro-batch "
+                                             "but the data gives %zu",
+                             bg_graph_input(t->g, input)->name, bytes, want);
+        return bg_data_fetch(t->ds, t->split, t->data_step, row0, t->mb_rows, NULL, dst);
+    }
+    size_t want = (size_t)(t->mb_rows * info->input_cols) * bg_dtype_size(info->input_dtype);
+    if (bytes != want)
+        return bg_errorf(BG_ERR_INVALID, "input '%s' holds %zu bytes per micro-batch but the "
+                                         "data gives %zu (%lld columns of %s)",
+                         bg_graph_input(t->g, input)->name, bytes, want,
+                         (long long)info->input_cols, bg_dtype_name(info->input_dtype));
+    return bg_data_fetch(t->ds, t->split, t->data_step, row0, t->mb_rows, dst, NULL);
+}
+
+/* Sum `n` floats over every rank (stats, losses). */
+static bg_status_t world_sum(train_t *t, float *v, int n)
+{
+    if (!t->world_group) return BG_OK;
+    return bg_tp_allreduce(t->world_group, v, (size_t)n, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST,
+                           120.0);
+}
+
+static bg_status_t world_barrier(train_t *t)
+{
+    return t->world_group ? bg_tp_barrier(t->world_group, 600.0) : BG_OK;
+}
+
+/* ---------------------------------------------------------------- setup */
+
+static bg_status_t setup_layout(train_t *t)
+{
+    const bg_train_conf_t *c = t->c;
+    t->S = c->stages;
+    t->D = c->dp;
+    t->M = c->micro_batches;
+    bg_sched_kind_t kind;
+    bg_status_t st = bg_sched_kind_parse(c->schedule, &kind);
+    if (st != BG_OK) return st;
+    t->V = kind == BG_SCHED_INTERLEAVED ? (c->chunks > 1 ? c->chunks : 2) : 1;
+    if (kind != BG_SCHED_INTERLEAVED && c->chunks > 1)
+        return bg_errorf(BG_ERR_INVALID, "--chunks %d needs --schedule interleaved", c->chunks);
+    if (c->batch % (t->D * t->M))
+        return bg_errorf(BG_ERR_INVALID, "--batch %d is not divisible by dp (%d) x micro-batches "
+                                         "(%d)",
+                         c->batch, t->D, t->M);
+    t->mb_rows = c->batch / (t->D * t->M);
+    st = bg_graph_parse_file(c->model, t->mb_rows, &t->g);
+    if (st != BG_OK) return st;
+    int nch = t->S * t->V;
+    int *first = calloc((size_t)nch + 1, sizeof(int));
+    if (!first) return bg_errorf(BG_ERR_NOMEM, "out of memory");
+    st = bg_net_split_even(t->g, nch, first);
+    if (st == BG_OK) st = bg_net_create(t->g, nch, first, &t->net);
+    free(first);
+    if (st != BG_OK) return st;
+    st = bg_sched_generate(kind, t->S, t->M, t->V, c->split_bw ? BG_SCHED_SPLIT_BW : 0, &t->sched);
+    if (st != BG_OK) return st;
+    /* Skip connections: a tensor goes straight from its producer's chunk to
+     * each consumer's chunk, so the schedule gets those edges too. */
+    for (int e = 0; e < t->net->n_edges; e++) {
+        const bg_net_edge_t *ed = &t->net->edges[e];
+        if (ed->dst == ed->src + 1) continue;
+        if ((st = bg_sched_add_transfer(t->sched, ed->src, ed->dst, 1)) != BG_OK) return st;
+    }
+    return bg_sched_check(t->sched, NULL);
+}
+
+static bg_status_t setup_data(train_t *t)
+{
+    const bg_train_conf_t *c = t->c;
+    /* Which graph input gets targets: the one the loss reads as its second input. */
+    t->target_input = -1;
+    const bg_graph_layer_t *loss = bg_graph_layer(t->g, bg_graph_loss_layer(t->g));
+    const bg_graph_tensor_t *tt = bg_graph_tensor(t->g, loss->in[1]);
+    if (tt->producer < 0) t->target_input = tt->input;
+    int n_feature_inputs = 0, feature = -1;
+    for (int i = 0; i < bg_graph_n_inputs(t->g); i++)
+        if (i != t->target_input) n_feature_inputs++, feature = i;
+    if (n_feature_inputs > 1)
+        return bg_errorf(BG_ERR_INVALID, "%s: the data readers feed one input and the targets; "
+                                         "this model has %d other inputs",
+                         c->model, n_feature_inputs);
+    bg_data_opts_t o;
+    bg_data_opts_default(&o);
+    o.batch = c->batch;
+    o.seed = c->seed;
+    const char *spec = c->data;
+    if (feature >= 0) {
+        const bg_shape_t *s = &bg_graph_input(t->g, feature)->shape;
+        if (s->dtype == BG_I32) {
+            o.seq_len = s->ndim > 1 ? s->d[1] : 1;
+            /* The vocabulary bound comes from the embedding that reads the ids. */
+            for (int l = 0; l < bg_graph_n_layers(t->g); l++) {
+                const bg_graph_layer_t *gl = bg_graph_layer(t->g, l);
+                if (gl->in[0] == bg_graph_input(t->g, feature)->tensor &&
+                    !strcmp(gl->spec.kind->name, "embedding"))
+                    o.vocab = bg_attrs_int(&gl->spec.attrs, "vocab", 0);
+            }
+            if (!spec) spec = "synthetic:tokens";
+        } else if (!spec) {
+            spec = s->ndim == 2 && s->d[1] == 784 ? "fashion-mnist" : "synthetic:images";
+        }
+    }
+    if (!spec) spec = "synthetic";
+    bg_status_t st = bg_data_open(spec, &o, &t->ds);
+    if (st != BG_OK) return st;
+    const bg_data_info_t *info = bg_data_info(t->ds);
+    t->steps = c->steps;
+    if (!t->steps) {
+        double ep = c->epochs > 0 ? c->epochs : 0;
+        t->steps = ep > 0 ? (int64_t)ceil(ep * (double)info->steps_per_epoch) : 100;
+    }
+    return BG_OK;
+}
+
+static bg_status_t setup_runtime(train_t *t)
+{
+    const bg_train_conf_t *c = t->c;
+    bg_device_t dev = strcmp(c->device, "cuda") ? BG_DEV_CPU : BG_DEV_CUDA;
+    bg_status_t st = bg_backend_create(dev, 0, &t->be);
+    if (st != BG_OK) return st;
+    bg_rt_conf_t rc;
+    memset(&rc, 0, sizeof(rc));
+    rc.net = t->net;
+    rc.sched = t->sched;
+    rc.stage = t->stage;
+    rc.dp = t->dp;
+    rc.stages = t->S;
+    rc.dps = t->D;
+    rc.be = t->be;
+    rc.dtype = strcmp(c->dtype, "bf16") ? BG_F32 : BG_BF16;
+    rc.tp = t->tp;
+    rc.optim = c->optim;
+    rc.optim.total = t->steps;
+    rc.seed = c->seed;
+    rc.recompute = c->recompute;
+    rc.timeout_s = 120;
+    return bg_rt_create(&rc, &t->rt);
+}
+
+/* ---------------------------------------------------------------- checkpoints */
+
+static const char *state_suffix(bg_optim_kind_t k, int i)
+{
+    if (k == BG_OPT_SGD) return BG_CKPT_MOMENTUM;
+    return i == 0 ? BG_CKPT_ADAM_M : BG_CKPT_ADAM_V;
+}
+
+static bg_status_t save_checkpoint(train_t *t, int64_t step)
+{
+    const bg_train_conf_t *c = t->c;
+    char *step_path = NULL, *file = NULL;
+    bg_st_writer_t *w = NULL;
+    bg_status_t st = BG_OK;
+    if (t->rank == 0) st = bg_ckpt_begin(c->checkpoint_dir, step, &step_path);
+    if (st == BG_OK) st = world_barrier(t);
+    if (st == BG_OK && !step_path) st = bg_ckpt_step_path(c->checkpoint_dir, step, &step_path);
+    if (st == BG_OK && t->dp == 0) {
+        st = bg_ckpt_stage_path(step_path, t->stage, &file);
+        if (st == BG_OK) st = bg_st_writer_new(&w);
+        int ns = bg_optim_state_count(c->optim.kind);
+        for (int i = 0; st == BG_OK && i < bg_rt_param_count(t->rt); i++) {
+            bg_rt_param_view_t v;
+            bg_rt_param_get(t->rt, i, &v);
+            if (!v.owned) continue;
+            st = bg_st_writer_add(w, v.name, BG_ST_F32, v.shape->ndim, v.shape->d, v.master);
+            for (int s = 0; st == BG_OK && s < ns; s++) {
+                char key[BG_NAME_MAX + 16];
+                snprintf(key, sizeof(key), "%s%s", v.name, state_suffix(c->optim.kind, s));
+                st = bg_st_writer_add(w, key, BG_ST_F32, v.shape->ndim, v.shape->d, v.state[s]);
+            }
+        }
+        char buf[256];
+        bg_data_state_t ds = bg_data_state_at(t->ds, step);
+        if (st == BG_OK) st = bg_data_state_format(&ds, buf, sizeof(buf));
+        if (st == BG_OK) st = bg_st_writer_meta(w, "data_state", buf);
+        snprintf(buf, sizeof(buf), "%lld", (long long)step);
+        if (st == BG_OK) st = bg_st_writer_meta(w, "step", buf);
+        if (st == BG_OK) st = bg_st_writer_meta(w, "optimizer", bg_optim_kind_name(c->optim.kind));
+        snprintf(buf, sizeof(buf), "%llu", (unsigned long long)c->seed);
+        if (st == BG_OK) st = bg_st_writer_meta(w, "seed", buf);
+        if (st == BG_OK) st = bg_st_writer_write(w, file);
+    }
+    /* Every stage's file is complete before `latest` moves. */
+    bg_status_t s2 = world_barrier(t);
+    if (st == BG_OK) st = s2;
+    if (st == BG_OK && t->rank == 0)
+        st = bg_ckpt_publish(c->checkpoint_dir, step, t->S, t->D, c->schedule,
+                             bg_graph_model_name(t->g));
+    s2 = world_barrier(t);
+    if (st == BG_OK) st = s2;
+    bg_st_writer_free(w);
+    free(file);
+    free(step_path);
+    return st;
+}
+
+/* Load every parameter this rank holds by name (and optimizer state when
+ * `with_state`); names missing from the file are an error listing the first. */
+static bg_status_t load_params(train_t *t, bg_ckpt_t *ck, bg_st_file_t *f, bool with_state)
+{
+    int ns = bg_optim_state_count(t->c->optim.kind);
+    for (int i = 0; i < bg_rt_param_count(t->rt); i++) {
+        bg_rt_param_view_t v;
+        bg_rt_param_get(t->rt, i, &v);
+        bg_status_t st = ck ? bg_ckpt_read_f32(ck, v.name, v.shape->ndim, v.shape->d, v.numel, v.master)
+                            : bg_st_read_f32(f, v.name, v.shape->ndim, v.shape->d, v.numel, v.master);
+        if (st != BG_OK) return st;
+        for (int s = 0; with_state && s < ns; s++) {
+            char key[BG_NAME_MAX + 16];
+            snprintf(key, sizeof(key), "%s%s", v.name, state_suffix(t->c->optim.kind, s));
+            if (!bg_ckpt_find(ck, key, NULL))
+                return bg_errorf(BG_ERR_INVALID, "checkpoint has no optimizer state '%s' (saved "
+                                                 "with another optimizer?)",
+                                 key);
+            if ((st = bg_ckpt_read_f32(ck, key, v.shape->ndim, v.shape->d, v.numel, v.state[s])))
+                return st;
+        }
+    }
+    return bg_rt_params_upload(t->rt);
+}
+
+static bg_status_t maybe_resume(train_t *t)
+{
+    const bg_train_conf_t *c = t->c;
+    bg_status_t st = BG_OK;
+    if (c->init) {
+        bg_st_file_t *f = NULL;
+        st = bg_st_open(c->init, &f);
+        if (st == BG_OK) st = load_params(t, NULL, f, false);
+        bg_st_close(f);
+        if (st != BG_OK) return bg_error_prefix(st, "--init %s: ", c->init);
+    }
+    if (!c->resume) return BG_OK;
+    char *step_path = NULL;
+    if ((st = bg_ckpt_dir_latest(c->checkpoint_dir, &step_path)) != BG_OK) return st;
+    if (!step_path) {
+        if (t->rank == 0)
+            printf("no checkpoint in %s: starting from step 0\n", c->checkpoint_dir);
+        return BG_OK;
+    }
+    bg_ckpt_t *ck = NULL;
+    st = bg_ckpt_open(step_path, &ck);
+    if (st == BG_OK) st = load_params(t, ck, NULL, true);
+    if (st == BG_OK) {
+        const char *ds = bg_ckpt_meta(ck, "data_state");
+        bg_data_state_t state;
+        if (!ds) st = bg_errorf(BG_ERR_INVALID, "%s: no data_state in the checkpoint", step_path);
+        if (st == BG_OK) st = bg_data_state_parse(ds, &state);
+        if (st == BG_OK) st = bg_data_state_check(t->ds, &state);
+        if (st == BG_OK) t->start_step = bg_ckpt_manifest(ck)->step;
+    }
+    if (st == BG_OK && t->rank == 0)
+        printf("resumed from %s (step %lld, written by %d stages x %d dp)\n", step_path,
+               (long long)t->start_step, bg_ckpt_manifest(ck)->stages, bg_ckpt_manifest(ck)->dp);
+    bg_ckpt_close(ck);
+    free(step_path);
+    return st;
+}
+
+/* ---------------------------------------------------------------- the loop */
+
+static void fmt_eta(double s, char *buf, size_t n)
+{
+    if (s < 0 || s > 1e7) s = 0;
+    int h = (int)(s / 3600), m = (int)(s / 60) % 60, sec = (int)s % 60;
+    if (h) snprintf(buf, n, "%dh%02dm", h, m);
+    else snprintf(buf, n, "%dm%02ds", m, sec);
+}
+
+static bg_status_t evaluate(train_t *t, int64_t step, double *acc_out)
+{
+    const bg_data_info_t *info = bg_data_info(t->ds);
+    int64_t nb = info->eval_steps;
+    if (t->c->eval_batches > 0 && t->c->eval_batches < nb) nb = t->c->eval_batches;
+    float sums[4] = {0, 0, 0, 0};
+    t->split = BG_SPLIT_EVAL;
+    for (int64_t b = 0; b < nb; b++) {
+        t->data_step = b;
+        bg_rt_stats_t s;
+        bg_status_t st = bg_rt_eval(t->rt, t->M, feed, t, &s);
+        if (st != BG_OK) return st;
+        sums[0] += (float)s.loss_sum;
+        sums[1] += (float)s.loss_count;
+        sums[2] += (float)s.correct;
+        sums[3] += (float)s.rows;
+    }
+    t->split = BG_SPLIT_TRAIN;
+    bg_status_t st = world_sum(t, sums, 4);
+    if (st != BG_OK) return st;
+    double loss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
+    double acc = sums[3] > 0 ? sums[2] / sums[3] : NAN;
+    if (acc_out) *acc_out = acc;
+    if (t->rank == 0) {
+        if (info->kind == BG_DATA_IMAGES)
+            printf("eval  step %lld | loss %.4f | accuracy %.2f%% (%lld samples)\n",
+                   (long long)step, loss, 100.0 * acc, (long long)sums[3]);
+        else
+            printf("eval  step %lld | loss %.4f (%.3f bits/token)\n", (long long)step, loss,
+                   loss / log(2.0));
+        if (t->metrics) {
+            fprintf(t->metrics, "{\"step\":%lld,\"eval_loss\":%.6f,\"eval_accuracy\":%.6f}\n",
+                    (long long)step, loss, acc);
+            fflush(t->metrics);
+        }
+        fflush(stdout);
+    }
+    return BG_OK;
+}
+
+static void log_line(train_t *t, int64_t step, const float *sums, int64_t window,
+                     double t_elapsed, int64_t steps_done, const bg_rt_stats_t *s)
+{
+    const bg_data_info_t *info = bg_data_info(t->ds);
+    double loss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
+    /* sums: loss, count, busy, pipeline time over ranks and logged steps;
+     * sums[4] the step time (over ranks and steps). */
+    double step_s = sums[4] / (t->world * (double)window);
+    double bubble = sums[3] > 0 ? 1.0 - sums[2] / sums[3] : 0;
+    double per_step = t_elapsed / (double)steps_done;
+    double rate = (double)t->c->batch / per_step;
+    if (info->kind == BG_DATA_TOKENS) rate *= (double)info->input_cols;
+    char eta[32];
+    fmt_eta(per_step * (double)(t->steps - step - 1), eta, sizeof(eta));
+    const char *unit = info->kind == BG_DATA_TOKENS ? "tok/s" : "samples/s";
+    if (t->tty) {
+        int w = 24, fill = (int)((double)w * (double)(step + 1) / (double)t->steps);
+        char bar[32];
+        for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
+        bar[w] = 0;
+        printf("\r[%s] step %lld/%lld | loss %.4f | %.0f %s | %.1f ms/step | bubble %.1f%% | "
+               "eta %s   ",
+               bar, (long long)step + 1, (long long)t->steps, loss, rate, unit, step_s * 1e3,
+               100.0 * bubble, eta);
+        if (step + 1 == t->steps) printf("\n");
+    } else {
+        printf("step %lld/%lld | loss %.4f | %.0f %s | %.1f ms/step | bubble %.1f%% | lr %.2e | "
+               "eta %s\n",
+               (long long)step + 1, (long long)t->steps, loss, rate, unit, step_s * 1e3,
+               100.0 * bubble, s->lr, eta);
+    }
+    fflush(stdout);
+    if (t->metrics) {
+        fprintf(t->metrics,
+                "{\"step\":%lld,\"loss\":%.6f,\"lr\":%.6g,\"%s\":%.1f,\"step_ms\":%.3f,"
+                "\"bubble\":%.4f,\"grad_norm\":%.6g}\n",
+                (long long)step + 1, loss, s->lr,
+                info->kind == BG_DATA_TOKENS ? "tokens_per_s" : "samples_per_s", rate,
+                step_s * 1e3, bubble, s->grad_norm);
+        fflush(t->metrics);
+    }
+}
+
+static bg_status_t write_trace(train_t *t)
+{
+    int n;
+    const bg_rt_event_t *ev = bg_rt_events(t->rt, &n);
+    bg_status_t st = bg_trace_write_part(t->c->trace, t->rank, t->stage, t->dp, ev, n,
+                                         bg_rt_time_origin(t->rt));
+    bg_status_t s2 = world_barrier(t);
+    if (st == BG_OK) st = s2;
+    if (st == BG_OK && t->rank == 0) {
+        st = bg_trace_merge(t->c->trace, t->world);
+        if (st == BG_OK) printf("trace of the last step written to %s\n", t->c->trace);
+    }
+    return st;
+}
+
+static bg_status_t train_loop(train_t *t)
+{
+    const bg_train_conf_t *c = t->c;
+    double t0 = now_s();
+    int64_t done = 0;
+    float sums[5] = {0, 0, 0, 0, 0};
+    int64_t window = 0;
+    bg_rt_stats_t s;
+    memset(&s, 0, sizeof(s));
+    for (int64_t step = t->start_step; step < t->steps; step++) {
+        t->split = BG_SPLIT_TRAIN;
+        t->data_step = step;
+        bg_status_t st = bg_rt_step(t->rt, step, feed, t, &s);
+        if (st != BG_OK) return st;
+        done++;
+        float v[5] = {(float)s.loss_sum, (float)s.loss_count, (float)s.busy_s, (float)s.pipe_s,
+                      (float)s.step_s};
+        for (int i = 0; i < 5; i++) sums[i] += v[i];
+        window++;
+        bool last = step + 1 == t->steps;
+        if ((step + 1) % c->log_every == 0 || last) {
+            if ((st = world_sum(t, sums, 5)) != BG_OK) return st;
+            if (t->rank == 0) log_line(t, step, sums, window, now_s() - t0, done, &s);
+            memset(sums, 0, sizeof(sums));
+            window = 0;
+        }
+        if (c->eval_every > 0 && (step + 1) % c->eval_every == 0 && !last)
+            if ((st = evaluate(t, step + 1, NULL)) != BG_OK) return st;
+        if (c->checkpoint_dir && ((c->checkpoint_every > 0 && (step + 1) % c->checkpoint_every == 0) || last))
+            if ((st = save_checkpoint(t, step + 1)) != BG_OK) return st;
+    }
+    double acc = NAN;
+    bg_status_t st = evaluate(t, t->steps, &acc);
+    if (st == BG_OK && t->rank == 0 && bg_data_info(t->ds)->kind == BG_DATA_IMAGES)
+        printf("final test accuracy: %.2f%%\n", 100.0 * acc);
+    if (st == BG_OK && c->trace) st = write_trace(t);
+    if (t->rank == 0) {
+        printf("trained %lld steps in %.1f s\n", (long long)done, now_s() - t0);
+        fflush(stdout);
+    }
+    return st;
+}
+
+static void train_free(train_t *t)
+{
+    bg_rt_free(t->rt);
+    bg_backend_destroy(t->be);
+    bg_data_close(t->ds);
+    bg_net_free(t->net);
+    bg_sched_free(t->sched);
+    bg_graph_free(t->g);
+    if (t->metrics) fclose(t->metrics);
+    if (t->world_group) bg_tp_group_destroy(t->world_group);
+}
+
+static bg_status_t join(train_t *t)
+{
+    const bg_train_conf_t *c = t->c;
+    bg_tp_config_t tc;
+    bg_status_t st = bg_tp_config_from_env(&tc);
+    if (st != BG_OK) return st;
+    t->world = tc.boot.world_size;
+    t->rank = tc.boot.rank;
+    if (t->world != c->stages * c->dp)
+        return bg_errorf(BG_ERR_INVALID, "the job has %d ranks but --stages %d x --dp %d needs %d",
+                         t->world, c->stages, c->dp, c->stages * c->dp);
+    t->stage = t->rank % c->stages;
+    t->dp = t->rank / c->stages;
+    if (t->world == 1) return BG_OK;
+    if ((st = bg_tp_create(&tc, &t->tp)) != BG_OK) return st;
+    int *r = malloc(sizeof(int) * (size_t)t->world);
+    if (!r) return bg_errorf(BG_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < t->world; i++) r[i] = i;
+    st = bg_tp_group_create(t->tp, r, t->world, &t->world_group);
+    free(r);
+    return st;
+}
+
+bg_status_t bg_train_run(const bg_train_conf_t *c)
+{
+    train_t t;
+    memset(&t, 0, sizeof(t));
+    t.c = c;
+    t.tty = getenv("BRIGADE_TTY") && !strcmp(getenv("BRIGADE_TTY"), "1");
+    bg_status_t st = join(&t);
+    if (st == BG_OK) st = setup_layout(&t);
+    if (st == BG_OK) st = setup_data(&t);
+    if (st == BG_OK) st = setup_runtime(&t);
+    if (st == BG_OK) st = maybe_resume(&t);
+    if (st == BG_OK && t.rank == 0 && c->metrics) {
+        t.metrics = fopen(c->metrics, "a");
+        if (!t.metrics)
+            st = bg_errorf(BG_ERR_IO, "cannot open metrics file %s: %s", c->metrics, strerror(errno));
+    }
+    if (st == BG_OK && t.rank == 0) {
+        const bg_data_info_t *info = bg_data_info(t.ds);
+        printf("brigade: %s | %d stages x %d dp | %s, %d micro-batches of %lld | %s %s | data %s "
+               "| %lld steps\n",
+               bg_graph_model_name(t.g)[0] ? bg_graph_model_name(t.g) : c->model, t.S, t.D,
+               bg_sched_name(t.sched), t.M, (long long)t.mb_rows, c->device, c->dtype, info->name,
+               (long long)t.steps);
+        fflush(stdout);
+    }
+    if (st == BG_OK) st = train_loop(&t);
+    if (st != BG_OK && !strstr(bg_last_error(), "rank "))
+        bg_error_prefix(st, "rank %d (stage %d, dp %d): ", t.rank, t.stage, t.dp);
+    /* Leaving the job may fail too (peers gone); the first cause is the one to report. */
+    char first[1024];
+    snprintf(first, sizeof(first), "%s", bg_last_error());
+    train_free(&t);
+    if (t.tp) {
+        bg_status_t s2 = bg_tp_destroy(t.tp);
+        if (st == BG_OK) return s2;
+    }
+    if (st != BG_OK) bg_errorf(st, "%s", first);
+    return st;
+}

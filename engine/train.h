@@ -1,0 +1,53 @@
+/*
+ * engine/train.h -- one rank's training run: the loop that turns a graph,
+ * a layout (stages x dp), a schedule and data into steps, evaluations,
+ * checkpoints and progress lines.
+ * Must not spawn processes or decide exit codes (tools/ does), and must not
+ * print anything but progress and results (errors go back as statuses).
+ */
+#ifndef BG_TRAIN_H
+#define BG_TRAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/status.h"
+#include "engine/optim.h"
+
+typedef struct bg_train_conf {
+    const char *model;      /* graph file */
+    int stages, dp, chunks; /* chunks: per rank (interleaved) */
+    const char *schedule;   /* gpipe | 1f1b | interleaved | zb-h1 */
+    int micro_batches;      /* per step, per DP replica */
+    int batch;              /* global batch (samples/sequences per step) */
+    int64_t steps;          /* 0: from epochs */
+    double epochs;
+    uint64_t seed;
+    const char *device;     /* cpu | cuda */
+    const char *dtype;      /* f32 | bf16 */
+    const char *data;       /* data spec (see engine/data.h) */
+    int64_t eval_every;     /* steps; 0: only at the end */
+    int64_t eval_batches;   /* 0: the whole held-out split */
+    int64_t log_every;
+    const char *checkpoint_dir;
+    int64_t checkpoint_every;
+    bool resume;
+    const char *init;       /* safetensors to load weights from */
+    const char *trace;      /* Chrome-trace JSON output (per rank suffix) */
+    const char *metrics;    /* JSONL metrics file */
+    const char *plan;       /* plan JSON from `brigade plan -o` */
+    bool recompute;
+    bool split_bw;          /* run B and W as separate actions in every schedule */
+    bg_optim_conf_t optim;
+} bg_train_conf_t;
+
+void bg_train_conf_default(bg_train_conf_t *c);
+
+/*
+ * Run this process's rank of the job described by `c`, joining the others
+ * through the transport's bootstrap (environment). Returns BG_OK when the
+ * run finished; on failure the message names the rank, stage and dp.
+ */
+bg_status_t bg_train_run(const bg_train_conf_t *c);
+
+#endif

@@ -1,0 +1,282 @@
+/*
+ * tools/launch.c -- spawn, watch and (when one fails) stop all ranks.
+ *
+ * Guarantees, in order of importance: no rank outlives the launcher
+ * (PR_SET_PDEATHSIG in every child, one process group for the job, SIGTERM
+ * then SIGKILL on failure or interruption); the first rank to die is named
+ * with how it died; every line a rank prints reaches the terminal, prefixed
+ * with who printed it. Must not interpret the ranks' work.
+ */
+#include "tools/launch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "transport/transport.h"
+
+typedef struct rank_proc {
+    pid_t pid;
+    int out_fd, err_fd; /* read ends; -1 when closed */
+    char out_buf[4096], err_buf[4096];
+    size_t out_len, err_len;
+    int done, status;
+} rank_proc_t;
+
+static volatile sig_atomic_t launch_interrupted;
+
+static void on_signal(int sig)
+{
+    launch_interrupted = sig;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void set_env_int(const char *k, long v)
+{
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%ld", v);
+    setenv(k, buf, 1);
+}
+
+/* In the child, between fork and exec: only async-signal-safe calls. */
+static void child_exec(const bg_launch_conf_t *c, int rank, pid_t pgid, pid_t parent, int out_w,
+                       int err_w, int port)
+{
+    setpgid(0, pgid);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127); /* the launcher died before we got here */
+    dup2(out_w, STDOUT_FILENO);
+    dup2(err_w, STDERR_FILENO);
+    set_env_int("BRIGADE_RANK", rank);
+    set_env_int("BRIGADE_WORLD_SIZE", c->nranks);
+    set_env_int("BRIGADE_LOCAL_RANK", rank);
+    set_env_int("BRIGADE_MASTER_PORT", port);
+    setenv("BRIGADE_MASTER_ADDR", c->master_addr ? c->master_addr : "127.0.0.1", 1);
+    setenv("BRIGADE_STORE", "external", 1);
+    setenv("BRIGADE_WORKER", "1", 1);
+    if (c->tty) setenv("BRIGADE_TTY", "1", 1);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    execv(c->exe ? c->exe : c->argv[0], c->argv);
+    dprintf(STDERR_FILENO, "brigade: cannot exec %s: %s\n", c->exe ? c->exe : c->argv[0],
+            strerror(errno));
+    _exit(127);
+}
+
+static void rank_name(const bg_launch_conf_t *c, int r, char *buf, size_t len)
+{
+    int s = c->stages > 0 ? c->stages : 1;
+    snprintf(buf, len, "rank %d (stage %d, dp %d)", r, r % s, r / s);
+}
+
+/* Forward complete lines (or \r-terminated progress updates) with a prefix. */
+static void flush_lines(const bg_launch_conf_t *c, int r, char *buf, size_t *len, FILE *to,
+                        int final)
+{
+    size_t start = 0;
+    for (size_t i = 0; i < *len; i++) {
+        if (buf[i] != '\n' && buf[i] != '\r') continue;
+        if (c->quiet_prefix) fprintf(to, "%.*s%c", (int)(i - start), buf + start, buf[i]);
+        else fprintf(to, "[r%d] %.*s%c", r, (int)(i - start), buf + start, buf[i]);
+        start = i + 1;
+    }
+    if (final && start < *len) {
+        if (c->quiet_prefix) fprintf(to, "%.*s\n", (int)(*len - start), buf + start);
+        else fprintf(to, "[r%d] %.*s\n", r, (int)(*len - start), buf + start);
+        start = *len;
+    }
+    if (start == 0 && *len == 4096 - 1) { /* a very long line: pass it on in pieces */
+        fprintf(to, "[r%d] %.*s\n", r, (int)*len, buf);
+        start = *len;
+    }
+    memmove(buf, buf + start, *len - start);
+    *len -= start;
+    fflush(to);
+}
+
+static void pump_fd(const bg_launch_conf_t *c, int r, int *fd, char *buf, size_t *len, FILE *to)
+{
+    ssize_t n = read(*fd, buf + *len, 4096 - 1 - *len);
+    if (n > 0) {
+        *len += (size_t)n;
+        flush_lines(c, r, buf, len, to, 0);
+    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+        flush_lines(c, r, buf, len, to, 1);
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+static void describe_exit(int status, char *buf, size_t len)
+{
+    if (WIFSIGNALED(status))
+        snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    else
+        snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+}
+
+static int failed(int status)
+{
+    return !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+}
+
+/* Wait up to `grace` seconds for children, then SIGKILL the whole group. */
+static void stop_all(rank_proc_t *p, int n, pid_t pgid, double grace)
+{
+    kill(-pgid, SIGTERM);
+    double deadline = now_s() + grace;
+    for (;;) {
+        int alive = 0;
+        for (int r = 0; r < n; r++) {
+            if (p[r].done) continue;
+            int st;
+            pid_t w = waitpid(p[r].pid, &st, WNOHANG);
+            if (w == p[r].pid) p[r].done = 1, p[r].status = st;
+            else alive++;
+        }
+        if (!alive || now_s() > deadline) break;
+        usleep(20000);
+    }
+    kill(-pgid, SIGKILL);
+    for (int r = 0; r < n; r++)
+        if (!p[r].done) {
+            int st;
+            if (waitpid(p[r].pid, &st, 0) == p[r].pid) p[r].done = 1, p[r].status = st;
+        }
+}
+
+int bg_launch_run(const bg_launch_conf_t *c)
+{
+    int n = c->nranks, rc = 0;
+    bg_tp_server_t *srv = NULL;
+    rank_proc_t *p = calloc((size_t)n, sizeof(*p));
+    if (!p) {
+        fprintf(stderr, "brigade: out of memory\n");
+        return 1;
+    }
+    if (bg_tp_server_create(c->hosts ? NULL : "127.0.0.1", 0, n, &srv) != BG_OK) {
+        fprintf(stderr, "brigade: cannot host the rendezvous store: %s\n", bg_last_error());
+        free(p);
+        return 1;
+    }
+    int port = bg_tp_server_port(srv);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+
+    pid_t pgid = 0, self = getpid();
+    int started = 0;
+    for (int r = 0; r < n; r++) {
+        int o[2], e[2];
+        if (pipe(o) || pipe(e)) {
+            fprintf(stderr, "brigade: pipe: %s\n", strerror(errno));
+            rc = 1;
+            break;
+        }
+        fflush(stdout);
+        fflush(stderr);
+        pid_t pid = fork();
+        if (pid < 0) {
+            fprintf(stderr, "brigade: cannot start rank %d: %s\n", r, strerror(errno));
+            close(o[0]), close(o[1]), close(e[0]), close(e[1]);
+            rc = 1;
+            break;
+        }
+        if (pid == 0) {
+            close(o[0]);
+            close(e[0]);
+            child_exec(c, r, pgid, self, o[1], e[1], port);
+        }
+        if (!pgid) pgid = pid;
+        setpgid(pid, pgid); /* also done by the child: whoever runs first wins the race */
+        close(o[1]);
+        close(e[1]);
+        p[r].pid = pid;
+        p[r].out_fd = o[0];
+        p[r].err_fd = e[0];
+        started++;
+    }
+    if (rc) {
+        stop_all(p, started, pgid, 0.5);
+        goto out;
+    }
+
+    int first_bad = -1;
+    double grace = c->term_grace_s > 0 ? c->term_grace_s : 3.0;
+    for (;;) {
+        struct pollfd fds[2 * 256];
+        int map[2 * 256], nf = 0;
+        for (int r = 0; r < n && nf < 2 * 256 - 1; r++) {
+            if (p[r].out_fd >= 0) fds[nf] = (struct pollfd){p[r].out_fd, POLLIN, 0}, map[nf++] = r;
+            if (p[r].err_fd >= 0)
+                fds[nf] = (struct pollfd){p[r].err_fd, POLLIN, 0}, map[nf++] = -1 - r;
+        }
+        if (nf) poll(fds, (nfds_t)nf, 100);
+        else usleep(50000);
+        for (int i = 0; i < nf; i++) {
+            if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            int r = map[i] >= 0 ? map[i] : -1 - map[i];
+            if (map[i] >= 0) pump_fd(c, r, &p[r].out_fd, p[r].out_buf, &p[r].out_len, stdout);
+            else pump_fd(c, r, &p[r].err_fd, p[r].err_buf, &p[r].err_len, stderr);
+        }
+        int alive = 0;
+        for (int r = 0; r < n; r++) {
+            if (p[r].done) continue;
+            int st;
+            pid_t w = waitpid(p[r].pid, &st, WNOHANG);
+            if (w != p[r].pid) {
+                alive++;
+                continue;
+            }
+            p[r].done = 1;
+            p[r].status = st;
+            /* A rank killed by a signal is a better root cause than its peers'
+             * error exits, which it usually triggered. */
+            if (failed(st) && (first_bad < 0 || (WIFSIGNALED(st) && !WIFSIGNALED(p[first_bad].status))))
+                first_bad = r;
+        }
+        if (first_bad >= 0 || launch_interrupted || !alive) break;
+    }
+    if (first_bad >= 0 || launch_interrupted) {
+        /* Give peers a moment to report the failure in their own words. */
+        usleep(200000);
+        stop_all(p, n, pgid, grace);
+        rc = 1;
+    }
+    /* Drain what the ranks printed before they went. */
+    for (int r = 0; r < n; r++) {
+        while (p[r].out_fd >= 0) pump_fd(c, r, &p[r].out_fd, p[r].out_buf, &p[r].out_len, stdout);
+        while (p[r].err_fd >= 0) pump_fd(c, r, &p[r].err_fd, p[r].err_buf, &p[r].err_len, stderr);
+    }
+    if (launch_interrupted && first_bad < 0) {
+        fprintf(stderr, "brigade: interrupted by signal %d; all ranks stopped\n",
+                (int)launch_interrupted);
+    } else if (first_bad >= 0) {
+        char who[64], how[96];
+        rank_name(c, first_bad, who, sizeof(who));
+        describe_exit(p[first_bad].status, how, sizeof(how));
+        fprintf(stderr, "brigade: %s died: %s; all ranks stopped\n", who, how);
+    }
+out:
+    bg_tp_server_destroy(srv);
+    free(p);
+    return rc;
+}

@@ -1,0 +1,33 @@
+/*
+ * tools/launch.h -- the local launcher behind `brigade train`: spawn the
+ * ranks of a job on this machine, host their rendezvous store, prefix their
+ * output, and make sure that when one rank dies, all die, within seconds,
+ * and no process outlives the launcher.
+ * Must not know about models or schedules: it runs argv N times.
+ */
+#ifndef BG_LAUNCH_H
+#define BG_LAUNCH_H
+
+typedef struct bg_launch_conf {
+    int nranks;
+    int stages;           /* to name ranks as (stage, dp) in messages */
+    char *const *argv;    /* the worker command line (argv[0] is exec'd) */
+    const char *exe;      /* path to exec; NULL: argv[0] */
+    double term_grace_s;  /* SIGTERM -> SIGKILL delay; <= 0: 3 s */
+    int quiet_prefix;     /* 1: do not prefix output lines */
+    int tty;              /* the launcher's stdout is a terminal: ranks may draw a bar */
+    /* Remote ranks (ssh): hosts[i] runs ranks [first[i], first[i+1]). NULL = all local. */
+    const char *const *hosts;
+    const int *slots;
+    int nhosts;
+    const char *master_addr; /* address remote ranks use to reach the store */
+} bg_launch_conf_t;
+
+/*
+ * Run the job to completion. Returns 0 when every rank exited 0, 1 when a
+ * rank failed (the message names rank, stage, dp and how it died, e.g.
+ * "killed by signal 9 (Killed)"), 2 when the job could not be started.
+ */
+int bg_launch_run(const bg_launch_conf_t *c);
+
+#endif
