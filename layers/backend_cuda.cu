@@ -299,6 +299,12 @@ static bg_status_t cuda_gemm_check(const bg_gemm_args_t *g)
     if (g->ab != BG_F32 && g->ab != BG_BF16)
         return bg_errorf(BG_ERR_INVALID, "cuda gemm: operands must be f32 or bf16, got %s",
                          bg_dtype_name(g->ab));
+    /* cuBLAS' f32-compute table: bf16 x bf16 -> bf16 or f32; f32 x f32 -> f32 only. */
+    if (g->ab == BG_F32 && g->c_dtype != BG_F32)
+        return bg_errorf(BG_ERR_UNSUPPORTED,
+                         "cuda gemm: f32 operands need an f32 result (got %s): cuBLAS has no "
+                         "f32 x f32 -> bf16 GEMM",
+                         bg_dtype_name(g->c_dtype));
     return BG_OK;
 }
 

@@ -2,9 +2,10 @@
  * tests/gpu/test_gpu_agree.c -- the CUDA backend agrees with the CPU one.
  *
  * Backend: copies H2D/D2H/D2D round trip, memset, streams and events,
- * GEMM in all transpose combinations, batched, k = 0, f32 and bf16 operands
- * with f32 and bf16 results, against the CPU backend; CUDA errors become
- * statuses with the call named.
+ * GEMM in all transpose combinations, batched, k = 0, bf16 operands with
+ * f32 and bf16 results and f32 with f32 (f32 -> bf16, which cuBLAS lacks,
+ * must be refused), against the CPU backend; CUDA errors become statuses
+ * with the call named.
  * Layers: for every kind, random specs with odd sizes run F, B, W on the
  * CPU (f32) and on CUDA in f32 and bf16 (for bf16 the CPU reference gets
  * the same bf16-rounded inputs, parameters and output gradient, so only
@@ -279,7 +280,13 @@ static void test_gemm_case(const ga_gemm_case_t *gc, uint64_t *s)
     void *da = ga_upload(g_gpu, a, na, gc->ab), *db = ga_upload(g_gpu, b, nb, gc->ab);
     void *dc = ga_upload(g_gpu, c0, nc, gc->c);
     g.a = da, g.b = db, g.c = dc, g.ab = gc->ab, g.c_dtype = gc->c;
-    if (da && db && dc) {
+    if (da && db && dc && gc->ab == BG_F32 && gc->c == BG_BF16) {
+        /* cuBLAS has no f32 x f32 -> bf16: refused with a status, C untouched */
+        bg_status_t st = bg_gemm(g_gpu, g_stream, &g);
+        CHECK_MSG(st == BG_ERR_UNSUPPORTED, "f32 x f32 -> bf16 gemm gave %s", bg_status_str(st));
+        ga_download(g_gpu, dc, nc, gc->c, got);
+        CHECK_MSG(!memcmp(got, c0, (size_t)nc * 4), "refused gemm changed C");
+    } else if (da && db && dc) {
         CHECK_OK(bg_gemm(g_gpu, g_stream, &g));
         ga_download(g_gpu, dc, nc, gc->c, got);
         char name[96];
