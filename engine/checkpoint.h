@@ -139,7 +139,7 @@ bg_status_t bg_st_read_f32(const bg_st_file_t *f, const char *name, int ndim,
 bg_status_t bg_st_read_raw(const bg_st_file_t *f, const char *name, bg_st_dtype_t dt, void *dst,
                            size_t nbytes);
 
-/* Conversions used by bg_st_read_f32 (round-to-nearest-even for f32->bf16). */
+/* IEEE half -> f32, exact (subnormals, inf, NaN); bf16 <-> f32 is layers/tensor.h's. */
 float bg_f16_to_f32(uint16_t h);
 
 /* ------------------------------------------------------- checkpoint dirs */
