@@ -123,7 +123,7 @@ static bg_status_t chain_check(const bg_chain_t *c)
         const bg_chain_layer_t *l = &c->layer[i];
         if (l->n_in < 0 || l->n_in > BG_MAX_INPUTS)
             return bg_errorf(BG_ERR_INVALID, "layer %d (%s): %d inputs", i, l->name, l->n_in);
-        if (l->params < 0 || l->saved_bytes < 0 || l->workspace_bytes < 0 || l->out_bytes < 0 ||
+        if (l->params < 0 || l->shared_params < 0 || l->saved_bytes < 0 || l->workspace_bytes < 0 || l->out_bytes < 0 ||
             !(l->fwd_flops >= 0) || !(l->bwd_input_flops >= 0) || !(l->bwd_weight_flops >= 0))
             return bg_errorf(BG_ERR_INVALID, "layer %d (%s): negative cost", i, l->name);
         for (int k = 0; k < l->n_in; k++) {
@@ -231,6 +231,7 @@ void bg_costs_free(bg_costs_t *c)
     free(c->pb);
     free(c->pw);
     free(c->pparams);
+    free(c->pshared);
     memset(c, 0, sizeof(*c));
 }
 
@@ -275,7 +276,8 @@ bg_status_t bg_costs_build(const bg_chain_t *chain, const bg_device_desc_t *dev,
     c.pb = calloc((size_t)L + 1, sizeof(double));
     c.pw = calloc((size_t)L + 1, sizeof(double));
     c.pparams = calloc((size_t)L + 1, sizeof(int64_t));
-    if (!c.f || !c.b || !c.w || !c.pf || !c.pb || !c.pw || !c.pparams) {
+    c.pshared = calloc((size_t)L + 1, sizeof(int64_t));
+    if (!c.f || !c.b || !c.w || !c.pf || !c.pb || !c.pw || !c.pparams || !c.pshared) {
         st = bg_errorf(BG_ERR_NOMEM, "costs: out of memory");
         goto err_free;
     }
@@ -304,6 +306,7 @@ bg_status_t bg_costs_build(const bg_chain_t *chain, const bg_device_desc_t *dev,
         c.pb[i + 1] = c.pb[i] + c.b[i];
         c.pw[i + 1] = c.pw[i] + c.w[i];
         c.pparams[i + 1] = c.pparams[i] + l->params;
+        c.pshared[i + 1] = c.pshared[i] + l->shared_params;
     }
     *out = c;
     return BG_OK;

@@ -61,6 +61,8 @@ typedef struct bg_chain_layer {
     int64_t out_bytes;       /* the layer's output activation */
     /* independent of the batch */
     int64_t params; /* owned parameters (shared slots excluded) */
+    int64_t shared_params; /* parameters used through share= (tied weights):
+                              the stage holds a copy and its gradient */
     int n_in;
     int in_tensor[BG_MAX_INPUTS]; /* index into chain tensors */
 } bg_chain_layer_t;
@@ -132,7 +134,7 @@ typedef struct bg_costs {
     double *f, *b, *w;
     /* prefix sums [n+1] over layers: pf[j]-pf[i] is the range's sum */
     double *pf, *pb, *pw;
-    int64_t *pparams;
+    int64_t *pparams, *pshared;
     const bg_chain_t *chain;   /* borrowed: must outlive the costs */
     const bg_profile_t *prof;  /* borrowed, may be NULL: re-pricing at another
                                   micro-batch size uses it again */

@@ -114,7 +114,8 @@ typedef struct span_ctx {
     const bg_part_problem_t *pb;
     const bg_chain_t *ch;
     int p, v, G, L, mb;
-    int64_t bpp;
+    int64_t bpp;        /* bytes per owned parameter */
+    int64_t bpp_shared; /* per tied parameter used here: a copy + its gradient */
     int64_t *cap;    /* [G] per-chunk memory cap */
     int *k;          /* [G] in-flight */
     int64_t *pext;   /* [L+1] prefix sums of ext_bytes */
@@ -148,6 +149,7 @@ static bg_status_t ctx_init(const bg_part_problem_t *pb, span_ctx_t *out)
                              "stage %d: costs missing or priced for another chain/micro-batch", r);
     }
     c.bpp = bg_bytes_per_param(c.ch->dtype, cfg->opt_state_bytes);
+    c.bpp_shared = bg_bytes_per_param(c.ch->dtype, 0);
     c.cap = malloc(sizeof(int64_t) * (size_t)c.G);
     c.k = malloc(sizeof(int) * (size_t)c.G);
     c.pext = malloc(sizeof(int64_t) * ((size_t)c.L + 1));
@@ -214,7 +216,8 @@ static span_mem_t span_mem(const span_ctx_t *c, int g, int i, int j, int64_t act
     int64_t mb = c->mb, k = c->k[g];
     span_mem_t m;
     m.params = co->pparams[j] - co->pparams[i];
-    int64_t base = m.params * c->bpp + mb * ws_ps;
+    int64_t shared = co->pshared[j] - co->pshared[i];
+    int64_t base = m.params * c->bpp + shared * c->bpp_shared + mb * ws_ps;
     int64_t bufs = mb * (c->ch->cut_bytes[i] + c->ch->cut_bytes[j]);
     if (c->pb->cfg.recompute) {
         int64_t keep = c->ch->cut_bytes[i] + (c->pext[j] - c->pext[i]);
@@ -529,97 +532,118 @@ static double upper_bound(const span_ctx_t *c, int *b)
 #define IDX(g, j) ((size_t)(g) * (size_t)(c->L + 1) + (size_t)(j))
 
 /*
- * Pass 1: best[g][j] = min over i of max(best[g-1][i], t(g, i, j)) over
- * chunks that fit. Scanning i downwards the chunk's compute time and its
- * memory lower bound only grow, so the scan stops once either exceeds
- * what can still matter (the best so far, the upper bound, the cap).
+ * Necessary condition for any fitting split, in O(L): greedily give each
+ * chunk as many layers as its memory lower bound allows, letting a chunk
+ * stay empty (a relaxation: caps and in-flight counts differ per chunk, so
+ * a forced non-empty chunk could break the argument). The bound only grows
+ * with the range, so no split reaches further after g chunks than the
+ * greedy one; if the greedy split cannot cover the chain, nothing can.
  */
-static void dp_bottleneck(const span_ctx_t *c, double ub, double *best)
+static bool greedy_may_fit(const span_ctx_t *c)
 {
-    int L = c->L, G = c->G;
-    for (int g = 0; g < G; g++) {
-        for (int j = 0; j <= L; j++) best[IDX(g, j)] = INFINITY;
-        int jlo = g + 1, jhi = L - (G - 1 - g);
-        int64_t act0 = 0, ws0 = 0;
-        for (int j = jlo; j <= jhi; j++) {
-            double bv = INFINITY;
-            int64_t act = 0, ws = 0;
-            if (g == 0) {
-                /* the first chunk starts at layer 0: grow it from the back */
-                act0 += act_back(c->ch, 0, j - 1);
-                if (c->ch->layer[j - 1].workspace_bytes > ws0) ws0 = c->ch->layer[j - 1].workspace_bytes;
-                span_time_t t = span_time(c, 0, 0, j);
-                span_mem_t m = span_mem(c, 0, 0, j, act0, ws0);
-                if (t.time <= ub && m.total <= c->cap[0]) bv = t.time;
-                best[IDX(g, j)] = bv;
-                continue;
-            }
-            for (int i = j - 1; i >= g; i--) {
-                act += act_front(c->ch, i, j);
-                if (c->ch->layer[i].workspace_bytes > ws) ws = c->ch->layer[i].workspace_bytes;
-                span_time_t t = span_time(c, g, i, j);
-                if (t.comp > ub || t.comp >= bv) break;
-                span_mem_t m = span_mem(c, g, i, j, act, ws);
-                if (m.lb > c->cap[g]) break;
-                double prev = g == 0 ? (i == 0 ? 0.0 : INFINITY) : best[IDX(g - 1, i)];
-                if (prev == INFINITY || m.total > c->cap[g] || t.time > ub) continue;
-                double cand = prev > t.time ? prev : t.time;
-                if (cand < bv) bv = cand;
-            }
-            best[IDX(g, j)] = bv;
+    int i = 0;
+    for (int g = 0; g < c->G && i < c->L; g++) {
+        int j = i;
+        int64_t act = 0, ws = 0;
+        while (j < c->L) {
+            int64_t a = act + act_back(c->ch, i, j);
+            int64_t w = c->ch->layer[j].workspace_bytes > ws ? c->ch->layer[j].workspace_bytes : ws;
+            if (span_mem(c, g, i, j + 1, a, w).lb > c->cap[g]) break;
+            act = a;
+            ws = w;
+            j++;
         }
+        i = j;
     }
+    return i == c->L;
 }
 
 /*
- * Pass 2: among splits whose every chunk has t <= bott (the optimal
- * bottleneck), minimise the total, summed in chunk order like the
- * evaluation does (fl(a + t) is monotone in a, so the DP is exact in
- * floating point too). from[] records the cut for the backtrack.
+ * One DP pass over chunks g = 0..G-1 and chunk ends j:
+ *   bottleneck mode: val[g][j] = min_i max(val[g-1][i], t(g, i, j));
+ *   total mode:      val[g][j] = min_i val[g-1][i] + t(g, i, j), only
+ *                    chunks with t <= bound (the optimal bottleneck),
+ *                    summed in chunk order as the evaluation does (fl(a+t)
+ *                    is monotone in a, so this is exact in floating point).
+ * Only chunks that fit (mem <= cap) and have t <= bound count. Scanning i
+ * downwards the compute time and the memory lower bound only grow, so:
+ * the scan stops once either exceeds the bound/cap, and such a stop at i
+ * rules out every i' <= i for all later j too ("floor"); in bottleneck
+ * mode it also stops once compute alone reaches the best value so far.
+ * from[] (total mode) records the argmin for the backtrack.
  */
-static void dp_total(const span_ctx_t *c, double bott, double *sum, int *from)
+static void dp_pass(const span_ctx_t *c, bool total_mode, double bound, double *val, int *from)
 {
     int L = c->L, G = c->G;
+    int plo = 0, phi = 0; /* finite entries of row g-1 lie in [plo, phi] */
     for (int g = 0; g < G; g++) {
         for (int j = 0; j <= L; j++) {
-            sum[IDX(g, j)] = INFINITY;
-            from[IDX(g, j)] = -1;
+            val[IDX(g, j)] = INFINITY;
+            if (from) from[IDX(g, j)] = -1;
         }
         int jlo = g + 1, jhi = L - (G - 1 - g);
-        int64_t act0 = 0, ws0 = 0;
-        for (int j = jlo; j <= jhi; j++) {
-            double bv = INFINITY;
-            int bi = -1;
+        int nlo = L + 1, nhi = -1;
+        if (g == 0) {
+            /* the first chunk starts at layer 0: grow it from the back */
             int64_t act = 0, ws = 0;
-            if (g == 0) {
-                act0 += act_back(c->ch, 0, j - 1);
-                if (c->ch->layer[j - 1].workspace_bytes > ws0) ws0 = c->ch->layer[j - 1].workspace_bytes;
+            for (int j = jlo; j <= jhi; j++) {
+                act += act_back(c->ch, 0, j - 1);
+                if (c->ch->layer[j - 1].workspace_bytes > ws) ws = c->ch->layer[j - 1].workspace_bytes;
                 span_time_t t = span_time(c, 0, 0, j);
-                span_mem_t m = span_mem(c, 0, 0, j, act0, ws0);
-                if (t.time <= bott && m.total <= c->cap[0]) {
-                    sum[IDX(g, j)] = 0.0 + t.time;
-                    from[IDX(g, j)] = 0;
-                }
-                continue;
+                span_mem_t m = span_mem(c, 0, 0, j, act, ws);
+                if (t.comp > bound || m.lb > c->cap[0]) break;
+                if (t.time > bound || m.total > c->cap[0]) continue;
+                val[IDX(0, j)] = total_mode ? 0.0 + t.time : t.time;
+                if (from) from[IDX(0, j)] = 0;
+                if (j < nlo) nlo = j;
+                nhi = j;
             }
-            for (int i = j - 1; i >= g; i--) {
-                act += act_front(c->ch, i, j);
-                if (c->ch->layer[i].workspace_bytes > ws) ws = c->ch->layer[i].workspace_bytes;
-                span_time_t t = span_time(c, g, i, j);
-                if (t.comp > bott) break;
-                span_mem_t m = span_mem(c, g, i, j, act, ws);
-                if (m.lb > c->cap[g]) break;
-                double prev = g == 0 ? (i == 0 ? 0.0 : INFINITY) : sum[IDX(g - 1, i)];
-                if (prev == INFINITY || m.total > c->cap[g] || t.time > bott) continue;
-                double cand = prev + t.time;
-                if (cand < bv) {
-                    bv = cand;
-                    bi = i;
+        } else {
+            int floor = plo - 1;
+            for (int j = jlo > plo + 1 ? jlo : plo + 1; j <= jhi && floor < phi; j++) {
+                double bv = INFINITY;
+                int bi = -1;
+                int64_t act = 0, ws = 0;
+                for (int i = j - 1; i > floor && i >= g; i--) {
+                    act += act_front(c->ch, i, j);
+                    if (c->ch->layer[i].workspace_bytes > ws) ws = c->ch->layer[i].workspace_bytes;
+                    span_time_t t = span_time(c, g, i, j);
+                    if (t.comp > bound) {
+                        floor = i;
+                        break;
+                    }
+                    if (!total_mode && t.comp >= bv) break;
+                    span_mem_t m = span_mem(c, g, i, j, act, ws);
+                    if (m.lb > c->cap[g]) {
+                        floor = i;
+                        break;
+                    }
+                    if (i > phi) continue;
+                    double prev = val[IDX(g - 1, i)];
+                    if (prev == INFINITY || m.total > c->cap[g] || t.time > bound) continue;
+                    double cand = total_mode ? prev + t.time : (prev > t.time ? prev : t.time);
+                    if (cand < bv) {
+                        bv = cand;
+                        bi = i;
+                    }
+                }
+                val[IDX(g, j)] = bv;
+                if (from) from[IDX(g, j)] = bi;
+                if (bv < INFINITY) {
+                    if (j < nlo) nlo = j;
+                    nhi = j;
                 }
             }
-            sum[IDX(g, j)] = bv;
-            from[IDX(g, j)] = bi;
         }
+        if (nhi < 0) { /* nothing reachable: every later row is infinite */
+            for (size_t x = IDX(g + 1, 0); x < IDX(G, 0); x++) {
+                val[x] = INFINITY;
+                if (from) from[x] = -1;
+            }
+            return;
+        }
+        plo = nlo;
+        phi = nhi;
     }
 }
 
@@ -816,7 +840,19 @@ static bg_status_t infeasible_error(const bg_part_problem_t *pb)
                      100.0 * ratio, help[0] ? help : "nothing this tool can change (tensor parallelism)");
 }
 
+static bg_status_t partition_optimal(const bg_part_problem_t *pb, bool diagnose, bg_plan_t *out);
+
 bg_status_t bg_partition_optimal(const bg_part_problem_t *pb, bg_plan_t *out)
+{
+    return partition_optimal(pb, true, out);
+}
+
+bg_status_t bg_partition_try(const bg_part_problem_t *pb, bg_plan_t *out)
+{
+    return partition_optimal(pb, false, out);
+}
+
+static bg_status_t partition_optimal(const bg_part_problem_t *pb, bool diagnose, bg_plan_t *out)
 {
     span_ctx_t cc;
     bg_status_t st = ctx_init(pb, &cc);
@@ -831,14 +867,17 @@ bg_status_t bg_partition_optimal(const bg_part_problem_t *pb, bg_plan_t *out)
                        c->L);
         goto err_free;
     }
-    double ub = upper_bound(c, b);
-    dp_bottleneck(c, ub, best);
-    double bott = best[IDX(c->G - 1, c->L)];
+    double bott = INFINITY;
+    if (greedy_may_fit(c)) {
+        dp_pass(c, false, upper_bound(c, b), best, NULL);
+        bott = best[IDX(c->G - 1, c->L)];
+    }
     if (bott == INFINITY) {
-        st = infeasible_error(pb);
+        st = diagnose ? infeasible_error(pb)
+                      : bg_errorf(BG_ERR_NOMEM, "does not fit in %s memory", pb->costs[0]->dev.name);
         goto err_free;
     }
-    dp_total(c, bott, best, from);
+    dp_pass(c, true, bott, best, from);
     if (from[IDX(c->G - 1, c->L)] < 0) {
         st = bg_errorf(BG_ERR_INTERNAL, "partition: second pass lost the optimum");
         goto err_free;

@@ -117,6 +117,9 @@ bg_status_t bg_plan_evaluate(const bg_part_problem_t *pb, const int *bounds, bg_
  * and what would help when no split fits; BG_ERR_INVALID on bad config.
  */
 bg_status_t bg_partition_optimal(const bg_part_problem_t *pb, bg_plan_t *out);
+/* The same split without the diagnosis (for searches that try many
+ * shapes): BG_ERR_NOMEM with a short message when nothing fits. */
+bg_status_t bg_partition_try(const bg_part_problem_t *pb, bg_plan_t *out);
 
 /* Baselines (DeepSpeed's `uniform` and `parameters`): they ignore times
  * and memory when cutting; the plan reports whether they fit. */
