@@ -82,25 +82,38 @@ void bg_strmap_free(bg_strmap_t *m)
 
 int bg_edit_distance(const char *a, const char *b, int max)
 {
+    /* Optimal string alignment: Levenshtein plus adjacent transpositions
+     * ("widht" -> "width" is one typo, not two). Three rolling rows. */
     size_t la = strlen(a), lb = strlen(b);
     if (la > BG_NAME_MAX || lb > BG_NAME_MAX) return max + 1;
     if ((la > lb ? la - lb : lb - la) > (size_t)max) return max + 1;
-    int row[BG_NAME_MAX + 1];
-    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
+    int r0[BG_NAME_MAX + 1], r1[BG_NAME_MAX + 1], r2[BG_NAME_MAX + 1];
+    int *pp = r0, *prev = r1, *row = r2; /* rows i-2, i-1, i */
+    for (size_t j = 0; j <= lb; j++) prev[j] = (int)j;
     for (size_t i = 1; i <= la; i++) {
-        int diag = row[0], best = row[0] = (int)i;
+        row[0] = (int)i;
+        int best = row[0];
         for (size_t j = 1; j <= lb; j++) {
-            int up = row[j];
-            int v = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < v) v = up + 1;
+            int v = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            if (prev[j] + 1 < v) v = prev[j] + 1;
             if (row[j - 1] + 1 < v) v = row[j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && pp[j - 2] + 1 < v)
+                v = pp[j - 2] + 1;
             row[j] = v;
-            diag = up;
             if (v < best) best = v;
         }
-        if (best > max) return max + 1; /* every path is already too long */
+        /* A transposition can lower the next row by reaching back two rows,
+         * so only stop when both of the last rows are over budget. */
+        int prev_best = prev[0];
+        for (size_t j = 1; j <= lb; j++)
+            if (prev[j] < prev_best) prev_best = prev[j];
+        if (best > max && prev_best > max) return max + 1;
+        int *t = pp;
+        pp = prev;
+        prev = row;
+        row = t;
     }
-    return row[lb] <= max ? row[lb] : max + 1;
+    return prev[lb] <= max ? prev[lb] : max + 1;
 }
 
 int bg_typo_budget(const char *name)

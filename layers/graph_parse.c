@@ -312,6 +312,16 @@ static bg_status_t lex(parser_t *p)
     }
     tok_t e = {.k = T_EOF, .off = (uint32_t)p->len, .len = 0, .line = line,
                .col = (int)(p->len - ls) + 1};
+    /* A file ending in a newline: place EOF just after the last line's text
+     * so messages show that line rather than an empty one. */
+    if (line > 1 && ls == p->len) {
+        size_t s = ls - 1;
+        while (s > 0 && p->src[s - 1] != '\n') s--;
+        size_t end = ls - 1;
+        if (end > s && p->src[end - 1] == '\r') end--;
+        e.line = line - 1;
+        e.col = (int)(end - s) + 1;
+    }
     return push_tok(p, &e);
 }
 
@@ -1060,6 +1070,10 @@ static bg_status_t parse_statement(parser_t *p)
     if (++p->steps > BG_GRAPH_MAX_STEPS)
         return perr(p, t, "the model expands to more than %d statements (repeats unrolled)",
                     BG_GRAPH_MAX_STEPS);
+    if (t->k == T_IDENT && is_punct(peek(p, 1), '=')) {
+        tok_text(p, t, w, sizeof(w));
+        if (is_keyword(w)) return perr(p, t, "'%s' is a keyword and cannot be a tensor name", w);
+    }
     if (is_word(p, t, "model")) st = stmt_model(p, t);
     else if (is_word(p, t, "let")) st = stmt_let(p);
     else if (is_word(p, t, "input")) st = stmt_input(p, t);
