@@ -240,7 +240,9 @@ static bg_status_t coll_new(bg_tp_group_t *g, coll_kind_t kind, void *buf, bg_tp
 static void lane_post(bg_tp_coll_t *c, lane_t *l, int to, const void *sbuf, size_t sbytes,
                       int from, void *rbuf, size_t rbytes)
 {
-    uint64_t tag = coll_tag(c, l->step, l->seg);
+    /* A broadcast's receive (step 0) and forward (step 1) are one message
+     * each way, so its tag must not carry the step. */
+    uint64_t tag = coll_tag(c, c->kind == COLL_BCAST ? 0 : l->step, l->seg);
     bg_status_t st = BG_OK;
     if (from >= 0 && rbytes) {
         c->waiting_on = from;
