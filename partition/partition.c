@@ -751,7 +751,7 @@ static void help_clause(char *msg, size_t n, const char *what, double ratio)
 {
     size_t len = strlen(msg);
     if (isnan(ratio) || len + 8 >= n) return;
-    snprintf(msg + len, n - len, "%s %s (peak %.0f%% of memory%s)", len ? ";" : "", what,
+    snprintf(msg + len, n - len, "%s%s (peak %.0f%% of memory%s)", len ? "; " : "", what,
              100.0 * ratio, ratio <= 1.0 ? ": fits" : "");
 }
 
@@ -769,27 +769,34 @@ static bg_status_t infeasible_error(const bg_part_problem_t *pb)
         k.recompute = true;
         help_clause(help, sizeof(help), "--recompute", try_peak(pb, &k, pb->costs));
     }
-    /* More stages of the same device (only when homogeneous). */
+    /* More stages of the same device (only when homogeneous): the first
+     * doubling that fits, with and without recompute. */
     bool homo = true;
     for (int r = 1; r < cfg->stages; r++) homo &= pb->costs[r] == pb->costs[0];
-    if (homo) {
-        int s2 = cfg->stages * 2;
-        if ((long)s2 * cfg->chunks > pb->chain->n_layers) s2 = pb->chain->n_layers / cfg->chunks;
+    int smax = pb->chain->n_layers / cfg->chunks;
+    const bg_costs_t **cs = homo ? malloc(sizeof(*cs) * (size_t)smax) : NULL;
+    for (int rc = cfg->recompute; cs && rc <= 1; rc++) {
+        for (int r = 0; r < smax; r++) cs[r] = pb->costs[0];
+        double ratio = NAN;
+        int s2 = cfg->stages;
+        while (s2 < smax) {
+            s2 = 2 * s2 < smax ? 2 * s2 : smax;
+            bg_part_config_t k = *cfg;
+            k.stages = s2;
+            k.recompute = rc;
+            if (k.schedule == BG_SCHED_INTERLEAVED && k.micro_batches % s2)
+                k.micro_batches = s2 * ((k.micro_batches + s2 - 1) / s2);
+            ratio = try_peak(pb, &k, cs);
+            if (ratio <= 1.0) break;
+        }
         if (s2 > cfg->stages) {
-            const bg_costs_t **cs = malloc(sizeof(*cs) * (size_t)s2);
-            if (cs) {
-                for (int r = 0; r < s2; r++) cs[r] = pb->costs[0];
-                bg_part_config_t k = *cfg;
-                k.stages = s2;
-                if (k.schedule == BG_SCHED_INTERLEAVED && k.micro_batches % s2)
-                    k.micro_batches = s2 * ((k.micro_batches + s2 - 1) / s2);
-                char what[64];
-                snprintf(what, sizeof(what), "--stages %d", s2);
-                help_clause(help, sizeof(help), what, try_peak(pb, &k, cs));
-                free(cs);
-            }
+            char what[64];
+            snprintf(what, sizeof(what), "--stages %d%s", s2,
+                     rc && !cfg->recompute ? " with --recompute" : "");
+            help_clause(help, sizeof(help), what, ratio);
         }
     }
+    free(cs);
     /* A smaller micro-batch: activations scale with it. */
     int mb = pb->costs[0]->micro_batch;
     if (mb > 1) {

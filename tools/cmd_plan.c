@@ -326,8 +326,11 @@ static int choose_shape(plan_run_t *r, bg_part_config_t *cfg, int *mb, int64_t *
         }
         gpus = o->stages * dp;
     } else if (!gpus) {
-        fprintf(stderr, "brigade plan: 'auto' needs --gpus N (devices in all)\n");
-        return 2;
+        if (o->stages == AUTO || o->dp == AUTO) {
+            fprintf(stderr, "brigade plan: 'auto' needs --gpus N (devices in all)\n");
+            return 2;
+        }
+        gpus = o->stages * dp; /* only the micro-batches are searched */
     }
     *gb = o->batch ? o->batch : 4LL * gpus;
     if (!search) {
