@@ -28,14 +28,17 @@ __global__ void attention_softmax_kernel(T *att, int64_t rows, int64_t Tn, bool 
 {
     int lane = threadIdx.x & 31;
     int64_t r = (int64_t)blockIdx.x * ATT_ROWS_PER_BLOCK + (threadIdx.x >> 5);
-    if (r >= rows) return;
+    if (r >= rows)
+        return;
     T *row = att + r * Tn;
     int64_t n = causal ? r % Tn + 1 : Tn;
     float mx = -INFINITY;
-    for (int64_t j = lane; j < n; j += 32) mx = fmaxf(mx, bg_ld(&row[j]));
+    for (int64_t j = lane; j < n; j += 32)
+        mx = fmaxf(mx, bg_ld(&row[j]));
     mx = bg_warp_max(mx);
     float sum = 0.0f;
-    for (int64_t j = lane; j < n; j += 32) sum += expf(bg_ld(&row[j]) - mx);
+    for (int64_t j = lane; j < n; j += 32)
+        sum += expf(bg_ld(&row[j]) - mx);
     float inv = 1.0f / bg_warp_sum(sum);
     for (int64_t j = lane; j < Tn; j += 32)
         bg_st(&row[j], j < n ? expf(bg_ld(&row[j]) - mx) * inv : 0.0f);
@@ -48,13 +51,16 @@ __global__ void attention_softmax_backward_kernel(const T *att, T *ds, int64_t r
 {
     int lane = threadIdx.x & 31;
     int64_t r = (int64_t)blockIdx.x * ATT_ROWS_PER_BLOCK + (threadIdx.x >> 5);
-    if (r >= rows) return;
+    if (r >= rows)
+        return;
     const T *p = att + r * Tn;
     T *g = ds + r * Tn;
     float dot = 0.0f;
-    for (int64_t j = lane; j < Tn; j += 32) dot += bg_ld(&p[j]) * bg_ld(&g[j]);
+    for (int64_t j = lane; j < Tn; j += 32)
+        dot += bg_ld(&p[j]) * bg_ld(&g[j]);
     dot = bg_warp_sum(dot);
-    for (int64_t j = lane; j < Tn; j += 32) bg_st(&g[j], bg_ld(&p[j]) * (bg_ld(&g[j]) - dot));
+    for (int64_t j = lane; j < Tn; j += 32)
+        bg_st(&g[j], bg_ld(&p[j]) * (bg_ld(&g[j]) - dot));
 }
 
 /* ---- launchers ---- */
@@ -147,8 +153,8 @@ static bg_status_t att_softmax(const att_dims_t *d, void *att, cudaStream_t st)
     int64_t rows = d->B * d->H * d->T;
     unsigned blocks = att_row_blocks(rows);
     if (d->dt == BG_BF16)
-        attention_softmax_kernel<<<blocks, 32 * ATT_ROWS_PER_BLOCK, 0, st>>>(
-            (__nv_bfloat16 *)att, rows, d->T, d->causal);
+        attention_softmax_kernel<<<blocks, 32 * ATT_ROWS_PER_BLOCK, 0, st>>>((__nv_bfloat16 *)att,
+                                                                             rows, d->T, d->causal);
     else
         attention_softmax_kernel<<<blocks, 32 * ATT_ROWS_PER_BLOCK, 0, st>>>((float *)att, rows,
                                                                              d->T, d->causal);
@@ -186,7 +192,8 @@ bg_status_t bg_cuda_attention_forward(const bg_layer_call_t *c)
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
     att_dims_t d = att_dims(c);
-    if (d.N == 0) return BG_OK; /* no rows: no scratch was allocated either */
+    if (d.N == 0)
+        return BG_OK; /* no rows: no scratch was allocated either */
     att_bufs_t bf = att_bufs(c, &d);
     int64_t T = d.T, C = d.C, TT = T * T, hs = d.hs, es = (int64_t)d.es;
     BG_TRY_STATUS(att_project(c, &d, c->in[0]->data, c->params[0]->data, c->params[1]->data, C,
@@ -201,14 +208,13 @@ bg_status_t bg_cuda_attention_forward(const bg_layer_call_t *c)
     BG_TRY_STATUS(att_softmax(&d, bf.att, st));
     for (int64_t b = 0; b < d.B; b++) {
         char *v = att_seq(&d, bf.qkv, b, T * 3 * C) + 2 * C * es;
-        bg_gemm_args_t g = att_heads(att_gemm(&d, false, false, T, hs, T, 1.0f,
-                                              att_seq(&d, bf.att, b, d.H * TT), T, v, 3 * C,
-                                              att_seq(&d, bf.y, b, T * C), C),
-                                     &d, TT, hs, hs);
+        bg_gemm_args_t g =
+            att_heads(att_gemm(&d, false, false, T, hs, T, 1.0f, att_seq(&d, bf.att, b, d.H * TT),
+                               T, v, 3 * C, att_seq(&d, bf.y, b, T * C), C),
+                      &d, TT, hs, hs);
         BG_TRY_STATUS(bg_gemm(c->be, c->stream, &g));
     }
-    return att_project(c, &d, bf.y, c->params[2]->data, c->params[3]->data, C, C, c->out->data,
-                       st);
+    return att_project(c, &d, bf.y, c->params[2]->data, c->params[3]->data, C, C, c->out->data, st);
 }
 
 /*
@@ -223,10 +229,10 @@ static bg_status_t att_backward_pre(const bg_layer_call_t *c, const att_dims_t *
     char *dv = att_seq(d, bf->dqkv, b, T * 3 * C) + 2 * C * es;
     char *att = att_seq(d, bf->att, b, d->H * TT), *datt = att_seq(d, bf->datt, b, d->H * TT);
     char *dy = att_seq(d, bf->dy, b, T * C);
-    bg_gemm_args_t ga =
-        att_heads(att_gemm(d, false, true, T, T, hs, 1.0f, dy, C, v, 3 * C, datt, T), d, hs, hs, TT);
-    bg_gemm_args_t gv =
-        att_heads(att_gemm(d, true, false, T, hs, T, 1.0f, att, T, dy, C, dv, 3 * C), d, TT, hs, hs);
+    bg_gemm_args_t ga = att_heads(
+        att_gemm(d, false, true, T, T, hs, 1.0f, dy, C, v, 3 * C, datt, T), d, hs, hs, TT);
+    bg_gemm_args_t gv = att_heads(
+        att_gemm(d, true, false, T, hs, T, 1.0f, att, T, dy, C, dv, 3 * C), d, TT, hs, hs);
     BG_TRY_STATUS(bg_gemm(c->be, c->stream, &ga));
     return bg_gemm(c->be, c->stream, &gv);
 }
@@ -259,15 +265,19 @@ bg_status_t bg_cuda_attention_backward_input(const bg_layer_call_t *c)
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
     att_dims_t d = att_dims(c);
-    if (d.N == 0) return BG_OK;
+    if (d.N == 0)
+        return BG_OK;
     att_bufs_t bf = att_bufs(c, &d);
     bg_gemm_args_t gy = att_gemm(&d, false, false, d.N, d.C, d.C, 1.0f, c->dout->data, d.C,
                                  c->params[2]->data, d.C, bf.dy, d.C);
     BG_TRY_STATUS(bg_gemm(c->be, c->stream, &gy));
-    for (int64_t b = 0; b < d.B; b++) BG_TRY_STATUS(att_backward_pre(c, &d, &bf, b));
+    for (int64_t b = 0; b < d.B; b++)
+        BG_TRY_STATUS(att_backward_pre(c, &d, &bf, b));
     BG_TRY_STATUS(att_softmax_backward(&d, bf.att, bf.datt, st));
-    for (int64_t b = 0; b < d.B; b++) BG_TRY_STATUS(att_backward_post(c, &d, &bf, b));
-    if (!c->din[0]) return BG_OK;
+    for (int64_t b = 0; b < d.B; b++)
+        BG_TRY_STATUS(att_backward_post(c, &d, &bf, b));
+    if (!c->din[0])
+        return BG_OK;
     bg_gemm_args_t gx = att_gemm(&d, false, false, d.N, d.C, 3 * d.C, 1.0f, bf.dqkv, 3 * d.C,
                                  c->params[0]->data, d.C, c->din[0]->data, d.C);
     return bg_gemm(c->be, c->stream, &gx);
@@ -292,17 +302,20 @@ bg_status_t bg_cuda_attention_backward_weight(const bg_layer_call_t *c)
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
     att_dims_t d = att_dims(c);
-    if (d.N == 0) return BG_OK;
+    if (d.N == 0)
+        return BG_OK;
     att_bufs_t bf = att_bufs(c, &d);
     int64_t C = d.C;
     if (c->grads[0])
-        BG_TRY_STATUS(att_wgrad(c, &d, bf.dqkv, c->in[0]->data, 3 * C, C,
-                                (float *)c->grads[0]->data));
+        BG_TRY_STATUS(
+            att_wgrad(c, &d, bf.dqkv, c->in[0]->data, 3 * C, C, (float *)c->grads[0]->data));
     if (c->grads[1])
-        BG_TRY_STATUS(bg_cuda_colsum_add(bf.dqkv, d.dt, d.N, 3 * C, (float *)c->grads[1]->data, st));
+        BG_TRY_STATUS(
+            bg_cuda_colsum_add(bf.dqkv, d.dt, d.N, 3 * C, (float *)c->grads[1]->data, st));
     if (c->grads[2])
         BG_TRY_STATUS(att_wgrad(c, &d, c->dout->data, bf.y, C, C, (float *)c->grads[2]->data));
     if (c->grads[3])
-        BG_TRY_STATUS(bg_cuda_colsum_add(c->dout->data, d.dt, d.N, C, (float *)c->grads[3]->data, st));
+        BG_TRY_STATUS(
+            bg_cuda_colsum_add(c->dout->data, d.dt, d.N, C, (float *)c->grads[3]->data, st));
     return BG_OK;
 }

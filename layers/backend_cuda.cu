@@ -117,7 +117,8 @@ static bg_status_t cuda_stream_create(bg_backend_t *be, const char *name, bg_str
 {
     BG_TRY_STATUS(cuda_enter(be));
     bg_cuda_stream_t *cs = (bg_cuda_stream_t *)calloc(1, sizeof(*cs));
-    if (!cs) return bg_errorf(BG_ERR_NOMEM, "cuda backend: out of memory for a stream");
+    if (!cs)
+        return bg_errorf(BG_ERR_NOMEM, "cuda backend: out of memory for a stream");
     bg_status_t st = cuda_stream_init(cs, name);
     if (st != BG_OK) {
         free(cs);
@@ -129,8 +130,10 @@ static bg_status_t cuda_stream_create(bg_backend_t *be, const char *name, bg_str
 
 static void cuda_stream_destroy(bg_backend_t *be, bg_stream_t *s)
 {
-    if (!s) return;
-    if (cuda_enter(be) != BG_OK) bg_log(BG_LOG_WARN, "%s", bg_last_error());
+    if (!s)
+        return;
+    if (cuda_enter(be) != BG_OK)
+        bg_log(BG_LOG_WARN, "%s", bg_last_error());
     cuda_stream_fini((bg_cuda_stream_t *)s);
     free(s);
 }
@@ -161,7 +164,8 @@ static bg_status_t cuda_alloc(bg_backend_t *be, size_t bytes, void **out)
 
 static void cuda_free(bg_backend_t *be, void *p)
 {
-    if (cuda_enter(be) != BG_OK) bg_log(BG_LOG_WARN, "%s", bg_last_error());
+    if (cuda_enter(be) != BG_OK)
+        bg_log(BG_LOG_WARN, "%s", bg_last_error());
     cudaError_t e = cudaFree(p);
     if (e != cudaSuccess)
         bg_log(BG_LOG_WARN, "cuda backend: cudaFree(%p) failed: %s", p, cudaGetErrorString(e));
@@ -198,7 +202,8 @@ static bg_status_t cuda_event_create(bg_backend_t *be, bg_event_t **out)
 {
     BG_TRY_STATUS(cuda_enter(be));
     bg_cuda_event_t *ev = (bg_cuda_event_t *)calloc(1, sizeof(*ev));
-    if (!ev) return bg_errorf(BG_ERR_NOMEM, "cuda backend: out of memory for an event");
+    if (!ev)
+        return bg_errorf(BG_ERR_NOMEM, "cuda backend: out of memory for an event");
     cudaError_t e = cudaEventCreate(&ev->event); /* timing enabled */
     if (e != cudaSuccess) {
         free(ev);
@@ -210,8 +215,10 @@ static bg_status_t cuda_event_create(bg_backend_t *be, bg_event_t **out)
 
 static void cuda_event_destroy(bg_backend_t *be, bg_event_t *e)
 {
-    if (!e) return;
-    if (cuda_enter(be) != BG_OK) bg_log(BG_LOG_WARN, "%s", bg_last_error());
+    if (!e)
+        return;
+    if (cuda_enter(be) != BG_OK)
+        bg_log(BG_LOG_WARN, "%s", bg_last_error());
     cudaError_t r = cudaEventDestroy(((bg_cuda_event_t *)e)->event);
     if (r != cudaSuccess)
         bg_log(BG_LOG_WARN, "cuda backend: cudaEventDestroy failed: %s", cudaGetErrorString(r));
@@ -240,8 +247,7 @@ static bg_status_t cuda_event_synchronize(bg_backend_t *be, bg_event_t *e)
     return BG_OK;
 }
 
-static bg_status_t cuda_event_elapsed_ms(bg_backend_t *be, bg_event_t *a, bg_event_t *b,
-                                         float *ms)
+static bg_status_t cuda_event_elapsed_ms(bg_backend_t *be, bg_event_t *a, bg_event_t *b, float *ms)
 {
     BG_TRY_STATUS(cuda_enter(be));
     float v = 0.0f;
@@ -330,8 +336,8 @@ static bg_status_t cuda_gemm_locked(bg_cuda_state_t *cs, bg_cuda_stream_t *s,
             g->sa, &g->beta, g->c, ct, (int)g->ldc, g->sc, (int)g->batch, CUBLAS_COMPUTE_32F,
             CUBLAS_GEMM_DEFAULT));
     } else {
-        BG_CUBLAS_CHECK(cublasGemmEx(h, tb, ta, n, m, k, &g->alpha, g->b, ab, (int)g->ldb, g->a,
-                                     ab, (int)g->lda, &g->beta, g->c, ct, (int)g->ldc,
+        BG_CUBLAS_CHECK(cublasGemmEx(h, tb, ta, n, m, k, &g->alpha, g->b, ab, (int)g->ldb, g->a, ab,
+                                     (int)g->lda, &g->beta, g->c, ct, (int)g->ldc,
                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     }
     return BG_OK;
@@ -343,7 +349,8 @@ static bg_status_t cuda_gemm(bg_backend_t *be, bg_stream_t *s, const bg_gemm_arg
     bg_cuda_stream_t *stream = cuda_stream(be, s);
     BG_TRY_STATUS(cuda_gemm_check(g));
     BG_TRY_STATUS(cuda_enter(be));
-    if (g->k == 0) return cuda_gemm_k0(g, stream->stream);
+    if (g->k == 0)
+        return cuda_gemm_k0(g, stream->stream);
     pthread_mutex_lock(&cs->cublas_lock);
     bg_status_t st = cuda_gemm_locked(cs, stream, g);
     pthread_mutex_unlock(&cs->cublas_lock);
@@ -356,12 +363,12 @@ static void cuda_destroy(bg_backend_t *be)
 {
     bg_cuda_state_t *cs = cuda_state(be);
     if (cs) {
-        if (cuda_enter(be) != BG_OK) bg_log(BG_LOG_WARN, "%s", bg_last_error());
+        if (cuda_enter(be) != BG_OK)
+            bg_log(BG_LOG_WARN, "%s", bg_last_error());
         cuda_stream_fini(&cs->dflt);
         cublasStatus_t r = cublasDestroy(cs->cublas);
         if (r != CUBLAS_STATUS_SUCCESS)
-            bg_log(BG_LOG_WARN, "cuda backend: cublasDestroy failed: %s",
-                   cublasGetStatusString(r));
+            bg_log(BG_LOG_WARN, "cuda backend: cublasDestroy failed: %s", cublasGetStatusString(r));
         pthread_mutex_destroy(&cs->cublas_lock);
         free(cs);
     }
@@ -415,11 +422,12 @@ static bg_status_t cuda_state_init(bg_cuda_state_t *cs, int index)
         goto err;
     }
     BG_CUDA_TRY(cudaSetDevice(index), err);
-    BG_CUDA_TRY(cudaDeviceGetAttribute(&cs->sm_count, cudaDevAttrMultiProcessorCount, index),
-                err);
-    if ((st = cuda_keep_pool(index)) != BG_OK) goto err;
+    BG_CUDA_TRY(cudaDeviceGetAttribute(&cs->sm_count, cudaDevAttrMultiProcessorCount, index), err);
+    if ((st = cuda_keep_pool(index)) != BG_OK)
+        goto err;
     BG_CUBLAS_TRY(cublasCreate(&cs->cublas), err);
-    if ((st = cuda_stream_init(&cs->dflt, "brigade-default")) != BG_OK) goto err_cublas;
+    if ((st = cuda_stream_init(&cs->dflt, "brigade-default")) != BG_OK)
+        goto err_cublas;
     if (pthread_mutex_init(&cs->cublas_lock, NULL) != 0) {
         st = bg_errorf(BG_ERR_INTERNAL, "cuda backend: pthread_mutex_init failed");
         goto err_stream;
@@ -447,7 +455,8 @@ extern "C" bg_status_t bg_backend_cuda_create(int index, bg_backend_t **out)
         st = bg_error_prefix(BG_ERR_UNSUPPORTED, "cuda backend: no usable CUDA device: ");
         goto err_free;
     }
-    if ((st = cuda_state_init(cs, index)) != BG_OK) goto err_free;
+    if ((st = cuda_state_init(cs, index)) != BG_OK)
+        goto err_free;
     be->ops = &cuda_ops;
     be->index = index;
     be->impl = cs;

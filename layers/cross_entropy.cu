@@ -15,24 +15,26 @@
 
 #include <math.h>
 
-#define CE_THREADS 256     /* per row in F and B */
+#define CE_THREADS 256      /* per row in F and B */
 #define CE_SUM_THREADS 1024 /* the single block of the mean */
 
 /* ---- kernels ---- */
 
 /* Block per row: lse[r] = max + log(sum exp(x - max)). */
-template <typename T>
-__global__ void ce_lse_kernel(const T *x, float *lse, int64_t V)
+template <typename T> __global__ void ce_lse_kernel(const T *x, float *lse, int64_t V)
 {
     __shared__ float sh[32];
     const T *row = x + (int64_t)blockIdx.x * V;
     float mx = -INFINITY;
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, bg_ld(&row[j]));
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
+        mx = fmaxf(mx, bg_ld(&row[j]));
     mx = bg_block_max(mx, sh);
     float s = 0.0f;
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) s += expf(bg_ld(&row[j]) - mx);
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
+        s += expf(bg_ld(&row[j]) - mx);
     s = bg_block_sum(s, sh);
-    if (threadIdx.x == 0) lse[blockIdx.x] = mx + logf(s);
+    if (threadIdx.x == 0)
+        lse[blockIdx.x] = mx + logf(s);
 }
 
 /*
@@ -47,15 +49,19 @@ __global__ void ce_mean_kernel(const T *x, const int32_t *tg, const float *lse, 
     double acc = 0.0;
     for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) {
         int32_t t = tg[r];
-        if (t < 0 || t >= V) acc += (double)__int_as_float(0x7fc00000); /* see file comment */
-        else acc += (double)lse[r] - (double)bg_ld(&x[r * V + t]);
+        if (t < 0 || t >= V)
+            acc += (double)__int_as_float(0x7fc00000); /* see file comment */
+        else
+            acc += (double)lse[r] - (double)bg_ld(&x[r * V + t]);
     }
     part[threadIdx.x] = acc;
     for (int s = blockDim.x / 2; s > 0; s >>= 1) {
         __syncthreads();
-        if ((int)threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+        if ((int)threadIdx.x < s)
+            part[threadIdx.x] += part[threadIdx.x + s];
     }
-    if (threadIdx.x == 0) out[0] = (float)(part[0] / (double)rows);
+    if (threadIdx.x == 0)
+        out[0] = (float)(part[0] / (double)rows);
 }
 
 /* Block per row: dx[r, j] = (exp(x - lse) - [j == t]) * dloss / R. */
@@ -95,8 +101,7 @@ static bg_status_t ce_sizes(const bg_layer_call_t *c, int64_t *rows, int64_t *V)
     return BG_OK;
 }
 
-template <typename T>
-static bg_status_t ce_forward_t(const bg_layer_call_t *c, cudaStream_t st)
+template <typename T> static bg_status_t ce_forward_t(const bg_layer_call_t *c, cudaStream_t st)
 {
     int64_t rows = 0, V = 0;
     BG_TRY_STATUS(ce_sizes(c, &rows, &V));
@@ -110,8 +115,7 @@ static bg_status_t ce_forward_t(const bg_layer_call_t *c, cudaStream_t st)
     return BG_OK;
 }
 
-template <typename T>
-static bg_status_t ce_backward_t(const bg_layer_call_t *c, cudaStream_t st)
+template <typename T> static bg_status_t ce_backward_t(const bg_layer_call_t *c, cudaStream_t st)
 {
     int64_t rows = 0, V = 0;
     BG_TRY_STATUS(ce_sizes(c, &rows, &V));
@@ -131,7 +135,8 @@ bg_status_t bg_cuda_cross_entropy_forward(const bg_layer_call_t *c)
 
 bg_status_t bg_cuda_cross_entropy_backward_input(const bg_layer_call_t *c)
 {
-    if (!c->din[0]) return BG_OK;
+    if (!c->din[0])
+        return BG_OK;
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
     return c->dtype == BG_BF16 ? ce_backward_t<__nv_bfloat16>(c, st) : ce_backward_t<float>(c, st);

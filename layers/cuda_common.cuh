@@ -28,8 +28,7 @@ extern "C" {
 /* ---- status conversion ---- */
 
 /* Record a failed CUDA runtime call; returns BG_ERR_CUDA. */
-static inline bg_status_t bg_cuda_fail(cudaError_t e, const char *call, const char *file,
-                                       int line)
+static inline bg_status_t bg_cuda_fail(cudaError_t e, const char *call, const char *file, int line)
 {
     return bg_errorf(BG_ERR_CUDA, "%s failed: %s (%s) at %s:%d", call, cudaGetErrorString(e),
                      cudaGetErrorName(e), file, line);
@@ -44,51 +43,53 @@ static inline bg_status_t bg_cublas_fail(cublasStatus_t s, const char *call, con
 }
 
 /* In a function returning bg_status_t: return on failure. */
-#define BG_CUDA_CHECK(call)                                                                      \
-    do {                                                                                         \
-        cudaError_t bg_e_ = (call);                                                              \
-        if (bg_e_ != cudaSuccess) return bg_cuda_fail(bg_e_, #call, __FILE__, __LINE__);          \
+#define BG_CUDA_CHECK(call)                                                                        \
+    do {                                                                                           \
+        cudaError_t bg_e_ = (call);                                                                \
+        if (bg_e_ != cudaSuccess)                                                                  \
+            return bg_cuda_fail(bg_e_, #call, __FILE__, __LINE__);                                 \
     } while (0)
 
-#define BG_CUBLAS_CHECK(call)                                                                    \
-    do {                                                                                         \
-        cublasStatus_t bg_s_ = (call);                                                           \
-        if (bg_s_ != CUBLAS_STATUS_SUCCESS)                                                      \
-            return bg_cublas_fail(bg_s_, #call, __FILE__, __LINE__);                             \
+#define BG_CUBLAS_CHECK(call)                                                                      \
+    do {                                                                                           \
+        cublasStatus_t bg_s_ = (call);                                                             \
+        if (bg_s_ != CUBLAS_STATUS_SUCCESS)                                                        \
+            return bg_cublas_fail(bg_s_, #call, __FILE__, __LINE__);                               \
     } while (0)
 
 /* With a `bg_status_t st` in scope: set it and jump to `label` on failure. */
-#define BG_CUDA_TRY(call, label)                                                                 \
-    do {                                                                                         \
-        cudaError_t bg_e_ = (call);                                                              \
-        if (bg_e_ != cudaSuccess) {                                                              \
-            st = bg_cuda_fail(bg_e_, #call, __FILE__, __LINE__);                                 \
-            goto label;                                                                          \
-        }                                                                                        \
+#define BG_CUDA_TRY(call, label)                                                                   \
+    do {                                                                                           \
+        cudaError_t bg_e_ = (call);                                                                \
+        if (bg_e_ != cudaSuccess) {                                                                \
+            st = bg_cuda_fail(bg_e_, #call, __FILE__, __LINE__);                                   \
+            goto label;                                                                            \
+        }                                                                                          \
     } while (0)
 
-#define BG_CUBLAS_TRY(call, label)                                                               \
-    do {                                                                                         \
-        cublasStatus_t bg_s_ = (call);                                                           \
-        if (bg_s_ != CUBLAS_STATUS_SUCCESS) {                                                    \
-            st = bg_cublas_fail(bg_s_, #call, __FILE__, __LINE__);                               \
-            goto label;                                                                          \
-        }                                                                                        \
+#define BG_CUBLAS_TRY(call, label)                                                                 \
+    do {                                                                                           \
+        cublasStatus_t bg_s_ = (call);                                                             \
+        if (bg_s_ != CUBLAS_STATUS_SUCCESS) {                                                      \
+            st = bg_cublas_fail(bg_s_, #call, __FILE__, __LINE__);                                 \
+            goto label;                                                                            \
+        }                                                                                          \
     } while (0)
 
 /* After a <<<...>>> launch: configuration errors surface here, not later. */
-#define BG_CUDA_LAUNCH_CHECK(kernel_name)                                                        \
-    do {                                                                                         \
-        cudaError_t bg_e_ = cudaGetLastError();                                                  \
-        if (bg_e_ != cudaSuccess)                                                                \
-            return bg_cuda_fail(bg_e_, "launch of " kernel_name, __FILE__, __LINE__);            \
+#define BG_CUDA_LAUNCH_CHECK(kernel_name)                                                          \
+    do {                                                                                           \
+        cudaError_t bg_e_ = cudaGetLastError();                                                    \
+        if (bg_e_ != cudaSuccess)                                                                  \
+            return bg_cuda_fail(bg_e_, "launch of " kernel_name, __FILE__, __LINE__);              \
     } while (0)
 
 /* Propagate a status from a helper unchanged (its message is already set). */
-#define BG_TRY_STATUS(expr)                                                                      \
-    do {                                                                                         \
-        bg_status_t bg_st_ = (expr);                                                             \
-        if (bg_st_ != BG_OK) return bg_st_;                                                      \
+#define BG_TRY_STATUS(expr)                                                                        \
+    do {                                                                                           \
+        bg_status_t bg_st_ = (expr);                                                               \
+        if (bg_st_ != BG_OK)                                                                       \
+            return bg_st_;                                                                         \
     } while (0)
 
 /* ---- backend access (implemented in backend_cuda.cu) ---- */
@@ -126,13 +127,15 @@ __device__ __forceinline__ void bg_st(__nv_bfloat16 *p, float v)
 
 __device__ __forceinline__ float bg_warp_sum(float v)
 {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
 
 __device__ __forceinline__ float bg_warp_max(float v)
 {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 
@@ -147,7 +150,8 @@ __device__ __forceinline__ float bg_block_sum(float v, float *sh)
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     v = bg_warp_sum(v);
     __syncthreads();
-    if (lane == 0) sh[warp] = v;
+    if (lane == 0)
+        sh[warp] = v;
     __syncthreads();
     v = lane < nw ? sh[lane] : 0.0f;
     return bg_warp_sum(v);
@@ -158,7 +162,8 @@ __device__ __forceinline__ float bg_block_max(float v, float *sh)
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     v = bg_warp_max(v);
     __syncthreads();
-    if (lane == 0) sh[warp] = v;
+    if (lane == 0)
+        sh[warp] = v;
     __syncthreads();
     v = lane < nw ? sh[lane] : -INFINITY;
     return bg_warp_max(v);
@@ -170,7 +175,8 @@ static inline unsigned bg_cuda_blocks(int64_t n, int threads)
 {
     int64_t b = (n + threads - 1) / threads;
     /* Grid-stride loops cover the rest: keep the grid within limits. */
-    if (b > 65535LL * 32) b = 65535LL * 32;
+    if (b > 65535LL * 32)
+        b = 65535LL * 32;
     return (unsigned)(b > 0 ? b : 1);
 }
 
@@ -180,8 +186,8 @@ static inline unsigned bg_cuda_blocks(int64_t n, int threads)
  * linear, attention and layernorm's bias gradients). Deterministic: a fixed
  * reduction tree that depends only on the shape.
  */
-bg_status_t bg_cuda_colsum_add(const void *x, bg_dtype_t dt, int64_t rows, int64_t cols,
-                               float *g, cudaStream_t st);
+bg_status_t bg_cuda_colsum_add(const void *x, bg_dtype_t dt, int64_t rows, int64_t cols, float *g,
+                               cudaStream_t st);
 
 /* y[r, j] += b[j] for y (rows, cols) in dtype `dt`, b in dtype `dt`. */
 bg_status_t bg_cuda_bias_add(void *y, const void *b, bg_dtype_t dt, int64_t rows, int64_t cols,

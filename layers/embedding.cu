@@ -38,7 +38,8 @@ __global__ void embedding_forward_kernel(const int32_t *ids, const T *tok, const
             v = __int_as_float(0x7fc00000); /* quiet NaN: see file comment */
         } else {
             v = bg_ld(&tok[(int64_t)id * dim + j]);
-            if (pos) v += bg_ld(&pos[(row % T_) * dim + j]);
+            if (pos)
+                v += bg_ld(&pos[(row % T_) * dim + j]);
         }
         bg_st(&out[i], v);
     }
@@ -53,7 +54,8 @@ __global__ void embedding_pos_grad_kernel(const T *dy, float *gp, int64_t seqs, 
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
          i += (int64_t)gridDim.x * blockDim.x) {
         float acc = 0.0f;
-        for (int64_t b = 0; b < seqs; b++) acc += bg_ld(&dy[b * total + i]);
+        for (int64_t b = 0; b < seqs; b++)
+            acc += bg_ld(&dy[b * total + i]);
         gp[i] += acc;
     }
 }
@@ -77,10 +79,12 @@ __global__ void embedding_tok_grad_kernel(const int32_t *sid, const int32_t *spo
 {
     int64_t i = blockIdx.x;
     int32_t id = sid[i];
-    if ((i > 0 && sid[i - 1] == id) || id < 0 || id >= vocab) return;
+    if ((i > 0 && sid[i - 1] == id) || id < 0 || id >= vocab)
+        return;
     for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) {
         float acc = 0.0f;
-        for (int64_t m = i; m < n && sid[m] == id; m++) acc += bg_ld(&dy[(int64_t)spos[m] * dim + j]);
+        for (int64_t m = i; m < n && sid[m] == id; m++)
+            acc += bg_ld(&dy[(int64_t)spos[m] * dim + j]);
         gt[(int64_t)id * dim + j] += acc;
     }
 }
@@ -107,11 +111,12 @@ template <typename T>
 static bg_status_t embedding_forward_t(const bg_layer_call_t *c, cudaStream_t st)
 {
     emb_dims_t d = emb_dims(c);
-    if (!d.n || !d.dim) return BG_OK;
+    if (!d.n || !d.dim)
+        return BG_OK;
     const T *pos = d.pos ? (const T *)c->params[1]->data : NULL;
     embedding_forward_kernel<T><<<bg_cuda_blocks(d.n * d.dim, 256), 256, 0, st>>>(
-        (const int32_t *)c->in[0]->data, (const T *)c->params[0]->data, pos, (T *)c->out->data,
-        d.n, d.T, d.dim, d.vocab);
+        (const int32_t *)c->in[0]->data, (const T *)c->params[0]->data, pos, (T *)c->out->data, d.n,
+        d.T, d.dim, d.vocab);
     BG_CUDA_LAUNCH_CHECK("embedding_forward_kernel");
     return BG_OK;
 }
@@ -134,8 +139,8 @@ static bg_status_t emb_sort_ids(const int32_t *ids, int64_t n, emb_sort_t *s, cu
 {
     int items = (int)n;
     BG_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(NULL, s->temp_bytes, ids, (int32_t *)NULL,
-                                                  (const int32_t *)NULL, (int32_t *)NULL, items,
-                                                  0, 32, st));
+                                                  (const int32_t *)NULL, (int32_t *)NULL, items, 0,
+                                                  32, st));
     size_t arr = emb_align((size_t)n * sizeof(int32_t));
     BG_CUDA_CHECK(cudaMallocAsync(&s->block, 3 * arr + emb_align(s->temp_bytes), st));
     char *p = (char *)s->block;
@@ -181,13 +186,15 @@ template <typename T>
 static bg_status_t embedding_wgrad_t(const bg_layer_call_t *c, cudaStream_t st)
 {
     emb_dims_t d = emb_dims(c);
-    if (!d.n || !d.dim) return BG_OK;
+    if (!d.n || !d.dim)
+        return BG_OK;
     if (d.pos && c->grads[1]) {
         embedding_pos_grad_kernel<T><<<bg_cuda_blocks(d.T * d.dim, 256), 256, 0, st>>>(
             (const T *)c->dout->data, (float *)c->grads[1]->data, d.n / d.T, d.T, d.dim);
         BG_CUDA_LAUNCH_CHECK("embedding_pos_grad_kernel");
     }
-    if (c->grads[0]) return embedding_tok_grad_t<T>(c, &d, st);
+    if (c->grads[0])
+        return embedding_tok_grad_t<T>(c, &d, st);
     return BG_OK;
 }
 

@@ -24,10 +24,12 @@ __global__ void layernorm_forward_kernel(const T *x, const T *w, const T *b, T *
 {
     int lane = threadIdx.x & 31;
     int64_t r = (int64_t)blockIdx.x * LN_ROWS_PER_BLOCK + (threadIdx.x >> 5);
-    if (r >= rows) return;
+    if (r >= rows)
+        return;
     const T *xr = x + r * C;
     float s = 0.0f;
-    for (int64_t j = lane; j < C; j += 32) s += bg_ld(&xr[j]);
+    for (int64_t j = lane; j < C; j += 32)
+        s += bg_ld(&xr[j]);
     float m = bg_warp_sum(s) / (float)C;
     float v = 0.0f;
     for (int64_t j = lane; j < C; j += 32) {
@@ -46,13 +48,13 @@ __global__ void layernorm_forward_kernel(const T *x, const T *w, const T *b, T *
 
 /* Warp per row: dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy w. */
 template <typename T>
-__global__ void layernorm_backward_kernel(const T *x, const T *w, const T *dy,
-                                          const float *mean, const float *rstd, T *dx,
-                                          int64_t rows, int64_t C)
+__global__ void layernorm_backward_kernel(const T *x, const T *w, const T *dy, const float *mean,
+                                          const float *rstd, T *dx, int64_t rows, int64_t C)
 {
     int lane = threadIdx.x & 31;
     int64_t r = (int64_t)blockIdx.x * LN_ROWS_PER_BLOCK + (threadIdx.x >> 5);
-    if (r >= rows) return;
+    if (r >= rows)
+        return;
     const T *xr = x + r * C, *dyr = dy + r * C;
     float m = mean[r], rs = rstd[r];
     float sg = 0.0f, sgx = 0.0f;
@@ -101,16 +103,17 @@ __global__ void layernorm_wgrad_kernel(const T *x, const T *dy, const float *mea
         }
     }
     if (ty == 0 && j < C) {
-        if (gw) gw[j] += pw[0][tx];
-        if (gb) gb[j] += pb[0][tx];
+        if (gw)
+            gw[j] += pw[0][tx];
+        if (gb)
+            gb[j] += pb[0][tx];
     }
 }
 
 /* ---- launchers ---- */
 
 /* Rows, columns and the saved mean/rstd arrays of a call. */
-static void ln_dims(const bg_layer_call_t *c, int64_t *rows, int64_t *C, float **mean,
-                    float **rstd)
+static void ln_dims(const bg_layer_call_t *c, int64_t *rows, int64_t *C, float **mean, float **rstd)
 {
     *C = bg_tensor_cols(c->in[0]);
     *rows = bg_tensor_rows(c->in[0]);
@@ -129,7 +132,8 @@ static bg_status_t layernorm_forward_t(const bg_layer_call_t *c, cudaStream_t st
     int64_t rows, C;
     float *mean, *rstd;
     ln_dims(c, &rows, &C, &mean, &rstd);
-    if (rows * C == 0) return BG_OK;
+    if (rows * C == 0)
+        return BG_OK;
     float eps = (float)bg_attrs_float(&c->spec->attrs, "eps", 1e-5);
     layernorm_forward_kernel<T><<<ln_row_blocks(rows), 32 * LN_ROWS_PER_BLOCK, 0, st>>>(
         (const T *)c->in[0]->data, (const T *)c->params[0]->data, (const T *)c->params[1]->data,
@@ -144,7 +148,8 @@ static bg_status_t layernorm_backward_t(const bg_layer_call_t *c, cudaStream_t s
     int64_t rows, C;
     float *mean, *rstd;
     ln_dims(c, &rows, &C, &mean, &rstd);
-    if (rows * C == 0) return BG_OK;
+    if (rows * C == 0)
+        return BG_OK;
     layernorm_backward_kernel<T><<<ln_row_blocks(rows), 32 * LN_ROWS_PER_BLOCK, 0, st>>>(
         (const T *)c->in[0]->data, (const T *)c->params[0]->data, (const T *)c->dout->data, mean,
         rstd, (T *)c->din[0]->data, rows, C);
@@ -160,12 +165,12 @@ static bg_status_t layernorm_wgrad_t(const bg_layer_call_t *c, cudaStream_t st)
     ln_dims(c, &rows, &C, &mean, &rstd);
     float *gw = c->grads[0] ? (float *)c->grads[0]->data : NULL;
     float *gb = c->grads[1] ? (float *)c->grads[1]->data : NULL;
-    if (C == 0 || (!gw && !gb)) return BG_OK;
+    if (C == 0 || (!gw && !gb))
+        return BG_OK;
     dim3 block(LNW_COLS, LNW_ROWS);
     unsigned grid = (unsigned)((C + LNW_COLS - 1) / LNW_COLS);
-    layernorm_wgrad_kernel<T><<<grid, block, 0, st>>>((const T *)c->in[0]->data,
-                                                      (const T *)c->dout->data, mean, rstd, gw,
-                                                      gb, rows, C);
+    layernorm_wgrad_kernel<T><<<grid, block, 0, st>>>(
+        (const T *)c->in[0]->data, (const T *)c->dout->data, mean, rstd, gw, gb, rows, C);
     BG_CUDA_LAUNCH_CHECK("layernorm_wgrad_kernel");
     return BG_OK;
 }
@@ -180,7 +185,8 @@ bg_status_t bg_cuda_layernorm_forward(const bg_layer_call_t *c)
 
 bg_status_t bg_cuda_layernorm_backward_input(const bg_layer_call_t *c)
 {
-    if (!c->din[0]) return BG_OK;
+    if (!c->din[0])
+        return BG_OK;
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
     return c->dtype == BG_BF16 ? layernorm_backward_t<__nv_bfloat16>(c, st)

@@ -37,13 +37,16 @@ __global__ void linear_colsum_add_kernel(const T *x, int64_t rows, int64_t cols,
     int64_t j = (int64_t)blockIdx.x * COLSUM_COLS + tx;
     float acc = 0.0f;
     if (j < cols)
-        for (int64_t r = ty; r < rows; r += COLSUM_ROWS) acc += bg_ld(&x[r * cols + j]);
+        for (int64_t r = ty; r < rows; r += COLSUM_ROWS)
+            acc += bg_ld(&x[r * cols + j]);
     part[ty][tx] = acc;
     for (int s = COLSUM_ROWS / 2; s > 0; s >>= 1) {
         __syncthreads();
-        if (ty < s) part[ty][tx] += part[ty + s][tx];
+        if (ty < s)
+            part[ty][tx] += part[ty + s][tx];
     }
-    if (ty == 0 && j < cols) g[j] += part[0][tx];
+    if (ty == 0 && j < cols)
+        g[j] += part[0][tx];
 }
 
 /* ---- shared launchers (declared in cuda_common.cuh) ---- */
@@ -60,7 +63,8 @@ static bg_status_t bias_add_t(void *y, const void *b, int64_t rows, int64_t cols
 bg_status_t bg_cuda_bias_add(void *y, const void *b, bg_dtype_t dt, int64_t rows, int64_t cols,
                              cudaStream_t st)
 {
-    if (rows * cols == 0) return BG_OK;
+    if (rows * cols == 0)
+        return BG_OK;
     return dt == BG_BF16 ? bias_add_t<__nv_bfloat16>(y, b, rows, cols, st)
                          : bias_add_t<float>(y, b, rows, cols, st);
 }
@@ -76,10 +80,11 @@ static bg_status_t colsum_add_t(const void *x, int64_t rows, int64_t cols, float
     return BG_OK;
 }
 
-bg_status_t bg_cuda_colsum_add(const void *x, bg_dtype_t dt, int64_t rows, int64_t cols,
-                               float *g, cudaStream_t st)
+bg_status_t bg_cuda_colsum_add(const void *x, bg_dtype_t dt, int64_t rows, int64_t cols, float *g,
+                               cudaStream_t st)
 {
-    if (cols == 0) return BG_OK;
+    if (cols == 0)
+        return BG_OK;
     if ((cols + COLSUM_COLS - 1) / COLSUM_COLS > INT32_MAX)
         return bg_errorf(BG_ERR_UNSUPPORTED, "cuda colsum: %lld columns is too many",
                          (long long)cols);
@@ -118,7 +123,8 @@ bg_status_t bg_cuda_linear_forward(const bg_layer_call_t *c)
 /* dx (rows, in) = dy (rows, out) @ W (out, in). */
 bg_status_t bg_cuda_linear_backward_input(const bg_layer_call_t *c)
 {
-    if (!c->din[0]) return BG_OK;
+    if (!c->din[0])
+        return BG_OK;
     int64_t in = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
     int64_t out = bg_tensor_cols(c->dout);
     bg_gemm_args_t g = {};
@@ -150,7 +156,7 @@ bg_status_t bg_cuda_linear_backward_weight(const bg_layer_call_t *c)
         BG_TRY_STATUS(bg_gemm(c->be, c->stream, &g));
     }
     if (linear_bias(c->spec) && c->grads[1])
-        BG_TRY_STATUS(bg_cuda_colsum_add(c->dout->data, c->dtype, rows, out,
-                                         (float *)c->grads[1]->data, st));
+        BG_TRY_STATUS(
+            bg_cuda_colsum_add(c->dout->data, c->dtype, rows, out, (float *)c->grads[1]->data, st));
     return BG_OK;
 }

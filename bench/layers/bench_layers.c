@@ -59,12 +59,18 @@ static bench_opts_t bench_parse(int argc, char **argv)
             bench_usage(stderr);
             exit(2);
         }
-        if (!strcmp(a, "--device")) dev = v;
-        else if (!strcmp(a, "--dtype")) dt = v;
-        else if (!strcmp(a, "--batch")) B = atoll(v);
-        else if (!strcmp(a, "--seq")) T = atoll(v);
-        else if (!strcmp(a, "--iters")) iters = atoi(v);
-        else if (!strcmp(a, "--gemm")) gemm = atoll(v);
+        if (!strcmp(a, "--device"))
+            dev = v;
+        else if (!strcmp(a, "--dtype"))
+            dt = v;
+        else if (!strcmp(a, "--batch"))
+            B = atoll(v);
+        else if (!strcmp(a, "--seq"))
+            T = atoll(v);
+        else if (!strcmp(a, "--iters"))
+            iters = atoi(v);
+        else if (!strcmp(a, "--gemm"))
+            gemm = atoll(v);
         else {
             fprintf(stderr, "bench_layers: unknown option %s\n", a);
             bench_usage(stderr);
@@ -114,7 +120,8 @@ typedef struct bench {
 /* Library calls fail with a status and a message; the bench stops there. */
 static void bench_check(bg_status_t st, const char *what)
 {
-    if (st == BG_OK) return;
+    if (st == BG_OK)
+        return;
     fprintf(stderr, "bench_layers: %s: %s: %s\n", what, bg_status_str(st), bg_last_error());
     exit(1);
 }
@@ -137,11 +144,14 @@ static void *bench_random(bench_t *b, int64_t n, bg_dtype_t dt, float lo, float 
 {
     size_t es = bg_dtype_size(dt), bytes = (size_t)n * es;
     void *h = malloc(bytes ? bytes : 1), *d = NULL;
-    if (!h) bench_check(BG_ERR_NOMEM, "host buffer");
+    if (!h)
+        bench_check(BG_ERR_NOMEM, "host buffer");
     for (int64_t i = 0; i < n; i++) {
         float v = bench_uniform(&b->rng, lo, hi);
-        if (dt == BG_BF16) ((uint16_t *)h)[i] = bg_f32_to_bf16(v);
-        else ((float *)h)[i] = v;
+        if (dt == BG_BF16)
+            ((uint16_t *)h)[i] = bg_f32_to_bf16(v);
+        else
+            ((float *)h)[i] = v;
     }
     bench_check(bg_backend_alloc(b->be, bytes, &d), "alloc");
     bench_check(bg_backend_copy(b->be, d, h, bytes, BG_COPY_H2D, b->stream), "upload");
@@ -155,8 +165,10 @@ static void *bench_ids(bench_t *b, int64_t n, int64_t range)
 {
     int32_t *h = malloc((size_t)n * 4);
     void *d = NULL;
-    if (!h) bench_check(BG_ERR_NOMEM, "host buffer");
-    for (int64_t i = 0; i < n; i++) h[i] = (int32_t)(bench_next(&b->rng) % (uint64_t)range);
+    if (!h)
+        bench_check(BG_ERR_NOMEM, "host buffer");
+    for (int64_t i = 0; i < n; i++)
+        h[i] = (int32_t)(bench_next(&b->rng) % (uint64_t)range);
     bench_check(bg_backend_alloc(b->be, (size_t)n * 4, &d), "alloc");
     bench_check(bg_backend_copy(b->be, d, h, (size_t)n * 4, BG_COPY_H2D, b->stream), "upload");
     bench_check(bg_stream_synchronize(b->be, b->stream), "sync");
@@ -174,7 +186,8 @@ static double bench_time(bench_t *b, bench_fn_t fn, void *arg, int iters, const 
     bench_check(fn(arg), what); /* warm-up: cuBLAS heuristics, caches, pools */
     bench_check(bg_stream_synchronize(b->be, b->stream), what);
     bench_check(bg_event_record(b->be, b->e0, b->stream), "event");
-    for (int i = 0; i < iters; i++) bench_check(fn(arg), what);
+    for (int i = 0; i < iters; i++)
+        bench_check(fn(arg), what);
     bench_check(bg_event_record(b->be, b->e1, b->stream), "event");
     bench_check(bg_event_synchronize(b->be, b->e1), "event sync");
     float ms = 0.0f;
@@ -239,8 +252,8 @@ static double bench_copy_peak(bench_t *b, size_t bytes, int iters)
     bg_backend_free(b->be, r.src);
     bg_backend_free(b->be, r.dst);
     double bw = 2.0 * (double)bytes / (ms * 1e-3);
-    printf("  copy D2D %4zu MiB           %9.3f ms  %8.1f GB/s (read + write)\n", bytes >> 20,
-           ms, bw * 1e-9);
+    printf("  copy D2D %4zu MiB           %9.3f ms  %8.1f GB/s (read + write)\n", bytes >> 20, ms,
+           bw * 1e-9);
     return bw;
 }
 
@@ -271,8 +284,7 @@ static bg_status_t layer_w(void *arg)
     return bg_layer_backward_weight(&((layer_run_t *)arg)->call);
 }
 
-static void layer_shape(bg_shape_t *s, bg_dtype_t dt, int ndim, int64_t d0, int64_t d1,
-                        int64_t d2)
+static void layer_shape(bg_shape_t *s, bg_dtype_t dt, int ndim, int64_t d0, int64_t d1, int64_t d2)
 {
     memset(s, 0, sizeof(*s));
     s->dtype = dt;
@@ -378,13 +390,15 @@ static double layer_bytes(const layer_run_t *L, int phase)
     double in = (double)L->cost.input_bytes, par = pe * es;
     double out = (double)L->cost.out_bytes, saved = (double)L->cost.saved_bytes;
     double ws = (double)L->cost.workspace_bytes;
-    if (phase == 0) return in + par + out + saved;
-    if (phase == 1) return out + in + par + saved + ws + (double)L->din_bytes;
+    if (phase == 0)
+        return in + par + out + saved;
+    if (phase == 1)
+        return out + in + par + saved + ws + (double)L->din_bytes;
     return out + in + saved + 8.0 * pe;
 }
 
-static void layer_report(bench_t *b, const char *label, const char *phase, double ms,
-                         double flops, double bytes)
+static void layer_report(bench_t *b, const char *label, const char *phase, double ms, double flops,
+                         double bytes)
 {
     double tf = flops / (ms * 1e-3), bw = bytes / (ms * 1e-3);
     printf("  %-22s %-2s %10.3f %9.3f %7.1f%% %9.1f %7.1f%%\n", label, phase, ms, tf * 1e-12,
@@ -522,8 +536,8 @@ int main(int argc, char **argv)
     }
     b.bw_peak = bench_copy_peak(&b, gpu ? (size_t)1 << 30 : (size_t)256 << 20, b.o.iters);
 
-    printf("\n  %-22s %-2s %10s %9s %8s %9s %8s\n", "layer", "", "ms", "TFLOP/s", "%gemm",
-           "GB/s~", "%copy");
+    printf("\n  %-22s %-2s %10s %9s %8s %9s %8s\n", "layer", "", "ms", "TFLOP/s", "%gemm", "GB/s~",
+           "%copy");
     bench_layers_all(&b);
     printf("\n%%gemm: achieved FLOP/s (kind cost FLOPs) / measured %s GEMM peak;"
            " GB/s~: estimated minimum bytes moved / time, %%copy of the measured copy rate.\n",

@@ -69,7 +69,8 @@ static float ga_poison(void)
 
 static void ga_round_bf16(float *x, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++) x[i] = bg_bf16_to_f32(bg_f32_to_bf16(x[i]));
+    for (int64_t i = 0; i < n; i++)
+        x[i] = bg_bf16_to_f32(bg_f32_to_bf16(x[i]));
 }
 
 /* n f32 values as dtype `dt` (f32 copied, bf16 rounded), malloc'd. */
@@ -77,7 +78,8 @@ static void *ga_to_dt(const float *src, int64_t n, bg_dtype_t dt)
 {
     if (dt == BG_BF16) {
         uint16_t *h = ga_malloc((size_t)n * 2);
-        for (int64_t i = 0; i < n; i++) h[i] = bg_f32_to_bf16(src[i]);
+        for (int64_t i = 0; i < n; i++)
+            h[i] = bg_f32_to_bf16(src[i]);
         return h;
     }
     void *h = ga_malloc((size_t)n * 4);
@@ -88,7 +90,8 @@ static void *ga_to_dt(const float *src, int64_t n, bg_dtype_t dt)
 static void ga_from_dt(const void *src, int64_t n, bg_dtype_t dt, float *dst)
 {
     if (dt == BG_BF16)
-        for (int64_t i = 0; i < n; i++) dst[i] = bg_bf16_to_f32(((const uint16_t *)src)[i]);
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = bg_bf16_to_f32(((const uint16_t *)src)[i]);
     else
         memcpy(dst, src, (size_t)n * 4);
 }
@@ -98,7 +101,9 @@ static void *ga_upload(bg_backend_t *be, const float *src, int64_t n, bg_dtype_t
 {
     void *d = NULL, *h = ga_to_dt(src, n, dt);
     CHECK_OK(bg_backend_alloc(be, (size_t)n * bg_dtype_size(dt), &d));
-    if (d) CHECK_OK(bg_backend_copy(be, d, h, (size_t)n * bg_dtype_size(dt), BG_COPY_H2D, ga_stream(be)));
+    if (d)
+        CHECK_OK(
+            bg_backend_copy(be, d, h, (size_t)n * bg_dtype_size(dt), BG_COPY_H2D, ga_stream(be)));
     CHECK_OK(bg_stream_synchronize(be, ga_stream(be))); /* h is freed next */
     free(h);
     return d;
@@ -118,7 +123,8 @@ static void ga_download(bg_backend_t *be, const void *d, int64_t n, bg_dtype_t d
 static void ga_poison_dev(bg_backend_t *be, void *d, int64_t n, bg_dtype_t dt)
 {
     float *p = ga_malloc((size_t)n * 4);
-    for (int64_t i = 0; i < n; i++) p[i] = ga_poison();
+    for (int64_t i = 0; i < n; i++)
+        p[i] = ga_poison();
     void *h = ga_to_dt(p, n, dt);
     CHECK_OK(bg_backend_copy(be, d, h, (size_t)n * bg_dtype_size(dt), BG_COPY_H2D, ga_stream(be)));
     CHECK_OK(bg_stream_synchronize(be, ga_stream(be)));
@@ -143,10 +149,12 @@ static void ga_compare(const char *what, const char *case_name, const char *dt, 
         unwritten += got[i] == ga_poison() || isnan(got[i]);
     }
     scale = n ? sqrt(scale / (double)n) : 0.0;
-    if (scale < 1e-20) scale = 1e-20;
+    if (scale < 1e-20)
+        scale = 1e-20;
     for (int64_t i = 0; i < n; i++) {
         double e = fabs((double)got[i] - ref[i]) / (tol * (scale + fabs((double)ref[i])));
-        if (!(e <= m)) m = isnan(e) ? INFINITY : e, worst = i;
+        if (!(e <= m))
+            m = isnan(e) ? INFINITY : e, worst = i;
     }
     CHECK_MSG(unwritten == 0, "%s %s [%s]: %lld of %lld elements not written (poison/NaN)",
               case_name, what, dt, (long long)unwritten, (long long)n);
@@ -165,12 +173,14 @@ static void test_copies(void)
     const int64_t n = 1000003; /* odd: no alignment luck */
     unsigned char *a = ga_malloc(n), *b = ga_malloc(n);
     uint64_t s = 11;
-    for (int64_t i = 0; i < n; i++) a[i] = (unsigned char)(bg_test_next(&s) >> 56);
+    for (int64_t i = 0; i < n; i++)
+        a[i] = (unsigned char)(bg_test_next(&s) >> 56);
     memset(b, 0, n);
     void *d1 = NULL, *d2 = NULL;
     CHECK_OK(bg_backend_alloc(g_gpu, n, &d1));
     CHECK_OK(bg_backend_alloc(g_gpu, n, &d2));
-    if (!d1 || !d2) goto out;
+    if (!d1 || !d2)
+        goto out;
     CHECK_OK(bg_backend_copy(g_gpu, d1, a, n, BG_COPY_H2D, g_stream));
     CHECK_OK(bg_backend_copy(g_gpu, d2, d1, n, BG_COPY_D2D, g_stream));
     CHECK_OK(bg_backend_copy(g_gpu, b, d2, n, BG_COPY_D2H, g_stream));
@@ -205,9 +215,11 @@ static void test_events(void)
     CHECK_OK(bg_event_create(g_gpu, &e0));
     CHECK_OK(bg_event_create(g_gpu, &e1));
     CHECK_OK(bg_stream_create(g_gpu, "test-second", &s2));
-    if (!d || !e0 || !e1 || !s2) goto out;
+    if (!d || !e0 || !e1 || !s2)
+        goto out;
     CHECK_OK(bg_event_record(g_gpu, e0, g_stream));
-    for (int i = 0; i < 8; i++) CHECK_OK(bg_backend_memset(g_gpu, d, i + 1, bytes, g_stream));
+    for (int i = 0; i < 8; i++)
+        CHECK_OK(bg_backend_memset(g_gpu, d, i + 1, bytes, g_stream));
     CHECK_OK(bg_event_record(g_gpu, e1, g_stream));
     CHECK_OK(bg_stream_wait_event(g_gpu, s2, e1));
     /* s2 must see the last memset (value 8) because it waited for e1 */
@@ -267,14 +279,31 @@ static void test_gemm_case(const ga_gemm_case_t *gc, uint64_t *s)
     bg_test_fill(a, na, s, -1.0f, 1.0f);
     bg_test_fill(b, nb, s, -1.0f, 1.0f);
     bg_test_fill(c0, nc, s, -1.0f, 1.0f);
-    if (gc->ab == BG_BF16) ga_round_bf16(a, na), ga_round_bf16(b, nb);
-    if (gc->c == BG_BF16) ga_round_bf16(c0, nc);
+    if (gc->ab == BG_BF16)
+        ga_round_bf16(a, na), ga_round_bf16(b, nb);
+    if (gc->c == BG_BF16)
+        ga_round_bf16(c0, nc);
     memcpy(ref, c0, nc * 4);
     bg_gemm_args_t g = {
-        .trans_a = gc->ta, .trans_b = gc->tb, .m = gc->m, .n = gc->n, .k = gc->k,
-        .alpha = gc->alpha, .beta = gc->beta, .a = a, .lda = lda, .b = b, .ldb = ldb,
-        .c = ref, .ldc = ldc, .ab = BG_F32, .c_dtype = BG_F32,
-        .batch = gc->batch, .sa = sa, .sb = sb, .sc = sc,
+        .trans_a = gc->ta,
+        .trans_b = gc->tb,
+        .m = gc->m,
+        .n = gc->n,
+        .k = gc->k,
+        .alpha = gc->alpha,
+        .beta = gc->beta,
+        .a = a,
+        .lda = lda,
+        .b = b,
+        .ldb = ldb,
+        .c = ref,
+        .ldc = ldc,
+        .ab = BG_F32,
+        .c_dtype = BG_F32,
+        .batch = gc->batch,
+        .sa = sa,
+        .sb = sb,
+        .sc = sc,
     };
     CHECK_OK(bg_gemm(g_cpu, NULL, &g));
     void *da = ga_upload(g_gpu, a, na, gc->ab), *db = ga_upload(g_gpu, b, nb, gc->ab);
@@ -301,7 +330,8 @@ static void test_gemm_case(const ga_gemm_case_t *gc, uint64_t *s)
         for (int64_t i = 0; i < nc; i++) {
             int64_t r = (i % sc) / ldc, j = (i % sc) % ldc;
             bool inside = (i % sc) < gc->m * ldc && j < gc->n && r < gc->m;
-            if (!inside && got[i] != c0[i]) touched++;
+            if (!inside && got[i] != c0[i])
+                touched++;
         }
         CHECK_MSG(touched == 0, "%s: %lld padding elements changed", name, (long long)touched);
     }
@@ -318,19 +348,20 @@ static void test_gemm(void)
     for (int t = 0; t < 4; t++)
         for (int d = 0; d < 2; d++)
             for (int cd = 0; cd < 2; cd++) {
-                ga_gemm_case_t gc = {t & 1, (t >> 1) & 1, 37, 19, 53, 0, 0.7f, 0.3f,
-                                     abs_[d], abs_[cd]};
+                ga_gemm_case_t gc = {t & 1, (t >> 1) & 1, 37,   19,      53,
+                                     0,     0.7f,         0.3f, abs_[d], abs_[cd]};
                 test_gemm_case(&gc, &s);
             }
     ga_gemm_case_t more[] = {
-        {false, true, 17, 33, 65, 3, 1.0f, 0.0f, BG_F32, BG_F32},   /* batched */
-        {true, false, 5, 7, 130, 4, 0.5f, 1.0f, BG_BF16, BG_F32},   /* batched, accumulate */
-        {false, false, 9, 11, 0, 0, 1.0f, 0.5f, BG_F32, BG_F32},    /* k = 0: C = beta C */
-        {false, false, 9, 11, 0, 2, 1.0f, 0.0f, BG_BF16, BG_BF16},  /* k = 0, beta 0 */
+        {false, true, 17, 33, 65, 3, 1.0f, 0.0f, BG_F32, BG_F32},  /* batched */
+        {true, false, 5, 7, 130, 4, 0.5f, 1.0f, BG_BF16, BG_F32},  /* batched, accumulate */
+        {false, false, 9, 11, 0, 0, 1.0f, 0.5f, BG_F32, BG_F32},   /* k = 0: C = beta C */
+        {false, false, 9, 11, 0, 2, 1.0f, 0.0f, BG_BF16, BG_BF16}, /* k = 0, beta 0 */
         {false, false, 1, 1, 1, 0, 1.0f, 0.0f, BG_F32, BG_F32},
         {true, true, 257, 129, 511, 0, 1.0f, 1.0f, BG_BF16, BG_F32},
     };
-    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) test_gemm_case(&more[i], &s);
+    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++)
+        test_gemm_case(&more[i], &s);
 }
 
 /* ================= layer agreement ================= */
@@ -345,8 +376,8 @@ static int64_t ga_pick(uint64_t *s, const int64_t *v, int n)
 {
     return v[bg_test_next(s) % (uint64_t)n];
 }
-#define PICK(s, ...)                                                                             \
-    ga_pick((s), (const int64_t[]){__VA_ARGS__},                                                 \
+#define PICK(s, ...)                                                                               \
+    ga_pick((s), (const int64_t[]){__VA_ARGS__},                                                   \
             (int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
 
 static void ga_shape(bg_shape_t *sh, bg_dtype_t dt, int ndim, const int64_t *d)
@@ -354,7 +385,8 @@ static void ga_shape(bg_shape_t *sh, bg_dtype_t dt, int ndim, const int64_t *d)
     memset(sh, 0, sizeof(*sh));
     sh->dtype = dt;
     sh->ndim = ndim;
-    for (int i = 0; i < ndim; i++) sh->d[i] = d[i];
+    for (int i = 0; i < ndim; i++)
+        sh->d[i] = d[i];
 }
 
 /* Sizes cross the kernels' internal boundaries: > 32 (a warp's lanes),
@@ -366,8 +398,10 @@ static void gen_linear(ga_case_t *k, int i, uint64_t *s)
     ga_shape(&k->spec.in[0], BG_F32, nd, d + 3 - nd);
     k->spec.n_in = 1;
     CHECK_OK(bg_attrs_set_int(&k->spec.attrs, "out", PICK(s, 1, 5, 33, 70)));
-    if (i % 2) CHECK_OK(bg_attrs_set_bool(&k->spec.attrs, "bias", false));
-    if (i == 2) CHECK_OK(bg_attrs_set_ref(&k->spec.attrs, "share", "wte.tokens"));
+    if (i % 2)
+        CHECK_OK(bg_attrs_set_bool(&k->spec.attrs, "bias", false));
+    if (i == 2)
+        CHECK_OK(bg_attrs_set_ref(&k->spec.attrs, "share", "wte.tokens"));
 }
 
 static void gen_embedding(ga_case_t *k, int i, uint64_t *s)
@@ -380,7 +414,8 @@ static void gen_embedding(ga_case_t *k, int i, uint64_t *s)
     } else {
         ga_shape(&k->spec.in[0], BG_I32, i == 1 ? 1 : 2, i == 1 ? d + 1 : d);
     }
-    if (i == 0) vocab = 3; /* many positions per id: long runs in W */
+    if (i == 0)
+        vocab = 3; /* many positions per id: long runs in W */
     CHECK_OK(bg_attrs_set_int(&k->spec.attrs, "vocab", vocab));
     CHECK_OK(bg_attrs_set_int(&k->spec.attrs, "dim", i == 3 ? 300 : PICK(s, 1, 3, 17, 64)));
     k->id_range[0] = vocab;
@@ -393,7 +428,8 @@ static void gen_layernorm(ga_case_t *k, int i, uint64_t *s)
     int nd = 1 + i % 3;
     ga_shape(&k->spec.in[0], BG_F32, nd, d + 3 - nd);
     k->spec.n_in = 1;
-    if (i == 2) CHECK_OK(bg_attrs_set_float(&k->spec.attrs, "eps", 1e-3));
+    if (i == 2)
+        CHECK_OK(bg_attrs_set_float(&k->spec.attrs, "eps", 1e-3));
     /* rows far from 0: the variance must not cancel */
     k->in_lo = 2.0f, k->in_hi = 4.0f;
 }
@@ -402,8 +438,10 @@ static void gen_elementwise(ga_case_t *k, int i, uint64_t *s, int n_in)
 {
     int64_t d[4];
     int nd = 1 + i % 4;
-    for (int j = 0; j < nd; j++) d[j] = PICK(s, 1, 2, 3, 5, 17, 300);
-    for (int j = 0; j < n_in; j++) ga_shape(&k->spec.in[j], BG_F32, nd, d);
+    for (int j = 0; j < nd; j++)
+        d[j] = PICK(s, 1, 2, 3, 5, 17, 300);
+    for (int j = 0; j < n_in; j++)
+        ga_shape(&k->spec.in[j], BG_F32, nd, d);
     k->spec.n_in = n_in;
     k->in_lo = -3.0f, k->in_hi = 3.0f;
 }
@@ -441,14 +479,22 @@ static int ga_cases(const bg_layer_kind_t *kind, uint64_t *s, ga_case_t *out)
         k->spec.kind = kind;
         snprintf(k->spec.name, sizeof(k->spec.name), "agree.%s.%d", n, i);
         k->in_lo = -1.0f, k->in_hi = 1.0f;
-        if (!strcmp(n, "linear")) gen_linear(k, i, s);
-        else if (!strcmp(n, "embedding")) gen_embedding(k, i, s);
-        else if (!strcmp(n, "layernorm")) gen_layernorm(k, i, s);
-        else if (!strcmp(n, "gelu") || !strcmp(n, "relu")) gen_elementwise(k, i, s, 1);
-        else if (!strcmp(n, "add")) gen_elementwise(k, i, s, 2);
-        else if (!strcmp(n, "attention")) gen_attention(k, i, s);
-        else if (!strcmp(n, "cross_entropy")) gen_cross_entropy(k, i, s);
-        else return 0;
+        if (!strcmp(n, "linear"))
+            gen_linear(k, i, s);
+        else if (!strcmp(n, "embedding"))
+            gen_embedding(k, i, s);
+        else if (!strcmp(n, "layernorm"))
+            gen_layernorm(k, i, s);
+        else if (!strcmp(n, "gelu") || !strcmp(n, "relu"))
+            gen_elementwise(k, i, s, 1);
+        else if (!strcmp(n, "add"))
+            gen_elementwise(k, i, s, 2);
+        else if (!strcmp(n, "attention"))
+            gen_attention(k, i, s);
+        else if (!strcmp(n, "cross_entropy"))
+            gen_cross_entropy(k, i, s);
+        else
+            return 0;
     }
     return count;
 }
@@ -478,7 +524,8 @@ static bool ga_data_init(ga_case_t *k, ga_data_t *D, uint64_t *s)
     bg_errbuf_t err = {{0}};
     bg_status_t st = bg_layer_infer(&k->spec, &err);
     CHECK_MSG(st == BG_OK, "%s: infer failed: %s", k->spec.name, err.msg);
-    if (st != BG_OK) return false;
+    if (st != BG_OK)
+        return false;
     D->np = k->spec.kind->params ? k->spec.kind->params(&k->spec, D->pd) : 0;
     for (int i = 0; i < k->spec.n_in; i++) {
         D->n_in[i] = bg_shape_numel(&k->spec.in[i]);
@@ -500,13 +547,15 @@ static bool ga_data_init(ga_case_t *k, ga_data_t *D, uint64_t *s)
         float sc = ps->ndim == 2 ? 1.5f / sqrtf((float)ps->d[1]) : 0.5f;
         bg_test_fill(D->par[j], D->n_par[j], s, -sc, sc);
         if (!strcmp(k->spec.kind->name, "layernorm") && j == 0)
-            for (int64_t e = 0; e < D->n_par[j]; e++) D->par[j][e] += 1.0f;
+            for (int64_t e = 0; e < D->n_par[j]; e++)
+                D->par[j][e] += 1.0f;
         bg_test_fill(D->grad0[j], D->n_par[j], s, -1.0f, 1.0f);
     }
     D->n_out = bg_shape_numel(&k->spec.out);
     D->dout = ga_malloc((size_t)D->n_out * 4);
     bg_test_fill(D->dout, D->n_out, s, -1.0f, 1.0f);
-    if (k->spec.kind->out_f32) D->dout[0] = 0.75f; /* the loss gradient */
+    if (k->spec.kind->out_f32)
+        D->dout[0] = 0.75f; /* the loss gradient */
     return true;
 }
 
@@ -514,9 +563,12 @@ static bool ga_data_init(ga_case_t *k, ga_data_t *D, uint64_t *s)
 static void ga_data_round(const ga_case_t *k, ga_data_t *D)
 {
     for (int i = 0; i < k->spec.n_in; i++)
-        if (ga_is_float(k, i)) ga_round_bf16(D->in[i], D->n_in[i]);
-    for (int j = 0; j < D->np; j++) ga_round_bf16(D->par[j], D->n_par[j]);
-    if (!k->spec.kind->out_f32) ga_round_bf16(D->dout, D->n_out);
+        if (ga_is_float(k, i))
+            ga_round_bf16(D->in[i], D->n_in[i]);
+    for (int j = 0; j < D->np; j++)
+        ga_round_bf16(D->par[j], D->n_par[j]);
+    if (!k->spec.kind->out_f32)
+        ga_round_bf16(D->dout, D->n_out);
 }
 
 static void ga_data_copy(const ga_case_t *k, const ga_data_t *src, ga_data_t *dst)
@@ -538,8 +590,10 @@ static void ga_data_copy(const ga_case_t *k, const ga_data_t *src, ga_data_t *ds
 
 static void ga_data_free(ga_data_t *D)
 {
-    for (int i = 0; i < BG_MAX_INPUTS; i++) free(D->in[i]);
-    for (int j = 0; j < BG_MAX_PARAMS; j++) free(D->par[j]), free(D->grad0[j]);
+    for (int i = 0; i < BG_MAX_INPUTS; i++)
+        free(D->in[i]);
+    for (int j = 0; j < BG_MAX_PARAMS; j++)
+        free(D->par[j]), free(D->grad0[j]);
     free(D->dout);
     memset(D, 0, sizeof(*D));
 }
@@ -547,8 +601,10 @@ static void ga_data_free(ga_data_t *D)
 static void ga_result_free(ga_result_t *r)
 {
     free(r->out);
-    for (int i = 0; i < BG_MAX_INPUTS; i++) free(r->din[i]);
-    for (int j = 0; j < BG_MAX_PARAMS; j++) free(r->grad[j]);
+    for (int i = 0; i < BG_MAX_INPUTS; i++)
+        free(r->din[i]);
+    for (int j = 0; j < BG_MAX_PARAMS; j++)
+        free(r->grad[j]);
     memset(r, 0, sizeof(*r));
 }
 
@@ -562,7 +618,8 @@ typedef struct ga_dev {
 
 static void ga_dev_free(bg_backend_t *be, ga_dev_t *V)
 {
-    for (int i = 0; i < BG_MAX_INPUTS; i++) bg_backend_free(be, V->in[i]), bg_backend_free(be, V->din[i]);
+    for (int i = 0; i < BG_MAX_INPUTS; i++)
+        bg_backend_free(be, V->in[i]), bg_backend_free(be, V->din[i]);
     for (int j = 0; j < BG_MAX_PARAMS; j++)
         bg_backend_free(be, V->par[j]), bg_backend_free(be, V->grad[j]);
     bg_backend_free(be, V->out);
@@ -667,14 +724,16 @@ static bool ga_run(bg_backend_t *be, const ga_case_t *k, const ga_data_t *D, bg_
 
     if (ok && k->spec.kind->backward_input) {
         for (int i = 0; i < k->spec.n_in; i++)
-            if (V.din[i]) ga_poison_dev(be, V.din[i], D->n_in[i], dt);
+            if (V.din[i])
+                ga_poison_dev(be, V.din[i], D->n_in[i], dt);
         CHECK_OK(bg_backend_memset(be, V.ws, 0xff, bg_tensor_nbytes(&V.t_ws), ga_stream(be)));
         st = bg_layer_backward_input(&c);
-        CHECK_MSG(st == BG_OK, "%s backward-input on %s/%s: %s", k->spec.name,
-                  bg_backend_name(be), bg_dtype_name(dt), bg_last_error());
+        CHECK_MSG(st == BG_OK, "%s backward-input on %s/%s: %s", k->spec.name, bg_backend_name(be),
+                  bg_dtype_name(dt), bg_last_error());
         ok = ok && st == BG_OK;
         for (int i = 0; i < k->spec.n_in; i++) {
-            if (!c.din[i]) continue;
+            if (!c.din[i])
+                continue;
             R->din[i] = ga_malloc((size_t)D->n_in[i] * 4);
             ga_download(be, V.din[i], D->n_in[i], dt, R->din[i]);
         }
@@ -685,8 +744,8 @@ static bool ga_run(bg_backend_t *be, const ga_case_t *k, const ga_data_t *D, bg_
                                      BG_COPY_H2D, ga_stream(be)));
         CHECK_OK(bg_backend_memset(be, V.ws, 0xff, bg_tensor_nbytes(&V.t_ws), ga_stream(be)));
         st = bg_layer_backward_weight(&c);
-        CHECK_MSG(st == BG_OK, "%s backward-weight on %s/%s: %s", k->spec.name,
-                  bg_backend_name(be), bg_dtype_name(dt), bg_last_error());
+        CHECK_MSG(st == BG_OK, "%s backward-weight on %s/%s: %s", k->spec.name, bg_backend_name(be),
+                  bg_dtype_name(dt), bg_last_error());
         ok = ok && st == BG_OK;
         for (int j = 0; j < D->np; j++) {
             R->grad[j] = ga_malloc((size_t)D->n_par[j] * 4);
@@ -711,14 +770,16 @@ static void ga_compare_all(const ga_case_t *k, const ga_data_t *D, const ga_resu
     const char *dn = bg_dtype_name(dt);
     ga_compare("forward", k->spec.name, dn, got->out, ref->out, NULL, D->n_out, tol);
     for (int i = 0; i < k->spec.n_in; i++) {
-        if (!ref->din[i]) continue;
+        if (!ref->din[i])
+            continue;
         CHECK_MSG(got->din[i] != NULL, "%s: no input gradient %d on cuda", k->spec.name, i);
         if (got->din[i])
             ga_compare("backward-input", k->spec.name, dn, got->din[i], ref->din[i], NULL,
                        D->n_in[i], tol);
     }
     for (int j = 0; j < D->np; j++) {
-        if (!ref->grad[j] || !got->grad[j]) continue;
+        if (!ref->grad[j] || !got->grad[j])
+            continue;
         char what[48];
         snprintf(what, sizeof(what), "grad %s", D->pd[j].suffix);
         ga_compare(what, k->spec.name, dn, got->grad[j], ref->grad[j], D->grad0[j], D->n_par[j],
@@ -730,7 +791,8 @@ static void ga_compare_all(const ga_case_t *k, const ga_data_t *D, const ga_resu
 static void ga_check_case(ga_case_t *k, uint64_t *s)
 {
     ga_data_t D, Dr;
-    if (!ga_data_init(k, &D, s)) return;
+    if (!ga_data_init(k, &D, s))
+        return;
     ga_result_t ref = {0}, got = {0};
     if (ga_run(g_cpu, k, &D, BG_F32, &ref) && ga_run(g_gpu, k, &D, BG_F32, &got))
         ga_compare_all(k, &D, &got, &ref, BG_F32);
@@ -756,7 +818,8 @@ static void ga_check_case(ga_case_t *k, uint64_t *s)
 static void ga_check_repeatable(ga_case_t *k, uint64_t *s)
 {
     ga_data_t D;
-    if (!ga_data_init(k, &D, s)) return;
+    if (!ga_data_init(k, &D, s))
+        return;
     ga_result_t r1 = {0}, r2 = {0};
     bg_dtype_t dt = g_selftest ? BG_F32 : BG_BF16;
     if (ga_run(g_gpu, k, &D, dt, &r1) && ga_run(g_gpu, k, &D, dt, &r2)) {
@@ -782,7 +845,8 @@ static void test_layers(void)
         int n = ga_cases(kinds[i], &s, cases);
         CHECK_MSG(n > 0, "no agreement cases for kind %s", kinds[i]->name);
         int before = bg_test_failures;
-        for (int j = 0; j < n; j++) ga_check_case(&cases[j], &s);
+        for (int j = 0; j < n; j++)
+            ga_check_case(&cases[j], &s);
         ga_check_repeatable(&cases[0], &s);
         printf("%-14s %d cases, %s: %s\n", kinds[i]->name, n, g_selftest ? "f32" : "f32 + bf16",
                bg_test_failures == before ? "agree" : "DISAGREE");
@@ -795,7 +859,8 @@ static int ga_selftest(void)
     g_selftest = true;
     CHECK_OK(bg_backend_create(BG_DEV_CPU, 0, &g_cpu));
     CHECK_OK(bg_backend_create(BG_DEV_CPU, 0, &g_gpu));
-    if (g_cpu && g_gpu) test_layers();
+    if (g_cpu && g_gpu)
+        test_layers();
     bg_backend_destroy(g_gpu);
     bg_backend_destroy(g_cpu);
     return bg_test_finish("test_gpu_agree (harness self-test, CPU vs CPU)");
@@ -803,14 +868,15 @@ static int ga_selftest(void)
 
 int main(void)
 {
-    if (getenv("BG_AGREE_SELFTEST")) return ga_selftest();
+    if (getenv("BG_AGREE_SELFTEST"))
+        return ga_selftest();
     if (!bg_backend_available(BG_DEV_CUDA))
-        TEST_SKIP("no CUDA GPU for this build/machine (%s)", bg_last_error()[0]
-                                                               ? bg_last_error()
-                                                               : "built without CUDA");
+        TEST_SKIP("no CUDA GPU for this build/machine (%s)",
+                  bg_last_error()[0] ? bg_last_error() : "built without CUDA");
     CHECK_OK(bg_backend_create(BG_DEV_CPU, 0, &g_cpu));
     CHECK_OK(bg_backend_create(BG_DEV_CUDA, 0, &g_gpu));
-    if (!g_cpu || !g_gpu) return bg_test_finish("test_gpu_agree");
+    if (!g_cpu || !g_gpu)
+        return bg_test_finish("test_gpu_agree");
     CHECK_OK(bg_stream_create(g_gpu, "test_gpu_agree", &g_stream));
     if (g_stream) {
         test_copies();
