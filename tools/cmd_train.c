@@ -11,7 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/schedule.h"
 #include "engine/train.h"
+#include "layers/graph.h"
 #include "tools/commands.h"
 #include "tools/launch.h"
 
@@ -122,6 +124,35 @@ static int is_worker(void)
     return 0;
 }
 
+/*
+ * Catch bad input before spawning ranks: a malformed model, a batch that
+ * does not split, a schedule that cannot be built. Each rank re-checks, but
+ * a person should get one message and exit code 2, not S*D of them.
+ */
+static int preflight(const bg_train_conf_t *c)
+{
+    int v = !strcmp(c->schedule, "interleaved") ? (c->chunks > 1 ? c->chunks : 2) : 1;
+    if (c->batch % (c->dp * c->micro_batches)) {
+        fprintf(stderr, "brigade train: --batch %d is not divisible by dp (%d) x micro-batches (%d)\n",
+                c->batch, c->dp, c->micro_batches);
+        return 2;
+    }
+    bg_sched_kind_t kind;
+    bg_sched_t *s = NULL;
+    bg_graph_t *g = NULL;
+    bg_status_t st = bg_sched_kind_parse(c->schedule, &kind);
+    if (st == BG_OK) st = bg_sched_generate(kind, c->stages, c->micro_batches, v, 0, &s);
+    if (st == BG_OK) st = bg_graph_parse_file(c->model, c->batch / (c->dp * c->micro_batches), &g);
+    if (st == BG_OK && bg_graph_n_layers(g) < c->stages * v)
+        st = bg_errorf(BG_ERR_INVALID, "%s has %d layers, fewer than the %d chunks of %d stages x %d",
+                       c->model, bg_graph_n_layers(g), c->stages * v, c->stages, v);
+    bg_graph_free(g);
+    bg_sched_free(s);
+    if (st == BG_OK) return 0;
+    fprintf(stderr, "brigade train: %s\n", bg_last_error());
+    return 2;
+}
+
 int bg_cmd_train(int argc, char **argv)
 {
     bg_train_conf_t c;
@@ -189,7 +220,7 @@ int bg_cmd_train(int argc, char **argv)
         return 2;
     }
     c.model = argv[optind];
-    if (!mb_set) c.micro_batches = c.stages * (c.chunks > 1 ? 1 : 1);
+    if (!mb_set) c.micro_batches = c.stages; /* the least that fills the pipeline */
     if (strcmp(c.device, "cpu") && strcmp(c.device, "cuda")) {
         fprintf(stderr, "brigade train: --device must be cpu or cuda, got '%s'\n", c.device);
         return 2;
@@ -211,6 +242,8 @@ int bg_cmd_train(int argc, char **argv)
         fprintf(stderr, "brigade train: cannot read %s: %s\n", c.model, strerror(errno));
         return 2;
     }
+
+    if (!is_worker() && preflight(&c) != 0) return 2;
 
     if (is_worker()) {
         bg_status_t st = bg_train_run(&c);

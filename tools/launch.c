@@ -274,6 +274,8 @@ int bg_launch_run(const bg_launch_conf_t *c)
         rank_name(c, first_bad, who, sizeof(who));
         describe_exit(p[first_bad].status, how, sizeof(how));
         fprintf(stderr, "brigade: %s died: %s; all ranks stopped\n", who, how);
+        /* A rank that refused its input (exit 2) makes the job a usage error. */
+        if (WIFEXITED(p[first_bad].status) && WEXITSTATUS(p[first_bad].status) == 2) rc = 2;
     }
 out:
     bg_tp_server_destroy(srv);

@@ -1,0 +1,159 @@
+/*
+ * tests/tools/test_train_launch.c -- the launcher's promises, through the
+ * real command: a rank killed with SIGKILL makes `brigade train` exit
+ * non-zero within 10 s naming that rank, and no process of the job is left;
+ * SIGTERM to the launcher stops every rank; bad usage exits 2.
+ * argv[1]: the brigade binary. Models come from BRIGADE_SOURCE_DIR.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+static const char *brigade, *srcdir;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* PIDs of processes whose command line contains `marker`, except us. */
+static int find_pids(const char *marker, pid_t *out, int cap)
+{
+    char cmd[512];
+    /* "[/]tmp..." matches the marker but not this shell's own command line. */
+    snprintf(cmd, sizeof(cmd), "pgrep -f -- '[%c]%s'", marker[0], marker + 1);
+    FILE *p = popen(cmd, "r");
+    int n = 0;
+    long v;
+    while (p && n < cap && fscanf(p, "%ld", &v) == 1)
+        if ((pid_t)v != getpid()) out[n++] = (pid_t)v;
+    if (p) pclose(p);
+    return n;
+}
+
+/* Start a 4-rank run whose argv carries `marker`; stderr goes to `log`. */
+static pid_t start_job(const char *marker, const char *log)
+{
+    fflush(stdout); /* the child must not flush our buffer a second time */
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout) || !freopen(log, "w", stderr)) _exit(126);
+        char model[512];
+        snprintf(model, sizeof(model), "%s/models/mlp-fashion.graph", srcdir);
+        execl(brigade, brigade, "train", model, "--stages", "4", "--steps", "1000000", "--batch",
+              "64", "--data", "synthetic:images", "--log-every", "100000", "--metrics", marker,
+              (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Wait until the job's four ranks run (launcher + 4 workers). */
+static int wait_ranks(const char *marker)
+{
+    pid_t p[16];
+    for (int i = 0; i < 200; i++) {
+        if (find_pids(marker, p, 16) >= 5) return 1;
+        usleep(50000);
+    }
+    return 0;
+}
+
+static void test_sigkill_rank(void)
+{
+    char marker[128], log[160];
+    snprintf(marker, sizeof(marker), "/tmp/bg_kill_marker_%d", (int)getpid());
+    snprintf(log, sizeof(log), "%s.log", marker);
+    pid_t job = start_job(marker, log);
+    CHECK_MSG(wait_ranks(marker), "the ranks did not start");
+    usleep(1500000); /* let it train a while */
+    pid_t p[16];
+    int n = find_pids(marker, p, 16);
+    /* pgrep lists in pid order: the launcher first, then ranks 0..3. */
+    pid_t victim = n >= 5 ? p[3] : 0;
+    double t0 = now_s();
+    if (victim) kill(victim, SIGKILL);
+    int st = 0;
+    pid_t w = 0;
+    while ((w = waitpid(job, &st, WNOHANG)) == 0 && now_s() - t0 < 15) usleep(20000);
+    double took = now_s() - t0;
+    CHECK_MSG(w == job && WIFEXITED(st) && WEXITSTATUS(st) == 1,
+              "launcher did not exit with 1 (waited %.1f s)", took);
+    CHECK_MSG(took < 10.0, "took %.1f s to stop after a rank died", took);
+    usleep(300000);
+    CHECK_MSG(find_pids(marker, p, 16) == 0, "processes left behind after the failure");
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "grep -q 'rank 2 (stage 2, dp 0) died: killed by signal 9' %s", log);
+    CHECK_MSG(system(cmd) == 0, "the message does not name rank 2 and SIGKILL (see %s)", log);
+    printf("SIGKILL of rank 2: launcher exited 1 after %.2f s, nothing left\n", took);
+    if (w != job) {
+        kill(job, SIGKILL);
+        waitpid(job, &st, 0);
+    }
+    unlink(marker);
+    unlink(log);
+}
+
+static void test_sigterm_launcher(void)
+{
+    char marker[128], log[160];
+    snprintf(marker, sizeof(marker), "/tmp/bg_term_marker_%d", (int)getpid());
+    snprintf(log, sizeof(log), "%s.log", marker);
+    pid_t job = start_job(marker, log);
+    CHECK_MSG(wait_ranks(marker), "the ranks did not start");
+    double t0 = now_s();
+    kill(job, SIGTERM);
+    int st = 0;
+    pid_t w = 0;
+    while ((w = waitpid(job, &st, WNOHANG)) == 0 && now_s() - t0 < 15) usleep(20000);
+    CHECK_MSG(w == job && WIFEXITED(st) && WEXITSTATUS(st) != 0, "launcher did not stop");
+    usleep(300000);
+    pid_t p[16];
+    CHECK_MSG(find_pids(marker, p, 16) == 0, "ranks outlived the launcher");
+    if (w != job) {
+        kill(job, SIGKILL);
+        waitpid(job, &st, 0);
+    }
+    unlink(marker);
+    unlink(log);
+}
+
+static void test_usage(void)
+{
+    char cmd[1024];
+    static const char *bad[] = {
+        "--stages 0",         "--batch 10 --micro-batches 4", "--schedule nope",
+        "--dtype bf16",       "--device tpu",                 "--lr abc",
+        "--no-such-flag",     "--resume",                     "--chunks 2",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(cmd, sizeof(cmd), "'%s' train %s/models/mlp-fashion.graph %s --data synthetic "
+                                   "--steps 1 >/dev/null 2>&1", brigade, srcdir, bad[i]);
+        int rc = system(cmd);
+        CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "'%s' exited %d, expected 2", bad[i],
+                  WEXITSTATUS(rc));
+    }
+    snprintf(cmd, sizeof(cmd), "'%s' train /nonexistent.graph >/dev/null 2>&1", brigade);
+    int rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) TEST_SKIP("usage: test_train_launch BRIGADE");
+    brigade = argv[1];
+    srcdir = getenv("BRIGADE_SOURCE_DIR");
+    if (!srcdir) srcdir = ".";
+    test_usage();
+    test_sigkill_rank();
+    test_sigterm_launcher();
+    return bg_test_finish("test_train_launch");
+}
