@@ -29,7 +29,7 @@
 #define BG_GRAPH_MAX_DEPTH 16             /* nested repeats */
 #define BG_GRAPH_MAX_EXPR_DEPTH 64        /* nested parentheses / unary signs */
 #define BG_GRAPH_MAX_REPEAT 100000        /* one repeat's count */
-#define BG_GRAPH_MAX_LAYERS 32768         /* layers after unrolling */
+#define BG_GRAPH_MAX_LAYERS 16384         /* layers after unrolling */
 #define BG_GRAPH_MAX_INPUTS 256           /* input statements */
 #define BG_GRAPH_MAX_STEPS 1000000        /* statements executed (repeats unrolled) */
 #define BG_GRAPH_MAX_DIM 2147483647LL     /* one dimension, also the batch */

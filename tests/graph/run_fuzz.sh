@@ -22,6 +22,6 @@ if [ -z "$bin" ]; then
     cmake --build "$work/fuzz-build" --target fuzz_graph -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
     bin=$work/fuzz-build/tests/graph/fuzz_graph
 fi
-exec "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
+exec "$bin" -max_total_time="$secs" -timeout=30 -rss_limit_mb=2048 -max_len=16384 \
     -dict="$src/tests/graph/graph.dict" -artifact_prefix="$work/" -print_final_stats=1 \
     "$work/corpus" "$src/tests/graph/corpus" "$src/tests/graph/regress"

@@ -351,7 +351,7 @@ static void test_limits(void)
     expect_error(HEAD "repeat 100001 { h = relu(x) }\n" TAIL, "repeat count 100001 is out of range");
     expect_error(HEAD "h = relu(x)\nrepeat 100000 {\n  repeat 100000 {\n  }\n}\n" TAIL,
                  "expands to more than 1000000 statements");
-    expect_error(HEAD "h = relu(x)\nrepeat 40000 { h = relu(h) }\n" TAIL, "more than 32768 layers");
+    expect_error(HEAD "h = relu(x)\nrepeat 20000 { h = relu(h) }\n" TAIL, "more than 16384 layers");
     expect_error("input x : f32[B, 2147483648]\n", "dimension 2147483648 is out of range");
     expect_error("input x : f32[B, 65536, 65536, 65536]\n", "more than 4398046511104 elements");
     expect_error(HEAD "h = linear(x, out=100000)\nh = linear(h, out=2000000000)\n" TAIL,
