@@ -592,8 +592,8 @@ static bg_status_t stmt_model(parser_t *p, const tok_t *kw)
     advance(p);
     const tok_t *first = cur(p), *last = NULL;
     /* NAME may contain '-' and '.' ("gpt2-124m"): join adjacent tokens. */
-    while (cur(p)->k == T_IDENT || cur(p)->k == T_INT || is_punct(cur(p), '-') ||
-           is_punct(cur(p), '.')) {
+    while (cur(p)->k == T_IDENT || cur(p)->k == T_INT || cur(p)->k == T_FLOAT ||
+           is_punct(cur(p), '-') || is_punct(cur(p), '.')) {
         if (last && cur(p)->off != last->off + last->len) break;
         last = cur(p);
         advance(p);
