@@ -10,12 +10,14 @@
  * tensors mean.
  */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -268,24 +270,58 @@ err_marker:
     return st;
 }
 
+/*
+ * The published step is about to be rewritten: point `latest` at the newest
+ * other step directory that has a manifest, or remove it if there is none,
+ * so that a crash mid-rewrite never leaves `latest` naming files in flux.
+ */
+static bg_status_t unpublish(const char *dir, int64_t step)
+{
+    DIR *d = opendir(dir);
+    if (!d) return bg_errorf(BG_ERR_IO, "%s: cannot list: %s", dir, strerror(errno));
+    int64_t best = -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (!valid_marker(e->d_name, len) || e->d_name[len - 1] == '\n') continue;
+        int64_t s = strtoll(e->d_name + 5, NULL, 10);
+        char *m = str_printf("%s/%s/manifest.json", dir, e->d_name);
+        struct stat sb;
+        if (m && s != step && s > best && stat(m, &sb) == 0) best = s;
+        free(m);
+    }
+    closedir(d);
+    char *marker = str_printf("%s/latest", dir);
+    if (!marker) return bg_errorf(BG_ERR_NOMEM, "checkpoint: out of memory");
+    bg_status_t st = BG_OK;
+    if (best >= 0) {
+        char line[40];
+        snprintf(line, sizeof(line), "step-%06" PRId64 "\n", best);
+        st = bg_write_file_atomic(marker, line, strlen(line));
+    } else if (unlink(marker) == 0) {
+        st = bg_fsync_dir(dir);
+    } else if (errno != ENOENT) {
+        st = bg_errorf(BG_ERR_IO, "%s: cannot remove: %s", marker, strerror(errno));
+    }
+    if (st == BG_OK)
+        bg_log(BG_LOG_WARN, "checkpoint: rewriting published step %" PRId64 "; %s meanwhile",
+               step, best >= 0 ? "latest names the previous step" : "no checkpoint is published");
+    free(marker);
+    return st;
+}
+
 bg_status_t bg_ckpt_begin(const char *dir, int64_t step, char **step_path)
 {
     char *sp = NULL, *cur = NULL;
     bg_status_t st = bg_ckpt_step_path(dir, step, &sp);
     if (st != BG_OK) return st;
-    /* Rewriting the published step would leave `latest` naming files in flux. */
     if ((st = bg_ckpt_dir_latest(dir, &cur)) != BG_OK) {
+        /* A broken marker is replaced by the next publish; it must not block saving. */
         bg_log(BG_LOG_WARN, "checkpoint: ignoring unusable marker: %s", bg_last_error());
         bg_clear_error();
         st = BG_OK;
     }
-    if (cur && !strcmp(cur, sp)) {
-        st = bg_errorf(BG_ERR_INVALID,
-                       "%s: step %" PRId64 " is already the published checkpoint; refusing to "
-                       "overwrite it",
-                       sp, step);
-        goto err_free;
-    }
+    if (cur && !strcmp(cur, sp) && (st = unpublish(dir, step)) != BG_OK) goto err_free;
     if ((st = bg_mkdir_p(sp)) != BG_OK) goto err_free;
     free(cur);
     *step_path = sp;

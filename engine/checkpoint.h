@@ -176,7 +176,10 @@ bg_status_t bg_ckpt_stage_path(const char *step_path, int stage, char **out);
  * Create DIR/step-NNNNNN (and DIR) and return its path in *step_path
  * (malloc'd). Each stage then writes bg_ckpt_stage_path(step_path, s) with
  * bg_st_writer_write, and one process calls bg_ckpt_publish once all are
- * written. Re-running after a crash overwrites the partial directory.
+ * written. Re-running after a crash overwrites the partial directory. If
+ * `latest` names this very step (a second run into the same directory),
+ * `latest` is first moved back to the newest other step with a manifest, or
+ * removed if there is none, so it never names files being rewritten.
  */
 bg_status_t bg_ckpt_begin(const char *dir, int64_t step, char **step_path);
 

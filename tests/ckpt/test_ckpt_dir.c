@@ -143,10 +143,31 @@ int main(void)
     CHECK(ends_with(l, "/step-000020"));
     check_ckpt(l, 20, 3);
 
-    /* Re-opening the published step for writing is refused. */
+    /* Rewriting the published step (a second run into the same directory): while it is
+       being rewritten `latest` names the previous complete step, then the new one. */
     char *again = NULL;
-    CHECK(bg_ckpt_begin(dir, 20, &again) == BG_ERR_INVALID && again == NULL);
-    CHECK(bg_test_msg_has(bg_last_error(), "already"));
+    CHECK_OK(bg_ckpt_begin(dir, 20, &again));
+    char *during = latest(dir);
+    CHECK_MSG(ends_with(during, "/step-000010"), "latest during rewrite = %s", during);
+    check_ckpt(during, 10, 2);
+    free(during);
+    if (again) {
+        for (int s = 0; s < 3; s++) write_stage(again, s, 3, 20);
+        CHECK_OK(bg_ckpt_publish(dir, 20, 3, 2, "1f1b", "tiny"));
+        free(again);
+    }
+    during = latest(dir);
+    CHECK(!strcmp(during, l));
+    check_ckpt(l, 20, 3);
+    free(during);
+    /* With no other step to fall back on, `latest` is removed meanwhile: "no checkpoint". */
+    char solo[4300];
+    PATHF(solo, "%s/solo", root);
+    write_ckpt(solo, 5, 1, true);
+    CHECK_OK(bg_ckpt_begin(solo, 5, &again));
+    CHECK_OK(bg_ckpt_dir_latest(solo, &sp));
+    CHECK(sp == NULL);
+    free(again);
 
     /* A run dies while writing step 30: stage 1 of 2 never completes (only a stale .tmp). */
     write_ckpt(dir, 30, 1, false); /* stage 0 only */
