@@ -28,6 +28,7 @@
 #include "engine/schedule.h"
 #include "engine/trace.h"
 #include "layers/graph.h"
+#include "partition/plan_io.h"
 #include "transport/transport.h"
 
 void bg_train_conf_default(bg_train_conf_t *c)
@@ -111,6 +112,27 @@ static bg_status_t world_barrier(train_t *t)
 
 /* ---------------------------------------------------------------- setup */
 
+/* The chunk boundaries of `brigade plan -o`, after checking that the plan
+ * was made for this model's layers and this layout. */
+static bg_status_t split_from_plan(train_t *t, int nch, int *first)
+{
+    bg_plan_file_t pf;
+    bg_status_t st = bg_plan_load(t->c->plan, &pf);
+    if (st != BG_OK) return st;
+    int L = bg_graph_n_layers(t->g);
+    const char **names = malloc(sizeof(char *) * (size_t)L + 1);
+    if (!names) st = bg_errorf(BG_ERR_NOMEM, "out of memory");
+    for (int l = 0; st == BG_OK && l < L; l++) names[l] = bg_graph_layer(t->g, l)->spec.name;
+    if (st == BG_OK) st = bg_plan_file_check_layers(&pf, names, L);
+    if (st == BG_OK && pf.n_chunks != nch)
+        st = bg_errorf(BG_ERR_INVALID, "%s has %d chunks, this run needs %d (%d stages x %d)",
+                       t->c->plan, pf.n_chunks, nch, t->S, t->V);
+    for (int c = 0; st == BG_OK && c <= nch; c++) first[c] = pf.bounds[c];
+    free(names);
+    bg_plan_file_free(&pf);
+    return st;
+}
+
 static bg_status_t setup_layout(train_t *t)
 {
     const bg_train_conf_t *c = t->c;
@@ -133,7 +155,7 @@ static bg_status_t setup_layout(train_t *t)
     int nch = t->S * t->V;
     int *first = calloc((size_t)nch + 1, sizeof(int));
     if (!first) return bg_errorf(BG_ERR_NOMEM, "out of memory");
-    st = bg_net_split_even(t->g, nch, first);
+    st = c->plan ? split_from_plan(t, nch, first) : bg_net_split_even(t->g, nch, first);
     if (st == BG_OK) st = bg_net_create(t->g, nch, first, &t->net);
     free(first);
     if (st != BG_OK) return st;

@@ -31,7 +31,7 @@ bg_status_t bg_pp_schedule_parse(const char *s, bg_pp_schedule_t *out)
             return BG_OK;
         }
     if (!strcmp(s, "zbh1")) {
-        *out = BG_SCHED_ZBH1;
+        *out = BG_PP_ZBH1;
         return BG_OK;
     }
     return bg_errorf(BG_ERR_INVALID,
@@ -67,11 +67,11 @@ bg_status_t bg_part_config_check(const bg_part_config_t *cfg, int n_layers)
         return bg_errorf(BG_ERR_INVALID, "micro-batches must be >= 1 (got %d)", cfg->micro_batches);
     if (cfg->dp < 1) return bg_errorf(BG_ERR_INVALID, "dp must be >= 1 (got %d)", cfg->dp);
     if (cfg->opt_state_bytes < 0) return bg_errorf(BG_ERR_INVALID, "negative optimizer state");
-    if ((unsigned)cfg->schedule > BG_SCHED_ZBH1) return bg_errorf(BG_ERR_INVALID, "bad schedule");
-    if (cfg->chunks > 1 && cfg->schedule != BG_SCHED_INTERLEAVED)
+    if ((unsigned)cfg->schedule > BG_PP_ZBH1) return bg_errorf(BG_ERR_INVALID, "bad schedule");
+    if (cfg->chunks > 1 && cfg->schedule != BG_PP_INTERLEAVED)
         return bg_errorf(BG_ERR_INVALID, "%d chunks per stage need the interleaved schedule",
                          cfg->chunks);
-    if (cfg->schedule == BG_SCHED_INTERLEAVED && cfg->micro_batches % cfg->stages)
+    if (cfg->schedule == BG_PP_INTERLEAVED && cfg->micro_batches % cfg->stages)
         return bg_errorf(BG_ERR_INVALID,
                          "the interleaved schedule needs micro-batches (%d) to be a multiple of "
                          "stages (%d)",
@@ -90,10 +90,10 @@ int bg_in_flight(const bg_part_config_t *cfg, int g)
 {
     int p = cfg->stages, m = cfg->micro_batches, v = cfg->chunks, r = g % p;
     switch (cfg->schedule) {
-    case BG_SCHED_GPIPE: return m;
-    case BG_SCHED_1F1B:
-    case BG_SCHED_ZBH1: return p - r < m ? p - r : m;
-    case BG_SCHED_INTERLEAVED: {
+    case BG_PP_GPIPE: return m;
+    case BG_PP_1F1B:
+    case BG_PP_ZBH1: return p - r < m ? p - r : m;
+    case BG_PP_INTERLEAVED: {
         /* Megatron-LM: rank r runs 2(p-r-1) + (v-1)p warm-up forwards plus
          * one before its first backward; forward item x is model chunk
          * (x / p) % v. Count the items of this chunk among the first K. */
@@ -281,10 +281,10 @@ static void plan_times(const span_ctx_t *c, bg_plan_t *pl)
     for (int r = 0; r < p; r++) {
         const bg_stage_eval_t *s = &pl->stage[r];
         double d = s->time;
-        if (cfg->schedule == BG_SCHED_ZBH1) {
+        if (cfg->schedule == BG_PP_ZBH1) {
             double u = s->f + s->b - s->w;
             d = (u > 0 ? u : 0) + s->comm;
-        } else if (cfg->schedule == BG_SCHED_INTERLEAVED) {
+        } else if (cfg->schedule == BG_PP_INTERLEAVED) {
             d = s->time / cfg->chunks;
         }
         if (s->time > tmax) tmax = s->time;
@@ -784,7 +784,7 @@ static bg_status_t infeasible_error(const bg_part_problem_t *pb)
             bg_part_config_t k = *cfg;
             k.stages = s2;
             k.recompute = rc;
-            if (k.schedule == BG_SCHED_INTERLEAVED && k.micro_batches % s2)
+            if (k.schedule == BG_PP_INTERLEAVED && k.micro_batches % s2)
                 k.micro_batches = s2 * ((k.micro_batches + s2 - 1) / s2);
             ratio = try_peak(pb, &k, cs);
             if (ratio <= 1.0) break;

@@ -26,10 +26,10 @@
 #include "partition/cost.h"
 
 typedef enum {
-    BG_SCHED_GPIPE = 0,
-    BG_SCHED_1F1B,
-    BG_SCHED_INTERLEAVED,
-    BG_SCHED_ZBH1,
+    BG_PP_GPIPE = 0,
+    BG_PP_1F1B,
+    BG_PP_INTERLEAVED,
+    BG_PP_ZBH1,
 } bg_pp_schedule_t;
 
 const char *bg_pp_schedule_name(bg_pp_schedule_t s);

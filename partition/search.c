@@ -119,8 +119,8 @@ static double step_lower_bound(const search_ctx_t *s, const bg_costs_t *co, cons
     double T = co->pf[L] + co->pb[L] + co->pw[L] + (c->rc ? co->pf[L] : 0.0);
     double m = c->m, S = c->S, v = o->chunks, pipe;
     switch (o->schedule) {
-    case BG_SCHED_INTERLEAVED: pipe = (m - 1.0 / v) * T / S + T / v; break;
-    case BG_SCHED_ZBH1: pipe = m * T / S; break;
+    case BG_PP_INTERLEAVED: pipe = (m - 1.0 / v) * T / S + T / v; break;
+    case BG_PP_ZBH1: pipe = m * T / S; break;
     default: pipe = (m + S - 1) * T / S; break;
     }
     double P = (double)s->total_params, D = c->D;
@@ -188,7 +188,7 @@ static bg_status_t collect_shape(search_ctx_t *s, int S, int D, cand_list_t *out
     for (int64_t m = 1; m <= per && m <= (1 << 20); m++) {
         if (per % m) continue;
         if (o->micro_batches && m != o->micro_batches) continue;
-        if (o->schedule == BG_SCHED_INTERLEAVED && m % S) continue;
+        if (o->schedule == BG_PP_INTERLEAVED && m % S) continue;
         if (per / m > (1 << 30)) continue;
         for (int rc = 0; rc <= 1; rc++) {
             if (o->recompute >= 0 && rc != o->recompute) continue;

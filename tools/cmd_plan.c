@@ -95,7 +95,7 @@ static int parse_count(const char *s, bool allow_auto, int *out)
 static int parse_opts(int argc, char **argv, plan_opts_t *o)
 {
     memset(o, 0, sizeof(*o));
-    o->schedule = BG_SCHED_1F1B;
+    o->schedule = BG_PP_1F1B;
     o->device = "cpu";
     o->method = BG_SPLIT_OPTIMAL;
     o->recompute = AUTO;
@@ -176,8 +176,8 @@ static int parse_opts(int argc, char **argv, plan_opts_t *o)
         fprintf(stderr, "brigade plan: --stages S|auto is required\n");
         return 2;
     }
-    if (!o->chunks) o->chunks = o->schedule == BG_SCHED_INTERLEAVED ? 2 : 1;
-    if (o->chunks > 1 && o->schedule != BG_SCHED_INTERLEAVED) {
+    if (!o->chunks) o->chunks = o->schedule == BG_PP_INTERLEAVED ? 2 : 1;
+    if (o->chunks > 1 && o->schedule != BG_PP_INTERLEAVED) {
         fprintf(stderr, "brigade plan: --chunks %d needs --schedule interleaved\n", o->chunks);
         return 2;
     }

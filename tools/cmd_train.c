@@ -14,6 +14,7 @@
 #include "engine/schedule.h"
 #include "engine/train.h"
 #include "layers/graph.h"
+#include "partition/plan_io.h"
 #include "tools/commands.h"
 #include "tools/launch.h"
 
@@ -160,7 +161,7 @@ int bg_cmd_train(int argc, char **argv)
     const char *hosts = NULL, *hostfile = NULL;
     int64_t iv;
     double fv;
-    int mb_set = 0;
+    int mb_set = 0, layout_set = 0;
     optind = 1;
     opterr = 0;
     for (;;) {
@@ -169,9 +170,9 @@ int bg_cmd_train(int argc, char **argv)
         const char *name = o >= 256 ? train_opts[idx].name : "";
         switch (o) {
         case 'h': train_usage(stdout); return 0;
-        case O_STAGES: if (!parse_i64(name, optarg, 1, 256, &iv)) return 2; c.stages = (int)iv; break;
-        case O_DP: if (!parse_i64(name, optarg, 1, 256, &iv)) return 2; c.dp = (int)iv; break;
-        case O_CHUNKS: if (!parse_i64(name, optarg, 1, 64, &iv)) return 2; c.chunks = (int)iv; break;
+        case O_STAGES: layout_set = 1; if (!parse_i64(name, optarg, 1, 256, &iv)) return 2; c.stages = (int)iv; break;
+        case O_DP: layout_set = 1; if (!parse_i64(name, optarg, 1, 256, &iv)) return 2; c.dp = (int)iv; break;
+        case O_CHUNKS: layout_set = 1; if (!parse_i64(name, optarg, 1, 64, &iv)) return 2; c.chunks = (int)iv; break;
         case O_MB: if (!parse_i64(name, optarg, 1, 65536, &iv)) return 2; c.micro_batches = (int)iv; mb_set = 1; break;
         case O_BATCH: if (!parse_i64(name, optarg, 1, 1 << 24, &iv)) return 2; c.batch = (int)iv; break;
         case O_STEPS: if (!parse_i64(name, optarg, 1, INT64_MAX / 2, &iv)) return 2; c.steps = iv; break;
@@ -193,7 +194,7 @@ int bg_cmd_train(int argc, char **argv)
                 return 2;
             }
             break;
-        case O_SCHED: c.schedule = optarg; break;
+        case O_SCHED: layout_set = 1; c.schedule = optarg; break;
         case O_PLAN: c.plan = optarg; break;
         case O_RECOMP: c.recompute = true; break;
         case O_SPLIT: c.split_bw = true; break;
@@ -220,6 +221,31 @@ int bg_cmd_train(int argc, char **argv)
         return 2;
     }
     c.model = argv[optind];
+    static char plan_sched[32];
+    if (c.plan) {
+        /* The plan fixes the layout: stages, dp, chunks, micro-batches, batch. */
+        bg_plan_file_t pf;
+        if (bg_plan_load(c.plan, &pf) != BG_OK) {
+            fprintf(stderr, "brigade train: %s\n", bg_last_error());
+            return 2;
+        }
+        if (layout_set || mb_set) {
+            fprintf(stderr, "brigade train: --plan %s fixes --stages/--dp/--chunks/--schedule/"
+                            "--micro-batches; drop them or drop --plan\n", c.plan);
+            bg_plan_file_free(&pf);
+            return 2;
+        }
+        c.stages = pf.cfg.stages;
+        c.dp = pf.cfg.dp;
+        c.chunks = pf.cfg.chunks;
+        c.micro_batches = pf.cfg.micro_batches;
+        c.batch = (int)pf.global_batch;
+        c.recompute = c.recompute || pf.cfg.recompute;
+        snprintf(plan_sched, sizeof(plan_sched), "%s", bg_pp_schedule_name(pf.cfg.schedule));
+        c.schedule = plan_sched;
+        bg_plan_file_free(&pf);
+        mb_set = 1;
+    }
     if (!mb_set) c.micro_batches = c.stages; /* the least that fills the pipeline */
     if (strcmp(c.device, "cpu") && strcmp(c.device, "cuda")) {
         fprintf(stderr, "brigade train: --device must be cpu or cuda, got '%s'\n", c.device);
