@@ -1121,7 +1121,7 @@ static bg_status_t run_list(bg_rt_t *rt, const bg_action_t *acts, size_t n, int6
             if (bg_act_is_recv(acts[j].kind)) st = post_recv(rt, &acts[j]);
         if (st != BG_OK) break;
         double t0 = now_s();
-        if (acts[i].kind == BG_ACT_OPTIMIZER) rt->stats->pipe_s = t0 - rt->t_origin;
+        if (acts[i].kind == BG_ACT_OPTIMIZER && !rt->eval) rt->stats->pipe_s = t0 - rt->t_origin;
         char name[64];
         bg_action_str(&acts[i], name, sizeof(name));
         bg_nvtx_push_action(name, (int)acts[i].kind, acts[i].mb);
@@ -1129,7 +1129,7 @@ static bg_status_t run_list(bg_rt_t *rt, const bg_action_t *acts, size_t n, int6
         bg_nvtx_pop();
         double t1 = now_s();
         if (bg_act_is_compute(acts[i].kind)) rt->stats->busy_s += t1 - t0;
-        rt_event(rt, &acts[i], t0, t1);
+        if (!rt->eval) rt_event(rt, &acts[i], t0, t1); /* traces show training steps */
         if (st == BG_OK && rt->conf.tp) {
             bg_tp_progress(rt->conf.tp);
             st = pend_progress(rt, false);
@@ -1189,8 +1189,7 @@ bg_status_t bg_rt_eval(bg_rt_t *rt, int mb, bg_rt_feed_fn feed, void *ctx, bg_rt
     rt->feed_ctx = ctx;
     rt->stats = &stats;
     rt->eval = true;
-    rt->nev = 0;
-    rt->t_origin = now_s();
+    double t_start = now_s(); /* the last step's events and origin stay for traces */
     /* Forward only, micro-batch by micro-batch, chunks in model order: every
      * wait is on a lower (mb, chunk) pair, so it cannot deadlock. */
     size_t cap = (size_t)mb * (size_t)rt->nlc * 16 + 1, n = 0;
@@ -1218,7 +1217,7 @@ bg_status_t bg_rt_eval(bg_rt_t *rt, int mb, bg_rt_feed_fn feed, void *ctx, bg_rt
         }
     bg_status_t st = run_list(rt, acts, n, 0);
     free(acts);
-    stats.step_s = now_s() - rt->t_origin;
+    stats.step_s = now_s() - t_start;
     reset_slots(rt);
     rt->eval = false;
     if (st != BG_OK) return rt_err(rt, st);
