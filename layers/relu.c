@@ -40,6 +40,9 @@ static bg_status_t relu_forward(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_relu_forward(c);
 #endif
+    if (c->dtype != BG_F32)
+        return bg_errorf(BG_ERR_UNSUPPORTED, "layer %s (relu): the cpu backend computes in f32 only, got %s",
+                         c->spec->name, bg_dtype_name(c->dtype));
     relu_forward_cpu(c->in[0]->data, c->out->data, n);
     return BG_OK;
 }
@@ -52,6 +55,9 @@ static bg_status_t relu_backward_input(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_relu_backward_input(c);
 #endif
+    if (c->dtype != BG_F32)
+        return bg_errorf(BG_ERR_UNSUPPORTED, "layer %s (relu): the cpu backend computes in f32 only, got %s",
+                         c->spec->name, bg_dtype_name(c->dtype));
     relu_backward_cpu(c->in[0]->data, c->dout->data, c->din[0]->data, n);
     return BG_OK;
 }
