@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <ucp/api/ucp.h>
+#include <ucs/debug/log_def.h>
 
 #ifdef BG_HAVE_CUDA
 #include <cuda_runtime_api.h>
@@ -78,6 +79,7 @@ struct bg_tp_req {
     int nslots;
     int inflight;           /* UCX operations not yet called back */
     bg_status_t status;
+    int ucx_io;             /* failed on a UCX transport error (maybe a death) */
     char err[ERRLEN];
     slot_t slots[SLOTS_MAX];
     struct bg_tp_req *lnext, *lprev; /* live or zombie list */
@@ -408,6 +410,38 @@ static void copy_settle(stage_buf_t *b)
 
 /* ---------------- endpoints and failures ---------------- */
 
+/*
+ * Why this exists: same-host endpoints run in error mode NONE to keep
+ * shared memory, and UCX 1.13 then treats a CMA copy from a process that
+ * has died (process_vm_readv: ESRCH) as fatal and aborts the survivor. The
+ * death itself is detected and reported through the store, so exactly that
+ * message is demoted; every other UCX message goes to UCX's own handlers.
+ */
+static ucs_log_func_rc_t ucx_log_filter(const char *file, unsigned line, const char *function,
+                                        ucs_log_level_t level,
+                                        const ucs_log_component_config_t *comp,
+                                        const char *message, va_list ap)
+{
+    (void)line, (void)function, (void)comp;
+    if (level != UCS_LOG_LEVEL_FATAL || !file || !strstr(file, "cma")) return UCS_LOG_FUNC_RC_CONTINUE;
+    char text[512];
+    va_list aq;
+    va_copy(aq, ap);
+    vsnprintf(text, sizeof(text), message, aq);
+    va_end(aq);
+    if (!strstr(text, "No such process")) return UCS_LOG_FUNC_RC_CONTINUE;
+    bg_log(BG_LOG_INFO, "transport: UCX reported a dead peer process (handled): %s", text);
+    return UCS_LOG_FUNC_RC_STOP;
+}
+
+static void install_log_filter(void)
+{
+    static int done;
+    if (done) return;
+    done = 1;
+    ucs_log_push_handler(ucx_log_filter);
+}
+
 static void ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
 {
     (void)ep;
@@ -569,8 +603,10 @@ static void wire_done(slot_t *s, ucs_status_t status)
         else
             snprintf(why, sizeof(why), "UCX: %s", ucs_status_string(status));
         /* Cancellation is our own doing: keep the original cause. */
-        if (r->status == BG_OK)
+        if (r->status == BG_OK) {
             req_fail(r->tp, r, status == UCS_ERR_CANCELED ? BG_ERR_CANCELED : BG_ERR_UCX, why);
+            r->ucx_io = status != UCS_ERR_CANCELED && status != UCS_ERR_MESSAGE_TRUNCATED;
+        }
     } else {
         r->ndone++;
     }
@@ -671,6 +707,8 @@ static int staged_step(bg_tp_t *tp, req_t *r, slot_t *s)
                      us == UCS_ERR_MESSAGE_TRUNCATED ? "message length mismatch"
                                                      : ucs_status_string(us),
                      s->chunk);
+            if (r->status == BG_OK)
+                r->ucx_io = us != UCS_ERR_CANCELED && us != UCS_ERR_MESSAGE_TRUNCATED;
             req_fail(tp, r, us == UCS_ERR_CANCELED ? BG_ERR_CANCELED : BG_ERR_UCX, err);
             sb_put(tp, s->sb);
             s->sb = NULL;
@@ -952,6 +990,30 @@ bg_status_t bg_tp_recv(bg_tp_t *tp, int peer, uint64_t tag, void *buf, size_t le
     return post(tp, 0, peer, tag, buf, len, mem, req);
 }
 
+/*
+ * A transport error on the shared-memory path often means the peer process
+ * just died (UCX sees it first, e.g. a CMA read from a vanished pid). Give
+ * the store up to a second to confirm, so the error names the death rather
+ * than an I/O error. Only on this already-failing path.
+ */
+static void explain_transport_error(bg_tp_t *tp, req_t *r)
+{
+    peer_t *p = &tp->peers[r->peer];
+    double dl = bg_tp_now() + 1.0;
+    while (!p->dead && bg_tp_now() < dl) {
+        if (bg_tp_store_fail_gen(tp->store) != tp->fail_gen_seen) check_failures(tp);
+        if (!p->dead) usleep(2000);
+    }
+    r->ucx_io = 0;
+    if (!p->dead) return;
+    char d[160], old[ERRLEN];
+    describe(r, d, sizeof(d));
+    snprintf(old, sizeof(old), "%s", r->err);
+    r->status = BG_ERR_PEER;
+    snprintf(r->err, sizeof(r->err), "rank %d: %s: peer rank %d died: %.120s", tp->rank, d,
+             r->peer, p->why);
+}
+
 bg_status_t bg_tp_req_poll(bg_tp_t *tp, bg_tp_req_t *r, int *done)
 {
     if (r->on_active || r->staged) req_advance(tp, r);
@@ -959,6 +1021,7 @@ bg_status_t bg_tp_req_poll(bg_tp_t *tp, bg_tp_req_t *r, int *done)
         *done = 0;
         return BG_OK;
     }
+    if (r->status == BG_ERR_UCX && r->ucx_io) explain_transport_error(tp, r);
     bg_status_t st = r->status;
     if (st != BG_OK) bg_errorf(st, "%s", r->err);
     req_release(tp, r);
@@ -1247,6 +1310,7 @@ bg_status_t bg_tp_create(const bg_tp_config_t *cfg, bg_tp_t **out)
     for (int r = 0; r < tp->world; r++) tp->peers[r].tp = tp;
     st = join_store(tp, b, tp->timeout_s);
     if (st != BG_OK) goto err_server;
+    install_log_filter();
     st = ucx_init(tp);
     if (st != BG_OK) goto err_store;
     tp->device_path = cfg->device_path;

@@ -64,6 +64,12 @@ static inline int tph_spawn(tph_job_t *job, const char *exe, const char *role, i
             snprintf(buf, sizeof(buf), "%d", port);
             setenv("BRIGADE_MASTER_PORT", buf, 1);
             setenv("BRIGADE_STORE", external ? "external" : "rank0", 1);
+            const char *src = getenv("BRIGADE_SOURCE_DIR");
+            if (src && !getenv("LSAN_OPTIONS")) {
+                char supp[4200];
+                snprintf(supp, sizeof(supp), "suppressions=%s/tests/transport/lsan.supp", src);
+                setenv("LSAN_OPTIONS", supp, 1);
+            }
             for (int i = 0; extra && extra[i]; i++) putenv((char *)extra[i]);
             execl(exe, exe, "--rank", role, (char *)NULL);
             _exit(127);
