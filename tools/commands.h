@@ -19,4 +19,7 @@ int bg_cmd_train(int argc, char **argv);
 /* brigade data INPUT.txt -o PREFIX [--val F]: byte-level token shards (cmd_data.c) */
 int bg_cmd_data(int argc, char **argv);
 
+/* brigade profile MODEL: time every layer's F/B/W, write a JSON profile (cmd_profile.c) */
+int bg_cmd_profile(int argc, char **argv);
+
 #endif
