@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/rng.h"
 #include "layers/layer.h"
 #include "test_util.h"
 
@@ -32,12 +33,18 @@
  * over outputs whose f32 rounding error is ~6e-8 |out| each, i.e. an absolute
  * error of the derivative around 6e-8 * sqrt(#outputs touched) / (2h), about
  * 1e-4..5e-4 for our sizes (<= 100 touched outputs of magnitude <= 3) at
- * h = 1e-3. Truncation error of the central difference is h^2/6 * f''' ~ 2e-7
- * for O(1) curvature (larger, but still < 1e-3 relative, for layernorm rows
- * with a small spread). So |analytic - fd| <= GC_ATOL + GC_RTOL * |fd| with
- * ATOL 3e-3 / RTOL 1e-2 leaves a margin of >5x on the noise while a wrong
- * sign, a missing term or a wrong factor gives an O(1) relative error on
- * most elements. The step actually taken is (float)(p + h) - p, not h.
+ * h = 1e-3, times ~3 for the Richardson combination below. Richardson
+ * extrapolation over h and h/2 removes the h^2 truncation term that plain
+ * central differences leave (it reached 0.8 of the tolerance for layernorm
+ * rows of two nearly equal values in a 300-seed sweep). What remains is
+ * rounding noise of the f32 forward itself; layernorm rows with a tiny
+ * spread are redrawn for that reason (gc_spread_rows). Measured over
+ * BG_TEST_SEED=1..500: worst err/tolerance 0.34 (layernorm), 0.18
+ * (cross_entropy), 0.12 (attention), < 0.1 for the rest. So
+ * |analytic - fd| <= GC_ATOL + GC_RTOL * |fd| with ATOL 3e-3 / RTOL 1e-2
+ * leaves a margin of >5x on the noise, while a wrong sign, a missing term or
+ * a wrong factor gives an O(1) relative error on most elements. The step
+ * actually taken is (float)(p + h) - p, not h.
  */
 #define GC_H 1e-3
 #define GC_ATOL 3e-3
@@ -51,6 +58,7 @@ typedef struct gc_case {
     int64_t id_range[BG_MAX_INPUTS]; /* i32 inputs: ids drawn from [0, range) */
     float in_scale;                  /* float inputs ~ U(-in_scale, in_scale) */
     float in_min_abs;                /* keep |x| above this: kinks (relu at 0) */
+    float row_min_std;               /* redraw last-dim rows with a smaller std */
     bool b_before_w;                 /* W reads what B leaves in saved */
 } gc_case_t;
 
@@ -157,6 +165,7 @@ static void gen_layernorm(gc_case_t *k, int i, uint64_t *s)
     gc_shape(&k->spec.in[0], BG_F32, nd, d + 3 - nd);
     k->spec.n_in = 1;
     if (i == 2) CHECK_OK(bg_attrs_set_float(&k->spec.attrs, "eps", 1e-3));
+    k->row_min_std = 0.2f;
 }
 
 static void gen_elementwise(gc_case_t *k, int i, uint64_t *s, int n_in)
@@ -217,6 +226,28 @@ static int gc_cases(const bg_layer_kind_t *kind, uint64_t *s, gc_case_t *out)
 
 /* ---- memory of one case ---- */
 
+/*
+ * Layernorm's f32 forward cancels in x - mean: for a row whose spread is
+ * tiny next to its values, FD noise (not the analytic gradient) exceeds the
+ * tolerance (seen for 2 of 300 seeds). Such rows are redrawn; eps-dominated
+ * rows are still covered by C = 1 and by eps = 1e-3.
+ */
+static void gc_spread_rows(const gc_case_t *k, float *x, int64_t n, int64_t C, uint64_t *s)
+{
+    if (k->row_min_std <= 0.0f || C < 2) return;
+    for (int64_t r = 0; r < n / C; r++) {
+        float *row = x + r * C;
+        for (int tries = 0; tries < 1000; tries++) {
+            double m = 0.0, v = 0.0;
+            for (int64_t j = 0; j < C; j++) m += row[j];
+            m /= (double)C;
+            for (int64_t j = 0; j < C; j++) v += (row[j] - m) * (row[j] - m);
+            if (sqrt(v / (double)C) >= k->row_min_std) break;
+            bg_test_fill(row, C, s, -k->in_scale, k->in_scale);
+        }
+    }
+}
+
 static void gc_fill_inputs(gc_layer_t *L, uint64_t *s)
 {
     gc_case_t *k = L->k;
@@ -229,6 +260,7 @@ static void gc_fill_inputs(gc_layer_t *L, uint64_t *s)
         }
         float *x = L->in[i];
         bg_test_fill(x, L->n_in[i], s, -k->in_scale, k->in_scale);
+        gc_spread_rows(k, x, L->n_in[i], k->spec.in[i].d[k->spec.in[i].ndim - 1], s);
         for (int64_t e = 0; e < L->n_in[i]; e++)
             if (fabsf(x[e]) < k->in_min_abs) x[e] = x[e] < 0 ? -k->in_min_abs : k->in_min_abs;
     }
@@ -327,12 +359,12 @@ static bool gc_same(const void *a, const void *b, int64_t n)
 
 /* ---- finite differences ---- */
 
-/* dL/dp[e] by central differences, L = sum(out * dout) in double. */
-static double gc_fd(gc_layer_t *L, float *p, int64_t e, float *op, float *om, bg_tensor_t *t_op,
-                    bg_tensor_t *t_om, bg_tensor_t *t_sv, bool *ok)
+/* Central difference of L = sum(out * dout) (double) wrt p[e], half-step h. */
+static double gc_central(gc_layer_t *L, float *p, int64_t e, double h, float *op, float *om,
+                         bg_tensor_t *t_op, bg_tensor_t *t_om, bg_tensor_t *t_sv, bool *ok)
 {
     float v = p[e];
-    float vp = (float)(v + GC_H), vm = (float)(v - GC_H);
+    float vp = (float)(v + h), vm = (float)(v - h);
     bg_layer_call_t c;
     bg_status_t s1, s2;
     p[e] = vp;
@@ -348,7 +380,16 @@ static double gc_fd(gc_layer_t *L, float *p, int64_t e, float *op, float *om, bg
     }
     double d = 0.0;
     for (int64_t i = 0; i < L->n_out; i++) d += ((double)op[i] - (double)om[i]) * L->dout[i];
-    return d / ((double)vp - (double)vm);
+    return d / ((double)vp - (double)vm); /* the steps actually taken in f32 */
+}
+
+/* dL/dp[e]: Richardson's (4 D(h/2) - D(h)) / 3 cancels the h^2 term. */
+static double gc_fd(gc_layer_t *L, float *p, int64_t e, float *op, float *om, bg_tensor_t *t_op,
+                    bg_tensor_t *t_om, bg_tensor_t *t_sv, bool *ok)
+{
+    double d1 = gc_central(L, p, e, GC_H, op, om, t_op, t_om, t_sv, ok);
+    double d2 = gc_central(L, p, e, GC_H / 2, op, om, t_op, t_om, t_sv, ok);
+    return (4.0 * d2 - d1) / 3.0;
 }
 
 /* Compare `analytic` (n) with FD of L wrt array p (n); report the worst. */
@@ -373,6 +414,7 @@ static void gc_compare(gc_layer_t *L, const char *what, float *p, const float *a
               "(err/tol %.3g)",
               L->k->spec.name, what, (long long)we, wa, wf, worst);
     if (worst <= 1.0 && worst > g_worst_ratio) g_worst_ratio = worst;
+    if (getenv("GC_VERBOSE")) printf("  %s: worst err/tol %.3f at %lld: analytic %.8g fd %.8g\n", what, worst, (long long)we, wa, wf);
     free(op), free(om), free(sv);
 }
 
@@ -575,9 +617,11 @@ int main(void)
     if (!g_be) return bg_test_finish("test_layers_grad");
     /* BG_TEST_SEED=<n> explores other configurations; the default is fixed. */
     const char *env = getenv("BG_TEST_SEED");
-    uint64_t seed = env ? 0x9e3779b97f4a7c15ull ^ strtoull(env, NULL, 0) : 0x9e3779b97f4a7c15ull;
+    uint64_t base = 0x9e3779b97f4a7c15ull ^ (env ? strtoull(env, NULL, 0) : 0);
     for (int ki = 0; ki < n_kinds; ki++) {
         gc_case_t cases[GC_MAX_CASES];
+        /* A stream per kind: adding a kind does not change the others' cases. */
+        uint64_t seed = base ^ bg_hash_str(kinds[ki]->name);
         int n = gc_cases(kinds[ki], &seed, cases);
         CHECK_MSG(n > 0, "kind %s has no configuration in the gradient check", kinds[ki]->name);
         int ok = 0;
