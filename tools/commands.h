@@ -22,4 +22,7 @@ int bg_cmd_data(int argc, char **argv);
 /* brigade profile MODEL: time every layer's F/B/W, write a JSON profile (cmd_profile.c) */
 int bg_cmd_profile(int argc, char **argv);
 
+/* brigade plot METRICS [-o PNG]: loss curve with gnuplot (cmd_plot.c) */
+int bg_cmd_plot(int argc, char **argv);
+
 #endif

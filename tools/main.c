@@ -18,6 +18,7 @@ static void usage(FILE *f)
                "  profile MODEL      time every layer's F, B, W; JSON profile for plan\n"
                "  train MODEL        train it: pipeline stages x data-parallel ranks\n"
                "  data TEXT          turn a text file into byte-level token shards\n"
+               "  plot METRICS       draw the loss curve of a --metrics file (gnuplot)\n"
                "  version            print the version\n");
 }
 
@@ -39,6 +40,7 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "plan")) return bg_cmd_plan(argc - 1, argv + 1);
     if (!strcmp(argv[1], "train")) return bg_cmd_train(argc - 1, argv + 1);
     if (!strcmp(argv[1], "profile")) return bg_cmd_profile(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "plot")) return bg_cmd_plot(argc - 1, argv + 1);
     if (!strcmp(argv[1], "data")) return bg_cmd_data(argc - 1, argv + 1);
     fprintf(stderr, "brigade: unknown command '%s'\n", argv[1]);
     usage(stderr);

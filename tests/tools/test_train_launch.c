@@ -146,6 +146,33 @@ static void test_usage(void)
     CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
 }
 
+/* brigade plot: a PNG from a metrics file; garbage is refused with 2. */
+static void test_plot(void)
+{
+    if (system("command -v gnuplot > /dev/null 2>&1") != 0) {
+        printf("plot: skipped (gnuplot not installed)\n");
+        return;
+    }
+    char m[128], png[160], cmd[600];
+    snprintf(m, sizeof(m), "/tmp/bg_plot_%d.jsonl", (int)getpid());
+    snprintf(png, sizeof(png), "%s.png", m);
+    FILE *f = fopen(m, "w");
+    for (int i = 1; f && i <= 20; i++)
+        fprintf(f, "{\"step\":%d,\"loss\":%.3f}\n%s", i, 2.0 / i,
+                i % 10 ? "" : "{\"step\":10,\"eval_loss\":0.5,\"eval_accuracy\":0.8}\n");
+    if (f) fclose(f);
+    snprintf(cmd, sizeof(cmd), "'%s' plot %s -o %s > /dev/null && head -c 8 %s | grep -q PNG",
+             brigade, m, png, png);
+    CHECK_MSG(system(cmd) == 0, "brigade plot did not write a PNG");
+    f = fopen(m, "w");
+    if (f) fputs("not json\n", f), fclose(f);
+    snprintf(cmd, sizeof(cmd), "'%s' plot %s -o %s > /dev/null 2>&1", brigade, m, png);
+    int rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
+    unlink(m);
+    unlink(png);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) TEST_SKIP("usage: test_train_launch BRIGADE");
@@ -153,6 +180,7 @@ int main(int argc, char **argv)
     srcdir = getenv("BRIGADE_SOURCE_DIR");
     if (!srcdir) srcdir = ".";
     test_usage();
+    test_plot();
     test_sigkill_rank();
     test_sigterm_launcher();
     return bg_test_finish("test_train_launch");
