@@ -42,7 +42,7 @@
  * BG_TEST_SEED=1..500: worst err/tolerance 0.34 (layernorm), 0.18
  * (cross_entropy), 0.12 (attention), < 0.1 for the rest. So
  * |analytic - fd| <= GC_ATOL + GC_RTOL * |fd| with ATOL 3e-3 / RTOL 1e-2
- * leaves a margin of >5x on the noise, while a wrong sign, a missing term or
+ * leaves a margin of ~3x on the worst noise seen, while a wrong sign, a missing term or
  * a wrong factor gives an O(1) relative error on most elements. The step
  * actually taken is (float)(p + h) - p, not h.
  */
