@@ -1006,9 +1006,8 @@ static void explain_transport_error(bg_tp_t *tp, req_t *r)
     }
     r->ucx_io = 0;
     if (!p->dead) return;
-    char d[160], old[ERRLEN];
+    char d[160];
     describe(r, d, sizeof(d));
-    snprintf(old, sizeof(old), "%s", r->err);
     r->status = BG_ERR_PEER;
     snprintf(r->err, sizeof(r->err), "rank %d: %s: peer rank %d died: %.120s", tp->rank, d,
              r->peer, p->why);
