@@ -9,9 +9,9 @@
  * Must not know about schedules, ranks, stages, backends or transport.
  *
  * Ids are dense indices: layers 0..n_layers-1 in topological order (the
- * order of the file, repeats unrolled), tensors 0..n_tensors-1 (inputs
- * first in declaration order, interleaved with layer outputs in creation
- * order), parameters 0..n_params-1 in creation order.
+ * order of the file, repeats unrolled); tensors 0..n_tensors-1 and
+ * parameters 0..n_params-1 in the order the file creates them (a tensor is
+ * created by an `input` statement or as a layer's output).
  */
 #ifndef BG_GRAPH_H
 #define BG_GRAPH_H
