@@ -2,7 +2,8 @@
  * layers/linear.c -- y = x W^T + b over the last dimension: (..., in) -> (..., out).
  * W is (out, in) and may be another layer's parameter (share=, e.g. GPT's
  * head tied to the token embedding). B: dx = dy W. W: dW += dy^T x,
- * db += column sums of dy. Nothing saved beyond the input.
+ * db += column sums of dy. Nothing saved beyond the input. Matrix products
+ * go through bg_gemm (any backend); the CPU half computes in f32 only.
  * Must not keep state between calls.
  */
 #include "layers/layer.h"
