@@ -5,6 +5,7 @@
  * Decides exit codes: 0 ok, 1 runtime failure, 2 bad usage.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,6 +114,77 @@ static int parse_f(const char *opt, const char *s, double lo, double hi, double 
     }
     *out = v;
     return 1;
+}
+
+/*
+ * --hosts "h1:2,h2" and/or --hostfile (one "HOST[:SLOTS]" per line, # comments)
+ * into names and slot counts. Hosts without a count share the ranks the
+ * counted ones leave, evenly. Fewer slots than ranks is a usage error.
+ */
+static int parse_hosts(const char *list, const char *file, int nranks, char **names, int *slots,
+                       int *n)
+{
+    char buf[8192] = "";
+    if (list) snprintf(buf, sizeof(buf), "%s", list);
+    if (file) {
+        FILE *f = fopen(file, "r");
+        if (!f) {
+            fprintf(stderr, "brigade train: cannot read --hostfile %s: %s\n", file, strerror(errno));
+            return 2;
+        }
+        char line[512];
+        while (fgets(line, sizeof(line), f)) {
+            char *hash = strchr(line, '#');
+            if (hash) *hash = 0;
+            char *tok = strtok(line, " \t\r\n");
+            if (!tok) continue;
+            size_t k = strlen(buf);
+            snprintf(buf + k, sizeof(buf) - k, "%s%s", k ? "," : "", tok);
+        }
+        fclose(f);
+    }
+    int known = 0, unknown = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (*n >= 256) {
+            fprintf(stderr, "brigade train: more than 256 hosts\n");
+            return 2;
+        }
+        char *colon = strchr(tok, ':');
+        int sl = 0;
+        if (colon) {
+            *colon = 0;
+            char *end;
+            long v = strtol(colon + 1, &end, 10);
+            if (*end || v < 1 || v > 4096) {
+                fprintf(stderr, "brigade train: bad slot count in host '%s:%s'\n", tok, colon + 1);
+                return 2;
+            }
+            sl = (int)v;
+            known += sl;
+        } else {
+            unknown++;
+        }
+        if (!*tok) {
+            fprintf(stderr, "brigade train: empty host name in --hosts\n");
+            return 2;
+        }
+        names[*n] = strdup(tok);
+        slots[(*n)++] = sl;
+    }
+    if (!*n) {
+        fprintf(stderr, "brigade train: --hosts/--hostfile names no host\n");
+        return 2;
+    }
+    int left = nranks - known, share = unknown ? (left + unknown - 1) / unknown : 0;
+    for (int i = 0; i < *n; i++)
+        if (!slots[i]) slots[i] = share > 0 ? share : 1;
+    int total = 0;
+    for (int i = 0; i < *n; i++) total += slots[i];
+    if (total < nranks) {
+        fprintf(stderr, "brigade train: %d host slots for %d ranks\n", total, nranks);
+        return 2;
+    }
+    return 0;
 }
 
 /* Worker when a launcher (ours, srun, mpirun, torchrun) gave us a rank. */
@@ -278,7 +350,11 @@ int bg_cmd_train(int argc, char **argv)
         return st == BG_ERR_INVALID ? 2 : 1;
     }
 
-    (void)hosts, (void)hostfile; /* remote launching: see bg_launch_conf_t */
+    char *host_names[256];
+    int host_slots[256], nhosts = 0;
+    if ((hosts || hostfile) &&
+        parse_hosts(hosts, hostfile, c.stages * c.dp, host_names, host_slots, &nhosts) != 0)
+        return 2;
     char *wargv[512];
     int wn = 0;
     wargv[wn++] = "brigade";
@@ -298,5 +374,24 @@ int bg_cmd_train(int argc, char **argv)
         .exe = "/proc/self/exe",
         .tty = isatty(STDOUT_FILENO),
     };
-    return bg_launch_run(&lc);
+    char self_exe[4096], master[256];
+    if (nhosts) {
+        ssize_t k = readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1);
+        self_exe[k > 0 ? k : 0] = 0;
+        bool all_loop = true;
+        for (int i = 0; i < nhosts; i++)
+            all_loop &= !strcmp(host_names[i], "127.0.0.1") || !strcmp(host_names[i], "localhost");
+        /* Remote ranks reach the store at this machine's name unless told otherwise. */
+        const char *ma = getenv("BRIGADE_MASTER_ADDR");
+        if (ma) snprintf(master, sizeof(master), "%s", ma);
+        else if (all_loop || gethostname(master, sizeof(master)) != 0) snprintf(master, sizeof(master), "127.0.0.1");
+        lc.hosts = (const char *const *)host_names;
+        lc.slots = host_slots;
+        lc.nhosts = nhosts;
+        lc.master_addr = master;
+        lc.remote_exe = self_exe;
+    }
+    int rc = bg_launch_run(&lc);
+    for (int i = 0; i < nhosts; i++) free(host_names[i]);
+    return rc;
 }

@@ -25,6 +25,7 @@
 
 typedef struct rank_proc {
     pid_t pid;
+    int keepalive_fd;   /* remote ranks: write end of ssh's stdin; closing it kills the rank */
     int out_fd, err_fd; /* read ends; -1 when closed */
     char out_buf[4096], err_buf[4096];
     size_t out_len, err_len;
@@ -52,15 +53,96 @@ static void set_env_int(const char *k, long v)
     setenv(k, buf, 1);
 }
 
+/* Host index of rank r: hosts fill their slots in order. */
+static int host_of(const bg_launch_conf_t *c, int r, int *local)
+{
+    int first = 0;
+    for (int h = 0; h < c->nhosts; h++) {
+        if (r < first + c->slots[h]) {
+            *local = r - first;
+            return h;
+        }
+        first += c->slots[h];
+    }
+    *local = r;
+    return -1;
+}
+
+/* Append s to buf single-quoted for a POSIX shell. */
+static void shq(char *buf, size_t cap, const char *s)
+{
+    size_t n = strlen(buf);
+    if (n + 2 >= cap) return;
+    buf[n++] = '\'';
+    for (; *s && n + 5 < cap; s++) {
+        if (*s == '\'') {
+            memcpy(buf + n, "'\\''", 4);
+            n += 4;
+        } else {
+            buf[n++] = *s;
+        }
+    }
+    buf[n++] = '\'';
+    buf[n++] = ' ';
+    buf[n] = 0;
+}
+
+/*
+ * The command ssh runs on a remote host: the rank in the background, and a
+ * watcher that kills it when ssh's stdin closes (the launcher died or gave
+ * up), so a lost connection never leaves an orphan behind.
+ */
+static void remote_command(const bg_launch_conf_t *c, int r, int local, int port, char *buf,
+                           size_t cap)
+{
+    char cwd[1024], tmp[64];
+    if (!getcwd(cwd, sizeof(cwd))) snprintf(cwd, sizeof(cwd), "/");
+    buf[0] = 0;
+    /* fd 3: ssh's stdin for the watcher (background jobs read /dev/null);
+     * fd 4: the rank's stderr; the shell's own job chatter goes nowhere. */
+    strncat(buf, "exec 3<&0 4>&2 2>/dev/null; cd ", cap - strlen(buf) - 1);
+    shq(buf, cap, cwd);
+    strncat(buf, "&& env ", cap - strlen(buf) - 1);
+    const char *kv[][2] = {{"BRIGADE_MASTER_ADDR", c->master_addr ? c->master_addr : "127.0.0.1"},
+                           {"BRIGADE_STORE", "external"}, {"BRIGADE_WORKER", "1"}};
+    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++) {
+        char a[512];
+        snprintf(a, sizeof(a), "%s=%s", kv[i][0], kv[i][1]);
+        shq(buf, cap, a);
+    }
+    snprintf(tmp, sizeof(tmp), "BRIGADE_RANK=%d", r), shq(buf, cap, tmp);
+    snprintf(tmp, sizeof(tmp), "BRIGADE_WORLD_SIZE=%d", c->nranks), shq(buf, cap, tmp);
+    snprintf(tmp, sizeof(tmp), "BRIGADE_LOCAL_RANK=%d", local), shq(buf, cap, tmp);
+    snprintf(tmp, sizeof(tmp), "BRIGADE_MASTER_PORT=%d", port), shq(buf, cap, tmp);
+    shq(buf, cap, c->remote_exe ? c->remote_exe : c->argv[0]);
+    for (int i = 1; c->argv[i]; i++) shq(buf, cap, c->argv[i]);
+    /* When the rank ends first, the watcher and its cat must go, or ssh waits. */
+    strncat(buf, "2>&4 & p=$!; (cat <&3 >/dev/null; kill -9 $p 2>/dev/null) & w=$!; "
+                 "wait $p; rc=$?; pkill -P $w 2>/dev/null; kill $w 2>/dev/null; wait $w 2>/dev/null; "
+                 "exit $rc",
+            cap - strlen(buf) - 1);
+}
+
 /* In the child, between fork and exec: only async-signal-safe calls. */
 static void child_exec(const bg_launch_conf_t *c, int rank, pid_t pgid, pid_t parent, int out_w,
-                       int err_w, int port)
+                       int err_w, int in_r, int port)
 {
     setpgid(0, pgid);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127); /* the launcher died before we got here */
     dup2(out_w, STDOUT_FILENO);
     dup2(err_w, STDERR_FILENO);
+    int local = rank, h = c->hosts ? host_of(c, rank, &local) : -1;
+    if (h >= 0) {
+        static char cmd[16384];
+        dup2(in_r, STDIN_FILENO);
+        remote_command(c, rank, local, port, cmd, sizeof(cmd));
+        execlp("ssh", "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+               "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=2", c->hosts[h], cmd,
+               (char *)NULL);
+        dprintf(STDERR_FILENO, "brigade: cannot exec ssh: %s\n", strerror(errno));
+        _exit(127);
+    }
     set_env_int("BRIGADE_RANK", rank);
     set_env_int("BRIGADE_WORLD_SIZE", c->nranks);
     set_env_int("BRIGADE_LOCAL_RANK", rank);
@@ -169,7 +251,7 @@ int bg_launch_run(const bg_launch_conf_t *c)
         fprintf(stderr, "brigade: out of memory\n");
         return 1;
     }
-    if (bg_tp_server_create(c->hosts ? NULL : "127.0.0.1", 0, n, &srv) != BG_OK) {
+    if (bg_tp_server_create(c->hosts ? NULL : "127.0.0.1", c->port, n, &srv) != BG_OK) {
         fprintf(stderr, "brigade: cannot host the rendezvous store: %s\n", bg_last_error());
         free(p);
         return 1;
@@ -182,11 +264,12 @@ int bg_launch_run(const bg_launch_conf_t *c)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
 
+    for (int r = 0; r < n; r++) p[r].keepalive_fd = -1;
     pid_t pgid = 0, self = getpid();
     int started = 0;
     for (int r = 0; r < n; r++) {
-        int o[2], e[2];
-        if (pipe(o) || pipe(e)) {
+        int o[2], e[2], in[2] = {-1, -1};
+        if (pipe2(o, O_CLOEXEC) || pipe2(e, O_CLOEXEC) || (c->hosts && pipe2(in, O_CLOEXEC))) {
             fprintf(stderr, "brigade: pipe: %s\n", strerror(errno));
             rc = 1;
             break;
@@ -203,12 +286,15 @@ int bg_launch_run(const bg_launch_conf_t *c)
         if (pid == 0) {
             close(o[0]);
             close(e[0]);
-            child_exec(c, r, pgid, self, o[1], e[1], port);
+            if (in[1] >= 0) close(in[1]);
+            child_exec(c, r, pgid, self, o[1], e[1], in[0], port);
         }
         if (!pgid) pgid = pid;
         setpgid(pid, pgid); /* also done by the child: whoever runs first wins the race */
         close(o[1]);
         close(e[1]);
+        if (in[0] >= 0) close(in[0]);
+        p[r].keepalive_fd = in[1];
         p[r].pid = pid;
         p[r].out_fd = o[0];
         p[r].err_fd = e[0];
@@ -278,6 +364,8 @@ int bg_launch_run(const bg_launch_conf_t *c)
         if (WIFEXITED(p[first_bad].status) && WEXITSTATUS(p[first_bad].status) == 2) rc = 2;
     }
 out:
+    for (int r = 0; r < started; r++)
+        if (p[r].keepalive_fd >= 0) close(p[r].keepalive_fd);
     bg_tp_server_destroy(srv);
     free(p);
     return rc;

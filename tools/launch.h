@@ -16,11 +16,14 @@ typedef struct bg_launch_conf {
     double term_grace_s;  /* SIGTERM -> SIGKILL delay; <= 0: 3 s */
     int quiet_prefix;     /* 1: do not prefix output lines */
     int tty;              /* the launcher's stdout is a terminal: ranks may draw a bar */
-    /* Remote ranks (ssh): hosts[i] runs ranks [first[i], first[i+1]). NULL = all local. */
+    /* Remote ranks (ssh): hosts[i] runs slots[i] ranks, in order. NULL = all local.
+     * A remote rank is killed when the launcher's end of ssh's stdin closes. */
     const char *const *hosts;
     const int *slots;
     int nhosts;
     const char *master_addr; /* address remote ranks use to reach the store */
+    const char *remote_exe;  /* the brigade binary's path on remote hosts (same path) */
+    int port;                /* store port; 0: any free one */
 } bg_launch_conf_t;
 
 /*

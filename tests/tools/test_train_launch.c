@@ -173,6 +173,24 @@ static void test_plot(void)
     unlink(png);
 }
 
+/* --hosts over ssh to this machine: needs passwordless ssh to 127.0.0.1. */
+static void test_hosts(void)
+{
+    if (system("ssh -o BatchMode=yes -o ConnectTimeout=3 -o StrictHostKeyChecking=accept-new "
+               "127.0.0.1 true > /dev/null 2>&1") != 0) {
+        printf("hosts: skipped (no passwordless ssh to 127.0.0.1; see docs/engine.md)\n");
+        return;
+    }
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "'%s' train %s/models/mlp-fashion.graph --stages 2 --dp 2 --micro-batches 2 "
+             "--hosts 127.0.0.1:2,localhost --steps 3 --batch 16 --data synthetic "
+             "--eval-batches 1 2>&1 | grep -q 'trained 3 steps'",
+             brigade, srcdir);
+    CHECK_MSG(system(cmd) == 0, "a 4-rank run over ssh to 127.0.0.1 did not finish");
+    printf("hosts: 4 ranks over ssh to 127.0.0.1 trained\n");
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) TEST_SKIP("usage: test_train_launch BRIGADE");
@@ -181,6 +199,7 @@ int main(int argc, char **argv)
     if (!srcdir) srcdir = ".";
     test_usage();
     test_plot();
+    test_hosts();
     test_sigkill_rank();
     test_sigterm_launcher();
     return bg_test_finish("test_train_launch");
