@@ -570,8 +570,8 @@ bg_status_t bg_tp_coll_wait(bg_tp_coll_t *c, double timeout_s)
                 coll_fail(c, BG_ERR_TIMEOUT, msg);
                 return coll_finish(c);
             }
-            if (idle > 4096) sched_yield();
         }
+        bg_tp_backoff(idle);
     }
 }
 

@@ -1059,17 +1059,13 @@ bg_status_t bg_tp_wait(bg_tp_t *tp, bg_tp_req_t *req, double timeout_s)
         bg_status_t st = bg_tp_req_poll(tp, req, &done);
         if (done) return st;
         idle = moved ? 0 : idle + 1;
-        if ((it & 255) == 0) {
-            if (bg_tp_now() >= deadline) {
-                char d[160];
-                describe(req, d, sizeof(d));
-                return bg_errorf(BG_ERR_TIMEOUT, "rank %d: %s: no completion within %.1f s",
-                                 tp->rank, d, timeout_s);
-            }
-            /* Oversubscribed hosts (tests: more ranks than cores) need the
-             * peer to run; an idle spinner gives its core away. */
-            if (idle > 4096) sched_yield();
+        if ((it & 255) == 0 && bg_tp_now() >= deadline) {
+            char d[160];
+            describe(req, d, sizeof(d));
+            return bg_errorf(BG_ERR_TIMEOUT, "rank %d: %s: no completion within %.1f s",
+                             tp->rank, d, timeout_s);
         }
+        bg_tp_backoff(idle);
     }
 }
 

@@ -8,6 +8,7 @@
 #ifndef BG_TP_INTERNAL_H
 #define BG_TP_INTERNAL_H
 
+#include <sched.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -21,6 +22,25 @@ static inline double bg_tp_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/*
+ * What a waiter does after `idle` rounds of progress that moved nothing:
+ * spin first (a message is usually microseconds away), then yield, then
+ * sleep a little. Ranks often outnumber cores (pipelines on a laptop, tests
+ * on CI); a waiter that keeps spinning steals the core its peer needs to
+ * produce the very data it waits for. Sleeps are short enough (<= 200 us)
+ * to be noise next to any pipeline action.
+ */
+static inline void bg_tp_backoff(unsigned idle)
+{
+    if (idle < 1024) return;
+    if (idle < 2048) {
+        sched_yield();
+        return;
+    }
+    struct timespec ts = {0, idle < 4096 ? 50000 : 200000};
+    nanosleep(&ts, NULL);
 }
 
 /* Deadline for a timeout in seconds; < 0 means none (returns +inf). */
