@@ -5,6 +5,7 @@
  * Must not keep state between calls.
  */
 #include "layers/layer.h"
+#include "layers/cpu_util.h"
 #include "layers/kernels_cuda.h"
 
 #include <string.h>
@@ -29,22 +30,13 @@ static void add_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg_layer_cos
     c->fwd_flops = (double)bg_shape_numel(&spec->out);
 }
 
-static bg_status_t add_cpu_dtype(const bg_layer_call_t *c, const char *phase)
-{
-    if (c->dtype != BG_F32)
-        return bg_errorf(BG_ERR_UNSUPPORTED,
-                         "layer %s (add): %s on the cpu backend computes in f32 only, got %s",
-                         c->spec->name, phase, bg_dtype_name(c->dtype));
-    return BG_OK;
-}
-
 static bg_status_t add_forward(const bg_layer_call_t *c)
 {
 #ifdef BG_HAVE_CUDA
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_add_forward(c);
 #endif
-    bg_status_t st = add_cpu_dtype(c, "forward");
+    bg_status_t st = bg_cpu_require_f32(c, "forward");
     if (st != BG_OK) return st;
     const float *a = c->in[0]->data, *b = c->in[1]->data;
     float *y = c->out->data;
@@ -61,7 +53,7 @@ static bg_status_t add_backward_input(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_add_backward_input(c);
 #endif
-    bg_status_t st = add_cpu_dtype(c, "backward-input");
+    bg_status_t st = bg_cpu_require_f32(c, "backward-input");
     if (st != BG_OK) return st;
     size_t bytes = bg_tensor_nbytes(c->dout);
     for (int i = 0; i < 2; i++)

@@ -19,6 +19,7 @@
  * sequences share its micro-batch. Must not keep state between calls.
  */
 #include "layers/layer.h"
+#include "layers/cpu_util.h"
 #include "layers/kernels_cuda.h"
 
 #include <math.h>
@@ -118,43 +119,6 @@ static att_bufs_t att_bufs(const bg_layer_call_t *c, const att_dims_t *d)
     return b;
 }
 
-/* The CPU half computes in f32 only; bf16 activations are the CUDA backend's. */
-static bg_status_t att_cpu_dtype(const bg_layer_call_t *c, const char *phase)
-{
-    if (c->dtype != BG_F32)
-        return bg_errorf(BG_ERR_UNSUPPORTED,
-                         "layer %s (attention): %s on the cpu backend computes in f32 only, got %s",
-                         c->spec->name, phase, bg_dtype_name(c->dtype));
-    return BG_OK;
-}
-
-/* y (rows, cols) += b per row. */
-static void att_add_bias(float *y, const float *b, int64_t rows, int64_t cols)
-{
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t j = 0; j < cols; j++) y[r * cols + j] += b[j];
-}
-
-/*
- * g[j] += sum over rows r of d[r, j], d (rows, cols) row-major. Blocks of
- * columns with double accumulators: rows are read contiguously and the sum
- * is always taken in row order (bit-reproducible).
- */
-static void att_colsum_add(const float *d, int64_t rows, int64_t cols, float *g)
-{
-    enum { BLK = 256 };
-    double acc[BLK];
-    for (int64_t j0 = 0; j0 < cols; j0 += BLK) {
-        int64_t nb = cols - j0 < BLK ? cols - j0 : BLK;
-        for (int64_t j = 0; j < nb; j++) acc[j] = 0.0;
-        for (int64_t r = 0; r < rows; r++) {
-            const float *row = d + r * cols + j0;
-            for (int64_t j = 0; j < nb; j++) acc[j] += row[j];
-        }
-        for (int64_t j = 0; j < nb; j++) g[j0 + j] += (float)acc[j];
-    }
-}
-
 /*
  * In place over one (T, T) score matrix: row i becomes softmax of its first
  * i+1 entries (causal) or of all T; masked entries become exactly 0. The
@@ -206,7 +170,7 @@ static bg_status_t att_project(const bg_layer_call_t *c, const float *x, const f
     };
     bg_status_t st = bg_gemm(c->be, c->stream, &g);
     if (st != BG_OK) return st;
-    att_add_bias(y, b, rows, out);
+    bg_cpu_add_bias(y, b, rows, out);
     return BG_OK;
 }
 
@@ -242,7 +206,7 @@ static bg_status_t attention_forward(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_attention_forward(c);
 #endif
-    bg_status_t st = att_cpu_dtype(c, "forward");
+    bg_status_t st = bg_cpu_require_f32(c, "forward");
     if (st != BG_OK) return st;
     att_dims_t d = att_dims(c->spec);
     if (d.N == 0) return BG_OK; /* no rows: no scratch was allocated either */
@@ -308,7 +272,7 @@ static bg_status_t attention_backward_input(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_attention_backward_input(c);
 #endif
-    bg_status_t st = att_cpu_dtype(c, "backward-input");
+    bg_status_t st = bg_cpu_require_f32(c, "backward-input");
     if (st != BG_OK) return st;
     att_dims_t d = att_dims(c->spec);
     if (d.N == 0) return BG_OK; /* no rows: no scratch was allocated either */
@@ -339,7 +303,7 @@ static bg_status_t attention_backward_weight(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_attention_backward_weight(c);
 #endif
-    bg_status_t st = att_cpu_dtype(c, "backward-weight");
+    bg_status_t st = bg_cpu_require_f32(c, "backward-weight");
     if (st != BG_OK) return st;
     att_dims_t d = att_dims(c->spec);
     if (d.N == 0) return BG_OK; /* no rows: no scratch was allocated either */
@@ -352,7 +316,7 @@ static bg_status_t attention_backward_weight(const bg_layer_call_t *c)
         };
         if ((st = bg_gemm(c->be, c->stream, &g)) != BG_OK) return st;
     }
-    if (c->grads[1]) att_colsum_add(bf.dqkv, d.N, 3 * d.C, c->grads[1]->data);
+    if (c->grads[1]) bg_cpu_colsum_add(bf.dqkv, d.N, 3 * d.C, c->grads[1]->data);
     if (c->grads[2]) {
         bg_gemm_args_t g = {
             .trans_a = true, .m = d.C, .n = d.C, .k = d.N, .alpha = 1.0f, .beta = 1.0f,
@@ -361,7 +325,7 @@ static bg_status_t attention_backward_weight(const bg_layer_call_t *c)
         };
         if ((st = bg_gemm(c->be, c->stream, &g)) != BG_OK) return st;
     }
-    if (c->grads[3]) att_colsum_add(c->dout->data, d.N, d.C, c->grads[3]->data);
+    if (c->grads[3]) bg_cpu_colsum_add(c->dout->data, d.N, d.C, c->grads[3]->data);
     return BG_OK;
 }
 

@@ -12,6 +12,7 @@
  * Must not keep state between calls.
  */
 #include "layers/layer.h"
+#include "layers/cpu_util.h"
 #include "layers/kernels_cuda.h"
 
 #include <math.h>
@@ -50,17 +51,6 @@ static void cross_entropy_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg
     c->fwd_flops = 4.0 * n;
     c->bwd_input_flops = 4.0 * n;
     c->saved_bytes = (int64_t)(rows * sizeof(float));
-}
-
-/* The CPU half computes in f32 only; bf16 logits are the CUDA backend's. */
-static bg_status_t ce_cpu_dtype(const bg_layer_call_t *c, const char *phase)
-{
-    if (c->dtype != BG_F32)
-        return bg_errorf(BG_ERR_UNSUPPORTED,
-                         "layer %s (cross_entropy): %s on the cpu backend computes in f32 only, "
-                         "got %s",
-                         c->spec->name, phase, bg_dtype_name(c->dtype));
-    return BG_OK;
 }
 
 /*
@@ -125,7 +115,7 @@ static bg_status_t cross_entropy_forward(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_cross_entropy_forward(c);
 #endif
-    bg_status_t st = ce_cpu_dtype(c, "forward");
+    bg_status_t st = bg_cpu_require_f32(c, "forward");
     int64_t rows = 0, V = 0;
     if (st == BG_OK) st = ce_sizes(c, &rows, &V);
     const int32_t *tg = c->in[1]->data;
@@ -159,7 +149,7 @@ static bg_status_t cross_entropy_backward_input(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_cross_entropy_backward_input(c);
 #endif
-    bg_status_t st = ce_cpu_dtype(c, "backward-input");
+    bg_status_t st = bg_cpu_require_f32(c, "backward-input");
     int64_t rows = 0, V = 0;
     if (st == BG_OK) st = ce_sizes(c, &rows, &V);
     const int32_t *tg = c->in[1]->data;

@@ -8,6 +8,7 @@
  * Must not keep state between calls.
  */
 #include "layers/layer.h"
+#include "layers/cpu_util.h"
 #include "layers/kernels_cuda.h"
 
 static const bg_key_desc_t embedding_keys[] = {
@@ -68,15 +69,6 @@ static void embedding_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg_lay
     c->bwd_weight_flops = pos ? 2.0 * n : n;
 }
 
-static bg_status_t embedding_cpu_dtype(const bg_layer_call_t *c, const char *phase)
-{
-    if (c->dtype != BG_F32)
-        return bg_errorf(BG_ERR_UNSUPPORTED,
-                         "layer %s (embedding): %s on the cpu backend computes in f32 only, got %s",
-                         c->spec->name, phase, bg_dtype_name(c->dtype));
-    return BG_OK;
-}
-
 /*
  * Every id must index a row of the table: an out-of-range id would read or
  * (in W) write outside the parameter. Checked before anything is written,
@@ -101,7 +93,7 @@ static bg_status_t embedding_forward(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_embedding_forward(c);
 #endif
-    bg_status_t st = embedding_cpu_dtype(c, "forward");
+    bg_status_t st = bg_cpu_require_f32(c, "forward");
     if (st != BG_OK) return st;
     const int32_t *ids = c->in[0]->data;
     int64_t n = bg_tensor_numel(c->in[0]), T = bg_tensor_cols(c->in[0]);
@@ -136,7 +128,7 @@ static bg_status_t embedding_backward_weight(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_embedding_backward_weight(c);
 #endif
-    bg_status_t st = embedding_cpu_dtype(c, "backward-weight");
+    bg_status_t st = bg_cpu_require_f32(c, "backward-weight");
     if (st != BG_OK) return st;
     const int32_t *ids = c->in[0]->data;
     int64_t n = bg_tensor_numel(c->in[0]), T = bg_tensor_cols(c->in[0]);

@@ -6,6 +6,7 @@
  * Must not keep state between calls.
  */
 #include "layers/layer.h"
+#include "layers/cpu_util.h"
 #include "layers/kernels_cuda.h"
 
 #include <math.h>
@@ -30,15 +31,6 @@ static void gelu_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg_layer_co
 /* sqrt(2/pi) and the cubic coefficient of GPT-2's gelu. */
 #define GELU_K 0.7978845608028654f
 #define GELU_A 0.044715f
-
-static bg_status_t gelu_cpu_dtype(const bg_layer_call_t *c, const char *phase)
-{
-    if (c->dtype != BG_F32)
-        return bg_errorf(BG_ERR_UNSUPPORTED,
-                         "layer %s (gelu): %s on the cpu backend computes in f32 only, got %s",
-                         c->spec->name, phase, bg_dtype_name(c->dtype));
-    return BG_OK;
-}
 
 static void gelu_forward_cpu(const float *x, float *y, int64_t n)
 {
@@ -67,7 +59,7 @@ static bg_status_t gelu_forward(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_gelu_forward(c);
 #endif
-    bg_status_t st = gelu_cpu_dtype(c, "forward");
+    bg_status_t st = bg_cpu_require_f32(c, "forward");
     if (st != BG_OK) return st;
     gelu_forward_cpu(c->in[0]->data, c->out->data, bg_tensor_numel(c->in[0]));
     return BG_OK;
@@ -80,7 +72,7 @@ static bg_status_t gelu_backward_input(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_gelu_backward_input(c);
 #endif
-    bg_status_t st = gelu_cpu_dtype(c, "backward-input");
+    bg_status_t st = bg_cpu_require_f32(c, "backward-input");
     if (st != BG_OK) return st;
     gelu_backward_cpu(c->in[0]->data, c->dout->data, c->din[0]->data, bg_tensor_numel(c->in[0]));
     return BG_OK;

@@ -8,6 +8,7 @@
  * Must not keep state between calls.
  */
 #include "layers/layer.h"
+#include "layers/cpu_util.h"
 #include "layers/kernels_cuda.h"
 
 #include <math.h>
@@ -48,15 +49,6 @@ static void layernorm_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg_lay
     c->saved_bytes = (int64_t)(rows * 2.0 * sizeof(float));
 }
 
-static bg_status_t layernorm_cpu_dtype(const bg_layer_call_t *c, const char *phase)
-{
-    if (c->dtype != BG_F32)
-        return bg_errorf(BG_ERR_UNSUPPORTED,
-                         "layer %s (layernorm): %s on the cpu backend computes in f32 only, got %s",
-                         c->spec->name, phase, bg_dtype_name(c->dtype));
-    return BG_OK;
-}
-
 /* The saved scratch viewed as its two f32 arrays: mean (N) | rstd (N). */
 static void layernorm_saved(const bg_layer_call_t *c, int64_t rows, float **mean, float **rstd)
 {
@@ -76,7 +68,7 @@ static bg_status_t layernorm_forward(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_layernorm_forward(c);
 #endif
-    bg_status_t st = layernorm_cpu_dtype(c, "forward");
+    bg_status_t st = bg_cpu_require_f32(c, "forward");
     if (st != BG_OK) return st;
     int64_t C = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
     double eps = bg_attrs_float(&c->spec->attrs, "eps", 1e-5);
@@ -110,7 +102,7 @@ static bg_status_t layernorm_backward_input(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_layernorm_backward_input(c);
 #endif
-    bg_status_t st = layernorm_cpu_dtype(c, "backward-input");
+    bg_status_t st = bg_cpu_require_f32(c, "backward-input");
     if (st != BG_OK) return st;
     int64_t C = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
     const float *x = c->in[0]->data, *w = c->params[0]->data, *dy = c->dout->data;
@@ -145,7 +137,7 @@ static bg_status_t layernorm_backward_weight(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_layernorm_backward_weight(c);
 #endif
-    bg_status_t st = layernorm_cpu_dtype(c, "backward-weight");
+    bg_status_t st = bg_cpu_require_f32(c, "backward-weight");
     if (st != BG_OK) return st;
     enum { BLK = 128 };
     double aw[BLK], ab[BLK];

@@ -7,6 +7,7 @@
  * Must not keep state between calls.
  */
 #include "layers/layer.h"
+#include "layers/cpu_util.h"
 #include "layers/kernels_cuda.h"
 
 #include <math.h>
@@ -64,39 +65,9 @@ static void linear_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg_layer_
     c->bwd_weight_flops = 2.0 * rows * in * out + (bias ? rows * out : 0.0);
 }
 
-/* The CPU half computes in f32 only; bf16 activations are the CUDA backend's. */
-static bg_status_t linear_cpu_dtype(const bg_layer_call_t *c, const char *phase)
-{
-    if (c->dtype != BG_F32)
-        return bg_errorf(BG_ERR_UNSUPPORTED,
-                         "layer %s (linear): %s on the cpu backend computes in f32 only, got %s",
-                         c->spec->name, phase, bg_dtype_name(c->dtype));
-    return BG_OK;
-}
-
 static bool linear_has_bias(const bg_layer_spec_t *spec)
 {
     return bg_attrs_bool(&spec->attrs, "bias", true);
-}
-
-/*
- * g[j] += sum over rows r of dy[r, j], dy (rows, cols) row-major. Blocks of
- * columns with double accumulators: rows are read contiguously (cache) and
- * the sum is always taken in row order r = 0, 1, ... (bit-reproducible).
- */
-static void linear_colsum_add(const float *dy, int64_t rows, int64_t cols, float *g)
-{
-    enum { BLK = 256 };
-    double acc[BLK];
-    for (int64_t j0 = 0; j0 < cols; j0 += BLK) {
-        int64_t nb = cols - j0 < BLK ? cols - j0 : BLK;
-        for (int64_t j = 0; j < nb; j++) acc[j] = 0.0;
-        for (int64_t r = 0; r < rows; r++) {
-            const float *row = dy + r * cols + j0;
-            for (int64_t j = 0; j < nb; j++) acc[j] += row[j];
-        }
-        for (int64_t j = 0; j < nb; j++) g[j0 + j] += (float)acc[j];
-    }
 }
 
 /* y (rows, out) = x (rows, in) @ W^T, W (out, in); then y += b per row. */
@@ -106,7 +77,7 @@ static bg_status_t linear_forward(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_linear_forward(c);
 #endif
-    bg_status_t st = linear_cpu_dtype(c, "forward");
+    bg_status_t st = bg_cpu_require_f32(c, "forward");
     if (st != BG_OK) return st;
     int64_t in = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
     int64_t out = bg_tensor_cols(c->out);
@@ -116,12 +87,7 @@ static bg_status_t linear_forward(const bg_layer_call_t *c)
         .c = c->out->data, .ldc = out, .ab = BG_F32, .c_dtype = BG_F32,
     };
     if ((st = bg_gemm(c->be, c->stream, &g)) != BG_OK) return st;
-    if (linear_has_bias(c->spec)) {
-        const float *b = c->params[1]->data;
-        float *y = c->out->data;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = 0; j < out; j++) y[r * out + j] += b[j];
-    }
+    if (linear_has_bias(c->spec)) bg_cpu_add_bias(c->out->data, c->params[1]->data, rows, out);
     return BG_OK;
 }
 
@@ -133,7 +99,7 @@ static bg_status_t linear_backward_input(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_linear_backward_input(c);
 #endif
-    bg_status_t st = linear_cpu_dtype(c, "backward-input");
+    bg_status_t st = bg_cpu_require_f32(c, "backward-input");
     if (st != BG_OK) return st;
     int64_t in = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
     int64_t out = bg_tensor_cols(c->dout);
@@ -156,7 +122,7 @@ static bg_status_t linear_backward_weight(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_linear_backward_weight(c);
 #endif
-    bg_status_t st = linear_cpu_dtype(c, "backward-weight");
+    bg_status_t st = bg_cpu_require_f32(c, "backward-weight");
     if (st != BG_OK) return st;
     int64_t in = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
     int64_t out = bg_tensor_cols(c->dout);
@@ -169,7 +135,7 @@ static bg_status_t linear_backward_weight(const bg_layer_call_t *c)
         if ((st = bg_gemm(c->be, c->stream, &g)) != BG_OK) return st;
     }
     if (linear_has_bias(c->spec) && c->grads[1])
-        linear_colsum_add(c->dout->data, rows, out, c->grads[1]->data);
+        bg_cpu_colsum_add(c->dout->data, rows, out, c->grads[1]->data);
     return BG_OK;
 }
 

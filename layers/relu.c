@@ -4,6 +4,7 @@
  * nothing extra is saved. No W. Must not keep state between calls.
  */
 #include "layers/layer.h"
+#include "layers/cpu_util.h"
 #include "layers/kernels_cuda.h"
 
 static bg_status_t relu_infer(bg_layer_spec_t *spec, bg_errbuf_t *err)
@@ -40,9 +41,8 @@ static bg_status_t relu_forward(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_relu_forward(c);
 #endif
-    if (c->dtype != BG_F32)
-        return bg_errorf(BG_ERR_UNSUPPORTED, "layer %s (relu): the cpu backend computes in f32 only, got %s",
-                         c->spec->name, bg_dtype_name(c->dtype));
+    bg_status_t st = bg_cpu_require_f32(c, "forward");
+    if (st != BG_OK) return st;
     relu_forward_cpu(c->in[0]->data, c->out->data, n);
     return BG_OK;
 }
@@ -55,9 +55,8 @@ static bg_status_t relu_backward_input(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_relu_backward_input(c);
 #endif
-    if (c->dtype != BG_F32)
-        return bg_errorf(BG_ERR_UNSUPPORTED, "layer %s (relu): the cpu backend computes in f32 only, got %s",
-                         c->spec->name, bg_dtype_name(c->dtype));
+    bg_status_t st = bg_cpu_require_f32(c, "backward-input");
+    if (st != BG_OK) return st;
     relu_backward_cpu(c->in[0]->data, c->dout->data, c->din[0]->data, n);
     return BG_OK;
 }
