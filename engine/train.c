@@ -28,6 +28,7 @@
 #include "engine/schedule.h"
 #include "engine/trace.h"
 #include "layers/graph.h"
+#include "partition/placement.h"
 #include "partition/plan_io.h"
 #include "transport/transport.h"
 
@@ -217,6 +218,39 @@ static bg_status_t setup_data(train_t *t)
         t->steps = ep > 0 ? (int64_t)ceil(ep * (double)info->steps_per_epoch) : 100;
     }
     return BG_OK;
+}
+
+/*
+ * Bind this rank to its share of the machine (distinct cores on CPU runs,
+ * cores near its GPU on GPU runs) and say where it landed. Ranks are packed
+ * node by node in rank order, which keeps pipeline neighbours together.
+ * Local ranks only: under --hosts/srun the node count is not known here,
+ * so binding is skipped rather than guessed.
+ */
+static bg_status_t bind_rank(train_t *t)
+{
+    if (getenv("BRIGADE_NO_BIND")) return BG_OK;
+    const char *local = getenv("BRIGADE_LOCAL_RANK");
+    if (!local || atoi(local) != t->rank) return BG_OK; /* not a single-node job */
+    bg_topo_t *topo = NULL;
+    bg_status_t st = bg_topo_load(&topo);
+    if (st != BG_OK) return st;
+    bg_rank_place_t *pl = calloc((size_t)t->world, sizeof(*pl));
+    bg_place_opts_t o = {.stages = t->c->stages, .dp = t->c->dp, .nodes = 1,
+                         .use_gpus = !strcmp(t->c->device, "cuda")};
+    if (!pl) st = bg_errorf(BG_ERR_NOMEM, "out of memory");
+    if (st == BG_OK) st = bg_place_ranks(topo, &o, pl);
+    if (st == BG_OK) st = bg_place_bind(topo, pl[t->rank].cpuset);
+    if (st == BG_OK && t->rank == 0) {
+        printf("placement:");
+        for (int r = 0; r < t->world; r++)
+            printf(" r%d(s%d,d%d)->cpus %s%s%s", r, pl[r].stage, pl[r].dp, pl[r].cpuset,
+                   pl[r].gpu >= 0 ? " gpu" : "", pl[r].shared ? " shared" : "");
+        printf("\n");
+    }
+    free(pl);
+    bg_topo_free(topo);
+    return st;
 }
 
 static bg_status_t setup_runtime(train_t *t)
@@ -559,6 +593,7 @@ bg_status_t bg_train_run(const bg_train_conf_t *c)
     bg_status_t st = join(&t);
     if (st == BG_OK) st = setup_layout(&t);
     if (st == BG_OK) st = setup_data(&t);
+    if (st == BG_OK) st = bind_rank(&t);
     if (st == BG_OK) st = setup_runtime(&t);
     if (st == BG_OK) st = maybe_resume(&t);
     if (st == BG_OK && t.rank == 0 && c->metrics) {
