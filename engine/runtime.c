@@ -68,6 +68,29 @@ typedef struct rt_pending {
     void *buf;
 } rt_pending_t;
 
+/* A device buffer of the runtime's cache: freed buffers are kept by size
+ * and reused, so steady-state steps never call cudaMalloc/cudaFree (the
+ * latter synchronises the whole device). `freed` marks, on the compute
+ * stream, the point after the buffer's last use. */
+typedef struct rt_buf {
+    void *p;
+    size_t bytes;
+    bg_event_t *freed;
+    bool in_use;
+} rt_buf_t;
+
+/* A transfer or allreduce waiting for the compute that produces its data:
+ * it is handed to the transport once `ready` has passed, with no host sync. */
+typedef struct rt_deferred {
+    bg_event_t *ready;
+    bool allreduce;
+    int lci;           /* allreduce: local chunk */
+    int peer;
+    uint64_t tag;
+    void *buf;
+    size_t bytes;
+} rt_deferred_t;
+
 struct bg_rt {
     bg_rt_conf_t conf;
     const bg_net_t *net;
@@ -92,6 +115,17 @@ struct bg_rt {
     bg_tp_group_t *dp_group, *pp_group;
     bg_rt_event_t *ev;
     int nev, capev;
+    bg_event_t **evmark;   /* [2 * capmark]: compute-stream events around each compute action */
+    int capmark, nmark;
+    int *ev_mark;          /* [capev]: event i's mark pair, or -1 (host-timed) */
+    bg_event_t *evorigin;  /* recorded at the start of the step */
+    bg_stream_t *compute;  /* every layer call, packing copy and accumulation */
+    rt_buf_t *bufs;
+    int nbufs, capbufs;
+    rt_deferred_t *defer;
+    int ndefer, capdefer;
+    float *loss_dev;       /* [max_mb] losses of the step's micro-batches (device) */
+    unsigned char *loss_have;
     bg_rt_feed_fn feed;
     void *feed_ctx;
     bg_rt_stats_t *stats;
@@ -139,19 +173,77 @@ static bg_tensor_t tview(const bg_rt_t *rt, int t, void *data)
     return bg_tensor_from_shape(data, rt->dev, &s);
 }
 
-static bg_status_t dalloc(bg_rt_t *rt, size_t bytes, void **out)
+/*
+ * Device memory from the runtime's cache. A buffer the transport will write
+ * (`for_transport`) must not still be read by queued compute: only cached
+ * buffers whose `freed` event has passed qualify. Compute-only buffers are
+ * reused at once: the compute stream orders their old and new uses.
+ */
+static bg_status_t dalloc_for(bg_rt_t *rt, size_t bytes, bool for_transport, void **out)
 {
-    return bg_backend_alloc(rt->conf.be, bytes, out);
+    if (!bytes) bytes = 1;
+    for (int i = 0; i < rt->nbufs; i++) {
+        rt_buf_t *b = &rt->bufs[i];
+        if (b->in_use || b->bytes != bytes) continue;
+        if (for_transport && b->freed) {
+            int done = 0;
+            bg_status_t st = bg_event_query(rt->conf.be, b->freed, &done);
+            if (st != BG_OK) return st;
+            if (!done) continue;
+        }
+        b->in_use = true;
+        *out = b->p;
+        return BG_OK;
+    }
+    if (rt->nbufs == rt->capbufs) {
+        int cap = rt->capbufs ? 2 * rt->capbufs : 256;
+        rt_buf_t *nb = realloc(rt->bufs, sizeof(*nb) * (size_t)cap);
+        if (!nb) return bg_errorf(BG_ERR_NOMEM, "out of memory tracking device buffers");
+        rt->bufs = nb;
+        rt->capbufs = cap;
+    }
+    void *p = NULL;
+    bg_status_t st = bg_backend_alloc(rt->conf.be, bytes, &p);
+    if (st != BG_OK) return st;
+    rt->bufs[rt->nbufs++] = (rt_buf_t){p, bytes, NULL, true};
+    *out = p;
+    return BG_OK;
 }
 
+static bg_status_t dalloc(bg_rt_t *rt, size_t bytes, void **out)
+{
+    return dalloc_for(rt, bytes, false, out);
+}
+
+/* Back to the cache. Cannot fail: if the event cannot be recorded the
+ * buffer is simply never reused. */
 static void dfree(bg_rt_t *rt, void *p)
 {
-    bg_backend_free(rt->conf.be, p);
+    if (!p) return;
+    for (int i = rt->nbufs - 1; i >= 0; i--) {
+        rt_buf_t *b = &rt->bufs[i];
+        if (b->p != p) continue;
+        if (!b->freed && bg_event_create(rt->conf.be, &b->freed) != BG_OK) return;
+        if (bg_event_record(rt->conf.be, b->freed, rt->compute) != BG_OK) return;
+        b->in_use = false;
+        return;
+    }
+}
+
+static void cache_release(bg_rt_t *rt)
+{
+    for (int i = 0; i < rt->nbufs; i++) {
+        bg_event_destroy(rt->conf.be, rt->bufs[i].freed);
+        bg_backend_free(rt->conf.be, rt->bufs[i].p);
+    }
+    free(rt->bufs);
+    rt->bufs = NULL;
+    rt->nbufs = rt->capbufs = 0;
 }
 
 static bg_status_t dcopy(bg_rt_t *rt, void *dst, const void *src, size_t n)
 {
-    return bg_backend_copy(rt->conf.be, dst, src, n, BG_COPY_D2D, NULL);
+    return bg_backend_copy(rt->conf.be, dst, src, n, BG_COPY_D2D, rt->compute);
 }
 
 /* dst += src over n compute-dtype elements, through the `add` kind so
@@ -173,6 +265,7 @@ static bg_status_t acc_add(bg_rt_t *rt, void *dst, const void *src, size_t n, bg
     memset(&call, 0, sizeof(call));
     call.spec = &spec;
     call.be = rt->conf.be;
+    call.stream = rt->compute;
     call.dtype = dt;
     call.in[0] = &a;
     call.in[1] = &b;
@@ -287,17 +380,65 @@ static void slot_release(bg_rt_t *rt, int lci, rt_slot_t *s, bool keep_sends)
 
 /* ---------------------------------------------------------------- events */
 
-static void rt_event(bg_rt_t *rt, const bg_action_t *a, double t0, double t1)
+static void rt_event(bg_rt_t *rt, const bg_action_t *a, double t0, double t1, int mark)
 {
     if (rt->nev == rt->capev) {
         int cap = rt->capev ? 2 * rt->capev : 256;
         bg_rt_event_t *e = realloc(rt->ev, sizeof(*e) * (size_t)cap);
-        if (!e) return; /* tracing is best effort: losing events never fails a step */
-        rt->ev = e;
+        if (e) rt->ev = e;
+        int *m = realloc(rt->ev_mark, sizeof(int) * (size_t)cap);
+        if (m) rt->ev_mark = m;
+        if (!e || !m) return; /* tracing is best effort: losing events never fails a step */
         rt->capev = cap;
     }
+    rt->ev_mark[rt->nev] = mark;
     rt->ev[rt->nev++] = (bg_rt_event_t){a->kind, a->mb, a->chunk, t0 - rt->t_origin,
                                         t1 - rt->t_origin};
+}
+
+/* A free pair of compute-stream events for one action; -1 if none (then the
+ * action is timed on the host). Events are made once and reused by steps. */
+static int mark_begin(bg_rt_t *rt)
+{
+    if (rt->nmark == rt->capmark) {
+        int cap = rt->capmark ? 2 * rt->capmark : 128;
+        bg_event_t **m = realloc(rt->evmark, sizeof(*m) * 2 * (size_t)cap);
+        if (!m) return -1;
+        for (int i = 2 * rt->capmark; i < 2 * cap; i++) m[i] = NULL;
+        rt->evmark = m;
+        rt->capmark = cap;
+    }
+    int j = rt->nmark;
+    for (int k = 0; k < 2; k++)
+        if (!rt->evmark[2 * j + k] && bg_event_create(rt->conf.be, &rt->evmark[2 * j + k]) != BG_OK)
+            return -1;
+    if (bg_event_record(rt->conf.be, rt->evmark[2 * j], rt->compute) != BG_OK) return -1;
+    rt->nmark++;
+    return j;
+}
+
+/*
+ * Device time of the step's compute actions: once the stream has drained,
+ * each action's events give when it really ran (host clocks only see when
+ * work was queued). On the CPU the events are host clocks and nothing moves.
+ */
+static bg_status_t resolve_marks(bg_rt_t *rt)
+{
+    if (!rt->nmark) return BG_OK;
+    bg_status_t st = bg_stream_synchronize(rt->conf.be, rt->compute);
+    rt->stats->busy_s = 0;
+    for (int i = 0; st == BG_OK && i < rt->nev; i++) {
+        int j = rt->ev_mark[i];
+        if (j < 0) continue;
+        float a = 0, b = 0;
+        st = bg_event_elapsed_ms(rt->conf.be, rt->evorigin, rt->evmark[2 * j], &a);
+        if (st == BG_OK) st = bg_event_elapsed_ms(rt->conf.be, rt->evorigin, rt->evmark[2 * j + 1], &b);
+        rt->ev[i].t0 = a * 1e-3;
+        rt->ev[i].t1 = b * 1e-3;
+        rt->stats->busy_s += (b - a) * 1e-3;
+    }
+    rt->nmark = 0;
+    return st;
 }
 
 const bg_rt_event_t *bg_rt_events(const bg_rt_t *rt, int *n)
@@ -353,6 +494,59 @@ static bg_status_t pend_progress(bg_rt_t *rt, bool wait)
     return first;
 }
 
+/* Queue a transfer or allreduce behind the compute queued so far. */
+static bg_status_t defer_add(bg_rt_t *rt, rt_deferred_t d)
+{
+    if (rt->ndefer == rt->capdefer) {
+        int cap = rt->capdefer ? 2 * rt->capdefer : 64;
+        rt_deferred_t *n = realloc(rt->defer, sizeof(*n) * (size_t)cap);
+        if (!n) return bg_errorf(BG_ERR_NOMEM, "out of memory queueing transfers");
+        rt->defer = n;
+        rt->capdefer = cap;
+    }
+    bg_status_t st = bg_event_create(rt->conf.be, &d.ready);
+    if (st == BG_OK) st = bg_event_record(rt->conf.be, d.ready, rt->compute);
+    if (st != BG_OK) {
+        bg_event_destroy(rt->conf.be, d.ready);
+        return st;
+    }
+    rt->defer[rt->ndefer++] = d;
+    return BG_OK;
+}
+
+/*
+ * Hand queued transfers to the transport once the compute producing their
+ * data has finished: event queries, no host synchronisation (`wait` blocks,
+ * for the end of a step). Strictly in order: data-parallel replicas must
+ * start their allreduces in the same order.
+ */
+static bg_status_t defer_progress(bg_rt_t *rt, bool wait)
+{
+    int k = 0;
+    bg_status_t st = BG_OK;
+    for (; k < rt->ndefer && st == BG_OK; k++) {
+        rt_deferred_t *d = &rt->defer[k];
+        int done = 1;
+        st = wait ? bg_event_synchronize(rt->conf.be, d->ready)
+                  : bg_event_query(rt->conf.be, d->ready, &done);
+        if (st != BG_OK || !done) break;
+        if (d->allreduce) {
+            rt_chunk_t *ch = &rt->lc[d->lci];
+            st = bg_tp_allreduce_start(rt->dp_group, ch->grad_dev, ch->grad_len, BG_TP_F32,
+                                       BG_TP_SUM, rt->mem, &ch->ar);
+        } else {
+            bg_tp_req_t *req;
+            st = bg_tp_send(rt->conf.tp, d->peer, d->tag, d->buf, d->bytes, rt->mem, &req);
+            if (st == BG_OK) st = pend_add(rt, req, d->buf);
+            else dfree(rt, d->buf);
+        }
+        bg_event_destroy(rt->conf.be, d->ready);
+    }
+    memmove(rt->defer, rt->defer + k, sizeof(*rt->defer) * (size_t)(rt->ndefer - k));
+    rt->ndefer -= k;
+    return st;
+}
+
 static uint64_t edge_tag(unsigned kind, int mb, int src, int dst)
 {
     return bg_tp_tag(kind, kind == BG_TP_KIND_GRAD ? BG_TP_DIR_BWD : BG_TP_DIR_FWD, (unsigned)mb,
@@ -386,13 +580,13 @@ static bg_status_t feed_inputs(bg_rt_t *rt, int lci, rt_slot_t *s)
                     for (int64_t i = 0; h16 && i < n; i++) h16[i] = bg_f32_to_bf16(((float *)host)[i]);
                     if (h16)
                         st = bg_backend_copy(rt->conf.be, s->val[t], h16, (size_t)n * 2,
-                                             BG_COPY_H2D, NULL);
-                    if (h16 && st == BG_OK) st = bg_backend_synchronize(rt->conf.be);
+                                             BG_COPY_H2D, rt->compute);
                     free(h16);
                 } else {
+                    /* Pageable sources are staged before the call returns: freeing
+                     * `host` below is safe, and the stream orders the consumers. */
                     st = bg_backend_copy(rt->conf.be, s->val[t], host, host_bytes, BG_COPY_H2D,
-                                         NULL);
-                    if (st == BG_OK) st = bg_backend_synchronize(rt->conf.be);
+                                         rt->compute);
                 }
             }
             free(host);
@@ -437,6 +631,7 @@ static bg_status_t layer_call_init(bg_rt_t *rt, int l, rt_slot_t *s, int lci, bg
     memset(call, 0, sizeof(*call));
     call->spec = &gl->spec;
     call->be = rt->conf.be;
+    call->stream = rt->compute;
     call->dtype = rt->conf.dtype;
     for (int k = 0; k < gl->spec.n_in; k++) {
         tin[k] = tview(rt, gl->in[k], s->val[gl->in[k]]);
@@ -553,13 +748,12 @@ static bg_status_t do_forward(bg_rt_t *rt, int mb, int lci)
     rt_chunk_t *ch = &rt->lc[lci];
     int ll = rt->net->layer_chunk[bg_graph_loss_layer(rt->g)];
     if (ll == ch->c) {
-        float loss;
+        /* Kept on the device until the step ends: one host sync per step, not
+         * one per micro-batch. */
         int lt = bg_graph_loss_tensor(rt->g);
-        st = bg_backend_copy(rt->conf.be, &loss, s->val[lt], 4, BG_COPY_D2H, NULL);
-        if (st == BG_OK) st = bg_backend_synchronize(rt->conf.be);
+        st = dcopy(rt, rt->loss_dev + s->mb, s->val[lt], 4);
         if (st != BG_OK) return st;
-        rt->stats->loss_sum += loss;
-        rt->stats->loss_count++;
+        rt->loss_have[s->mb] = 1;
         if (rt->eval) {
             /* Argmax accuracy of the loss layer's logits, for classifiers. */
             const bg_graph_layer_t *gl = bg_graph_layer(rt->g, bg_graph_loss_layer(rt->g));
@@ -571,19 +765,19 @@ static bg_status_t do_forward(bg_rt_t *rt, int mb, int lci)
             if (!h || !y) st = bg_errorf(BG_ERR_NOMEM, "out of memory for accuracy");
             if (st == BG_OK && rt->conf.dtype == BG_F32)
                 st = bg_backend_copy(rt->conf.be, h, s->val[lg], (size_t)(rows * V) * 4,
-                                     BG_COPY_D2H, NULL);
+                                     BG_COPY_D2H, rt->compute);
             else if (st == BG_OK) {
                 uint16_t *h16 = (uint16_t *)h;
                 st = bg_backend_copy(rt->conf.be, h16, s->val[lg], (size_t)(rows * V) * 2,
-                                     BG_COPY_D2H, NULL);
-                if (st == BG_OK) st = bg_backend_synchronize(rt->conf.be);
+                                     BG_COPY_D2H, rt->compute);
+                if (st == BG_OK) st = bg_stream_synchronize(rt->conf.be, rt->compute);
                 for (int64_t i = rows * V - 1; st == BG_OK && i >= 0; i--)
                     h[i] = bg_bf16_to_f32(h16[i]);
             }
             if (st == BG_OK)
                 st = bg_backend_copy(rt->conf.be, y, s->val[tg], (size_t)rows * 4, BG_COPY_D2H,
-                                     NULL);
-            if (st == BG_OK) st = bg_backend_synchronize(rt->conf.be);
+                                     rt->compute);
+            if (st == BG_OK) st = bg_stream_synchronize(rt->conf.be, rt->compute);
             for (int64_t r = 0; st == BG_OK && r < rows; r++) {
                 int64_t best = 0;
                 for (int64_t v = 1; v < V; v++)
@@ -739,7 +933,7 @@ static bg_status_t ensure_dout(bg_rt_t *rt, rt_slot_t *s, int l)
     bg_status_t st = dalloc(rt, nb, &s->gacc[t]);
     if (st != BG_OK) return st;
     s->gown[t] = 1;
-    return bg_backend_memset(rt->conf.be, s->gacc[t], 0, nb, NULL);
+    return bg_backend_memset(rt->conf.be, s->gacc[t], 0, nb, rt->compute);
 }
 
 static bg_status_t run_layer_backward_input(bg_rt_t *rt, int lci, rt_slot_t *s, int l)
@@ -921,10 +1115,9 @@ static bg_status_t do_send(bg_rt_t *rt, const bg_action_t *a)
     if (!*buf && bytes)
         return bg_errorf(BG_ERR_INTERNAL, "%s(mb=%d, %d->%d): nothing to send (compute did not run)",
                          act ? "SEND_ACT" : "SEND_GRAD", a->mb, a->src, a->dst);
-    bg_status_t st = bg_tp_send(rt->conf.tp, peer, tag, *buf, bytes, rt->mem, &req);
-    if (st != BG_OK) return st;
-    st = pend_add(rt, req, *buf);
-    *buf = NULL; /* the pending list frees it when the send completes */
+    rt_deferred_t d = {NULL, false, lci, peer, tag, *buf, bytes};
+    bg_status_t st = defer_add(rt, d);
+    if (st == BG_OK) *buf = NULL; /* the send (then the pending list) owns it now */
     return st;
 }
 
@@ -941,8 +1134,8 @@ static bg_status_t grads_to_host(bg_rt_t *rt)
         }
         if (ch->grad_host != ch->grad_dev && ch->grad_len) {
             bg_status_t st = bg_backend_copy(rt->conf.be, ch->grad_host, ch->grad_dev,
-                                             ch->grad_len * 4, BG_COPY_D2H, NULL);
-            if (st == BG_OK) st = bg_backend_synchronize(rt->conf.be);
+                                             ch->grad_len * 4, BG_COPY_D2H, rt->compute);
+            if (st == BG_OK) st = bg_stream_synchronize(rt->conf.be, rt->compute);
             if (st != BG_OK) return st;
         }
     }
@@ -1042,12 +1235,12 @@ static bg_status_t upload_param(bg_rt_t *rt, rt_param_t *p)
 {
     if (p->dev == (void *)p->master) return BG_OK;
     if (rt->conf.dtype == BG_F32)
-        return bg_backend_copy(rt->conf.be, p->dev, p->master, (size_t)p->n * 4, BG_COPY_H2D, NULL);
+        return bg_backend_copy(rt->conf.be, p->dev, p->master, (size_t)p->n * 4, BG_COPY_H2D, rt->compute);
     uint16_t *h = malloc((size_t)p->n * 2 + 2);
     if (!h) return bg_errorf(BG_ERR_NOMEM, "out of memory converting parameters");
     for (int64_t e = 0; e < p->n; e++) h[e] = bg_f32_to_bf16(p->master[e]);
-    bg_status_t st = bg_backend_copy(rt->conf.be, p->dev, h, (size_t)p->n * 2, BG_COPY_H2D, NULL);
-    if (st == BG_OK) st = bg_backend_synchronize(rt->conf.be);
+    bg_status_t st = bg_backend_copy(rt->conf.be, p->dev, h, (size_t)p->n * 2, BG_COPY_H2D, rt->compute);
+    if (st == BG_OK) st = bg_stream_synchronize(rt->conf.be, rt->compute);
     free(h);
     return st;
 }
@@ -1058,12 +1251,13 @@ bg_status_t bg_rt_params_upload(bg_rt_t *rt)
         bg_status_t st = upload_param(rt, &rt->par[i]);
         if (st != BG_OK) return rt_err(rt, st);
     }
-    return rt_err(rt, bg_backend_synchronize(rt->conf.be));
+    return rt_err(rt, bg_stream_synchronize(rt->conf.be, rt->compute));
 }
 
 static bg_status_t do_optimizer(bg_rt_t *rt, int64_t step)
 {
-    bg_status_t st = grads_to_host(rt);
+    bg_status_t st = defer_progress(rt, true);
+    if (st == BG_OK) st = grads_to_host(rt);
     if (st == BG_OK) st = fold_param_grads(rt);
     double norm = 0;
     if (st == BG_OK) st = global_norm(rt, &norm);
@@ -1080,8 +1274,8 @@ static bg_status_t do_optimizer(bg_rt_t *rt, int64_t step)
         st = upload_param(rt, p);
     }
     for (int i = 0; i < rt->nlc && st == BG_OK; i++)
-        st = bg_backend_memset(rt->conf.be, rt->lc[i].grad_dev, 0, rt->lc[i].grad_len * 4, NULL);
-    if (st == BG_OK) st = bg_backend_synchronize(rt->conf.be);
+        st = bg_backend_memset(rt->conf.be, rt->lc[i].grad_dev, 0, rt->lc[i].grad_len * 4, rt->compute);
+    if (st == BG_OK) st = bg_stream_synchronize(rt->conf.be, rt->compute);
     return st;
 }
 
@@ -1103,13 +1297,34 @@ static bg_status_t run_action(bg_rt_t *rt, const bg_action_t *a, int64_t step)
     case BG_ACT_RECV_ACT:
     case BG_ACT_RECV_GRAD: return wait_recv(rt, a);
     case BG_ACT_ALLREDUCE:
+        /* Starts once the chunk's last W has run on the device. */
         if (rt->conf.dps > 1 && rt->lc[lci].grad_len)
-            return bg_tp_allreduce_start(rt->dp_group, rt->lc[lci].grad_dev, rt->lc[lci].grad_len,
-                                         BG_TP_F32, BG_TP_SUM, rt->mem, &rt->lc[lci].ar);
+            return defer_add(rt, (rt_deferred_t){NULL, true, lci, -1, 0, NULL, 0});
         return BG_OK;
     case BG_ACT_OPTIMIZER: return do_optimizer(rt, step);
     default: return bg_errorf(BG_ERR_INTERNAL, "unknown action kind %d", (int)a->kind);
     }
+}
+
+/* The step's losses, read once, summed in micro-batch order. */
+static bg_status_t collect_losses(bg_rt_t *rt)
+{
+    int any = 0;
+    for (int m = 0; m < rt->max_mb; m++) any |= rt->loss_have[m];
+    if (!any) return BG_OK;
+    float *h = malloc(sizeof(float) * (size_t)rt->max_mb);
+    if (!h) return bg_errorf(BG_ERR_NOMEM, "out of memory reading losses");
+    bg_status_t st = bg_backend_copy(rt->conf.be, h, rt->loss_dev, sizeof(float) * (size_t)rt->max_mb,
+                                     BG_COPY_D2H, rt->compute);
+    if (st == BG_OK) st = bg_stream_synchronize(rt->conf.be, rt->compute);
+    for (int m = 0; st == BG_OK && m < rt->max_mb; m++) {
+        if (!rt->loss_have[m]) continue;
+        rt->stats->loss_sum += h[m];
+        rt->stats->loss_count++;
+        rt->loss_have[m] = 0;
+    }
+    free(h);
+    return st;
 }
 
 static bg_status_t run_list(bg_rt_t *rt, const bg_action_t *acts, size_t n, int64_t step)
@@ -1124,15 +1339,19 @@ static bg_status_t run_list(bg_rt_t *rt, const bg_action_t *acts, size_t n, int6
         if (acts[i].kind == BG_ACT_OPTIMIZER && !rt->eval) rt->stats->pipe_s = t0 - rt->t_origin;
         char name[64];
         bg_action_str(&acts[i], name, sizeof(name));
+        int mark = bg_act_is_compute(acts[i].kind) && !rt->eval ? mark_begin(rt) : -1;
         bg_nvtx_push_action(name, (int)acts[i].kind, acts[i].mb);
         st = run_action(rt, &acts[i], step);
         bg_nvtx_pop();
+        if (mark >= 0 && st == BG_OK)
+            st = bg_event_record(rt->conf.be, rt->evmark[2 * mark + 1], rt->compute);
         double t1 = now_s();
         if (bg_act_is_compute(acts[i].kind)) rt->stats->busy_s += t1 - t0;
-        if (!rt->eval) rt_event(rt, &acts[i], t0, t1); /* traces show training steps */
+        if (!rt->eval) rt_event(rt, &acts[i], t0, t1, mark); /* traces show training steps */
         if (st == BG_OK && rt->conf.tp) {
+            st = defer_progress(rt, false);
             bg_tp_progress(rt->conf.tp);
-            st = pend_progress(rt, false);
+            if (st == BG_OK) st = pend_progress(rt, false);
         }
         if (st != BG_OK) {
             char what[96];
@@ -1141,9 +1360,12 @@ static bg_status_t run_list(bg_rt_t *rt, const bg_action_t *acts, size_t n, int6
         }
     }
     if (rt->conf.tp) {
-        bg_status_t s2 = pend_progress(rt, true);
+        bg_status_t s2 = st == BG_OK ? defer_progress(rt, true) : BG_OK;
+        if (st == BG_OK) st = s2;
+        s2 = pend_progress(rt, true);
         if (st == BG_OK) st = s2;
     }
+    if (st == BG_OK) st = collect_losses(rt);
     return st;
 }
 
@@ -1169,7 +1391,12 @@ bg_status_t bg_rt_step(bg_rt_t *rt, int64_t step, bg_rt_feed_fn feed, void *ctx,
     rt->t_origin = now_s();
     size_t n = bg_sched_len(rt->conf.sched, rt->conf.stage);
     const bg_action_t *acts = bg_sched_actions(rt->conf.sched, rt->conf.stage);
-    bg_status_t st = run_list(rt, acts, n, step);
+    rt->nmark = 0;
+    bg_status_t st = BG_OK;
+    if (!rt->evorigin) st = bg_event_create(rt->conf.be, &rt->evorigin);
+    if (st == BG_OK) st = bg_event_record(rt->conf.be, rt->evorigin, rt->compute);
+    if (st == BG_OK) st = run_list(rt, acts, n, step);
+    if (st == BG_OK) st = resolve_marks(rt);
     stats.step_s = now_s() - rt->t_origin;
     if (!stats.pipe_s) stats.pipe_s = stats.step_s;
     reset_slots(rt);
@@ -1329,7 +1556,7 @@ static bg_status_t setup_params(bg_rt_t *rt)
             for (int j = 0; j < gl->n_params; j++) ch->grad_len += (size_t)bg_shape_numel(&gl->slot[j].shape);
         }
         if ((st = dalloc(rt, ch->grad_len * 4 + 4, (void **)&ch->grad_dev)) != BG_OK) return st;
-        if ((st = bg_backend_memset(rt->conf.be, ch->grad_dev, 0, ch->grad_len * 4, NULL)) != BG_OK)
+        if ((st = bg_backend_memset(rt->conf.be, ch->grad_dev, 0, ch->grad_len * 4, rt->compute)) != BG_OK)
             return st;
         ch->grad_host = rt->dev == BG_DEV_CPU ? ch->grad_dev : malloc(ch->grad_len * 4 + 4);
         if (!ch->grad_host) return bg_errorf(BG_ERR_NOMEM, "out of memory");
@@ -1384,10 +1611,14 @@ static bg_status_t setup_buffers(bg_rt_t *rt)
     if (st != BG_OK) return st;
     /* d(objective)/d(loss of one micro-batch): the mean over all of the
      * step's micro-batches, on every replica. */
+    if ((st = dalloc(rt, sizeof(float) * (size_t)rt->max_mb, (void **)&rt->loss_dev)) != BG_OK)
+        return st;
+    rt->loss_have = calloc((size_t)rt->max_mb, 1);
+    if (!rt->loss_have) return bg_errorf(BG_ERR_NOMEM, "out of memory");
     float dl = 1.0f / (float)(bg_sched_microbatches(rt->conf.sched) * rt->conf.dps);
     if ((st = dalloc(rt, 4, (void **)&rt->dloss)) != BG_OK) return st;
-    st = bg_backend_copy(rt->conf.be, rt->dloss, &dl, 4, BG_COPY_H2D, NULL);
-    return st == BG_OK ? bg_backend_synchronize(rt->conf.be) : st;
+    st = bg_backend_copy(rt->conf.be, rt->dloss, &dl, 4, BG_COPY_H2D, rt->compute);
+    return st == BG_OK ? bg_stream_synchronize(rt->conf.be, rt->compute) : st;
 }
 
 static bg_status_t setup_groups(bg_rt_t *rt)
@@ -1422,6 +1653,7 @@ bg_status_t bg_rt_create(const bg_rt_conf_t *conf, bg_rt_t **out)
     bg_status_t st = BG_OK;
     if ((conf->stages * conf->dps > 1) && !conf->tp)
         st = bg_errorf(BG_ERR_INVALID, "a multi-rank layout needs a transport");
+    if (st == BG_OK) st = bg_stream_create(conf->be, "brigade compute", &rt->compute);
     if (st == BG_OK) st = setup_chunks(rt);
     if (st == BG_OK) st = setup_params(rt);
     if (st == BG_OK) st = setup_buffers(rt);
@@ -1450,22 +1682,26 @@ void bg_rt_free(bg_rt_t *rt)
     }
     if (rt->conf.tp) pend_progress(rt, true);
     free(rt->slots);
-    bool cpu32 = rt->dev == BG_DEV_CPU && rt->conf.dtype == BG_F32;
     for (int i = 0; rt->par && i < rt->nparam; i++) {
         rt_param_t *p = &rt->par[i];
-        if (!cpu32) dfree(rt, p->dev);
         free(p->master), free(p->grad), free(p->state[0]), free(p->state[1]);
     }
     for (int i = 0; rt->lc && i < rt->nlc; i++) {
         if (rt->lc[i].grad_host != rt->lc[i].grad_dev) free(rt->lc[i].grad_host);
-        dfree(rt, rt->lc[i].grad_dev);
         free(rt->lc[i].in_edge), free(rt->lc[i].out_edge);
     }
     if (rt->dp_group) bg_tp_group_destroy(rt->dp_group);
     if (rt->pp_group) bg_tp_group_destroy(rt->pp_group);
-    dfree(rt, rt->workspace);
-    dfree(rt, rt->dloss);
+    for (int i = 0; i < rt->ndefer; i++) bg_event_destroy(rt->conf.be, rt->defer[i].ready);
+    free(rt->defer);
+    if (rt->compute) bg_stream_synchronize(rt->conf.be, rt->compute);
+    cache_release(rt); /* every device buffer, workspace and loss slots included */
+    bg_stream_destroy(rt->conf.be, rt->compute);
+    free(rt->loss_have);
     free(rt->lc), free(rt->chunk_local), free(rt->par), free(rt->param_local);
+    for (int i = 0; i < 2 * rt->capmark; i++) bg_event_destroy(rt->conf.be, rt->evmark[i]);
+    bg_event_destroy(rt->conf.be, rt->evorigin);
+    free(rt->evmark), free(rt->ev_mark);
     free(rt->uacc_dev), free(rt->uacc_host), free(rt->pend), free(rt->ev);
     free(rt);
 }

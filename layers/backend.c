@@ -151,6 +151,13 @@ bg_status_t bg_event_synchronize(bg_backend_t *be, bg_event_t *e)
     return be->ops->event_synchronize ? be->ops->event_synchronize(be, e) : BG_OK;
 }
 
+bg_status_t bg_event_query(bg_backend_t *be, bg_event_t *e, int *done)
+{
+    if (be->ops->event_query) return be->ops->event_query(be, e, done);
+    *done = 1; /* synchronous backends finish work before record returns */
+    return BG_OK;
+}
+
 bg_status_t bg_event_elapsed_ms(bg_backend_t *be, bg_event_t *a, bg_event_t *b, float *out_ms)
 {
     if (be->ops->event_elapsed_ms) return be->ops->event_elapsed_ms(be, a, b, out_ms);

@@ -55,6 +55,8 @@ bg_status_t bg_event_record(bg_backend_t *be, bg_event_t *e, bg_stream_t *s);
 /* Make stream `s` wait for `e` without blocking the host. */
 bg_status_t bg_stream_wait_event(bg_backend_t *be, bg_stream_t *s, bg_event_t *e);
 bg_status_t bg_event_synchronize(bg_backend_t *be, bg_event_t *e);
+/* Without blocking: *done = 1 once all work before the record has finished. */
+bg_status_t bg_event_query(bg_backend_t *be, bg_event_t *e, int *done);
 /* Milliseconds between two recorded events. */
 bg_status_t bg_event_elapsed_ms(bg_backend_t *be, bg_event_t *start, bg_event_t *end,
                                 float *out_ms);

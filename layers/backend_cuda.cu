@@ -247,6 +247,20 @@ static bg_status_t cuda_event_synchronize(bg_backend_t *be, bg_event_t *e)
     return BG_OK;
 }
 
+static bg_status_t cuda_event_query(bg_backend_t *be, bg_event_t *e, int *done)
+{
+    BG_TRY_STATUS(cuda_enter(be));
+    cudaError_t q = cudaEventQuery(((bg_cuda_event_t *)e)->event);
+    if (q == cudaErrorNotReady) {
+        (void)cudaGetLastError(); /* not-ready is an answer, not a sticky error */
+        *done = 0;
+        return BG_OK;
+    }
+    BG_CUDA_CHECK(q);
+    *done = 1;
+    return BG_OK;
+}
+
 static bg_status_t cuda_event_elapsed_ms(bg_backend_t *be, bg_event_t *a, bg_event_t *b, float *ms)
 {
     BG_TRY_STATUS(cuda_enter(be));
@@ -394,6 +408,7 @@ static const bg_backend_ops_t cuda_ops = {
     /* .event_synchronize = */ cuda_event_synchronize,
     /* .event_elapsed_ms = */ cuda_event_elapsed_ms,
     /* .gemm = */ cuda_gemm,
+    /* .event_query = */ cuda_event_query,
 };
 
 /*

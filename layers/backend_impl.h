@@ -31,6 +31,8 @@ typedef struct bg_backend_ops {
     bg_status_t (*event_synchronize)(bg_backend_t *be, bg_event_t *e);
     bg_status_t (*event_elapsed_ms)(bg_backend_t *be, bg_event_t *a, bg_event_t *b, float *ms);
     bg_status_t (*gemm)(bg_backend_t *be, bg_stream_t *s, const bg_gemm_args_t *g);
+    /* Last, so positional initialisers (C++ in .cu files) stay valid. */
+    bg_status_t (*event_query)(bg_backend_t *be, bg_event_t *e, int *done);
 } bg_backend_ops_t;
 
 struct bg_backend {
