@@ -58,7 +58,8 @@ typedef struct rt_param {
     bool owned;
     float *master, *state[2]; /* host */
     void *dev;             /* compute copy (alias of master on a CPU f32 run) */
-    float *grad;           /* host: final gradient of the step */
+    float *grad;           /* host: the fold of several users' accumulators */
+    const float *gview;    /* the step's gradient: grad, or the only user's accumulator */
     int n_remote;          /* pipeline ranks holding other users */
     int remote_rank[8];
 } rt_param_t;
@@ -1191,6 +1192,10 @@ static bg_status_t fold_param_grads(bg_rt_t *rt)
     for (int i = 0; i < rt->nparam && st == BG_OK; i++) {
         rt_param_t *p = &rt->par[i];
         const bg_net_param_t *np = &n->params[p->p];
+        if (np->n_users == 1) { /* the common case: no copy */
+            p->gview = rt->uacc_host[np->users[0] * BG_MAX_PARAMS + np->user_slot[0]];
+            continue;
+        }
         for (int u = 0; u < np->n_users; u++) {
             int key = np->users[u] * BG_MAX_PARAMS + np->user_slot[u];
             const float *acc = remote[key] ? remote[key] : rt->uacc_host[key];
@@ -1198,6 +1203,7 @@ static bg_status_t fold_param_grads(bg_rt_t *rt)
             else
                 for (int64_t e = 0; e < p->n; e++) p->grad[e] += acc[e];
         }
+        p->gview = p->grad;
     }
 out:
     for (int k = 0; remote && k < n->n_layers * BG_MAX_PARAMS; k++) free(remote[k]);
@@ -1217,7 +1223,7 @@ static bg_status_t global_norm(bg_rt_t *rt, double *out)
         rt_param_t *p = &rt->par[i];
         if (!p->owned) continue;
         double s = 0;
-        for (int64_t e = 0; e < p->n; e++) s += (double)p->grad[e] * (double)p->grad[e];
+        for (int64_t e = 0; e < p->n; e++) s += (double)p->gview[e] * (double)p->gview[e];
         ss[p->p] = (float)s;
     }
     bg_status_t st = BG_OK;
@@ -1269,7 +1275,7 @@ static bg_status_t do_optimizer(bg_rt_t *rt, int64_t step)
     for (int i = 0; i < rt->nparam && st == BG_OK; i++) {
         rt_param_t *p = &rt->par[i];
         const bg_graph_param_t *gp = bg_graph_param(rt->g, p->p);
-        bg_optim_update_host(oc, step, lr, scale, gp->desc.shape.ndim >= 2, p->master, p->grad,
+        bg_optim_update_host(oc, step, lr, scale, gp->desc.shape.ndim >= 2, p->master, p->gview,
                              p->state[0], p->state[1], p->n);
         st = upload_param(rt, p);
     }
@@ -1533,10 +1539,11 @@ static bg_status_t setup_params(bg_rt_t *rt)
         }
         size_t bytes = (size_t)rp->n * 4;
         rp->master = malloc(bytes + 4);
-        rp->grad = malloc(bytes + 4);
+        /* A parameter with one user is its accumulator: no fold buffer. */
+        rp->grad = np->n_users > 1 ? malloc(bytes + 4) : NULL;
         for (int s = 0; s < bg_optim_state_count(rt->conf.optim.kind); s++)
             rp->state[s] = calloc((size_t)rp->n + 1, 4);
-        if (!rp->master || !rp->grad || !rp->state[0])
+        if (!rp->master || (np->n_users > 1 && !rp->grad) || !rp->state[0])
             return bg_errorf(BG_ERR_NOMEM, "out of memory for parameter %s (%lld elements)",
                              gp->name, (long long)rp->n);
         bg_param_init_host(&gp->desc, gp->name, rt->conf.seed, rp->master);
