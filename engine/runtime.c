@@ -543,7 +543,7 @@ static bg_status_t defer_progress(bg_rt_t *rt, bool wait)
         }
         bg_event_destroy(rt->conf.be, d->ready);
     }
-    memmove(rt->defer, rt->defer + k, sizeof(*rt->defer) * (size_t)(rt->ndefer - k));
+    if (k) memmove(rt->defer, rt->defer + k, sizeof(*rt->defer) * (size_t)(rt->ndefer - k));
     rt->ndefer -= k;
     return st;
 }

@@ -218,7 +218,7 @@ static int cand_cmp(const void *a, const void *b)
  * later candidate. */
 static bg_status_t solve_all(search_ctx_t *s, cand_list_t *l)
 {
-    qsort(l->v, (size_t)l->n, sizeof(*l->v), cand_cmp);
+    if (l->n) qsort(l->v, (size_t)l->n, sizeof(*l->v), cand_cmp); /* v is NULL when empty */
     for (int i = 0; i < l->n; i++) {
         if (*s->n_res == s->o->top && l->v[i].lb >= s->res[s->o->top - 1].step_s) {
             s->st.pruned += l->n - i;

@@ -147,7 +147,13 @@ static void test_gpt3_auto(void)
     CHECK(res[0].cfg.stages * res[0].cfg.dp == 1024);
     CHECK(pl.fits && pl.peak_mem <= 80LL << 30);
     CHECK(pl.step_s == res[0].step_s);
-    CHECK_MSG(cpu < 1.0, "planning took %.3f s of cpu", cpu);
+    /* The 1 s promise is for optimised builds; sanitizers slow everything ~5x. */
+#if defined(__SANITIZE_ADDRESS__)
+    const double cpu_limit = 10.0;
+#else
+    const double cpu_limit = 1.0;
+#endif
+    CHECK_MSG(cpu < cpu_limit, "planning took %.3f s of cpu", cpu);
     /* results are sorted and all fit */
     for (int i = 0; i < n; i++) {
         CHECK(res[i].peak_mem <= 80LL << 30);
