@@ -10,6 +10,7 @@
 
 #include <sched.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "transport/transport.h"
@@ -34,12 +35,17 @@ static inline double bg_tp_now(void)
  */
 static inline void bg_tp_backoff(unsigned idle)
 {
-    if (idle < 1024) return;
-    if (idle < 2048) {
+    static unsigned spin;
+    if (!spin) {
+        const char *e = getenv("BRIGADE_TP_SPIN");
+        spin = e && atoi(e) > 0 ? (unsigned)atoi(e) : 4096;
+    }
+    if (idle < spin) return;
+    if (idle < 2 * spin) {
         sched_yield();
         return;
     }
-    struct timespec ts = {0, idle < 4096 ? 50000 : 200000};
+    struct timespec ts = {0, idle < 4 * spin ? 50000 : 200000};
     nanosleep(&ts, NULL);
 }
 
