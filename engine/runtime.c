@@ -50,6 +50,7 @@ typedef struct rt_chunk {
     float *grad_host;      /* host mirror (alias on the CPU) */
     size_t grad_len;
     bg_tp_coll_t *ar;      /* allreduce in flight */
+    unsigned char *w_needs; /* [n_tensors]: some layer's W here reads this value */
 } rt_chunk_t;
 
 typedef struct rt_param {
@@ -975,6 +976,44 @@ out:
     return st;
 }
 
+/*
+ * After B, keep only what W still reads: inputs of layers that have a W,
+ * their saved scratch and output gradients. Everything else of the
+ * micro-batch goes now rather than at W, which zero-bubble schedules run
+ * much later. Received buffers go once none of their tensors is needed.
+ */
+static void trim_after_backward_input(bg_rt_t *rt, int lci, rt_slot_t *s)
+{
+    rt_chunk_t *ch = &rt->lc[lci];
+    for (int l = ch->l0; l < ch->l1; l++) {
+        const bg_graph_layer_t *gl = bg_graph_layer(rt->g, l);
+        int out = gl->out;
+        if (!ch->w_needs[out] && s->own[out]) slot_drop_value(rt, s, out);
+        if (!gl->spec.kind->backward_weight) {
+            dfree(rt, s->saved[l - ch->l0]);
+            s->saved[l - ch->l0] = NULL;
+            if (s->gown[out]) slot_drop_grad(rt, s, out);
+        }
+    }
+    for (int l = ch->l0; l < ch->l1; l++) { /* data read by this chunk */
+        const bg_graph_layer_t *gl = bg_graph_layer(rt->g, l);
+        for (int k = 0; k < gl->spec.n_in; k++) {
+            int t = gl->in[k];
+            if (bg_graph_tensor(rt->g, t)->producer < 0 && !ch->w_needs[t] && s->own[t])
+                slot_drop_value(rt, s, t);
+        }
+    }
+    for (int i = 0; i < ch->n_in; i++) {
+        const bg_net_edge_t *e = &rt->net->edges[ch->in_edge[i]];
+        bool needed = false;
+        for (int k = 0; k < e->n; k++) needed |= ch->w_needs[e->tensors[k]] != 0;
+        if (needed || !s->act_recv[i]) continue;
+        for (int k = 0; k < e->n; k++) s->val[e->tensors[k]] = NULL;
+        dfree(rt, s->act_recv[i]);
+        s->act_recv[i] = NULL;
+    }
+}
+
 static bg_status_t do_backward_input(bg_rt_t *rt, int mb, int lci)
 {
     rt_slot_t *s;
@@ -990,6 +1029,7 @@ static bg_status_t do_backward_input(bg_rt_t *rt, int mb, int lci)
     if ((st = fold_received(rt, lci, s)) != BG_OK) return st;
     for (int l = ch->l1 - 1; l >= ch->l0; l--)
         if ((st = run_layer_backward_input(rt, lci, s, l)) != BG_OK) return st;
+    trim_after_backward_input(rt, lci, s);
     /* Local edges: hand the gradient message to the producing chunk. */
     for (int i = 0; i < ch->n_in; i++) {
         const bg_net_edge_t *e = &rt->net->edges[ch->in_edge[i]];
@@ -1499,6 +1539,13 @@ static bg_status_t setup_chunks(bg_rt_t *rt)
         ch->l1 = n->chunk_first[c + 1];
         ch->in_edge = calloc((size_t)n->n_edges + 1, sizeof(int));
         ch->out_edge = calloc((size_t)n->n_edges + 1, sizeof(int));
+        ch->w_needs = calloc((size_t)n->n_tensors + 1, 1);
+        if (!ch->w_needs) return bg_errorf(BG_ERR_NOMEM, "out of memory");
+        for (int l = ch->l0; l < ch->l1; l++) {
+            const bg_graph_layer_t *gl = bg_graph_layer(rt->g, l);
+            if (!gl->spec.kind->backward_weight) continue;
+            for (int k = 0; k < gl->spec.n_in; k++) ch->w_needs[gl->in[k]] = 1;
+        }
         if (!ch->in_edge || !ch->out_edge) return bg_errorf(BG_ERR_NOMEM, "out of memory");
         for (int e = 0; e < n->n_edges; e++) {
             if (n->edges[e].dst == c) ch->in_edge[ch->n_in++] = e;
@@ -1695,7 +1742,7 @@ void bg_rt_free(bg_rt_t *rt)
     }
     for (int i = 0; rt->lc && i < rt->nlc; i++) {
         if (rt->lc[i].grad_host != rt->lc[i].grad_dev) free(rt->lc[i].grad_host);
-        free(rt->lc[i].in_edge), free(rt->lc[i].out_edge);
+        free(rt->lc[i].in_edge), free(rt->lc[i].out_edge), free(rt->lc[i].w_needs);
     }
     if (rt->dp_group) bg_tp_group_destroy(rt->dp_group);
     if (rt->pp_group) bg_tp_group_destroy(rt->pp_group);
