@@ -14,6 +14,7 @@
 
 #include "engine/schedule.h"
 #include "engine/train.h"
+#include "layers/backend.h"
 #include "layers/graph.h"
 #include "partition/plan_io.h"
 #include "tools/commands.h"
@@ -342,6 +343,14 @@ int bg_cmd_train(int argc, char **argv)
     }
 
     if (!is_worker() && preflight(&c) != 0) return 2;
+    if (!is_worker() && !strcmp(c.device, "cuda") && !bg_backend_available(BG_DEV_CUDA)) {
+        bg_backend_t *be = NULL;
+        bg_status_t st = bg_backend_create(BG_DEV_CUDA, 0, &be); /* for the reason */
+        bg_backend_destroy(be);
+        fprintf(stderr, "brigade train: --device cuda: %s\n",
+                st != BG_OK ? bg_last_error() : "no CUDA device");
+        return 1;
+    }
 
     if (is_worker()) {
         bg_status_t st = bg_train_run(&c);
