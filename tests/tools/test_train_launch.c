@@ -191,6 +191,39 @@ static void test_hosts(void)
     printf("hosts: 4 ranks over ssh to 127.0.0.1 trained\n");
 }
 
+/* plan -o, then train --plan; a plan plus layout flags is a usage error;
+ * --trace writes one JSON timeline holding every rank. */
+static void test_plan_and_trace(void)
+{
+    char dir[128], cmd[2048];
+    snprintf(dir, sizeof(dir), "/tmp/bg_plan_%d", (int)getpid());
+    snprintf(cmd, sizeof(cmd),
+             "mkdir -p %s && '%s' plan %s/models/skip-mlp.graph --stages 3 --batch 24 "
+             "--micro-batches 3 --device cpu -o %s/plan.json > /dev/null && "
+             "'%s' train %s/models/skip-mlp.graph --plan %s/plan.json --steps 2 "
+             "--data synthetic:images --eval-batches 1 --trace %s/trace.json > %s/log 2>&1 && "
+             "grep -q 'skip-mlp | 3 stages x 1 dp' %s/log",
+             dir, brigade, srcdir, dir, brigade, srcdir, dir, dir, dir, dir);
+    CHECK_MSG(system(cmd) == 0, "plan -o then train --plan failed (see %s/log)", dir);
+    for (int r = 0; r < 3; r++) {
+        snprintf(cmd, sizeof(cmd), "grep -q '\"rank %d (stage %d, dp 0)\"' %s/trace.json", r, r, dir);
+        CHECK_MSG(system(cmd) == 0, "trace lacks rank %d", r);
+    }
+    snprintf(cmd, sizeof(cmd), "grep -q '\"cat\":\"F\"' %s/trace.json && "
+                               "grep -q '\"cat\":\"OPTIMIZER\"' %s/trace.json", dir, dir);
+    CHECK_MSG(system(cmd) == 0, "trace lacks F or OPTIMIZER slices");
+    snprintf(cmd, sizeof(cmd), "'%s' train %s/models/skip-mlp.graph --plan %s/plan.json --stages 2 "
+                               "> /dev/null 2>&1", brigade, srcdir, dir);
+    int rc = system(cmd);
+    CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "--plan with --stages should exit 2");
+    snprintf(cmd, sizeof(cmd), "'%s' train %s/models/gpt-tiny.graph --plan %s/plan.json --steps 1 "
+                               "--data synthetic:tokens > %s/log2 2>&1", brigade, srcdir, dir, dir);
+    rc = system(cmd);
+    CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) != 0, "a plan for another model was accepted");
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd)) {}
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) TEST_SKIP("usage: test_train_launch BRIGADE");
@@ -199,6 +232,7 @@ int main(int argc, char **argv)
     if (!srcdir) srcdir = ".";
     test_usage();
     test_plot();
+    test_plan_and_trace();
     test_hosts();
     test_sigkill_rank();
     test_sigterm_launcher();
