@@ -217,6 +217,19 @@ static int preflight(const bg_train_conf_t *c)
     bg_status_t st = bg_sched_kind_parse(c->schedule, &kind);
     if (st == BG_OK) st = bg_sched_generate(kind, c->stages, c->micro_batches, v, 0, &s);
     if (st == BG_OK) st = bg_graph_parse_file(c->model, c->batch / (c->dp * c->micro_batches), &g);
+    if (st == BG_OK && c->plan) {
+        /* A plan made for another model (or an edited one) is bad input. */
+        bg_plan_file_t pf;
+        int L = bg_graph_n_layers(g);
+        const char **names = malloc(sizeof(char *) * (size_t)L + 1);
+        st = names ? bg_plan_load(c->plan, &pf) : bg_errorf(BG_ERR_NOMEM, "out of memory");
+        for (int l = 0; st == BG_OK && l < L; l++) names[l] = bg_graph_layer(g, l)->spec.name;
+        if (st == BG_OK) {
+            st = bg_plan_file_check_layers(&pf, names, L);
+            bg_plan_file_free(&pf);
+        }
+        free(names);
+    }
     if (st == BG_OK && bg_graph_n_layers(g) < c->stages * v)
         st = bg_errorf(BG_ERR_INVALID, "%s has %d layers, fewer than the %d chunks of %d stages x %d",
                        c->model, bg_graph_n_layers(g), c->stages * v, c->stages, v);
