@@ -25,4 +25,7 @@ int bg_cmd_profile(int argc, char **argv);
 /* brigade plot METRICS [-o PNG]: loss curve with gnuplot (cmd_plot.c) */
 int bg_cmd_plot(int argc, char **argv);
 
+/* brigade schedule --stages P --micro-batches M: lists + simulation (cmd_schedule.c) */
+int bg_cmd_schedule(int argc, char **argv);
+
 #endif

@@ -16,6 +16,7 @@ static void usage(FILE *f)
                "  check MODEL        validate a model graph; table of layers, shapes, costs\n"
                "  plan MODEL         split it into pipeline stages; predicted step and memory\n"
                "  profile MODEL      time every layer's F, B, W; JSON profile for plan\n"
+               "  schedule           print and simulate a pipeline schedule\n"
                "  train MODEL        train it: pipeline stages x data-parallel ranks\n"
                "  data TEXT          turn a text file into byte-level token shards\n"
                "  plot METRICS       draw the loss curve of a --metrics file (gnuplot)\n"
@@ -41,6 +42,7 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "train")) return bg_cmd_train(argc - 1, argv + 1);
     if (!strcmp(argv[1], "profile")) return bg_cmd_profile(argc - 1, argv + 1);
     if (!strcmp(argv[1], "plot")) return bg_cmd_plot(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "schedule")) return bg_cmd_schedule(argc - 1, argv + 1);
     if (!strcmp(argv[1], "data")) return bg_cmd_data(argc - 1, argv + 1);
     fprintf(stderr, "brigade: unknown command '%s'\n", argv[1]);
     usage(stderr);

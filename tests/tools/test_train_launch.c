@@ -141,6 +141,13 @@ static void test_usage(void)
         CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "'%s' exited %d, expected 2", bad[i],
                   WEXITSTATUS(rc));
     }
+    snprintf(cmd, sizeof(cmd), "'%s' schedule --stages 4 --micro-batches 8 --schedule zb-h1 | "
+                               "grep -q 'makespan 27, bubble 11.1%%'", brigade);
+    CHECK_MSG(system(cmd) == 0, "brigade schedule: zb-h1 p=4 m=8 should simulate to makespan 27");
+    snprintf(cmd, sizeof(cmd), "'%s' schedule --stages 3 --micro-batches 4 --schedule interleaved "
+                               ">/dev/null 2>&1", brigade);
+    int src = system(cmd);
+    CHECK(WIFEXITED(src) && WEXITSTATUS(src) == 2);
     snprintf(cmd, sizeof(cmd), "'%s' train /nonexistent.graph >/dev/null 2>&1", brigade);
     int rc = system(cmd);
     CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
