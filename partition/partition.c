@@ -294,6 +294,26 @@ static void plan_times(const span_ctx_t *c, bg_plan_t *pl)
         if (s->allreduce + s->optim > tail) tail = s->allreduce + s->optim;
     }
     pl->pipe_s = m * tmax + (dsum - dmax);
+    int ranks = p * (cfg->dp > 0 ? cfg->dp : 1);
+    if (cfg->cores > 0 && ranks > cfg->cores) {
+        /* Ranks sharing a core: the step is also at least the busiest
+         * core's work (its ranks' m micro-batches plus their optimizer
+         * steps), whatever the schedule overlaps. Max of the dependency
+         * bound and this throughput bound, like a roofline. */
+        double core_pipe = 0, core_tail = 0;
+        for (int core = 0; core < cfg->cores; core++) {
+            double work = 0, opt = 0;
+            for (int rk = core; rk < ranks; rk += cfg->cores) {
+                const bg_stage_eval_t *s = &pl->stage[rk % p];
+                work += m * s->time;
+                opt += s->allreduce + s->optim;
+            }
+            if (work > core_pipe) core_pipe = work;
+            if (opt > core_tail) core_tail = opt;
+        }
+        if (core_pipe > pl->pipe_s) pl->pipe_s = core_pipe;
+        if (core_tail > tail) tail = core_tail;
+    }
     pl->step_s = pl->pipe_s + tail;
     pl->bubble = pl->pipe_s > 0 ? 1.0 - m * tsum / ((double)p * pl->pipe_s) : 0.0;
     if (pl->bubble < 0) pl->bubble = 0;

@@ -48,6 +48,9 @@ typedef struct bg_part_config {
     int dp;              /* D: data-parallel replicas (allreduce cost only) */
     bool recompute;      /* keep only chunk inputs; re-run F before B */
     int opt_state_bytes; /* per parameter: 8 for AdamW, 0 for SGD */
+    int cores;           /* CPU runs: cores the stages*dp ranks share on one machine
+                            (rank r on core r % cores, as placement binds them);
+                            0: a device per rank */
 } bg_part_config_t;
 
 typedef struct bg_part_problem {

@@ -138,7 +138,7 @@ static bg_status_t solve_candidate(search_ctx_t *s, const cand_t *c)
     if (st) return st;
     for (int r = 0; r < c->S; r++) s->cp[r] = co;
     bg_part_problem_t pb = {s->ch, s->cp,
-                            {o->schedule, c->S, o->chunks, c->m, c->D, c->rc, o->opt_state_bytes}};
+                            {o->schedule, c->S, o->chunks, c->m, c->D, c->rc, o->opt_state_bytes, 0}};
     bg_plan_t pl;
     s->st.solved++;
     st = bg_partition_try(&pb, &pl);

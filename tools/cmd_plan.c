@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "layers/graph.h"
@@ -32,6 +33,7 @@ typedef struct plan_opts {
     int stages, dp, micro_batches; /* AUTO, 0 = not given, or a value */
     int64_t batch;                 /* 0 = default */
     int gpus;                      /* 0 = not given */
+    int cores;                     /* -1: this machine's, for cpu devices */
     int chunks;                    /* 0 = not given */
     bg_pp_schedule_t schedule;
     const char *device;            /* comma list of presets */
@@ -50,7 +52,7 @@ static void plan_usage(FILE *f)
             "usage: brigade plan MODEL --stages S|auto [--dp D|auto] [--micro-batches M|auto]\n"
             "                    [--batch B] [--gpus N] [--schedule gpipe|1f1b|interleaved|zb-h1]\n"
             "                    [--chunks V] [--device cpu|cuda|h100|a100[,...]]\n"
-            "                    [--device-memory 80G] [--profile FILE]\n"
+            "                    [--device-memory 80G] [--cores N] [--profile FILE]\n"
             "                    [--method optimal|uniform|params] [--recompute]\n"
             "                    [--dtype f32|bf16] [--top K] [-o plan.json]\n"
             "  --stages S      pipeline stages, or auto (needs --gpus)\n"
@@ -62,6 +64,8 @@ static void plan_usage(FILE *f)
             "  --chunks V      chunks per stage for interleaved (default 2)\n"
             "  --device        device preset, or one per stage (default cpu)\n"
             "  --device-memory capacity per device (e.g. 80G)\n"
+            "  --cores N       cpu device: cores all ranks share (default: this machine's;\n"
+            "                  0: one core per rank)\n"
             "  --profile FILE  measured per-layer times (brigade profile) instead of rates\n"
             "  --method        optimal split (default) or a DeepSpeed-style baseline\n"
             "  --recompute     keep only stage inputs, re-run forward before backward\n"
@@ -97,6 +101,7 @@ static int parse_opts(int argc, char **argv, plan_opts_t *o)
     memset(o, 0, sizeof(*o));
     o->schedule = BG_PP_1F1B;
     o->device = "cpu";
+    o->cores = -1;
     o->method = BG_SPLIT_OPTIMAL;
     o->recompute = AUTO;
     o->dtype = -1;
@@ -131,6 +136,7 @@ static int parse_opts(int argc, char **argv, plan_opts_t *o)
         else if (!strcmp(a, "--gpus")) bad = parse_int(v, 1, 1 << 24, &o->gpus);
         else if (!strcmp(a, "--chunks")) bad = parse_int(v, 1, 1 << 16, &o->chunks);
         else if (!strcmp(a, "--top")) bad = parse_int(v, 1, 100, &o->top);
+        else if (!strcmp(a, "--cores")) bad = parse_int(v, 0, 1 << 20, &o->cores);
         else if (!strcmp(a, "--batch")) {
             int b;
             bad = parse_int(v, 1, 1 << 30, &b);
@@ -347,7 +353,7 @@ static int choose_shape(plan_run_t *r, bg_part_config_t *cfg, int *mb, int64_t *
                     (long long)per, m);
             return 2;
         }
-        *cfg = (bg_part_config_t){o->schedule, o->stages, o->chunks, m, dp, o->recompute == 1, 8};
+        *cfg = (bg_part_config_t){o->schedule, o->stages, o->chunks, m, dp, o->recompute == 1, 8, 0};
         *mb = (int)(per / m);
         return 0;
     }
@@ -434,6 +440,10 @@ static int plan_body(plan_run_t *r)
     int rc = choose_shape(r, &cfg, &mb, &gb);
     if (rc) return rc;
     if ((rc = price(r, &cfg, mb))) return rc;
+    /* CPU ranks of one machine share its cores (the launcher binds rank r to
+     * core r % cores); GPUs are a device per rank. */
+    if (!strcmp(o->device, "cpu"))
+        cfg.cores = o->cores >= 0 ? o->cores : (int)sysconf(_SC_NPROCESSORS_ONLN);
     bg_part_problem_t pb = {&r->chain, r->cp, cfg};
     bg_plan_t pl;
     if ((st = bg_partition(&pb, o->method, &pl))) return fail(st);

@@ -79,7 +79,7 @@ static void test_gpt2_chain(void)
     bg_costs_t co;
     CHECK_OK(bg_costs_build(&c1, &d, 2, NULL, &co));
     const bg_costs_t *cp[4] = {&co, &co, &co, &co};
-    bg_part_problem_t pb = {&c1, cp, {BG_PP_1F1B, 4, 1, 8, 1, false, 8}};
+    bg_part_problem_t pb = {&c1, cp, {BG_PP_1F1B, 4, 1, 8, 1, false, 8, 0}};
     bg_plan_t opt, uni, par;
     CHECK_OK(bg_partition_optimal(&pb, &opt));
     CHECK_OK(bg_partition_uniform(&pb, &uni));
@@ -192,7 +192,7 @@ static void test_search_exhaustive(void)
                 CHECK_OK(bg_costs_build(&c, &d, 32 / D / m, NULL, &co));
                 const bg_costs_t *cp[8];
                 for (int r = 0; r < S; r++) cp[r] = &co;
-                bg_part_problem_t pb = {&c, cp, {BG_PP_1F1B, S, 1, m, D, rc, 8}};
+                bg_part_problem_t pb = {&c, cp, {BG_PP_1F1B, S, 1, m, D, rc, 8, 0}};
                 bg_plan_t pl;
                 if (bg_partition_try(&pb, &pl) == BG_OK) {
                     if (pl.step_s < best) best = pl.step_s;

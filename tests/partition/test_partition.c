@@ -358,7 +358,7 @@ static void test_heterogeneous_share(void)
     CHECK_OK(bg_costs_build(&c, &slow, 1, NULL, &cs));
     CHECK_OK(bg_costs_build(&c, &fast, 1, NULL, &cf));
     const bg_costs_t *cp[2] = {&cs, &cf};
-    bg_part_problem_t pb = {&c, cp, {BG_PP_1F1B, 2, 1, 8, 1, false, 8}};
+    bg_part_problem_t pb = {&c, cp, {BG_PP_1F1B, 2, 1, 8, 1, false, 8, 0}};
     bg_plan_t pl;
     CHECK_OK(bg_partition_optimal(&pb, &pl));
     CHECK_MSG(pl.bounds[1] == 10, "slow device got %d layers, want 10 of 30", pl.bounds[1]);
@@ -385,7 +385,7 @@ static void test_heterogeneous_share(void)
  * (p-1)/(m+p-1); interleaved divides the fill by v; in-flight counts. */
 static void test_closed_forms(void)
 {
-    bg_part_config_t c = {BG_PP_1F1B, 4, 1, 8, 1, false, 8};
+    bg_part_config_t c = {BG_PP_1F1B, 4, 1, 8, 1, false, 8, 0};
     CHECK(bg_in_flight(&c, 0) == 4 && bg_in_flight(&c, 3) == 1);
     c.micro_batches = 2;
     CHECK(bg_in_flight(&c, 0) == 2);
@@ -421,7 +421,7 @@ static void test_closed_forms(void)
     bg_costs_t co;
     CHECK_OK(bg_costs_build(&ch, &d, 1, NULL, &co));
     const bg_costs_t *cp[4] = {&co, &co, &co, &co};
-    bg_part_problem_t pb = {&ch, cp, {BG_PP_1F1B, 4, 1, 8, 1, false, 8}};
+    bg_part_problem_t pb = {&ch, cp, {BG_PP_1F1B, 4, 1, 8, 1, false, 8, 0}};
     bg_plan_t pl;
     CHECK_OK(bg_partition_optimal(&pb, &pl));
     double t = 2 * 3 * 1e9 / d.flops; /* two layers per stage */
@@ -440,6 +440,17 @@ static void test_closed_forms(void)
     CHECK_OK(bg_partition_optimal(&pb, &pl));
     /* ZB-H1: m (F+B+W) + (p-1)(F+B-W) */
     CHECK_MSG(fabs(pl.pipe_s - (8 * t + 3 * t / 3)) < 1e-12, "zb-h1 pipe %g", pl.pipe_s);
+    bg_plan_free(&pl);
+    /* Four 1f1b ranks on two cores: each core runs two stages' 8 micro-batches,
+     * 16 t, above the dependency bound of 11 t; on four cores nothing changes. */
+    pb.cfg.schedule = BG_PP_1F1B;
+    pb.cfg.cores = 2;
+    CHECK_OK(bg_partition_optimal(&pb, &pl));
+    CHECK_MSG(fabs(pl.pipe_s - 16 * t) < 1e-12, "shared cores pipe %g want %g", pl.pipe_s, 16 * t);
+    bg_plan_free(&pl);
+    pb.cfg.cores = 4;
+    CHECK_OK(bg_partition_optimal(&pb, &pl));
+    CHECK(fabs(pl.pipe_s - 11 * t) < 1e-12);
     bg_plan_free(&pl);
     bg_costs_free(&co);
     bg_chain_free(&ch);

@@ -92,7 +92,7 @@ static void test_plan_round_trip(void)
     bg_costs_t co;
     CHECK_OK(bg_costs_build(&c, &d, 2, NULL, &co));
     const bg_costs_t *cp[3] = {&co, &co, &co};
-    bg_part_problem_t pb = {&c, cp, {BG_PP_INTERLEAVED, 3, 2, 6, 2, true, 8}};
+    bg_part_problem_t pb = {&c, cp, {BG_PP_INTERLEAVED, 3, 2, 6, 2, true, 8, 0}};
     bg_plan_t pl;
     CHECK_OK(bg_partition_optimal(&pb, &pl));
     bg_plan_meta_t meta = {"models/x.graph", "optimal", "cpu"};
