@@ -16,7 +16,7 @@ MB=$((BATCH / M))
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-"$BRIGADE" profile "$MODEL" --batch "$MB" --repeat 10 -o "$tmp/profile.json" > /dev/null
+"$BRIGADE" profile "$MODEL" --batch "$MB" --repeat 30 -o "$tmp/profile.json" > /dev/null
 echo "model $MODEL, $S stages, batch $BATCH in $M micro-batches of $MB, CPU ($(nproc) cores)"
 printf "%-9s %14s %14s %8s   %s\n" method "predicted ms" "measured ms" ratio "stage layers"
 for method in optimal uniform params; do
@@ -24,10 +24,10 @@ for method in optimal uniform params; do
         --profile "$tmp/profile.json" --method "$method" -o "$tmp/$method.json" > "$tmp/$method.plan"
     pred=$(sed -n 's/^predicted step: \([0-9.]*\) s.*/\1/p' "$tmp/$method.plan")
     split=$(awk '/^[0-9]+ +[0-9]+-[0-9]+/ {printf "%s ", $2}' "$tmp/$method.plan")
-    "$BRIGADE" train "$MODEL" --plan "$tmp/$method.json" --steps 30 --data synthetic:images \
+    "$BRIGADE" train "$MODEL" --plan "$tmp/$method.json" --steps 60 --data synthetic:images \
         --log-every 1 --eval-batches 1 --metrics "$tmp/$method.jsonl" > /dev/null 2>&1
-    # Mean step time over the last 20 steps (the first ones warm caches and pages).
-    meas=$(grep '"step_ms"' "$tmp/$method.jsonl" | tail -20 |
+    # Mean step time over the last 50 steps (the first ones warm caches and pages).
+    meas=$(grep '"step_ms"' "$tmp/$method.jsonl" | tail -50 |
            sed 's/.*"step_ms":\([0-9.]*\).*/\1/' | awk '{s+=$1} END {printf "%.2f", s/NR}')
     awk -v m="$method" -v p="$pred" -v q="$meas" -v sp="$split" \
         'BEGIN {printf "%-9s %14.2f %14.2f %8.3f   %s\n", m, p*1000, q, q/(p*1000), sp}'
