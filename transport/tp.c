@@ -451,6 +451,8 @@ static void ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
     p->tp->ucx_fail_pending = 1;
 }
 
+static void check_failures(bg_tp_t *tp);
+
 /* The endpoint to `peer`, created on first use. */
 static bg_status_t get_ep(bg_tp_t *tp, int peer, ucp_ep_h *out, char *err)
 {
@@ -479,6 +481,19 @@ static bg_status_t get_ep(bg_tp_t *tp, int peer, ucp_ep_h *out, char *err)
     ucs_status_t us = ucp_ep_create(tp->worker, &ep, &p->ep);
     if (us != UCS_OK) {
         p->ep = NULL;
+        /* Connecting to a rank that just died fails in UCX first (e.g. an
+         * endpoint timeout on its shared memory); give the store a moment
+         * to confirm, so the error names the death, not a UCX status. */
+        double dl = bg_tp_now() + 1.0;
+        while (!p->dead && bg_tp_now() < dl) {
+            if (bg_tp_store_fail_gen(tp->store) != tp->fail_gen_seen) check_failures(tp);
+            if (!p->dead) usleep(2000);
+        }
+        if (p->dead) {
+            snprintf(err, ERRLEN, "connecting to rank %d: peer rank %d died: %.200s", peer, peer,
+                     p->why);
+            return BG_ERR_PEER;
+        }
         snprintf(err, ERRLEN, "connecting to rank %d: ucp_ep_create: %s", peer,
                  ucs_status_string(us));
         return BG_ERR_UCX;
