@@ -4,7 +4,7 @@
 # `ctest --test-dir build -L slow`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh
+scripts/deps.sh dataset-fashion-mnist  # real data for the IDX reader tests
 scripts/build.sh
 jobs=$(nproc 2>/dev/null || echo 2)
 ctest --test-dir build -LE slow --output-on-failure -j"$jobs"
