@@ -1099,7 +1099,7 @@ static bg_status_t post_recv(bg_rt_t *rt, const bg_action_t *a)
     size_t bytes = act ? 0 : ed->grad_elems * act_esize(rt);
     if (act)
         for (int k = 0; k < ed->n; k++) bytes += tensor_bytes(rt, ed->tensors[k]);
-    if ((st = dalloc(rt, bytes, buf)) != BG_OK) return st;
+    if ((st = dalloc_for(rt, bytes, true, buf)) != BG_OK) return st; /* the transport writes it */
     unsigned kind = act ? BG_TP_KIND_ACT : BG_TP_KIND_GRAD;
     return bg_tp_recv(rt->conf.tp, rt->conf.dp * rt->conf.stages + a->peer,
                       edge_tag(kind, a->mb, a->src, a->dst), *buf, bytes, rt->mem, req);
