@@ -15,17 +15,28 @@ static _Thread_local char bg_errmsg[BG_ERRMSG_MAX];
 const char *bg_status_str(bg_status_t st)
 {
     switch (st) {
-    case BG_OK: return "ok";
-    case BG_ERR_INVALID: return "invalid input";
-    case BG_ERR_NOMEM: return "out of memory";
-    case BG_ERR_IO: return "i/o error";
-    case BG_ERR_UNSUPPORTED: return "unsupported";
-    case BG_ERR_CUDA: return "CUDA error";
-    case BG_ERR_UCX: return "UCX error";
-    case BG_ERR_TIMEOUT: return "timed out";
-    case BG_ERR_PEER: return "peer failure";
-    case BG_ERR_CANCELED: return "canceled";
-    case BG_ERR_INTERNAL: return "internal error";
+    case BG_OK:
+        return "ok";
+    case BG_ERR_INVALID:
+        return "invalid input";
+    case BG_ERR_NOMEM:
+        return "out of memory";
+    case BG_ERR_IO:
+        return "i/o error";
+    case BG_ERR_UNSUPPORTED:
+        return "unsupported";
+    case BG_ERR_CUDA:
+        return "CUDA error";
+    case BG_ERR_UCX:
+        return "UCX error";
+    case BG_ERR_TIMEOUT:
+        return "timed out";
+    case BG_ERR_PEER:
+        return "peer failure";
+    case BG_ERR_CANCELED:
+        return "canceled";
+    case BG_ERR_INTERNAL:
+        return "internal error";
     }
     return "unknown status";
 }
@@ -54,8 +65,10 @@ bg_status_t bg_error_prefix(bg_status_t st, const char *fmt, ...)
     va_end(ap);
     memcpy(old, bg_errmsg, sizeof(old));
     size_t np = strlen(prefix), no = strnlen(old, sizeof(old) - 1);
-    if (np > sizeof(bg_errmsg) - 1) np = sizeof(bg_errmsg) - 1;
-    if (no > sizeof(bg_errmsg) - 1 - np) no = sizeof(bg_errmsg) - 1 - np;
+    if (np > sizeof(bg_errmsg) - 1)
+        np = sizeof(bg_errmsg) - 1;
+    if (no > sizeof(bg_errmsg) - 1 - np)
+        no = sizeof(bg_errmsg) - 1 - np;
     memcpy(bg_errmsg, prefix, np);
     memcpy(bg_errmsg + np, old, no);
     bg_errmsg[np + no] = '\0';
@@ -79,9 +92,12 @@ static int bg_log_level(void)
         const char *e = getenv("BRIGADE_LOG");
         level = BG_LOG_WARN;
         if (e) {
-            if (!strcmp(e, "error")) level = BG_LOG_ERROR;
-            else if (!strcmp(e, "info")) level = BG_LOG_INFO;
-            else if (!strcmp(e, "debug")) level = BG_LOG_DEBUG;
+            if (!strcmp(e, "error"))
+                level = BG_LOG_ERROR;
+            else if (!strcmp(e, "info"))
+                level = BG_LOG_INFO;
+            else if (!strcmp(e, "debug"))
+                level = BG_LOG_DEBUG;
         }
     }
     return level;
@@ -95,7 +111,8 @@ int bg_log_enabled(bg_log_level_t level)
 void bg_log(bg_log_level_t level, const char *fmt, ...)
 {
     static const char *names[] = {"error", "warning", "info", "debug"};
-    if (!bg_log_enabled(level)) return;
+    if (!bg_log_enabled(level))
+        return;
     char line[2048];
     va_list ap;
     va_start(ap, fmt);

@@ -34,8 +34,7 @@ const char *bg_status_str(bg_status_t st);
  * `return bg_errorf(BG_ERR_INVALID, "x: %d", x);` both explains and fails.
  * Cannot fail; messages longer than 1 KiB are truncated.
  */
-bg_status_t bg_errorf(bg_status_t st, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+bg_status_t bg_errorf(bg_status_t st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 bg_status_t bg_verrorf(bg_status_t st, const char *fmt, va_list ap);
 
 /*

@@ -18,8 +18,9 @@ bg_status_t bg_net_split_even(const bg_graph_t *g, int n_chunks, int *chunk_firs
 {
     int L = bg_graph_n_layers(g);
     if (n_chunks < 1 || L < n_chunks)
-        return bg_errorf(BG_ERR_INVALID, "cannot cut %d layers into %d chunks: each chunk needs "
-                                         "at least one layer",
+        return bg_errorf(BG_ERR_INVALID,
+                         "cannot cut %d layers into %d chunks: each chunk needs "
+                         "at least one layer",
                          L, n_chunks);
     double total = 0;
     for (int l = 0; l < L; l++) {
@@ -47,7 +48,8 @@ bg_status_t bg_net_split_even(const bg_graph_t *g, int n_chunks, int *chunk_firs
 int bg_net_edge_find(const bg_net_t *n, int src, int dst)
 {
     for (int i = 0; i < n->n_edges; i++)
-        if (n->edges[i].src == src && n->edges[i].dst == dst) return i;
+        if (n->edges[i].src == src && n->edges[i].dst == dst)
+            return i;
     return -1;
 }
 
@@ -67,8 +69,10 @@ bool bg_net_is_latest_user(const bg_net_t *n, int t, int c)
 
 void bg_net_free(bg_net_t *n)
 {
-    if (!n) return;
-    for (int t = 0; n->tensors && t < n->n_tensors; t++) free(n->tensors[t].uses);
+    if (!n)
+        return;
+    for (int t = 0; n->tensors && t < n->n_tensors; t++)
+        free(n->tensors[t].uses);
     for (int p = 0; n->params && p < n->n_params; p++) {
         free(n->params[p].users);
         free(n->params[p].user_slot);
@@ -90,14 +94,16 @@ static bg_status_t net_uses(bg_net_t *n)
     const bg_graph_t *g = n->graph;
     for (int l = 0; l < n->n_layers; l++) {
         const bg_graph_layer_t *gl = bg_graph_layer(g, l);
-        for (int s = 0; s < gl->spec.n_in; s++) n->tensors[gl->in[s]].n_uses++;
+        for (int s = 0; s < gl->spec.n_in; s++)
+            n->tensors[gl->in[s]].n_uses++;
     }
     for (int t = 0; t < n->n_tensors; t++) {
         const bg_graph_tensor_t *gt = bg_graph_tensor(g, t);
         n->tensors[t].chunk = gt->producer >= 0 ? n->layer_chunk[gt->producer] : -1;
         n->tensors[t].needs_grad = gt->producer >= 0 && gt->shape.dtype == BG_F32;
         n->tensors[t].uses = calloc((size_t)n->tensors[t].n_uses + 1, sizeof(bg_net_use_t));
-        if (!n->tensors[t].uses) return bg_errorf(BG_ERR_NOMEM, "net: out of memory");
+        if (!n->tensors[t].uses)
+            return bg_errorf(BG_ERR_NOMEM, "net: out of memory");
         n->tensors[t].n_uses = 0;
     }
     /* Layers ascending, slots ascending: uses come out sorted. */
@@ -119,7 +125,8 @@ static bg_status_t net_params(bg_net_t *n)
         bg_net_param_t *np = &n->params[p];
         np->users = calloc((size_t)gp->n_users + 1, sizeof(int));
         np->user_slot = calloc((size_t)gp->n_users + 1, sizeof(int));
-        if (!np->users || !np->user_slot) return bg_errorf(BG_ERR_NOMEM, "net: out of memory");
+        if (!np->users || !np->user_slot)
+            return bg_errorf(BG_ERR_NOMEM, "net: out of memory");
         /* The owner and the share= users, merged in ascending layer order. */
         int k = 0;
         bool owner_done = false;
@@ -130,14 +137,17 @@ static bg_status_t net_params(bg_net_t *n)
                 np->user_slot[k++] = gp->slot;
                 owner_done = true;
             }
-            if (u < 0) break;
+            if (u < 0)
+                break;
             const bg_graph_layer_t *gl = bg_graph_layer(g, u);
             int slot = -1;
             for (int s = 0; s < gl->n_params; s++)
-                if (gl->param[s] == p) slot = s;
+                if (gl->param[s] == p)
+                    slot = s;
             if (slot < 0)
-                return bg_errorf(BG_ERR_INTERNAL, "net: layer %s listed as a user of %s but has "
-                                                  "no slot for it",
+                return bg_errorf(BG_ERR_INTERNAL,
+                                 "net: layer %s listed as a user of %s but has "
+                                 "no slot for it",
                                  gl->spec.name, gp->name);
             np->users[k] = u;
             np->user_slot[k++] = slot;
@@ -152,7 +162,8 @@ static bg_status_t net_edge_add(bg_net_t *n, int src, int dst, int t, int contri
     int e = bg_net_edge_find(n, src, dst);
     if (e < 0) {
         bg_net_edge_t *ne = realloc(n->edges, sizeof(*ne) * (size_t)(n->n_edges + 1));
-        if (!ne) return bg_errorf(BG_ERR_NOMEM, "net: out of memory");
+        if (!ne)
+            return bg_errorf(BG_ERR_NOMEM, "net: out of memory");
         n->edges = ne;
         e = n->n_edges++;
         memset(&n->edges[e], 0, sizeof(n->edges[e]));
@@ -161,10 +172,12 @@ static bg_status_t net_edge_add(bg_net_t *n, int src, int dst, int t, int contri
     }
     bg_net_edge_t *ed = &n->edges[e];
     int *tt = realloc(ed->tensors, sizeof(int) * (size_t)(ed->n + 1));
-    if (!tt) return bg_errorf(BG_ERR_NOMEM, "net: out of memory");
+    if (!tt)
+        return bg_errorf(BG_ERR_NOMEM, "net: out of memory");
     ed->tensors = tt;
     int *cc = realloc(ed->n_contrib, sizeof(int) * (size_t)(ed->n + 1));
-    if (!cc) return bg_errorf(BG_ERR_NOMEM, "net: out of memory");
+    if (!cc)
+        return bg_errorf(BG_ERR_NOMEM, "net: out of memory");
     ed->n_contrib = cc;
     ed->tensors[ed->n] = t;
     ed->n_contrib[ed->n] = contrib;
@@ -180,20 +193,22 @@ static bg_status_t net_edges(bg_net_t *n)
     /* Tensor ids ascending, so every edge lists its tensors in ascending order. */
     for (int t = 0; t < n->n_tensors; t++) {
         int src = n->tensors[t].chunk;
-        if (src < 0) continue;
+        if (src < 0)
+            continue;
         for (int c = src + 1; c < n->n_chunks; c++) {
             int k = bg_net_uses_in_chunk(n, t, c);
-            if (!k) continue;
+            if (!k)
+                continue;
             int contrib = !n->tensors[t].needs_grad ? 0 : bg_net_is_latest_user(n, t, c) ? 1 : k;
             bg_status_t st = net_edge_add(n, src, c, t, contrib);
-            if (st != BG_OK) return st;
+            if (st != BG_OK)
+                return st;
         }
     }
     return BG_OK;
 }
 
-bg_status_t bg_net_create(const bg_graph_t *g, int n_chunks, const int *chunk_first,
-                          bg_net_t **out)
+bg_status_t bg_net_create(const bg_graph_t *g, int n_chunks, const int *chunk_first, bg_net_t **out)
 {
     int L = bg_graph_n_layers(g);
     if (n_chunks < 1 || chunk_first[0] != 0 || chunk_first[n_chunks] != L)
@@ -203,7 +218,8 @@ bg_status_t bg_net_create(const bg_graph_t *g, int n_chunks, const int *chunk_fi
             return bg_errorf(BG_ERR_INVALID, "bad chunk split: chunk %d is empty", c);
     bg_status_t st = BG_ERR_NOMEM;
     bg_net_t *n = calloc(1, sizeof(*n));
-    if (!n) return bg_errorf(BG_ERR_NOMEM, "net: out of memory");
+    if (!n)
+        return bg_errorf(BG_ERR_NOMEM, "net: out of memory");
     n->graph = g;
     n->n_layers = L;
     n->n_tensors = bg_graph_n_tensors(g);
@@ -220,10 +236,14 @@ bg_status_t bg_net_create(const bg_graph_t *g, int n_chunks, const int *chunk_fi
     }
     memcpy(n->chunk_first, chunk_first, sizeof(int) * (size_t)(n_chunks + 1));
     for (int c = 0; c < n_chunks; c++)
-        for (int l = chunk_first[c]; l < chunk_first[c + 1]; l++) n->layer_chunk[l] = c;
-    if ((st = net_uses(n)) != BG_OK) goto err;
-    if ((st = net_params(n)) != BG_OK) goto err;
-    if ((st = net_edges(n)) != BG_OK) goto err;
+        for (int l = chunk_first[c]; l < chunk_first[c + 1]; l++)
+            n->layer_chunk[l] = c;
+    if ((st = net_uses(n)) != BG_OK)
+        goto err;
+    if ((st = net_params(n)) != BG_OK)
+        goto err;
+    if ((st = net_edges(n)) != BG_OK)
+        goto err;
     *out = n;
     return BG_OK;
 err:

@@ -25,7 +25,7 @@ typedef struct bg_net_use {
 
 /* What the graph does not say directly, per tensor. */
 typedef struct bg_net_tensor {
-    int chunk;          /* chunk of the producer; -1 for graph inputs */
+    int chunk; /* chunk of the producer; -1 for graph inputs */
     int n_uses;
     bg_net_use_t *uses; /* ascending (layer, slot); a layer using t twice appears twice */
     bool needs_grad;    /* float and produced by a layer */
@@ -42,10 +42,10 @@ typedef struct bg_net_param {
 typedef struct bg_net_edge {
     int src, dst;
     int n;
-    int *tensors;       /* ascending tensor ids produced in src, used in dst */
-    int *n_contrib;     /* per tensor: gradient contributions sent back */
-    size_t act_elems;   /* sum of tensor sizes (elements) */
-    size_t grad_elems;  /* sum of n_contrib[i] * size */
+    int *tensors;      /* ascending tensor ids produced in src, used in dst */
+    int *n_contrib;    /* per tensor: gradient contributions sent back */
+    size_t act_elems;  /* sum of tensor sizes (elements) */
+    size_t grad_elems; /* sum of n_contrib[i] * size */
 } bg_net_edge_t;
 
 typedef struct bg_net {
@@ -54,9 +54,9 @@ typedef struct bg_net {
     int *layer_chunk;
     bg_net_tensor_t *tensors;
     bg_net_param_t *params;
-    int *chunk_first;        /* chunk c = layers [chunk_first[c], chunk_first[c+1]) */
+    int *chunk_first; /* chunk c = layers [chunk_first[c], chunk_first[c+1]) */
     int n_edges;
-    bg_net_edge_t *edges;    /* every (src, dst) pair with tensors, src < dst */
+    bg_net_edge_t *edges; /* every (src, dst) pair with tensors, src < dst */
 } bg_net_t;
 
 /*

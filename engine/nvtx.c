@@ -14,7 +14,8 @@
 static nvtxDomainHandle_t bg_nvtx_domain(void)
 {
     static nvtxDomainHandle_t d;
-    if (!d) d = nvtxDomainCreateA("brigade");
+    if (!d)
+        d = nvtxDomainCreateA("brigade");
     return d;
 }
 
@@ -65,9 +66,7 @@ void bg_nvtx_push_layer(const char *name)
 {
     (void)name;
 }
-void bg_nvtx_pop(void)
-{
-}
+void bg_nvtx_pop(void) {}
 void bg_nvtx_name_thread(const char *name)
 {
     (void)name;

@@ -22,9 +22,12 @@ void bg_optim_conf_default(bg_optim_conf_t *c)
 
 bg_status_t bg_optim_kind_parse(const char *s, bg_optim_kind_t *out)
 {
-    if (!strcmp(s, "sgd")) *out = BG_OPT_SGD;
-    else if (!strcmp(s, "adamw") || !strcmp(s, "adam")) *out = BG_OPT_ADAMW;
-    else return bg_errorf(BG_ERR_INVALID, "unknown optimizer '%s' (choose sgd or adamw)", s);
+    if (!strcmp(s, "sgd"))
+        *out = BG_OPT_SGD;
+    else if (!strcmp(s, "adamw") || !strcmp(s, "adam"))
+        *out = BG_OPT_ADAMW;
+    else
+        return bg_errorf(BG_ERR_INVALID, "unknown optimizer '%s' (choose sgd or adamw)", s);
     return BG_OK;
 }
 
@@ -42,16 +45,19 @@ float bg_optim_lr(const bg_optim_conf_t *c, int64_t step)
 {
     if (c->warmup > 0 && step < c->warmup)
         return c->lr * (float)(step + 1) / (float)c->warmup;
-    if (c->total <= c->warmup) return c->lr;
+    if (c->total <= c->warmup)
+        return c->lr;
     double t = (double)(step - c->warmup) / (double)(c->total - c->warmup);
-    if (t > 1.0) t = 1.0;
+    if (t > 1.0)
+        t = 1.0;
     double min_lr = (double)c->lr * c->min_lr_frac;
     return (float)(min_lr + 0.5 * ((double)c->lr - min_lr) * (1.0 + cos(M_PI * t)));
 }
 
 float bg_optim_clip_scale(const bg_optim_conf_t *c, double global_norm)
 {
-    if (c->clip <= 0.0f || !(global_norm > c->clip)) return 1.0f;
+    if (c->clip <= 0.0f || !(global_norm > c->clip))
+        return 1.0f;
     return (float)(c->clip / global_norm);
 }
 

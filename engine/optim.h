@@ -20,14 +20,14 @@ typedef enum { BG_OPT_SGD = 0, BG_OPT_ADAMW = 1 } bg_optim_kind_t;
 
 typedef struct bg_optim_conf {
     bg_optim_kind_t kind;
-    float lr;           /* peak learning rate */
-    float min_lr_frac;  /* cosine decays to lr * min_lr_frac */
-    int64_t warmup;     /* steps of linear warmup from lr/warmup */
-    int64_t total;      /* steps of the run (cosine horizon); 0: constant after warmup */
-    float momentum;     /* SGD */
+    float lr;                /* peak learning rate */
+    float min_lr_frac;       /* cosine decays to lr * min_lr_frac */
+    int64_t warmup;          /* steps of linear warmup from lr/warmup */
+    int64_t total;           /* steps of the run (cosine horizon); 0: constant after warmup */
+    float momentum;          /* SGD */
     float beta1, beta2, eps; /* AdamW */
-    float weight_decay; /* decoupled; applied to parameters with >= 2 dims only */
-    float clip;         /* max global gradient norm; 0: off */
+    float weight_decay;      /* decoupled; applied to parameters with >= 2 dims only */
+    float clip;              /* max global gradient norm; 0: off */
 } bg_optim_conf_t;
 
 /* Defaults: AdamW, lr 1e-3, betas (0.9, 0.95), eps 1e-8, wd 0, no clip. */

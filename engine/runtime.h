@@ -28,16 +28,16 @@ typedef struct bg_rt bg_rt_t;
 
 typedef struct bg_rt_conf {
     const bg_net_t *net;
-    const bg_sched_t *sched;   /* the step's lists; chunk -> pipeline rank map */
-    int stage, dp;             /* this rank's pipeline rank and replica */
+    const bg_sched_t *sched; /* the step's lists; chunk -> pipeline rank map */
+    int stage, dp;           /* this rank's pipeline rank and replica */
     int stages, dps;
     bg_backend_t *be;
-    bg_dtype_t dtype;          /* activations/weights on the device */
-    bg_tp_t *tp;               /* NULL only when stages * dps == 1 */
+    bg_dtype_t dtype; /* activations/weights on the device */
+    bg_tp_t *tp;      /* NULL only when stages * dps == 1 */
     bg_optim_conf_t optim;
-    uint64_t seed;             /* parameter initialisation */
-    bool recompute;            /* keep chunk inputs only; redo F before B */
-    double timeout_s;          /* longest wait for a peer */
+    uint64_t seed;    /* parameter initialisation */
+    bool recompute;   /* keep chunk inputs only; redo F before B */
+    double timeout_s; /* longest wait for a peer */
 } bg_rt_conf_t;
 
 /*
@@ -48,13 +48,13 @@ typedef struct bg_rt_conf {
 typedef bg_status_t (*bg_rt_feed_fn)(void *ctx, int mb, int input, void *dst, size_t bytes);
 
 typedef struct bg_rt_stats {
-    double loss_sum;      /* sum over this rank's micro-batches' losses */
-    int64_t loss_count;   /* micro-batches whose loss this rank computed */
-    int64_t correct, rows;/* eval: argmax hits over rows, for classifiers */
-    double busy_s;        /* time spent in compute actions */
-    double pipe_s;        /* step start to the optimizer: where the bubble lives */
-    double step_s;        /* wall time of the step */
-    double grad_norm;     /* before clipping */
+    double loss_sum;       /* sum over this rank's micro-batches' losses */
+    int64_t loss_count;    /* micro-batches whose loss this rank computed */
+    int64_t correct, rows; /* eval: argmax hits over rows, for classifiers */
+    double busy_s;         /* time spent in compute actions */
+    double pipe_s;         /* step start to the optimizer: where the bubble lives */
+    double step_s;         /* wall time of the step */
+    double grad_norm;      /* before clipping */
     float lr;
 } bg_rt_stats_t;
 
@@ -79,9 +79,9 @@ typedef struct bg_rt_param_view {
     const char *name;
     const bg_shape_t *shape;
     int64_t numel;
-    bool owned;        /* this rank holds the owner layer (writes it to checkpoints) */
-    float *master;     /* f32 host copy, authoritative */
-    float *state[2];   /* optimizer states (NULL where the optimizer has fewer) */
+    bool owned;      /* this rank holds the owner layer (writes it to checkpoints) */
+    float *master;   /* f32 host copy, authoritative */
+    float *state[2]; /* optimizer states (NULL where the optimizer has fewer) */
 } bg_rt_param_view_t;
 void bg_rt_param_get(bg_rt_t *rt, int i, bg_rt_param_view_t *out);
 /* After changing masters (resume, --init): push them to the device copies. */

@@ -18,20 +18,26 @@ bg_status_t bg_trace_write_part(const char *path, int rank, int stage, int dp,
     char part[4096];
     snprintf(part, sizeof(part), "%s.part%d", path, rank);
     FILE *f = fopen(part, "w");
-    if (!f) return bg_errorf(BG_ERR_IO, "trace: cannot write %s: %s", part, strerror(errno));
-    fprintf(f, "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":\"rank %d "
-               "(stage %d, dp %d)\"}},\n{\"name\":\"process_sort_index\",\"ph\":\"M\",\"pid\":%d,"
-               "\"args\":{\"sort_index\":%d}}",
+    if (!f)
+        return bg_errorf(BG_ERR_IO, "trace: cannot write %s: %s", part, strerror(errno));
+    fprintf(f,
+            "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":\"rank %d "
+            "(stage %d, dp %d)\"}},\n{\"name\":\"process_sort_index\",\"ph\":\"M\",\"pid\":%d,"
+            "\"args\":{\"sort_index\":%d}}",
             rank, rank, stage, dp, rank, rank);
     for (int i = 0; i < n; i++) {
         const bg_rt_event_t *e = &ev[i];
         char name[64];
         const char *k = bg_act_kind_name(e->kind);
-        if (e->kind == BG_ACT_OPTIMIZER) snprintf(name, sizeof(name), "%s", k);
-        else if (e->kind == BG_ACT_ALLREDUCE) snprintf(name, sizeof(name), "%s c%d", k, e->chunk);
-        else snprintf(name, sizeof(name), "%s mb%d c%d", k, e->mb, e->chunk);
-        fprintf(f, ",\n{\"name\":\"%s\",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":%d,\"tid\":0,"
-                   "\"ts\":%.3f,\"dur\":%.3f,\"args\":{\"mb\":%d,\"chunk\":%d}}",
+        if (e->kind == BG_ACT_OPTIMIZER)
+            snprintf(name, sizeof(name), "%s", k);
+        else if (e->kind == BG_ACT_ALLREDUCE)
+            snprintf(name, sizeof(name), "%s c%d", k, e->chunk);
+        else
+            snprintf(name, sizeof(name), "%s mb%d c%d", k, e->mb, e->chunk);
+        fprintf(f,
+                ",\n{\"name\":\"%s\",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":%d,\"tid\":0,"
+                "\"ts\":%.3f,\"dur\":%.3f,\"args\":{\"mb\":%d,\"chunk\":%d}}",
                 name, k, rank, (origin_s + e->t0) * 1e6, (e->t1 - e->t0) * 1e6, e->mb, e->chunk);
     }
     bool bad = ferror(f) != 0;
@@ -45,7 +51,8 @@ bg_status_t bg_trace_merge(const char *path, int world)
     char tmp[4096];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     FILE *out = fopen(tmp, "w");
-    if (!out) return bg_errorf(BG_ERR_IO, "trace: cannot write %s: %s", tmp, strerror(errno));
+    if (!out)
+        return bg_errorf(BG_ERR_IO, "trace: cannot write %s: %s", tmp, strerror(errno));
     fprintf(out, "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n");
     bg_status_t st = BG_OK;
     for (int r = 0; r < world && st == BG_OK; r++) {
@@ -56,15 +63,18 @@ bg_status_t bg_trace_merge(const char *path, int world)
             st = bg_errorf(BG_ERR_IO, "trace: rank %d's part %s is missing", r, part);
             break;
         }
-        if (r) fputs(",\n", out);
+        if (r)
+            fputs(",\n", out);
         char buf[65536];
         size_t k;
-        while ((k = fread(buf, 1, sizeof(buf), in)) > 0) fwrite(buf, 1, k, out);
+        while ((k = fread(buf, 1, sizeof(buf), in)) > 0)
+            fwrite(buf, 1, k, out);
         fclose(in);
     }
     fprintf(out, "\n]}\n");
     bool bad = ferror(out) != 0;
-    if (fclose(out) != 0 || bad) st = st ? st : bg_errorf(BG_ERR_IO, "trace: writing %s failed", tmp);
+    if (fclose(out) != 0 || bad)
+        st = st ? st : bg_errorf(BG_ERR_IO, "trace: writing %s failed", tmp);
     if (st == BG_OK && rename(tmp, path) != 0)
         st = bg_errorf(BG_ERR_IO, "trace: cannot rename %s: %s", tmp, strerror(errno));
     if (st != BG_OK) {

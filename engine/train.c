@@ -51,7 +51,7 @@ void bg_train_conf_default(bg_train_conf_t *c)
 typedef struct train {
     const bg_train_conf_t *c;
     int rank, world, stage, dp, S, D, M, V;
-    int64_t mb_rows;    /* rows per micro-batch */
+    int64_t mb_rows; /* rows per micro-batch */
     bg_tp_t *tp;
     bg_tp_group_t *world_group;
     bg_graph_t *g;
@@ -60,7 +60,7 @@ typedef struct train {
     bg_backend_t *be;
     bg_data_t *ds;
     bg_rt_t *rt;
-    int target_input;   /* graph input fed with targets; -1 if none */
+    int target_input; /* graph input fed with targets; -1 if none */
     int64_t steps, start_step;
     FILE *metrics;
     bool tty;
@@ -84,15 +84,17 @@ static bg_status_t feed(void *ctx, int mb, int input, void *dst, size_t bytes)
     if (input == t->target_input) {
         size_t want = (size_t)(t->mb_rows * info->target_cols) * 4;
         if (bytes != want)
-            return bg_errorf(BG_ERR_INVALID, "targets input '%s' holds %zu bytes per micro-batch "
-                                             "but the data gives %zu",
+            return bg_errorf(BG_ERR_INVALID,
+                             "targets input '%s' holds %zu bytes per micro-batch "
+                             "but the data gives %zu",
                              bg_graph_input(t->g, input)->name, bytes, want);
         return bg_data_fetch(t->ds, t->split, t->data_step, row0, t->mb_rows, NULL, dst);
     }
     size_t want = (size_t)(t->mb_rows * info->input_cols) * bg_dtype_size(info->input_dtype);
     if (bytes != want)
-        return bg_errorf(BG_ERR_INVALID, "input '%s' holds %zu bytes per micro-batch but the "
-                                         "data gives %zu (%lld columns of %s)",
+        return bg_errorf(BG_ERR_INVALID,
+                         "input '%s' holds %zu bytes per micro-batch but the "
+                         "data gives %zu (%lld columns of %s)",
                          bg_graph_input(t->g, input)->name, bytes, want,
                          (long long)info->input_cols, bg_dtype_name(info->input_dtype));
     return bg_data_fetch(t->ds, t->split, t->data_step, row0, t->mb_rows, dst, NULL);
@@ -101,7 +103,8 @@ static bg_status_t feed(void *ctx, int mb, int input, void *dst, size_t bytes)
 /* Sum `n` floats over every rank (stats, losses). */
 static bg_status_t world_sum(train_t *t, float *v, int n)
 {
-    if (!t->world_group) return BG_OK;
+    if (!t->world_group)
+        return BG_OK;
     return bg_tp_allreduce(t->world_group, v, (size_t)n, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST,
                            120.0);
 }
@@ -119,16 +122,21 @@ static bg_status_t split_from_plan(train_t *t, int nch, int *first)
 {
     bg_plan_file_t pf;
     bg_status_t st = bg_plan_load(t->c->plan, &pf);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     int L = bg_graph_n_layers(t->g);
     const char **names = malloc(sizeof(char *) * (size_t)L + 1);
-    if (!names) st = bg_errorf(BG_ERR_NOMEM, "out of memory");
-    for (int l = 0; st == BG_OK && l < L; l++) names[l] = bg_graph_layer(t->g, l)->spec.name;
-    if (st == BG_OK) st = bg_plan_file_check_layers(&pf, names, L);
+    if (!names)
+        st = bg_errorf(BG_ERR_NOMEM, "out of memory");
+    for (int l = 0; st == BG_OK && l < L; l++)
+        names[l] = bg_graph_layer(t->g, l)->spec.name;
+    if (st == BG_OK)
+        st = bg_plan_file_check_layers(&pf, names, L);
     if (st == BG_OK && pf.n_chunks != nch)
         st = bg_errorf(BG_ERR_INVALID, "%s has %d chunks, this run needs %d (%d stages x %d)",
                        t->c->plan, pf.n_chunks, nch, t->S, t->V);
-    for (int c = 0; st == BG_OK && c <= nch; c++) first[c] = pf.bounds[c];
+    for (int c = 0; st == BG_OK && c <= nch; c++)
+        first[c] = pf.bounds[c];
     free(names);
     bg_plan_file_free(&pf);
     return st;
@@ -142,32 +150,41 @@ static bg_status_t setup_layout(train_t *t)
     t->M = c->micro_batches;
     bg_sched_kind_t kind;
     bg_status_t st = bg_sched_kind_parse(c->schedule, &kind);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     t->V = kind == BG_SCHED_INTERLEAVED ? (c->chunks > 1 ? c->chunks : 2) : 1;
     if (kind != BG_SCHED_INTERLEAVED && c->chunks > 1)
         return bg_errorf(BG_ERR_INVALID, "--chunks %d needs --schedule interleaved", c->chunks);
     if (c->batch % (t->D * t->M))
-        return bg_errorf(BG_ERR_INVALID, "--batch %d is not divisible by dp (%d) x micro-batches "
-                                         "(%d)",
+        return bg_errorf(BG_ERR_INVALID,
+                         "--batch %d is not divisible by dp (%d) x micro-batches "
+                         "(%d)",
                          c->batch, t->D, t->M);
     t->mb_rows = c->batch / (t->D * t->M);
     st = bg_graph_parse_file(c->model, t->mb_rows, &t->g);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     int nch = t->S * t->V;
     int *first = calloc((size_t)nch + 1, sizeof(int));
-    if (!first) return bg_errorf(BG_ERR_NOMEM, "out of memory");
+    if (!first)
+        return bg_errorf(BG_ERR_NOMEM, "out of memory");
     st = c->plan ? split_from_plan(t, nch, first) : bg_net_split_even(t->g, nch, first);
-    if (st == BG_OK) st = bg_net_create(t->g, nch, first, &t->net);
+    if (st == BG_OK)
+        st = bg_net_create(t->g, nch, first, &t->net);
     free(first);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     st = bg_sched_generate(kind, t->S, t->M, t->V, c->split_bw ? BG_SCHED_SPLIT_BW : 0, &t->sched);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     /* Skip connections: a tensor goes straight from its producer's chunk to
      * each consumer's chunk, so the schedule gets those edges too. */
     for (int e = 0; e < t->net->n_edges; e++) {
         const bg_net_edge_t *ed = &t->net->edges[e];
-        if (ed->dst == ed->src + 1) continue;
-        if ((st = bg_sched_add_transfer(t->sched, ed->src, ed->dst, 1)) != BG_OK) return st;
+        if (ed->dst == ed->src + 1)
+            continue;
+        if ((st = bg_sched_add_transfer(t->sched, ed->src, ed->dst, 1)) != BG_OK)
+            return st;
     }
     return bg_sched_check(t->sched, NULL);
 }
@@ -179,13 +196,16 @@ static bg_status_t setup_data(train_t *t)
     t->target_input = -1;
     const bg_graph_layer_t *loss = bg_graph_layer(t->g, bg_graph_loss_layer(t->g));
     const bg_graph_tensor_t *tt = bg_graph_tensor(t->g, loss->in[1]);
-    if (tt->producer < 0) t->target_input = tt->input;
+    if (tt->producer < 0)
+        t->target_input = tt->input;
     int n_feature_inputs = 0, feature = -1;
     for (int i = 0; i < bg_graph_n_inputs(t->g); i++)
-        if (i != t->target_input) n_feature_inputs++, feature = i;
+        if (i != t->target_input)
+            n_feature_inputs++, feature = i;
     if (n_feature_inputs > 1)
-        return bg_errorf(BG_ERR_INVALID, "%s: the data readers feed one input and the targets; "
-                                         "this model has %d other inputs",
+        return bg_errorf(BG_ERR_INVALID,
+                         "%s: the data readers feed one input and the targets; "
+                         "this model has %d other inputs",
                          c->model, n_feature_inputs);
     bg_data_opts_t o;
     bg_data_opts_default(&o);
@@ -203,14 +223,17 @@ static bg_status_t setup_data(train_t *t)
                     !strcmp(gl->spec.kind->name, "embedding"))
                     o.vocab = bg_attrs_int(&gl->spec.attrs, "vocab", 0);
             }
-            if (!spec) spec = "synthetic:tokens";
+            if (!spec)
+                spec = "synthetic:tokens";
         } else if (!spec) {
             spec = s->ndim == 2 && s->d[1] == 784 ? "fashion-mnist" : "synthetic:images";
         }
     }
-    if (!spec) spec = "synthetic";
+    if (!spec)
+        spec = "synthetic";
     bg_status_t st = bg_data_open(spec, &o, &t->ds);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     const bg_data_info_t *info = bg_data_info(t->ds);
     t->steps = c->steps;
     if (!t->steps) {
@@ -229,18 +252,26 @@ static bg_status_t setup_data(train_t *t)
  */
 static bg_status_t bind_rank(train_t *t)
 {
-    if (getenv("BRIGADE_NO_BIND")) return BG_OK;
+    if (getenv("BRIGADE_NO_BIND"))
+        return BG_OK;
     const char *local = getenv("BRIGADE_LOCAL_RANK");
-    if (!local || atoi(local) != t->rank) return BG_OK; /* not a single-node job */
+    if (!local || atoi(local) != t->rank)
+        return BG_OK; /* not a single-node job */
     bg_topo_t *topo = NULL;
     bg_status_t st = bg_topo_load(&topo);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     bg_rank_place_t *pl = calloc((size_t)t->world, sizeof(*pl));
-    bg_place_opts_t o = {.stages = t->c->stages, .dp = t->c->dp, .nodes = 1,
+    bg_place_opts_t o = {.stages = t->c->stages,
+                         .dp = t->c->dp,
+                         .nodes = 1,
                          .use_gpus = !strcmp(t->c->device, "cuda")};
-    if (!pl) st = bg_errorf(BG_ERR_NOMEM, "out of memory");
-    if (st == BG_OK) st = bg_place_ranks(topo, &o, pl);
-    if (st == BG_OK) st = bg_place_bind(topo, pl[t->rank].cpuset);
+    if (!pl)
+        st = bg_errorf(BG_ERR_NOMEM, "out of memory");
+    if (st == BG_OK)
+        st = bg_place_ranks(topo, &o, pl);
+    if (st == BG_OK)
+        st = bg_place_bind(topo, pl[t->rank].cpuset);
     if (st == BG_OK && t->rank == 0) {
         printf("placement:");
         for (int r = 0; r < t->world; r++)
@@ -258,7 +289,8 @@ static bg_status_t setup_runtime(train_t *t)
     const bg_train_conf_t *c = t->c;
     bg_device_t dev = strcmp(c->device, "cuda") ? BG_DEV_CPU : BG_DEV_CUDA;
     bg_status_t st = bg_backend_create(dev, 0, &t->be);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     bg_rt_conf_t rc;
     memset(&rc, 0, sizeof(rc));
     rc.net = t->net;
@@ -282,7 +314,8 @@ static bg_status_t setup_runtime(train_t *t)
 
 static const char *state_suffix(bg_optim_kind_t k, int i)
 {
-    if (k == BG_OPT_SGD) return BG_CKPT_MOMENTUM;
+    if (k == BG_OPT_SGD)
+        return BG_CKPT_MOMENTUM;
     return i == 0 ? BG_CKPT_ADAM_M : BG_CKPT_ADAM_V;
 }
 
@@ -292,17 +325,22 @@ static bg_status_t save_checkpoint(train_t *t, int64_t step)
     char *step_path = NULL, *file = NULL;
     bg_st_writer_t *w = NULL;
     bg_status_t st = BG_OK;
-    if (t->rank == 0) st = bg_ckpt_begin(c->checkpoint_dir, step, &step_path);
-    if (st == BG_OK) st = world_barrier(t);
-    if (st == BG_OK && !step_path) st = bg_ckpt_step_path(c->checkpoint_dir, step, &step_path);
+    if (t->rank == 0)
+        st = bg_ckpt_begin(c->checkpoint_dir, step, &step_path);
+    if (st == BG_OK)
+        st = world_barrier(t);
+    if (st == BG_OK && !step_path)
+        st = bg_ckpt_step_path(c->checkpoint_dir, step, &step_path);
     if (st == BG_OK && t->dp == 0) {
         st = bg_ckpt_stage_path(step_path, t->stage, &file);
-        if (st == BG_OK) st = bg_st_writer_new(&w);
+        if (st == BG_OK)
+            st = bg_st_writer_new(&w);
         int ns = bg_optim_state_count(c->optim.kind);
         for (int i = 0; st == BG_OK && i < bg_rt_param_count(t->rt); i++) {
             bg_rt_param_view_t v;
             bg_rt_param_get(t->rt, i, &v);
-            if (!v.owned) continue;
+            if (!v.owned)
+                continue;
             st = bg_st_writer_add(w, v.name, BG_ST_F32, v.shape->ndim, v.shape->d, v.master);
             for (int s = 0; st == BG_OK && s < ns; s++) {
                 char key[BG_NAME_MAX + 16];
@@ -312,23 +350,31 @@ static bg_status_t save_checkpoint(train_t *t, int64_t step)
         }
         char buf[256];
         bg_data_state_t ds = bg_data_state_at(t->ds, step);
-        if (st == BG_OK) st = bg_data_state_format(&ds, buf, sizeof(buf));
-        if (st == BG_OK) st = bg_st_writer_meta(w, "data_state", buf);
+        if (st == BG_OK)
+            st = bg_data_state_format(&ds, buf, sizeof(buf));
+        if (st == BG_OK)
+            st = bg_st_writer_meta(w, "data_state", buf);
         snprintf(buf, sizeof(buf), "%lld", (long long)step);
-        if (st == BG_OK) st = bg_st_writer_meta(w, "step", buf);
-        if (st == BG_OK) st = bg_st_writer_meta(w, "optimizer", bg_optim_kind_name(c->optim.kind));
+        if (st == BG_OK)
+            st = bg_st_writer_meta(w, "step", buf);
+        if (st == BG_OK)
+            st = bg_st_writer_meta(w, "optimizer", bg_optim_kind_name(c->optim.kind));
         snprintf(buf, sizeof(buf), "%llu", (unsigned long long)c->seed);
-        if (st == BG_OK) st = bg_st_writer_meta(w, "seed", buf);
-        if (st == BG_OK) st = bg_st_writer_write(w, file);
+        if (st == BG_OK)
+            st = bg_st_writer_meta(w, "seed", buf);
+        if (st == BG_OK)
+            st = bg_st_writer_write(w, file);
     }
     /* Every stage's file is complete before `latest` moves. */
     bg_status_t s2 = world_barrier(t);
-    if (st == BG_OK) st = s2;
+    if (st == BG_OK)
+        st = s2;
     if (st == BG_OK && t->rank == 0)
         st = bg_ckpt_publish(c->checkpoint_dir, step, t->S, t->D, c->schedule,
                              bg_graph_model_name(t->g));
     s2 = world_barrier(t);
-    if (st == BG_OK) st = s2;
+    if (st == BG_OK)
+        st = s2;
     bg_st_writer_free(w);
     free(file);
     free(step_path);
@@ -343,15 +389,18 @@ static bg_status_t load_params(train_t *t, bg_ckpt_t *ck, bg_st_file_t *f, bool 
     for (int i = 0; i < bg_rt_param_count(t->rt); i++) {
         bg_rt_param_view_t v;
         bg_rt_param_get(t->rt, i, &v);
-        bg_status_t st = ck ? bg_ckpt_read_f32(ck, v.name, v.shape->ndim, v.shape->d, v.numel, v.master)
-                            : bg_st_read_f32(f, v.name, v.shape->ndim, v.shape->d, v.numel, v.master);
-        if (st != BG_OK) return st;
+        bg_status_t st =
+            ck ? bg_ckpt_read_f32(ck, v.name, v.shape->ndim, v.shape->d, v.numel, v.master)
+               : bg_st_read_f32(f, v.name, v.shape->ndim, v.shape->d, v.numel, v.master);
+        if (st != BG_OK)
+            return st;
         for (int s = 0; with_state && s < ns; s++) {
             char key[BG_NAME_MAX + 16];
             snprintf(key, sizeof(key), "%s%s", v.name, state_suffix(t->c->optim.kind, s));
             if (!bg_ckpt_find(ck, key, NULL))
-                return bg_errorf(BG_ERR_INVALID, "checkpoint has no optimizer state '%s' (saved "
-                                                 "with another optimizer?)",
+                return bg_errorf(BG_ERR_INVALID,
+                                 "checkpoint has no optimizer state '%s' (saved "
+                                 "with another optimizer?)",
                                  key);
             if ((st = bg_ckpt_read_f32(ck, key, v.shape->ndim, v.shape->d, v.numel, v.state[s])))
                 return st;
@@ -367,13 +416,17 @@ static bg_status_t maybe_resume(train_t *t)
     if (c->init) {
         bg_st_file_t *f = NULL;
         st = bg_st_open(c->init, &f);
-        if (st == BG_OK) st = load_params(t, NULL, f, false);
+        if (st == BG_OK)
+            st = load_params(t, NULL, f, false);
         bg_st_close(f);
-        if (st != BG_OK) return bg_error_prefix(st, "--init %s: ", c->init);
+        if (st != BG_OK)
+            return bg_error_prefix(st, "--init %s: ", c->init);
     }
-    if (!c->resume) return BG_OK;
+    if (!c->resume)
+        return BG_OK;
     char *step_path = NULL;
-    if ((st = bg_ckpt_dir_latest(c->checkpoint_dir, &step_path)) != BG_OK) return st;
+    if ((st = bg_ckpt_dir_latest(c->checkpoint_dir, &step_path)) != BG_OK)
+        return st;
     if (!step_path) {
         if (t->rank == 0)
             printf("no checkpoint in %s: starting from step 0\n", c->checkpoint_dir);
@@ -381,14 +434,19 @@ static bg_status_t maybe_resume(train_t *t)
     }
     bg_ckpt_t *ck = NULL;
     st = bg_ckpt_open(step_path, &ck);
-    if (st == BG_OK) st = load_params(t, ck, NULL, true);
+    if (st == BG_OK)
+        st = load_params(t, ck, NULL, true);
     if (st == BG_OK) {
         const char *ds = bg_ckpt_meta(ck, "data_state");
         bg_data_state_t state;
-        if (!ds) st = bg_errorf(BG_ERR_INVALID, "%s: no data_state in the checkpoint", step_path);
-        if (st == BG_OK) st = bg_data_state_parse(ds, &state);
-        if (st == BG_OK) st = bg_data_state_check(t->ds, &state);
-        if (st == BG_OK) t->start_step = bg_ckpt_manifest(ck)->step;
+        if (!ds)
+            st = bg_errorf(BG_ERR_INVALID, "%s: no data_state in the checkpoint", step_path);
+        if (st == BG_OK)
+            st = bg_data_state_parse(ds, &state);
+        if (st == BG_OK)
+            st = bg_data_state_check(t->ds, &state);
+        if (st == BG_OK)
+            t->start_step = bg_ckpt_manifest(ck)->step;
     }
     if (st == BG_OK && t->rank == 0)
         printf("resumed from %s (step %lld, written by %d stages x %d dp)\n", step_path,
@@ -402,24 +460,29 @@ static bg_status_t maybe_resume(train_t *t)
 
 static void fmt_eta(double s, char *buf, size_t n)
 {
-    if (s < 0 || s > 1e7) s = 0;
+    if (s < 0 || s > 1e7)
+        s = 0;
     int h = (int)(s / 3600), m = (int)(s / 60) % 60, sec = (int)s % 60;
-    if (h) snprintf(buf, n, "%dh%02dm", h, m);
-    else snprintf(buf, n, "%dm%02ds", m, sec);
+    if (h)
+        snprintf(buf, n, "%dh%02dm", h, m);
+    else
+        snprintf(buf, n, "%dm%02ds", m, sec);
 }
 
 static bg_status_t evaluate(train_t *t, int64_t step, double *acc_out)
 {
     const bg_data_info_t *info = bg_data_info(t->ds);
     int64_t nb = info->eval_steps;
-    if (t->c->eval_batches > 0 && t->c->eval_batches < nb) nb = t->c->eval_batches;
+    if (t->c->eval_batches > 0 && t->c->eval_batches < nb)
+        nb = t->c->eval_batches;
     float sums[4] = {0, 0, 0, 0};
     t->split = BG_SPLIT_EVAL;
     for (int64_t b = 0; b < nb; b++) {
         t->data_step = b;
         bg_rt_stats_t s;
         bg_status_t st = bg_rt_eval(t->rt, t->M, feed, t, &s);
-        if (st != BG_OK) return st;
+        if (st != BG_OK)
+            return st;
         sums[0] += (float)s.loss_sum;
         sums[1] += (float)s.loss_count;
         sums[2] += (float)s.correct;
@@ -427,10 +490,12 @@ static bg_status_t evaluate(train_t *t, int64_t step, double *acc_out)
     }
     t->split = BG_SPLIT_TRAIN;
     bg_status_t st = world_sum(t, sums, 4);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     double loss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
     double acc = sums[3] > 0 ? sums[2] / sums[3] : NAN;
-    if (acc_out) *acc_out = acc;
+    if (acc_out)
+        *acc_out = acc;
     if (t->rank == 0) {
         if (info->kind == BG_DATA_IMAGES)
             printf("eval  step %lld | loss %.4f | accuracy %.2f%% (%lld samples)\n",
@@ -448,8 +513,8 @@ static bg_status_t evaluate(train_t *t, int64_t step, double *acc_out)
     return BG_OK;
 }
 
-static void log_line(train_t *t, int64_t step, const float *sums, int64_t window,
-                     double t_elapsed, int64_t steps_done, const bg_rt_stats_t *s)
+static void log_line(train_t *t, int64_t step, const float *sums, int64_t window, double t_elapsed,
+                     int64_t steps_done, const bg_rt_stats_t *s)
 {
     const bg_data_info_t *info = bg_data_info(t->ds);
     double loss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
@@ -459,20 +524,23 @@ static void log_line(train_t *t, int64_t step, const float *sums, int64_t window
     double bubble = sums[3] > 0 ? 1.0 - sums[2] / sums[3] : 0;
     double per_step = t_elapsed / (double)steps_done;
     double rate = (double)t->c->batch / per_step;
-    if (info->kind == BG_DATA_TOKENS) rate *= (double)info->input_cols;
+    if (info->kind == BG_DATA_TOKENS)
+        rate *= (double)info->input_cols;
     char eta[32];
     fmt_eta(per_step * (double)(t->steps - step - 1), eta, sizeof(eta));
     const char *unit = info->kind == BG_DATA_TOKENS ? "tok/s" : "samples/s";
     if (t->tty) {
         int w = 24, fill = (int)((double)w * (double)(step + 1) / (double)t->steps);
         char bar[32];
-        for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
+        for (int i = 0; i < w; i++)
+            bar[i] = i < fill ? '#' : '.';
         bar[w] = 0;
         printf("\r[%s] step %lld/%lld | loss %.4f | %.0f %s | %.1f ms/step | bubble %.1f%% | "
                "eta %s   ",
                bar, (long long)step + 1, (long long)t->steps, loss, rate, unit, step_s * 1e3,
                100.0 * bubble, eta);
-        if (step + 1 == t->steps) printf("\n");
+        if (step + 1 == t->steps)
+            printf("\n");
     } else {
         printf("step %lld/%lld | loss %.4f | %.0f %s | %.1f ms/step | bubble %.1f%% | lr %.2e | "
                "eta %s\n",
@@ -485,8 +553,8 @@ static void log_line(train_t *t, int64_t step, const float *sums, int64_t window
                 "{\"step\":%lld,\"loss\":%.6f,\"lr\":%.6g,\"%s\":%.1f,\"step_ms\":%.3f,"
                 "\"bubble\":%.4f,\"grad_norm\":%.6g}\n",
                 (long long)step + 1, loss, s->lr,
-                info->kind == BG_DATA_TOKENS ? "tokens_per_s" : "samples_per_s", rate,
-                step_s * 1e3, bubble, s->grad_norm);
+                info->kind == BG_DATA_TOKENS ? "tokens_per_s" : "samples_per_s", rate, step_s * 1e3,
+                bubble, s->grad_norm);
         fflush(t->metrics);
     }
 }
@@ -495,13 +563,15 @@ static bg_status_t write_trace(train_t *t)
 {
     int n;
     const bg_rt_event_t *ev = bg_rt_events(t->rt, &n);
-    bg_status_t st = bg_trace_write_part(t->c->trace, t->rank, t->stage, t->dp, ev, n,
-                                         bg_rt_time_origin(t->rt));
+    bg_status_t st =
+        bg_trace_write_part(t->c->trace, t->rank, t->stage, t->dp, ev, n, bg_rt_time_origin(t->rt));
     bg_status_t s2 = world_barrier(t);
-    if (st == BG_OK) st = s2;
+    if (st == BG_OK)
+        st = s2;
     if (st == BG_OK && t->rank == 0) {
         st = bg_trace_merge(t->c->trace, t->world);
-        if (st == BG_OK) printf("trace of the last step written to %s\n", t->c->trace);
+        if (st == BG_OK)
+            printf("trace of the last step written to %s\n", t->c->trace);
     }
     return st;
 }
@@ -519,29 +589,37 @@ static bg_status_t train_loop(train_t *t)
         t->split = BG_SPLIT_TRAIN;
         t->data_step = step;
         bg_status_t st = bg_rt_step(t->rt, step, feed, t, &s);
-        if (st != BG_OK) return st;
+        if (st != BG_OK)
+            return st;
         done++;
         float v[5] = {(float)s.loss_sum, (float)s.loss_count, (float)s.busy_s, (float)s.pipe_s,
                       (float)s.step_s};
-        for (int i = 0; i < 5; i++) sums[i] += v[i];
+        for (int i = 0; i < 5; i++)
+            sums[i] += v[i];
         window++;
         bool last = step + 1 == t->steps;
         if ((step + 1) % c->log_every == 0 || last) {
-            if ((st = world_sum(t, sums, 5)) != BG_OK) return st;
-            if (t->rank == 0) log_line(t, step, sums, window, now_s() - t0, done, &s);
+            if ((st = world_sum(t, sums, 5)) != BG_OK)
+                return st;
+            if (t->rank == 0)
+                log_line(t, step, sums, window, now_s() - t0, done, &s);
             memset(sums, 0, sizeof(sums));
             window = 0;
         }
         if (c->eval_every > 0 && (step + 1) % c->eval_every == 0 && !last)
-            if ((st = evaluate(t, step + 1, NULL)) != BG_OK) return st;
-        if (c->checkpoint_dir && ((c->checkpoint_every > 0 && (step + 1) % c->checkpoint_every == 0) || last))
-            if ((st = save_checkpoint(t, step + 1)) != BG_OK) return st;
+            if ((st = evaluate(t, step + 1, NULL)) != BG_OK)
+                return st;
+        if (c->checkpoint_dir &&
+            ((c->checkpoint_every > 0 && (step + 1) % c->checkpoint_every == 0) || last))
+            if ((st = save_checkpoint(t, step + 1)) != BG_OK)
+                return st;
     }
     double acc = NAN;
     bg_status_t st = evaluate(t, t->steps, &acc);
     if (st == BG_OK && t->rank == 0 && bg_data_info(t->ds)->kind == BG_DATA_IMAGES)
         printf("final test accuracy: %.2f%%\n", 100.0 * acc);
-    if (st == BG_OK && c->trace) st = write_trace(t);
+    if (st == BG_OK && c->trace)
+        st = write_trace(t);
     if (t->rank == 0) {
         printf("trained %lld steps in %.1f s\n", (long long)done, now_s() - t0);
         fflush(stdout);
@@ -557,8 +635,10 @@ static void train_free(train_t *t)
     bg_net_free(t->net);
     bg_sched_free(t->sched);
     bg_graph_free(t->g);
-    if (t->metrics) fclose(t->metrics);
-    if (t->world_group) bg_tp_group_destroy(t->world_group);
+    if (t->metrics)
+        fclose(t->metrics);
+    if (t->world_group)
+        bg_tp_group_destroy(t->world_group);
 }
 
 static bg_status_t join(train_t *t)
@@ -566,7 +646,8 @@ static bg_status_t join(train_t *t)
     const bg_train_conf_t *c = t->c;
     bg_tp_config_t tc;
     bg_status_t st = bg_tp_config_from_env(&tc);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     t->world = tc.boot.world_size;
     t->rank = tc.boot.rank;
     if (t->world != c->stages * c->dp)
@@ -574,11 +655,15 @@ static bg_status_t join(train_t *t)
                          t->world, c->stages, c->dp, c->stages * c->dp);
     t->stage = t->rank % c->stages;
     t->dp = t->rank / c->stages;
-    if (t->world == 1) return BG_OK;
-    if ((st = bg_tp_create(&tc, &t->tp)) != BG_OK) return st;
+    if (t->world == 1)
+        return BG_OK;
+    if ((st = bg_tp_create(&tc, &t->tp)) != BG_OK)
+        return st;
     int *r = malloc(sizeof(int) * (size_t)t->world);
-    if (!r) return bg_errorf(BG_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < t->world; i++) r[i] = i;
+    if (!r)
+        return bg_errorf(BG_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < t->world; i++)
+        r[i] = i;
     st = bg_tp_group_create(t->tp, r, t->world, &t->world_group);
     free(r);
     return st;
@@ -591,15 +676,21 @@ bg_status_t bg_train_run(const bg_train_conf_t *c)
     t.c = c;
     t.tty = getenv("BRIGADE_TTY") && !strcmp(getenv("BRIGADE_TTY"), "1");
     bg_status_t st = join(&t);
-    if (st == BG_OK) st = setup_layout(&t);
-    if (st == BG_OK) st = setup_data(&t);
-    if (st == BG_OK) st = bind_rank(&t);
-    if (st == BG_OK) st = setup_runtime(&t);
-    if (st == BG_OK) st = maybe_resume(&t);
+    if (st == BG_OK)
+        st = setup_layout(&t);
+    if (st == BG_OK)
+        st = setup_data(&t);
+    if (st == BG_OK)
+        st = bind_rank(&t);
+    if (st == BG_OK)
+        st = setup_runtime(&t);
+    if (st == BG_OK)
+        st = maybe_resume(&t);
     if (st == BG_OK && t.rank == 0 && c->metrics) {
         t.metrics = fopen(c->metrics, "a");
         if (!t.metrics)
-            st = bg_errorf(BG_ERR_IO, "cannot open metrics file %s: %s", c->metrics, strerror(errno));
+            st = bg_errorf(BG_ERR_IO, "cannot open metrics file %s: %s", c->metrics,
+                           strerror(errno));
     }
     if (st == BG_OK && t.rank == 0) {
         const bg_data_info_t *info = bg_data_info(t.ds);
@@ -610,7 +701,8 @@ bg_status_t bg_train_run(const bg_train_conf_t *c)
                (long long)t.steps);
         fflush(stdout);
     }
-    if (st == BG_OK) st = train_loop(&t);
+    if (st == BG_OK)
+        st = train_loop(&t);
     if (st != BG_OK && !strstr(bg_last_error(), "rank "))
         bg_error_prefix(st, "rank %d (stage %d, dp %d): ", t.rank, t.stage, t.dp);
     /* Leaving the job may fail too (peers gone); the first cause is the one to report. */
@@ -619,8 +711,10 @@ bg_status_t bg_train_run(const bg_train_conf_t *c)
     train_free(&t);
     if (t.tp) {
         bg_status_t s2 = bg_tp_destroy(t.tp);
-        if (st == BG_OK) return s2;
+        if (st == BG_OK)
+            return s2;
     }
-    if (st != BG_OK) bg_errorf(st, "%s", first);
+    if (st != BG_OK)
+        bg_errorf(st, "%s", first);
     return st;
 }

@@ -23,21 +23,21 @@ typedef struct bg_train_conf {
     int64_t steps;          /* 0: from epochs */
     double epochs;
     uint64_t seed;
-    const char *device;     /* cpu | cuda */
-    const char *dtype;      /* f32 | bf16 */
-    const char *data;       /* data spec (see engine/data.h) */
-    int64_t eval_every;     /* steps; 0: only at the end */
-    int64_t eval_batches;   /* 0: the whole held-out split */
+    const char *device;   /* cpu | cuda */
+    const char *dtype;    /* f32 | bf16 */
+    const char *data;     /* data spec (see engine/data.h) */
+    int64_t eval_every;   /* steps; 0: only at the end */
+    int64_t eval_batches; /* 0: the whole held-out split */
     int64_t log_every;
     const char *checkpoint_dir;
     int64_t checkpoint_every;
     bool resume;
-    const char *init;       /* safetensors to load weights from */
-    const char *trace;      /* Chrome-trace JSON output (per rank suffix) */
-    const char *metrics;    /* JSONL metrics file */
-    const char *plan;       /* plan JSON from `brigade plan -o` */
+    const char *init;    /* safetensors to load weights from */
+    const char *trace;   /* Chrome-trace JSON output (per rank suffix) */
+    const char *metrics; /* JSONL metrics file */
+    const char *plan;    /* plan JSON from `brigade plan -o` */
     bool recompute;
-    bool split_bw;          /* run B and W as separate actions in every schedule */
+    bool split_bw; /* run B and W as separate actions in every schedule */
     bg_optim_conf_t optim;
 } bg_train_conf_t;
 

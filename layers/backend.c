@@ -11,7 +11,8 @@
 
 bool bg_backend_available(bg_device_t dev)
 {
-    if (dev == BG_DEV_CPU) return true;
+    if (dev == BG_DEV_CPU)
+        return true;
 #ifdef BG_HAVE_CUDA
     return bg_backend_cuda_present();
 #else
@@ -21,7 +22,8 @@ bool bg_backend_available(bg_device_t dev)
 
 bg_status_t bg_backend_create(bg_device_t dev, int index, bg_backend_t **out)
 {
-    if (dev == BG_DEV_CPU) return bg_backend_cpu_create(out);
+    if (dev == BG_DEV_CPU)
+        return bg_backend_cpu_create(out);
 #ifdef BG_HAVE_CUDA
     return bg_backend_cuda_create(index, out);
 #else
@@ -33,7 +35,8 @@ bg_status_t bg_backend_create(bg_device_t dev, int index, bg_backend_t **out)
 
 void bg_backend_destroy(bg_backend_t *be)
 {
-    if (be) be->ops->destroy(be);
+    if (be)
+        be->ops->destroy(be);
 }
 
 bg_device_t bg_backend_device(const bg_backend_t *be)
@@ -53,23 +56,27 @@ bg_status_t bg_backend_alloc(bg_backend_t *be, size_t bytes, void **out)
 
 void bg_backend_free(bg_backend_t *be, void *p)
 {
-    if (p) be->ops->free(be, p);
+    if (p)
+        be->ops->free(be, p);
 }
 
 bg_status_t bg_backend_copy(bg_backend_t *be, void *dst, const void *src, size_t bytes,
                             bg_copy_kind_t kind, bg_stream_t *s)
 {
-    if (!bytes) return BG_OK;
-    if (be->ops->copy) return be->ops->copy(be, dst, src, bytes, kind, s);
+    if (!bytes)
+        return BG_OK;
+    if (be->ops->copy)
+        return be->ops->copy(be, dst, src, bytes, kind, s);
     memmove(dst, src, bytes); /* host memory on both sides */
     return BG_OK;
 }
 
-bg_status_t bg_backend_memset(bg_backend_t *be, void *dst, int value, size_t bytes,
-                              bg_stream_t *s)
+bg_status_t bg_backend_memset(bg_backend_t *be, void *dst, int value, size_t bytes, bg_stream_t *s)
 {
-    if (!bytes) return BG_OK;
-    if (be->ops->memset) return be->ops->memset(be, dst, value, bytes, s);
+    if (!bytes)
+        return BG_OK;
+    if (be->ops->memset)
+        return be->ops->memset(be, dst, value, bytes, s);
     memset(dst, value, bytes);
     return BG_OK;
 }
@@ -86,19 +93,25 @@ struct bg_stream {
 
 bg_status_t bg_stream_create(bg_backend_t *be, const char *name, bg_stream_t **out)
 {
-    if (be->ops->stream_create) return be->ops->stream_create(be, name, out);
+    if (be->ops->stream_create)
+        return be->ops->stream_create(be, name, out);
     bg_stream_t *s = calloc(1, sizeof(*s));
-    if (!s) return bg_errorf(BG_ERR_NOMEM, "stream: out of memory");
-    if (name) strncpy(s->name, name, sizeof(s->name) - 1);
+    if (!s)
+        return bg_errorf(BG_ERR_NOMEM, "stream: out of memory");
+    if (name)
+        strncpy(s->name, name, sizeof(s->name) - 1);
     *out = s;
     return BG_OK;
 }
 
 void bg_stream_destroy(bg_backend_t *be, bg_stream_t *s)
 {
-    if (!s) return;
-    if (be->ops->stream_destroy) be->ops->stream_destroy(be, s);
-    else free(s);
+    if (!s)
+        return;
+    if (be->ops->stream_destroy)
+        be->ops->stream_destroy(be, s);
+    else
+        free(s);
 }
 
 bg_status_t bg_stream_synchronize(bg_backend_t *be, bg_stream_t *s)
@@ -120,23 +133,29 @@ static double host_now_ms(void)
 
 bg_status_t bg_event_create(bg_backend_t *be, bg_event_t **out)
 {
-    if (be->ops->event_create) return be->ops->event_create(be, out);
+    if (be->ops->event_create)
+        return be->ops->event_create(be, out);
     bg_event_t *e = calloc(1, sizeof(*e));
-    if (!e) return bg_errorf(BG_ERR_NOMEM, "event: out of memory");
+    if (!e)
+        return bg_errorf(BG_ERR_NOMEM, "event: out of memory");
     *out = e;
     return BG_OK;
 }
 
 void bg_event_destroy(bg_backend_t *be, bg_event_t *e)
 {
-    if (!e) return;
-    if (be->ops->event_destroy) be->ops->event_destroy(be, e);
-    else free(e);
+    if (!e)
+        return;
+    if (be->ops->event_destroy)
+        be->ops->event_destroy(be, e);
+    else
+        free(e);
 }
 
 bg_status_t bg_event_record(bg_backend_t *be, bg_event_t *e, bg_stream_t *s)
 {
-    if (be->ops->event_record) return be->ops->event_record(be, e, s);
+    if (be->ops->event_record)
+        return be->ops->event_record(be, e, s);
     e->t_ms = host_now_ms();
     return BG_OK;
 }
@@ -153,14 +172,16 @@ bg_status_t bg_event_synchronize(bg_backend_t *be, bg_event_t *e)
 
 bg_status_t bg_event_query(bg_backend_t *be, bg_event_t *e, int *done)
 {
-    if (be->ops->event_query) return be->ops->event_query(be, e, done);
+    if (be->ops->event_query)
+        return be->ops->event_query(be, e, done);
     *done = 1; /* synchronous backends finish work before record returns */
     return BG_OK;
 }
 
 bg_status_t bg_event_elapsed_ms(bg_backend_t *be, bg_event_t *a, bg_event_t *b, float *out_ms)
 {
-    if (be->ops->event_elapsed_ms) return be->ops->event_elapsed_ms(be, a, b, out_ms);
+    if (be->ops->event_elapsed_ms)
+        return be->ops->event_elapsed_ms(be, a, b, out_ms);
     *out_ms = (float)(b->t_ms - a->t_ms);
     return BG_OK;
 }
@@ -169,11 +190,11 @@ bg_status_t bg_gemm(bg_backend_t *be, bg_stream_t *s, const bg_gemm_args_t *g)
 {
     if (g->m < 0 || g->n < 0 || g->k < 0 || g->batch < 0)
         return bg_errorf(BG_ERR_INVALID, "gemm: negative size m=%lld n=%lld k=%lld batch=%lld",
-                         (long long)g->m, (long long)g->n, (long long)g->k,
-                         (long long)g->batch);
+                         (long long)g->m, (long long)g->n, (long long)g->k, (long long)g->batch);
     if (g->ab == BG_I32 || g->c_dtype == BG_I32)
         return bg_errorf(BG_ERR_INVALID, "gemm: integer operands are not supported");
-    if (!g->m || !g->n) return BG_OK;
+    if (!g->m || !g->n)
+        return BG_OK;
     return be->ops->gemm(be, s, g);
 }
 
@@ -181,7 +202,8 @@ bg_status_t bg_arena_init(bg_arena_t *a, bg_backend_t *be, size_t bytes)
 {
     void *p = NULL;
     bg_status_t st = bg_backend_alloc(be, bytes, &p);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     a->be = be;
     a->base = p;
     a->size = bytes;
@@ -191,7 +213,8 @@ bg_status_t bg_arena_init(bg_arena_t *a, bg_backend_t *be, size_t bytes)
 
 void bg_arena_destroy(bg_arena_t *a)
 {
-    if (a->base) bg_backend_free(a->be, a->base);
+    if (a->base)
+        bg_backend_free(a->be, a->base);
     memset(a, 0, sizeof(*a));
 }
 
@@ -202,7 +225,8 @@ bg_status_t bg_arena_alloc(bg_arena_t *a, size_t bytes, void **out)
         return bg_errorf(BG_ERR_NOMEM, "arena full: need %zu bytes, %zu of %zu used", bytes,
                          a->used, a->size);
     a->used = start + bytes;
-    if (a->used > a->peak) a->peak = a->used;
+    if (a->used > a->peak)
+        a->peak = a->used;
     *out = a->base + start;
     return BG_OK;
 }
@@ -211,7 +235,8 @@ bg_status_t bg_arena_tensor(bg_arena_t *a, const bg_shape_t *s, bg_tensor_t *out
 {
     void *p = NULL;
     bg_status_t st = bg_arena_alloc(a, (size_t)bg_shape_numel(s) * bg_dtype_size(s->dtype), &p);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     *out = bg_tensor_from_shape(p, bg_backend_device(a->be), s);
     return BG_OK;
 }

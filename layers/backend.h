@@ -41,8 +41,7 @@ typedef enum { BG_COPY_H2D, BG_COPY_D2H, BG_COPY_D2D } bg_copy_kind_t;
 /* Asynchronous on `s` where the backend has streams; synchronous on the CPU. */
 bg_status_t bg_backend_copy(bg_backend_t *be, void *dst, const void *src, size_t bytes,
                             bg_copy_kind_t kind, bg_stream_t *s);
-bg_status_t bg_backend_memset(bg_backend_t *be, void *dst, int value, size_t bytes,
-                              bg_stream_t *s);
+bg_status_t bg_backend_memset(bg_backend_t *be, void *dst, int value, size_t bytes, bg_stream_t *s);
 bg_status_t bg_backend_synchronize(bg_backend_t *be);
 
 bg_status_t bg_stream_create(bg_backend_t *be, const char *name, bg_stream_t **out);

@@ -75,7 +75,8 @@ bg_status_t bg_backend_cpu_create(bg_backend_t **out)
     int threads = e ? atoi(e) : 1;
     openblas_set_num_threads(threads > 0 ? threads : 1);
     bg_backend_t *be = calloc(1, sizeof(*be));
-    if (!be) return bg_errorf(BG_ERR_NOMEM, "cpu backend: out of memory");
+    if (!be)
+        return bg_errorf(BG_ERR_NOMEM, "cpu backend: out of memory");
     be->ops = &cpu_ops;
     *out = be;
     return BG_OK;

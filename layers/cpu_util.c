@@ -16,7 +16,8 @@ bg_status_t bg_cpu_require_f32(const bg_layer_call_t *c, const char *phase)
 void bg_cpu_add_bias(float *y, const float *b, int64_t rows, int64_t cols)
 {
     for (int64_t r = 0; r < rows; r++)
-        for (int64_t j = 0; j < cols; j++) y[r * cols + j] += b[j];
+        for (int64_t j = 0; j < cols; j++)
+            y[r * cols + j] += b[j];
 }
 
 void bg_cpu_colsum_add(const float *d, int64_t rows, int64_t cols, float *g)
@@ -25,11 +26,14 @@ void bg_cpu_colsum_add(const float *d, int64_t rows, int64_t cols, float *g)
     double acc[BLK];
     for (int64_t j0 = 0; j0 < cols; j0 += BLK) {
         int64_t nb = cols - j0 < BLK ? cols - j0 : BLK;
-        for (int64_t j = 0; j < nb; j++) acc[j] = 0.0;
+        for (int64_t j = 0; j < nb; j++)
+            acc[j] = 0.0;
         for (int64_t r = 0; r < rows; r++) {
             const float *row = d + r * cols + j0;
-            for (int64_t j = 0; j < nb; j++) acc[j] += row[j];
+            for (int64_t j = 0; j < nb; j++)
+                acc[j] += row[j];
         }
-        for (int64_t j = 0; j < nb; j++) g[j0 + j] += (float)acc[j];
+        for (int64_t j = 0; j < nb; j++)
+            g[j0 + j] += (float)acc[j];
     }
 }

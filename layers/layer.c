@@ -11,11 +11,11 @@
 
 #include "base/rng.h"
 
-extern const bg_layer_kind_t bg_kind_linear, bg_kind_embedding, bg_kind_layernorm,
-    bg_kind_gelu, bg_kind_relu, bg_kind_add, bg_kind_attention, bg_kind_cross_entropy;
+extern const bg_layer_kind_t bg_kind_linear, bg_kind_embedding, bg_kind_layernorm, bg_kind_gelu,
+    bg_kind_relu, bg_kind_add, bg_kind_attention, bg_kind_cross_entropy;
 
 static const bg_layer_kind_t *const all_kinds[] = {
-    &bg_kind_linear, &bg_kind_embedding, &bg_kind_layernorm,  &bg_kind_gelu,
+    &bg_kind_linear, &bg_kind_embedding, &bg_kind_layernorm, &bg_kind_gelu,
     &bg_kind_relu,   &bg_kind_add,       &bg_kind_attention, &bg_kind_cross_entropy,
 };
 
@@ -30,7 +30,8 @@ const bg_layer_kind_t *bg_layer_kind_find(const char *name)
     int n;
     const bg_layer_kind_t *const *k = bg_layer_kinds(&n);
     for (int i = 0; i < n; i++)
-        if (!strcmp(k[i]->name, name)) return k[i];
+        if (!strcmp(k[i]->name, name))
+            return k[i];
     return NULL;
 }
 
@@ -39,7 +40,8 @@ const bg_layer_kind_t *bg_layer_kind_find(const char *name)
 const bg_attr_t *bg_attrs_find(const bg_attrs_t *a, const char *key)
 {
     for (int i = 0; i < a->n; i++)
-        if (!strcmp(a->v[i].key, key)) return &a->v[i];
+        if (!strcmp(a->v[i].key, key))
+            return &a->v[i];
     return NULL;
 }
 
@@ -87,7 +89,8 @@ bg_status_t bg_attrs_set_int(bg_attrs_t *a, const char *key, int64_t x)
 {
     bg_attr_t *v;
     bg_status_t st = attrs_slot(a, key, &v);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     v->type = BG_ATTR_INT;
     v->i = x;
     v->f = (double)x;
@@ -98,7 +101,8 @@ bg_status_t bg_attrs_set_float(bg_attrs_t *a, const char *key, double x)
 {
     bg_attr_t *v;
     bg_status_t st = attrs_slot(a, key, &v);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     v->type = BG_ATTR_FLOAT;
     v->f = x;
     return BG_OK;
@@ -108,7 +112,8 @@ bg_status_t bg_attrs_set_bool(bg_attrs_t *a, const char *key, bool x)
 {
     bg_attr_t *v;
     bg_status_t st = attrs_slot(a, key, &v);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     v->type = BG_ATTR_BOOL;
     v->i = x;
     return BG_OK;
@@ -120,7 +125,8 @@ bg_status_t bg_attrs_set_ref(bg_attrs_t *a, const char *key, const char *ref)
         return bg_errorf(BG_ERR_INVALID, "parameter reference '%.40s...' is too long", ref);
     bg_attr_t *v;
     bg_status_t st = attrs_slot(a, key, &v);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     v->type = BG_ATTR_REF;
     strcpy(v->ref, ref);
     return BG_OK;
@@ -136,7 +142,8 @@ void bg_param_slot(bg_param_desc_t *out, int *n, const char *suffix, int ndim, c
     snprintf(p->suffix, sizeof(p->suffix), "%s", suffix);
     p->shape.dtype = BG_F32;
     p->shape.ndim = ndim;
-    for (int i = 0; i < ndim; i++) p->shape.d[i] = dims[i];
+    for (int i = 0; i < ndim; i++)
+        p->shape.d[i] = dims[i];
     p->init = init;
     p->scale = scale;
     p->shared = shared;
@@ -149,9 +156,15 @@ void bg_param_init_host(const bg_param_desc_t *p, const char *global_name, uint6
     bg_rng_key_t key = bg_rng_key(seed, global_name);
     for (int64_t i = 0; i < n; i++) {
         switch (p->init) {
-        case BG_INIT_ZEROS: dst[i] = 0.0f; break;
-        case BG_INIT_ONES: dst[i] = 1.0f; break;
-        case BG_INIT_NORMAL: dst[i] = p->scale * bg_rng_normal(key, (uint64_t)i); break;
+        case BG_INIT_ZEROS:
+            dst[i] = 0.0f;
+            break;
+        case BG_INIT_ONES:
+            dst[i] = 1.0f;
+            break;
+        case BG_INIT_NORMAL:
+            dst[i] = p->scale * bg_rng_normal(key, (uint64_t)i);
+            break;
         case BG_INIT_UNIFORM:
             dst[i] = p->scale * (2.0f * bg_rng_uniform(key, (uint64_t)i) - 1.0f);
             break;
@@ -187,8 +200,8 @@ bg_status_t bg_layer_infer(bg_layer_spec_t *spec, bg_errbuf_t *err)
     }
     for (int i = 0; i < spec->n_in; i++)
         if (spec->in[i].ndim < 1 || spec->in[i].ndim > BG_MAX_DIMS)
-            return bg_errbuf_set(err, "%s: input %d has %d dimensions (1 to %d supported)",
-                                 k->name, i + 1, spec->in[i].ndim, BG_MAX_DIMS);
+            return bg_errbuf_set(err, "%s: input %d has %d dimensions (1 to %d supported)", k->name,
+                                 i + 1, spec->in[i].ndim, BG_MAX_DIMS);
     return k->infer(spec, err);
 }
 
@@ -205,7 +218,8 @@ void bg_layer_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg_layer_cost_
     int np = spec->kind->params ? spec->kind->params(spec, p) : 0;
     out->params = 0;
     for (int i = 0; i < np; i++)
-        if (!p[i].shared) out->params += bg_shape_numel(&p[i].shape);
+        if (!p[i].shared)
+            out->params += bg_shape_numel(&p[i].shape);
 }
 
 /* ---- checked calls ---- */
@@ -221,7 +235,8 @@ static bg_status_t check_tensor(const bg_layer_call_t *c, const bg_tensor_t *t,
         return bg_errorf(BG_ERR_INVALID, "layer %s (%s): %s %d missing", s->name, s->kind->name,
                          what, idx);
     bg_dtype_t dt = want->dtype == BG_I32 ? BG_I32 : c->dtype;
-    if (f32_exact) dt = want->dtype;
+    if (f32_exact)
+        dt = want->dtype;
     bg_shape_t have = bg_tensor_shape(t);
     bg_shape_t w = *want;
     w.dtype = dt;
@@ -243,21 +258,27 @@ static bg_status_t check_call(const bg_layer_call_t *c, int phase)
     if (c->dtype != BG_F32 && c->dtype != BG_BF16)
         return bg_errorf(BG_ERR_INVALID, "layer %s: compute dtype must be f32 or bf16", s->name);
     for (int i = 0; i < s->n_in; i++)
-        if ((st = check_tensor(c, c->in[i], &s->in[i], "input", i, false)) != BG_OK) return st;
-    if (phase == 0 && (st = check_tensor(c, c->out, &s->out, "output", 0, s->kind->out_f32)) != BG_OK) return st;
+        if ((st = check_tensor(c, c->in[i], &s->in[i], "input", i, false)) != BG_OK)
+            return st;
+    if (phase == 0 &&
+        (st = check_tensor(c, c->out, &s->out, "output", 0, s->kind->out_f32)) != BG_OK)
+        return st;
     if (phase > 0) {
         st = check_tensor(c, c->dout, &s->out, "output gradient", 0, s->kind->out_f32);
-        if (st != BG_OK) return st;
+        if (st != BG_OK)
+            return st;
     }
     if (phase == 1)
         for (int i = 0; i < s->n_in; i++)
-            if (c->din[i] && (st = check_tensor(c, c->din[i], &s->in[i], "input gradient", i, false)))
+            if (c->din[i] &&
+                (st = check_tensor(c, c->din[i], &s->in[i], "input gradient", i, false)))
                 return st;
     bg_param_desc_t p[BG_MAX_PARAMS];
     int np = s->kind->params ? s->kind->params(s, p) : 0;
     for (int j = 0; j < np; j++) {
         bg_shape_t ps = p[j].shape;
-        if ((st = check_tensor(c, c->params[j], &ps, "parameter", j, false)) != BG_OK) return st;
+        if ((st = check_tensor(c, c->params[j], &ps, "parameter", j, false)) != BG_OK)
+            return st;
         if (phase == 2 && c->grads[j]) {
             bg_shape_t want = p[j].shape, g = bg_tensor_shape(c->grads[j]);
             want.dtype = BG_F32;
@@ -288,14 +309,16 @@ bg_status_t bg_layer_forward(const bg_layer_call_t *c)
 
 bg_status_t bg_layer_backward_input(const bg_layer_call_t *c)
 {
-    if (!c->spec->kind->backward_input) return BG_OK;
+    if (!c->spec->kind->backward_input)
+        return BG_OK;
     bg_status_t st = check_call(c, 1);
     return st != BG_OK ? st : c->spec->kind->backward_input(c);
 }
 
 bg_status_t bg_layer_backward_weight(const bg_layer_call_t *c)
 {
-    if (!c->spec->kind->backward_weight) return BG_OK;
+    if (!c->spec->kind->backward_weight)
+        return BG_OK;
     bg_status_t st = check_call(c, 2);
     return st != BG_OK ? st : c->spec->kind->backward_weight(c);
 }

@@ -38,9 +38,9 @@ typedef enum { BG_ATTR_INT, BG_ATTR_FLOAT, BG_ATTR_BOOL, BG_ATTR_REF } bg_attr_t
 typedef struct bg_attr {
     char key[32];
     bg_attr_type_t type;
-    int64_t i;               /* BG_ATTR_INT (also set for BOOL: 0/1) */
-    double f;                /* BG_ATTR_FLOAT (also set for INT) */
-    char ref[BG_NAME_MAX];   /* BG_ATTR_REF: a parameter's global name */
+    int64_t i;             /* BG_ATTR_INT (also set for BOOL: 0/1) */
+    double f;              /* BG_ATTR_FLOAT (also set for INT) */
+    char ref[BG_NAME_MAX]; /* BG_ATTR_REF: a parameter's global name */
 } bg_attr_t;
 
 typedef struct bg_attrs {
@@ -104,14 +104,14 @@ void bg_param_init_host(const bg_param_desc_t *p, const char *global_name, uint6
 
 /* ---- cost ---- */
 typedef struct bg_layer_cost {
-    double fwd_flops;       /* F */
-    double bwd_input_flops; /* B */
-    double bwd_weight_flops;/* W */
-    int64_t params;         /* parameters this layer owns (shared slots excluded) */
-    int64_t saved_bytes;    /* kind scratch kept from F to W (beyond the inputs) */
-    int64_t input_bytes;    /* inputs the caller keeps for backward */
-    int64_t out_bytes;      /* size of the output activation */
-    int64_t workspace_bytes;/* temporary per call */
+    double fwd_flops;        /* F */
+    double bwd_input_flops;  /* B */
+    double bwd_weight_flops; /* W */
+    int64_t params;          /* parameters this layer owns (shared slots excluded) */
+    int64_t saved_bytes;     /* kind scratch kept from F to W (beyond the inputs) */
+    int64_t input_bytes;     /* inputs the caller keeps for backward */
+    int64_t out_bytes;       /* size of the output activation */
+    int64_t workspace_bytes; /* temporary per call */
 } bg_layer_cost_t;
 
 /* ---- one call of F, B or W ---- */
@@ -119,15 +119,15 @@ typedef struct bg_layer_call {
     const bg_layer_spec_t *spec;
     bg_backend_t *be;
     bg_stream_t *stream;
-    bg_dtype_t dtype;                     /* compute dtype of float activations */
-    const bg_tensor_t *in[BG_MAX_INPUTS];  /* F inputs, kept until W */
-    bg_tensor_t *out;                      /* F output */
-    bg_tensor_t *saved;                    /* u8 scratch of saved_bytes, F..W; NULL if 0 */
-    bg_tensor_t *workspace;                /* u8 scratch of workspace_bytes, this call */
+    bg_dtype_t dtype;                         /* compute dtype of float activations */
+    const bg_tensor_t *in[BG_MAX_INPUTS];     /* F inputs, kept until W */
+    bg_tensor_t *out;                         /* F output */
+    bg_tensor_t *saved;                       /* u8 scratch of saved_bytes, F..W; NULL if 0 */
+    bg_tensor_t *workspace;                   /* u8 scratch of workspace_bytes, this call */
     const bg_tensor_t *params[BG_MAX_PARAMS]; /* in compute dtype, slot order of params() */
     bg_tensor_t *grads[BG_MAX_PARAMS];        /* f32 accumulators; NULL = not wanted */
-    const bg_tensor_t *dout;               /* gradient of out (B, W) */
-    bg_tensor_t *din[BG_MAX_INPUTS];       /* B writes; NULL = not wanted */
+    const bg_tensor_t *dout;                  /* gradient of out (B, W) */
+    bg_tensor_t *din[BG_MAX_INPUTS];          /* B writes; NULL = not wanted */
 } bg_layer_call_t;
 
 /* Message buffer for inference errors; the graph adds file:line:col. */
@@ -170,7 +170,8 @@ bg_status_t bg_layer_backward_input(const bg_layer_call_t *c);
 bg_status_t bg_layer_backward_weight(const bg_layer_call_t *c);
 
 /* Helpers for kinds. */
-bg_status_t bg_errbuf_set(bg_errbuf_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+bg_status_t bg_errbuf_set(bg_errbuf_t *e, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Add a parameter slot to out[*n]. */
 void bg_param_slot(bg_param_desc_t *out, int *n, const char *suffix, int ndim, const int64_t *dims,
                    bg_init_t init, float scale, bool shared);

@@ -10,9 +10,12 @@
 size_t bg_dtype_size(bg_dtype_t dt)
 {
     switch (dt) {
-    case BG_F32: return 4;
-    case BG_BF16: return 2;
-    case BG_I32: return 4;
+    case BG_F32:
+        return 4;
+    case BG_BF16:
+        return 2;
+    case BG_I32:
+        return 4;
     }
     return 0;
 }
@@ -20,9 +23,12 @@ size_t bg_dtype_size(bg_dtype_t dt)
 const char *bg_dtype_name(bg_dtype_t dt)
 {
     switch (dt) {
-    case BG_F32: return "f32";
-    case BG_BF16: return "bf16";
-    case BG_I32: return "i32";
+    case BG_F32:
+        return "f32";
+    case BG_BF16:
+        return "bf16";
+    case BG_I32:
+        return "i32";
     }
     return "?";
 }
@@ -35,15 +41,18 @@ const char *bg_device_name(bg_device_t dev)
 int64_t bg_shape_numel(const bg_shape_t *s)
 {
     int64_t n = 1;
-    for (int i = 0; i < s->ndim; i++) n *= s->d[i];
+    for (int i = 0; i < s->ndim; i++)
+        n *= s->d[i];
     return n;
 }
 
 bool bg_shape_eq(const bg_shape_t *a, const bg_shape_t *b)
 {
-    if (a->dtype != b->dtype || a->ndim != b->ndim) return false;
+    if (a->dtype != b->dtype || a->ndim != b->ndim)
+        return false;
     for (int i = 0; i < a->ndim; i++)
-        if (a->d[i] != b->d[i]) return false;
+        if (a->d[i] != b->d[i])
+            return false;
     return true;
 }
 
@@ -56,7 +65,8 @@ char *bg_shape_str(const bg_shape_t *s, char *buf, size_t len)
         n = snprintf(buf + off, len - off, "%s%lld", i ? ", " : "", (long long)s->d[i]);
         off += n > 0 ? (size_t)n : 0;
     }
-    if (off < len) snprintf(buf + off, len - off, "]");
+    if (off < len)
+        snprintf(buf + off, len - off, "]");
     return buf;
 }
 
@@ -89,14 +99,16 @@ bg_shape_t bg_tensor_shape(const bg_tensor_t *t)
     memset(&s, 0, sizeof(s));
     s.dtype = t->dtype;
     s.ndim = t->ndim;
-    for (int i = 0; i < t->ndim; i++) s.d[i] = t->shape[i];
+    for (int i = 0; i < t->ndim; i++)
+        s.d[i] = t->shape[i];
     return s;
 }
 
 int64_t bg_tensor_numel(const bg_tensor_t *t)
 {
     int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->shape[i];
     return n;
 }
 
@@ -109,7 +121,8 @@ bool bg_tensor_is_contiguous(const bg_tensor_t *t)
 {
     int64_t stride = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
-        if (t->shape[i] != 1 && t->stride[i] != stride) return false;
+        if (t->shape[i] != 1 && t->stride[i] != stride)
+            return false;
         stride *= t->shape[i];
     }
     return true;
@@ -130,7 +143,8 @@ uint16_t bg_f32_to_bf16(float x)
 {
     uint32_t u;
     memcpy(&u, &x, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
     u += 0x7fffu + ((u >> 16) & 1u);
     return (uint16_t)(u >> 16);
 }

@@ -28,7 +28,8 @@ static int split_metrics(const char *in, FILE *train, FILE *eval, int *ntrain, i
     int lineno = 0;
     while (fgets(line, sizeof(line), f)) {
         lineno++;
-        if (line[0] == '\n') continue;
+        if (line[0] == '\n')
+            continue;
         cJSON *o = cJSON_Parse(line);
         cJSON *step = o ? cJSON_GetObjectItem(o, "step") : NULL;
         if (!cJSON_IsNumber(step)) {
@@ -59,7 +60,8 @@ int bg_cmd_plot(int argc, char **argv)
 {
     const char *in = NULL, *out = "loss.png";
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+        if (!strcmp(argv[i], "-o") && i + 1 < argc)
+            out = argv[++i];
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: brigade plot METRICS.jsonl [-o loss.png]\n"
                    "Draws training (and eval) loss from `brigade train --metrics` with gnuplot.\n");
@@ -67,7 +69,8 @@ int bg_cmd_plot(int argc, char **argv)
         } else if (argv[i][0] == '-' || in) {
             fprintf(stderr, "usage: brigade plot METRICS.jsonl [-o loss.png]\n");
             return 2;
-        } else in = argv[i];
+        } else
+            in = argv[i];
     }
     if (!in) {
         fprintf(stderr, "usage: brigade plot METRICS.jsonl [-o loss.png]\n");
@@ -81,28 +84,36 @@ int bg_cmd_plot(int argc, char **argv)
     int tf = mkstemp(tdat), ef = mkstemp(edat);
     FILE *t = tf >= 0 ? fdopen(tf, "w") : NULL, *e = ef >= 0 ? fdopen(ef, "w") : NULL;
     int nt = 0, ne = 0, rc = t && e ? split_metrics(in, t, e, &nt, &ne) : 1;
-    if (t) fclose(t);
-    if (e) fclose(e);
+    if (t)
+        fclose(t);
+    if (e)
+        fclose(e);
     if (rc == 0 && !nt) {
         fprintf(stderr, "brigade plot: %s has no training loss lines\n", in);
         rc = 2;
     }
     if (rc == 0) {
         FILE *g = popen("gnuplot", "w");
-        if (!g) rc = 1;
+        if (!g)
+            rc = 1;
         else {
-            fprintf(g, "set terminal pngcairo size 900,500 noenhanced\n"
-                       "set output '%s'\nset title '%s'\nset xlabel 'step'\nset ylabel 'loss'\n"
-                       "set grid\nset key top right\n",
+            fprintf(g,
+                    "set terminal pngcairo size 900,500 noenhanced\n"
+                    "set output '%s'\nset title '%s'\nset xlabel 'step'\nset ylabel 'loss'\n"
+                    "set grid\nset key top right\n",
                     out, in);
             if (ne)
-                fprintf(g, "plot '%s' using 1:2 with lines title 'train loss', '%s' using 1:2 "
-                           "with linespoints title 'eval loss'\n",
+                fprintf(g,
+                        "plot '%s' using 1:2 with lines title 'train loss', '%s' using 1:2 "
+                        "with linespoints title 'eval loss'\n",
                         tdat, edat);
-            else fprintf(g, "plot '%s' using 1:2 with lines title 'train loss'\n", tdat);
+            else
+                fprintf(g, "plot '%s' using 1:2 with lines title 'train loss'\n", tdat);
             rc = pclose(g) == 0 ? 0 : 1;
-            if (rc) fprintf(stderr, "brigade plot: gnuplot failed\n");
-            else printf("wrote %s (%d train points, %d eval points)\n", out, nt, ne);
+            if (rc)
+                fprintf(stderr, "brigade plot: gnuplot failed\n");
+            else
+                printf("wrote %s (%d train points, %d eval points)\n", out, nt, ne);
         }
     }
     unlink(tdat);

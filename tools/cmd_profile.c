@@ -29,30 +29,39 @@ static bg_status_t make_tensor(bg_backend_t *be, const bg_shape_t *s, bg_dtype_t
                                uint64_t seed, bg_tensor_t *out, void **mem)
 {
     bg_shape_t d = *s;
-    if (d.dtype == BG_F32) d.dtype = dt;
+    if (d.dtype == BG_F32)
+        d.dtype = dt;
     int64_t n = bg_shape_numel(&d);
     size_t bytes = (size_t)n * bg_dtype_size(d.dtype);
     void *host = malloc(bytes + 4);
-    if (!host) return bg_errorf(BG_ERR_NOMEM, "out of memory");
+    if (!host)
+        return bg_errorf(BG_ERR_NOMEM, "out of memory");
     bg_rng_key_t key = bg_rng_key(seed, "profile");
     for (int64_t i = 0; i < n; i++) {
         float u = bg_rng_uniform(key, (uint64_t)i);
-        if (d.dtype == BG_I32) ((int32_t *)host)[i] = (int32_t)(u * (float)id_max) % (int32_t)id_max;
-        else if (d.dtype == BG_BF16) ((uint16_t *)host)[i] = bg_f32_to_bf16(u - 0.5f);
-        else ((float *)host)[i] = u - 0.5f;
+        if (d.dtype == BG_I32)
+            ((int32_t *)host)[i] = (int32_t)(u * (float)id_max) % (int32_t)id_max;
+        else if (d.dtype == BG_BF16)
+            ((uint16_t *)host)[i] = bg_f32_to_bf16(u - 0.5f);
+        else
+            ((float *)host)[i] = u - 0.5f;
     }
     bg_status_t st = bg_backend_alloc(be, bytes, mem);
-    if (st == BG_OK) st = bg_backend_copy(be, *mem, host, bytes, BG_COPY_H2D, NULL);
-    if (st == BG_OK) st = bg_backend_synchronize(be);
+    if (st == BG_OK)
+        st = bg_backend_copy(be, *mem, host, bytes, BG_COPY_H2D, NULL);
+    if (st == BG_OK)
+        st = bg_backend_synchronize(be);
     free(host);
-    if (st == BG_OK) *out = bg_tensor_from_shape(*mem, bg_backend_device(be), &d);
+    if (st == BG_OK)
+        *out = bg_tensor_from_shape(*mem, bg_backend_device(be), &d);
     return st;
 }
 
 /* Largest id a layer's i32 input may hold: vocab for embeddings, classes for losses. */
 static int64_t id_bound(const bg_graph_layer_t *gl)
 {
-    if (!strcmp(gl->spec.kind->name, "embedding")) return bg_attrs_int(&gl->spec.attrs, "vocab", 1);
+    if (!strcmp(gl->spec.kind->name, "embedding"))
+        return bg_attrs_int(&gl->spec.attrs, "vocab", 1);
     const bg_shape_t *lg = &gl->spec.in[0];
     return lg->d[lg->ndim - 1];
 }
@@ -62,8 +71,8 @@ static bg_status_t time_layer(bg_backend_t *be, bg_dtype_t dt, const bg_graph_la
 {
     void *mem[4 * BG_MAX_INPUTS + 3 * BG_MAX_PARAMS + 4] = {0};
     int nm = 0;
-    bg_tensor_t in[BG_MAX_INPUTS], din[BG_MAX_INPUTS], par[BG_MAX_PARAMS], gr[BG_MAX_PARAMS], o, dout,
-        saved, ws;
+    bg_tensor_t in[BG_MAX_INPUTS], din[BG_MAX_INPUTS], par[BG_MAX_PARAMS], gr[BG_MAX_PARAMS], o,
+        dout, saved, ws;
     bg_layer_call_t c;
     memset(&c, 0, sizeof(c));
     c.spec = &gl->spec;
@@ -71,7 +80,8 @@ static bg_status_t time_layer(bg_backend_t *be, bg_dtype_t dt, const bg_graph_la
     c.dtype = dt;
     bg_status_t st = BG_OK;
     for (int i = 0; st == BG_OK && i < gl->spec.n_in; i++) {
-        st = make_tensor(be, &gl->spec.in[i], dt, id_bound(gl), 1 + (uint64_t)i, &in[i], &mem[nm++]);
+        st =
+            make_tensor(be, &gl->spec.in[i], dt, id_bound(gl), 1 + (uint64_t)i, &in[i], &mem[nm++]);
         c.in[i] = &in[i];
         if (st == BG_OK && gl->spec.in[i].dtype == BG_F32) {
             st = make_tensor(be, &gl->spec.in[i], dt, 1, 11 + (uint64_t)i, &din[i], &mem[nm++]);
@@ -80,13 +90,17 @@ static bg_status_t time_layer(bg_backend_t *be, bg_dtype_t dt, const bg_graph_la
     }
     bg_shape_t os = gl->spec.out;
     bg_dtype_t odt = gl->spec.kind->out_f32 ? BG_F32 : dt;
-    if (st == BG_OK) st = make_tensor(be, &os, odt, 1, 21, &o, &mem[nm++]);
-    if (st == BG_OK) st = make_tensor(be, &os, odt, 1, 22, &dout, &mem[nm++]);
+    if (st == BG_OK)
+        st = make_tensor(be, &os, odt, 1, 21, &o, &mem[nm++]);
+    if (st == BG_OK)
+        st = make_tensor(be, &os, odt, 1, 22, &dout, &mem[nm++]);
     c.out = &o;
     c.dout = &dout;
     for (int j = 0; st == BG_OK && j < gl->n_params; j++) {
         st = make_tensor(be, &gl->slot[j].shape, dt, 1, 31 + (uint64_t)j, &par[j], &mem[nm++]);
-        if (st == BG_OK) st = make_tensor(be, &gl->slot[j].shape, BG_F32, 1, 41 + (uint64_t)j, &gr[j], &mem[nm++]);
+        if (st == BG_OK)
+            st = make_tensor(be, &gl->slot[j].shape, BG_F32, 1, 41 + (uint64_t)j, &gr[j],
+                             &mem[nm++]);
         c.params[j] = &par[j];
         c.grads[j] = &gr[j];
     }
@@ -111,18 +125,26 @@ static bg_status_t time_layer(bg_backend_t *be, bg_dtype_t dt, const bg_graph_la
     for (int r = 0; st == BG_OK && r <= repeat; r++) {
         double t0 = now_s();
         st = bg_layer_forward(&c);
-        if (st == BG_OK) st = bg_backend_synchronize(be);
+        if (st == BG_OK)
+            st = bg_backend_synchronize(be);
         double t1 = now_s();
-        if (st == BG_OK) st = bg_layer_backward_input(&c);
-        if (st == BG_OK) st = bg_backend_synchronize(be);
+        if (st == BG_OK)
+            st = bg_layer_backward_input(&c);
+        if (st == BG_OK)
+            st = bg_backend_synchronize(be);
         double t2 = now_s();
-        if (st == BG_OK) st = bg_layer_backward_weight(&c);
-        if (st == BG_OK) st = bg_backend_synchronize(be);
+        if (st == BG_OK)
+            st = bg_layer_backward_weight(&c);
+        if (st == BG_OK)
+            st = bg_backend_synchronize(be);
         double t3 = now_s();
-        if (r) t[0] += t1 - t0, t[1] += t2 - t1, t[2] += t3 - t2;
+        if (r)
+            t[0] += t1 - t0, t[1] += t2 - t1, t[2] += t3 - t2;
     }
-    for (int i = 0; i < nm; i++) bg_backend_free(be, mem[i]);
-    if (st != BG_OK) return bg_error_prefix(st, "layer %s: ", gl->spec.name);
+    for (int i = 0; i < nm; i++)
+        bg_backend_free(be, mem[i]);
+    if (st != BG_OK)
+        return bg_error_prefix(st, "layer %s: ", gl->spec.name);
     snprintf(out->name, sizeof(out->name), "%s", gl->spec.name);
     out->f = t[0] / repeat;
     out->b = gl->spec.kind->backward_input ? t[1] / repeat : 0;
@@ -132,26 +154,37 @@ static bg_status_t time_layer(bg_backend_t *be, bg_dtype_t dt, const bg_graph_la
 
 int bg_cmd_profile(int argc, char **argv)
 {
-    static const struct option opts[] = {{"batch", 1, 0, 'b'}, {"device", 1, 0, 'd'},
-                                         {"dtype", 1, 0, 't'}, {"repeat", 1, 0, 'r'},
-                                         {"output", 1, 0, 'o'}, {"help", 0, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"batch", 1, 0, 'b'},  {"device", 1, 0, 'd'}, {"dtype", 1, 0, 't'}, {"repeat", 1, 0, 'r'},
+        {"output", 1, 0, 'o'}, {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
     int batch = 16, repeat = 5;
     const char *device = "cpu", *dtype = "f32", *outp = NULL;
     optind = 1;
     opterr = 0;
     for (int o; (o = getopt_long(argc, argv, "o:h", opts, NULL)) != -1;) {
         switch (o) {
-        case 'b': batch = atoi(optarg); break;
-        case 'd': device = optarg; break;
-        case 't': dtype = optarg; break;
-        case 'r': repeat = atoi(optarg); break;
-        case 'o': outp = optarg; break;
+        case 'b':
+            batch = atoi(optarg);
+            break;
+        case 'd':
+            device = optarg;
+            break;
+        case 't':
+            dtype = optarg;
+            break;
+        case 'r':
+            repeat = atoi(optarg);
+            break;
+        case 'o':
+            outp = optarg;
+            break;
         case 'h':
-            printf("usage: brigade profile MODEL [--batch N] [--device cpu|cuda] [--dtype f32|bf16]\n"
-                   "                        [--repeat R] [-o profile.json]\n"
-                   "Times every layer's F, B and W at micro-batch N (default 16), R timed rounds\n"
-                   "after a warm-up (default 5); writes the profile `brigade plan --profile` reads.\n");
+            printf(
+                "usage: brigade profile MODEL [--batch N] [--device cpu|cuda] [--dtype f32|bf16]\n"
+                "                        [--repeat R] [-o profile.json]\n"
+                "Times every layer's F, B and W at micro-batch N (default 16), R timed rounds\n"
+                "after a warm-up (default 5); writes the profile `brigade plan --profile` "
+                "reads.\n");
             return 0;
         default:
             fprintf(stderr, "brigade profile: bad option '%s' (see --help)\n", argv[optind - 1]);
@@ -159,7 +192,8 @@ int bg_cmd_profile(int argc, char **argv)
         }
     }
     if (optind != argc - 1 || batch < 1 || repeat < 1 ||
-        (strcmp(device, "cpu") && strcmp(device, "cuda")) || (strcmp(dtype, "f32") && strcmp(dtype, "bf16"))) {
+        (strcmp(device, "cpu") && strcmp(device, "cuda")) ||
+        (strcmp(dtype, "f32") && strcmp(dtype, "bf16"))) {
         fprintf(stderr, "usage: brigade profile MODEL [--batch N>0] [--device cpu|cuda] "
                         "[--dtype f32|bf16] [--repeat R>0] [-o FILE]\n");
         return 2;
@@ -175,7 +209,8 @@ int bg_cmd_profile(int argc, char **argv)
     memset(&prof, 0, sizeof(prof));
     int rc = 0;
     bg_status_t st = bg_backend_create(strcmp(device, "cuda") ? BG_DEV_CPU : BG_DEV_CUDA, 0, &be);
-    if (st == BG_OK) st = bg_profile_alloc(bg_graph_n_layers(g), &prof);
+    if (st == BG_OK)
+        st = bg_profile_alloc(bg_graph_n_layers(g), &prof);
     if (st == BG_OK) {
         snprintf(prof.device, sizeof(prof.device), "%s", device);
         prof.dtype = dt;
@@ -191,7 +226,8 @@ int bg_cmd_profile(int argc, char **argv)
     }
     if (st == BG_OK && outp) {
         st = bg_profile_save(outp, &prof);
-        if (st == BG_OK) printf("wrote %s\n", outp);
+        if (st == BG_OK)
+            printf("wrote %s\n", outp);
     }
     if (st != BG_OK) {
         fprintf(stderr, "brigade profile: %s\n", bg_last_error());

@@ -72,7 +72,8 @@ static int host_of(const bg_launch_conf_t *c, int r, int *local)
 static void shq(char *buf, size_t cap, const char *s)
 {
     size_t n = strlen(buf);
-    if (n + 2 >= cap) return;
+    if (n + 2 >= cap)
+        return;
     buf[n++] = '\'';
     for (; *s && n + 5 < cap; s++) {
         if (*s == '\'') {
@@ -96,7 +97,8 @@ static void remote_command(const bg_launch_conf_t *c, int r, int local, int port
                            size_t cap)
 {
     char cwd[1024], tmp[64];
-    if (!getcwd(cwd, sizeof(cwd))) snprintf(cwd, sizeof(cwd), "/");
+    if (!getcwd(cwd, sizeof(cwd)))
+        snprintf(cwd, sizeof(cwd), "/");
     buf[0] = 0;
     /* fd 3: ssh's stdin for the watcher (background jobs read /dev/null);
      * fd 4: the rank's stderr; the shell's own job chatter goes nowhere. */
@@ -104,7 +106,8 @@ static void remote_command(const bg_launch_conf_t *c, int r, int local, int port
     shq(buf, cap, cwd);
     strncat(buf, "&& env ", cap - strlen(buf) - 1);
     const char *kv[][2] = {{"BRIGADE_MASTER_ADDR", c->master_addr ? c->master_addr : "127.0.0.1"},
-                           {"BRIGADE_STORE", "external"}, {"BRIGADE_WORKER", "1"}};
+                           {"BRIGADE_STORE", "external"},
+                           {"BRIGADE_WORKER", "1"}};
     for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++) {
         char a[512];
         snprintf(a, sizeof(a), "%s=%s", kv[i][0], kv[i][1]);
@@ -115,11 +118,13 @@ static void remote_command(const bg_launch_conf_t *c, int r, int local, int port
     snprintf(tmp, sizeof(tmp), "BRIGADE_LOCAL_RANK=%d", local), shq(buf, cap, tmp);
     snprintf(tmp, sizeof(tmp), "BRIGADE_MASTER_PORT=%d", port), shq(buf, cap, tmp);
     shq(buf, cap, c->remote_exe ? c->remote_exe : c->argv[0]);
-    for (int i = 1; c->argv[i]; i++) shq(buf, cap, c->argv[i]);
+    for (int i = 1; c->argv[i]; i++)
+        shq(buf, cap, c->argv[i]);
     /* When the rank ends first, the watcher and its cat must go, or ssh waits. */
-    strncat(buf, "2>&4 & p=$!; (cat <&3 >/dev/null; kill -9 $p 2>/dev/null) & w=$!; "
-                 "wait $p; rc=$?; pkill -P $w 2>/dev/null; kill $w 2>/dev/null; wait $w 2>/dev/null; "
-                 "exit $rc",
+    strncat(buf,
+            "2>&4 & p=$!; (cat <&3 >/dev/null; kill -9 $p 2>/dev/null) & w=$!; "
+            "wait $p; rc=$?; pkill -P $w 2>/dev/null; kill $w 2>/dev/null; wait $w 2>/dev/null; "
+            "exit $rc",
             cap - strlen(buf) - 1);
 }
 
@@ -129,7 +134,8 @@ static void child_exec(const bg_launch_conf_t *c, int rank, pid_t pgid, pid_t pa
 {
     setpgid(0, pgid);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127); /* the launcher died before we got here */
+    if (getppid() != parent)
+        _exit(127); /* the launcher died before we got here */
     dup2(out_w, STDOUT_FILENO);
     dup2(err_w, STDERR_FILENO);
     int local = rank, h = c->hosts ? host_of(c, rank, &local) : -1;
@@ -137,8 +143,8 @@ static void child_exec(const bg_launch_conf_t *c, int rank, pid_t pgid, pid_t pa
         static char cmd[16384];
         dup2(in_r, STDIN_FILENO);
         remote_command(c, rank, local, port, cmd, sizeof(cmd));
-        execlp("ssh", "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
-               "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=2", c->hosts[h], cmd,
+        execlp("ssh", "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o",
+               "ServerAliveInterval=5", "-o", "ServerAliveCountMax=2", c->hosts[h], cmd,
                (char *)NULL);
         dprintf(STDERR_FILENO, "brigade: cannot exec ssh: %s\n", strerror(errno));
         _exit(127);
@@ -150,7 +156,8 @@ static void child_exec(const bg_launch_conf_t *c, int rank, pid_t pgid, pid_t pa
     setenv("BRIGADE_MASTER_ADDR", c->master_addr ? c->master_addr : "127.0.0.1", 1);
     setenv("BRIGADE_STORE", "external", 1);
     setenv("BRIGADE_WORKER", "1", 1);
-    if (c->tty) setenv("BRIGADE_TTY", "1", 1);
+    if (c->tty)
+        setenv("BRIGADE_TTY", "1", 1);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     execv(c->exe ? c->exe : c->argv[0], c->argv);
@@ -171,14 +178,19 @@ static void flush_lines(const bg_launch_conf_t *c, int r, char *buf, size_t *len
 {
     size_t start = 0;
     for (size_t i = 0; i < *len; i++) {
-        if (buf[i] != '\n' && buf[i] != '\r') continue;
-        if (c->quiet_prefix) fprintf(to, "%.*s%c", (int)(i - start), buf + start, buf[i]);
-        else fprintf(to, "[r%d] %.*s%c", r, (int)(i - start), buf + start, buf[i]);
+        if (buf[i] != '\n' && buf[i] != '\r')
+            continue;
+        if (c->quiet_prefix)
+            fprintf(to, "%.*s%c", (int)(i - start), buf + start, buf[i]);
+        else
+            fprintf(to, "[r%d] %.*s%c", r, (int)(i - start), buf + start, buf[i]);
         start = i + 1;
     }
     if (final && start < *len) {
-        if (c->quiet_prefix) fprintf(to, "%.*s\n", (int)(*len - start), buf + start);
-        else fprintf(to, "[r%d] %.*s\n", r, (int)(*len - start), buf + start);
+        if (c->quiet_prefix)
+            fprintf(to, "%.*s\n", (int)(*len - start), buf + start);
+        else
+            fprintf(to, "[r%d] %.*s\n", r, (int)(*len - start), buf + start);
         start = *len;
     }
     if (start == 0 && *len == 4096 - 1) { /* a very long line: pass it on in pieces */
@@ -225,20 +237,25 @@ static void stop_all(rank_proc_t *p, int n, pid_t pgid, double grace)
     for (;;) {
         int alive = 0;
         for (int r = 0; r < n; r++) {
-            if (p[r].done) continue;
+            if (p[r].done)
+                continue;
             int st;
             pid_t w = waitpid(p[r].pid, &st, WNOHANG);
-            if (w == p[r].pid) p[r].done = 1, p[r].status = st;
-            else alive++;
+            if (w == p[r].pid)
+                p[r].done = 1, p[r].status = st;
+            else
+                alive++;
         }
-        if (!alive || now_s() > deadline) break;
+        if (!alive || now_s() > deadline)
+            break;
         usleep(20000);
     }
     kill(-pgid, SIGKILL);
     for (int r = 0; r < n; r++)
         if (!p[r].done) {
             int st;
-            if (waitpid(p[r].pid, &st, 0) == p[r].pid) p[r].done = 1, p[r].status = st;
+            if (waitpid(p[r].pid, &st, 0) == p[r].pid)
+                p[r].done = 1, p[r].status = st;
         }
 }
 
@@ -264,7 +281,8 @@ int bg_launch_run(const bg_launch_conf_t *c)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
 
-    for (int r = 0; r < n; r++) p[r].keepalive_fd = -1;
+    for (int r = 0; r < n; r++)
+        p[r].keepalive_fd = -1;
     pid_t pgid = 0, self = getpid();
     int started = 0;
     for (int r = 0; r < n; r++) {
@@ -286,14 +304,17 @@ int bg_launch_run(const bg_launch_conf_t *c)
         if (pid == 0) {
             close(o[0]);
             close(e[0]);
-            if (in[1] >= 0) close(in[1]);
+            if (in[1] >= 0)
+                close(in[1]);
             child_exec(c, r, pgid, self, o[1], e[1], in[0], port);
         }
-        if (!pgid) pgid = pid;
+        if (!pgid)
+            pgid = pid;
         setpgid(pid, pgid); /* also done by the child: whoever runs first wins the race */
         close(o[1]);
         close(e[1]);
-        if (in[0] >= 0) close(in[0]);
+        if (in[0] >= 0)
+            close(in[0]);
         p[r].keepalive_fd = in[1];
         p[r].pid = pid;
         p[r].out_fd = o[0];
@@ -311,21 +332,28 @@ int bg_launch_run(const bg_launch_conf_t *c)
         struct pollfd fds[2 * 256];
         int map[2 * 256], nf = 0;
         for (int r = 0; r < n && nf < 2 * 256 - 1; r++) {
-            if (p[r].out_fd >= 0) fds[nf] = (struct pollfd){p[r].out_fd, POLLIN, 0}, map[nf++] = r;
+            if (p[r].out_fd >= 0)
+                fds[nf] = (struct pollfd){p[r].out_fd, POLLIN, 0}, map[nf++] = r;
             if (p[r].err_fd >= 0)
                 fds[nf] = (struct pollfd){p[r].err_fd, POLLIN, 0}, map[nf++] = -1 - r;
         }
-        if (nf) poll(fds, (nfds_t)nf, 100);
-        else usleep(50000);
+        if (nf)
+            poll(fds, (nfds_t)nf, 100);
+        else
+            usleep(50000);
         for (int i = 0; i < nf; i++) {
-            if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
             int r = map[i] >= 0 ? map[i] : -1 - map[i];
-            if (map[i] >= 0) pump_fd(c, r, &p[r].out_fd, p[r].out_buf, &p[r].out_len, stdout);
-            else pump_fd(c, r, &p[r].err_fd, p[r].err_buf, &p[r].err_len, stderr);
+            if (map[i] >= 0)
+                pump_fd(c, r, &p[r].out_fd, p[r].out_buf, &p[r].out_len, stdout);
+            else
+                pump_fd(c, r, &p[r].err_fd, p[r].err_buf, &p[r].err_len, stderr);
         }
         int alive = 0;
         for (int r = 0; r < n; r++) {
-            if (p[r].done) continue;
+            if (p[r].done)
+                continue;
             int st;
             pid_t w = waitpid(p[r].pid, &st, WNOHANG);
             if (w != p[r].pid) {
@@ -336,10 +364,12 @@ int bg_launch_run(const bg_launch_conf_t *c)
             p[r].status = st;
             /* A rank killed by a signal is a better root cause than its peers'
              * error exits, which it usually triggered. */
-            if (failed(st) && (first_bad < 0 || (WIFSIGNALED(st) && !WIFSIGNALED(p[first_bad].status))))
+            if (failed(st) &&
+                (first_bad < 0 || (WIFSIGNALED(st) && !WIFSIGNALED(p[first_bad].status))))
                 first_bad = r;
         }
-        if (first_bad >= 0 || launch_interrupted || !alive) break;
+        if (first_bad >= 0 || launch_interrupted || !alive)
+            break;
     }
     if (first_bad >= 0 || launch_interrupted) {
         /* Give peers a moment to report the failure in their own words. */
@@ -349,8 +379,10 @@ int bg_launch_run(const bg_launch_conf_t *c)
     }
     /* Drain what the ranks printed before they went. */
     for (int r = 0; r < n; r++) {
-        while (p[r].out_fd >= 0) pump_fd(c, r, &p[r].out_fd, p[r].out_buf, &p[r].out_len, stdout);
-        while (p[r].err_fd >= 0) pump_fd(c, r, &p[r].err_fd, p[r].err_buf, &p[r].err_len, stderr);
+        while (p[r].out_fd >= 0)
+            pump_fd(c, r, &p[r].out_fd, p[r].out_buf, &p[r].out_len, stdout);
+        while (p[r].err_fd >= 0)
+            pump_fd(c, r, &p[r].err_fd, p[r].err_buf, &p[r].err_len, stderr);
     }
     if (launch_interrupted && first_bad < 0) {
         fprintf(stderr, "brigade: interrupted by signal %d; all ranks stopped\n",
@@ -361,11 +393,13 @@ int bg_launch_run(const bg_launch_conf_t *c)
         describe_exit(p[first_bad].status, how, sizeof(how));
         fprintf(stderr, "brigade: %s died: %s; all ranks stopped\n", who, how);
         /* A rank that refused its input (exit 2) makes the job a usage error. */
-        if (WIFEXITED(p[first_bad].status) && WEXITSTATUS(p[first_bad].status) == 2) rc = 2;
+        if (WIFEXITED(p[first_bad].status) && WEXITSTATUS(p[first_bad].status) == 2)
+            rc = 2;
     }
 out:
     for (int r = 0; r < started; r++)
-        if (p[r].keepalive_fd >= 0) close(p[r].keepalive_fd);
+        if (p[r].keepalive_fd >= 0)
+            close(p[r].keepalive_fd);
     bg_tp_server_destroy(srv);
     free(p);
     return rc;

@@ -10,12 +10,12 @@
 
 typedef struct bg_launch_conf {
     int nranks;
-    int stages;           /* to name ranks as (stage, dp) in messages */
-    char *const *argv;    /* the worker command line (argv[0] is exec'd) */
-    const char *exe;      /* path to exec; NULL: argv[0] */
-    double term_grace_s;  /* SIGTERM -> SIGKILL delay; <= 0: 3 s */
-    int quiet_prefix;     /* 1: do not prefix output lines */
-    int tty;              /* the launcher's stdout is a terminal: ranks may draw a bar */
+    int stages;          /* to name ranks as (stage, dp) in messages */
+    char *const *argv;   /* the worker command line (argv[0] is exec'd) */
+    const char *exe;     /* path to exec; NULL: argv[0] */
+    double term_grace_s; /* SIGTERM -> SIGKILL delay; <= 0: 3 s */
+    int quiet_prefix;    /* 1: do not prefix output lines */
+    int tty;             /* the launcher's stdout is a terminal: ranks may draw a bar */
     /* Remote ranks (ssh): hosts[i] runs slots[i] ranks, in order. NULL = all local.
      * A remote rank is killed when the launcher's end of ssh's stdin closes. */
     const char *const *hosts;

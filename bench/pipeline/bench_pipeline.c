@@ -33,7 +33,8 @@ typedef struct measured {
 static char *slurp(const char *path)
 {
     FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
+    if (!f)
+        return NULL;
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
@@ -42,7 +43,8 @@ static char *slurp(const char *path)
         free(s);
         s = NULL;
     }
-    if (s) s[n] = 0;
+    if (s)
+        s[n] = 0;
     fclose(f);
     return s;
 }
@@ -60,41 +62,58 @@ static int parse_trace(const char *path, int p, measured_t *m)
         return 0;
     }
     double t0[MAXR], opt[MAXR], busy = 0;
-    for (int r = 0; r < MAXR; r++) t0[r] = INFINITY, opt[r] = -1;
+    for (int r = 0; r < MAXR; r++)
+        t0[r] = INFINITY, opt[r] = -1;
     cJSON *e;
     cJSON_ArrayForEach(e, ev)
     {
         cJSON *ph = cJSON_GetObjectItem(e, "ph"), *cat = cJSON_GetObjectItem(e, "cat");
-        if (!cJSON_IsString(ph) || strcmp(ph->valuestring, "X") || !cJSON_IsString(cat)) continue;
+        if (!cJSON_IsString(ph) || strcmp(ph->valuestring, "X") || !cJSON_IsString(cat))
+            continue;
         int r = cJSON_GetObjectItem(e, "pid")->valueint;
         double ts = cJSON_GetObjectItem(e, "ts")->valuedouble * 1e-6;
         double dur = cJSON_GetObjectItem(e, "dur")->valuedouble * 1e-6;
         int c = cJSON_GetObjectItem(cJSON_GetObjectItem(e, "args"), "chunk")->valueint;
-        if (r < 0 || r >= MAXR || c >= MAXC) continue;
-        if (ts < t0[r]) t0[r] = ts;
+        if (r < 0 || r >= MAXR || c >= MAXC)
+            continue;
+        if (ts < t0[r])
+            t0[r] = ts;
         const char *k = cat->valuestring;
-        if (!strcmp(k, "OPTIMIZER")) opt[r] = ts;
-        else if (!strcmp(k, "F")) m->f[c] += dur, m->nf[c]++, busy += dur;
-        else if (!strcmp(k, "B")) m->b[c] += dur, m->nb[c]++, busy += dur;
-        else if (!strcmp(k, "W")) m->w[c] += dur, m->nw[c]++, busy += dur;
-        else if (!strcmp(k, "BW")) m->bw[c] += dur, m->nbw[c]++, busy += dur;
-        else if (!strncmp(k, "SEND", 4)) m->send_s += dur, m->nsend++;
+        if (!strcmp(k, "OPTIMIZER"))
+            opt[r] = ts;
+        else if (!strcmp(k, "F"))
+            m->f[c] += dur, m->nf[c]++, busy += dur;
+        else if (!strcmp(k, "B"))
+            m->b[c] += dur, m->nb[c]++, busy += dur;
+        else if (!strcmp(k, "W"))
+            m->w[c] += dur, m->nw[c]++, busy += dur;
+        else if (!strcmp(k, "BW"))
+            m->bw[c] += dur, m->nbw[c]++, busy += dur;
+        else if (!strncmp(k, "SEND", 4))
+            m->send_s += dur, m->nsend++;
     }
     double start = INFINITY, end = -1;
     for (int r = 0; r < p; r++) {
-        if (t0[r] < start) start = t0[r];
-        if (opt[r] > end) end = opt[r];
+        if (t0[r] < start)
+            start = t0[r];
+        if (opt[r] > end)
+            end = opt[r];
     }
     m->span_s = end - start;
     m->busy_s = busy;
     m->bubble = 1.0 - busy / ((double)p * m->span_s);
     for (int c = 0; c < MAXC; c++) {
-        if (m->nf[c]) m->f[c] /= m->nf[c];
-        if (m->nb[c]) m->b[c] /= m->nb[c];
-        if (m->nw[c]) m->w[c] /= m->nw[c];
-        if (m->nbw[c]) m->bw[c] /= m->nbw[c];
+        if (m->nf[c])
+            m->f[c] /= m->nf[c];
+        if (m->nb[c])
+            m->b[c] /= m->nb[c];
+        if (m->nw[c])
+            m->w[c] /= m->nw[c];
+        if (m->nbw[c])
+            m->bw[c] /= m->nbw[c];
     }
-    if (m->nsend) m->send_s /= m->nsend;
+    if (m->nsend)
+        m->send_s /= m->nsend;
     cJSON_Delete(root);
     return 1;
 }
@@ -102,9 +121,12 @@ static int parse_trace(const char *path, int p, measured_t *m)
 static double theory(bg_sched_kind_t k, int p, int m, int v)
 {
     switch (k) {
-    case BG_SCHED_INTERLEAVED: return (double)(p - 1) / (v * m + p - 1);
-    case BG_SCHED_ZB_H1: return -1; /* depends on F:B:W, printed from the simulator */
-    default: return (double)(p - 1) / (m + p - 1);
+    case BG_SCHED_INTERLEAVED:
+        return (double)(p - 1) / (v * m + p - 1);
+    case BG_SCHED_ZB_H1:
+        return -1; /* depends on F:B:W, printed from the simulator */
+    default:
+        return (double)(p - 1) / (m + p - 1);
     }
 }
 
@@ -118,14 +140,19 @@ int main(int argc, char **argv)
     const char *brigade = argv[1], *model = "models/uniform-mlp.graph";
     int p = 4, m = 8, batch = 512;
     for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--stages") && i + 1 < argc) p = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--micro-batches") && i + 1 < argc) m = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
-        else model = argv[i];
+        if (!strcmp(argv[i], "--stages") && i + 1 < argc)
+            p = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--micro-batches") && i + 1 < argc)
+            m = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc)
+            batch = atoi(argv[++i]);
+        else
+            model = argv[i];
     }
-    printf("model %s, p=%d stages, m=%d micro-batches, batch %d, CPU backend\n", model, p, m, batch);
-    printf("%-12s %10s %10s %7s %9s %9s %9s\n", "schedule", "meas ms", "sim ms", "ratio",
-           "bubble", "sim bub", "theory");
+    printf("model %s, p=%d stages, m=%d micro-batches, batch %d, CPU backend\n", model, p, m,
+           batch);
+    printf("%-12s %10s %10s %7s %9s %9s %9s\n", "schedule", "meas ms", "sim ms", "ratio", "bubble",
+           "sim bub", "theory");
     double bub_1f1b = -1, bub_zb = -1;
     for (int k = 0; k < BG_SCHED_KIND_COUNT; k++) {
         int v = k == BG_SCHED_INTERLEAVED ? 2 : 1;
@@ -143,11 +170,13 @@ int main(int argc, char **argv)
             continue;
         }
         measured_t me;
-        if (!parse_trace(trace, p, &me)) continue;
+        if (!parse_trace(trace, p, &me))
+            continue;
         remove(trace);
         bg_sched_t *s = NULL;
         bg_sim_t *sim = NULL;
-        if (bg_sched_generate(k, p, m, v, 0, &s) != BG_OK) continue;
+        if (bg_sched_generate(k, p, m, v, 0, &s) != BG_OK)
+            continue;
         double f[MAXC], b[MAXC], w[MAXC];
         for (int c = 0; c < p * v && c < MAXC; c++) {
             f[c] = me.f[c];
@@ -166,13 +195,17 @@ int main(int argc, char **argv)
         }
         double th = theory(k, p, m, v);
         char ths[16];
-        if (th >= 0) snprintf(ths, sizeof(ths), "%.1f%%", 100 * th);
-        else snprintf(ths, sizeof(ths), "n/a");
+        if (th >= 0)
+            snprintf(ths, sizeof(ths), "%.1f%%", 100 * th);
+        else
+            snprintf(ths, sizeof(ths), "n/a");
         printf("%-12s %10.2f %10.2f %7.3f %8.1f%% %8.1f%% %9s\n", bg_sched_kind_name(k),
                me.span_s * 1e3, bg_sim_makespan(sim) * 1e3, me.span_s / bg_sim_makespan(sim),
                100 * me.bubble, 100 * bg_sim_bubble(sim), ths);
-        if (k == BG_SCHED_1F1B) bub_1f1b = me.bubble;
-        if (k == BG_SCHED_ZB_H1) bub_zb = me.bubble;
+        if (k == BG_SCHED_1F1B)
+            bub_1f1b = me.bubble;
+        if (k == BG_SCHED_ZB_H1)
+            bub_zb = me.bubble;
         bg_sim_free(sim);
         bg_sched_free(s);
     }

@@ -36,7 +36,8 @@ static int train(const char *model, const char *data, const char *extra, const c
         fprintf(stderr, "run failed (%d): %s\n", rc, cmd);
         char cat[600];
         snprintf(cat, sizeof(cat), "tail -5 '%s.log' >&2", ckpt);
-        if (system(cat)) {}
+        if (system(cat)) {
+        }
         return 0;
     }
     return 1;
@@ -51,7 +52,8 @@ typedef struct params {
 
 static void params_free(params_t *p)
 {
-    for (int i = 0; i < p->n; i++) free(p->name[i]), free(p->val[i]);
+    for (int i = 0; i < p->n; i++)
+        free(p->name[i]), free(p->val[i]);
     free(p->name), free(p->val), free(p->numel);
     memset(p, 0, sizeof(*p));
 }
@@ -72,8 +74,10 @@ static int load(const char *dir, params_t *out)
         for (size_t i = 0; i < bg_st_count(sf); i++) {
             const bg_st_tensor_t *t = bg_st_tensor_at(sf, i);
             bool dup = false;
-            for (int k = 0; k < out->n; k++) dup |= !strcmp(out->name[k], t->name);
-            if (dup || t->dtype != BG_ST_F32) continue;
+            for (int k = 0; k < out->n; k++)
+                dup |= !strcmp(out->name[k], t->name);
+            if (dup || t->dtype != BG_ST_F32)
+                continue;
             out->name = realloc(out->name, sizeof(char *) * (size_t)(out->n + 1));
             out->val = realloc(out->val, sizeof(float *) * (size_t)(out->n + 1));
             out->numel = realloc(out->numel, sizeof(int64_t) * (size_t)(out->n + 1));
@@ -93,10 +97,12 @@ static int load(const char *dir, params_t *out)
 static int compare(const params_t *a, const params_t *b, double rtol, const char *what)
 {
     int ok = a->n == b->n && a->n > 0;
-    if (!ok) fprintf(stderr, "%s: %d vs %d tensors\n", what, a->n, b->n);
+    if (!ok)
+        fprintf(stderr, "%s: %d vs %d tensors\n", what, a->n, b->n);
     for (int i = 0; ok && i < a->n; i++) {
         int j = 0;
-        while (j < b->n && strcmp(a->name[i], b->name[j])) j++;
+        while (j < b->n && strcmp(a->name[i], b->name[j]))
+            j++;
         if (j == b->n || a->numel[i] != b->numel[j]) {
             fprintf(stderr, "%s: %s missing or resized\n", what, a->name[i]);
             return 0;
@@ -108,13 +114,17 @@ static int compare(const params_t *a, const params_t *b, double rtol, const char
         for (int64_t e = 0; e < a->numel[i]; e++) {
             double x = a->val[i][e], y = b->val[j][e];
             if (rtol == 0) {
-                if (memcmp(&a->val[i][e], &b->val[j][e], 4)) worst = 1;
+                if (memcmp(&a->val[i][e], &b->val[j][e], 4))
+                    worst = 1;
             } else {
-                if (fabs(x - y) > diff) diff = fabs(x - y);
-                if (fabs(y) > scale) scale = fabs(y);
+                if (fabs(x - y) > diff)
+                    diff = fabs(x - y);
+                if (fabs(y) > scale)
+                    scale = fabs(y);
             }
         }
-        if (rtol > 0) worst = scale > 0 ? diff / scale : diff;
+        if (rtol > 0)
+            worst = scale > 0 ? diff / scale : diff;
         if (worst > rtol) {
             fprintf(stderr, "%s: %s differs (%s %.3g)\n", what, a->name[i],
                     rtol == 0 ? "bitwise" : "relative", worst);
@@ -140,7 +150,8 @@ static void check_layouts(const char *model, const char *data, const char *const
         char what[256];
         snprintf(what, sizeof(what), "%s [%s]", model, layouts[i]);
         CHECK_MSG(ok && compare(&g, &r, 0, what), "%s: not bit-identical to one stage", what);
-        if (ok) params_free(&g);
+        if (ok)
+            params_free(&g);
         printf("%s: %s\n", what, ok ? "ran" : "failed");
     }
     params_free(&r);
@@ -168,7 +179,8 @@ static void check_dp(const char *model, const char *data)
         int ok = train(model, data, dps[i], "dpa", a, sizeof(a)) && load(a, &pa);
         ok = ok && train(model, data, dps[i], "dpb", b, sizeof(b)) && load(b, &pb);
         CHECK_MSG(ok, "%s: dp run failed", dps[i]);
-        if (!ok) continue;
+        if (!ok)
+            continue;
         char what[256];
         snprintf(what, sizeof(what), "%s [%s] run to run", model, dps[i]);
         CHECK_MSG(compare(&pa, &pb, 0, what), "%s: not deterministic", what);
@@ -183,14 +195,17 @@ static void check_dp(const char *model, const char *data)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) TEST_SKIP("usage: test_layout_equiv BRIGADE");
+    if (argc < 2)
+        TEST_SKIP("usage: test_layout_equiv BRIGADE");
     brigade = argv[1];
     srcdir = getenv("BRIGADE_SOURCE_DIR");
-    if (!srcdir) srcdir = ".";
+    if (!srcdir)
+        srcdir = ".";
     snprintf(workdir, sizeof(workdir), "/tmp/bg_equiv_%d", (int)getpid());
     char mk[300];
     snprintf(mk, sizeof(mk), "mkdir -p %s", workdir);
-    if (system(mk)) return 1;
+    if (system(mk))
+        return 1;
 
     /* Every schedule at S = 2, 3, 4 (interleaved at 2 and 4: Megatron needs
      * m % p == 0 and m is 4 here), plus recompute. */
@@ -222,6 +237,7 @@ int main(int argc, char **argv)
     check_dp("mlp-fashion.graph", "synthetic:images");
     check_dp("gpt-tiny.graph", "synthetic:tokens");
     snprintf(mk, sizeof(mk), "rm -rf %s", workdir);
-    if (system(mk)) {}
+    if (system(mk)) {
+    }
     return bg_test_finish("test_layout_equiv");
 }

@@ -37,8 +37,9 @@ static int run(const char *fmt, ...)
 
 /* Constant learning rate (min-lr-frac 1): a 3-step run then a resume to 6
  * must equal one 6-step run, whose cosine horizon would otherwise differ. */
-#define COMMON "--data synthetic:images --batch 16 --micro-batches 4 --log-every 100 " \
-               "--eval-batches 1 --seed 3 --min-lr-frac 1"
+#define COMMON                                                                                     \
+    "--data synthetic:images --batch 16 --micro-batches 4 --log-every 100 "                        \
+    "--eval-batches 1 --seed 3 --min-lr-frac 1"
 
 /* Every tensor of a's latest checkpoint equals b's, bit for bit, whatever
  * stage file holds it. */
@@ -48,7 +49,8 @@ static int same_checkpoints(const char *a, const char *b)
     bg_ckpt_t *ca = NULL, *cb = NULL;
     int ok = bg_ckpt_dir_latest(a, &pa) == BG_OK && pa && bg_ckpt_open(pa, &ca) == BG_OK &&
              bg_ckpt_dir_latest(b, &pb) == BG_OK && pb && bg_ckpt_open(pb, &cb) == BG_OK;
-    if (!ok) fprintf(stderr, "cannot open %s or %s: %s\n", a, b, bg_last_error());
+    if (!ok)
+        fprintf(stderr, "cannot open %s or %s: %s\n", a, b, bg_last_error());
     int n = 0;
     for (int f = 0; ok && f < bg_ckpt_file_count(ca); f++) {
         const bg_st_file_t *sf = bg_ckpt_file(ca, f);
@@ -56,7 +58,8 @@ static int same_checkpoints(const char *a, const char *b)
             const bg_st_tensor_t *t = bg_st_tensor_at(sf, i);
             const bg_st_tensor_t *u = bg_ckpt_find(cb, t->name, NULL);
             ok = u && u->nbytes == t->nbytes && !memcmp(u->data, t->data, t->nbytes);
-            if (!ok) fprintf(stderr, "%s: %s differs from %s\n", t->name, a, b);
+            if (!ok)
+                fprintf(stderr, "%s: %s differs from %s\n", t->name, a, b);
             n++;
         }
     }
@@ -74,18 +77,22 @@ static void test_resume_equivalence(void)
     snprintf(half, sizeof(half), "%s/half", wd);
     snprintf(other, sizeof(other), "%s/other", wd);
     CHECK(run("'%s' train %s/models/%s " COMMON " --stages 2 --steps 6 --checkpoint-dir %s "
-              "> %s.log 2>&1", brigade, srcdir, m, full, full) == 0);
+              "> %s.log 2>&1",
+              brigade, srcdir, m, full, full) == 0);
     /* Same layout: 3 steps, then resume to 6. */
     CHECK(run("'%s' train %s/models/%s " COMMON " --stages 2 --steps 3 --checkpoint-dir %s "
-              "> %s.log 2>&1", brigade, srcdir, m, half, half) == 0);
+              "> %s.log 2>&1",
+              brigade, srcdir, m, half, half) == 0);
     CHECK(run("cp -r %s %s", half, other) == 0);
     CHECK(run("'%s' train %s/models/%s " COMMON " --stages 2 --steps 6 --resume "
-              "--checkpoint-dir %s > %s.resume.log 2>&1", brigade, srcdir, m, half, half) == 0);
+              "--checkpoint-dir %s > %s.resume.log 2>&1",
+              brigade, srcdir, m, half, half) == 0);
     CHECK(run("grep -q 'resumed from .*step 3' %s.resume.log", half) == 0);
     CHECK_MSG(same_checkpoints(full, half), "resume in the same layout is not bit-identical");
     /* Another layout: written by 2 stages, resumed by 4 stages x 1 and by 1 stage. */
     CHECK(run("'%s' train %s/models/%s " COMMON " --stages 4 --steps 6 --resume "
-              "--checkpoint-dir %s > %s.resume.log 2>&1", brigade, srcdir, m, other, other) == 0);
+              "--checkpoint-dir %s > %s.resume.log 2>&1",
+              brigade, srcdir, m, other, other) == 0);
     CHECK_MSG(same_checkpoints(full, other), "resume into 4 stages is not bit-identical");
     printf("resume equivalence: checked\n");
 }
@@ -101,13 +108,13 @@ static void test_kill_during_checkpoint(void)
         pid_t pid = fork();
         if (pid == 0) {
             setpgid(0, 0);
-            if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)) _exit(126);
+            if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr))
+                _exit(126);
             char model[512];
             snprintf(model, sizeof(model), "%s/models/gpt-tiny.graph", srcdir);
             execl(brigade, brigade, "train", model, "--data", "synthetic:tokens", "--stages", "2",
-                  "--batch", "8", "--micro-batches", "2", "--steps", "100000",
-                  "--checkpoint-every", "1", "--checkpoint-dir", dir, "--log-every", "1000",
-                  "--resume", (char *)NULL);
+                  "--batch", "8", "--micro-batches", "2", "--steps", "100000", "--checkpoint-every",
+                  "1", "--checkpoint-dir", dir, "--log-every", "1000", "--resume", (char *)NULL);
             _exit(127);
         }
         setpgid(pid, pid);
@@ -140,8 +147,8 @@ static int write_init_file(const char *path, const bg_graph_t *g, float value)
     pos += (size_t)snprintf(hdr + pos, sizeof(hdr) - pos, "{");
     for (int p = 0; p < bg_graph_n_params(g); p++) {
         const bg_graph_param_t *gp = bg_graph_param(g, p);
-        pos += (size_t)snprintf(hdr + pos, sizeof(hdr) - pos, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[",
-                                p ? "," : "", gp->name);
+        pos += (size_t)snprintf(hdr + pos, sizeof(hdr) - pos,
+                                "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[", p ? "," : "", gp->name);
         for (int d = 0; d < gp->desc.shape.ndim; d++)
             pos += (size_t)snprintf(hdr + pos, sizeof(hdr) - pos, "%s%lld", d ? "," : "",
                                     (long long)gp->desc.shape.d[d]);
@@ -150,9 +157,11 @@ static int write_init_file(const char *path, const bg_graph_t *g, float value)
         off += (size_t)gp->numel * 4;
     }
     pos += (size_t)snprintf(hdr + pos, sizeof(hdr) - pos, "}");
-    while (pos % 8) hdr[pos++] = ' ';
+    while (pos % 8)
+        hdr[pos++] = ' ';
     FILE *f = fopen(path, "wb");
-    if (!f) return 0;
+    if (!f)
+        return 0;
     uint64_t n = pos;
     fwrite(&n, 8, 1, f);
     fwrite(hdr, 1, pos, f);
@@ -171,11 +180,13 @@ static void test_init(void)
     snprintf(dir, sizeof(dir), "%s/init", wd);
     bg_graph_t *g = NULL;
     CHECK_OK(bg_graph_parse_file(model, 4, &g));
-    if (!g) return;
+    if (!g)
+        return;
     CHECK(write_init_file(file, g, 0.01f));
     /* lr 0: the checkpoint must hold exactly the file's values. */
     CHECK(run("'%s' train %s " COMMON " --stages 2 --steps 1 --lr 0 --init %s --checkpoint-dir %s "
-              "> %s.log 2>&1", brigade, model, file, dir, dir) == 0);
+              "> %s.log 2>&1",
+              brigade, model, file, dir, dir) == 0);
     char *step = NULL;
     bg_ckpt_t *ck = NULL;
     if (bg_ckpt_dir_latest(dir, &step) == BG_OK && step && bg_ckpt_open(step, &ck) == BG_OK) {
@@ -214,17 +225,20 @@ static void test_corrupt_refused(void)
     snprintf(dir, sizeof(dir), "%s/full", wd); /* from test_resume_equivalence */
     CHECK(run("f=$(ls %s/step-000006/stage-1.safetensors) && truncate -s -100 $f", dir) == 0);
     CHECK(run("'%s' train %s/models/mlp-fashion.graph " COMMON " --stages 2 --steps 8 --resume "
-              "--checkpoint-dir %s > %s.corrupt.log 2>&1", brigade, srcdir, dir, dir) != 0);
+              "--checkpoint-dir %s > %s.corrupt.log 2>&1",
+              brigade, srcdir, dir, dir) != 0);
     CHECK_MSG(run("grep -q 'stage-1.safetensors' %s.corrupt.log", dir) == 0,
               "the refusal does not name the damaged file");
 }
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) TEST_SKIP("usage: test_resume BRIGADE");
+    if (argc < 2)
+        TEST_SKIP("usage: test_resume BRIGADE");
     brigade = argv[1];
     srcdir = getenv("BRIGADE_SOURCE_DIR");
-    if (!srcdir) srcdir = ".";
+    if (!srcdir)
+        srcdir = ".";
     snprintf(wd, sizeof(wd), "/tmp/bg_resume_%d", (int)getpid());
     run("rm -rf %s && mkdir -p %s", wd, wd);
     test_resume_equivalence();

@@ -34,8 +34,10 @@ static int find_pids(const char *marker, pid_t *out, int cap)
     int n = 0;
     long v;
     while (p && n < cap && fscanf(p, "%ld", &v) == 1)
-        if ((pid_t)v != getpid()) out[n++] = (pid_t)v;
-    if (p) pclose(p);
+        if ((pid_t)v != getpid())
+            out[n++] = (pid_t)v;
+    if (p)
+        pclose(p);
     return n;
 }
 
@@ -45,7 +47,8 @@ static pid_t start_job(const char *marker, const char *log)
     fflush(stdout); /* the child must not flush our buffer a second time */
     pid_t pid = fork();
     if (pid == 0) {
-        if (!freopen("/dev/null", "w", stdout) || !freopen(log, "w", stderr)) _exit(126);
+        if (!freopen("/dev/null", "w", stdout) || !freopen(log, "w", stderr))
+            _exit(126);
         char model[512];
         snprintf(model, sizeof(model), "%s/models/mlp-fashion.graph", srcdir);
         execl(brigade, brigade, "train", model, "--stages", "4", "--steps", "1000000", "--batch",
@@ -61,7 +64,8 @@ static int wait_ranks(const char *marker)
 {
     pid_t p[16];
     for (int i = 0; i < 200; i++) {
-        if (find_pids(marker, p, 16) >= 5) return 1;
+        if (find_pids(marker, p, 16) >= 5)
+            return 1;
         usleep(50000);
     }
     return 0;
@@ -80,10 +84,12 @@ static void test_sigkill_rank(void)
     /* pgrep lists in pid order: the launcher first, then ranks 0..3. */
     pid_t victim = n >= 5 ? p[3] : 0;
     double t0 = now_s();
-    if (victim) kill(victim, SIGKILL);
+    if (victim)
+        kill(victim, SIGKILL);
     int st = 0;
     pid_t w = 0;
-    while ((w = waitpid(job, &st, WNOHANG)) == 0 && now_s() - t0 < 15) usleep(20000);
+    while ((w = waitpid(job, &st, WNOHANG)) == 0 && now_s() - t0 < 15)
+        usleep(20000);
     double took = now_s() - t0;
     CHECK_MSG(w == job && WIFEXITED(st) && WEXITSTATUS(st) == 1,
               "launcher did not exit with 1 (waited %.1f s)", took);
@@ -113,7 +119,8 @@ static void test_sigterm_launcher(void)
     kill(job, SIGTERM);
     int st = 0;
     pid_t w = 0;
-    while ((w = waitpid(job, &st, WNOHANG)) == 0 && now_s() - t0 < 15) usleep(20000);
+    while ((w = waitpid(job, &st, WNOHANG)) == 0 && now_s() - t0 < 15)
+        usleep(20000);
     CHECK_MSG(w == job && WIFEXITED(st) && WEXITSTATUS(st) != 0, "launcher did not stop");
     usleep(300000);
     pid_t p[16];
@@ -130,22 +137,30 @@ static void test_usage(void)
 {
     char cmd[1024];
     static const char *bad[] = {
-        "--stages 0",         "--batch 10 --micro-batches 4", "--schedule nope",
-        "--dtype bf16",       "--device tpu",                 "--lr abc",
-        "--no-such-flag",     "--resume",                     "--chunks 2",
+        "--stages 0",      "--batch 10 --micro-batches 4",
+        "--schedule nope", "--dtype bf16",
+        "--device tpu",    "--lr abc",
+        "--no-such-flag",  "--resume",
+        "--chunks 2",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        snprintf(cmd, sizeof(cmd), "'%s' train %s/models/mlp-fashion.graph %s --data synthetic "
-                                   "--steps 1 >/dev/null 2>&1", brigade, srcdir, bad[i]);
+        snprintf(cmd, sizeof(cmd),
+                 "'%s' train %s/models/mlp-fashion.graph %s --data synthetic "
+                 "--steps 1 >/dev/null 2>&1",
+                 brigade, srcdir, bad[i]);
         int rc = system(cmd);
         CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "'%s' exited %d, expected 2", bad[i],
                   WEXITSTATUS(rc));
     }
-    snprintf(cmd, sizeof(cmd), "'%s' schedule --stages 4 --micro-batches 8 --schedule zb-h1 | "
-                               "grep -q 'makespan 27, bubble 11.1%%'", brigade);
+    snprintf(cmd, sizeof(cmd),
+             "'%s' schedule --stages 4 --micro-batches 8 --schedule zb-h1 | "
+             "grep -q 'makespan 27, bubble 11.1%%'",
+             brigade);
     CHECK_MSG(system(cmd) == 0, "brigade schedule: zb-h1 p=4 m=8 should simulate to makespan 27");
-    snprintf(cmd, sizeof(cmd), "'%s' schedule --stages 3 --micro-batches 4 --schedule interleaved "
-                               ">/dev/null 2>&1", brigade);
+    snprintf(cmd, sizeof(cmd),
+             "'%s' schedule --stages 3 --micro-batches 4 --schedule interleaved "
+             ">/dev/null 2>&1",
+             brigade);
     int src = system(cmd);
     CHECK(WIFEXITED(src) && WEXITSTATUS(src) == 2);
     snprintf(cmd, sizeof(cmd), "'%s' train /nonexistent.graph >/dev/null 2>&1", brigade);
@@ -167,12 +182,14 @@ static void test_plot(void)
     for (int i = 1; f && i <= 20; i++)
         fprintf(f, "{\"step\":%d,\"loss\":%.3f}\n%s", i, 2.0 / i,
                 i % 10 ? "" : "{\"step\":10,\"eval_loss\":0.5,\"eval_accuracy\":0.8}\n");
-    if (f) fclose(f);
+    if (f)
+        fclose(f);
     snprintf(cmd, sizeof(cmd), "'%s' plot %s -o %s > /dev/null && head -c 8 %s | grep -q PNG",
              brigade, m, png, png);
     CHECK_MSG(system(cmd) == 0, "brigade plot did not write a PNG");
     f = fopen(m, "w");
-    if (f) fputs("not json\n", f), fclose(f);
+    if (f)
+        fputs("not json\n", f), fclose(f);
     snprintf(cmd, sizeof(cmd), "'%s' plot %s -o %s > /dev/null 2>&1", brigade, m, png);
     int rc = system(cmd);
     CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
@@ -213,30 +230,40 @@ static void test_plan_and_trace(void)
              dir, brigade, srcdir, dir, brigade, srcdir, dir, dir, dir, dir);
     CHECK_MSG(system(cmd) == 0, "plan -o then train --plan failed (see %s/log)", dir);
     for (int r = 0; r < 3; r++) {
-        snprintf(cmd, sizeof(cmd), "grep -q '\"rank %d (stage %d, dp 0)\"' %s/trace.json", r, r, dir);
+        snprintf(cmd, sizeof(cmd), "grep -q '\"rank %d (stage %d, dp 0)\"' %s/trace.json", r, r,
+                 dir);
         CHECK_MSG(system(cmd) == 0, "trace lacks rank %d", r);
     }
-    snprintf(cmd, sizeof(cmd), "grep -q '\"cat\":\"F\"' %s/trace.json && "
-                               "grep -q '\"cat\":\"OPTIMIZER\"' %s/trace.json", dir, dir);
+    snprintf(cmd, sizeof(cmd),
+             "grep -q '\"cat\":\"F\"' %s/trace.json && "
+             "grep -q '\"cat\":\"OPTIMIZER\"' %s/trace.json",
+             dir, dir);
     CHECK_MSG(system(cmd) == 0, "trace lacks F or OPTIMIZER slices");
-    snprintf(cmd, sizeof(cmd), "'%s' train %s/models/skip-mlp.graph --plan %s/plan.json --stages 2 "
-                               "> /dev/null 2>&1", brigade, srcdir, dir);
+    snprintf(cmd, sizeof(cmd),
+             "'%s' train %s/models/skip-mlp.graph --plan %s/plan.json --stages 2 "
+             "> /dev/null 2>&1",
+             brigade, srcdir, dir);
     int rc = system(cmd);
     CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "--plan with --stages should exit 2");
-    snprintf(cmd, sizeof(cmd), "'%s' train %s/models/gpt-tiny.graph --plan %s/plan.json --steps 1 "
-                               "--data synthetic:tokens > %s/log2 2>&1", brigade, srcdir, dir, dir);
+    snprintf(cmd, sizeof(cmd),
+             "'%s' train %s/models/gpt-tiny.graph --plan %s/plan.json --steps 1 "
+             "--data synthetic:tokens > %s/log2 2>&1",
+             brigade, srcdir, dir, dir);
     rc = system(cmd);
     CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) != 0, "a plan for another model was accepted");
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    if (system(cmd)) {}
+    if (system(cmd)) {
+    }
 }
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) TEST_SKIP("usage: test_train_launch BRIGADE");
+    if (argc < 2)
+        TEST_SKIP("usage: test_train_launch BRIGADE");
     brigade = argv[1];
     srcdir = getenv("BRIGADE_SOURCE_DIR");
-    if (!srcdir) srcdir = ".";
+    if (!srcdir)
+        srcdir = ".";
     test_usage();
     test_plot();
     test_plan_and_trace();
