@@ -61,6 +61,20 @@ int bg_net_uses_in_chunk(const bg_net_t *n, int t, int c)
     return k;
 }
 
+int bg_net_use_rank(const bg_net_t *n, int t, int c, int layer, int slot)
+{
+    const bg_net_tensor_t *nt = &n->tensors[t];
+    int j = 0;
+    for (int u = nt->n_uses - 1; u >= 0; u--) {
+        if (n->layer_chunk[nt->uses[u].layer] != c)
+            continue;
+        if (nt->uses[u].layer == layer && nt->uses[u].slot == slot)
+            break;
+        j++;
+    }
+    return j;
+}
+
 bool bg_net_is_latest_user(const bg_net_t *n, int t, int c)
 {
     const bg_net_tensor_t *nt = &n->tensors[t];

@@ -91,5 +91,8 @@ int bg_net_edge_find(const bg_net_t *n, int src, int dst);
 bool bg_net_is_latest_user(const bg_net_t *n, int t, int c);
 /* Number of uses of t inside chunk c. */
 int bg_net_uses_in_chunk(const bg_net_t *n, int t, int c);
+/* Position of use (layer, slot) of t among t's uses in chunk c, counted in
+ * fold order (descending layer, slot): 0 for the chunk's first contribution. */
+int bg_net_use_rank(const bg_net_t *n, int t, int c, int layer, int slot);
 
 #endif

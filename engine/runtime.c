@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "engine/nvtx.h"
 
 #define RT_LOOKAHEAD 8
@@ -134,13 +135,6 @@ struct bg_rt {
     bool eval;
     double t_origin;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -966,32 +960,15 @@ static bg_status_t grad_target(bg_rt_t *rt, int lci, rt_slot_t *s, int l, int sl
     for (; k < ed->n && ed->tensors[k] != t; k++)
         off += tensor_elems(rt, ed->tensors[k]) * act_esize(rt) * (size_t)ed->n_contrib[k];
     char *region = (char *)s->grad_send[i] + off;
+    int j = bg_net_use_rank(rt->net, t, ch->c, l, slot);
     if (ed->n_contrib[k] == 1) {
-        /* Folded prefix: first use (the highest) writes, the others add. */
-        int seen = 0;
-        for (int u = rt->net->tensors[t].n_uses - 1; u >= 0; u--) {
-            bg_net_use_t us = rt->net->tensors[t].uses[u];
-            if (rt->net->layer_chunk[us.layer] != ch->c)
-                continue;
-            if (us.layer == l && us.slot == slot)
-                break;
-            seen++;
-        }
-        if (seen == 0)
+        /* Folded prefix: the first use (the highest) writes, the others add. */
+        if (j == 0)
             d->direct = region;
         else
             d->fold_into = region;
     } else {
         /* One region per use, in descending (layer, slot) order. */
-        int j = 0;
-        for (int u = rt->net->tensors[t].n_uses - 1; u >= 0; u--) {
-            bg_net_use_t us = rt->net->tensors[t].uses[u];
-            if (rt->net->layer_chunk[us.layer] != ch->c)
-                continue;
-            if (us.layer == l && us.slot == slot)
-                break;
-            j++;
-        }
         d->direct = region + nb * (size_t)j;
     }
     return BG_OK;
@@ -1540,7 +1517,7 @@ static bg_status_t run_list(bg_rt_t *rt, const bg_action_t *acts, size_t n, int6
                 st = post_recv(rt, &acts[j]);
         if (st != BG_OK)
             break;
-        double t0 = now_s();
+        double t0 = bg_now_s();
         if (acts[i].kind == BG_ACT_OPTIMIZER && !rt->eval)
             rt->stats->pipe_s = t0 - rt->t_origin;
         char name[64];
@@ -1551,7 +1528,7 @@ static bg_status_t run_list(bg_rt_t *rt, const bg_action_t *acts, size_t n, int6
         bg_nvtx_pop();
         if (mark >= 0 && st == BG_OK)
             st = bg_event_record(rt->conf.be, rt->evmark[2 * mark + 1], rt->compute);
-        double t1 = now_s();
+        double t1 = bg_now_s();
         if (bg_act_is_compute(acts[i].kind))
             rt->stats->busy_s += t1 - t0;
         if (!rt->eval)
@@ -1600,7 +1577,7 @@ bg_status_t bg_rt_step(bg_rt_t *rt, int64_t step, bg_rt_feed_fn feed, void *ctx,
     rt->stats = &stats;
     rt->eval = false;
     rt->nev = 0;
-    rt->t_origin = now_s();
+    rt->t_origin = bg_now_s();
     size_t n = bg_sched_len(rt->conf.sched, rt->conf.stage);
     const bg_action_t *acts = bg_sched_actions(rt->conf.sched, rt->conf.stage);
     rt->nmark = 0;
@@ -1613,7 +1590,7 @@ bg_status_t bg_rt_step(bg_rt_t *rt, int64_t step, bg_rt_feed_fn feed, void *ctx,
         st = run_list(rt, acts, n, step);
     if (st == BG_OK)
         st = resolve_marks(rt);
-    stats.step_s = now_s() - rt->t_origin;
+    stats.step_s = bg_now_s() - rt->t_origin;
     if (!stats.pipe_s)
         stats.pipe_s = stats.step_s;
     reset_slots(rt);
@@ -1634,7 +1611,7 @@ bg_status_t bg_rt_eval(bg_rt_t *rt, int mb, bg_rt_feed_fn feed, void *ctx, bg_rt
     rt->feed_ctx = ctx;
     rt->stats = &stats;
     rt->eval = true;
-    double t_start = now_s(); /* the last step's events and origin stay for traces */
+    double t_start = bg_now_s(); /* the last step's events and origin stay for traces */
     /* Forward only, micro-batch by micro-batch, chunks in model order: every
      * wait is on a lower (mb, chunk) pair, so it cannot deadlock. */
     size_t cap = (size_t)mb * (size_t)rt->nlc * 16 + 1, n = 0;
@@ -1664,7 +1641,7 @@ bg_status_t bg_rt_eval(bg_rt_t *rt, int mb, bg_rt_feed_fn feed, void *ctx, bg_rt
         }
     bg_status_t st = run_list(rt, acts, n, 0);
     free(acts);
-    stats.step_s = now_s() - t_start;
+    stats.step_s = bg_now_s() - t_start;
     reset_slots(rt);
     rt->eval = false;
     if (st != BG_OK)

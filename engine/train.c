@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "engine/checkpoint.h"
 #include "engine/data.h"
 #include "engine/net.h"
@@ -68,13 +69,6 @@ typedef struct train {
     bg_split_t split;
     int64_t data_step;
 } train_t;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static bg_status_t feed(void *ctx, int mb, int input, void *dst, size_t bytes)
 {
@@ -579,7 +573,7 @@ static bg_status_t write_trace(train_t *t)
 static bg_status_t train_loop(train_t *t)
 {
     const bg_train_conf_t *c = t->c;
-    double t0 = now_s();
+    double t0 = bg_now_s();
     int64_t done = 0;
     float sums[5] = {0, 0, 0, 0, 0};
     int64_t window = 0;
@@ -602,7 +596,7 @@ static bg_status_t train_loop(train_t *t)
             if ((st = world_sum(t, sums, 5)) != BG_OK)
                 return st;
             if (t->rank == 0)
-                log_line(t, step, sums, window, now_s() - t0, done, &s);
+                log_line(t, step, sums, window, bg_now_s() - t0, done, &s);
             memset(sums, 0, sizeof(sums));
             window = 0;
         }
@@ -621,7 +615,7 @@ static bg_status_t train_loop(train_t *t)
     if (st == BG_OK && c->trace)
         st = write_trace(t);
     if (t->rank == 0) {
-        printf("trained %lld steps in %.1f s\n", (long long)done, now_s() - t0);
+        printf("trained %lld steps in %.1f s\n", (long long)done, bg_now_s() - t0);
         fflush(stdout);
     }
     return st;

@@ -5,6 +5,8 @@
  */
 #include "layers/backend_impl.h"
 
+#include "base/clock.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -124,13 +126,6 @@ struct bg_event {
     double t_ms;
 };
 
-static double host_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
 bg_status_t bg_event_create(bg_backend_t *be, bg_event_t **out)
 {
     if (be->ops->event_create)
@@ -156,7 +151,7 @@ bg_status_t bg_event_record(bg_backend_t *be, bg_event_t *e, bg_stream_t *s)
 {
     if (be->ops->event_record)
         return be->ops->event_record(be, e, s);
-    e->t_ms = host_now_ms();
+    e->t_ms = bg_now_s() * 1e3;
     return BG_OK;
 }
 

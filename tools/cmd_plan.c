@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "layers/graph.h"
 #include "partition/chain_graph.h"
 #include "partition/partition.h"
@@ -288,13 +289,6 @@ static void print_plan(const bg_chain_t *ch, const bg_plan_t *pl, int64_t global
            pl->fits ? " (fits)" : " -- DOES NOT FIT");
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* Exit code of a library failure: does-not-fit is 1, bad input 2. */
 static int fail(bg_status_t st)
 {
@@ -369,10 +363,10 @@ static int choose_shape(plan_run_t *r, bg_part_config_t *cfg, int *mb, int64_t *
     bg_search_result_t res[100];
     int n = 0;
     bg_search_stats_t stats;
-    double t0 = now_s();
+    double t0 = bg_now_s();
     bg_status_t st = bg_search_shapes(&r->chain, &r->dev->d[0], r->have_prof ? &r->prof : NULL, &so,
                                       res, &n, &stats);
-    double dt = now_s() - t0;
+    double dt = bg_now_s() - t0;
     if (st) return fail(st);
     printf("shape search over %d devices, global batch %lld: %d candidates, %d split exactly, "
            "%d pruned by bound, %d do not fit (%.0f ms)\n",
@@ -419,7 +413,7 @@ static int price(plan_run_t *r, const bg_part_config_t *cfg, int mb)
 static int plan_body(plan_run_t *r)
 {
     plan_opts_t *o = &r->o;
-    double t0 = now_s();
+    double t0 = bg_now_s();
     bg_status_t st = bg_graph_parse_file(o->model, 1, &r->graph);
     if (st) return fail(st);
     bool gpu = strcmp(r->dev->d[0].name, "cpu") != 0;
@@ -466,7 +460,7 @@ static int plan_body(plan_run_t *r)
             printf("  %s: none fits", bg_split_method_name((bg_split_method_t)m));
         }
     }
-    printf("\nplanned in %.0f ms\n", (now_s() - t0) * 1e3);
+    printf("\nplanned in %.0f ms\n", (bg_now_s() - t0) * 1e3);
     rc = 0;
     if (o->out) {
         bg_plan_meta_t meta = {o->model, bg_split_method_name(o->method), o->device};

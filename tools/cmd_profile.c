@@ -11,18 +11,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/rng.h"
 #include "layers/backend.h"
 #include "layers/graph.h"
 #include "partition/profile.h"
 #include "tools/commands.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* A device tensor of `s` (compute dtype for floats) filled from the host. */
 static bg_status_t make_tensor(bg_backend_t *be, const bg_shape_t *s, bg_dtype_t dt, int64_t id_max,
@@ -123,21 +117,21 @@ static bg_status_t time_layer(bg_backend_t *be, bg_dtype_t dt, const bg_graph_la
     /* One warm-up round, then `repeat` timed ones of F, B, W in order
      * (attention's W needs its B: the order a schedule uses). */
     for (int r = 0; st == BG_OK && r <= repeat; r++) {
-        double t0 = now_s();
+        double t0 = bg_now_s();
         st = bg_layer_forward(&c);
         if (st == BG_OK)
             st = bg_backend_synchronize(be);
-        double t1 = now_s();
+        double t1 = bg_now_s();
         if (st == BG_OK)
             st = bg_layer_backward_input(&c);
         if (st == BG_OK)
             st = bg_backend_synchronize(be);
-        double t2 = now_s();
+        double t2 = bg_now_s();
         if (st == BG_OK)
             st = bg_layer_backward_weight(&c);
         if (st == BG_OK)
             st = bg_backend_synchronize(be);
-        double t3 = now_s();
+        double t3 = bg_now_s();
         if (r)
             t[0] += t1 - t0, t[1] += t2 - t1, t[2] += t3 - t2;
     }

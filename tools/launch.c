@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "transport/transport.h"
 
 typedef struct rank_proc {
@@ -37,13 +38,6 @@ static volatile sig_atomic_t launch_interrupted;
 static void on_signal(int sig)
 {
     launch_interrupted = sig;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static void set_env_int(const char *k, long v)
@@ -229,34 +223,36 @@ static int failed(int status)
     return !WIFEXITED(status) || WEXITSTATUS(status) != 0;
 }
 
+/* Reap rank r if it has exited (`block`: wait for it). Returns 1 when it
+ * finished in this call; p->status then holds how. */
+static int reap(rank_proc_t *p, int block)
+{
+    int st;
+    if (p->done || waitpid(p->pid, &st, block ? 0 : WNOHANG) != p->pid)
+        return 0;
+    p->done = 1;
+    p->status = st;
+    return 1;
+}
+
 /* Wait up to `grace` seconds for children, then SIGKILL the whole group. */
 static void stop_all(rank_proc_t *p, int n, pid_t pgid, double grace)
 {
     kill(-pgid, SIGTERM);
-    double deadline = now_s() + grace;
+    double deadline = bg_now_s() + grace;
     for (;;) {
         int alive = 0;
         for (int r = 0; r < n; r++) {
-            if (p[r].done)
-                continue;
-            int st;
-            pid_t w = waitpid(p[r].pid, &st, WNOHANG);
-            if (w == p[r].pid)
-                p[r].done = 1, p[r].status = st;
-            else
-                alive++;
+            reap(&p[r], 0);
+            alive += !p[r].done;
         }
-        if (!alive || now_s() > deadline)
+        if (!alive || bg_now_s() > deadline)
             break;
         usleep(20000);
     }
     kill(-pgid, SIGKILL);
     for (int r = 0; r < n; r++)
-        if (!p[r].done) {
-            int st;
-            if (waitpid(p[r].pid, &st, 0) == p[r].pid)
-                p[r].done = 1, p[r].status = st;
-        }
+        reap(&p[r], 1);
 }
 
 int bg_launch_run(const bg_launch_conf_t *c)
@@ -352,16 +348,11 @@ int bg_launch_run(const bg_launch_conf_t *c)
         }
         int alive = 0;
         for (int r = 0; r < n; r++) {
-            if (p[r].done)
-                continue;
-            int st;
-            pid_t w = waitpid(p[r].pid, &st, WNOHANG);
-            if (w != p[r].pid) {
-                alive++;
+            if (!reap(&p[r], 0)) {
+                alive += !p[r].done;
                 continue;
             }
-            p[r].done = 1;
-            p[r].status = st;
+            int st = p[r].status;
             /* A rank killed by a signal is a better root cause than its peers'
              * error exits, which it usually triggered. */
             if (failed(st) &&

@@ -13,16 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "test_util.h"
 
 static const char *brigade, *srcdir;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* PIDs of processes whose command line contains `marker`, except us. */
 static int find_pids(const char *marker, pid_t *out, int cap)
@@ -83,14 +77,14 @@ static void test_sigkill_rank(void)
     int n = find_pids(marker, p, 16);
     /* pgrep lists in pid order: the launcher first, then ranks 0..3. */
     pid_t victim = n >= 5 ? p[3] : 0;
-    double t0 = now_s();
+    double t0 = bg_now_s();
     if (victim)
         kill(victim, SIGKILL);
     int st = 0;
     pid_t w = 0;
-    while ((w = waitpid(job, &st, WNOHANG)) == 0 && now_s() - t0 < 15)
+    while ((w = waitpid(job, &st, WNOHANG)) == 0 && bg_now_s() - t0 < 15)
         usleep(20000);
-    double took = now_s() - t0;
+    double took = bg_now_s() - t0;
     CHECK_MSG(w == job && WIFEXITED(st) && WEXITSTATUS(st) == 1,
               "launcher did not exit with 1 (waited %.1f s)", took);
     CHECK_MSG(took < 10.0, "took %.1f s to stop after a rank died", took);
@@ -115,11 +109,11 @@ static void test_sigterm_launcher(void)
     snprintf(log, sizeof(log), "%s.log", marker);
     pid_t job = start_job(marker, log);
     CHECK_MSG(wait_ranks(marker), "the ranks did not start");
-    double t0 = now_s();
+    double t0 = bg_now_s();
     kill(job, SIGTERM);
     int st = 0;
     pid_t w = 0;
-    while ((w = waitpid(job, &st, WNOHANG)) == 0 && now_s() - t0 < 15)
+    while ((w = waitpid(job, &st, WNOHANG)) == 0 && bg_now_s() - t0 < 15)
         usleep(20000);
     CHECK_MSG(w == job && WIFEXITED(st) && WEXITSTATUS(st) != 0, "launcher did not stop");
     usleep(300000);
