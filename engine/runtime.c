@@ -23,6 +23,7 @@
 
 #include "base/clock.h"
 #include "engine/nvtx.h"
+#include "engine/tag.h"
 
 #define RT_LOOKAHEAD 8
 
@@ -577,12 +578,6 @@ static bg_status_t defer_progress(bg_rt_t *rt, bool wait)
         memmove(rt->defer, rt->defer + k, sizeof(*rt->defer) * (size_t)(rt->ndefer - k));
     rt->ndefer -= k;
     return st;
-}
-
-static uint64_t edge_tag(unsigned kind, int mb, int src, int dst)
-{
-    return bg_tp_tag(kind, kind == BG_TP_KIND_GRAD ? BG_TP_DIR_BWD : BG_TP_DIR_FWD, (unsigned)mb,
-                     (unsigned)dst, (unsigned)src);
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -1187,9 +1182,11 @@ static bg_status_t post_recv(bg_rt_t *rt, const bg_action_t *a)
             bytes += tensor_bytes(rt, ed->tensors[k]);
     if ((st = dalloc_for(rt, bytes, true, buf)) != BG_OK)
         return st; /* the transport writes it */
-    unsigned kind = act ? BG_TP_KIND_ACT : BG_TP_KIND_GRAD;
-    return bg_tp_recv(rt->conf.tp, rt->conf.dp * rt->conf.stages + a->peer,
-                      edge_tag(kind, a->mb, a->src, a->dst), *buf, bytes, rt->mem, req);
+    uint64_t tag;
+    if ((st = bg_tag_edge(act ? BG_TAG_ACT : BG_TAG_GRAD, a->mb, a->src, a->dst, &tag)) != BG_OK)
+        return st;
+    return bg_tp_recv(rt->conf.tp, rt->conf.dp * rt->conf.stages + a->peer, tag, *buf, bytes,
+                      rt->mem, req);
 }
 
 static bg_status_t wait_recv(bg_rt_t *rt, const bg_action_t *a)
@@ -1206,9 +1203,11 @@ static bg_status_t wait_recv(bg_rt_t *rt, const bg_action_t *a)
         /* Keep the pairing with the peer's empty send. */
         char dummy;
         bg_tp_req_t *r;
-        st = bg_tp_recv(rt->conf.tp, rt->conf.dp * rt->conf.stages + a->peer,
-                        edge_tag(act ? BG_TP_KIND_ACT : BG_TP_KIND_GRAD, a->mb, a->src, a->dst),
-                        &dummy, 0, BG_TP_MEM_HOST, &r);
+        uint64_t tag;
+        if ((st = bg_tag_edge(act ? BG_TAG_ACT : BG_TAG_GRAD, a->mb, a->src, a->dst, &tag)) != BG_OK)
+            return st;
+        st = bg_tp_recv(rt->conf.tp, rt->conf.dp * rt->conf.stages + a->peer, tag, &dummy, 0,
+                        BG_TP_MEM_HOST, &r);
         return st == BG_OK ? bg_tp_wait(rt->conf.tp, r, rt->conf.timeout_s) : st;
     }
     int i = act ? edge_index_in(ch, e) : edge_index_out(ch, e);
@@ -1230,9 +1229,11 @@ static bg_status_t do_send(bg_rt_t *rt, const bg_action_t *a)
     bool act = a->kind == BG_ACT_SEND_ACT;
     int e =
         act ? bg_net_edge_find(rt->net, a->src, a->dst) : bg_net_edge_find(rt->net, a->dst, a->src);
-    unsigned kind = act ? BG_TP_KIND_ACT : BG_TP_KIND_GRAD;
     int peer = rt->conf.dp * rt->conf.stages + a->peer;
-    uint64_t tag = edge_tag(kind, a->mb, a->src, a->dst);
+    uint64_t tag;
+    bg_status_t tst = bg_tag_edge(act ? BG_TAG_ACT : BG_TAG_GRAD, a->mb, a->src, a->dst, &tag);
+    if (tst != BG_OK)
+        return tst;
     bg_tp_req_t *req;
     if (e < 0) {
         static char empty;
@@ -1304,7 +1305,9 @@ static bg_status_t fold_param_grads(bg_rt_t *rt)
         for (int u = 0; u < np->n_users && st == BG_OK; u++) {
             int l = np->users[u], slot = np->user_slot[u];
             int r = rank_of_chunk(rt, n->layer_chunk[l]);
-            uint64_t tag = bg_tp_tag(BG_TP_KIND_PARAM, 0, (unsigned)u, 0, (unsigned)p->p);
+            uint64_t tag;
+            if ((st = bg_tag_param(u, p->p, &tag)) != BG_OK)
+                break;
             if (local_of(rt, n->layer_chunk[l]) >= 0) {
                 for (int k = 0; k < p->n_remote && st == BG_OK; k++)
                     st = bg_tp_send(rt->conf.tp, p->remote_rank[k], tag,

@@ -980,19 +980,22 @@ bg_status_t bg_tp_recv_raw(bg_tp_t *tp, int peer, uint64_t tag, void *buf, size_
     return post(tp, 0, peer, tag, buf, len, mem, req);
 }
 
-static bg_status_t check_kind(bg_tp_t *tp, uint64_t tag)
+/* Callers own the low BG_TP_TAG_BITS; the bits above are the transport's
+ * (traffic class and source rank), so a wider tag is refused, not masked. */
+static bg_status_t check_tag(bg_tp_t *tp, int is_send, int peer, uint64_t tag)
 {
-    unsigned k = bg_tp_tag_kind(tag);
-    if (k >= BG_TP_KIND_COLL)
-        return bg_errorf(BG_ERR_INVALID, "rank %d: tag kind %u is reserved for collectives",
-                         tp->rank, k);
+    if (tag > BG_TP_TAG_MAX)
+        return bg_errorf(BG_ERR_INVALID,
+                         "rank %d: %s rank %d: tag 0x%016llx does not fit in %d bits", tp->rank,
+                         is_send ? "send to" : "recv from", peer, (unsigned long long)tag,
+                         BG_TP_TAG_BITS);
     return BG_OK;
 }
 
 bg_status_t bg_tp_send(bg_tp_t *tp, int peer, uint64_t tag, const void *buf, size_t len,
                        bg_tp_mem_t mem, bg_tp_req_t **req)
 {
-    bg_status_t st = check_kind(tp, tag);
+    bg_status_t st = check_tag(tp, 1, peer, tag);
     if (st != BG_OK) return st;
     return post(tp, 1, peer, tag, (void *)buf, len, mem, req);
 }
@@ -1000,7 +1003,7 @@ bg_status_t bg_tp_send(bg_tp_t *tp, int peer, uint64_t tag, const void *buf, siz
 bg_status_t bg_tp_recv(bg_tp_t *tp, int peer, uint64_t tag, void *buf, size_t len,
                        bg_tp_mem_t mem, bg_tp_req_t **req)
 {
-    bg_status_t st = check_kind(tp, tag);
+    bg_status_t st = check_tag(tp, 0, peer, tag);
     if (st != BG_OK) return st;
     return post(tp, 0, peer, tag, buf, len, mem, req);
 }

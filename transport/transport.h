@@ -156,44 +156,18 @@ int bg_tp_peer_dead(const bg_tp_t *tp, int rank, const char **why);
 /* ------------------------------------------------------------------ */
 
 /*
- * 64-bit tag layout (bit 63 left):
- *   [63:60] kind   [59:44] source rank   [43:42] direction
- *   [41:24] micro-batch   [23:16] chunk (model chunk / virtual stage)
- *   [15:0]  user
- * The source field is filled by the transport (the sender's rank): UCX
- * matches tags, not senders, so the receiver selects its peer by it. Kinds
- * 14 and 15 are reserved for collectives and internal traffic.
- * A (peer, tag) pair must be unique among messages in flight between two
- * ranks in one direction; same-tag messages match in posting order.
+ * Tags are opaque to the transport: callers own the low BG_TP_TAG_BITS
+ * bits and give them whatever layout they like (the engine's is in
+ * engine/tag.h). The transport keeps the top 20 bits of the UCX tag for
+ * itself: [63:60] its traffic class (user messages, collectives, internal)
+ * and [59:44] the sender's rank, since UCX matches tags, not senders.
+ * A tag wider than BG_TP_TAG_BITS is refused with BG_ERR_INVALID, never
+ * masked. A (peer, tag) pair must be unique among messages in flight
+ * between two ranks in one direction; same-tag messages match in posting
+ * order.
  */
-enum {
-    BG_TP_KIND_ACT = 1,  /* activations, forward */
-    BG_TP_KIND_GRAD = 2, /* gradients w.r.t. activations, backward */
-    BG_TP_KIND_PARAM = 3,
-    BG_TP_KIND_USER = 4,
-    BG_TP_KIND_MAX_USER = 13,
-};
-#define BG_TP_DIR_FWD 0u
-#define BG_TP_DIR_BWD 1u
-#define BG_TP_MICROBATCH_MAX ((1u << 18) - 1)
-#define BG_TP_CHUNK_MAX ((1u << 8) - 1)
-#define BG_TP_USER_MAX ((1u << 16) - 1)
-
-/* Build a tag. Fields wider than their bits are masked (callers pass values
- * in range; bg_tp_send rejects reserved kinds). */
-static inline uint64_t bg_tp_tag(unsigned kind, unsigned dir, unsigned microbatch,
-                                 unsigned chunk, unsigned user)
-{
-    return ((uint64_t)(kind & 0xfu) << 60) | ((uint64_t)(dir & 0x3u) << 42) |
-           ((uint64_t)(microbatch & 0x3ffffu) << 24) | ((uint64_t)(chunk & 0xffu) << 16) |
-           (uint64_t)(user & 0xffffu);
-}
-static inline unsigned bg_tp_tag_kind(uint64_t t) { return (unsigned)(t >> 60) & 0xfu; }
-static inline unsigned bg_tp_tag_src(uint64_t t) { return (unsigned)(t >> 44) & 0xffffu; }
-static inline unsigned bg_tp_tag_dir(uint64_t t) { return (unsigned)(t >> 42) & 0x3u; }
-static inline unsigned bg_tp_tag_microbatch(uint64_t t) { return (unsigned)(t >> 24) & 0x3ffffu; }
-static inline unsigned bg_tp_tag_chunk(uint64_t t) { return (unsigned)(t >> 16) & 0xffu; }
-static inline unsigned bg_tp_tag_user(uint64_t t) { return (unsigned)t & 0xffffu; }
+#define BG_TP_TAG_BITS 44
+#define BG_TP_TAG_MAX ((UINT64_C(1) << BG_TP_TAG_BITS) - 1)
 
 /* ------------------------------------------------------------------ */
 /* Point-to-point                                                      */
@@ -202,8 +176,8 @@ static inline unsigned bg_tp_tag_user(uint64_t t) { return (unsigned)t & 0xffffu
 typedef struct bg_tp_req bg_tp_req_t;
 
 /*
- * Start sending `len` bytes of `buf` to `peer` under `tag` (source field
- * ignored). The buffer must stay untouched until the request completes.
+ * Start sending `len` bytes of `buf` to `peer` under `tag` (at most
+ * BG_TP_TAG_MAX). The buffer must stay untouched until the request completes.
  * Lengths must match the receiver's exactly. A dead peer fails at once with
  * BG_ERR_PEER. *req is released by a completing test/wait or by cancel.
  */

@@ -28,7 +28,7 @@ static int role_kill(int victim)
     int target = (victim + 1) % world;
     unsigned char *buf = malloc(BIG);
     memset(buf, me, BIG);
-    uint64_t tag = bg_tp_tag(BG_TP_KIND_ACT, 0, 1, 0, 0);
+    uint64_t tag = tph_tag(1, 1, 0);
     bg_tp_req_t *r = NULL, *x = NULL;
     if (me == victim) {
         CHECK_OK(bg_tp_send(tp, target, tag, buf, BIG, BG_TP_MEM_HOST, &r));

@@ -35,7 +35,7 @@ static int role_integrity(void)
         tph_fill(want, n, 1000 * (uint64_t)peer + i);
         memset(in, 0xA5, n);
         bg_tp_req_t *rr, *sr;
-        uint64_t tag = bg_tp_tag(BG_TP_KIND_ACT, BG_TP_DIR_FWD, (unsigned)i, 3, 7);
+        uint64_t tag = tph_tag(1, (unsigned)i, 3);
         CHECK_OK(bg_tp_recv(tp, peer, tag, in, n, BG_TP_MEM_HOST, &rr));
         CHECK_OK(bg_tp_send(tp, peer, tag, out, n, BG_TP_MEM_HOST, &sr));
         CHECK_OK(bg_tp_wait(tp, sr, 20));
@@ -63,14 +63,14 @@ static int role_order(void)
         for (int i = 0; i < M; i++) {
             buf[i] = malloc(len[i]);
             tph_fill(buf[i], len[i], (uint64_t)i);
-            CHECK_OK(bg_tp_send(tp, peer, bg_tp_tag(BG_TP_KIND_GRAD, 1, (unsigned)i, 0, 0),
+            CHECK_OK(bg_tp_send(tp, peer, tph_tag(2, (unsigned)i, 0),
                                 buf[i], len[i], BG_TP_MEM_HOST, &req[i]));
         }
         for (int i = 0; i < M; i++) CHECK_OK(bg_tp_wait(tp, req[i], 20));
     } else {
         for (int i = M - 1; i >= 0; i--) {
             buf[i] = calloc(1, len[i]);
-            CHECK_OK(bg_tp_recv(tp, peer, bg_tp_tag(BG_TP_KIND_GRAD, 1, (unsigned)i, 0, 0), buf[i],
+            CHECK_OK(bg_tp_recv(tp, peer, tph_tag(2, (unsigned)i, 0), buf[i],
                                 len[i], BG_TP_MEM_HOST, &req[i]));
         }
         for (int k = 0; k < M; k++) {
@@ -90,7 +90,7 @@ static int role_order(void)
     for (int i = 0; i < FLOOD; i++) {
         sv[i] = (uint32_t)(me * 100000 + i);
         rv[i] = 0;
-        uint64_t tag = bg_tp_tag(BG_TP_KIND_USER, 0, (unsigned)i, 1, 2);
+        uint64_t tag = tph_tag(4, (unsigned)i, 1);
         CHECK_OK(bg_tp_recv(tp, peer, tag, &rv[i], 4, BG_TP_MEM_HOST, &rq[i]));
         CHECK_OK(bg_tp_send(tp, peer, tag, &sv[i], 4, BG_TP_MEM_HOST, &sq[i]));
     }
@@ -102,7 +102,7 @@ static int role_order(void)
     free(sv), free(rv), free(sq), free(rq);
 
     /* Same tag, three messages: they match in posting order. */
-    uint64_t tag = bg_tp_tag(BG_TP_KIND_PARAM, 0, 5, 5, 5);
+    uint64_t tag = tph_tag(3, 5, 5);
     uint64_t a[3] = {11, 22, 33}, b[3] = {0, 0, 0};
     bg_tp_req_t *q[3];
     if (me == 0)
@@ -130,10 +130,10 @@ static int role_errors(void)
     tph_fill(want, n, 77);
     if (me == 0) {
         memcpy(reg, want, n);
-        CHECK_OK(bg_tp_send(tp, 1, bg_tp_tag(BG_TP_KIND_ACT, 0, 1, 0, 0), reg, n, BG_TP_MEM_HOST, &r));
+        CHECK_OK(bg_tp_send(tp, 1, tph_tag(1, 1, 0), reg, n, BG_TP_MEM_HOST, &r));
     } else {
         memset(reg, 0, n);
-        CHECK_OK(bg_tp_recv(tp, 0, bg_tp_tag(BG_TP_KIND_ACT, 0, 1, 0, 0), reg, n, BG_TP_MEM_HOST, &r));
+        CHECK_OK(bg_tp_recv(tp, 0, tph_tag(1, 1, 0), reg, n, BG_TP_MEM_HOST, &r));
     }
     CHECK_OK(bg_tp_wait(tp, r, 20));
     if (me == 1) CHECK(!memcmp(reg, want, n));
@@ -144,12 +144,16 @@ static int role_errors(void)
     char x[16] = {0};
     CHECK_ST(bg_tp_send(tp, 9, 0, x, 1, BG_TP_MEM_HOST, &r), BG_ERR_INVALID);
     CHECK_ST(bg_tp_send(tp, peer, (uint64_t)14 << 60, x, 1, BG_TP_MEM_HOST, &r), BG_ERR_INVALID);
+    /* The bits above BG_TP_TAG_BITS are the transport's: refused, not masked. */
+    CHECK_ST(bg_tp_send(tp, peer, BG_TP_TAG_MAX + 1, x, 1, BG_TP_MEM_HOST, &r), BG_ERR_INVALID);
+    CHECK(strstr(bg_last_error(), "does not fit in 44 bits") != NULL);
+    CHECK_ST(bg_tp_recv(tp, peer, (uint64_t)1 << 63, x, 1, BG_TP_MEM_HOST, &r), BG_ERR_INVALID);
 #ifndef BG_HAVE_CUDA
     CHECK_ST(bg_tp_send(tp, peer, 0, x, 1, BG_TP_MEM_CUDA, &r), BG_ERR_UNSUPPORTED);
 #endif
 
     /* Length mismatches: longer and shorter than the receive. */
-    uint64_t t1 = bg_tp_tag(BG_TP_KIND_USER, 0, 1, 0, 0), t2 = bg_tp_tag(BG_TP_KIND_USER, 0, 2, 0, 0);
+    uint64_t t1 = tph_tag(4, 1, 0), t2 = tph_tag(4, 2, 0);
     if (me == 0) {
         CHECK_OK(bg_tp_send(tp, 1, t1, x, 16, BG_TP_MEM_HOST, &r));
         bg_tp_wait(tp, r, 5); /* outcome depends on protocol: either is fine */
@@ -168,7 +172,7 @@ static int role_errors(void)
 
     /* A receive nobody answers: deadline, request still alive, cancel. */
     double t0 = tph_now();
-    CHECK_OK(bg_tp_recv(tp, peer, bg_tp_tag(BG_TP_KIND_USER, 0, 99, 0, 0), x, 8, BG_TP_MEM_HOST, &r));
+    CHECK_OK(bg_tp_recv(tp, peer, tph_tag(4, 99, 0), x, 8, BG_TP_MEM_HOST, &r));
     bg_status_t st = bg_tp_wait(tp, r, 0.2);
     char rankname[32];
     snprintf(rankname, sizeof(rankname), "rank %d", peer);

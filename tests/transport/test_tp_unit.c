@@ -19,20 +19,6 @@ static void clear_env(void)
     for (int i = 0; v[i]; i++) unsetenv(v[i]);
 }
 
-static void test_tags(void)
-{
-    uint64_t t = bg_tp_tag(BG_TP_KIND_GRAD, BG_TP_DIR_BWD, 123456, 200, 65535);
-    CHECK(bg_tp_tag_kind(t) == BG_TP_KIND_GRAD);
-    CHECK(bg_tp_tag_dir(t) == BG_TP_DIR_BWD);
-    CHECK(bg_tp_tag_microbatch(t) == 123456);
-    CHECK(bg_tp_tag_chunk(t) == 200);
-    CHECK(bg_tp_tag_user(t) == 65535);
-    CHECK(bg_tp_tag_src(t) == 0); /* the transport's field */
-    /* Fields do not bleed into each other at their maxima. */
-    uint64_t m = bg_tp_tag(15, 3, BG_TP_MICROBATCH_MAX, BG_TP_CHUNK_MAX, BG_TP_USER_MAX);
-    CHECK((m & ((uint64_t)0xffff << 44)) == 0);
-}
-
 static void test_bootstrap(void)
 {
     bg_tp_bootstrap_t b;
@@ -104,7 +90,6 @@ static void test_store(void)
 
 int main(void)
 {
-    test_tags();
     test_bootstrap();
     test_store();
     return bg_test_finish("test_tp_unit");

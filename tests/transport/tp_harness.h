@@ -31,6 +31,13 @@ typedef struct {
     double start;
 } tph_job_t;
 
+/* A test tag: the transport treats tags as opaque, so any distinct values
+ * below BG_TP_TAG_MAX will do; kind/index/sub keep tests readable. */
+static inline uint64_t tph_tag(unsigned kind, unsigned index, unsigned sub)
+{
+    return ((uint64_t)kind << 40) | ((uint64_t)index << 8) | (uint64_t)(sub & 0xffu);
+}
+
 static inline double tph_now(void)
 {
     struct timespec ts;
