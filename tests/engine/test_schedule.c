@@ -209,7 +209,10 @@ static void invalid_requests(void)
     CHECK(s == NULL);
     bg_sched_kind_t k;
     CHECK(bg_sched_kind_parse("zb-h1", &k) == BG_OK && k == BG_SCHED_ZB_H1);
-    CHECK(bg_sched_kind_parse("zbh1", &k) == BG_ERR_INVALID);
+    /* "zbh1" is zb-h1's alias in the schedule table (partition and engine
+     * used to disagree on it); an unknown name lists the choices. */
+    CHECK(bg_sched_kind_parse("zbh1", &k) == BG_OK && k == BG_SCHED_ZB_H1);
+    CHECK(bg_sched_kind_parse("zb-h2", &k) == BG_ERR_INVALID);
     CHECK(strstr(bg_last_error(), "zb-h1") != NULL);
 }
 
