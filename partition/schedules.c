@@ -14,30 +14,30 @@
 
 /* Per-row closed forms as functions; the table's expressions see exactly
  * the variables its header documents. */
-#define BG_SCHED_ROW(id, name, al, vd, vmin, vmax, m_ok_expr, m_rule, infl, fill_expr, gen)    \
-    static int m_ok_##id(int p, int m)                                                       \
-    {                                                                                        \
-        (void)p, (void)m;                                                                    \
-        return (m_ok_expr);                                                                  \
-    }                                                                                        \
-    static int in_flight_##id(int p, int m, int v, int g)                                    \
-    {                                                                                        \
-        int r = g % p;                                                                       \
-        (void)m, (void)v, (void)r;                                                           \
-        return (infl);                                                                       \
-    }                                                                                        \
-    static double fill_##id(const bg_sched_cost_t *c, int m, int v)                          \
-    {                                                                                        \
-        double f = c->f, b = c->b, w = c->w, comm = c->comm, t = c->t;                       \
-        (void)f, (void)b, (void)w, (void)comm, (void)t, (void)m, (void)v;                    \
-        return (fill_expr);                                                                  \
+#define BG_SCHED_ROW(id, name, al, vd, vmin, vmax, m_ok_expr, m_rule, infl, fill_expr, gen)        \
+    static int m_ok_##id(int p, int m)                                                             \
+    {                                                                                              \
+        (void)p, (void)m;                                                                          \
+        return (m_ok_expr);                                                                        \
+    }                                                                                              \
+    static int in_flight_##id(int p, int m, int v, int g)                                          \
+    {                                                                                              \
+        int r = g % p;                                                                             \
+        (void)m, (void)v, (void)r;                                                                 \
+        return (infl);                                                                             \
+    }                                                                                              \
+    static double fill_##id(const bg_sched_cost_t *c, int m, int v)                                \
+    {                                                                                              \
+        double f = c->f, b = c->b, w = c->w, comm = c->comm, t = c->t;                             \
+        (void)f, (void)b, (void)w, (void)comm, (void)t, (void)m, (void)v;                          \
+        return (fill_expr);                                                                        \
     }
 #include "partition/schedules.def"
 
 static const bg_sched_desc_t table[BG_SCHED_KIND_COUNT] = {
-#define BG_SCHED_ROW(id, name, al, vd, vmin, vmax, m_ok_expr, m_rule, infl, fill_expr, gen)    \
-    [BG_SCHED_##id] = {BG_SCHED_##id, name, al, vd, vmin, vmax, m_rule, m_ok_##id, in_flight_##id, \
-                       fill_##id},
+#define BG_SCHED_ROW(id, name, al, vd, vmin, vmax, m_ok_expr, m_rule, infl, fill_expr, gen)        \
+    [BG_SCHED_##id] = {BG_SCHED_##id, name,           al,       vd, vmin, vmax, m_rule,            \
+                       m_ok_##id,     in_flight_##id, fill_##id},
 #include "partition/schedules.def"
 };
 
@@ -57,7 +57,8 @@ static int in_word_list(const char *list, const char *name)
     size_t n = strlen(name);
     for (const char *s = list; *s;) {
         size_t len = strcspn(s, " ");
-        if (len == n && n && !strncmp(s, name, n)) return 1;
+        if (len == n && n && !strncmp(s, name, n))
+            return 1;
         s += len;
         s += strspn(s, " ");
     }
@@ -68,10 +69,12 @@ static int in_word_list(const char *list, const char *name)
 static const char *names_of(char *buf, size_t len, int (*want)(const bg_sched_desc_t *))
 {
     int n = 0, total = 0;
-    for (int k = 0; k < BG_SCHED_KIND_COUNT; k++) total += !want || want(&table[k]);
+    for (int k = 0; k < BG_SCHED_KIND_COUNT; k++)
+        total += !want || want(&table[k]);
     buf[0] = '\0';
     for (int k = 0; k < BG_SCHED_KIND_COUNT; k++) {
-        if (want && !want(&table[k])) continue;
+        if (want && !want(&table[k]))
+            continue;
         size_t at = strlen(buf);
         const char *sep = n == 0 ? "" : n == total - 1 ? " or " : ", ";
         snprintf(buf + at, len - at, "%s%s", sep, table[k].name);
@@ -97,7 +100,8 @@ bg_status_t bg_sched_kind_parse(const char *name, bg_sched_kind_t *out)
 {
     const bg_sched_desc_t *d;
     bg_status_t st = bg_sched_lookup(name, &d);
-    if (st == BG_OK) *out = d->kind;
+    if (st == BG_OK)
+        *out = d->kind;
     return st;
 }
 
@@ -120,15 +124,16 @@ bg_status_t bg_sched_resolve_chunks(const bg_sched_desc_t *d, int requested, int
                          "--schedule %s",
                          d->name, d->chunks_min, v, v, names_of(more, sizeof(more), multi_chunk));
     if (d->chunks_max == BG_SCHED_V_UNBOUNDED)
-        return bg_errorf(BG_ERR_INVALID, "%s needs at least %d chunk(s) per rank, got %d",
-                         d->name, d->chunks_min, v);
+        return bg_errorf(BG_ERR_INVALID, "%s needs at least %d chunk(s) per rank, got %d", d->name,
+                         d->chunks_min, v);
     return bg_errorf(BG_ERR_INVALID, "%s runs %d to %d chunks per rank, got %d", d->name,
                      d->chunks_min, d->chunks_max, v);
 }
 
 bg_status_t bg_sched_check_m(const bg_sched_desc_t *d, int p, int m)
 {
-    if (d->m_ok(p, m)) return BG_OK;
+    if (d->m_ok(p, m))
+        return BG_OK;
     return bg_errorf(BG_ERR_INVALID, "%s: %s (got %d micro-batches on %d stages)", d->name,
                      d->m_rule, m, p);
 }
@@ -147,7 +152,8 @@ int bg_sched_round_m(const bg_sched_desc_t *d, int p, int m)
 {
     long limit = (long)m * p + p;
     for (long x = m; x <= limit && x <= INT_MAX; x++)
-        if (d->m_ok(p, (int)x)) return (int)x;
+        if (d->m_ok(p, (int)x))
+            return (int)x;
     return -1;
 }
 
@@ -168,7 +174,8 @@ double bg_sched_fill_floor(const bg_sched_desc_t *d, int m, int v)
     double k = m;
     for (int i = 0; i < 4; i++) {
         double x = d->fill(&corner[i], m, v);
-        if (x < k) k = x;
+        if (x < k)
+            k = x;
     }
     return k > 0 ? k : 0;
 }
@@ -191,9 +198,11 @@ int bg_sched_in_flight_interleaved_(int p, int m, int v, int g)
     int r = g % p;
     long total = (long)m * v;
     long K = m == p ? total : 2L * (p - r - 1) + (long)(v - 1) * p + 1;
-    if (K > total) K = total;
+    if (K > total)
+        K = total;
     int c = g / p;
     long n = 0;
-    for (long x = 0; x < K; x++) n += (x / p) % v == c;
+    for (long x = 0; x < K; x++)
+        n += (x / p) % v == c;
     return n > 0 ? (int)n : 1;
 }

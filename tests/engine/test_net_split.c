@@ -17,7 +17,8 @@
 static void reference_split(const double *w, int L, int n_chunks, int *first)
 {
     double total = 0;
-    for (int l = 0; l < L; l++) total += w[l];
+    for (int l = 0; l < L; l++)
+        total += w[l];
     first[0] = 0;
     double run = 0;
     int c = 1;
@@ -40,7 +41,8 @@ static void compare(const double *w, int L, const char *what)
         goto out;
     }
     pre[0] = 0;
-    for (int l = 0; l < L; l++) pre[l + 1] = pre[l] + w[l];
+    for (int l = 0; l < L; l++)
+        pre[l + 1] = pre[l] + w[l];
     for (int G = 1; G <= L; G++) {
         reference_split(w, L, G, a);
         bg_split_prefix(pre, L, G, b);
@@ -55,15 +57,17 @@ out:
 static void models(void)
 {
     const char *src = getenv("BRIGADE_SOURCE_DIR");
-    const char *names[] = {"gpt-tiny", "gpt2-124m", "mlp-fashion", "skip-mlp", "uneven-mlp",
-                           "uniform-mlp"};
-    if (!src) src = ".";
+    const char *names[] = {"gpt-tiny", "gpt2-124m",  "mlp-fashion",
+                           "skip-mlp", "uneven-mlp", "uniform-mlp"};
+    if (!src)
+        src = ".";
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         char path[1024];
         snprintf(path, sizeof(path), "%s/models/%s.graph", src, names[i]);
         bg_graph_t *g = NULL;
         CHECK_OK(bg_graph_parse_file(path, 4, &g));
-        if (!g) continue;
+        if (!g)
+            continue;
         int L = bg_graph_n_layers(g);
         double *w = malloc(sizeof(double) * (size_t)L);
         int *a = malloc(sizeof(int) * ((size_t)L + 1)), *b = malloc(sizeof(int) * ((size_t)L + 1));

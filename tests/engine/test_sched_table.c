@@ -35,7 +35,8 @@ static void lookup(void)
     for (int k = 0; k < BG_SCHED_KIND_COUNT; k++) {
         const bg_sched_desc_t *d = bg_sched_desc((bg_sched_kind_t)k), *got = NULL;
         CHECK(d && (int)d->kind == k && d->name && d->name[0]);
-        if (!d) continue;
+        if (!d)
+            continue;
         CHECK(!strcmp(bg_sched_kind_name(d->kind), d->name));
         CHECK_OK(bg_sched_lookup(d->name, &got));
         CHECK(got == d);
@@ -68,7 +69,8 @@ static void check_in_flight(const bg_sched_desc_t *d, const bg_sched_t *s, int p
     bg_sched_peaks(s, NULL, stash);
     for (int r = 0; r < p; r++) {
         int want = 0;
-        for (int j = 0; j < v; j++) want += bg_sched_in_flight(d, p, m, v, j * p + r);
+        for (int j = 0; j < v; j++)
+            want += bg_sched_in_flight(d, p, m, v, j * p + r);
         CHECK_MSG(stash[r] == want, "%s p=%d m=%d v=%d rank %d: peak stash %d, closed form %d",
                   d->name, p, m, v, r, stash[r], want);
     }
@@ -80,11 +82,14 @@ static void check_bubble(const bg_sched_desc_t *d, const bg_sched_t *s, int p, i
     bg_sim_costs_t c = bg_sim_costs_uniform(1.0 / v, 1.0 / v, 1.0 / v);
     bg_sim_t *sim = NULL;
     CHECK_OK(bg_sim_run(s, &c, &sim));
-    if (!sim) return;
+    if (!sim)
+        return;
     bg_sched_cost_t rank = {1, 1, 1, 0, 3};
     double want = bg_sched_bubble(d, p, m, v, &rank);
-    CHECK_MSG(NEAR(bg_sim_bubble(sim), want), "%s p=%d m=%d v=%d: simulated bubble %.12g, "
-              "closed form %.12g", d->name, p, m, v, bg_sim_bubble(sim), want);
+    CHECK_MSG(NEAR(bg_sim_bubble(sim), want),
+              "%s p=%d m=%d v=%d: simulated bubble %.12g, "
+              "closed form %.12g",
+              d->name, p, m, v, bg_sim_bubble(sim), want);
     bg_sim_free(sim);
 }
 
@@ -98,16 +103,19 @@ static void generators(void)
             for (int m = 1; m <= 12; m++)
                 for (int v = d->chunks_min; v <= max_v(d); v++)
                     for (int split = 0; split <= 1; split++) {
-                        if (!d->m_ok(p, m)) continue;
+                        if (!d->m_ok(p, m))
+                            continue;
                         bg_sched_t *s = NULL;
-                        CHECK_OK(bg_sched_generate(d->kind, p, m, v,
-                                                   split ? BG_SCHED_SPLIT_BW : 0, &s));
-                        if (!s) continue;
+                        CHECK_OK(
+                            bg_sched_generate(d->kind, p, m, v, split ? BG_SCHED_SPLIT_BW : 0, &s));
+                        if (!s)
+                            continue;
                         made++;
                         CHECK(!strcmp(bg_sched_name(s), d->name));
                         CHECK_OK(bg_sched_check(s, NULL));
                         check_in_flight(d, s, p, m, v);
-                        if (m >= p && !split) check_bubble(d, s, p, m, v);
+                        if (m >= p && !split)
+                            check_bubble(d, s, p, m, v);
                         bg_sched_free(s);
                     }
     }
@@ -182,7 +190,8 @@ static void rule_errors(void)
                           "%s p=%d m=%d: '%s'", d->name, p, m, bg_last_error());
                 bg_sched_t *s = NULL;
                 CHECK(bg_sched_generate(d->kind, p, m, d->chunks_default, 0, &s) ==
-                      BG_ERR_INVALID && !s);
+                          BG_ERR_INVALID &&
+                      !s);
                 int m2 = bg_sched_round_m(d, p, m);
                 CHECK(m2 > m && d->m_ok(p, m2));
             }
