@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "partition/partition.h"
+
 static int64_t shape_elems(const bg_shape_t *s)
 {
     return bg_shape_numel(s);
@@ -22,26 +24,18 @@ bg_status_t bg_net_split_even(const bg_graph_t *g, int n_chunks, int *chunk_firs
                          "cannot cut %d layers into %d chunks: each chunk needs "
                          "at least one layer",
                          L, n_chunks);
-    double total = 0;
+    double *pre = malloc(((size_t)L + 1) * sizeof(double));
+    if (!pre)
+        return bg_errorf(BG_ERR_NOMEM, "out of memory splitting %d layers", L);
+    /* +1 per layer: FLOP-free layers still count, and the prefix is strictly
+     * increasing, so every cut lands at a distinct layer. */
+    pre[0] = 0;
     for (int l = 0; l < L; l++) {
         const bg_layer_cost_t *c = &bg_graph_layer(g, l)->cost;
-        total += c->fwd_flops + c->bwd_input_flops + c->bwd_weight_flops + 1.0;
+        pre[l + 1] = pre[l] + (c->fwd_flops + c->bwd_input_flops + c->bwd_weight_flops + 1.0);
     }
-    chunk_first[0] = 0;
-    double run = 0;
-    int c = 1;
-    for (int l = 0; l < L && c < n_chunks; l++) {
-        const bg_layer_cost_t *k = &bg_graph_layer(g, l)->cost;
-        double w = k->fwd_flops + k->bwd_input_flops + k->bwd_weight_flops + 1.0;
-        /* Cut after l when the running cost passes the next quantile, or when
-         * the remaining layers are just enough for the remaining chunks. */
-        run += w;
-        int left_layers = L - (l + 1), left_chunks = n_chunks - c;
-        if ((run >= total * c / n_chunks && l + 1 > chunk_first[c - 1]) ||
-            left_layers == left_chunks)
-            chunk_first[c++] = l + 1;
-    }
-    chunk_first[n_chunks] = L;
+    bg_split_prefix(pre, L, n_chunks, chunk_first);
+    free(pre);
     return BG_OK;
 }
 

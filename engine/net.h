@@ -70,9 +70,9 @@ void bg_net_free(bg_net_t *n);
 
 /*
  * Split into n_chunks contiguous chunks balancing forward+backward FLOPs
- * (a greedy cut at running-cost quantiles, each chunk non-empty); fills
- * chunk_first (n_chunks + 1 entries). BG_ERR_INVALID if there are fewer
- * layers than chunks.
+ * (partition's bg_split_prefix: cuts at running-cost quantiles, each chunk
+ * non-empty); fills chunk_first (n_chunks + 1 entries). BG_ERR_INVALID if
+ * there are fewer layers than chunks, BG_ERR_NOMEM.
  */
 bg_status_t bg_net_split_even(const bg_graph_t *g, int n_chunks, int *chunk_first);
 

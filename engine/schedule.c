@@ -59,29 +59,6 @@ char *bg_action_str(const bg_action_t *a, char *buf, size_t len)
     return buf;
 }
 
-/* ------------------------------------------------------------------- kinds */
-
-static const char *kind_names[BG_SCHED_KIND_COUNT] = {"gpipe", "1f1b", "interleaved", "zb-h1"};
-
-const char *bg_sched_kind_name(bg_sched_kind_t k)
-{
-    if ((unsigned)k >= BG_SCHED_KIND_COUNT) return "?";
-    return kind_names[k];
-}
-
-bg_status_t bg_sched_kind_parse(const char *name, bg_sched_kind_t *out)
-{
-    for (int k = 0; name && k < BG_SCHED_KIND_COUNT; k++) {
-        if (!strcmp(name, kind_names[k])) {
-            *out = (bg_sched_kind_t)k;
-            return BG_OK;
-        }
-    }
-    return bg_errorf(BG_ERR_INVALID,
-                     "unknown schedule '%s' (choose gpipe, 1f1b, interleaved or zb-h1)",
-                     name ? name : "(null)");
-}
-
 /* --------------------------------------------------------------- lifecycle */
 
 /* Append edge without checks; the caller validated it. */

@@ -32,6 +32,7 @@
 #include <stdio.h>
 
 #include "base/status.h"
+#include "partition/schedules.h"
 
 /* ------------------------------------------------------------------ actions */
 
@@ -107,18 +108,8 @@ char *bg_action_str(const bg_action_t *a, char *buf, size_t len);
 
 /* ---------------------------------------------------------------- schedules */
 
-typedef enum {
-    BG_SCHED_GPIPE = 0,   /* all F, then all B (fill-drain) */
-    BG_SCHED_1F1B,        /* PipeDream-Flush */
-    BG_SCHED_INTERLEAVED, /* Megatron interleaved 1F1B, v chunks per rank */
-    BG_SCHED_ZB_H1,       /* Zero Bubble H1 (Qi et al. 2023) */
-    BG_SCHED_KIND_COUNT
-} bg_sched_kind_t;
-
-/* "gpipe", "1f1b", "interleaved", "zb-h1". */
-const char *bg_sched_kind_name(bg_sched_kind_t k);
-/* Inverse of bg_sched_kind_name; BG_ERR_INVALID naming the choices. */
-bg_status_t bg_sched_kind_parse(const char *name, bg_sched_kind_t *out);
+/* bg_sched_kind_t, names, chunk and micro-batch rules: partition/schedules.h
+ * (the one schedule table, partition/schedules.def). */
 
 /* Opaque: p lists of actions plus the chunk -> rank map and the edge set. */
 typedef struct bg_sched bg_sched_t;
@@ -132,8 +123,8 @@ enum {
 
 /*
  * Generate schedule `kind` for p ranks, m micro-batches, v chunks per rank.
- * Valid: p >= 1, m >= 1; v == 1 except for interleaved (v >= 1), which also
- * needs m % p == 0 (as Megatron). Anything else is BG_ERR_INVALID with a
+ * Valid: what bg_sched_check_shape() accepts (p, m >= 1; v in the kind's
+ * chunk range; the kind's rule on m). Anything else is BG_ERR_INVALID with a
  * message saying why. The lists contain the transfers for adjacent chunk
  * edges, one ALLREDUCE per chunk right after that chunk's last W (or BW), and
  * OPTIMIZER last. Every generated schedule passes bg_sched_check().

@@ -2,11 +2,14 @@
  * engine/schedule_gen.c -- the schedule generators: gpipe, 1f1b, interleaved
  * (Megatron), zb-h1 (Qi et al. 2023).
  *
- * Each generator decides only the order of compute actions per rank; the
- * shared tail (finish()) adds transfers for the adjacent edges, one ALLREDUCE
- * per chunk and the OPTIMIZER step, so every schedule places communication the
- * same way. Must NOT depend on measured costs or on anything outside engine/:
- * a schedule is a pure function of (kind, p, m, v, flags).
+ * Which generator serves which kind is the table's GENERATOR column
+ * (partition/schedules.def); the rules on p, m, v are checked from the same
+ * table before a generator runs. Each generator decides only the order of
+ * compute actions per rank; the shared tail (finish()) adds transfers for the
+ * adjacent edges, one ALLREDUCE per chunk and the OPTIMIZER step, so every
+ * schedule places communication the same way. Must NOT depend on measured
+ * costs or on anything outside engine/ but the schedule table: a schedule is
+ * a pure function of (kind, p, m, v, flags).
  */
 #include "engine/schedule_impl.h"
 
@@ -143,8 +146,9 @@ static bg_status_t gen_interleaved(bg_sched_t *s, int split)
  * accumulation order is kept. Verified against the closed form for
  * p <= 8, m in p..32 in tests/engine/test_sim.c.
  */
-static bg_status_t gen_zbh1(bg_sched_t *s)
+static bg_status_t gen_zbh1(bg_sched_t *s, int split)
 {
+    (void)split; /* B and W are always separate here: W fills the bubble */
     int p = s->p, m = s->m;
     bg_status_t st = BG_OK;
     /* fend/bend: step at which F/B of (rank, mb) ends; `never` until run. */
@@ -190,37 +194,29 @@ out:
     return st;
 }
 
+/* Order functions by kind, from the schedule table: a row whose generator
+ * is missing or misnamed does not compile. */
+typedef bg_status_t (*gen_fn)(bg_sched_t *s, int split);
+static const gen_fn generators[] = {
+#define BG_SCHED_ROW(id, name, al, vd, vmin, vmax, m_ok, m_rule, infl, fill, gen) [BG_SCHED_##id] = gen,
+#include "partition/schedules.def"
+};
+_Static_assert(sizeof(generators) / sizeof(generators[0]) == BG_SCHED_KIND_COUNT,
+               "every schedule kind needs a generator");
+
 bg_status_t bg_sched_generate(bg_sched_kind_t kind, int p, int m, int v, unsigned flags,
                               bg_sched_t **out)
 {
-    const char *name = bg_sched_kind_name(kind);
-    if ((unsigned)kind >= BG_SCHED_KIND_COUNT)
-        return bg_errorf(BG_ERR_INVALID, "schedule: unknown kind %d", (int)kind);
-    if (p < 1 || m < 1 || v < 1)
-        return bg_errorf(BG_ERR_INVALID, "%s: need stages, micro-batches and chunks >= 1 "
-                         "(got p=%d m=%d v=%d)", name, p, m, v);
-    if (kind != BG_SCHED_INTERLEAVED && v != 1)
-        return bg_errorf(BG_ERR_INVALID,
-                         "%s: one chunk per rank only (got v=%d); use 'interleaved' for v > 1",
-                         name, v);
-    if (kind == BG_SCHED_INTERLEAVED && m % p)
-        return bg_errorf(BG_ERR_INVALID,
-                         "interleaved: micro-batches (%d) must be a multiple of stages (%d), "
-                         "as in Megatron-LM", m, p);
-    if (flags & ~(unsigned)BG_SCHED_SPLIT_BW)
-        return bg_errorf(BG_ERR_INVALID, "%s: unknown flags 0x%x", name, flags);
-    bg_sched_t *s = NULL;
-    bg_status_t st = bg_sched_create(p, m, v, NULL, &s);
+    const bg_sched_desc_t *d = bg_sched_desc(kind);
+    if (!d) return bg_errorf(BG_ERR_INVALID, "schedule: unknown kind %d", (int)kind);
+    bg_status_t st = bg_sched_check_shape(d, p, m, v);
     if (st) return st;
-    snprintf(s->name, sizeof(s->name), "%s", name);
-    int split = (flags & BG_SCHED_SPLIT_BW) != 0;
-    switch (kind) {
-    case BG_SCHED_GPIPE: st = gen_gpipe(s, split); break;
-    case BG_SCHED_1F1B: st = gen_1f1b(s, split); break;
-    case BG_SCHED_INTERLEAVED: st = gen_interleaved(s, split); break;
-    case BG_SCHED_ZB_H1: st = gen_zbh1(s); break;
-    default: st = bg_errorf(BG_ERR_INTERNAL, "schedule: kind %d", (int)kind); break;
-    }
+    if (flags & ~(unsigned)BG_SCHED_SPLIT_BW)
+        return bg_errorf(BG_ERR_INVALID, "%s: unknown flags 0x%x", d->name, flags);
+    bg_sched_t *s = NULL;
+    if ((st = bg_sched_create(p, m, v, NULL, &s))) return st;
+    snprintf(s->name, sizeof(s->name), "%s", d->name);
+    st = generators[kind](s, (flags & BG_SCHED_SPLIT_BW) != 0);
     if (!st) st = finish(s);
     if (st) goto err;
     *out = s;

@@ -38,7 +38,7 @@ void bg_train_conf_default(bg_train_conf_t *c)
     memset(c, 0, sizeof(*c));
     c->stages = 1;
     c->dp = 1;
-    c->chunks = 1;
+    c->chunks = 0; /* the schedule's default (partition/schedules.def) */
     c->schedule = "1f1b";
     c->micro_batches = 1;
     c->batch = 64;
@@ -142,13 +142,12 @@ static bg_status_t setup_layout(train_t *t)
     t->S = c->stages;
     t->D = c->dp;
     t->M = c->micro_batches;
-    bg_sched_kind_t kind;
-    bg_status_t st = bg_sched_kind_parse(c->schedule, &kind);
+    const bg_sched_desc_t *sd;
+    bg_status_t st = bg_sched_lookup(c->schedule, &sd);
+    if (st == BG_OK)
+        st = bg_sched_resolve_chunks(sd, c->chunks, &t->V);
     if (st != BG_OK)
         return st;
-    t->V = kind == BG_SCHED_INTERLEAVED ? (c->chunks > 1 ? c->chunks : 2) : 1;
-    if (kind != BG_SCHED_INTERLEAVED && c->chunks > 1)
-        return bg_errorf(BG_ERR_INVALID, "--chunks %d needs --schedule interleaved", c->chunks);
     if (c->batch % (t->D * t->M))
         return bg_errorf(BG_ERR_INVALID,
                          "--batch %d is not divisible by dp (%d) x micro-batches "
@@ -168,7 +167,7 @@ static bg_status_t setup_layout(train_t *t)
     free(first);
     if (st != BG_OK)
         return st;
-    st = bg_sched_generate(kind, t->S, t->M, t->V, c->split_bw ? BG_SCHED_SPLIT_BW : 0, &t->sched);
+    st = bg_sched_generate(sd->kind, t->S, t->M, t->V, c->split_bw ? BG_SCHED_SPLIT_BW : 0, &t->sched);
     if (st != BG_OK)
         return st;
     /* Skip connections: a tensor goes straight from its producer's chunk to
@@ -364,7 +363,7 @@ static bg_status_t save_checkpoint(train_t *t, int64_t step)
     if (st == BG_OK)
         st = s2;
     if (st == BG_OK && t->rank == 0)
-        st = bg_ckpt_publish(c->checkpoint_dir, step, t->S, t->D, c->schedule,
+        st = bg_ckpt_publish(c->checkpoint_dir, step, t->S, t->D, bg_sched_name(t->sched),
                              bg_graph_model_name(t->g));
     s2 = world_barrier(t);
     if (st == BG_OK)

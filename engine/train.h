@@ -16,8 +16,8 @@
 
 typedef struct bg_train_conf {
     const char *model;      /* graph file */
-    int stages, dp, chunks; /* chunks: per rank (interleaved) */
-    const char *schedule;   /* gpipe | 1f1b | interleaved | zb-h1 */
+    int stages, dp, chunks; /* chunks: per rank; 0 = the schedule's default */
+    const char *schedule;   /* a name or alias from partition/schedules.def */
     int micro_batches;      /* per step, per DP replica */
     int batch;              /* global batch (samples/sequences per step) */
     int64_t steps;          /* 0: from epochs */

@@ -16,28 +16,6 @@
 
 /* ---- names ---- */
 
-static const char *sched_names[] = {"gpipe", "1f1b", "interleaved", "zb-h1"};
-
-const char *bg_pp_schedule_name(bg_pp_schedule_t s)
-{
-    return (unsigned)s < 4 ? sched_names[s] : "?";
-}
-
-bg_status_t bg_pp_schedule_parse(const char *s, bg_pp_schedule_t *out)
-{
-    for (int i = 0; i < 4; i++)
-        if (!strcmp(s, sched_names[i])) {
-            *out = (bg_pp_schedule_t)i;
-            return BG_OK;
-        }
-    if (!strcmp(s, "zbh1")) {
-        *out = BG_PP_ZBH1;
-        return BG_OK;
-    }
-    return bg_errorf(BG_ERR_INVALID,
-                     "unknown schedule '%s' (known: gpipe, 1f1b, interleaved, zb-h1)", s);
-}
-
 static const char *method_names[] = {"optimal", "uniform", "params"};
 
 const char *bg_split_method_name(bg_split_method_t m)
@@ -67,15 +45,10 @@ bg_status_t bg_part_config_check(const bg_part_config_t *cfg, int n_layers)
         return bg_errorf(BG_ERR_INVALID, "micro-batches must be >= 1 (got %d)", cfg->micro_batches);
     if (cfg->dp < 1) return bg_errorf(BG_ERR_INVALID, "dp must be >= 1 (got %d)", cfg->dp);
     if (cfg->opt_state_bytes < 0) return bg_errorf(BG_ERR_INVALID, "negative optimizer state");
-    if ((unsigned)cfg->schedule > BG_PP_ZBH1) return bg_errorf(BG_ERR_INVALID, "bad schedule");
-    if (cfg->chunks > 1 && cfg->schedule != BG_PP_INTERLEAVED)
-        return bg_errorf(BG_ERR_INVALID, "%d chunks per stage need the interleaved schedule",
-                         cfg->chunks);
-    if (cfg->schedule == BG_PP_INTERLEAVED && cfg->micro_batches % cfg->stages)
-        return bg_errorf(BG_ERR_INVALID,
-                         "the interleaved schedule needs micro-batches (%d) to be a multiple of "
-                         "stages (%d)",
-                         cfg->micro_batches, cfg->stages);
+    const bg_sched_desc_t *sd = bg_sched_desc(cfg->schedule);
+    if (!sd) return bg_errorf(BG_ERR_INVALID, "bad schedule %d", (int)cfg->schedule);
+    bg_status_t st = bg_sched_check_shape(sd, cfg->stages, cfg->micro_batches, cfg->chunks);
+    if (st) return st;
     long g = (long)cfg->stages * cfg->chunks;
     if (g > n_layers)
         return bg_errorf(BG_ERR_INVALID,
@@ -88,24 +61,8 @@ bg_status_t bg_part_config_check(const bg_part_config_t *cfg, int n_layers)
 
 int bg_in_flight(const bg_part_config_t *cfg, int g)
 {
-    int p = cfg->stages, m = cfg->micro_batches, v = cfg->chunks, r = g % p;
-    switch (cfg->schedule) {
-    case BG_PP_GPIPE: return m;
-    case BG_PP_1F1B:
-    case BG_PP_ZBH1: return p - r < m ? p - r : m;
-    case BG_PP_INTERLEAVED: {
-        /* Megatron-LM: rank r runs 2(p-r-1) + (v-1)p warm-up forwards plus
-         * one before its first backward; forward item x is model chunk
-         * (x / p) % v. Count the items of this chunk among the first K. */
-        long K = 2L * (p - r - 1) + (long)(v - 1) * p + 1, total = (long)m * v;
-        if (K > total) K = total;
-        int c = g / p;
-        long n = 0;
-        for (long x = 0; x < K; x++) n += (x / p) % v == c;
-        return n > 0 ? (int)n : 1;
-    }
-    }
-    return m;
+    return bg_sched_in_flight(bg_sched_desc(cfg->schedule), cfg->stages, cfg->micro_batches,
+                              cfg->chunks, g);
 }
 
 /* ---- chunk costs ---- */
@@ -275,18 +232,14 @@ void bg_plan_free(bg_plan_t *p)
 static void plan_times(const span_ctx_t *c, bg_plan_t *pl)
 {
     const bg_part_config_t *cfg = &c->pb->cfg;
+    const bg_sched_desc_t *sd = bg_sched_desc(cfg->schedule);
     int p = c->p;
     double m = cfg->micro_batches;
     double tmax = 0, tsum = 0, dmax = 0, dsum = 0, tail = 0;
     for (int r = 0; r < p; r++) {
         const bg_stage_eval_t *s = &pl->stage[r];
-        double d = s->time;
-        if (cfg->schedule == BG_PP_ZBH1) {
-            double u = s->f + s->b - s->w;
-            d = (u > 0 ? u : 0) + s->comm;
-        } else if (cfg->schedule == BG_PP_INTERLEAVED) {
-            d = s->time / cfg->chunks;
-        }
+        bg_sched_cost_t cost = {s->f, s->b, s->w, s->comm, s->time};
+        double d = bg_sched_fill(sd, &cost, cfg->micro_batches, cfg->chunks);
         if (s->time > tmax) tmax = s->time;
         tsum += s->time;
         if (d > dmax) dmax = d;
@@ -421,9 +374,7 @@ static void split_uniform(int L, int G, int *b)
     for (int g = 0; g <= G; g++) b[g] = (int)(((int64_t)g * L) / G);
 }
 
-/* Cut where a monotone prefix (of weights w, prefix array pre[0..L])
- * crosses g/G of the total; every chunk keeps at least one layer. */
-static void split_prefix(const double *pre, int L, int G, int *b)
+void bg_split_prefix(const double *pre, int L, int G, int *b)
 {
     double tot = pre[L];
     b[0] = 0;
@@ -532,7 +483,7 @@ static double upper_bound(const span_ctx_t *c, int *b)
             double *pre = malloc(sizeof(double) * ((size_t)c->L + 1));
             if (!pre) break;
             for (int l = 0; l <= c->L; l++) pre[l] = co->pf[l] + co->pb[l] + co->pw[l];
-            split_prefix(pre, c->L, c->G, b);
+            bg_split_prefix(pre, c->L, c->G, b);
             free(pre);
         }
         double bott = 0;
@@ -804,8 +755,12 @@ static bg_status_t infeasible_error(const bg_part_problem_t *pb)
             bg_part_config_t k = *cfg;
             k.stages = s2;
             k.recompute = rc;
-            if (k.schedule == BG_PP_INTERLEAVED && k.micro_batches % s2)
-                k.micro_batches = s2 * ((k.micro_batches + s2 - 1) / s2);
+            int m2 = bg_sched_round_m(bg_sched_desc(k.schedule), s2, k.micro_batches);
+            if (m2 < 0) {
+                ratio = NAN;
+                break;
+            }
+            k.micro_batches = m2;
             ratio = try_peak(pb, &k, cs);
             if (ratio <= 1.0) break;
         }
@@ -862,7 +817,7 @@ static bg_status_t infeasible_error(const bg_part_problem_t *pb)
                      "does not fit: %d stage(s) x %d chunk(s), %s, %d micro-batches of %d%s: the "
                      "split with the lowest peak needs %s where a chunk may use %s (%s over, "
                      "%.0f%%); would help: %s",
-                     cfg->stages, cfg->chunks, bg_pp_schedule_name(cfg->schedule),
+                     cfg->stages, cfg->chunks, bg_sched_kind_name(cfg->schedule),
                      cfg->micro_batches, mb, cfg->recompute ? ", recompute" : "", needs, caps, over,
                      100.0 * ratio, help[0] ? help : "nothing this tool can change (tensor parallelism)");
 }

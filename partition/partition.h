@@ -7,9 +7,10 @@
  * chain into G = p*v contiguous chunks; chunk g runs on rank g % p (the
  * interleaved/Megatron assignment; v = 1 is the plain pipeline).
  *
- * The schedules are modelled here in closed form (fill/drain and in-flight
- * micro-batches, docs/partition.md); partition/ never includes the engine's
- * schedule generators. Everything is pure and deterministic.
+ * The schedules are modelled in closed form (fill/drain and in-flight
+ * micro-batches, docs/partition.md) by the schedule table
+ * (partition/schedules.h); partition/ never includes the engine's schedule
+ * generators. Everything is pure and deterministic.
  *
  * Objective of the exact split (bg_partition_optimal): lexicographically
  * minimise (bottleneck, total) = (max_g t_g, sum_g t_g) over splits whose
@@ -24,26 +25,16 @@
 #include <stdint.h>
 
 #include "partition/cost.h"
-
-typedef enum {
-    BG_PP_GPIPE = 0,
-    BG_PP_1F1B,
-    BG_PP_INTERLEAVED,
-    BG_PP_ZBH1,
-} bg_pp_schedule_t;
-
-const char *bg_pp_schedule_name(bg_pp_schedule_t s);
-/* "gpipe" | "1f1b" | "interleaved" | "zb-h1"; BG_ERR_INVALID otherwise. */
-bg_status_t bg_pp_schedule_parse(const char *s, bg_pp_schedule_t *out);
+#include "partition/schedules.h"
 
 typedef enum { BG_SPLIT_OPTIMAL = 0, BG_SPLIT_UNIFORM, BG_SPLIT_PARAMS } bg_split_method_t;
 const char *bg_split_method_name(bg_split_method_t m);
 bg_status_t bg_split_method_parse(const char *s, bg_split_method_t *out);
 
 typedef struct bg_part_config {
-    bg_pp_schedule_t schedule;
+    bg_sched_kind_t schedule;
     int stages;          /* p: pipeline ranks */
-    int chunks;          /* v: chunks per rank; 1 unless interleaved */
+    int chunks;          /* v: chunks per rank, within the schedule's range */
     int micro_batches;   /* m per step per data-parallel replica */
     int dp;              /* D: data-parallel replicas (allreduce cost only) */
     bool recompute;      /* keep only chunk inputs; re-run F before B */
@@ -102,9 +93,16 @@ typedef struct bg_plan {
 
 void bg_plan_free(bg_plan_t *p);
 
-/* In-flight micro-batches (activation sets) chunk g holds at peak; see
- * docs/partition.md for the per-schedule closed forms. */
+/* In-flight micro-batches (activation sets) chunk g holds at peak: the
+ * table's closed form (partition/schedules.def, docs/partition.md). */
 int bg_in_flight(const bg_part_config_t *cfg, int g);
+
+/*
+ * Cut L layers into G contiguous non-empty chunks where the monotone prefix
+ * sum `pre` [L+1] (pre[0] = 0) crosses g/G of pre[L]: bounds [G+1]. Needs
+ * 1 <= G <= L; cannot fail.
+ */
+void bg_split_prefix(const double *pre, int L, int G, int *bounds);
 
 /*
  * Evaluate an explicit split `bounds` [G+1] (0 = bounds[0] < ... <

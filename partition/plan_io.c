@@ -57,7 +57,7 @@ bg_status_t bg_plan_save(const char *path, const bg_plan_t *plan, const bg_chain
     cJSON_AddStringToObject(root, "method", meta && meta->method ? meta->method : "optimal");
     cJSON_AddStringToObject(root, "device", meta && meta->device ? meta->device : "");
     cJSON_AddStringToObject(root, "dtype", bg_dtype_name(chain->dtype));
-    cJSON_AddStringToObject(root, "schedule", bg_pp_schedule_name(c->schedule));
+    cJSON_AddStringToObject(root, "schedule", bg_sched_kind_name(c->schedule));
     cJSON_AddNumberToObject(root, "stages", c->stages);
     cJSON_AddNumberToObject(root, "chunks_per_stage", c->chunks);
     cJSON_AddNumberToObject(root, "dp", c->dp);
@@ -112,7 +112,7 @@ static bg_status_t parse_header(const cJSON *r, const char *what, bg_plan_file_t
     else if (!strcmp(buf, "bf16")) pf->dtype = BG_BF16;
     else return bg_errorf(BG_ERR_INVALID, "%s: dtype '%s' (want f32 or bf16)", what, buf);
     if ((st = bg_json_get_str(r, "schedule", what, buf, sizeof(buf)))) return st;
-    if ((st = bg_pp_schedule_parse(buf, &pf->cfg.schedule))) return bg_error_prefix(st, "%s: ", what);
+    if ((st = bg_sched_kind_parse(buf, &pf->cfg.schedule))) return bg_error_prefix(st, "%s: ", what);
     const int64_t big = 1 << 24;
     if ((st = bg_json_get_int(r, "stages", what, 1, big, &v))) return st;
     pf->cfg.stages = (int)v;

@@ -71,6 +71,11 @@ static bg_status_t opts_check(const bg_search_opts_t *o, int L)
         return bg_errorf(BG_ERR_INVALID, "--batch must be >= 1 (got %lld)", (long long)o->global_batch);
     if (o->top < 1) return bg_errorf(BG_ERR_INVALID, "search needs room for one result");
     if (o->chunks < 1) return bg_errorf(BG_ERR_INVALID, "--chunks must be >= 1");
+    const bg_sched_desc_t *sd = bg_sched_desc(o->schedule);
+    if (!sd) return bg_errorf(BG_ERR_INVALID, "bad schedule %d", (int)o->schedule);
+    int v;
+    bg_status_t st = bg_sched_resolve_chunks(sd, o->chunks, &v);
+    if (st) return st;
     if (o->stages < 0 || o->dp < 0 || o->micro_batches < 0)
         return bg_errorf(BG_ERR_INVALID, "negative stages, dp or micro-batches");
     if (o->stages && o->dp && (int64_t)o->stages * o->dp != o->gpus)
@@ -107,22 +112,19 @@ typedef struct cand {
  * A lower bound on the predicted step of a shape from totals alone: the
  * stage times sum to at least the total compute T, the slowest is at least
  * T/S, and the tail (allreduce + optimizer) is at least its mean over
- * stages. Per schedule (docs/partition.md):
- *   gpipe, 1f1b:  m*max + (sum - max)       >= (m + S - 1) T / S
- *   interleaved:  m*max + (sum - max)/v     >= (m - 1/v) T / S + T / v
- *   zb-h1:        m*max + (fill >= 0)       >= m T / S
+ * stages. With every rank's fill/drain term at least k times its time
+ * (k = bg_sched_fill_floor; docs/partition.md):
+ *   m*max + (sum d - max d) >= (m - k) max + k T >= (m - k) T / S + k T
+ * e.g. k = 1 for gpipe and 1f1b, 1/v for interleaved, 0 for zb-h1.
  */
 static double step_lower_bound(const search_ctx_t *s, const bg_costs_t *co, const cand_t *c)
 {
     int L = s->ch->n_layers;
     const bg_search_opts_t *o = s->o;
     double T = co->pf[L] + co->pb[L] + co->pw[L] + (c->rc ? co->pf[L] : 0.0);
-    double m = c->m, S = c->S, v = o->chunks, pipe;
-    switch (o->schedule) {
-    case BG_PP_INTERLEAVED: pipe = (m - 1.0 / v) * T / S + T / v; break;
-    case BG_PP_ZBH1: pipe = m * T / S; break;
-    default: pipe = (m + S - 1) * T / S; break;
-    }
+    double m = c->m, S = c->S;
+    double k = bg_sched_fill_floor(bg_sched_desc(o->schedule), c->m, o->chunks);
+    double pipe = (m - k) * T / S + k * T;
     double P = (double)s->total_params, D = c->D;
     double tail = 2.0 * P * (double)s->bpp / s->dev->mem_bw / S;
     if (c->D > 1) tail += 2.0 * (D - 1) / D * 4.0 * P / s->dev->dp_bw / S + 2.0 * (D - 1) * s->dev->dp_lat;
@@ -188,7 +190,7 @@ static bg_status_t collect_shape(search_ctx_t *s, int S, int D, cand_list_t *out
     for (int64_t m = 1; m <= per && m <= (1 << 20); m++) {
         if (per % m) continue;
         if (o->micro_batches && m != o->micro_batches) continue;
-        if (o->schedule == BG_PP_INTERLEAVED && m % S) continue;
+        if (!bg_sched_desc(o->schedule)->m_ok(S, (int)m)) continue;
         if (per / m > (1 << 30)) continue;
         for (int rc = 0; rc <= 1; rc++) {
             if (o->recompute >= 0 && rc != o->recompute) continue;

@@ -21,8 +21,8 @@ typedef struct bg_search_opts {
     int micro_batches;     /* 0 = auto: every divisor of the per-replica batch */
     int64_t global_batch;  /* samples per step, over all replicas */
     int recompute;         /* -1 = try both, 0 = off, 1 = on */
-    bg_pp_schedule_t schedule;
-    int chunks;            /* v (interleaved), else 1 */
+    bg_sched_kind_t schedule;
+    int chunks;            /* v, within the schedule's range */
     int opt_state_bytes;   /* 8 = AdamW */
     int top;               /* results to keep (>= 1) */
 } bg_search_opts_t;

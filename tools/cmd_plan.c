@@ -36,7 +36,7 @@ typedef struct plan_opts {
     int gpus;                      /* 0 = not given */
     int cores;                     /* -1: this machine's, for cpu devices */
     int chunks;                    /* 0 = not given */
-    bg_pp_schedule_t schedule;
+    bg_sched_kind_t schedule;
     const char *device;            /* comma list of presets */
     int64_t device_memory;         /* 0 = preset's */
     const char *profile;
@@ -100,7 +100,7 @@ static int parse_count(const char *s, bool allow_auto, int *out)
 static int parse_opts(int argc, char **argv, plan_opts_t *o)
 {
     memset(o, 0, sizeof(*o));
-    o->schedule = BG_PP_1F1B;
+    o->schedule = BG_SCHED_1F1B;
     o->device = "cpu";
     o->cores = -1;
     o->method = BG_SPLIT_OPTIMAL;
@@ -151,7 +151,7 @@ static int parse_opts(int argc, char **argv, plan_opts_t *o)
                 return 2;
             }
         } else if (!strcmp(a, "--schedule")) {
-            if (bg_pp_schedule_parse(v, &o->schedule)) {
+            if (bg_sched_kind_parse(v, &o->schedule)) {
                 fprintf(stderr, "brigade plan: %s\n", bg_last_error());
                 return 2;
             }
@@ -183,9 +183,8 @@ static int parse_opts(int argc, char **argv, plan_opts_t *o)
         fprintf(stderr, "brigade plan: --stages S|auto is required\n");
         return 2;
     }
-    if (!o->chunks) o->chunks = o->schedule == BG_PP_INTERLEAVED ? 2 : 1;
-    if (o->chunks > 1 && o->schedule != BG_PP_INTERLEAVED) {
-        fprintf(stderr, "brigade plan: --chunks %d needs --schedule interleaved\n", o->chunks);
+    if (bg_sched_resolve_chunks(bg_sched_desc(o->schedule), o->chunks, &o->chunks)) {
+        fprintf(stderr, "brigade plan: %s\n", bg_last_error());
         return 2;
     }
     return 0;
@@ -443,7 +442,7 @@ static int plan_body(plan_run_t *r)
     if ((st = bg_partition(&pb, o->method, &pl))) return fail(st);
     printf("layout: %d stage(s) x %d dp, %s%s, %d micro-batches of %d (global batch %lld), "
            "recompute %s, split %s\n",
-           cfg.stages, cfg.dp, bg_pp_schedule_name(cfg.schedule),
+           cfg.stages, cfg.dp, bg_sched_kind_name(cfg.schedule),
            cfg.chunks > 1 ? " (chunks per stage below)" : "", cfg.micro_batches, mb, (long long)gb,
            cfg.recompute ? "on" : "off", bg_split_method_name(o->method));
     print_plan(&r->chain, &pl, gb);

@@ -41,7 +41,7 @@ int bg_cmd_schedule(int argc, char **argv)
                                          {"trace", 1, 0, 't'},
                                          {"help", 0, 0, 'h'},
                                          {0, 0, 0, 0}};
-    int p = 0, m = 0, v = 1, split = 0, comm = 0, grid = 0;
+    int p = 0, m = 0, v = 0, split = 0, comm = 0, grid = 0; /* v = 0: the schedule's default */
     double f = 1, b = 1, w = 1;
     const char *kind_name = "1f1b", *trace = NULL;
     optind = 1;
@@ -95,16 +95,18 @@ int bg_cmd_schedule(int argc, char **argv)
             return 2;
         }
     }
-    if (p < 1 || m < 1 || v < 1 || f < 0 || b < 0 || w < 0 || optind != argc) {
+    if (p < 1 || m < 1 || v < 0 || f < 0 || b < 0 || w < 0 || optind != argc) {
         schedule_usage(stderr);
         return 2;
     }
-    bg_sched_kind_t kind;
+    const bg_sched_desc_t *sd = NULL;
     bg_sched_t *s = NULL;
     bg_sim_t *sim = NULL;
-    bg_status_t st = bg_sched_kind_parse(kind_name, &kind);
+    bg_status_t st = bg_sched_lookup(kind_name, &sd);
     if (st == BG_OK)
-        st = bg_sched_generate(kind, p, m, v, split ? BG_SCHED_SPLIT_BW : 0, &s);
+        st = bg_sched_resolve_chunks(sd, v, &v);
+    if (st == BG_OK)
+        st = bg_sched_generate(sd->kind, p, m, v, split ? BG_SCHED_SPLIT_BW : 0, &s);
     if (st != BG_OK) {
         fprintf(stderr, "brigade schedule: %s\n", bg_last_error());
         return 2;

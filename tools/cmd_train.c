@@ -264,19 +264,21 @@ static int is_worker(void)
  */
 static int preflight(const bg_train_conf_t *c)
 {
-    int v = !strcmp(c->schedule, "interleaved") ? (c->chunks > 1 ? c->chunks : 2) : 1;
     if (c->batch % (c->dp * c->micro_batches)) {
         fprintf(stderr,
                 "brigade train: --batch %d is not divisible by dp (%d) x micro-batches (%d)\n",
                 c->batch, c->dp, c->micro_batches);
         return 2;
     }
-    bg_sched_kind_t kind;
+    const bg_sched_desc_t *sd = NULL;
     bg_sched_t *s = NULL;
     bg_graph_t *g = NULL;
-    bg_status_t st = bg_sched_kind_parse(c->schedule, &kind);
+    int v = 1;
+    bg_status_t st = bg_sched_lookup(c->schedule, &sd);
     if (st == BG_OK)
-        st = bg_sched_generate(kind, c->stages, c->micro_batches, v, 0, &s);
+        st = bg_sched_resolve_chunks(sd, c->chunks, &v);
+    if (st == BG_OK)
+        st = bg_sched_generate(sd->kind, c->stages, c->micro_batches, v, 0, &s);
     if (st == BG_OK)
         st = bg_graph_parse_file(c->model, c->batch / (c->dp * c->micro_batches), &g);
     if (st == BG_OK && c->plan) {
@@ -479,7 +481,6 @@ int bg_cmd_train(int argc, char **argv)
         return 2;
     }
     c.model = argv[optind];
-    static char plan_sched[32];
     if (c.plan) {
         /* The plan fixes the layout: stages, dp, chunks, micro-batches, batch. */
         bg_plan_file_t pf;
@@ -501,8 +502,7 @@ int bg_cmd_train(int argc, char **argv)
         c.micro_batches = pf.cfg.micro_batches;
         c.batch = (int)pf.global_batch;
         c.recompute = c.recompute || pf.cfg.recompute;
-        snprintf(plan_sched, sizeof(plan_sched), "%s", bg_pp_schedule_name(pf.cfg.schedule));
-        c.schedule = plan_sched;
+        c.schedule = bg_sched_kind_name(pf.cfg.schedule);
         bg_plan_file_free(&pf);
         mb_set = 1;
     }

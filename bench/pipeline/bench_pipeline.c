@@ -118,16 +118,19 @@ static int parse_trace(const char *path, int p, measured_t *m)
     return 1;
 }
 
-static double theory(bg_sched_kind_t k, int p, int m, int v)
+/* The table's closed-form bubble for p ranks with the measured mean
+ * per-rank costs (each rank's chunks summed). */
+static double theory(bg_sched_kind_t k, int p, int m, int v, const double *f, const double *b,
+                     const double *w)
 {
-    switch (k) {
-    case BG_SCHED_INTERLEAVED:
-        return (double)(p - 1) / (v * m + p - 1);
-    case BG_SCHED_ZB_H1:
-        return -1; /* depends on F:B:W, printed from the simulator */
-    default:
-        return (double)(p - 1) / (m + p - 1);
+    bg_sched_cost_t rank = {0, 0, 0, 0, 0};
+    for (int c = 0; c < p * v && c < MAXC; c++) {
+        rank.f += f[c] / p;
+        rank.b += b[c] / p;
+        rank.w += w[c] / p;
     }
+    rank.t = rank.f + rank.b + rank.w;
+    return rank.t > 0 ? bg_sched_bubble(bg_sched_desc(k), p, m, v, &rank) : -1;
 }
 
 int main(int argc, char **argv)
@@ -155,16 +158,15 @@ int main(int argc, char **argv)
            "sim bub", "theory");
     double bub_1f1b = -1, bub_zb = -1;
     for (int k = 0; k < BG_SCHED_KIND_COUNT; k++) {
-        int v = k == BG_SCHED_INTERLEAVED ? 2 : 1;
+        int v = bg_sched_desc((bg_sched_kind_t)k)->chunks_default; /* what train picks */
         char trace[256], cmd[2048];
         snprintf(trace, sizeof(trace), "/tmp/bench_pipeline_%d_%s.json", (int)getpid(),
                  bg_sched_kind_name(k));
         snprintf(cmd, sizeof(cmd),
-                 "'%s' train %s --stages %d --micro-batches %d --batch %d --schedule %s %s "
+                 "'%s' train %s --stages %d --micro-batches %d --batch %d --schedule %s "
                  "--steps 8 --data synthetic:images --log-every 100 --eval-batches 1 "
                  "--trace %s > /dev/null 2>&1",
-                 brigade, model, p, m, batch, bg_sched_kind_name(k), v > 1 ? "--chunks 2" : "",
-                 trace);
+                 brigade, model, p, m, batch, bg_sched_kind_name(k), trace);
         if (system(cmd) != 0) {
             printf("%-12s run failed: %s\n", bg_sched_kind_name(k), cmd);
             continue;
@@ -193,7 +195,7 @@ int main(int argc, char **argv)
             bg_sched_free(s);
             continue;
         }
-        double th = theory(k, p, m, v);
+        double th = theory(k, p, m, v, f, b, w);
         char ths[16];
         if (th >= 0)
             snprintf(ths, sizeof(ths), "%.1f%%", 100 * th);

@@ -13,14 +13,11 @@
 #include "engine/schedule.h"
 #include "engine/sim.h"
 
-/* Closed-form bubble for equal costs F = B = W = 1 (BW = 2). */
+/* The table's closed-form bubble for equal costs F = B = W = 1 per rank. */
 static double theory(bg_sched_kind_t k, int p, int m, int v)
 {
-    switch (k) {
-    case BG_SCHED_INTERLEAVED: return (double)(p - 1) / (v * m + p - 1);
-    case BG_SCHED_ZB_H1: return m >= p ? (double)(p - 1) / (3 * m + p - 1) : -1;
-    default: return (double)(p - 1) / (m + p - 1);
-    }
+    bg_sched_cost_t rank = {1, 1, 1, 0, 3};
+    return bg_sched_bubble(bg_sched_desc(k), p, m, v, &rank);
 }
 
 int main(int argc, char **argv)
@@ -39,11 +36,14 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    printf("p=%d m=%d (interleaved v=%d), F=B=W=1 per stage (BW=2), no comm cost\n", p, m, v);
+    printf("p=%d m=%d (v=%d where allowed), F=B=W=1 per stage (BW=2), no comm cost\n", p, m, v);
     printf("%-12s %9s %8s %8s  %s\n", "schedule", "makespan", "bubble", "theory",
            "peak live per rank (stash)");
     for (int k = 0; k < BG_SCHED_KIND_COUNT; k++) {
-        int vk = k == BG_SCHED_INTERLEAVED ? v : 1;
+        /* v where the schedule allows it, else its default (1). */
+        int vk;
+        if (bg_sched_resolve_chunks(bg_sched_desc((bg_sched_kind_t)k), v, &vk) != BG_OK)
+            bg_sched_resolve_chunks(bg_sched_desc((bg_sched_kind_t)k), 0, &vk);
         bg_sched_t *s = NULL;
         bg_sim_t *sim = NULL;
         /* Per-chunk costs are 1/v so a rank's work is the same for every v. */

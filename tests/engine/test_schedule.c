@@ -32,7 +32,7 @@ static int expected_peak(bg_sched_kind_t kind, int p, int m, int v, int r)
         int total = m * v, warm = m == p ? total : (p - r - 1) * 2 + (v - 1) * p;
         return warm >= total ? total : warm + 1;
     }
-    default: return -1;
+    default: return -1; /* not pinned here: test_sched_table checks every row */
     }
 }
 
@@ -44,7 +44,8 @@ static void sweep(void)
             for (int p = 1; p <= 8; p++)
                 for (int m = 1; m <= 32; m++)
                     for (int v = 1; v <= 4; v++) {
-                        int valid = kind == BG_SCHED_INTERLEAVED ? m % p == 0 : v == 1;
+                        const bg_sched_desc_t *d = bg_sched_desc((bg_sched_kind_t)kind);
+                        int valid = v >= d->chunks_min && v <= d->chunks_max && d->m_ok(p, m);
                         if (kind == BG_SCHED_ZB_H1 && split) continue; /* always split */
                         bg_sched_t *s = NULL;
                         bg_status_t st = bg_sched_generate((bg_sched_kind_t)kind, p, m, v,
@@ -69,7 +70,7 @@ static void sweep(void)
                         checked++;
                         for (int r = 0; st == BG_OK && r < p; r++) {
                             int want = expected_peak((bg_sched_kind_t)kind, p, m, v, r);
-                            CHECK_MSG(peak[r] == want, "%s p=%d m=%d v=%d rank %d: peak %d want %d",
+                            CHECK_MSG(want < 0 || peak[r] == want, "%s p=%d m=%d v=%d rank %d: peak %d want %d",
                                       bg_sched_kind_name(kind), p, m, v, r, peak[r], want);
                             CHECK(live[r] == peak[r]);
                             /* Full stash (F ran, B not): zb-h1 keeps 1F1B's p - r. */
@@ -169,7 +170,7 @@ static void skip_transfer(void)
 {
     for (int kind = 0; kind < BG_SCHED_KIND_COUNT; kind++) {
         bg_sched_t *s = NULL;
-        int v = kind == BG_SCHED_INTERLEAVED ? 2 : 1;
+        int v = bg_sched_desc((bg_sched_kind_t)kind)->chunks_default; /* interleaved: 2 */
         CHECK_OK(bg_sched_generate((bg_sched_kind_t)kind, 4, 8, v, 0, &s));
         if (!s) continue;
         size_t before0 = bg_sched_len(s, 0), before3 = bg_sched_len(s, 3);
@@ -209,7 +210,10 @@ static void invalid_requests(void)
     CHECK(s == NULL);
     bg_sched_kind_t k;
     CHECK(bg_sched_kind_parse("zb-h1", &k) == BG_OK && k == BG_SCHED_ZB_H1);
-    CHECK(bg_sched_kind_parse("zbh1", &k) == BG_ERR_INVALID);
+    /* "zbh1" is zb-h1's alias in the schedule table (partition and engine
+     * used to disagree on it); an unknown name lists the choices. */
+    CHECK(bg_sched_kind_parse("zbh1", &k) == BG_OK && k == BG_SCHED_ZB_H1);
+    CHECK(bg_sched_kind_parse("zb-h2", &k) == BG_ERR_INVALID);
     CHECK(strstr(bg_last_error(), "zb-h1") != NULL);
 }
 

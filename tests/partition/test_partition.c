@@ -197,13 +197,13 @@ static void random_problem(uint64_t *s, prob_t *q, bool hetero)
     int L = rnd(s, 1, 9);
     random_chain(s, L, &q->chain);
     bg_part_config_t *cfg = &q->pb.cfg;
-    cfg->schedule = (bg_pp_schedule_t)rnd(s, 0, 3);
+    cfg->schedule = (bg_sched_kind_t)rnd(s, 0, 3);
     cfg->stages = rnd(s, 1, L < 4 ? L : 4);
     cfg->chunks = 1;
-    if (cfg->schedule == BG_PP_INTERLEAVED && 2 * cfg->stages <= L && rnd(s, 0, 1))
+    if (cfg->schedule == BG_SCHED_INTERLEAVED && 2 * cfg->stages <= L && rnd(s, 0, 1))
         cfg->chunks = 2;
     cfg->micro_batches = rnd(s, 1, 8);
-    if (cfg->schedule == BG_PP_INTERLEAVED)
+    if (cfg->schedule == BG_SCHED_INTERLEAVED)
         cfg->micro_batches = cfg->stages * rnd(s, 1, 3);
     cfg->dp = rnd(s, 1, 4);
     cfg->recompute = rnd(s, 0, 1);
@@ -254,7 +254,7 @@ static void test_dp_vs_brute(bool hetero, int iters, uint64_t seed)
                           "iter %d (L=%d p=%d v=%d %s rc=%d): DP (%.17g, %.17g) vs brute (%.17g, "
                           "%.17g)",
                           it, q.chain.n_layers, q.pb.cfg.stages, q.pb.cfg.chunks,
-                          bg_pp_schedule_name(q.pb.cfg.schedule), q.pb.cfg.recompute, pl.bottleneck,
+                          bg_sched_kind_name(q.pb.cfg.schedule), q.pb.cfg.recompute, pl.bottleneck,
                           pl.total, bf.bott, bf.total);
                 for (int g = 0; g < pl.n_chunks; g++) CHECK(pl.chunk[g].mem <= pl.chunk[g].mem_cap);
                 /* deterministic: the same problem gives the same split */
@@ -358,7 +358,7 @@ static void test_heterogeneous_share(void)
     CHECK_OK(bg_costs_build(&c, &slow, 1, NULL, &cs));
     CHECK_OK(bg_costs_build(&c, &fast, 1, NULL, &cf));
     const bg_costs_t *cp[2] = {&cs, &cf};
-    bg_part_problem_t pb = {&c, cp, {BG_PP_1F1B, 2, 1, 8, 1, false, 8, 0}};
+    bg_part_problem_t pb = {&c, cp, {BG_SCHED_1F1B, 2, 1, 8, 1, false, 8, 0}};
     bg_plan_t pl;
     CHECK_OK(bg_partition_optimal(&pb, &pl));
     CHECK_MSG(pl.bounds[1] == 10, "slow device got %d layers, want 10 of 30", pl.bounds[1]);
@@ -385,15 +385,15 @@ static void test_heterogeneous_share(void)
  * (p-1)/(m+p-1); interleaved divides the fill by v; in-flight counts. */
 static void test_closed_forms(void)
 {
-    bg_part_config_t c = {BG_PP_1F1B, 4, 1, 8, 1, false, 8, 0};
+    bg_part_config_t c = {BG_SCHED_1F1B, 4, 1, 8, 1, false, 8, 0};
     CHECK(bg_in_flight(&c, 0) == 4 && bg_in_flight(&c, 3) == 1);
     c.micro_batches = 2;
     CHECK(bg_in_flight(&c, 0) == 2);
-    c.schedule = BG_PP_GPIPE;
+    c.schedule = BG_SCHED_GPIPE;
     CHECK(bg_in_flight(&c, 3) == 2);
     /* interleaved, rank 0: vp + p - 1 chunk items = p(1 + (p-1)/(pv)) * v
      * (Korthikanti et al. 2022); p = 4, v = 2: 11 items, 4+3 on chunk 0? */
-    c.schedule = BG_PP_INTERLEAVED;
+    c.schedule = BG_SCHED_INTERLEAVED;
     c.chunks = 2;
     c.micro_batches = 8;
     int k0 = bg_in_flight(&c, 0), k1 = bg_in_flight(&c, 4);
@@ -421,21 +421,21 @@ static void test_closed_forms(void)
     bg_costs_t co;
     CHECK_OK(bg_costs_build(&ch, &d, 1, NULL, &co));
     const bg_costs_t *cp[4] = {&co, &co, &co, &co};
-    bg_part_problem_t pb = {&ch, cp, {BG_PP_1F1B, 4, 1, 8, 1, false, 8, 0}};
+    bg_part_problem_t pb = {&ch, cp, {BG_SCHED_1F1B, 4, 1, 8, 1, false, 8, 0}};
     bg_plan_t pl;
     CHECK_OK(bg_partition_optimal(&pb, &pl));
     double t = 2 * 3 * 1e9 / d.flops; /* two layers per stage */
     CHECK_MSG(fabs(pl.pipe_s - (8 + 3) * t) < 1e-12, "1f1b pipe %g want %g", pl.pipe_s, 11 * t);
     CHECK(fabs(pl.bubble - 3.0 / 11.0) < 1e-12);
     bg_plan_free(&pl);
-    pb.cfg.schedule = BG_PP_INTERLEAVED;
+    pb.cfg.schedule = BG_SCHED_INTERLEAVED;
     pb.cfg.chunks = 2;
     CHECK_OK(bg_partition_optimal(&pb, &pl));
     CHECK_MSG(fabs(pl.pipe_s - (8 + 3.0 / 2) * t) < 1e-12, "interleaved pipe %g want %g", pl.pipe_s,
               9.5 * t);
     for (int g = 0; g < 8; g++) CHECK(pl.chunk[g].stage == g % 4 && pl.bounds[g] == g);
     bg_plan_free(&pl);
-    pb.cfg.schedule = BG_PP_ZBH1;
+    pb.cfg.schedule = BG_SCHED_ZB_H1;
     pb.cfg.chunks = 1;
     CHECK_OK(bg_partition_optimal(&pb, &pl));
     /* ZB-H1: m (F+B+W) + (p-1)(F+B-W) */
@@ -443,7 +443,7 @@ static void test_closed_forms(void)
     bg_plan_free(&pl);
     /* Four 1f1b ranks on two cores: each core runs two stages' 8 micro-batches,
      * 16 t, above the dependency bound of 11 t; on four cores nothing changes. */
-    pb.cfg.schedule = BG_PP_1F1B;
+    pb.cfg.schedule = BG_SCHED_1F1B;
     pb.cfg.cores = 2;
     CHECK_OK(bg_partition_optimal(&pb, &pl));
     CHECK_MSG(fabs(pl.pipe_s - 16 * t) < 1e-12, "shared cores pipe %g want %g", pl.pipe_s, 16 * t);
@@ -463,7 +463,7 @@ static void test_bad_config(void)
     random_problem(&s, &q, false);
     bg_plan_t pl;
     q.pb.cfg.chunks = 2;
-    q.pb.cfg.schedule = BG_PP_1F1B;
+    q.pb.cfg.schedule = BG_SCHED_1F1B;
     CHECK(bg_partition_optimal(&q.pb, &pl) == BG_ERR_INVALID);
     CHECK(strstr(bg_last_error(), "interleaved"));
     q.pb.cfg.chunks = 1;

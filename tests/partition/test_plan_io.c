@@ -92,7 +92,7 @@ static void test_plan_round_trip(void)
     bg_costs_t co;
     CHECK_OK(bg_costs_build(&c, &d, 2, NULL, &co));
     const bg_costs_t *cp[3] = {&co, &co, &co};
-    bg_part_problem_t pb = {&c, cp, {BG_PP_INTERLEAVED, 3, 2, 6, 2, true, 8, 0}};
+    bg_part_problem_t pb = {&c, cp, {BG_SCHED_INTERLEAVED, 3, 2, 6, 2, true, 8, 0}};
     bg_plan_t pl;
     CHECK_OK(bg_partition_optimal(&pb, &pl));
     bg_plan_meta_t meta = {"models/x.graph", "optimal", "cpu"};
@@ -100,7 +100,7 @@ static void test_plan_round_trip(void)
     bg_plan_file_t pf;
     CHECK_OK(bg_plan_load(tmp("plan.json"), &pf));
     CHECK(!strcmp(pf.model, "models/x.graph") && !strcmp(pf.method, "optimal"));
-    CHECK(pf.cfg.schedule == BG_PP_INTERLEAVED && pf.cfg.stages == 3 && pf.cfg.chunks == 2);
+    CHECK(pf.cfg.schedule == BG_SCHED_INTERLEAVED && pf.cfg.stages == 3 && pf.cfg.chunks == 2);
     CHECK(pf.cfg.dp == 2 && pf.cfg.micro_batches == 6 && pf.cfg.recompute);
     CHECK(pf.micro_batch == 2 && pf.global_batch == 24 && pf.n_layers == 12 && pf.n_chunks == 6);
     CHECK(!memcmp(pf.bounds, pl.bounds, sizeof(int) * 7));
