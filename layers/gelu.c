@@ -35,9 +35,11 @@ static void gelu_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg_layer_co
 /*
  * 0.5 x (1 + tanh(u)) = x sigmoid(2u) = x / (1 + exp(-2u)): exact algebra,
  * and it avoids both libm's tanhf (a call: no vectorisation) and the
- * cancellation of 1 + tanh(u) near tanh = -1. With cpu_math.h's exp the
- * result is within 4e-7 * (1 + |y|) of GPT-2's gelu evaluated in double
- * (tests/layers/test_layers_fast.c sweeps it).
+ * cancellation of 1 + tanh(u) near tanh = -1. With cpu_math.h's exp
+ * (< 1 ulp measured, 2 ulp asserted) the max error against GPT-2's gelu
+ * evaluated in double is 1.5e-7 (1 + |y|) forward and 2e-7 (1 + |y'|)
+ * backward (measured 9.5e-8 and 1.0e-7 on a 1e-5 grid over [-12, 12];
+ * libm tanhf gave 8.3e-8): tests/layers/test_layers_fast.c asserts both.
  */
 static void gelu_forward_cpu(const float *x, float *y, int64_t n)
 {
