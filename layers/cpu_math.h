@@ -48,8 +48,8 @@ static inline float bg_cpu_expf(float x)
     uint32_t tb, mb;
     memcpy(&tb, &t, 4);
     memcpy(&mb, &magic, 4);
-    float r = x - n * 0.693359375f;  /* LN2_HI: 9 significant bits, exact product */
-    r = r - n * -2.12194440e-4f;     /* LN2_LO */
+    float r = x - n * 0.693359375f; /* LN2_HI: 9 significant bits, exact product */
+    r = r - n * -2.12194440e-4f;    /* LN2_LO */
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;

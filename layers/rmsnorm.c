@@ -56,7 +56,8 @@ static bg_status_t rmsnorm_forward(const bg_layer_call_t *c)
         return bg_cuda_rmsnorm_forward(c);
 #endif
     bg_status_t st = bg_cpu_require_f32(c, "forward");
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     int64_t C = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
     bg_cpu_norm_forward(c->in[0]->data, c->params[0]->data, NULL, rows, C,
                         bg_attrs_float(&c->spec->attrs, "eps", 1e-5), c->out->data, NULL,
@@ -67,13 +68,15 @@ static bg_status_t rmsnorm_forward(const bg_layer_call_t *c)
 /* With xhat = x rstd and g = dy w: dx = rstd (g - xhat mean(g xhat)). */
 static bg_status_t rmsnorm_backward_input(const bg_layer_call_t *c)
 {
-    if (!c->din[0]) return BG_OK;
+    if (!c->din[0])
+        return BG_OK;
 #ifdef BG_HAVE_CUDA
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_rmsnorm_backward_input(c);
 #endif
     bg_status_t st = bg_cpu_require_f32(c, "backward-input");
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     int64_t C = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
     bg_cpu_norm_backward_input(c->in[0]->data, c->params[0]->data, c->dout->data, NULL,
                                c->saved->data, rows, C, c->din[0]->data);
@@ -88,8 +91,10 @@ static bg_status_t rmsnorm_backward_weight(const bg_layer_call_t *c)
         return bg_cuda_rmsnorm_backward_weight(c);
 #endif
     bg_status_t st = bg_cpu_require_f32(c, "backward-weight");
-    if (st != BG_OK) return st;
-    if (!c->grads[0]) return BG_OK;
+    if (st != BG_OK)
+        return st;
+    if (!c->grads[0])
+        return BG_OK;
     int64_t C = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
     bg_cpu_norm_backward_weight(c->in[0]->data, c->dout->data, NULL, c->saved->data, rows, C,
                                 c->grads[0]->data, NULL);

@@ -119,8 +119,7 @@ static bg_status_t rmsnorm_backward_t(const bg_layer_call_t *c, cudaStream_t st)
     return BG_OK;
 }
 
-template <typename T>
-static bg_status_t rmsnorm_wgrad_t(const bg_layer_call_t *c, cudaStream_t st)
+template <typename T> static bg_status_t rmsnorm_wgrad_t(const bg_layer_call_t *c, cudaStream_t st)
 {
     int64_t C = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
     float *gw = c->grads[0] ? (float *)c->grads[0]->data : NULL;

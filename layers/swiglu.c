@@ -27,8 +27,7 @@ static bg_status_t swiglu_infer(bg_layer_spec_t *spec, bg_errbuf_t *err)
                              bg_dtype_name(x->dtype));
     int64_t last = x->d[x->ndim - 1];
     if (last % 2)
-        return bg_errbuf_set(err,
-                             "swiglu: last dimension %lld is odd; it must be 2H (gate | up)",
+        return bg_errbuf_set(err, "swiglu: last dimension %lld is odd; it must be 2H (gate | up)",
                              (long long)last);
     spec->out = *x;
     spec->out.d[x->ndim - 1] = last / 2;
@@ -51,7 +50,8 @@ static void swiglu_forward_cpu(const float *x, float *y, int64_t rows, int64_t H
     for (int64_t r = 0; r < rows; r++) {
         const float *a = x + r * 2 * H, *b = a + H;
         float *yr = y + r * H;
-        for (int64_t j = 0; j < H; j++) yr[j] = a[j] / (1.0f + bg_cpu_expf(-a[j])) * b[j];
+        for (int64_t j = 0; j < H; j++)
+            yr[j] = a[j] / (1.0f + bg_cpu_expf(-a[j])) * b[j];
     }
 }
 
@@ -59,8 +59,7 @@ static void swiglu_forward_cpu(const float *x, float *y, int64_t rows, int64_t H
  * With e = exp(-a), s = 1 / (1 + e), 1 - s = e s (no cancellation near s = 1):
  * da = dy b s (1 + a e s), db = dy a s.
  */
-static void swiglu_backward_cpu(const float *x, const float *dy, float *dx, int64_t rows,
-                                int64_t H)
+static void swiglu_backward_cpu(const float *x, const float *dy, float *dx, int64_t rows, int64_t H)
 {
     for (int64_t r = 0; r < rows; r++) {
         const float *a = x + r * 2 * H, *b = a + H, *dyr = dy + r * H;
@@ -80,7 +79,8 @@ static bg_status_t swiglu_forward(const bg_layer_call_t *c)
         return bg_cuda_swiglu_forward(c);
 #endif
     bg_status_t st = bg_cpu_require_f32(c, "forward");
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     swiglu_forward_cpu(c->in[0]->data, c->out->data, bg_tensor_rows(c->out),
                        bg_tensor_cols(c->out));
     return BG_OK;
@@ -88,13 +88,15 @@ static bg_status_t swiglu_forward(const bg_layer_call_t *c)
 
 static bg_status_t swiglu_backward_input(const bg_layer_call_t *c)
 {
-    if (!c->din[0]) return BG_OK;
+    if (!c->din[0])
+        return BG_OK;
 #ifdef BG_HAVE_CUDA
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_swiglu_backward_input(c);
 #endif
     bg_status_t st = bg_cpu_require_f32(c, "backward-input");
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     swiglu_backward_cpu(c->in[0]->data, c->dout->data, c->din[0]->data, bg_tensor_rows(c->dout),
                         bg_tensor_cols(c->dout));
     return BG_OK;

@@ -9,8 +9,7 @@
 /* ---- kernels ---- */
 
 /* Element i of y is row i / H, column i % H. */
-template <typename T>
-__global__ void swiglu_forward_kernel(const T *x, T *y, int64_t n, int64_t H)
+template <typename T> __global__ void swiglu_forward_kernel(const T *x, T *y, int64_t n, int64_t H)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -36,14 +35,13 @@ __global__ void swiglu_backward_kernel(const T *x, const T *dy, T *dx, int64_t n
 
 /* ---- launchers ---- */
 
-template <typename T>
-static bg_status_t swiglu_forward_t(const bg_layer_call_t *c, cudaStream_t st)
+template <typename T> static bg_status_t swiglu_forward_t(const bg_layer_call_t *c, cudaStream_t st)
 {
     int64_t n = bg_tensor_numel(c->out), H = bg_tensor_cols(c->out);
     if (!n)
         return BG_OK;
-    swiglu_forward_kernel<T><<<bg_cuda_blocks(n, 256), 256, 0, st>>>(
-        (const T *)c->in[0]->data, (T *)c->out->data, n, H);
+    swiglu_forward_kernel<T><<<bg_cuda_blocks(n, 256), 256, 0, st>>>((const T *)c->in[0]->data,
+                                                                     (T *)c->out->data, n, H);
     BG_CUDA_LAUNCH_CHECK("swiglu_forward_kernel");
     return BG_OK;
 }

@@ -53,7 +53,8 @@ static bool attention_has_key(const char *key)
 {
     const bg_layer_kind_t *k = bg_layer_kind_find("attention");
     for (int i = 0; k && i < k->n_keys; i++)
-        if (!strcmp(k->keys[i].key, key)) return true;
+        if (!strcmp(k->keys[i].key, key))
+            return true;
     return false;
 }
 
@@ -61,7 +62,8 @@ static void check_param_shape(bg_graph_t *g, const char *name, int64_t d0, int64
 {
     int id = bg_graph_find_param(g, name);
     CHECK_MSG(id >= 0, "no parameter %s", name);
-    if (id < 0) return;
+    if (id < 0)
+        return;
     const bg_shape_t *s = &bg_graph_param(g, id)->desc.shape;
     CHECK_MSG(s->d[0] == d0 && (s->ndim == 1 || s->d[1] == d1),
               "%s has shape (%lld, %lld), want (%lld, %lld)", name, (long long)s->d[0],
@@ -74,7 +76,8 @@ static void check_file(const llama_shape_t *m)
     snprintf(path, sizeof(path), "%s/models/%s.graph", src_dir(), m->model);
     bg_graph_t *g = NULL;
     CHECK_OK(bg_graph_parse_file(path, 1, &g));
-    if (!g) return;
+    if (!g)
+        return;
     CHECK(!strcmp(bg_graph_model_name(g), m->model));
     int64_t got = bg_graph_totals(g)->params;
     CHECK_MSG(got == m->published, "%s: %lld parameters, want %lld", m->model, (long long)got,
@@ -103,7 +106,8 @@ static void test_ffn_block(void)
                        "loss = cross_entropy(logits, y)\n";
     bg_graph_t *g = NULL;
     CHECK_OK(bg_graph_parse_string(text, strlen(text), "ffn.graph", 2, &g));
-    if (!g) return;
+    if (!g)
+        return;
     CHECK(bg_graph_totals(g)->params == 64 + 3 * 64 * 172 + 256 * 64);
     int sw = bg_graph_find_layer(g, "swiglu");
     CHECK(sw >= 0);
@@ -117,15 +121,15 @@ static void test_ffn_block(void)
 int main(void)
 {
     for (size_t i = 0; i < sizeof(k_models) / sizeof(k_models[0]); i++)
-        CHECK_MSG(llama_params(&k_models[i]) == k_models[i].published,
-                  "%s: closed form gives %lld", k_models[i].model,
-                  (long long)llama_params(&k_models[i]));
+        CHECK_MSG(llama_params(&k_models[i]) == k_models[i].published, "%s: closed form gives %lld",
+                  k_models[i].model, (long long)llama_params(&k_models[i]));
     test_ffn_block();
     if (!attention_has_key("kv_heads")) {
         printf("SKIP: attention has no kv_heads= (grouped-query attention) in this build: "
                "the Llama model files cannot be parsed yet; closed form and FFN block checked\n");
         return bg_test_finish("test_model_counts");
     }
-    for (size_t i = 0; i < sizeof(k_models) / sizeof(k_models[0]); i++) check_file(&k_models[i]);
+    for (size_t i = 0; i < sizeof(k_models) / sizeof(k_models[0]); i++)
+        check_file(&k_models[i]);
     return bg_test_finish("test_model_counts");
 }

@@ -36,16 +36,19 @@ static bool fl_init(fl_t *L, const char *kind, int ndim, const int64_t *d, float
     memset(L, 0, sizeof(*L));
     L->s.kind = bg_layer_kind_find(kind);
     CHECK_MSG(L->s.kind, "kind %s is not registered", kind);
-    if (!L->s.kind) return false;
+    if (!L->s.kind)
+        return false;
     snprintf(L->s.name, sizeof(L->s.name), "fast.%s", kind);
     L->s.n_in = 1;
     L->s.in[0].dtype = BG_F32;
     L->s.in[0].ndim = ndim;
-    for (int i = 0; i < ndim; i++) L->s.in[0].d[i] = d[i];
+    for (int i = 0; i < ndim; i++)
+        L->s.in[0].d[i] = d[i];
     bg_errbuf_t err;
     bg_status_t st = bg_layer_infer(&L->s, &err);
     CHECK_MSG(st == BG_OK, "%s: %s", kind, err.msg);
-    if (st != BG_OK) return false;
+    if (st != BG_OK)
+        return false;
     L->tx = bg_tensor_from_shape(x, BG_DEV_CPU, &L->s.in[0]);
     L->tdx = bg_tensor_from_shape(dx, BG_DEV_CPU, &L->s.in[0]);
     L->ty = bg_tensor_from_shape(y, BG_DEV_CPU, &L->s.out);
@@ -59,8 +62,13 @@ static bool fl_init(fl_t *L, const char *kind, int ndim, const int64_t *d, float
 
 static bg_layer_call_t fl_call(fl_t *L)
 {
-    bg_layer_call_t c = {.spec = &L->s, .be = g_be, .dtype = BG_F32, .in = {&L->tx},
-                         .out = &L->ty, .saved = &L->tsaved, .dout = &L->tdy,
+    bg_layer_call_t c = {.spec = &L->s,
+                         .be = g_be,
+                         .dtype = BG_F32,
+                         .in = {&L->tx},
+                         .out = &L->ty,
+                         .saved = &L->tsaved,
+                         .dout = &L->tdy,
                          .din = {&L->tdx}};
     bg_param_desc_t pd[BG_MAX_PARAMS];
     int np = L->s.kind->params ? L->s.kind->params(&L->s, pd) : 0;
@@ -84,12 +92,14 @@ static void test_expf(void)
             uint32_t bits = b | (sign ? 0x80000000u : 0u);
             float x;
             memcpy(&x, &bits, 4);
-            if (x < -87.0f || x > 88.0f) continue;
+            if (x < -87.0f || x > 88.0f)
+                continue;
             double ref = exp((double)x);
             float rf = (float)ref;
             double ulp = (double)nextafterf(rf, INFINITY) - (double)rf;
             double e = fabs((double)bg_cpu_expf(x) - ref) / ulp;
-            if (e > worst) worst = e, wx = x;
+            if (e > worst)
+                worst = e, wx = x;
         }
     }
     printf("exp: max error %.3f ulp at %.9g\n", worst, wx);
@@ -109,10 +119,12 @@ static void test_expf(void)
 static void test_gelu_sweep(void)
 {
     static float x[GELU_N], y[GELU_N], dy[GELU_N], dx[GELU_N];
-    for (int i = 0; i < GELU_N; i++) x[i] = -12.0f + 0.005f * (float)i, dy[i] = 1.0f;
+    for (int i = 0; i < GELU_N; i++)
+        x[i] = -12.0f + 0.005f * (float)i, dy[i] = 1.0f;
     int64_t d[1] = {GELU_N};
     fl_t L;
-    if (!fl_init(&L, "gelu", 1, d, x, y, dy, dx, NULL, NULL)) return;
+    if (!fl_init(&L, "gelu", 1, d, x, y, dy, dx, NULL, NULL))
+        return;
     bg_layer_call_t c = fl_call(&L);
     CHECK_OK(bg_layer_forward(&c));
     CHECK_OK(bg_layer_backward_input(&c));
@@ -139,7 +151,8 @@ static void test_swiglu_values(void)
     float y[6], dy[6] = {1.0f, -0.5f, 2.0f, 0.75f, 1.5f, -1.0f}, dx[12];
     int64_t d[2] = {2, 6};
     fl_t L;
-    if (!fl_init(&L, "swiglu", 2, d, x, y, dy, dx, NULL, NULL)) return;
+    if (!fl_init(&L, "swiglu", 2, d, x, y, dy, dx, NULL, NULL))
+        return;
     CHECK(L.s.out.ndim == 2 && L.s.out.d[1] == 3);
     bg_layer_call_t c = fl_call(&L);
     CHECK_OK(bg_layer_forward(&c));
@@ -172,7 +185,8 @@ static void test_rmsnorm_values(void)
     float dy[6] = {1.0f, 0.5f, -1.0f, 0.25f, -2.0f, 1.0f}, dx[6];
     int64_t d[2] = {2, 3};
     fl_t L;
-    if (!fl_init(&L, "rmsnorm", 2, d, x, y, dy, dx, w, gw)) return;
+    if (!fl_init(&L, "rmsnorm", 2, d, x, y, dy, dx, w, gw))
+        return;
     bg_layer_call_t c = fl_call(&L);
     CHECK_OK(bg_layer_forward(&c));
     CHECK_OK(bg_layer_backward_input(&c));
@@ -182,15 +196,16 @@ static void test_rmsnorm_values(void)
         CHECK_MSG(fabs(L.saved[r] - rs[r]) <= 1e-7 * rs[r], "rmsnorm rstd[%d] = %.9g", r,
                   L.saved[r]);
         double sgx = 0.0;
-        for (int j = 0; j < 3; j++) sgx += dy[r * 3 + j] * w[j] * x[r * 3 + j] * rs[r];
+        for (int j = 0; j < 3; j++)
+            sgx += dy[r * 3 + j] * w[j] * x[r * 3 + j] * rs[r];
         for (int j = 0; j < 3; j++) {
             double xh = x[r * 3 + j] * rs[r], want = xh * w[j];
             double dwant = rs[r] * (dy[r * 3 + j] * w[j] - xh * sgx / 3.0);
             gwant[j] += dy[r * 3 + j] * xh;
-            CHECK_MSG(fabs(y[r * 3 + j] - want) <= 3e-7, "rmsnorm y[%d,%d] = %.9g, want %.9g",
-                      r, j, y[r * 3 + j], want);
-            CHECK_MSG(fabs(dx[r * 3 + j] - dwant) <= 3e-7,
-                      "rmsnorm dx[%d,%d] = %.9g, want %.9g", r, j, dx[r * 3 + j], dwant);
+            CHECK_MSG(fabs(y[r * 3 + j] - want) <= 3e-7, "rmsnorm y[%d,%d] = %.9g, want %.9g", r, j,
+                      y[r * 3 + j], want);
+            CHECK_MSG(fabs(dx[r * 3 + j] - dwant) <= 3e-7, "rmsnorm dx[%d,%d] = %.9g, want %.9g", r,
+                      j, dx[r * 3 + j], dwant);
         }
     }
     for (int j = 0; j < 3; j++)
@@ -205,7 +220,8 @@ static void test_relu_select(void)
     float x[6] = {-0.0f, 0.0f, -3.0f, 2.5f, NAN, 1e-40f}, y[6], dy[6] = {1, 2, 3, 4, 5, 6}, dx[6];
     int64_t d[1] = {6};
     fl_t L;
-    if (!fl_init(&L, "relu", 1, d, x, y, dy, dx, NULL, NULL)) return;
+    if (!fl_init(&L, "relu", 1, d, x, y, dy, dx, NULL, NULL))
+        return;
     bg_layer_call_t c = fl_call(&L);
     CHECK_OK(bg_layer_forward(&c));
     CHECK_OK(bg_layer_backward_input(&c));
@@ -228,7 +244,8 @@ static void check_row_split(const char *kind, int64_t rows, int64_t C, uint64_t 
     float *dy = malloc(sizeof(float) * (size_t)n), *dx = malloc(sizeof(float) * (size_t)n);
     float *y1 = malloc(sizeof(float) * (size_t)n), *dx1 = malloc(sizeof(float) * (size_t)n);
     float w[64], gw[64] = {0};
-    if (!x || !y || !dy || !dx || !y1 || !dx1) abort();
+    if (!x || !y || !dy || !dx || !y1 || !dx1)
+        abort();
     bg_test_fill(x, n, s, -3.0f, 3.0f);
     bg_test_fill(dy, n, s, -1.0f, 1.0f);
     bg_test_fill(w, 64, s, 0.5f, 1.5f);
@@ -266,7 +283,8 @@ static void test_row_split(void)
 int main(void)
 {
     CHECK_OK(bg_backend_create(BG_DEV_CPU, 0, &g_be));
-    if (!g_be) return bg_test_finish("test_layers_fast");
+    if (!g_be)
+        return bg_test_finish("test_layers_fast");
     test_expf();
     test_gelu_sweep();
     test_swiglu_values();
