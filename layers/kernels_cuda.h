@@ -34,6 +34,8 @@ BG_CUDA_KIND(relu)
 BG_CUDA_KIND(add)
 BG_CUDA_KIND(attention)
 BG_CUDA_KIND(cross_entropy)
+BG_CUDA_KIND(rmsnorm)
+BG_CUDA_KIND(swiglu)
 #undef BG_CUDA_KIND
 
 #ifdef __cplusplus

@@ -4,14 +4,12 @@
  * F saves mean and rstd per row for B and W; the saved scratch is always
  * f32 (also in bf16 runs), N = rows = numel / C:
  *   mean (N) | rstd (N)          rstd = 1 / sqrt(biased var + eps)
- * The CPU half computes in f32 only.
+ * The CPU half computes in f32 only (loops shared with rmsnorm: cpu_util.h).
  * Must not keep state between calls.
  */
 #include "layers/layer.h"
 #include "layers/cpu_util.h"
 #include "layers/kernels_cuda.h"
-
-#include <math.h>
 
 static const bg_key_desc_t layernorm_keys[] = {
     {"eps", BG_ATTR_FLOAT, false},
@@ -57,11 +55,9 @@ static void layernorm_saved(const bg_layer_call_t *c, int64_t rows, float **mean
     *rstd = s + rows;
 }
 
-/*
- * Per row of x (N, C): mean, biased variance (two passes, double
- * accumulators: no cancellation for rows with a large offset), then
- * y = (x - mean) * rstd * w + b. Saves mean and rstd.
- */
+/* Per row of x (N, C): mean, biased variance (two passes, double lanes:
+ * no cancellation for rows with a large offset), then
+ * y = (x - mean) * rstd * w + b. Saves mean and rstd. */
 static bg_status_t layernorm_forward(const bg_layer_call_t *c)
 {
 #ifdef BG_HAVE_CUDA
@@ -71,23 +67,10 @@ static bg_status_t layernorm_forward(const bg_layer_call_t *c)
     bg_status_t st = bg_cpu_require_f32(c, "forward");
     if (st != BG_OK) return st;
     int64_t C = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
-    double eps = bg_attrs_float(&c->spec->attrs, "eps", 1e-5);
-    const float *x = c->in[0]->data, *w = c->params[0]->data, *b = c->params[1]->data;
-    float *y = c->out->data, *mean, *rstd;
+    float *mean, *rstd;
     layernorm_saved(c, rows, &mean, &rstd);
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * C;
-        float *yr = y + r * C;
-        double m = 0.0, v = 0.0;
-        for (int64_t j = 0; j < C; j++) m += xr[j];
-        m /= (double)C;
-        for (int64_t j = 0; j < C; j++) v += ((double)xr[j] - m) * ((double)xr[j] - m);
-        v /= (double)C;
-        float mf = (float)m, rs = (float)(1.0 / sqrt(v + eps));
-        for (int64_t j = 0; j < C; j++) yr[j] = (xr[j] - mf) * rs * w[j] + b[j];
-        mean[r] = mf;
-        rstd[r] = rs;
-    }
+    bg_cpu_norm_forward(c->in[0]->data, c->params[0]->data, c->params[1]->data, rows, C,
+                        bg_attrs_float(&c->spec->attrs, "eps", 1e-5), c->out->data, mean, rstd);
     return BG_OK;
 }
 
@@ -105,25 +88,10 @@ static bg_status_t layernorm_backward_input(const bg_layer_call_t *c)
     bg_status_t st = bg_cpu_require_f32(c, "backward-input");
     if (st != BG_OK) return st;
     int64_t C = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
-    const float *x = c->in[0]->data, *w = c->params[0]->data, *dy = c->dout->data;
-    float *dx = c->din[0]->data, *mean, *rstd;
+    float *mean, *rstd;
     layernorm_saved(c, rows, &mean, &rstd);
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * C, *dyr = dy + r * C;
-        float *dxr = dx + r * C;
-        float m = mean[r], rs = rstd[r];
-        double sg = 0.0, sgx = 0.0;
-        for (int64_t j = 0; j < C; j++) {
-            float g = dyr[j] * w[j], xh = (xr[j] - m) * rs;
-            sg += g;
-            sgx += (double)g * xh;
-        }
-        float mg = (float)(sg / (double)C), mgx = (float)(sgx / (double)C);
-        for (int64_t j = 0; j < C; j++) {
-            float g = dyr[j] * w[j], xh = (xr[j] - m) * rs;
-            dxr[j] = rs * (g - mg - xh * mgx);
-        }
-    }
+    bg_cpu_norm_backward_input(c->in[0]->data, c->params[0]->data, c->dout->data, mean, rstd,
+                               rows, C, c->din[0]->data);
     return BG_OK;
 }
 
@@ -139,30 +107,12 @@ static bg_status_t layernorm_backward_weight(const bg_layer_call_t *c)
 #endif
     bg_status_t st = bg_cpu_require_f32(c, "backward-weight");
     if (st != BG_OK) return st;
-    enum { BLK = 128 };
-    double aw[BLK], ab[BLK];
     int64_t C = bg_tensor_cols(c->in[0]), rows = bg_tensor_rows(c->in[0]);
-    const float *x = c->in[0]->data, *dy = c->dout->data;
-    float *gw = c->grads[0] ? c->grads[0]->data : NULL;
-    float *gb = c->grads[1] ? c->grads[1]->data : NULL;
     float *mean, *rstd;
     layernorm_saved(c, rows, &mean, &rstd);
-    for (int64_t j0 = 0; j0 < C; j0 += BLK) {
-        int64_t nb = C - j0 < BLK ? C - j0 : BLK;
-        for (int64_t j = 0; j < nb; j++) aw[j] = ab[j] = 0.0;
-        for (int64_t r = 0; r < rows; r++) {
-            const float *xr = x + r * C + j0, *dyr = dy + r * C + j0;
-            float m = mean[r], rs = rstd[r];
-            for (int64_t j = 0; j < nb; j++) {
-                aw[j] += (double)dyr[j] * ((xr[j] - m) * rs);
-                ab[j] += dyr[j];
-            }
-        }
-        for (int64_t j = 0; j < nb; j++) {
-            if (gw) gw[j0 + j] += (float)aw[j];
-            if (gb) gb[j0 + j] += (float)ab[j];
-        }
-    }
+    bg_cpu_norm_backward_weight(c->in[0]->data, c->dout->data, mean, rstd, rows, C,
+                                c->grads[0] ? c->grads[0]->data : NULL,
+                                c->grads[1] ? c->grads[1]->data : NULL);
     return BG_OK;
 }
 

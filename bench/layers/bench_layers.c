@@ -5,7 +5,9 @@
  * and f32 8192^3 on CUDA, OpenBLAS SGEMM 2048^3 on the CPU; and a large
  * device-to-device copy for memory bandwidth), then times F, B and W of
  * every layer kind at GPT-2-small sizes (C = 768, 12 heads, T = 1024,
- * B*T = 8192, vocab 50257; the CPU uses B*T = 512 so it ends in seconds)
+ * B*T = 8192, vocab 50257; the CPU uses B*T = 512 so it ends in seconds;
+ * the Llama kinds at the same width: rmsnorm 768, swiglu 2 x 2048;
+ * --kinds picks a subset)
  * and prints time, achieved TFLOP/s (from each kind's cost FLOPs) and GB/s
  * (estimated bytes touched), each as a fraction of the measured peak.
  * Warm-up before timing; events on the backend's stream (CUDA events on a
@@ -32,12 +34,13 @@ typedef struct bench_opts {
     int64_t B, T; /* rows = B * T */
     int iters;
     int64_t gemm_n;
+    const char *kinds; /* comma-separated kind names to time; NULL: all */
 } bench_opts_t;
 
 static void bench_usage(FILE *f)
 {
     fprintf(f, "usage: bench_layers [--device cpu|cuda] [--dtype f32|bf16] [--batch B]\n"
-               "                    [--seq T] [--iters N] [--gemm N]\n"
+               "                    [--seq T] [--iters N] [--gemm N] [--kinds K1,K2,...]\n"
                "defaults: cuda when a GPU is present (bf16, B=8, T=1024, 20 iters, GEMM 8192),\n"
                "          else cpu (f32, B=1, T=512, 3 iters, GEMM 2048)\n");
 }
@@ -72,6 +75,8 @@ static bench_opts_t bench_parse(int argc, char **argv)
             iters = atoi(v);
         else if (!strcmp(a, "--gemm"))
             gemm = atoll(v);
+        else if (!strcmp(a, "--kinds"))
+            o.kinds = v;
         else {
             fprintf(stderr, "bench_layers: unknown option %s\n", a);
             bench_usage(stderr);
@@ -425,10 +430,24 @@ static void layer_report(bench_t *b, const char *label, const char *phase, doubl
            100.0 * tf / b->gemm_peak, bw * 1e-9, 100.0 * bw / b->bw_peak);
 }
 
+/* Whether --kinds selects `kind` (always, without --kinds). */
+static bool bench_wants(const bench_t *b, const char *kind)
+{
+    if (!b->o.kinds)
+        return true;
+    size_t n = strlen(kind);
+    for (const char *p = b->o.kinds; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (!strncmp(p, kind, n) && (p[n] == ',' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
 /* Time F, B, W (those the kind has) of one layer; B before W (attention's
  * W reads what B saved). */
 static void layer_bench(bench_t *b, layer_run_t *L, const char *label, int64_t id_range)
 {
+    if (!bench_wants(b, L->spec.kind->name))
+        return;
     layer_setup(b, L, id_range);
     char what[160];
     snprintf(what, sizeof(what), "%s forward", label);
@@ -478,6 +497,11 @@ static void bench_layers_all(bench_t *b)
     L.spec.n_in = 1;
     layer_bench(b, &L, "layernorm 768", 0);
 
+    layer_init(&L, "rmsnorm", "rms");
+    layer_shape(&L.spec.in[0], BG_F32, 3, B, T, C);
+    L.spec.n_in = 1;
+    layer_bench(b, &L, "rmsnorm 768", 0);
+
     layer_init(&L, "attention", "attn");
     layer_shape(&L.spec.in[0], BG_F32, 3, B, T, C);
     L.spec.n_in = 1;
@@ -505,6 +529,12 @@ static void bench_layers_all(bench_t *b)
     layer_shape(&L.spec.in[0], BG_F32, 3, B, T, FF);
     L.spec.n_in = 1;
     layer_bench(b, &L, "relu 3072", 0);
+
+    /* Llama's feed-forward at this width: hidden 8/3 C = 2048, gate | up */
+    layer_init(&L, "swiglu", "swiglu");
+    layer_shape(&L.spec.in[0], BG_F32, 3, B, T, 2 * 2048);
+    L.spec.n_in = 1;
+    layer_bench(b, &L, "swiglu 2x2048", 0);
 
     layer_init(&L, "linear", "proj");
     layer_shape(&L.spec.in[0], BG_F32, 3, B, T, FF);

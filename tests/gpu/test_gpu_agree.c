@@ -446,6 +446,16 @@ static void gen_elementwise(ga_case_t *k, int i, uint64_t *s, int n_in)
     k->in_lo = -3.0f, k->in_hi = 3.0f;
 }
 
+/* (..., 2H): odd H, and one Llama-like width (H = 172). */
+static void gen_swiglu(ga_case_t *k, int i, uint64_t *s)
+{
+    int64_t d[3] = {PICK(s, 1, 2, 3), PICK(s, 1, 3, 33), 2 * (i == 3 ? 172 : PICK(s, 1, 5, 17))};
+    int nd = 1 + i % 3;
+    ga_shape(&k->spec.in[0], BG_F32, nd, d + 3 - nd);
+    k->spec.n_in = 1;
+    k->in_lo = -4.0f, k->in_hi = 4.0f;
+}
+
 static void gen_attention(ga_case_t *k, int i, uint64_t *s)
 {
     int64_t heads = 1 + i % 3, hs = PICK(s, 1, 4, 8, 16);
@@ -483,8 +493,10 @@ static int ga_cases(const bg_layer_kind_t *kind, uint64_t *s, ga_case_t *out)
             gen_linear(k, i, s);
         else if (!strcmp(n, "embedding"))
             gen_embedding(k, i, s);
-        else if (!strcmp(n, "layernorm"))
-            gen_layernorm(k, i, s);
+        else if (!strcmp(n, "layernorm") || !strcmp(n, "rmsnorm"))
+            gen_layernorm(k, i, s); /* same shapes and eps; rms of rows far from 0 */
+        else if (!strcmp(n, "swiglu"))
+            gen_swiglu(k, i, s);
         else if (!strcmp(n, "gelu") || !strcmp(n, "relu"))
             gen_elementwise(k, i, s, 1);
         else if (!strcmp(n, "add"))
@@ -546,7 +558,8 @@ static bool ga_data_init(ga_case_t *k, ga_data_t *D, uint64_t *s)
         /* weights ~ U(+-1.5/sqrt(fan_in)) keep activations O(1); never zeros */
         float sc = ps->ndim == 2 ? 1.5f / sqrtf((float)ps->d[1]) : 0.5f;
         bg_test_fill(D->par[j], D->n_par[j], s, -sc, sc);
-        if (!strcmp(k->spec.kind->name, "layernorm") && j == 0)
+        if ((!strcmp(k->spec.kind->name, "layernorm") || !strcmp(k->spec.kind->name, "rmsnorm")) &&
+            j == 0)
             for (int64_t e = 0; e < D->n_par[j]; e++)
                 D->par[j][e] += 1.0f;
         bg_test_fill(D->grad0[j], D->n_par[j], s, -1.0f, 1.0f);

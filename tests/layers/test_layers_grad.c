@@ -180,6 +180,16 @@ static void gen_elementwise(gc_case_t *k, int i, uint64_t *s, int n_in)
     k->spec.n_in = n_in;
 }
 
+/* (..., 2H) with H odd: gate and up halves of odd width. */
+static void gen_swiglu(gc_case_t *k, int i, uint64_t *s)
+{
+    int64_t d[3] = {PICK(s, 1, 2, 3), PICK(s, 1, 3, 5), 2 * PICK(s, 1, 3, 5, 17)};
+    int nd = 1 + i % 3;
+    gc_shape(&k->spec.in[0], BG_F32, nd, d + 3 - nd);
+    k->spec.n_in = 1;
+    k->in_scale = 3.0f; /* both tails of the sigmoid */
+}
+
 static void gen_attention(gc_case_t *k, int i, uint64_t *s)
 {
     int64_t heads = 1 + i % 3, hs = PICK(s, 1, 2, 3);
@@ -214,6 +224,8 @@ static int gc_cases(const bg_layer_kind_t *kind, uint64_t *s, gc_case_t *out)
         if (!strcmp(n, "linear")) gen_linear(k, i, s);
         else if (!strcmp(n, "embedding")) gen_embedding(k, i, s);
         else if (!strcmp(n, "layernorm")) gen_layernorm(k, i, s);
+        else if (!strcmp(n, "rmsnorm")) gen_layernorm(k, i, s); /* same shapes and eps */
+        else if (!strcmp(n, "swiglu")) gen_swiglu(k, i, s);
         else if (!strcmp(n, "gelu")) gen_elementwise(k, i, s, 1), k->in_scale = 3.0f;
         else if (!strcmp(n, "relu")) gen_elementwise(k, i, s, 1), k->in_min_abs = 0.05f;
         else if (!strcmp(n, "add")) gen_elementwise(k, i, s, 2);
