@@ -9,14 +9,19 @@
  * and only the final owner's bits travel in the allgather. So every rank
  * ends with identical bits, and runs repeat bit for bit whatever the timing.
  *
- * Must NOT: know what the buffers hold beyond dtype, block (all waits have
- * deadlines), or use tags outside kind BG_TP_KIND_COLL.
+ * Driving: a started collective registers its advance function with the
+ * point-to-point layer's progress queue (removed once it is done) and an
+ * abort hook that fails and frees it when the context is destroyed; the
+ * point-to-point layer never names this file.
  *
- * Collective tag (after kind and source):
+ * Must NOT: know what the buffers hold beyond dtype, block (all waits have
+ * deadlines), use p2p internals (only p2p.h), or send outside the
+ * collective traffic class.
+ *
+ * Collective tag (the 44 bits callers own, in class BG_TP_CLASS_COLL):
  *   [43:32] group id (hash of the rank list)  [31:20] op sequence mod 4096
  *   [19:10] step                                [9:0] segment
  */
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +31,9 @@
 #endif
 
 #include "base/rng.h"
-#include "transport/tp_internal.h"
+#include "transport/backoff.h"
+#include "transport/p2p.h"
+#include "transport/reduce.h"
 
 #define LANES 4          /* segments in flight per collective */
 #define MAX_SEGS 1024    /* the segment field is 10 bits */
@@ -59,6 +66,7 @@ struct bg_tp_coll {
     bg_status_t status;
     char err[ERRLEN];
     int waiting_on; /* rank last waited for, for timeout messages */
+    uint64_t progress_id, abort_id; /* registrations with the p2p layer */
     char *buf;
     bg_tp_mem_t mem;
     /* allreduce */
@@ -138,9 +146,18 @@ int bg_tp_group_index(const bg_tp_group_t *g) { return g->me; }
 
 static uint64_t coll_tag(const bg_tp_coll_t *c, int step, size_t seg)
 {
-    return ((uint64_t)BG_TP_KIND_COLL << 60) | ((uint64_t)(c->g->gid & 0xfffu) << 32) |
+    return ((uint64_t)(c->g->gid & 0xfffu) << 32) |
            ((uint64_t)(c->seq & 0xfffu) << 20) | ((uint64_t)((unsigned)step & 0x3ffu) << 10) |
            (uint64_t)(seg & 0x3ffu);
+}
+
+/* A finished collective needs no more progress: leave the queue (safe from
+ * inside its own callback). */
+static void coll_settle(bg_tp_coll_t *c)
+{
+    if (!c->done || !c->progress_id) return;
+    bg_tp_progress_remove(c->tp, c->progress_id);
+    c->progress_id = 0;
 }
 
 static void coll_fail(bg_tp_coll_t *c, bg_status_t st, const char *msg)
@@ -156,6 +173,7 @@ static void coll_fail(bg_tp_coll_t *c, bg_status_t st, const char *msg)
         l->busy = 0;
     }
     c->done = 1;
+    coll_settle(c);
 }
 
 /* Poll one of a lane's requests; 1 when it is finished (NULL counts). */
@@ -214,6 +232,8 @@ static void lane_tmp_free(bg_tp_coll_t *c, void *p)
 
 static void coll_free(bg_tp_coll_t *c)
 {
+    bg_tp_progress_remove(c->tp, c->progress_id);
+    bg_tp_abort_hook_remove(c->tp, c->abort_id);
     for (int i = 0; i < LANES; i++) lane_tmp_free(c, c->lanes[i].tmp);
     free(c->boff);
     free(c);
@@ -246,15 +266,61 @@ static void lane_post(bg_tp_coll_t *c, lane_t *l, int to, const void *sbuf, size
     bg_status_t st = BG_OK;
     if (from >= 0 && rbytes) {
         c->waiting_on = from;
-        st = bg_tp_recv_raw(c->tp, from, tag, rbuf, rbytes, c->mem, &l->rreq);
+        st = bg_tp_recv_raw(c->tp, BG_TP_CLASS_COLL, from, tag, rbuf, rbytes, c->mem, &l->rreq);
     }
     if (st == BG_OK && to >= 0 && sbytes)
-        st = bg_tp_send_raw(c->tp, to, tag, sbuf, sbytes, c->mem, &l->sreq);
+        st = bg_tp_send_raw(c->tp, BG_TP_CLASS_COLL, to, tag, sbuf, sbytes, c->mem, &l->sreq);
     if (st != BG_OK) {
         char msg[ERRLEN];
         snprintf(msg, sizeof(msg), "%s: %s", kind_name(c->kind), bg_last_error());
         coll_fail(c, st, msg);
     }
+}
+
+/* ---------------- driving ---------------- */
+
+static int ar_advance(bg_tp_coll_t *c);
+static int bc_advance(bg_tp_coll_t *c);
+static int ba_advance(bg_tp_coll_t *c);
+
+/* Progress callback: advance one collective; 1 if it moved. */
+static int coll_progress_cb(void *arg)
+{
+    bg_tp_coll_t *c = arg;
+    int moved = 0;
+    if (!c->done) {
+        switch (c->kind) {
+        case COLL_ALLREDUCE: moved = ar_advance(c); break;
+        case COLL_BCAST: moved = bc_advance(c); break;
+        case COLL_BARRIER: moved = ba_advance(c); break;
+        }
+    }
+    coll_settle(c);
+    return moved;
+}
+
+/* Abort hook: the context is going away; the handle dies with it. */
+static int coll_abort_cb(void *arg)
+{
+    bg_tp_coll_t *c = arg;
+    coll_fail(c, BG_ERR_CANCELED, "transport context destroyed");
+    coll_free(c);
+    return 0;
+}
+
+/* Hook a new collective into the p2p layer: progress while not done, and
+ * abort at teardown. BG_ERR_NOMEM leaves nothing registered. */
+static bg_status_t coll_register(bg_tp_coll_t *c)
+{
+    bg_status_t st = bg_tp_abort_hook_add(c->tp, coll_abort_cb, c, &c->abort_id);
+    if (st != BG_OK) return st;
+    if (c->done) return BG_OK;
+    st = bg_tp_progress_add(c->tp, coll_progress_cb, c, &c->progress_id);
+    if (st != BG_OK) {
+        bg_tp_abort_hook_remove(c->tp, c->abort_id);
+        c->abort_id = 0;
+    }
+    return st;
 }
 
 /* ---------------- allreduce ---------------- */
@@ -391,8 +457,10 @@ bg_status_t bg_tp_allreduce_start(bg_tp_group_t *g, void *buf, size_t count,
         if (st != BG_OK) goto err_coll;
     }
     if (c->nseg == 0) c->done = 1;
-    bg_tp_coll_link(g->tp, c);
+    st = coll_register(c);
+    if (st != BG_OK) goto err_coll;
     ar_advance(c);
+    coll_settle(c);
     *out = c;
     return BG_OK;
 
@@ -465,8 +533,13 @@ bg_status_t bg_tp_bcast_start(bg_tp_group_t *g, void *buf, size_t len, int root,
     if (c->seg_bytes * MAX_SEGS < len) c->seg_bytes = (len + MAX_SEGS - 1) / MAX_SEGS;
     c->nseg = g->n == 1 || len == 0 ? 0 : (len + c->seg_bytes - 1) / c->seg_bytes;
     if (c->nseg == 0) c->done = 1;
-    bg_tp_coll_link(g->tp, c);
+    st = coll_register(c);
+    if (st != BG_OK) {
+        coll_free(c);
+        return st;
+    }
     bc_advance(c);
+    coll_settle(c);
     *out = c;
     return BG_OK;
 }
@@ -508,32 +581,22 @@ bg_status_t bg_tp_barrier_start(bg_tp_group_t *g, bg_tp_coll_t **out)
     bg_status_t st = coll_new(g, COLL_BARRIER, NULL, BG_TP_MEM_HOST, &c);
     if (st != BG_OK) return st;
     while ((1 << c->nsteps) < g->n) c->nsteps++;
-    if (c->nsteps == 0) {
-        c->done = 1;
-    } else {
-        ba_post(c, &c->lanes[0]);
+    if (c->nsteps == 0) c->done = 1;
+    st = coll_register(c);
+    if (st != BG_OK) {
+        coll_free(c);
+        return st;
     }
-    bg_tp_coll_link(g->tp, c);
+    if (!c->done) ba_post(c, &c->lanes[0]);
+    coll_settle(c);
     *out = c;
     return BG_OK;
 }
 
-/* ---------------- driving ---------------- */
-
-int bg_tp_coll_advance(bg_tp_coll_t *c)
-{
-    if (c->done) return 0;
-    switch (c->kind) {
-    case COLL_ALLREDUCE: return ar_advance(c);
-    case COLL_BCAST: return bc_advance(c);
-    case COLL_BARRIER: return ba_advance(c);
-    }
-    return 0;
-}
+/* ---------------- waiting ---------------- */
 
 static bg_status_t coll_finish(bg_tp_coll_t *c)
 {
-    bg_tp_coll_unlink(c->tp, c);
     bg_status_t st = c->status;
     if (st != BG_OK) bg_errorf(st, "rank %d: %s", bg_tp_rank(c->tp), c->err);
     coll_free(c);
@@ -560,7 +623,7 @@ bg_status_t bg_tp_coll_wait(bg_tp_coll_t *c, double timeout_s)
         if (c->done) return coll_finish(c);
         idle = moved ? 0 : idle + 1;
         if ((it & 255) == 0) {
-            if (bg_tp_now() >= deadline) {
+            if (bg_now_s() >= deadline) {
                 char msg[ERRLEN];
                 snprintf(msg, sizeof(msg),
                          "%s #%u over a group of %d timed out after %.1f s (%zu of %zu segments "
@@ -572,16 +635,6 @@ bg_status_t bg_tp_coll_wait(bg_tp_coll_t *c, double timeout_s)
             }
         }
         bg_tp_backoff(idle);
-    }
-}
-
-void bg_tp_coll_abort_all(bg_tp_t *tp)
-{
-    /* coll_finish unlinks, so the list shrinks each round. */
-    bg_tp_coll_t *c = NULL;
-    while ((c = bg_tp_coll_last(tp))) {
-        coll_fail(c, BG_ERR_CANCELED, "transport context destroyed");
-        coll_finish(c);
     }
 }
 
