@@ -1,9 +1,8 @@
 /*
  * transport/context.c -- the transport context: configuration, joining
- * (store, UCX, address exchange) and leaving, bg_tp_progress, and the two
- * callback queues through which the layers above point-to-point are
- * driven (progress) and failed (abort hooks at teardown) without this
- * layer naming them.
+ * (store, UCX, address exchange) and leaving, and the abort hooks through
+ * which the layers above point-to-point are failed at teardown without
+ * this layer naming them (their progress callbacks: request.c).
  *
  * Must NOT: call coll.c (collectives register callbacks), interpret bytes,
  * exit, or leave without the goodbye that tells the store this rank did not
@@ -54,17 +53,7 @@ bg_status_t bg_tp_config_from_env(bg_tp_config_t *out)
     return BG_OK;
 }
 
-/* ---------------- callbacks of the layers above ---------------- */
-
-bg_status_t bg_tp_progress_add(bg_tp_t *tp, bg_tp_cb_fn fn, void *arg, uint64_t *id)
-{
-    return bg_tp_cbq_add(&tp->progress_q, fn, arg, "transport progress", id);
-}
-
-void bg_tp_progress_remove(bg_tp_t *tp, uint64_t id)
-{
-    bg_tp_cbq_remove(&tp->progress_q, id);
-}
+/* ---------------- teardown hooks of the layers above ---------------- */
 
 bg_status_t bg_tp_abort_hook_add(bg_tp_t *tp, bg_tp_cb_fn fn, void *arg, uint64_t *id)
 {
@@ -74,16 +63,6 @@ bg_status_t bg_tp_abort_hook_add(bg_tp_t *tp, bg_tp_cb_fn fn, void *arg, uint64_
 void bg_tp_abort_hook_remove(bg_tp_t *tp, uint64_t id)
 {
     bg_tp_cbq_remove(&tp->abort_q, id);
-}
-
-int bg_tp_progress(bg_tp_t *tp)
-{
-    if (bg_tp_failures_pending(tp)) bg_tp_check_failures(tp);
-    int moved = ucp_worker_progress(tp->worker) != 0;
-    moved |= bg_tp_reqs_progress(tp);
-    moved |= bg_tp_cbq_dispatch(&tp->progress_q);
-    if (tp->zombies) bg_tp_reqs_reap(tp);
-    return moved;
 }
 
 /* ---------------- create / destroy ---------------- */

@@ -2,8 +2,9 @@
  * transport/p2p_int.h -- the point-to-point layer's own state, shared by its
  * three files and nobody else:
  *
- *   context.c   create / destroy, config, progress, callback queues
- *     -> request.c   requests, chunks, staging steps, peer failures
+ *   context.c   create / destroy, config, abort hooks
+ *     -> request.c   requests, chunks, staging steps, peer failures,
+ *                    bg_tp_progress and its callback queue
  *       -> ucx.c       UCX context and worker, endpoints, registered memory
  *
  * (an arrow: calls into). Below them staging.h and backoff.h; beside them
@@ -120,10 +121,6 @@ struct bg_tp {
 void bg_tp_check_failures(bg_tp_t *tp);
 /* Cheap test whether bg_tp_check_failures has anything to do. */
 int bg_tp_failures_pending(bg_tp_t *tp);
-/* Advance the copy queue and every active request; 1 if anything moved. */
-int bg_tp_reqs_progress(bg_tp_t *tp);
-/* Free requests whose UCX callbacks have all come. */
-void bg_tp_reqs_reap(bg_tp_t *tp);
 /* Teardown, after the worker is gone: put back zombies' staging buffers
  * and free every request. */
 void bg_tp_reqs_fini(bg_tp_t *tp);

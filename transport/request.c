@@ -8,8 +8,11 @@
  * above them (traffic class, sender rank). That layout is this file's
  * business alone; everyone else passes a class and a 44-bit tag.
  *
+ * bg_tp_progress lives here too: UCX, the copy queue, active requests, then
+ * the progress callbacks of the layers above (collectives).
+ *
  * Must NOT: interpret the bytes, call the layers above (they hook in through
- * the callback queues in context.c), spin without a deadline, or reuse a
+ * the progress callback queue), spin without a deadline, or reuse a
  * staging buffer or slot UCX may still write to.
  */
 #include <assert.h>
@@ -448,7 +451,7 @@ static void req_release(bg_tp_t *tp, req_t *r)
     tp->free_reqs = r;
 }
 
-void bg_tp_reqs_reap(bg_tp_t *tp)
+static void reqs_reap(bg_tp_t *tp)
 {
     for (req_t *r = tp->zombies, *nx; r; r = nx) {
         nx = r->lnext;
@@ -577,13 +580,32 @@ bg_status_t bg_tp_req_poll(bg_tp_t *tp, bg_tp_req_t *r, int *done)
     return st;
 }
 
-int bg_tp_reqs_progress(bg_tp_t *tp)
+/* ---------------- progress ---------------- */
+
+bg_status_t bg_tp_progress_add(bg_tp_t *tp, bg_tp_cb_fn fn, void *arg, uint64_t *id)
 {
-    int moved = bg_tp_stage_queued(&tp->stage) ? drain_copy_queue(tp) : 0;
+    return bg_tp_cbq_add(&tp->progress_q, fn, arg, "transport progress", id);
+}
+
+void bg_tp_progress_remove(bg_tp_t *tp, uint64_t id)
+{
+    bg_tp_cbq_remove(&tp->progress_q, id);
+}
+
+/* Order: failures first (so nothing advances towards a dead peer), UCX,
+ * the copy queue and active requests, then the layers above, which see
+ * the requests' newest state. */
+int bg_tp_progress(bg_tp_t *tp)
+{
+    if (bg_tp_failures_pending(tp)) bg_tp_check_failures(tp);
+    int moved = ucp_worker_progress(tp->worker) != 0;
+    if (bg_tp_stage_queued(&tp->stage)) moved |= drain_copy_queue(tp);
     for (req_t *r = tp->active, *nx; r; r = nx) {
         nx = r->anext;
         moved |= req_advance(tp, r);
     }
+    moved |= bg_tp_cbq_dispatch(&tp->progress_q);
+    if (tp->zombies) reqs_reap(tp);
     return moved;
 }
 
