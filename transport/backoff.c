@@ -21,7 +21,8 @@ static struct timespec to_timespec(double t)
     /* t >= 0 always (monotonic seconds or a duration): truncation floors. */
     ts.tv_sec = (time_t)t;
     ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
-    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    if (ts.tv_nsec >= 1000000000L)
+        ts.tv_sec++, ts.tv_nsec -= 1000000000L;
     return ts;
 }
 
@@ -32,7 +33,8 @@ void bg_tp_backoff(unsigned idle)
         const char *e = getenv("BRIGADE_TP_SPIN");
         spin = e && atoi(e) > 0 ? (unsigned)atoi(e) : 4096;
     }
-    if (idle < spin) return;
+    if (idle < spin)
+        return;
     if (idle < 2 * spin) {
         sched_yield();
         return;
@@ -42,7 +44,8 @@ void bg_tp_backoff(unsigned idle)
 
 void bg_tp_pause(double seconds)
 {
-    if (seconds <= 0) return;
+    if (seconds <= 0)
+        return;
     struct timespec ts = to_timespec(seconds);
     nanosleep(&ts, NULL);
 }
@@ -51,10 +54,12 @@ int bg_tp_cond_init(pthread_cond_t *cv)
 {
     pthread_condattr_t a;
     int rc = pthread_condattr_init(&a);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     /* base/clock.h's clock, so deadlines computed with bg_now_s apply as is. */
     rc = pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    if (!rc) rc = pthread_cond_init(cv, &a);
+    if (!rc)
+        rc = pthread_cond_init(cv, &a);
     pthread_condattr_destroy(&a);
     return rc;
 }
@@ -62,7 +67,8 @@ int bg_tp_cond_init(pthread_cond_t *cv)
 void bg_tp_cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu, double deadline, double slice_s)
 {
     double until = bg_now_s() + slice_s;
-    if (deadline < until) until = deadline;
+    if (deadline < until)
+        until = deadline;
     struct timespec ts = to_timespec(until);
     pthread_cond_timedwait(cv, mu, &ts);
 }

@@ -27,16 +27,17 @@ void bg_tp_cbq_fini(bg_tp_cbq_t *q)
 
 static void compact(bg_tp_cbq_t *q)
 {
-    if (q->depth || !q->removed) return;
+    if (q->depth || !q->removed)
+        return;
     size_t k = 0;
     for (size_t i = 0; i < q->n; i++)
-        if (q->cb[i].fn) q->cb[k++] = q->cb[i];
+        if (q->cb[i].fn)
+            q->cb[k++] = q->cb[i];
     q->n = k;
     q->removed = 0;
 }
 
-bg_status_t bg_tp_cbq_add(bg_tp_cbq_t *q, bg_tp_cb_fn fn, void *arg, const char *what,
-                          uint64_t *id)
+bg_status_t bg_tp_cbq_add(bg_tp_cbq_t *q, bg_tp_cb_fn fn, void *arg, const char *what, uint64_t *id)
 {
     compact(q);
     if (bg_grow(&q->cb, &q->cap, q->n + 1, sizeof(*q->cb)) != 0)
@@ -55,10 +56,13 @@ void bg_tp_cbq_remove(bg_tp_cbq_t *q, uint64_t id)
     size_t lo = 0, hi = q->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (q->cb[mid].id < id) lo = mid + 1;
-        else hi = mid;
+        if (q->cb[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
-    if (!id || lo == q->n || q->cb[lo].id != id || !q->cb[lo].fn) return;
+    if (!id || lo == q->n || q->cb[lo].id != id || !q->cb[lo].fn)
+        return;
     q->cb[lo].fn = NULL;
     q->removed++;
     compact(q);
@@ -66,14 +70,16 @@ void bg_tp_cbq_remove(bg_tp_cbq_t *q, uint64_t id)
 
 int bg_tp_cbq_dispatch(bg_tp_cbq_t *q)
 {
-    if (q->n == q->removed) return 0;
+    if (q->n == q->removed)
+        return 0;
     int moved = 0;
     size_t n = q->n; /* entries added meanwhile wait for the next round */
     q->depth++;
     for (size_t i = 0; i < n; i++) {
         /* Re-read every time: a callback may have cleared this entry. */
         bg_tp_cb_fn fn = q->cb[i].fn;
-        if (fn) moved |= fn(q->cb[i].arg) != 0;
+        if (fn)
+            moved |= fn(q->cb[i].arg) != 0;
     }
     q->depth--;
     compact(q);

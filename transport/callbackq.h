@@ -32,9 +32,9 @@ typedef struct {
 typedef struct {
     bg_tp_cb_t *cb; /* ascending ids: the order of adding */
     size_t n, cap;
-    size_t removed;  /* entries with fn == NULL */
+    size_t removed; /* entries with fn == NULL */
     uint64_t next_id;
-    int depth;       /* dispatches running (callbacks may progress again) */
+    int depth; /* dispatches running (callbacks may progress again) */
 } bg_tp_cbq_t;
 
 /* An empty queue; zeroed memory is one too. */

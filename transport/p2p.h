@@ -27,8 +27,8 @@ typedef enum {
 
 /* Like bg_tp_send / bg_tp_recv in traffic class `cls` (tags up to
  * BG_TP_TAG_MAX, wider ones refused with BG_ERR_INVALID). */
-bg_status_t bg_tp_send_raw(bg_tp_t *tp, bg_tp_class_t cls, int peer, uint64_t tag,
-                           const void *buf, size_t len, bg_tp_mem_t mem, bg_tp_req_t **req);
+bg_status_t bg_tp_send_raw(bg_tp_t *tp, bg_tp_class_t cls, int peer, uint64_t tag, const void *buf,
+                           size_t len, bg_tp_mem_t mem, bg_tp_req_t **req);
 bg_status_t bg_tp_recv_raw(bg_tp_t *tp, bg_tp_class_t cls, int peer, uint64_t tag, void *buf,
                            size_t len, bg_tp_mem_t mem, bg_tp_req_t **req);
 /* bg_tp_test without progressing UCX: for callers inside progress. */

@@ -39,14 +39,16 @@ bg_status_t bg_tp_rdv_join(bg_tp_rdv_t *rv, const bg_tp_bootstrap_t *b, double t
             addr = "127.0.0.1";
         }
     }
-    bg_status_t st = bg_tp_store_connect(addr, b->master_port, b->rank, b->world_size, timeout_s,
-                                         &rv->store);
+    bg_status_t st =
+        bg_tp_store_connect(addr, b->master_port, b->rank, b->world_size, timeout_s, &rv->store);
     if (st != BG_OK) {
-        if (rv->server) bg_tp_server_destroy(rv->server);
+        if (rv->server)
+            bg_tp_server_destroy(rv->server);
         rv->server = NULL;
         return st;
     }
-    if (!b->store_external) bg_tp_store_set_host_rank0(rv->store, 1);
+    if (!b->store_external)
+        bg_tp_store_set_host_rank0(rv->store, 1);
     return BG_OK;
 }
 
@@ -56,7 +58,8 @@ static bg_status_t publish(bg_tp_rdv_t *rv, const void *addr, size_t addrlen, ui
     char key[64];
     size_t reclen = sizeof(addr_hdr_t) + addrlen;
     char *rec = calloc(1, reclen);
-    if (!rec) return bg_errorf(BG_ERR_NOMEM, "rank %d: out of memory", rv->rank);
+    if (!rec)
+        return bg_errorf(BG_ERR_NOMEM, "rank %d: out of memory", rv->rank);
     addr_hdr_t *h = (addr_hdr_t *)rec;
     h->chunk = chunk;
     memcpy(h->host, host, sizeof(h->host));
@@ -68,8 +71,8 @@ static bg_status_t publish(bg_tp_rdv_t *rv, const void *addr, size_t addrlen, ui
 }
 
 /* Turn rank r's record (len bytes in buf) into out[r]. */
-static bg_status_t take_record(bg_tp_rdv_t *rv, int r, const char *buf, size_t len,
-                               uint64_t chunk, const char *host, bg_tp_rdv_peer_t *out)
+static bg_status_t take_record(bg_tp_rdv_t *rv, int r, const char *buf, size_t len, uint64_t chunk,
+                               const char *host, bg_tp_rdv_peer_t *out)
 {
     if (len < sizeof(addr_hdr_t))
         return bg_errorf(BG_ERR_INTERNAL, "rank %d: address record of rank %d is %zu bytes",
@@ -83,7 +86,8 @@ static bg_status_t take_record(bg_tp_rdv_t *rv, int r, const char *buf, size_t l
                          rv->rank, r, (unsigned long long)ph.chunk, (unsigned long long)chunk);
     out->addrlen = len - sizeof(ph);
     out->addr = malloc(out->addrlen ? out->addrlen : 1);
-    if (!out->addr) return bg_errorf(BG_ERR_NOMEM, "rank %d: out of memory", rv->rank);
+    if (!out->addr)
+        return bg_errorf(BG_ERR_NOMEM, "rank %d: out of memory", rv->rank);
     memcpy(out->addr, buf + sizeof(ph), out->addrlen);
     ph.host[sizeof(ph.host) - 1] = '\0';
     out->same_host = !strcmp(ph.host, host);
@@ -96,9 +100,11 @@ bg_status_t bg_tp_rdv_exchange(bg_tp_rdv_t *rv, const void *addr, size_t addrlen
     char key[64], host[64] = "";
     gethostname(host, sizeof(host) - 1);
     bg_status_t st = publish(rv, addr, addrlen, chunk, host);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     st = bg_tp_store_barrier(rv->store, "bg/tp/init", rv->timeout_s);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     size_t cap = 1 << 16;
     char *buf = malloc(cap);
     bg_tp_rdv_peer_t *peers = calloc((size_t)rv->world, sizeof(*peers));
@@ -112,7 +118,8 @@ bg_status_t bg_tp_rdv_exchange(bg_tp_rdv_t *rv, const void *addr, size_t addrlen
         size_t len;
         snprintf(key, sizeof(key), "bg/tp/addr/%d", r);
         st = bg_tp_store_get(rv->store, key, buf, cap, rv->timeout_s, &len);
-        if (st == BG_OK) st = take_record(rv, r, buf, len, chunk, host, &peers[r]);
+        if (st == BG_OK)
+            st = take_record(rv, r, buf, len, chunk, host, &peers[r]);
     }
     free(buf);
     if (st != BG_OK) {
@@ -125,8 +132,10 @@ bg_status_t bg_tp_rdv_exchange(bg_tp_rdv_t *rv, const void *addr, size_t addrlen
 
 void bg_tp_rdv_peers_free(bg_tp_rdv_peer_t *peers, int world)
 {
-    if (!peers) return;
-    for (int r = 0; r < world; r++) free(peers[r].addr);
+    if (!peers)
+        return;
+    for (int r = 0; r < world; r++)
+        free(peers[r].addr);
     free(peers);
 }
 
@@ -142,7 +151,8 @@ bg_status_t bg_tp_rdv_leave(bg_tp_rdv_t *rv, int failed)
     rv->store = NULL;
     if (rv->server) {
         bg_status_t st = bg_tp_server_wait(rv->server, rv->timeout_s);
-        if (st != BG_OK && !failed) first = st;
+        if (st != BG_OK && !failed)
+            first = st;
         bg_tp_server_destroy(rv->server);
         rv->server = NULL;
     }
@@ -153,6 +163,7 @@ void bg_tp_rdv_abandon(bg_tp_rdv_t *rv)
 {
     bg_tp_store_close(rv->store);
     rv->store = NULL;
-    if (rv->server) bg_tp_server_destroy(rv->server);
+    if (rv->server)
+        bg_tp_server_destroy(rv->server);
     rv->server = NULL;
 }

@@ -45,35 +45,45 @@ static void list_push(req_t **head, req_t *r)
 {
     r->lprev = NULL;
     r->lnext = *head;
-    if (*head) (*head)->lprev = r;
+    if (*head)
+        (*head)->lprev = r;
     *head = r;
 }
 
 static void list_del(req_t **head, req_t *r)
 {
-    if (r->lprev) r->lprev->lnext = r->lnext;
-    else *head = r->lnext;
-    if (r->lnext) r->lnext->lprev = r->lprev;
+    if (r->lprev)
+        r->lprev->lnext = r->lnext;
+    else
+        *head = r->lnext;
+    if (r->lnext)
+        r->lnext->lprev = r->lprev;
     r->lnext = r->lprev = NULL;
 }
 
 static void active_add(bg_tp_t *tp, req_t *r)
 {
-    if (r->on_active) return;
+    if (r->on_active)
+        return;
     r->on_active = 1;
     r->aprev = NULL;
     r->anext = tp->active;
-    if (tp->active) tp->active->aprev = r;
+    if (tp->active)
+        tp->active->aprev = r;
     tp->active = r;
 }
 
 static void active_del(bg_tp_t *tp, req_t *r)
 {
-    if (!r->on_active) return;
+    if (!r->on_active)
+        return;
     r->on_active = 0;
-    if (r->aprev) r->aprev->anext = r->anext;
-    else tp->active = r->anext;
-    if (r->anext) r->anext->aprev = r->aprev;
+    if (r->aprev)
+        r->aprev->anext = r->anext;
+    else
+        tp->active = r->anext;
+    if (r->anext)
+        r->anext->aprev = r->aprev;
     r->anext = r->aprev = NULL;
 }
 
@@ -90,14 +100,15 @@ static void req_cancel_wire(bg_tp_t *tp, req_t *r)
 
 static void describe(const req_t *r, char *out, size_t cap)
 {
-    snprintf(out, cap, "%s rank %d (tag 0x%016llx, %zu bytes)", r->is_send ? "send to" : "recv from",
-             r->peer, (unsigned long long)r->tag, r->len);
+    snprintf(out, cap, "%s rank %d (tag 0x%016llx, %zu bytes)",
+             r->is_send ? "send to" : "recv from", r->peer, (unsigned long long)r->tag, r->len);
 }
 
 /* Record the first failure of a request and stop it from starting chunks. */
 static void req_fail(bg_tp_t *tp, req_t *r, bg_status_t st, const char *why)
 {
-    if (r->status != BG_OK) return;
+    if (r->status != BG_OK)
+        return;
     char d[160];
     describe(r, d, sizeof(d));
     r->status = st;
@@ -108,7 +119,8 @@ static void req_fail(bg_tp_t *tp, req_t *r, bg_status_t st, const char *why)
 static void peer_fail(bg_tp_t *tp, int rank, const char *why)
 {
     peer_t *p = &tp->peers[rank];
-    if (p->dead) return;
+    if (p->dead)
+        return;
     p->dead = 1;
     snprintf(p->why, sizeof(p->why), "%s", why);
     bg_log(BG_LOG_INFO, "transport rank %d: peer rank %d failed: %s", tp->rank, rank, why);
@@ -156,7 +168,8 @@ void bg_tp_check_failures(bg_tp_t *tp)
 
 static int req_finished(const req_t *r)
 {
-    if (r->status != BG_OK) return r->inflight == 0 || r->abandoned;
+    if (r->status != BG_OK)
+        return r->inflight == 0 || r->abandoned;
     return r->ndone == r->nchunks;
 }
 
@@ -173,11 +186,12 @@ static void chunk_fail(req_t *r, slot_t *s, ucs_status_t us)
 {
     char why[160];
     if (us == UCS_ERR_MESSAGE_TRUNCATED)
-        snprintf(why, sizeof(why), "message length mismatch in chunk %zu (got %zu bytes)",
-                 s->chunk, (size_t)s->info.length);
+        snprintf(why, sizeof(why), "message length mismatch in chunk %zu (got %zu bytes)", s->chunk,
+                 (size_t)s->info.length);
     else
         snprintf(why, sizeof(why), "UCX: %s in chunk %zu", ucs_status_string(us), s->chunk);
-    if (r->status == BG_OK) r->ucx_io = us != UCS_ERR_CANCELED && us != UCS_ERR_MESSAGE_TRUNCATED;
+    if (r->status == BG_OK)
+        r->ucx_io = us != UCS_ERR_CANCELED && us != UCS_ERR_MESSAGE_TRUNCATED;
     req_fail(r->tp, r, us == UCS_ERR_CANCELED ? BG_ERR_CANCELED : BG_ERR_UCX, why);
 }
 
@@ -189,12 +203,16 @@ static void wire_done(slot_t *s, ucs_status_t status)
     s->ucx_done = 1;
     s->ucx_status = status;
     r->inflight--;
-    if (r->staged) return;
+    if (r->staged)
+        return;
     if (status == UCS_OK && !r->is_send && s->info.length != chunk_len(r, s->chunk))
         status = UCS_ERR_MESSAGE_TRUNCATED;
-    if (status != UCS_OK) chunk_fail(r, s, status);
-    else r->ndone++;
-    if (s->ucx) ucp_request_free(s->ucx);
+    if (status != UCS_OK)
+        chunk_fail(r, s, status);
+    else
+        r->ndone++;
+    if (s->ucx)
+        ucp_request_free(s->ucx);
     s->ucx = NULL;
     s->state = SLOT_FREE;
 }
@@ -205,12 +223,12 @@ static void send_cb(void *ucxreq, ucs_status_t status, void *user)
     wire_done(user, status);
 }
 
-static void recv_cb(void *ucxreq, ucs_status_t status, const ucp_tag_recv_info_t *info,
-                    void *user)
+static void recv_cb(void *ucxreq, ucs_status_t status, const ucp_tag_recv_info_t *info, void *user)
 {
     (void)ucxreq;
     slot_t *s = user;
-    if (info) s->info = *info;
+    if (info)
+        s->info = *info;
     wire_done(s, status);
 }
 
@@ -276,7 +294,8 @@ static void post_wire(bg_tp_t *tp, req_t *r, slot_t *s, void *ptr, size_t n, ucp
 
 static void slot_release(bg_tp_t *tp, slot_t *s)
 {
-    if (s->sb) bg_tp_stage_put(&tp->stage, s->sb);
+    if (s->sb)
+        bg_tp_stage_put(&tp->stage, s->sb);
     s->sb = NULL;
     s->state = SLOT_FREE;
 }
@@ -286,9 +305,11 @@ static int staged_wire_done(bg_tp_t *tp, req_t *r, slot_t *s)
 {
     size_t n = chunk_len(r, s->chunk);
     ucs_status_t us = s->ucx_status;
-    if (s->ucx) ucp_request_free(s->ucx);
+    if (s->ucx)
+        ucp_request_free(s->ucx);
     s->ucx = NULL;
-    if (us == UCS_OK && !r->is_send && s->info.length != n) us = UCS_ERR_MESSAGE_TRUNCATED;
+    if (us == UCS_OK && !r->is_send && s->info.length != n)
+        us = UCS_ERR_MESSAGE_TRUNCATED;
     if (us != UCS_OK) {
         chunk_fail(r, s, us);
         slot_release(tp, s);
@@ -296,7 +317,8 @@ static int staged_wire_done(bg_tp_t *tp, req_t *r, slot_t *s)
     }
     if (r->is_send || r->status != BG_OK) {
         slot_release(tp, s);
-        if (r->status == BG_OK) r->ndone++;
+        if (r->status == BG_OK)
+            r->ndone++;
         return 1;
     }
     char err[BG_TP_ERRLEN] = "";
@@ -316,18 +338,24 @@ static int staged_wire_done(bg_tp_t *tp, req_t *r, slot_t *s)
 static int staged_step(bg_tp_t *tp, req_t *r, slot_t *s)
 {
     switch (s->state) {
-    case SLOT_COPY_IN: return 0; /* the copy queue puts it on the wire */
-    case SLOT_WIRE: return s->ucx_done ? staged_wire_done(tp, r, s) : 0;
+    case SLOT_COPY_IN:
+        return 0; /* the copy queue puts it on the wire */
+    case SLOT_WIRE:
+        return s->ucx_done ? staged_wire_done(tp, r, s) : 0;
     case SLOT_COPY_OUT: {
         char err[BG_TP_ERRLEN] = "";
         int d = bg_tp_stage_copy_done(s->sb, err, sizeof(err));
-        if (d == 0) return 0;
-        if (d < 0) req_fail(tp, r, BG_ERR_CUDA, err);
-        else r->ndone++;
+        if (d == 0)
+            return 0;
+        if (d < 0)
+            req_fail(tp, r, BG_ERR_CUDA, err);
+        else
+            r->ndone++;
         slot_release(tp, s);
         return 1;
     }
-    default: return 0;
+    default:
+        return 0;
     }
 }
 
@@ -349,11 +377,12 @@ static void start_chunk(bg_tp_t *tp, req_t *r, slot_t *s, size_t c)
     }
     if (!r->is_send) {
         post_wire(tp, r, s, s->sb->ptr, n, s->sb->memh, 0);
-        if (s->state == SLOT_FREE && !s->ucx_done) slot_release(tp, s); /* failed to post */
+        if (s->state == SLOT_FREE && !s->ucx_done)
+            slot_release(tp, s); /* failed to post */
         return;
     }
-    st = bg_tp_stage_copy(&tp->stage, s->sb, s->sb->ptr, user, n, 1, r->mem == BG_TP_MEM_HOST,
-                          err, sizeof(err));
+    st = bg_tp_stage_copy(&tp->stage, s->sb, s->sb->ptr, user, n, 1, r->mem == BG_TP_MEM_HOST, err,
+                          sizeof(err));
     if (st != BG_OK) {
         req_fail(tp, r, st, err);
         slot_release(tp, s);
@@ -371,12 +400,15 @@ static int drain_copy_queue(bg_tp_t *tp)
         char err[BG_TP_ERRLEN] = "";
         int ok = 0;
         bg_tp_stage_buf_t *b = bg_tp_stage_next_ready(&tp->stage, &ok, err, sizeof(err));
-        if (!b) break;
+        if (!b)
+            break;
         moved = 1;
         slot_t *s = b->owner;
         req_t *r = s->req;
-        if (!ok) req_fail(tp, r, BG_ERR_CUDA, err);
-        else post_wire(tp, r, s, b->ptr, chunk_len(r, s->chunk), b->memh, 0);
+        if (!ok)
+            req_fail(tp, r, BG_ERR_CUDA, err);
+        else
+            post_wire(tp, r, s, b->ptr, chunk_len(r, s->chunk), b->memh, 0);
     }
     return moved;
 }
@@ -391,7 +423,8 @@ static int req_advance(bg_tp_t *tp, req_t *r)
         size_t lo = r->next_chunk > (size_t)r->nslots ? r->next_chunk - (size_t)r->nslots : 0;
         for (size_t c = lo; c < r->next_chunk; c++) {
             slot_t *s = &r->slots[c % (size_t)r->nslots];
-            if (s->chunk == c) moved |= staged_step(tp, r, s);
+            if (s->chunk == c)
+                moved |= staged_step(tp, r, s);
         }
         /* A failed staged request still owns buffers in flight: release
          * those whose wire part is over so the request can finish. */
@@ -402,12 +435,14 @@ static int req_advance(bg_tp_t *tp, req_t *r)
     }
     while (r->status == BG_OK && r->next_chunk < r->nchunks) {
         slot_t *s = &r->slots[r->next_chunk % (size_t)r->nslots];
-        if (s->state != SLOT_FREE) break;
+        if (s->state != SLOT_FREE)
+            break;
         start_chunk(tp, r, s, r->next_chunk);
         r->next_chunk++;
         moved = 1;
     }
-    if (r->staged && r->is_send && bg_tp_stage_queued(&tp->stage)) moved |= drain_copy_queue(tp);
+    if (r->staged && r->is_send && bg_tp_stage_queued(&tp->stage))
+        moved |= drain_copy_queue(tp);
     if ((r->next_chunk >= r->nchunks && !r->staged && r->status == BG_OK) || req_finished(r))
         active_del(tp, r);
     return moved;
@@ -416,9 +451,12 @@ static int req_advance(bg_tp_t *tp, req_t *r)
 static req_t *req_alloc(bg_tp_t *tp)
 {
     req_t *r = tp->free_reqs;
-    if (r) tp->free_reqs = r->lnext;
-    else r = malloc(sizeof(*r));
-    if (!r) return NULL;
+    if (r)
+        tp->free_reqs = r->lnext;
+    else
+        r = malloc(sizeof(*r));
+    if (!r)
+        return NULL;
     /* Only the header needs clearing: slots are set up as chunks start. */
     memset(r, 0, offsetof(req_t, slots));
     return r;
@@ -428,9 +466,11 @@ static void req_free_slots(bg_tp_t *tp, req_t *r)
 {
     for (int i = 0; i < r->nslots; i++) {
         slot_t *s = &r->slots[i];
-        if (s->ucx) ucp_request_free(s->ucx);
+        if (s->ucx)
+            ucp_request_free(s->ucx);
         s->ucx = NULL;
-        if (s->sb) bg_tp_stage_put(&tp->stage, s->sb);
+        if (s->sb)
+            bg_tp_stage_put(&tp->stage, s->sb);
         s->sb = NULL;
     }
 }
@@ -455,7 +495,8 @@ static void reqs_reap(bg_tp_t *tp)
 {
     for (req_t *r = tp->zombies, *nx; r; r = nx) {
         nx = r->lnext;
-        if (r->inflight > 0) continue;
+        if (r->inflight > 0)
+            continue;
         list_del(&tp->zombies, r);
         req_free_slots(tp, r);
         r->lnext = tp->free_reqs;
@@ -478,7 +519,8 @@ static void req_init(bg_tp_t *tp, req_t *r, int is_send, int peer, uint64_t wtag
                 (mem == BG_TP_MEM_HOST && tp->stage_host);
     r->nchunks = len ? (len + tp->chunk - 1) / tp->chunk : 1;
     r->nslots = r->staged ? tp->stage_depth : BG_TP_SLOTS_MAX;
-    if ((size_t)r->nslots > r->nchunks) r->nslots = (int)r->nchunks;
+    if ((size_t)r->nslots > r->nchunks)
+        r->nslots = (int)r->nchunks;
     for (int i = 0; i < r->nslots; i++) {
         slot_t *s = &r->slots[i];
         s->req = r;
@@ -487,7 +529,8 @@ static void req_init(bg_tp_t *tp, req_t *r, int is_send, int peer, uint64_t wtag
         s->sb = NULL;
         s->chunk = (size_t)-1;
     }
-    if (tp->mrs && !r->staged) r->memh = bg_tp_mr_find(tp, buf, len);
+    if (tp->mrs && !r->staged)
+        r->memh = bg_tp_mr_find(tp, buf, len);
 }
 
 static bg_status_t post(bg_tp_t *tp, bg_tp_class_t cls, int is_send, int peer, uint64_t tag,
@@ -505,26 +548,30 @@ static bg_status_t post(bg_tp_t *tp, bg_tp_class_t cls, int is_send, int peer, u
                          dir, peer, (unsigned long long)tag, BG_TP_TAG_BITS);
 #ifndef BG_HAVE_CUDA
     if (mem == BG_TP_MEM_CUDA)
-        return bg_errorf(BG_ERR_UNSUPPORTED,
-                         "rank %d: device buffer to/from rank %d but brigade was built without CUDA",
-                         tp->rank, peer);
+        return bg_errorf(
+            BG_ERR_UNSUPPORTED,
+            "rank %d: device buffer to/from rank %d but brigade was built without CUDA", tp->rank,
+            peer);
 #endif
-    if (bg_tp_failures_pending(tp)) bg_tp_check_failures(tp);
+    if (bg_tp_failures_pending(tp))
+        bg_tp_check_failures(tp);
     if (tp->peers[peer].dead)
         return bg_errorf(BG_ERR_PEER, "rank %d: %s rank %d: peer rank %d died: %s", tp->rank, dir,
                          peer, peer, tp->peers[peer].why);
     req_t *r = req_alloc(tp);
-    if (!r) return bg_errorf(BG_ERR_NOMEM, "rank %d: out of memory for a request", tp->rank);
+    if (!r)
+        return bg_errorf(BG_ERR_NOMEM, "rank %d: out of memory for a request", tp->rank);
     req_init(tp, r, is_send, peer, wire_tag(cls, is_send ? tp->rank : peer, tag), buf, len, mem);
     list_push(&tp->live, r);
-    if (r->staged || r->nchunks > (size_t)r->nslots) active_add(tp, r);
+    if (r->staged || r->nchunks > (size_t)r->nslots)
+        active_add(tp, r);
     req_advance(tp, r);
     *out = r;
     return BG_OK;
 }
 
-bg_status_t bg_tp_send_raw(bg_tp_t *tp, bg_tp_class_t cls, int peer, uint64_t tag,
-                           const void *buf, size_t len, bg_tp_mem_t mem, bg_tp_req_t **req)
+bg_status_t bg_tp_send_raw(bg_tp_t *tp, bg_tp_class_t cls, int peer, uint64_t tag, const void *buf,
+                           size_t len, bg_tp_mem_t mem, bg_tp_req_t **req)
 {
     return post(tp, cls, 1, peer, tag, (void *)buf, len, mem, req);
 }
@@ -541,8 +588,8 @@ bg_status_t bg_tp_send(bg_tp_t *tp, int peer, uint64_t tag, const void *buf, siz
     return post(tp, BG_TP_CLASS_USER, 1, peer, tag, (void *)buf, len, mem, req);
 }
 
-bg_status_t bg_tp_recv(bg_tp_t *tp, int peer, uint64_t tag, void *buf, size_t len,
-                       bg_tp_mem_t mem, bg_tp_req_t **req)
+bg_status_t bg_tp_recv(bg_tp_t *tp, int peer, uint64_t tag, void *buf, size_t len, bg_tp_mem_t mem,
+                       bg_tp_req_t **req)
 {
     return post(tp, BG_TP_CLASS_USER, 0, peer, tag, buf, len, mem, req);
 }
@@ -557,24 +604,28 @@ static void explain_transport_error(bg_tp_t *tp, req_t *r)
 {
     char why[200];
     r->ucx_io = 0;
-    if (!bg_tp_await_death(tp, r->peer, 1.0, why, sizeof(why))) return;
+    if (!bg_tp_await_death(tp, r->peer, 1.0, why, sizeof(why)))
+        return;
     char d[160];
     describe(r, d, sizeof(d));
     r->status = BG_ERR_PEER;
-    snprintf(r->err, sizeof(r->err), "rank %d: %s: peer rank %d died: %.120s", tp->rank, d,
-             r->peer, why);
+    snprintf(r->err, sizeof(r->err), "rank %d: %s: peer rank %d died: %.120s", tp->rank, d, r->peer,
+             why);
 }
 
 bg_status_t bg_tp_req_poll(bg_tp_t *tp, bg_tp_req_t *r, int *done)
 {
-    if (r->on_active || r->staged) req_advance(tp, r);
+    if (r->on_active || r->staged)
+        req_advance(tp, r);
     if (!req_finished(r)) {
         *done = 0;
         return BG_OK;
     }
-    if (r->status == BG_ERR_UCX && r->ucx_io) explain_transport_error(tp, r);
+    if (r->status == BG_ERR_UCX && r->ucx_io)
+        explain_transport_error(tp, r);
     bg_status_t st = r->status;
-    if (st != BG_OK) bg_errorf(st, "%s", r->err);
+    if (st != BG_OK)
+        bg_errorf(st, "%s", r->err);
     req_release(tp, r);
     *done = 1;
     return st;
@@ -597,15 +648,18 @@ void bg_tp_progress_remove(bg_tp_t *tp, uint64_t id)
  * the requests' newest state. */
 int bg_tp_progress(bg_tp_t *tp)
 {
-    if (bg_tp_failures_pending(tp)) bg_tp_check_failures(tp);
+    if (bg_tp_failures_pending(tp))
+        bg_tp_check_failures(tp);
     int moved = ucp_worker_progress(tp->worker) != 0;
-    if (bg_tp_stage_queued(&tp->stage)) moved |= drain_copy_queue(tp);
+    if (bg_tp_stage_queued(&tp->stage))
+        moved |= drain_copy_queue(tp);
     for (req_t *r = tp->active, *nx; r; r = nx) {
         nx = r->anext;
         moved |= req_advance(tp, r);
     }
     moved |= bg_tp_cbq_dispatch(&tp->progress_q);
-    if (tp->zombies) reqs_reap(tp);
+    if (tp->zombies)
+        reqs_reap(tp);
     return moved;
 }
 
@@ -623,13 +677,14 @@ bg_status_t bg_tp_wait(bg_tp_t *tp, bg_tp_req_t *req, double timeout_s)
         int moved = bg_tp_progress(tp);
         int done;
         bg_status_t st = bg_tp_req_poll(tp, req, &done);
-        if (done) return st;
+        if (done)
+            return st;
         idle = moved ? 0 : idle + 1;
         if ((it & 255) == 0 && bg_now_s() >= deadline) {
             char d[160];
             describe(req, d, sizeof(d));
-            return bg_errorf(BG_ERR_TIMEOUT, "rank %d: %s: no completion within %.1f s",
-                             tp->rank, d, timeout_s);
+            return bg_errorf(BG_ERR_TIMEOUT, "rank %d: %s: no completion within %.1f s", tp->rank,
+                             d, timeout_s);
         }
         bg_tp_backoff(idle);
     }
@@ -637,11 +692,14 @@ bg_status_t bg_tp_wait(bg_tp_t *tp, bg_tp_req_t *req, double timeout_s)
 
 void bg_tp_cancel(bg_tp_t *tp, bg_tp_req_t *r)
 {
-    if (!r) return;
-    if (r->status == BG_OK) req_fail(tp, r, BG_ERR_CANCELED, "cancelled");
+    if (!r)
+        return;
+    if (r->status == BG_OK)
+        req_fail(tp, r, BG_ERR_CANCELED, "cancelled");
     /* Let cancelled receives report back before the slot memory is reused. */
     double dl = bg_now_s() + 0.1;
-    while (r->inflight > 0 && !r->is_send && bg_now_s() < dl) ucp_worker_progress(tp->worker);
+    while (r->inflight > 0 && !r->is_send && bg_now_s() < dl)
+        ucp_worker_progress(tp->worker);
     req_release(tp, r);
 }
 
@@ -651,7 +709,8 @@ void bg_tp_reqs_fini(bg_tp_t *tp)
     for (req_t *r = tp->zombies; r; r = r->lnext)
         for (int i = 0; i < r->nslots; i++) {
             r->slots[i].ucx = NULL;
-            if (r->slots[i].sb) bg_tp_stage_put(&tp->stage, r->slots[i].sb);
+            if (r->slots[i].sb)
+                bg_tp_stage_put(&tp->stage, r->slots[i].sb);
             r->slots[i].sb = NULL;
         }
     while (tp->zombies) {

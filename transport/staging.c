@@ -23,7 +23,8 @@ void bg_tp_stage_init(bg_tp_stage_t *sg, ucp_context_h ctx)
 static int size_class(size_t n)
 {
     int c = 12; /* 4 KiB minimum: tiny pinned allocations are wasteful */
-    while (((size_t)1 << c) < n) c++;
+    while (((size_t)1 << c) < n)
+        c++;
     return c;
 }
 
@@ -31,19 +32,25 @@ static int size_class(size_t n)
 static void settle(bg_tp_stage_buf_t *b)
 {
 #ifdef BG_HAVE_CUDA
-    if (b->pending) cudaEventSynchronize(b->ev);
+    if (b->pending)
+        cudaEventSynchronize(b->ev);
 #endif
     b->pending = 0;
 }
 
 static void dequeue(bg_tp_stage_t *sg, bg_tp_stage_buf_t *b)
 {
-    if (!b->queued) return;
+    if (!b->queued)
+        return;
     b->queued = 0;
-    if (b->qprev) b->qprev->qnext = b->qnext;
-    else sg->q_head = b->qnext;
-    if (b->qnext) b->qnext->qprev = b->qprev;
-    else sg->q_tail = b->qprev;
+    if (b->qprev)
+        b->qprev->qnext = b->qnext;
+    else
+        sg->q_head = b->qnext;
+    if (b->qnext)
+        b->qnext->qprev = b->qprev;
+    else
+        sg->q_tail = b->qprev;
     b->qnext = b->qprev = NULL;
 }
 
@@ -84,7 +91,8 @@ bg_status_t bg_tp_stage_get(bg_tp_stage_t *sg, size_t n, int device, bg_tp_stage
         }
     }
     bg_tp_stage_buf_t *b = calloc(1, sizeof(*b));
-    if (!b) return bg_errorf(BG_ERR_NOMEM, "staging: out of memory");
+    if (!b)
+        return bg_errorf(BG_ERR_NOMEM, "staging: out of memory");
     b->cap = (size_t)1 << cls;
     b->cls = cls;
     if (device) {
@@ -106,7 +114,8 @@ bg_status_t bg_tp_stage_get(bg_tp_stage_t *sg, size_t n, int device, bg_tp_stage
     mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
     mp.address = b->ptr;
     mp.length = b->cap;
-    if (ucp_mem_map(sg->ctx, &mp, &b->memh) != UCS_OK) b->memh = NULL;
+    if (ucp_mem_map(sg->ctx, &mp, &b->memh) != UCS_OK)
+        b->memh = NULL;
     *out = b;
     return BG_OK;
 }
@@ -122,9 +131,11 @@ void bg_tp_stage_put(bg_tp_stage_t *sg, bg_tp_stage_buf_t *b)
 
 static void buf_free(bg_tp_stage_t *sg, bg_tp_stage_buf_t *b)
 {
-    if (b->memh) ucp_mem_unmap(sg->ctx, b->memh);
+    if (b->memh)
+        ucp_mem_unmap(sg->ctx, b->memh);
 #ifdef BG_HAVE_CUDA
-    if (b->has_ev) cudaEventDestroy(b->ev);
+    if (b->has_ev)
+        cudaEventDestroy(b->ev);
     if (b->pinned) {
         cudaFreeHost(b->ptr);
         free(b);
@@ -155,11 +166,13 @@ void bg_tp_stage_fini(bg_tp_stage_t *sg)
 #ifdef BG_HAVE_CUDA
 static bg_status_t ensure_streams(bg_tp_stage_t *sg, char *err, size_t cap)
 {
-    if (sg->streams_ok) return BG_OK;
+    if (sg->streams_ok)
+        return BG_OK;
     cudaError_t ce = cudaStreamCreateWithFlags(&sg->s_d2h, cudaStreamNonBlocking);
     if (ce == cudaSuccess) {
         ce = cudaStreamCreateWithFlags(&sg->s_h2d, cudaStreamNonBlocking);
-        if (ce != cudaSuccess) cudaStreamDestroy(sg->s_d2h);
+        if (ce != cudaSuccess)
+            cudaStreamDestroy(sg->s_d2h);
     }
     if (ce != cudaSuccess) {
         snprintf(err, cap, "staging: cudaStreamCreate: %s", cudaGetErrorString(ce));
@@ -180,11 +193,13 @@ bg_status_t bg_tp_stage_copy(bg_tp_stage_t *sg, bg_tp_stage_buf_t *b, void *dst,
     }
 #ifdef BG_HAVE_CUDA
     bg_status_t st = ensure_streams(sg, err, cap);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     cudaStream_t s = to_host ? sg->s_d2h : sg->s_h2d;
-    cudaError_t ce = cudaMemcpyAsync(dst, src, n,
-                                     to_host ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice, s);
-    if (ce == cudaSuccess) ce = cudaEventRecord(b->ev, s);
+    cudaError_t ce =
+        cudaMemcpyAsync(dst, src, n, to_host ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice, s);
+    if (ce == cudaSuccess)
+        ce = cudaEventRecord(b->ev, s);
     if (ce != cudaSuccess) {
         snprintf(err, cap, "staging copy of %zu bytes: %s", n, cudaGetErrorString(ce));
         return BG_ERR_CUDA;
@@ -200,10 +215,12 @@ bg_status_t bg_tp_stage_copy(bg_tp_stage_t *sg, bg_tp_stage_buf_t *b, void *dst,
 
 int bg_tp_stage_copy_done(bg_tp_stage_buf_t *b, char *err, size_t cap)
 {
-    if (!b->pending) return 1;
+    if (!b->pending)
+        return 1;
 #ifdef BG_HAVE_CUDA
     cudaError_t ce = cudaEventQuery(b->ev);
-    if (ce == cudaErrorNotReady) return 0;
+    if (ce == cudaErrorNotReady)
+        return 0;
     b->pending = 0;
     if (ce != cudaSuccess) {
         snprintf(err, cap, "staging copy: %s", cudaGetErrorString(ce));
@@ -222,17 +239,21 @@ void bg_tp_stage_enqueue(bg_tp_stage_t *sg, bg_tp_stage_buf_t *b, void *owner)
     b->queued = 1;
     b->qnext = NULL;
     b->qprev = sg->q_tail;
-    if (sg->q_tail) sg->q_tail->qnext = b;
-    else sg->q_head = b;
+    if (sg->q_tail)
+        sg->q_tail->qnext = b;
+    else
+        sg->q_head = b;
     sg->q_tail = b;
 }
 
 bg_tp_stage_buf_t *bg_tp_stage_next_ready(bg_tp_stage_t *sg, int *ok, char *err, size_t cap)
 {
     bg_tp_stage_buf_t *b = sg->q_head;
-    if (!b) return NULL;
+    if (!b)
+        return NULL;
     int d = bg_tp_stage_copy_done(b, err, cap);
-    if (d == 0) return NULL;
+    if (d == 0)
+        return NULL;
     dequeue(sg, b);
     *ok = d > 0;
     return b;

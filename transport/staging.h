@@ -26,17 +26,17 @@
 typedef struct bg_tp_stage_buf {
     void *ptr;
     size_t cap;
-    ucp_mem_h memh;  /* NULL when registration failed (UCX registers per op) */
-    void *owner;     /* set by bg_tp_stage_enqueue */
+    ucp_mem_h memh; /* NULL when registration failed (UCX registers per op) */
+    void *owner;    /* set by bg_tp_stage_enqueue */
     int cls;
-    int pinned;      /* cudaHostAlloc'd (else malloc: host staging for tests) */
-    int pending;     /* an async copy into/out of it is in flight */
-    int queued;      /* on the copy queue */
+    int pinned;  /* cudaHostAlloc'd (else malloc: host staging for tests) */
+    int pending; /* an async copy into/out of it is in flight */
+    int queued;  /* on the copy queue */
 #ifdef BG_HAVE_CUDA
     cudaEvent_t ev;
     int has_ev;
 #endif
-    struct bg_tp_stage_buf *next;         /* pool list */
+    struct bg_tp_stage_buf *next;          /* pool list */
     struct bg_tp_stage_buf *qnext, *qprev; /* copy queue */
 } bg_tp_stage_buf_t;
 

@@ -33,17 +33,17 @@ struct bg_tp_store {
     int rank, world;
     char addr[256];
     int port;
-    double timeout_s;   /* for requests without their own deadline (set) */
+    double timeout_s; /* for requests without their own deadline (set) */
     int host_rank0;
     pthread_t reader;
     pthread_mutex_t mu; /* guards everything below, and writes to fd */
     pthread_cond_t cv;
-    uint32_t seq;       /* of the request in flight */
+    uint32_t seq; /* of the request in flight */
     int have_reply;
     uint32_t reply_type, reply_arg;
     char *reply;
     size_t reply_len;
-    char (*dead)[160];  /* [world], "" while alive */
+    char (*dead)[160]; /* [world], "" while alive */
     int lost;
     char lost_why[200];
     int closing;
@@ -154,9 +154,12 @@ static int store_wait_reply(bg_tp_store_t *st, double deadline, int fail_on_deat
 {
     uint64_t gen0 = atomic_load(&st->fail_gen);
     while (!st->have_reply) {
-        if (st->lost) return 2;
-        if (fail_on_death && atomic_load(&st->fail_gen) != gen0) return 2;
-        if (bg_now_s() >= deadline) return 1;
+        if (st->lost)
+            return 2;
+        if (fail_on_death && atomic_load(&st->fail_gen) != gen0)
+            return 2;
+        if (bg_now_s() >= deadline)
+            return 1;
         bg_tp_cond_wait(&st->cv, &st->mu, deadline, 0.02);
     }
     return 0;
@@ -165,7 +168,8 @@ static int store_wait_reply(bg_tp_store_t *st, double deadline, int fail_on_deat
 /* Describe the first failure (dead rank or lost store) into the error. */
 static bg_status_t store_failure(bg_tp_store_t *st, const char *what)
 {
-    if (st->lost) return bg_errorf(BG_ERR_PEER, "%s: %s", what, st->lost_why);
+    if (st->lost)
+        return bg_errorf(BG_ERR_PEER, "%s: %s", what, st->lost_why);
     for (int r = 0; r < st->world; r++)
         if (st->dead[r][0])
             return bg_errorf(BG_ERR_PEER, "%s: rank %d died: %s", what, r, st->dead[r]);
@@ -186,7 +190,8 @@ static void store_status(bg_tp_store_t *st, const char *barrier, char *out, size
     snprintf(out, cap, "store did not answer a status query");
     st->seq++;
     st->have_reply = 0;
-    if (bg_tp_wire_send(st->fd, MSG_STATUS, st->seq, 0, barrier, NULL, 0) < 0) return;
+    if (bg_tp_wire_send(st->fd, MSG_STATUS, st->seq, 0, barrier, NULL, 0) < 0)
+        return;
     if (store_wait_reply(st, bg_now_s() + 2.0, 0) == 0 && st->reply_type == MSG_STATUS_REPLY)
         snprintf(out, cap, "%s", st->reply);
 }
@@ -207,7 +212,8 @@ static bg_status_t store_request(bg_tp_store_t *st, const char *what, uint32_t t
     if (bg_tp_wire_send(st->fd, type, st->seq, 0, key, val, vlen) < 0)
         return store_failure(st, what);
     int w = store_wait_reply(st, bg_tp_deadline(timeout_s), type != MSG_SET);
-    if (w == 2) return store_failure(st, what);
+    if (w == 2)
+        return store_failure(st, what);
     if (w == 1) {
         char text[1024];
         store_status(st, barrier, text, sizeof(text));
@@ -217,10 +223,11 @@ static bg_status_t store_request(bg_tp_store_t *st, const char *what, uint32_t t
         return bg_errorf(BG_ERR_TIMEOUT, "%s: %s within %.1f s (%s)", what,
                          type == MSG_GET ? "not published" : "no answer", timeout_s, text);
     }
-    if (st->reply_type == MSG_ERROR) return store_refused(st, what);
+    if (st->reply_type == MSG_ERROR)
+        return store_refused(st, what);
     if (st->reply_type != want)
-        return bg_errorf(BG_ERR_INTERNAL, "%s: store at %s:%d answered with message type %u",
-                         what, st->addr, st->port, st->reply_type);
+        return bg_errorf(BG_ERR_INTERNAL, "%s: store at %s:%d answered with message type %u", what,
+                         st->addr, st->port, st->reply_type);
     return BG_OK;
 }
 
@@ -248,14 +255,15 @@ static bg_status_t store_handshake(const char *addr, int port, int rank, int wor
     if (bg_tp_wire_send(fd, MSG_HELLO, 1, (uint32_t)rank, NULL, &w, 4) < 0 ||
         poll(&pf, 1, ms) <= 0 || bg_tp_wire_read(fd, &h, sizeof(h)) < 0) {
         close(fd);
-        return bg_errorf(BG_ERR_IO, "rank %d: rendezvous store %s:%d: handshake failed", rank,
-                         addr, port);
+        return bg_errorf(BG_ERR_IO, "rank %d: rendezvous store %s:%d: handshake failed", rank, addr,
+                         port);
     }
     bg_tp_wire_decode(&h);
     if (h.type != MSG_HELLO_OK) {
         char msg[300] = "";
         size_t n = h.vlen < sizeof(msg) - 1 ? h.vlen : sizeof(msg) - 1;
-        if (h.klen == 0 && bg_tp_wire_read(fd, msg, n) == 0) msg[n] = '\0';
+        if (h.klen == 0 && bg_tp_wire_read(fd, msg, n) == 0)
+            msg[n] = '\0';
         close(fd);
         return bg_errorf(h.type == MSG_ERROR && h.arg == STORE_E_NOMEM ? BG_ERR_NOMEM
                                                                        : BG_ERR_INVALID,
@@ -272,7 +280,8 @@ bg_status_t bg_tp_store_connect(const char *addr, int port, int rank, int world_
         return bg_errorf(BG_ERR_INVALID, "store: rank %d not in 0..%d", rank, world_size - 1);
     int fd = -1;
     bg_status_t s = store_handshake(addr, port, rank, world_size, timeout_s, &fd);
-    if (s != BG_OK) return s;
+    if (s != BG_OK)
+        return s;
     bg_tp_store_t *st = calloc(1, sizeof(*st));
     if (!st) {
         close(fd);
@@ -358,10 +367,12 @@ bg_status_t bg_tp_store_barrier(bg_tp_store_t *st, const char *name, double time
 
 void bg_tp_store_close(bg_tp_store_t *st)
 {
-    if (!st) return;
+    if (!st)
+        return;
     pthread_mutex_lock(&st->mu);
     st->closing = 1;
-    if (!st->lost) bg_tp_wire_send(st->fd, MSG_BYE, 0, 0, NULL, NULL, 0);
+    if (!st->lost)
+        bg_tp_wire_send(st->fd, MSG_BYE, 0, 0, NULL, NULL, 0);
     pthread_mutex_unlock(&st->mu);
     /* Wakes the reader's blocking recv with EOF. */
     shutdown(st->fd, SHUT_RDWR);
@@ -385,10 +396,12 @@ int bg_tp_store_rank_dead(bg_tp_store_t *st, int rank, char *why, size_t cap)
     pthread_mutex_lock(&st->mu);
     if (rank >= 0 && rank < st->world && st->dead[rank][0]) {
         dead = 1;
-        if (why) snprintf(why, cap, "%s", st->dead[rank]);
+        if (why)
+            snprintf(why, cap, "%s", st->dead[rank]);
     } else if (st->lost) {
         dead = 1;
-        if (why) snprintf(why, cap, "%s", st->lost_why);
+        if (why)
+            snprintf(why, cap, "%s", st->lost_why);
     }
     pthread_mutex_unlock(&st->mu);
     return dead;

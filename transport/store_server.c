@@ -115,8 +115,10 @@ static void srv_mark_rank(bg_tp_server_t *s, int rank, int state, const char *wh
 {
     pthread_mutex_lock(&s->mu);
     s->rank_state[rank] = state;
-    if (why) snprintf(s->why[rank], sizeof(s->why[rank]), "%s", why);
-    if (state == RANK_DEAD && s->first_dead < 0) s->first_dead = rank;
+    if (why)
+        snprintf(s->why[rank], sizeof(s->why[rank]), "%s", why);
+    if (state == RANK_DEAD && s->first_dead < 0)
+        s->first_dead = rank;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
 }
@@ -132,7 +134,8 @@ static int srv_rank_state(bg_tp_server_t *s, int rank)
 static kv_t *srv_find_kv(bg_tp_server_t *s, const char *key)
 {
     for (kv_t *k = s->kvs; k; k = k->next)
-        if (!strcmp(k->key, key)) return k;
+        if (!strcmp(k->key, key))
+            return k;
     return NULL;
 }
 
@@ -157,34 +160,42 @@ static void srv_status_text(bg_tp_server_t *s, const char *barrier, char *out, s
     static const char *labels[] = {"never connected", "dead", "not at barrier"};
     barrier_t *b = NULL;
     if (barrier && *barrier)
-        for (b = s->barriers; b && strcmp(b->name, barrier); b = b->next) {}
+        for (b = s->barriers; b && strcmp(b->name, barrier); b = b->next) {
+        }
     size_t n = 0;
     out[0] = '\0';
     for (int pass = 0; pass < 3; pass++) {
-        if (pass == 2 && !(barrier && *barrier)) break;
+        if (pass == 2 && !(barrier && *barrier))
+            break;
         char list[512];
         size_t m = 0;
         list[0] = '\0';
         for (int r = 0; r < s->world && m < sizeof(list); r++) {
             int st = srv_rank_state(s, r);
-            int hit = pass == 0 ? st == RANK_NEVER : pass == 1 ? st == RANK_DEAD
-                                                               : (!b || !b->arrived[r]);
-            if (hit) m += (size_t)snprintf(list + m, sizeof(list) - m, "%s%d", m ? "," : "", r);
+            int hit = pass == 0   ? st == RANK_NEVER
+                      : pass == 1 ? st == RANK_DEAD
+                                  : (!b || !b->arrived[r]);
+            if (hit)
+                m += (size_t)snprintf(list + m, sizeof(list) - m, "%s%d", m ? "," : "", r);
         }
         if (m && n < cap)
             n += (size_t)snprintf(out + n, cap - n, "%s%s: rank %s", n ? "; " : "", labels[pass],
                                   list);
     }
-    if (n == 0) snprintf(out, cap, "every rank is connected");
+    if (n == 0)
+        snprintf(out, cap, "every rank is connected");
 }
 
 static void srv_close_conn(bg_tp_server_t *s, srv_conn_t *c, int said_bye)
 {
     srv_drop_waiters_of(&s->gets, c);
-    for (barrier_t *b = s->barriers; b; b = b->next) srv_drop_waiters_of(&b->waiters, c);
-    if (c->fd >= 0) close(c->fd);
+    for (barrier_t *b = s->barriers; b; b = b->next)
+        srv_drop_waiters_of(&b->waiters, c);
+    if (c->fd >= 0)
+        close(c->fd);
     c->fd = -1;
-    if (c->rank < 0) return;
+    if (c->rank < 0)
+        return;
     if (said_bye) {
         srv_mark_rank(s, c->rank, RANK_LEFT, NULL);
         return;
@@ -203,7 +214,8 @@ static void srv_close_conn(bg_tp_server_t *s, srv_conn_t *c, int said_bye)
 static void srv_hello(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const char *val)
 {
     uint32_t world = 0;
-    if (h->vlen == 4) memcpy(&world, val, 4);
+    if (h->vlen == 4)
+        memcpy(&world, val, 4);
     world = ntohl(world);
     int r = (int)h->arg;
     if (c->rank >= 0)
@@ -296,7 +308,8 @@ static void srv_get(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const
 static barrier_t *srv_barrier_new(bg_tp_server_t *s, const char *name)
 {
     barrier_t *b = calloc(1, sizeof(*b));
-    if (!b) return NULL;
+    if (!b)
+        return NULL;
     b->name = strdup(name);
     b->arrived = calloc((size_t)s->world, 1);
     if (!b->name || !b->arrived) {
@@ -331,8 +344,10 @@ static void srv_barrier_release(bg_tp_server_t *s, barrier_t *b)
 static void srv_barrier(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const char *name)
 {
     barrier_t *b;
-    for (b = s->barriers; b && strcmp(b->name, name); b = b->next) {}
-    if (!b) b = srv_barrier_new(s, name);
+    for (b = s->barriers; b && strcmp(b->name, name); b = b->next) {
+    }
+    if (!b)
+        b = srv_barrier_new(s, name);
     waiter_t *w = b ? calloc(1, sizeof(*w)) : NULL;
     if (!w) {
         srv_reply_error(c, h->seq, STORE_E_NOMEM, "out of memory entering barrier '%.200s'", name);
@@ -346,7 +361,8 @@ static void srv_barrier(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, c
         b->arrived[c->rank] = 1;
         b->count++;
     }
-    if (b->count == s->world) srv_barrier_release(s, b);
+    if (b->count == s->world)
+        srv_barrier_release(s, b);
 }
 
 /* One complete request. Everything but BYE is answered here or later. */
@@ -362,10 +378,18 @@ static void srv_handle(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, co
         return;
     }
     switch (h->type) {
-    case MSG_HELLO: srv_hello(s, c, h, val); return;
-    case MSG_SET: srv_set(s, c, h, key, val); return;
-    case MSG_GET: srv_get(s, c, h, key); return;
-    case MSG_BARRIER: srv_barrier(s, c, h, key); return;
+    case MSG_HELLO:
+        srv_hello(s, c, h, val);
+        return;
+    case MSG_SET:
+        srv_set(s, c, h, key, val);
+        return;
+    case MSG_GET:
+        srv_get(s, c, h, key);
+        return;
+    case MSG_BARRIER:
+        srv_barrier(s, c, h, key);
+        return;
     case MSG_STATUS: {
         char text[1024];
         srv_status_text(s, key, text, sizeof(text));
@@ -407,10 +431,12 @@ static int srv_parse(bg_tp_server_t *s, srv_conn_t *c, int *bye)
             size_t d = c->skip < avail ? c->skip : avail;
             off += d;
             c->skip -= d;
-            if (c->skip) break;
+            if (c->skip)
+                break;
             continue;
         }
-        if (avail < sizeof(wire_hdr_t)) break;
+        if (avail < sizeof(wire_hdr_t))
+            break;
         wire_hdr_t h;
         memcpy(&h, c->in + off, sizeof(h));
         bg_tp_wire_decode(&h);
@@ -420,13 +446,13 @@ static int srv_parse(bg_tp_server_t *s, srv_conn_t *c, int *bye)
         }
         size_t need = sizeof(h) + h.klen + h.vlen;
         int big = h.klen > MAX_KEY || h.vlen > MAX_VAL;
-        if (big || (need > c->in_cap - off &&
-                    bg_grow(&c->in, &c->in_cap, off + need, 1) != 0)) {
+        if (big || (need > c->in_cap - off && bg_grow(&c->in, &c->in_cap, off + need, 1) != 0)) {
             srv_refuse(c, &h);
             off += sizeof(h);
             continue;
         }
-        if (avail < need) break;
+        if (avail < need)
+            break;
         char key[MAX_KEY + 1];
         memcpy(key, c->in + off + sizeof(h), h.klen);
         key[h.klen] = '\0';
@@ -453,7 +479,8 @@ static void srv_read(bg_tp_server_t *s, srv_conn_t *c)
             }
             continue;
         }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
         srv_close_conn(s, c, 0); /* EOF or reset: no goodbye */
         return;
     }
@@ -464,7 +491,8 @@ static void srv_read(bg_tp_server_t *s, srv_conn_t *c)
 static void srv_accept(bg_tp_server_t *s)
 {
     int fd = accept(s->lfd, NULL, NULL);
-    if (fd < 0) return;
+    if (fd < 0)
+        return;
     bg_tp_wire_keepalive(fd);
     srv_conn_t *c = calloc(1, sizeof(*c));
     size_t cap = 65536;
@@ -503,7 +531,8 @@ static void srv_reap(bg_tp_server_t *s)
 static void srv_poll_once(bg_tp_server_t *s)
 {
     size_t n = 1;
-    for (srv_conn_t *c = s->conns; c; c = c->next) n += c->fd >= 0;
+    for (srv_conn_t *c = s->conns; c; c = c->next)
+        n += c->fd >= 0;
     if (bg_grow(&s->pf, &s->pf_cap, n, sizeof(*s->pf)) != 0 ||
         bg_grow(&s->pc, &s->pc_cap, n, sizeof(*s->pc)) != 0) {
         bg_tp_pause(0.01); /* requests wait in the sockets meanwhile */
@@ -518,9 +547,11 @@ static void srv_poll_once(bg_tp_server_t *s)
         }
     /* 100 ms: how long destroy may wait for the thread to notice stop. */
     if (poll(s->pf, (nfds_t)n, 100) > 0) {
-        if (s->pf[0].revents & POLLIN) srv_accept(s);
+        if (s->pf[0].revents & POLLIN)
+            srv_accept(s);
         for (size_t k = 1; k < n; k++)
-            if (s->pf[k].revents) srv_read(s, s->pc[k]);
+            if (s->pf[k].revents)
+                srv_read(s, s->pc[k]);
     }
     srv_reap(s);
 }
@@ -528,7 +559,8 @@ static void srv_poll_once(bg_tp_server_t *s)
 static void *srv_main(void *arg)
 {
     bg_tp_server_t *s = arg;
-    while (!atomic_load(&s->stop)) srv_poll_once(s);
+    while (!atomic_load(&s->stop))
+        srv_poll_once(s);
     return NULL;
 }
 
@@ -537,7 +569,8 @@ static void *srv_main(void *arg)
 static bg_status_t srv_listen(bg_tp_server_t *s, const char *bind_addr, int port)
 {
     s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s->lfd < 0) return bg_errorf(BG_ERR_IO, "store server: socket: %s", strerror(errno));
+    if (s->lfd < 0)
+        return bg_errorf(BG_ERR_IO, "store server: socket: %s", strerror(errno));
     int one = 1;
     setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     struct sockaddr_in sa = {0};
@@ -549,8 +582,8 @@ static bg_status_t srv_listen(bg_tp_server_t *s, const char *bind_addr, int port
         st = bg_errorf(BG_ERR_INVALID, "store server: bind address '%s' is not an IPv4 address",
                        bind_addr);
     else if (bind(s->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-        st = bg_errorf(BG_ERR_IO, "store server: bind %s:%d: %s", bind_addr ? bind_addr : "*",
-                       port, strerror(errno));
+        st = bg_errorf(BG_ERR_IO, "store server: bind %s:%d: %s", bind_addr ? bind_addr : "*", port,
+                       strerror(errno));
     else if (listen(s->lfd, 1024) < 0)
         st = bg_errorf(BG_ERR_IO, "store server: listen: %s", strerror(errno));
     if (st != BG_OK) {
@@ -570,7 +603,8 @@ bg_status_t bg_tp_server_create(const char *bind_addr, int port, int world_size,
         return bg_errorf(BG_ERR_INVALID, "store server: bad world size %d or port %d", world_size,
                          port);
     bg_tp_server_t *s = calloc(1, sizeof(*s));
-    if (!s) return bg_errorf(BG_ERR_NOMEM, "store server: out of memory");
+    if (!s)
+        return bg_errorf(BG_ERR_NOMEM, "store server: out of memory");
     bg_status_t st;
     s->world = world_size;
     s->first_dead = -1;
@@ -586,7 +620,8 @@ bg_status_t bg_tp_server_create(const char *bind_addr, int port, int world_size,
         goto err_mu;
     }
     st = srv_listen(s, bind_addr, port);
-    if (st != BG_OK) goto err_cv;
+    if (st != BG_OK)
+        goto err_cv;
     if (pthread_create(&s->thread, NULL, srv_main, s) != 0) {
         st = bg_errorf(BG_ERR_NOMEM, "store server: cannot start its thread");
         goto err_sock;
@@ -636,7 +671,8 @@ bg_status_t bg_tp_server_wait(bg_tp_server_t *s, double timeout_s)
         int open = 0;
         for (int r = 0; r < s->world; r++)
             open += s->rank_state[r] == RANK_NEVER || s->rank_state[r] == RANK_LIVE;
-        if (!open) break;
+        if (!open)
+            break;
         if (bg_now_s() >= deadline) {
             char list[512];
             srv_open_ranks(s, list, sizeof(list));
@@ -648,7 +684,8 @@ bg_status_t bg_tp_server_wait(bg_tp_server_t *s, double timeout_s)
     }
     int dead = s->first_dead;
     bg_status_t st = BG_OK;
-    if (dead >= 0) st = bg_errorf(BG_ERR_PEER, "rank %d died: %s", dead, s->why[dead]);
+    if (dead >= 0)
+        st = bg_errorf(BG_ERR_PEER, "rank %d died: %s", dead, s->why[dead]);
     pthread_mutex_unlock(&s->mu);
     return st;
 }
@@ -665,14 +702,16 @@ static void free_waiters(waiter_t *w)
 
 void bg_tp_server_destroy(bg_tp_server_t *s)
 {
-    if (!s) return;
+    if (!s)
+        return;
     atomic_store(&s->stop, 1);
     pthread_join(s->thread, NULL);
     close(s->lfd);
     while (s->conns) {
         srv_conn_t *c = s->conns;
         s->conns = c->next;
-        if (c->fd >= 0) close(c->fd);
+        if (c->fd >= 0)
+            close(c->fd);
         free(c->in);
         free(c);
     }

@@ -30,7 +30,8 @@ int bg_tp_wire_send(int fd, uint32_t type, uint32_t seq, uint32_t arg, const cha
     while (m.msg_iovlen) {
         ssize_t n = sendmsg(fd, &m, MSG_NOSIGNAL);
         if (n < 0) {
-            if (errno == EINTR) continue;
+            if (errno == EINTR)
+                continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 struct pollfd pf = {fd, POLLOUT, 0};
                 poll(&pf, 1, 1000);
@@ -57,9 +58,11 @@ int bg_tp_wire_read(int fd, void *buf, size_t len)
     char *p = buf;
     while (len) {
         ssize_t n = recv(fd, p, len, 0);
-        if (n == 0) return -1;
+        if (n == 0)
+            return -1;
         if (n < 0) {
-            if (errno == EINTR) continue;
+            if (errno == EINTR)
+                continue;
             return -1;
         }
         p += n;
@@ -94,8 +97,11 @@ void bg_tp_wire_keepalive(int fd)
 bg_status_t bg_tp_wire_status(uint32_t code)
 {
     switch (code) {
-    case STORE_E_NOMEM: return BG_ERR_NOMEM;
-    case STORE_E_INVALID: return BG_ERR_INVALID;
-    default: return BG_ERR_INTERNAL;
+    case STORE_E_NOMEM:
+        return BG_ERR_NOMEM;
+    case STORE_E_INVALID:
+        return BG_ERR_INVALID;
+    default:
+        return BG_ERR_INTERNAL;
     }
 }

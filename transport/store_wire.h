@@ -28,12 +28,12 @@ enum {
     MSG_VALUE,     /* s->c value */
     MSG_BARRIER,   /* c->s key=name -> MSG_BARRIER_DONE or MSG_ERROR */
     MSG_BARRIER_DONE,
-    MSG_STATUS,    /* c->s key=barrier name or "" -> MSG_STATUS_REPLY text */
+    MSG_STATUS, /* c->s key=barrier name or "" -> MSG_STATUS_REPLY text */
     MSG_STATUS_REPLY,
-    MSG_BYE,       /* c->s */
-    MSG_DEAD,      /* s->c arg=rank, value=cause */
-    MSG_ERROR,     /* s->c arg=STORE_E_*, value=message */
-    MSG_SET_OK,    /* s->c */
+    MSG_BYE,    /* c->s */
+    MSG_DEAD,   /* s->c arg=rank, value=cause */
+    MSG_ERROR,  /* s->c arg=STORE_E_*, value=message */
+    MSG_SET_OK, /* s->c */
 };
 
 /* Error classes of MSG_ERROR; the client maps them to bg_status_t. */

@@ -27,8 +27,8 @@
  */
 static ucs_log_func_rc_t ucx_log_filter(const char *file, unsigned line, const char *function,
                                         ucs_log_level_t level,
-                                        const ucs_log_component_config_t *comp,
-                                        const char *message, va_list ap)
+                                        const ucs_log_component_config_t *comp, const char *message,
+                                        va_list ap)
 {
     (void)line, (void)function, (void)comp;
     if (level != UCS_LOG_LEVEL_FATAL || !file || !strstr(file, "cma"))
@@ -38,7 +38,8 @@ static ucs_log_func_rc_t ucx_log_filter(const char *file, unsigned line, const c
     va_copy(aq, ap);
     vsnprintf(text, sizeof(text), message, aq);
     va_end(aq);
-    if (!strstr(text, "No such process")) return UCS_LOG_FUNC_RC_CONTINUE;
+    if (!strstr(text, "No such process"))
+        return UCS_LOG_FUNC_RC_CONTINUE;
     bg_log(BG_LOG_INFO, "transport: UCX reported a dead peer process (handled): %s", text);
     return UCS_LOG_FUNC_RC_STOP;
 }
@@ -46,7 +47,8 @@ static ucs_log_func_rc_t ucx_log_filter(const char *file, unsigned line, const c
 void bg_tp_ucx_install_log_filter(void)
 {
     static int done;
-    if (done) return;
+    if (done)
+        return;
     done = 1;
     ucs_log_push_handler(ucx_log_filter);
 }
@@ -59,8 +61,8 @@ bg_status_t bg_tp_ucx_open(bg_tp_t *tp)
         return bg_errorf(BG_ERR_UCX, "rank %d: ucp_config_read: %s", tp->rank,
                          ucs_status_string(us));
     ucp_params_t p = {0};
-    p.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_ESTIMATED_NUM_EPS |
-                   UCP_PARAM_FIELD_NAME;
+    p.field_mask =
+        UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_ESTIMATED_NUM_EPS | UCP_PARAM_FIELD_NAME;
     p.features = UCP_FEATURE_TAG;
     p.estimated_num_eps = (size_t)tp->world;
     p.name = "brigade";
@@ -99,7 +101,8 @@ err_ctx:
 
 void bg_tp_ucx_close_worker(bg_tp_t *tp)
 {
-    if (!tp->worker) return;
+    if (!tp->worker)
+        return;
     ucp_worker_release_address(tp->worker, tp->my_addr);
     ucp_worker_destroy(tp->worker);
     tp->worker = NULL;
@@ -107,7 +110,8 @@ void bg_tp_ucx_close_worker(bg_tp_t *tp)
 
 void bg_tp_ucx_close_context(bg_tp_t *tp)
 {
-    if (tp->ctx) ucp_cleanup(tp->ctx);
+    if (tp->ctx)
+        ucp_cleanup(tp->ctx);
     tp->ctx = NULL;
 }
 
@@ -118,7 +122,8 @@ static void ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
     (void)ep;
     peer_t *p = arg;
     /* Deferred: closing endpoints inside UCX's callback is fragile. */
-    if (p->ucx_failed == UCS_OK) p->ucx_failed = status;
+    if (p->ucx_failed == UCS_OK)
+        p->ucx_failed = status;
     p->tp->ucx_fail_pending = 1;
 }
 
@@ -126,8 +131,10 @@ int bg_tp_await_death(bg_tp_t *tp, int peer, double seconds, char *why, size_t c
 {
     double dl = bg_now_s() + seconds;
     for (;;) {
-        if (bg_tp_store_rank_dead(tp->rdv.store, peer, why, cap)) return 1;
-        if (bg_now_s() >= dl) return 0;
+        if (bg_tp_store_rank_dead(tp->rdv.store, peer, why, cap))
+            return 1;
+        if (bg_now_s() >= dl)
+            return 0;
         bg_tp_pause(0.002);
     }
 }
@@ -190,14 +197,16 @@ static int close_wait(bg_tp_t *tp, void *cr, double deadline)
 void bg_tp_ep_force_close(bg_tp_t *tp, int peer)
 {
     peer_t *p = &tp->peers[peer];
-    if (!p->ep) return;
+    if (!p->ep)
+        return;
     /* Force: the peer cannot take part in a flush. Completes what is still
      * queued on the endpoint with UCS_ERR_CANCELED. */
     ucp_request_param_t cp = {0};
     cp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
     cp.flags = UCP_EP_CLOSE_FLAG_FORCE;
     void *cr = ucp_ep_close_nbx(p->ep, &cp);
-    if (UCS_PTR_IS_PTR(cr)) close_wait(tp, cr, bg_now_s() + 1.0);
+    if (UCS_PTR_IS_PTR(cr))
+        close_wait(tp, cr, bg_now_s() + 1.0);
     p->ep = NULL;
 }
 
@@ -206,7 +215,8 @@ void bg_tp_eps_close(bg_tp_t *tp, int force)
     void **pending = calloc((size_t)tp->world, sizeof(void *));
     for (int r = 0; r < tp->world; r++) {
         peer_t *p = &tp->peers[r];
-        if (!p->ep) continue;
+        if (!p->ep)
+            continue;
         ucp_request_param_t cp = {0};
         if (force || p->dead) {
             cp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
@@ -214,18 +224,23 @@ void bg_tp_eps_close(bg_tp_t *tp, int force)
         }
         void *cr = ucp_ep_close_nbx(p->ep, &cp);
         p->ep = NULL;
-        if (!UCS_PTR_IS_PTR(cr)) continue;
+        if (!UCS_PTR_IS_PTR(cr))
+            continue;
         /* Without memory for the list, close one at a time. */
-        if (pending) pending[r] = cr;
-        else close_wait(tp, cr, bg_now_s() + 5.0);
+        if (pending)
+            pending[r] = cr;
+        else
+            close_wait(tp, cr, bg_now_s() + 5.0);
     }
-    if (!pending) return;
+    if (!pending)
+        return;
     /* All at once: peers flush to each other in any order. */
     double dl = bg_now_s() + 5.0;
     for (;;) {
         int left = 0;
         for (int r = 0; r < tp->world; r++) {
-            if (!pending[r]) continue;
+            if (!pending[r])
+                continue;
             if (ucp_request_check_status(pending[r]) != UCS_INPROGRESS) {
                 ucp_request_free(pending[r]);
                 pending[r] = NULL;
@@ -233,7 +248,8 @@ void bg_tp_eps_close(bg_tp_t *tp, int force)
                 left++;
             }
         }
-        if (!left || bg_now_s() >= dl) break;
+        if (!left || bg_now_s() >= dl)
+            break;
         ucp_worker_progress(tp->worker);
     }
     for (int r = 0; r < tp->world; r++)
@@ -259,7 +275,8 @@ bg_status_t bg_tp_mem_register(bg_tp_t *tp, void *buf, size_t len, bg_tp_mem_t m
                                bg_tp_mr_t **out)
 {
     bg_tp_mr_t *m = calloc(1, sizeof(*m));
-    if (!m) return bg_errorf(BG_ERR_NOMEM, "mem_register: out of memory");
+    if (!m)
+        return bg_errorf(BG_ERR_NOMEM, "mem_register: out of memory");
     ucp_mem_map_params_t mp = {0};
     mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
                     UCP_MEM_MAP_PARAM_FIELD_MEMORY_TYPE;
@@ -269,9 +286,8 @@ bg_status_t bg_tp_mem_register(bg_tp_t *tp, void *buf, size_t len, bg_tp_mem_t m
     ucs_status_t us = ucp_mem_map(tp->ctx, &mp, &m->memh);
     if (us != UCS_OK) {
         free(m);
-        return bg_errorf(BG_ERR_UCX, "rank %d: ucp_mem_map of %zu bytes (%s memory): %s",
-                         tp->rank, len, mem == BG_TP_MEM_CUDA ? "CUDA" : "host",
-                         ucs_status_string(us));
+        return bg_errorf(BG_ERR_UCX, "rank %d: ucp_mem_map of %zu bytes (%s memory): %s", tp->rank,
+                         len, mem == BG_TP_MEM_CUDA ? "CUDA" : "host", ucs_status_string(us));
     }
     m->base = buf;
     m->len = len;
@@ -283,7 +299,8 @@ bg_status_t bg_tp_mem_register(bg_tp_t *tp, void *buf, size_t len, bg_tp_mem_t m
 
 void bg_tp_mem_deregister(bg_tp_t *tp, bg_tp_mr_t *mr)
 {
-    if (!mr) return;
+    if (!mr)
+        return;
     for (bg_tp_mr_t **p = &tp->mrs; *p; p = &(*p)->next)
         if (*p == mr) {
             *p = mr->next;

@@ -22,13 +22,28 @@
 
 static void clear_env(void)
 {
-    const char *v[] = {"BRIGADE_RANK", "BRIGADE_WORLD_SIZE", "BRIGADE_LOCAL_RANK",
-                       "BRIGADE_MASTER_ADDR", "BRIGADE_MASTER_PORT", "BRIGADE_STORE", "RANK",
-                       "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID",
-                       "SLURM_NTASKS", "SLURM_LOCALID", "OMPI_COMM_WORLD_RANK",
-                       "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_RANK",
-                       "PMI_SIZE", NULL};
-    for (int i = 0; v[i]; i++) unsetenv(v[i]);
+    const char *v[] = {"BRIGADE_RANK",
+                       "BRIGADE_WORLD_SIZE",
+                       "BRIGADE_LOCAL_RANK",
+                       "BRIGADE_MASTER_ADDR",
+                       "BRIGADE_MASTER_PORT",
+                       "BRIGADE_STORE",
+                       "RANK",
+                       "WORLD_SIZE",
+                       "LOCAL_RANK",
+                       "MASTER_ADDR",
+                       "MASTER_PORT",
+                       "SLURM_PROCID",
+                       "SLURM_NTASKS",
+                       "SLURM_LOCALID",
+                       "OMPI_COMM_WORLD_RANK",
+                       "OMPI_COMM_WORLD_SIZE",
+                       "OMPI_COMM_WORLD_LOCAL_RANK",
+                       "PMI_RANK",
+                       "PMI_SIZE",
+                       NULL};
+    for (int i = 0; v[i]; i++)
+        unsetenv(v[i]);
 }
 
 static void test_bootstrap(void)
@@ -73,7 +88,8 @@ static void test_store(void)
 {
     bg_tp_server_t *srv = NULL;
     CHECK_OK(bg_tp_server_create("127.0.0.1", 0, 2, &srv));
-    if (!srv) return;
+    if (!srv)
+        return;
     int port = bg_tp_server_port(srv);
     CHECK(port > 0);
     bg_tp_store_t *a = NULL, *bad = NULL;
@@ -83,7 +99,8 @@ static void test_store(void)
     CHECK(strstr(bg_last_error(), "world size mismatch") != NULL);
     CHECK(bg_tp_store_connect("127.0.0.1", port, 0, 2, 5, &bad) != BG_OK);
     CHECK(strstr(bg_last_error(), "connected twice") != NULL);
-    if (!a) return;
+    if (!a)
+        return;
     char v[64];
     size_t len = 0;
     CHECK_OK(bg_tp_store_set(a, "k", "hello", 6));
@@ -107,13 +124,15 @@ static void test_store_budget(void)
 {
     bg_tp_server_t *srv = NULL;
     CHECK_OK(bg_tp_server_create("127.0.0.1", 0, 2, &srv));
-    if (!srv) return;
+    if (!srv)
+        return;
     int port = bg_tp_server_port(srv);
     bg_tp_server_set_limit(srv, 4096);
     bg_tp_store_t *a = NULL, *b = NULL;
     CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 0, 2, 5, &a));
     CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 1, 2, 5, &b));
-    if (!a || !b) return;
+    if (!a || !b)
+        return;
     static char big[3000], got[4096];
     memset(big, 'x', sizeof(big));
     CHECK_OK(bg_tp_store_set(a, "x", big, sizeof(big)));
@@ -167,8 +186,8 @@ static void raw_expect(int fd, uint32_t seq, uint32_t want, uint32_t code, const
     size_t n = h.vlen < sizeof(text) - 1 ? h.vlen : sizeof(text) - 1;
     CHECK(h.klen == 0 && h.vlen < sizeof(text) && bg_tp_wire_read(fd, text, n) == 0);
     text[n] = '\0';
-    CHECK_MSG(h.seq == seq && h.type == want, "request %u: answer %u of type %u (want %u): %s",
-              seq, h.seq, h.type, want, text);
+    CHECK_MSG(h.seq == seq && h.type == want, "request %u: answer %u of type %u (want %u): %s", seq,
+              h.seq, h.type, want, text);
     if (want == MSG_ERROR)
         CHECK_MSG(h.arg == code && strstr(text, phrase), "request %u: code %u, '%s'", seq, h.arg,
                   text);
@@ -195,13 +214,15 @@ static void test_store_malformed(void)
 {
     bg_tp_server_t *srv = NULL;
     CHECK_OK(bg_tp_server_create("127.0.0.1", 0, 2, &srv));
-    if (!srv) return;
+    if (!srv)
+        return;
     int port = bg_tp_server_port(srv);
     bg_tp_store_t *a = NULL;
     CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 0, 2, 5, &a));
     int fd = raw_connect(port);
     CHECK(fd >= 0);
-    if (!a || fd < 0) return;
+    if (!a || fd < 0)
+        return;
     CHECK(bg_tp_wire_send(fd, MSG_GET, 1, 0, "k", NULL, 0) == 0);
     raw_expect(fd, 1, MSG_ERROR, STORE_E_INVALID, "before hello");
     uint32_t world = htonl(2);
@@ -262,7 +283,8 @@ static int cb_remove_other_add(void *arg)
 {
     cb_record(arg);
     bg_tp_cbq_remove(probe.q, probe.id_other);
-    if (!probe.added) CHECK_OK(bg_tp_cbq_add(probe.q, cb_record, (void *)9, "test", &probe.added));
+    if (!probe.added)
+        CHECK_OK(bg_tp_cbq_add(probe.q, cb_record, (void *)9, "test", &probe.added));
     return 0;
 }
 
@@ -301,10 +323,13 @@ static void test_callbackq(void)
     CHECK(bg_tp_cbq_count(&q) == 0 && bg_tp_cbq_dispatch(&q) == 0);
     /* Many: ids stay sorted across compactions, removal finds each. */
     uint64_t ids[100];
-    for (int i = 0; i < 100; i++) CHECK_OK(bg_tp_cbq_add(&q, cb_record, (void *)0, "t", &ids[i]));
-    for (int i = 0; i < 100; i += 2) bg_tp_cbq_remove(&q, ids[i]);
+    for (int i = 0; i < 100; i++)
+        CHECK_OK(bg_tp_cbq_add(&q, cb_record, (void *)0, "t", &ids[i]));
+    for (int i = 0; i < 100; i += 2)
+        bg_tp_cbq_remove(&q, ids[i]);
     CHECK(bg_tp_cbq_count(&q) == 50);
-    for (int i = 1; i < 100; i += 2) bg_tp_cbq_remove(&q, ids[i]);
+    for (int i = 1; i < 100; i += 2)
+        bg_tp_cbq_remove(&q, ids[i]);
     CHECK(bg_tp_cbq_count(&q) == 0);
     bg_tp_cbq_fini(&q);
 }
