@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "transport/tp_internal.h"
+#include "transport/transport.h"
 
 /* Parse env var `name` as an int in [lo, hi]. 0 = absent, 1 = ok, -1 = bad. */
 static int env_int(const char *name, int lo, int hi, int *out)

@@ -9,14 +9,19 @@
  * and only the final owner's bits travel in the allgather. So every rank
  * ends with identical bits, and runs repeat bit for bit whatever the timing.
  *
- * Must NOT: know what the buffers hold beyond dtype, block (all waits have
- * deadlines), or use tags outside kind BG_TP_KIND_COLL.
+ * Driving: a started collective registers its advance function with the
+ * point-to-point layer's progress queue (removed once it is done) and an
+ * abort hook that fails and frees it when the context is destroyed; the
+ * point-to-point layer never names this file.
  *
- * Collective tag (after kind and source):
+ * Must NOT: know what the buffers hold beyond dtype, block (all waits have
+ * deadlines), use p2p internals (only p2p.h), or send outside the
+ * collective traffic class.
+ *
+ * Collective tag (the 44 bits callers own, in class BG_TP_CLASS_COLL):
  *   [43:32] group id (hash of the rank list)  [31:20] op sequence mod 4096
  *   [19:10] step                                [9:0] segment
  */
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,10 +31,12 @@
 #endif
 
 #include "base/rng.h"
-#include "transport/tp_internal.h"
+#include "transport/backoff.h"
+#include "transport/p2p.h"
+#include "transport/reduce.h"
 
-#define LANES 4          /* segments in flight per collective */
-#define MAX_SEGS 1024    /* the segment field is 10 bits */
+#define LANES 4       /* segments in flight per collective */
+#define MAX_SEGS 1024 /* the segment field is 10 bits */
 #define ERRLEN 400
 
 struct bg_tp_group {
@@ -58,7 +65,8 @@ struct bg_tp_coll {
     int done;
     bg_status_t status;
     char err[ERRLEN];
-    int waiting_on; /* rank last waited for, for timeout messages */
+    int waiting_on;                 /* rank last waited for, for timeout messages */
+    uint64_t progress_id, abort_id; /* registrations with the p2p layer */
     char *buf;
     bg_tp_mem_t mem;
     /* allreduce */
@@ -95,7 +103,8 @@ bg_status_t bg_tp_group_create(bg_tp_t *tp, const int *ranks, int n, bg_tp_group
         for (int j = 0; j < i; j++)
             if (ranks[j] == ranks[i])
                 return bg_errorf(BG_ERR_INVALID, "group: rank %d listed twice", ranks[i]);
-        if (ranks[i] == bg_tp_rank(tp)) me = i;
+        if (ranks[i] == bg_tp_rank(tp))
+            me = i;
     }
     if (me < 0)
         return bg_errorf(BG_ERR_INVALID, "group: calling rank %d is not a member", bg_tp_rank(tp));
@@ -126,45 +135,67 @@ bg_status_t bg_tp_group_create(bg_tp_t *tp, const int *ranks, int n, bg_tp_group
 
 void bg_tp_group_destroy(bg_tp_group_t *g)
 {
-    if (!g) return;
+    if (!g)
+        return;
     free(g->ranks);
     free(g);
 }
 
-int bg_tp_group_size(const bg_tp_group_t *g) { return g->n; }
-int bg_tp_group_index(const bg_tp_group_t *g) { return g->me; }
+int bg_tp_group_size(const bg_tp_group_t *g)
+{
+    return g->n;
+}
+int bg_tp_group_index(const bg_tp_group_t *g)
+{
+    return g->me;
+}
 
 /* ---------------- shared machinery ---------------- */
 
 static uint64_t coll_tag(const bg_tp_coll_t *c, int step, size_t seg)
 {
-    return ((uint64_t)BG_TP_KIND_COLL << 60) | ((uint64_t)(c->g->gid & 0xfffu) << 32) |
-           ((uint64_t)(c->seq & 0xfffu) << 20) | ((uint64_t)((unsigned)step & 0x3ffu) << 10) |
-           (uint64_t)(seg & 0x3ffu);
+    return ((uint64_t)(c->g->gid & 0xfffu) << 32) | ((uint64_t)(c->seq & 0xfffu) << 20) |
+           ((uint64_t)((unsigned)step & 0x3ffu) << 10) | (uint64_t)(seg & 0x3ffu);
+}
+
+/* A finished collective needs no more progress: leave the queue (safe from
+ * inside its own callback). */
+static void coll_settle(bg_tp_coll_t *c)
+{
+    if (!c->done || !c->progress_id)
+        return;
+    bg_tp_progress_remove(c->tp, c->progress_id);
+    c->progress_id = 0;
 }
 
 static void coll_fail(bg_tp_coll_t *c, bg_status_t st, const char *msg)
 {
-    if (c->status != BG_OK) return;
+    if (c->status != BG_OK)
+        return;
     c->status = st;
     snprintf(c->err, sizeof(c->err), "%s", msg);
     for (int i = 0; i < LANES; i++) {
         lane_t *l = &c->lanes[i];
-        if (l->sreq) bg_tp_cancel(c->tp, l->sreq);
-        if (l->rreq) bg_tp_cancel(c->tp, l->rreq);
+        if (l->sreq)
+            bg_tp_cancel(c->tp, l->sreq);
+        if (l->rreq)
+            bg_tp_cancel(c->tp, l->rreq);
         l->sreq = l->rreq = NULL;
         l->busy = 0;
     }
     c->done = 1;
+    coll_settle(c);
 }
 
 /* Poll one of a lane's requests; 1 when it is finished (NULL counts). */
 static int lane_poll(bg_tp_coll_t *c, bg_tp_req_t **req)
 {
-    if (!*req) return 1;
+    if (!*req)
+        return 1;
     int done;
     bg_status_t st = bg_tp_req_poll(c->tp, *req, &done);
-    if (!done) return 0;
+    if (!done)
+        return 0;
     *req = NULL;
     if (st != BG_OK) {
         char msg[ERRLEN];
@@ -179,7 +210,8 @@ static void *lane_tmp(bg_tp_coll_t *c, size_t bytes, bg_status_t *st)
 {
     void *p = NULL;
     *st = BG_OK;
-    if (bytes == 0) bytes = 1;
+    if (bytes == 0)
+        bytes = 1;
     if (c->mem == BG_TP_MEM_CUDA) {
 #ifdef BG_HAVE_CUDA
         cudaError_t ce = cudaMalloc(&p, bytes);
@@ -194,13 +226,15 @@ static void *lane_tmp(bg_tp_coll_t *c, size_t bytes, bg_status_t *st)
         return p;
     }
     p = malloc(bytes);
-    if (!p) *st = bg_errorf(BG_ERR_NOMEM, "allreduce: out of memory for %zu bytes", bytes);
+    if (!p)
+        *st = bg_errorf(BG_ERR_NOMEM, "allreduce: out of memory for %zu bytes", bytes);
     return p;
 }
 
 static void lane_tmp_free(bg_tp_coll_t *c, void *p)
 {
-    if (!p) return;
+    if (!p)
+        return;
 #ifdef BG_HAVE_CUDA
     if (c->mem == BG_TP_MEM_CUDA) {
         cudaFree(p);
@@ -214,7 +248,10 @@ static void lane_tmp_free(bg_tp_coll_t *c, void *p)
 
 static void coll_free(bg_tp_coll_t *c)
 {
-    for (int i = 0; i < LANES; i++) lane_tmp_free(c, c->lanes[i].tmp);
+    bg_tp_progress_remove(c->tp, c->progress_id);
+    bg_tp_abort_hook_remove(c->tp, c->abort_id);
+    for (int i = 0; i < LANES; i++)
+        lane_tmp_free(c, c->lanes[i].tmp);
     free(c->boff);
     free(c);
 }
@@ -223,7 +260,8 @@ static bg_status_t coll_new(bg_tp_group_t *g, coll_kind_t kind, void *buf, bg_tp
                             bg_tp_coll_t **out)
 {
     bg_tp_coll_t *c = calloc(1, sizeof(*c));
-    if (!c) return bg_errorf(BG_ERR_NOMEM, "%s: out of memory", kind_name(kind));
+    if (!c)
+        return bg_errorf(BG_ERR_NOMEM, "%s: out of memory", kind_name(kind));
     c->tp = g->tp;
     c->g = g;
     c->kind = kind;
@@ -237,8 +275,8 @@ static bg_status_t coll_new(bg_tp_group_t *g, coll_kind_t kind, void *buf, bg_tp
 
 /* Post the send/recv pair of one lane step; sizes of 0 post nothing (both
  * sides compute the same sizes, so both skip). */
-static void lane_post(bg_tp_coll_t *c, lane_t *l, int to, const void *sbuf, size_t sbytes,
-                      int from, void *rbuf, size_t rbytes)
+static void lane_post(bg_tp_coll_t *c, lane_t *l, int to, const void *sbuf, size_t sbytes, int from,
+                      void *rbuf, size_t rbytes)
 {
     /* A broadcast's receive (step 0) and forward (step 1) are one message
      * each way, so its tag must not carry the step. */
@@ -246,15 +284,69 @@ static void lane_post(bg_tp_coll_t *c, lane_t *l, int to, const void *sbuf, size
     bg_status_t st = BG_OK;
     if (from >= 0 && rbytes) {
         c->waiting_on = from;
-        st = bg_tp_recv_raw(c->tp, from, tag, rbuf, rbytes, c->mem, &l->rreq);
+        st = bg_tp_recv_raw(c->tp, BG_TP_CLASS_COLL, from, tag, rbuf, rbytes, c->mem, &l->rreq);
     }
     if (st == BG_OK && to >= 0 && sbytes)
-        st = bg_tp_send_raw(c->tp, to, tag, sbuf, sbytes, c->mem, &l->sreq);
+        st = bg_tp_send_raw(c->tp, BG_TP_CLASS_COLL, to, tag, sbuf, sbytes, c->mem, &l->sreq);
     if (st != BG_OK) {
         char msg[ERRLEN];
         snprintf(msg, sizeof(msg), "%s: %s", kind_name(c->kind), bg_last_error());
         coll_fail(c, st, msg);
     }
+}
+
+/* ---------------- driving ---------------- */
+
+static int ar_advance(bg_tp_coll_t *c);
+static int bc_advance(bg_tp_coll_t *c);
+static int ba_advance(bg_tp_coll_t *c);
+
+/* Progress callback: advance one collective; 1 if it moved. */
+static int coll_progress_cb(void *arg)
+{
+    bg_tp_coll_t *c = arg;
+    int moved = 0;
+    if (!c->done) {
+        switch (c->kind) {
+        case COLL_ALLREDUCE:
+            moved = ar_advance(c);
+            break;
+        case COLL_BCAST:
+            moved = bc_advance(c);
+            break;
+        case COLL_BARRIER:
+            moved = ba_advance(c);
+            break;
+        }
+    }
+    coll_settle(c);
+    return moved;
+}
+
+/* Abort hook: the context is going away; the handle dies with it. */
+static int coll_abort_cb(void *arg)
+{
+    bg_tp_coll_t *c = arg;
+    coll_fail(c, BG_ERR_CANCELED, "transport context destroyed");
+    coll_free(c);
+    return 0;
+}
+
+/* Hook a new collective into the p2p layer: progress while not done, and
+ * abort at teardown. BG_ERR_NOMEM leaves nothing registered. */
+static bg_status_t coll_register(bg_tp_coll_t *c)
+{
+    bg_status_t st = bg_tp_abort_hook_add(c->tp, coll_abort_cb, c, &c->abort_id);
+    if (st != BG_OK)
+        return st;
+    if (c->done)
+        return BG_OK;
+    st = bg_tp_progress_add(c->tp, coll_progress_cb, c, &c->progress_id);
+    if (st != BG_OK) {
+        bg_tp_abort_hook_remove(c->tp, c->abort_id);
+        c->abort_id = 0;
+    }
+    return st;
 }
 
 /* ---------------- allreduce ---------------- */
@@ -264,14 +356,19 @@ static void ar_range(const bg_tp_coll_t *c, int b, size_t seg, size_t *off, size
 {
     size_t lo = c->boff[b], hi = c->boff[b + 1];
     size_t s = lo + seg * c->seg_elems;
-    if (s > hi) s = hi;
+    if (s > hi)
+        s = hi;
     size_t e = s + c->seg_elems;
-    if (e > hi) e = hi;
+    if (e > hi)
+        e = hi;
     *off = s;
     *n = e - s;
 }
 
-static int mod(int a, int n) { return ((a % n) + n) % n; }
+static int mod(int a, int n)
+{
+    return ((a % n) + n) % n;
+}
 
 static void ar_post_step(bg_tp_coll_t *c, lane_t *l)
 {
@@ -304,7 +401,8 @@ static void ar_finish_step(bg_tp_coll_t *c, lane_t *l)
         size_t ro, rn;
         ar_range(c, rb, l->seg, &ro, &rn);
         bg_status_t st = BG_OK;
-        if (rn) st = bg_tp_reduce_sum(c->buf + ro * c->esz, l->tmp, rn, c->dt, c->mem);
+        if (rn)
+            st = bg_tp_reduce_sum(c->buf + ro * c->esz, l->tmp, rn, c->dt, c->mem);
         /* The last reduce-scatter step leaves this rank the final owner of
          * block rb: averaging here means every rank receives the same bits. */
         if (st == BG_OK && rn && s == n - 2 && c->op == BG_TP_AVG)
@@ -325,7 +423,8 @@ static int ar_advance(bg_tp_coll_t *c)
     for (int i = 0; i < LANES && !c->done; i++) {
         lane_t *l = &c->lanes[i];
         if (!l->busy) {
-            if (c->next_seg >= c->nseg) continue;
+            if (c->next_seg >= c->nseg)
+                continue;
             l->busy = 1;
             l->seg = c->next_seg++;
             l->step = 0;
@@ -336,13 +435,17 @@ static int ar_advance(bg_tp_coll_t *c)
         /* Several steps may complete back to back (zero-sized ones do). */
         for (;;) {
             int rd = lane_poll(c, &l->rreq);
-            if (c->done) return 1;
+            if (c->done)
+                return 1;
             int sd = lane_poll(c, &l->sreq);
-            if (c->done) return 1;
-            if (!rd || !sd) break;
+            if (c->done)
+                return 1;
+            if (!rd || !sd)
+                break;
             ar_finish_step(c, l);
             moved = 1;
-            if (c->done) return 1;
+            if (c->done)
+                return 1;
             if (l->step == c->nsteps) {
                 l->busy = 0;
                 c->segs_done++;
@@ -351,13 +454,13 @@ static int ar_advance(bg_tp_coll_t *c)
             ar_post_step(c, l);
         }
     }
-    if (!c->done && c->segs_done == c->nseg) c->done = 1;
+    if (!c->done && c->segs_done == c->nseg)
+        c->done = 1;
     return moved;
 }
 
-bg_status_t bg_tp_allreduce_start(bg_tp_group_t *g, void *buf, size_t count,
-                                  bg_tp_dtype_t dtype, bg_tp_op_t op, bg_tp_mem_t mem,
-                                  bg_tp_coll_t **out)
+bg_status_t bg_tp_allreduce_start(bg_tp_group_t *g, void *buf, size_t count, bg_tp_dtype_t dtype,
+                                  bg_tp_op_t op, bg_tp_mem_t mem, bg_tp_coll_t **out)
 {
     if (dtype != BG_TP_F32 && dtype != BG_TP_BF16)
         return bg_errorf(BG_ERR_INVALID, "allreduce: unknown dtype %d", (int)dtype);
@@ -365,7 +468,8 @@ bg_status_t bg_tp_allreduce_start(bg_tp_group_t *g, void *buf, size_t count,
         return bg_errorf(BG_ERR_INVALID, "allreduce: unknown op %d", (int)op);
     bg_tp_coll_t *c = NULL;
     bg_status_t st = coll_new(g, COLL_ALLREDUCE, buf, mem, &c);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     int n = g->n;
     c->count = count;
     c->dt = dtype;
@@ -377,22 +481,29 @@ bg_status_t bg_tp_allreduce_start(bg_tp_group_t *g, void *buf, size_t count,
         st = bg_errorf(BG_ERR_NOMEM, "allreduce: out of memory");
         goto err_coll;
     }
-    for (int b = 0; b <= n; b++) c->boff[b] = (size_t)((unsigned __int128)count * (unsigned)b / (unsigned)n);
+    for (int b = 0; b <= n; b++)
+        c->boff[b] = (size_t)((unsigned __int128)count * (unsigned)b / (unsigned)n);
     size_t maxblock = (count + (size_t)n - 1) / (size_t)n;
-    size_t seg_bytes = (size_t)strtoull(getenv("BRIGADE_TP_SEGMENT") ? getenv("BRIGADE_TP_SEGMENT")
-                                                                      : "1048576",
-                                        NULL, 10);
-    if (seg_bytes < c->esz) seg_bytes = (size_t)1 << 20;
+    size_t seg_bytes = (size_t)strtoull(
+        getenv("BRIGADE_TP_SEGMENT") ? getenv("BRIGADE_TP_SEGMENT") : "1048576", NULL, 10);
+    if (seg_bytes < c->esz)
+        seg_bytes = (size_t)1 << 20;
     c->seg_elems = seg_bytes / c->esz;
-    if (c->seg_elems * MAX_SEGS < maxblock) c->seg_elems = (maxblock + MAX_SEGS - 1) / MAX_SEGS;
+    if (c->seg_elems * MAX_SEGS < maxblock)
+        c->seg_elems = (maxblock + MAX_SEGS - 1) / MAX_SEGS;
     c->nseg = n == 1 || maxblock == 0 ? 0 : (maxblock + c->seg_elems - 1) / c->seg_elems;
     for (int i = 0; i < LANES && (size_t)i < c->nseg; i++) {
         c->lanes[i].tmp = lane_tmp(c, c->seg_elems * c->esz, &st);
-        if (st != BG_OK) goto err_coll;
+        if (st != BG_OK)
+            goto err_coll;
     }
-    if (c->nseg == 0) c->done = 1;
-    bg_tp_coll_link(g->tp, c);
+    if (c->nseg == 0)
+        c->done = 1;
+    st = coll_register(c);
+    if (st != BG_OK)
+        goto err_coll;
     ar_advance(c);
+    coll_settle(c);
     *out = c;
     return BG_OK;
 
@@ -423,7 +534,8 @@ static int bc_advance(bg_tp_coll_t *c)
     for (int i = 0; i < LANES && !c->done; i++) {
         lane_t *l = &c->lanes[i];
         if (!l->busy) {
-            if (c->next_seg >= c->nseg) continue;
+            if (c->next_seg >= c->nseg)
+                continue;
             l->busy = 1;
             l->seg = c->next_seg++;
             l->step = 0;
@@ -433,10 +545,13 @@ static int bc_advance(bg_tp_coll_t *c)
         }
         for (;;) {
             int rd = lane_poll(c, &l->rreq);
-            if (c->done) return 1;
+            if (c->done)
+                return 1;
             int sd = lane_poll(c, &l->sreq);
-            if (c->done) return 1;
-            if (!rd || !sd) break;
+            if (c->done)
+                return 1;
+            if (!rd || !sd)
+                break;
             moved = 1;
             if (++l->step == 2) {
                 l->busy = 0;
@@ -446,7 +561,8 @@ static int bc_advance(bg_tp_coll_t *c)
             bc_post(c, l);
         }
     }
-    if (!c->done && c->segs_done == c->nseg) c->done = 1;
+    if (!c->done && c->segs_done == c->nseg)
+        c->done = 1;
     return moved;
 }
 
@@ -454,19 +570,26 @@ bg_status_t bg_tp_bcast_start(bg_tp_group_t *g, void *buf, size_t len, int root,
                               bg_tp_coll_t **out)
 {
     if (root < 0 || root >= g->n)
-        return bg_errorf(BG_ERR_INVALID, "broadcast: root index %d not in group of %d", root,
-                         g->n);
+        return bg_errorf(BG_ERR_INVALID, "broadcast: root index %d not in group of %d", root, g->n);
     bg_tp_coll_t *c = NULL;
     bg_status_t st = coll_new(g, COLL_BCAST, buf, mem, &c);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     c->len = len;
     c->root = root;
     c->seg_bytes = (size_t)1 << 20;
-    if (c->seg_bytes * MAX_SEGS < len) c->seg_bytes = (len + MAX_SEGS - 1) / MAX_SEGS;
+    if (c->seg_bytes * MAX_SEGS < len)
+        c->seg_bytes = (len + MAX_SEGS - 1) / MAX_SEGS;
     c->nseg = g->n == 1 || len == 0 ? 0 : (len + c->seg_bytes - 1) / c->seg_bytes;
-    if (c->nseg == 0) c->done = 1;
-    bg_tp_coll_link(g->tp, c);
+    if (c->nseg == 0)
+        c->done = 1;
+    st = coll_register(c);
+    if (st != BG_OK) {
+        coll_free(c);
+        return st;
+    }
     bc_advance(c);
+    coll_settle(c);
     *out = c;
     return BG_OK;
 }
@@ -489,9 +612,11 @@ static int ba_advance(bg_tp_coll_t *c)
     int moved = 0;
     while (!c->done) {
         int rd = lane_poll(c, &l->rreq);
-        if (c->done) break;
+        if (c->done)
+            break;
         int sd = lane_poll(c, &l->sreq);
-        if (c->done || !rd || !sd) break;
+        if (c->done || !rd || !sd)
+            break;
         moved = 1;
         if (++l->step == c->nsteps) {
             c->done = 1;
@@ -506,36 +631,31 @@ bg_status_t bg_tp_barrier_start(bg_tp_group_t *g, bg_tp_coll_t **out)
 {
     bg_tp_coll_t *c = NULL;
     bg_status_t st = coll_new(g, COLL_BARRIER, NULL, BG_TP_MEM_HOST, &c);
-    if (st != BG_OK) return st;
-    while ((1 << c->nsteps) < g->n) c->nsteps++;
-    if (c->nsteps == 0) {
+    if (st != BG_OK)
+        return st;
+    while ((1 << c->nsteps) < g->n)
+        c->nsteps++;
+    if (c->nsteps == 0)
         c->done = 1;
-    } else {
-        ba_post(c, &c->lanes[0]);
+    st = coll_register(c);
+    if (st != BG_OK) {
+        coll_free(c);
+        return st;
     }
-    bg_tp_coll_link(g->tp, c);
+    if (!c->done)
+        ba_post(c, &c->lanes[0]);
+    coll_settle(c);
     *out = c;
     return BG_OK;
 }
 
-/* ---------------- driving ---------------- */
-
-int bg_tp_coll_advance(bg_tp_coll_t *c)
-{
-    if (c->done) return 0;
-    switch (c->kind) {
-    case COLL_ALLREDUCE: return ar_advance(c);
-    case COLL_BCAST: return bc_advance(c);
-    case COLL_BARRIER: return ba_advance(c);
-    }
-    return 0;
-}
+/* ---------------- waiting ---------------- */
 
 static bg_status_t coll_finish(bg_tp_coll_t *c)
 {
-    bg_tp_coll_unlink(c->tp, c);
     bg_status_t st = c->status;
-    if (st != BG_OK) bg_errorf(st, "rank %d: %s", bg_tp_rank(c->tp), c->err);
+    if (st != BG_OK)
+        bg_errorf(st, "rank %d: %s", bg_tp_rank(c->tp), c->err);
     coll_free(c);
     return st;
 }
@@ -557,10 +677,11 @@ bg_status_t bg_tp_coll_wait(bg_tp_coll_t *c, double timeout_s)
     unsigned idle = 0;
     for (unsigned it = 1;; it++) {
         int moved = bg_tp_progress(c->tp);
-        if (c->done) return coll_finish(c);
+        if (c->done)
+            return coll_finish(c);
         idle = moved ? 0 : idle + 1;
         if ((it & 255) == 0) {
-            if (bg_tp_now() >= deadline) {
+            if (bg_now_s() >= deadline) {
                 char msg[ERRLEN];
                 snprintf(msg, sizeof(msg),
                          "%s #%u over a group of %d timed out after %.1f s (%zu of %zu segments "
@@ -575,22 +696,13 @@ bg_status_t bg_tp_coll_wait(bg_tp_coll_t *c, double timeout_s)
     }
 }
 
-void bg_tp_coll_abort_all(bg_tp_t *tp)
-{
-    /* coll_finish unlinks, so the list shrinks each round. */
-    bg_tp_coll_t *c = NULL;
-    while ((c = bg_tp_coll_last(tp))) {
-        coll_fail(c, BG_ERR_CANCELED, "transport context destroyed");
-        coll_finish(c);
-    }
-}
-
 bg_status_t bg_tp_allreduce(bg_tp_group_t *g, void *buf, size_t count, bg_tp_dtype_t dtype,
                             bg_tp_op_t op, bg_tp_mem_t mem, double timeout_s)
 {
     bg_tp_coll_t *c = NULL;
     bg_status_t st = bg_tp_allreduce_start(g, buf, count, dtype, op, mem, &c);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     return bg_tp_coll_wait(c, timeout_s);
 }
 
@@ -599,7 +711,8 @@ bg_status_t bg_tp_bcast(bg_tp_group_t *g, void *buf, size_t len, int root, bg_tp
 {
     bg_tp_coll_t *c = NULL;
     bg_status_t st = bg_tp_bcast_start(g, buf, len, root, mem, &c);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     return bg_tp_coll_wait(c, timeout_s);
 }
 
@@ -607,6 +720,7 @@ bg_status_t bg_tp_barrier(bg_tp_group_t *g, double timeout_s)
 {
     bg_tp_coll_t *c = NULL;
     bg_status_t st = bg_tp_barrier_start(g, &c);
-    if (st != BG_OK) return st;
+    if (st != BG_OK)
+        return st;
     return bg_tp_coll_wait(c, timeout_s);
 }

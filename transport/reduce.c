@@ -9,7 +9,7 @@
  */
 #include <string.h>
 
-#include "transport/tp_internal.h"
+#include "transport/reduce.h"
 
 static inline float bf16_to_f32(uint16_t h)
 {

@@ -68,6 +68,14 @@ bg_status_t bg_tp_server_create(const char *bind_addr, int port, int world_size,
 /* The port actually bound (useful after port 0). */
 int bg_tp_server_port(const bg_tp_server_t *srv);
 /*
+ * Cap the bytes of keys and values the store holds (0, the default: no
+ * cap). A set that would go past it is refused: the client gets
+ * BG_ERR_NOMEM "store at ADDR:PORT: store is full: ..." at once, and the
+ * store keeps serving everyone else. Callable from any thread at any time;
+ * replacing a key counts only the difference.
+ */
+void bg_tp_server_set_limit(bg_tp_server_t *srv, size_t bytes);
+/*
  * Block until every rank has said goodbye or died, at most timeout_s (< 0:
  * forever). BG_OK if all left cleanly; BG_ERR_PEER naming the first dead
  * rank; BG_ERR_TIMEOUT naming ranks still connected or never seen.
@@ -83,11 +91,15 @@ typedef struct bg_tp_store bg_tp_store_t;
  * start later than its clients). */
 bg_status_t bg_tp_store_connect(const char *addr, int port, int rank, int world_size,
                                 double timeout_s, bg_tp_store_t **out);
-/* Publish key = value (at most 1 MiB). Later sets of one key replace it. */
+/* Publish key = value (key at most 1 KiB, value at most 1 MiB). Later sets
+ * of one key replace it. Waits for the store's acknowledgement (at most the
+ * connect timeout); a refusal (BG_ERR_NOMEM: out of memory or over the
+ * budget; BG_ERR_INVALID) comes back at once with the store's reason. */
 bg_status_t bg_tp_store_set(bg_tp_store_t *st, const char *key, const void *val, size_t len);
 /* Wait until `key` exists and copy its value into buf (cap bytes); *len gets
  * its length. BG_ERR_TIMEOUT names ranks that never connected; BG_ERR_PEER if a
- * rank died meanwhile; BG_ERR_INVALID if cap is too small. */
+ * rank died meanwhile; BG_ERR_INVALID if cap is too small; a refusal by the
+ * store (e.g. BG_ERR_NOMEM) with its reason, at once. */
 bg_status_t bg_tp_store_get(bg_tp_store_t *st, const char *key, void *buf, size_t cap,
                             double timeout_s, size_t *len);
 /* All world_size ranks meet at barrier `name`; a timeout names who did not. */
@@ -158,9 +170,9 @@ int bg_tp_peer_dead(const bg_tp_t *tp, int rank, const char **why);
 /*
  * Tags are opaque to the transport: callers own the low BG_TP_TAG_BITS
  * bits and give them whatever layout they like (the engine's is in
- * engine/tag.h). The transport keeps the top 20 bits of the UCX tag for
- * itself: [63:60] its traffic class (user messages, collectives, internal)
- * and [59:44] the sender's rank, since UCX matches tags, not senders.
+ * engine/tag.h). The transport keeps the bits above for itself (a traffic
+ * class, so collectives never match user messages, and the sender's rank,
+ * since UCX matches tags, not senders); their layout is private.
  * A tag wider than BG_TP_TAG_BITS is refused with BG_ERR_INVALID, never
  * masked. A (peer, tag) pair must be unique among messages in flight
  * between two ranks in one direction; same-tag messages match in posting

@@ -57,7 +57,7 @@ static int role_p2p(void)
         int it = iters_for(n);
         bg_tp_req_t *q[WINDOW] = {0};
         bg_tp_store_barrier(bg_tp_store(tp), "bench", 60);
-        double t0 = tph_now();
+        double t0 = bg_now_s();
         for (int i = 0; i < it; i++) {
             bg_tp_req_t **slot = &q[i % WINDOW];
             if (*slot) bg_tp_wait(tp, *slot, 60);
@@ -73,13 +73,13 @@ static int role_p2p(void)
         if (me == 0) bg_tp_recv(tp, peer, 99, &ack, 1, BG_TP_MEM_HOST, &a);
         else bg_tp_send(tp, peer, 99, &ack, 1, BG_TP_MEM_HOST, &a);
         bg_tp_wait(tp, a, 60);
-        double dt = tph_now() - t0;
+        double dt = bg_now_s() - t0;
         if (me == 0) out_line("bw %.0f %.3f\n", (double)n, (double)n * it / dt / (1 << 20));
     }
     /* Latency: 8-byte ping-pong, one-way = round trip / 2. */
     for (int rep = 0; rep < 2 && !only; rep++) {
         int it = rep ? 20000 : 2000;
-        double t0 = tph_now();
+        double t0 = bg_now_s();
         for (int i = 0; i < it; i++) {
             bg_tp_req_t *s, *r;
             if (me == 0) {
@@ -94,7 +94,7 @@ static int role_p2p(void)
                 bg_tp_wait(tp, s, 60);
             }
         }
-        double dt = tph_now() - t0;
+        double dt = bg_now_s() - t0;
         if (rep && me == 0) out_line("lat %.0f %.4f\n", 8.0, dt / it / 2 * 1e6);
     }
     bg_tp_mem_deregister(tp, mr);
@@ -116,9 +116,9 @@ static int role_allreduce(void)
     bg_tp_allreduce(g, x, count, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST, 60);
     bg_tp_barrier(g, 60);
     int it = 5;
-    double t0 = tph_now();
+    double t0 = bg_now_s();
     for (int i = 0; i < it; i++) bg_tp_allreduce(g, x, count, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST, 60);
-    double dt = (tph_now() - t0) / it;
+    double dt = (bg_now_s() - t0) / it;
     double bytes = (double)count * 4;
     if (bg_tp_rank(tp) == 0)
         out_line("ar %.0f %.3f\n", (double)world, bytes / dt * 2.0 * (world - 1) / world / (1 << 20));

@@ -15,9 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "test_util.h"
 #include "transport/transport.h"
 
@@ -38,13 +38,6 @@ static inline uint64_t tph_tag(unsigned kind, unsigned index, unsigned sub)
     return ((uint64_t)kind << 40) | ((uint64_t)index << 8) | (uint64_t)(sub & 0xffu);
 }
 
-static inline double tph_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
 /*
  * Start ranks 0..n-1 of a job of `world` ranks (n < world leaves some out on
  * purpose) running `role`. port > 0: store at that port (external when
@@ -55,7 +48,7 @@ static inline int tph_spawn(tph_job_t *job, const char *exe, const char *role, i
 {
     memset(job, 0, sizeof(*job));
     job->n = n;
-    job->start = tph_now();
+    job->start = bg_now_s();
     for (int r = 0; r < n; r++) {
         pid_t pid = fork();
         if (pid < 0) return -1;
@@ -101,11 +94,11 @@ static inline int tph_wait(tph_job_t *job, double timeout_s)
                 done[r] = 1;
                 left--;
                 job->status[r] = st;
-                job->end[r] = tph_now() - job->start;
+                job->end[r] = bg_now_s() - job->start;
                 if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) bad++;
             }
         }
-        if (left && tph_now() - job->start > timeout_s) {
+        if (left && bg_now_s() - job->start > timeout_s) {
             for (int r = 0; r < job->n; r++)
                 if (!done[r]) {
                     fprintf(stderr, "harness: rank %d still running after %.0f s: killing\n", r,
@@ -129,7 +122,7 @@ static inline int tph_run(const char *exe, const char *role, int n, const char *
         return 1;
     }
     tph_job_t job;
-    double t0 = tph_now();
+    double t0 = bg_now_s();
     tph_spawn(&job, exe, role, n, n, bg_tp_server_port(srv), 1, extra);
     int bad = tph_wait(&job, timeout_s);
     bg_status_t st = bg_tp_server_wait(srv, 5.0);
@@ -138,7 +131,7 @@ static inline int tph_run(const char *exe, const char *role, int n, const char *
         bad = 1;
     }
     bg_tp_server_destroy(srv);
-    printf("  %-28s %d ranks: %s (%.2f s)\n", role, n, bad ? "FAILED" : "ok", tph_now() - t0);
+    printf("  %-28s %d ranks: %s (%.2f s)\n", role, n, bad ? "FAILED" : "ok", bg_now_s() - t0);
     fflush(stdout);
     return bad;
 }

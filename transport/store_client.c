@@ -1,0 +1,420 @@
+/*
+ * transport/store_client.c -- a rank's connection to the rendezvous store:
+ * set / get / barrier with deadlines, and a reader thread that turns the
+ * server's "rank r died" notices and a lost connection into the failure
+ * feed (store_int.h) the point-to-point layer polls.
+ *
+ * Every request waits for its reply; a MSG_ERROR reply becomes the
+ * caller's error at once ("store at ADDR:PORT: <server's reason>"), so a
+ * server-side failure is never mistaken for a slow peer.
+ *
+ * Must NOT: touch UCX, exit, block without a deadline, or let the reader
+ * thread call anything but this file's bookkeeping.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "transport/backoff.h"
+#include "transport/store_int.h"
+#include "transport/store_wire.h"
+
+struct bg_tp_store {
+    int fd;
+    int rank, world;
+    char addr[256];
+    int port;
+    double timeout_s; /* for requests without their own deadline (set) */
+    int host_rank0;
+    pthread_t reader;
+    pthread_mutex_t mu; /* guards everything below, and writes to fd */
+    pthread_cond_t cv;
+    uint32_t seq; /* of the request in flight */
+    int have_reply;
+    uint32_t reply_type, reply_arg;
+    char *reply;
+    size_t reply_len;
+    char (*dead)[160]; /* [world], "" while alive */
+    int lost;
+    char lost_why[200];
+    int closing;
+    atomic_uint_fast64_t fail_gen;
+};
+
+/* The reader lost the connection: every waiter learns it. mu held. */
+static void reader_lost(bg_tp_store_t *st)
+{
+    if (!st->closing) {
+        st->lost = 1;
+        snprintf(st->lost_why, sizeof(st->lost_why), "lost the rendezvous store at %.64s:%d%s",
+                 st->addr, st->port, st->host_rank0 ? " (hosted by rank 0: rank 0 died?)" : "");
+        atomic_fetch_add(&st->fail_gen, 1);
+    }
+    pthread_cond_broadcast(&st->cv);
+}
+
+/* A message from the server: a death notice, or the reply to the request in
+ * flight (val is kept as the reply, else freed). mu held. */
+static void reader_deliver(bg_tp_store_t *st, const wire_hdr_t *h, char *val)
+{
+    if (h->type == MSG_DEAD) {
+        if ((int)h->arg >= 0 && (int)h->arg < st->world && !st->dead[h->arg][0]) {
+            snprintf(st->dead[h->arg], sizeof(st->dead[h->arg]), "%s", val[0] ? val : "died");
+            atomic_fetch_add(&st->fail_gen, 1);
+        }
+        free(val);
+    } else if (h->seq == st->seq && !st->have_reply) {
+        st->have_reply = 1;
+        st->reply_type = h->type;
+        st->reply_arg = h->arg;
+        free(st->reply);
+        st->reply = val;
+        st->reply_len = h->vlen;
+    } else {
+        free(val); /* stale reply to a request that timed out */
+    }
+    pthread_cond_broadcast(&st->cv);
+}
+
+/* The reader thread: replies go to the waiting caller, DEAD notices to the
+ * failure feed. It never calls into UCX or the user's code. */
+static void *store_reader(void *arg)
+{
+    bg_tp_store_t *st = arg;
+    for (;;) {
+        wire_hdr_t h;
+        char *key = NULL, *val = NULL;
+        int bad = bg_tp_wire_read(st->fd, &h, sizeof(h)) < 0;
+        if (!bad) {
+            bg_tp_wire_decode(&h);
+            bad = h.klen > MAX_KEY || h.vlen > MAX_VAL;
+        }
+        if (!bad) {
+            key = malloc(h.klen + 1);
+            val = malloc(h.vlen + 1);
+            bad = !key || !val || bg_tp_wire_read(st->fd, key, h.klen) < 0 ||
+                  bg_tp_wire_read(st->fd, val, h.vlen) < 0;
+        }
+        free(key);
+        pthread_mutex_lock(&st->mu);
+        if (bad) {
+            reader_lost(st);
+            pthread_mutex_unlock(&st->mu);
+            free(val);
+            return NULL;
+        }
+        val[h.vlen] = '\0';
+        reader_deliver(st, &h, val);
+        pthread_mutex_unlock(&st->mu);
+    }
+}
+
+static int connect_once(const char *addr, int port, int *fd_out, char *err, size_t cap)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    char ps[16];
+    snprintf(ps, sizeof(ps), "%d", port);
+    int rc = getaddrinfo(addr, ps, &hints, &res);
+    if (rc) {
+        snprintf(err, cap, "cannot resolve '%s': %s", addr, gai_strerror(rc));
+        return -2; /* not worth retrying forever, but DNS may be late: caller retries */
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        freeaddrinfo(res);
+        snprintf(err, cap, "socket: %s", strerror(errno));
+        return -1;
+    }
+    if (connect(fd, res->ai_addr, res->ai_addrlen) < 0) {
+        snprintf(err, cap, "%s", strerror(errno));
+        close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    bg_tp_wire_keepalive(fd);
+    *fd_out = fd;
+    return 0;
+}
+
+/* Wait for the reply to request `seq`, a failure, or the deadline.
+ * Called with st->mu held. 0 = reply, 1 = timeout, 2 = failure. */
+static int store_wait_reply(bg_tp_store_t *st, double deadline, int fail_on_death)
+{
+    uint64_t gen0 = atomic_load(&st->fail_gen);
+    while (!st->have_reply) {
+        if (st->lost)
+            return 2;
+        if (fail_on_death && atomic_load(&st->fail_gen) != gen0)
+            return 2;
+        if (bg_now_s() >= deadline)
+            return 1;
+        bg_tp_cond_wait(&st->cv, &st->mu, deadline, 0.02);
+    }
+    return 0;
+}
+
+/* Describe the first failure (dead rank or lost store) into the error. */
+static bg_status_t store_failure(bg_tp_store_t *st, const char *what)
+{
+    if (st->lost)
+        return bg_errorf(BG_ERR_PEER, "%s: %s", what, st->lost_why);
+    for (int r = 0; r < st->world; r++)
+        if (st->dead[r][0])
+            return bg_errorf(BG_ERR_PEER, "%s: rank %d died: %s", what, r, st->dead[r]);
+    return bg_errorf(BG_ERR_PEER, "%s: a rank died", what);
+}
+
+/* The server refused the request (MSG_ERROR): its reason, where the store
+ * is, and what was asked. mu held. */
+static bg_status_t store_refused(bg_tp_store_t *st, const char *what)
+{
+    return bg_errorf(bg_tp_wire_status(st->reply_arg), "%s: store at %s:%d: %s", what, st->addr,
+                     st->port, st->reply ? st->reply : "refused");
+}
+
+/* Ask the server who is missing (after a timeout); best effort. mu held. */
+static void store_status(bg_tp_store_t *st, const char *barrier, char *out, size_t cap)
+{
+    snprintf(out, cap, "store did not answer a status query");
+    st->seq++;
+    st->have_reply = 0;
+    if (bg_tp_wire_send(st->fd, MSG_STATUS, st->seq, 0, barrier, NULL, 0) < 0)
+        return;
+    if (store_wait_reply(st, bg_now_s() + 2.0, 0) == 0 && st->reply_type == MSG_STATUS_REPLY)
+        snprintf(out, cap, "%s", st->reply);
+}
+
+/*
+ * Send one request and wait for its answer. BG_OK: a reply of type `want`
+ * is in st->reply. Otherwise the error is recorded: the server's refusal,
+ * a death / lost store (BG_ERR_PEER), or BG_ERR_TIMEOUT with the server's
+ * account of who is missing (`barrier` names the barrier waited on).
+ * mu held.
+ */
+static bg_status_t store_request(bg_tp_store_t *st, const char *what, uint32_t type,
+                                 const char *key, const void *val, size_t vlen, uint32_t want,
+                                 double timeout_s, const char *barrier)
+{
+    st->seq++;
+    st->have_reply = 0;
+    if (bg_tp_wire_send(st->fd, type, st->seq, 0, key, val, vlen) < 0)
+        return store_failure(st, what);
+    int w = store_wait_reply(st, bg_tp_deadline(timeout_s), type != MSG_SET);
+    if (w == 2)
+        return store_failure(st, what);
+    if (w == 1) {
+        char text[1024];
+        store_status(st, barrier, text, sizeof(text));
+        if (type == MSG_BARRIER)
+            return bg_errorf(BG_ERR_TIMEOUT, "%s timed out after %.1f s: %s", what, timeout_s,
+                             text);
+        return bg_errorf(BG_ERR_TIMEOUT, "%s: %s within %.1f s (%s)", what,
+                         type == MSG_GET ? "not published" : "no answer", timeout_s, text);
+    }
+    if (st->reply_type == MSG_ERROR)
+        return store_refused(st, what);
+    if (st->reply_type != want)
+        return bg_errorf(BG_ERR_INTERNAL, "%s: store at %s:%d answered with message type %u", what,
+                         st->addr, st->port, st->reply_type);
+    return BG_OK;
+}
+
+/* Connect and say hello synchronously, before the reader thread owns the
+ * socket. On success *fd_out is the connection. */
+static bg_status_t store_handshake(const char *addr, int port, int rank, int world_size,
+                                   double timeout_s, int *fd_out)
+{
+    double deadline = bg_tp_deadline(timeout_s);
+    int fd = -1;
+    char err[256] = "";
+    while (connect_once(addr, port, &fd, err, sizeof(err)) != 0) {
+        if (bg_now_s() >= deadline)
+            return bg_errorf(BG_ERR_TIMEOUT,
+                             "rank %d: rendezvous store %s:%d not reachable within %.1f s: %s%s",
+                             rank, addr, port, timeout_s, err,
+                             " (is rank 0 or the launcher up? BRIGADE_MASTER_ADDR/PORT)");
+        bg_tp_pause(0.05);
+    }
+    uint32_t w = htonl((uint32_t)world_size);
+    wire_hdr_t h;
+    struct pollfd pf = {fd, POLLIN, 0};
+    double left = deadline - bg_now_s();
+    int ms = left > 1e6 ? -1 : (int)(left * 1000) + 1;
+    if (bg_tp_wire_send(fd, MSG_HELLO, 1, (uint32_t)rank, NULL, &w, 4) < 0 ||
+        poll(&pf, 1, ms) <= 0 || bg_tp_wire_read(fd, &h, sizeof(h)) < 0) {
+        close(fd);
+        return bg_errorf(BG_ERR_IO, "rank %d: rendezvous store %s:%d: handshake failed", rank, addr,
+                         port);
+    }
+    bg_tp_wire_decode(&h);
+    if (h.type != MSG_HELLO_OK) {
+        char msg[300] = "";
+        size_t n = h.vlen < sizeof(msg) - 1 ? h.vlen : sizeof(msg) - 1;
+        if (h.klen == 0 && bg_tp_wire_read(fd, msg, n) == 0)
+            msg[n] = '\0';
+        close(fd);
+        return bg_errorf(h.type == MSG_ERROR && h.arg == STORE_E_NOMEM ? BG_ERR_NOMEM
+                                                                       : BG_ERR_INVALID,
+                         "rank %d: rendezvous store %s:%d refused: %s", rank, addr, port, msg);
+    }
+    *fd_out = fd;
+    return BG_OK;
+}
+
+bg_status_t bg_tp_store_connect(const char *addr, int port, int rank, int world_size,
+                                double timeout_s, bg_tp_store_t **out)
+{
+    if (rank < 0 || rank >= world_size)
+        return bg_errorf(BG_ERR_INVALID, "store: rank %d not in 0..%d", rank, world_size - 1);
+    int fd = -1;
+    bg_status_t s = store_handshake(addr, port, rank, world_size, timeout_s, &fd);
+    if (s != BG_OK)
+        return s;
+    bg_tp_store_t *st = calloc(1, sizeof(*st));
+    if (!st) {
+        close(fd);
+        return bg_errorf(BG_ERR_NOMEM, "store: out of memory");
+    }
+    st->dead = calloc((size_t)world_size, sizeof(*st->dead));
+    if (!st->dead) {
+        s = bg_errorf(BG_ERR_NOMEM, "store: out of memory");
+        goto err_st;
+    }
+    st->fd = fd;
+    st->rank = rank;
+    st->world = world_size;
+    st->port = port;
+    st->timeout_s = timeout_s;
+    snprintf(st->addr, sizeof(st->addr), "%s", addr);
+    st->seq = 1;
+    pthread_mutex_init(&st->mu, NULL);
+    if (bg_tp_cond_init(&st->cv) != 0) {
+        s = bg_errorf(BG_ERR_NOMEM, "store: cannot create a condition variable");
+        goto err_mu;
+    }
+    if (pthread_create(&st->reader, NULL, store_reader, st) != 0) {
+        s = bg_errorf(BG_ERR_NOMEM, "store: cannot start reader thread");
+        goto err_cv;
+    }
+    *out = st;
+    return BG_OK;
+
+err_cv:
+    pthread_cond_destroy(&st->cv);
+err_mu:
+    pthread_mutex_destroy(&st->mu);
+    free(st->dead);
+err_st:
+    free(st);
+    close(fd);
+    return s;
+}
+
+bg_status_t bg_tp_store_set(bg_tp_store_t *st, const char *key, const void *val, size_t len)
+{
+    if (strlen(key) > MAX_KEY || len > MAX_VAL)
+        return bg_errorf(BG_ERR_INVALID, "store set '%.200s': key or value too large (%zu bytes)",
+                         key, len);
+    char what[MAX_KEY + 64];
+    snprintf(what, sizeof(what), "rank %d: store set '%s'", st->rank, key);
+    pthread_mutex_lock(&st->mu);
+    bg_status_t s =
+        store_request(st, what, MSG_SET, key, val, len, MSG_SET_OK, st->timeout_s, NULL);
+    pthread_mutex_unlock(&st->mu);
+    return s;
+}
+
+bg_status_t bg_tp_store_get(bg_tp_store_t *st, const char *key, void *buf, size_t cap,
+                            double timeout_s, size_t *len)
+{
+    char what[MAX_KEY + 64];
+    snprintf(what, sizeof(what), "rank %d: store get '%s'", st->rank, key);
+    pthread_mutex_lock(&st->mu);
+    bg_status_t s = store_request(st, what, MSG_GET, key, NULL, 0, MSG_VALUE, timeout_s, NULL);
+    if (s == BG_OK && st->reply_len > cap) {
+        s = bg_errorf(BG_ERR_INVALID, "%s: value of %zu bytes exceeds buffer of %zu", what,
+                      st->reply_len, cap);
+    } else if (s == BG_OK) {
+        memcpy(buf, st->reply, st->reply_len);
+        *len = st->reply_len;
+    }
+    pthread_mutex_unlock(&st->mu);
+    return s;
+}
+
+bg_status_t bg_tp_store_barrier(bg_tp_store_t *st, const char *name, double timeout_s)
+{
+    char what[MAX_KEY + 64];
+    snprintf(what, sizeof(what), "rank %d: rendezvous barrier '%s'", st->rank, name);
+    pthread_mutex_lock(&st->mu);
+    bg_status_t s =
+        store_request(st, what, MSG_BARRIER, name, NULL, 0, MSG_BARRIER_DONE, timeout_s, name);
+    pthread_mutex_unlock(&st->mu);
+    return s;
+}
+
+void bg_tp_store_close(bg_tp_store_t *st)
+{
+    if (!st)
+        return;
+    pthread_mutex_lock(&st->mu);
+    st->closing = 1;
+    if (!st->lost)
+        bg_tp_wire_send(st->fd, MSG_BYE, 0, 0, NULL, NULL, 0);
+    pthread_mutex_unlock(&st->mu);
+    /* Wakes the reader's blocking recv with EOF. */
+    shutdown(st->fd, SHUT_RDWR);
+    pthread_join(st->reader, NULL);
+    close(st->fd);
+    pthread_cond_destroy(&st->cv);
+    pthread_mutex_destroy(&st->mu);
+    free(st->reply);
+    free(st->dead);
+    free(st);
+}
+
+uint64_t bg_tp_store_fail_gen(bg_tp_store_t *st)
+{
+    return atomic_load_explicit(&st->fail_gen, memory_order_acquire);
+}
+
+int bg_tp_store_rank_dead(bg_tp_store_t *st, int rank, char *why, size_t cap)
+{
+    int dead = 0;
+    pthread_mutex_lock(&st->mu);
+    if (rank >= 0 && rank < st->world && st->dead[rank][0]) {
+        dead = 1;
+        if (why)
+            snprintf(why, cap, "%s", st->dead[rank]);
+    } else if (st->lost) {
+        dead = 1;
+        if (why)
+            snprintf(why, cap, "%s", st->lost_why);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return dead;
+}
+
+int bg_tp_store_any_failure(bg_tp_store_t *st)
+{
+    return atomic_load(&st->fail_gen) != 0;
+}
+
+void bg_tp_store_set_host_rank0(bg_tp_store_t *st, int yes)
+{
+    pthread_mutex_lock(&st->mu);
+    st->host_rank0 = yes;
+    pthread_mutex_unlock(&st->mu);
+}
