@@ -24,6 +24,7 @@
 #include "base/clock.h"
 #include "engine/checkpoint.h"
 #include "engine/data.h"
+#include "engine/metrics.h"
 #include "engine/net.h"
 #include "engine/runtime.h"
 #include "engine/schedule.h"
@@ -64,7 +65,10 @@ typedef struct train {
     int target_input; /* graph input fed with targets; -1 if none */
     int64_t steps, start_step;
     FILE *metrics;
+    char run_id[48];  /* tags every metrics line of this run */
+    bool resumed;     /* parameters and step came from a checkpoint */
     bool tty;
+    bool bar_open;    /* a \r progress bar is on the terminal's last line */
     /* feed state */
     bg_split_t split;
     int64_t data_step;
@@ -439,8 +443,10 @@ static bg_status_t maybe_resume(train_t *t)
             st = bg_data_state_parse(ds, &state);
         if (st == BG_OK)
             st = bg_data_state_check(t->ds, &state);
-        if (st == BG_OK)
+        if (st == BG_OK) {
             t->start_step = bg_ckpt_manifest(ck)->step;
+            t->resumed = true;
+        }
     }
     if (st == BG_OK && t->rank == 0)
         printf("resumed from %s (step %lld, written by %d stages x %d dp)\n", step_path,
@@ -463,27 +469,58 @@ static void fmt_eta(double s, char *buf, size_t n)
         snprintf(buf, n, "%dm%02ds", m, sec);
 }
 
-static bg_status_t evaluate(train_t *t, int64_t step, double *acc_out)
+/* The progress bar is rewritten in place with \r: end its line before
+ * anything else is printed, so no other line shares it. */
+static void end_bar(train_t *t)
 {
-    const bg_data_info_t *info = bg_data_info(t->ds);
-    int64_t nb = info->eval_steps;
+    if (!t->bar_open)
+        return;
+    putchar('\n');
+    t->bar_open = false;
+}
+
+/* `"run":"<id>",` opening every metrics object of this run. */
+static void metrics_begin(train_t *t)
+{
+    fprintf(t->metrics, "{\"run\":\"%s\",", t->run_id);
+}
+
+/* The held-out split's batches to evaluate: all of it, or --eval-batches. */
+static int64_t eval_batches(const train_t *t)
+{
+    int64_t nb = bg_data_info(t->ds)->eval_steps;
     if (t->c->eval_batches > 0 && t->c->eval_batches < nb)
         nb = t->c->eval_batches;
-    float sums[4] = {0, 0, 0, 0};
+    return nb;
+}
+
+/* One evaluation pass over the held-out split; sums[4]: loss sum, losses,
+ * argmax hits, rows, over every rank. */
+static bg_status_t eval_pass(train_t *t, float *sums)
+{
+    int64_t nb = eval_batches(t);
     t->split = BG_SPLIT_EVAL;
     for (int64_t b = 0; b < nb; b++) {
         t->data_step = b;
         bg_rt_stats_t s;
-        bg_status_t st = bg_rt_eval(t->rt, t->M, feed, t, &s);
+        bg_accuracy_t acc = {0, 0};
+        bg_status_t st = bg_rt_eval(t->rt, t->M, feed, t, bg_accuracy_add, &acc, &s);
         if (st != BG_OK)
             return st;
         sums[0] += (float)s.loss_sum;
         sums[1] += (float)s.loss_count;
-        sums[2] += (float)s.correct;
-        sums[3] += (float)s.rows;
+        sums[2] += (float)acc.correct;
+        sums[3] += (float)acc.rows;
     }
     t->split = BG_SPLIT_TRAIN;
-    bg_status_t st = world_sum(t, sums, 4);
+    return world_sum(t, sums, 4);
+}
+
+static bg_status_t evaluate(train_t *t, int64_t step, double *acc_out)
+{
+    const bg_data_info_t *info = bg_data_info(t->ds);
+    float sums[4] = {0, 0, 0, 0};
+    bg_status_t st = eval_pass(t, sums);
     if (st != BG_OK)
         return st;
     double loss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
@@ -491,6 +528,7 @@ static bg_status_t evaluate(train_t *t, int64_t step, double *acc_out)
     if (acc_out)
         *acc_out = acc;
     if (t->rank == 0) {
+        end_bar(t);
         if (info->kind == BG_DATA_IMAGES)
             printf("eval  step %lld | loss %.4f | accuracy %.2f%% (%lld samples)\n",
                    (long long)step, loss, 100.0 * acc, (long long)sums[3]);
@@ -498,7 +536,8 @@ static bg_status_t evaluate(train_t *t, int64_t step, double *acc_out)
             printf("eval  step %lld | loss %.4f (%.3f bits/token)\n", (long long)step, loss,
                    loss / log(2.0));
         if (t->metrics) {
-            fprintf(t->metrics, "{\"step\":%lld,\"eval_loss\":%.6f,\"eval_accuracy\":%.6f}\n",
+            metrics_begin(t);
+            fprintf(t->metrics, "\"step\":%lld,\"eval_loss\":%.6f,\"eval_accuracy\":%.6f}\n",
                     (long long)step, loss, acc);
             fflush(t->metrics);
         }
@@ -533,8 +572,9 @@ static void log_line(train_t *t, int64_t step, const float *sums, int64_t window
                "eta %s   ",
                bar, (long long)step + 1, (long long)t->steps, loss, rate, unit, step_s * 1e3,
                100.0 * bubble, eta);
+        t->bar_open = true;
         if (step + 1 == t->steps)
-            printf("\n");
+            end_bar(t);
     } else {
         printf("step %lld/%lld | loss %.4f | %.0f %s | %.1f ms/step | bubble %.1f%% | lr %.2e | "
                "eta %s\n",
@@ -543,8 +583,9 @@ static void log_line(train_t *t, int64_t step, const float *sums, int64_t window
     }
     fflush(stdout);
     if (t->metrics) {
+        metrics_begin(t);
         fprintf(t->metrics,
-                "{\"step\":%lld,\"loss\":%.6f,\"lr\":%.6g,\"%s\":%.1f,\"step_ms\":%.3f,"
+                "\"step\":%lld,\"loss\":%.6f,\"lr\":%.6g,\"%s\":%.1f,\"step_ms\":%.3f,"
                 "\"bubble\":%.4f,\"grad_norm\":%.6g}\n",
                 (long long)step + 1, loss, s->lr,
                 info->kind == BG_DATA_TOKENS ? "tokens_per_s" : "samples_per_s", rate, step_s * 1e3,
@@ -563,6 +604,7 @@ static bg_status_t write_trace(train_t *t)
     if (st == BG_OK)
         st = s2;
     if (st == BG_OK && t->rank == 0) {
+        end_bar(t);
         st = bg_trace_merge(t->c->trace, t->world);
         if (st == BG_OK)
             printf("trace of the last step written to %s\n", t->c->trace);
@@ -610,6 +652,8 @@ static bg_status_t train_loop(train_t *t)
     }
     double acc = NAN;
     bg_status_t st = evaluate(t, t->steps, &acc);
+    if (t->rank == 0)
+        end_bar(t);
     if (st == BG_OK && t->rank == 0 && bg_data_info(t->ds)->kind == BG_DATA_IMAGES)
         printf("final test accuracy: %.2f%%\n", 100.0 * acc);
     if (st == BG_OK && c->trace)
@@ -663,6 +707,91 @@ static bg_status_t join(train_t *t)
     return st;
 }
 
+/* A JSON string literal: quotes, backslashes and control bytes escaped. */
+static void json_string(FILE *f, const char *v)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+/*
+ * Rank 0 opens the metrics file and writes the run's header line: the
+ * layout, the schedule and where the run started, under an id that tags
+ * every later line. Only rank 0 writes metrics, so its id is the run's:
+ * its wall clock (microseconds) and pid, in hex.
+ */
+static bg_status_t open_metrics(train_t *t)
+{
+    const bg_train_conf_t *c = t->c;
+    if (t->rank != 0 || !c->metrics)
+        return BG_OK;
+    t->metrics = fopen(c->metrics, "a");
+    if (!t->metrics)
+        return bg_errorf(BG_ERR_IO, "cannot open metrics file %s: %s", c->metrics,
+                         strerror(errno));
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    unsigned long long us = (unsigned long long)now.tv_sec * 1000000ull +
+                            (unsigned long long)now.tv_nsec / 1000;
+    snprintf(t->run_id, sizeof(t->run_id), "%llx-%x", us, (unsigned)getpid());
+    struct tm tm;
+    char started[32];
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(started, sizeof(started), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    fprintf(t->metrics, "{\"run\":\"%s\",\"model\":", t->run_id);
+    json_string(t->metrics, c->model);
+    fprintf(t->metrics, ",\"stages\":%d,\"dp\":%d,\"chunks\":%d,\"schedule\":", t->S, t->D,
+            t->V);
+    json_string(t->metrics, bg_sched_name(t->sched));
+    fprintf(t->metrics, ",\"micro_batches\":%d,\"batch\":%d,\"resume_step\":", t->M, c->batch);
+    if (t->resumed)
+        fprintf(t->metrics, "%lld", (long long)t->start_step);
+    else
+        fputs("null", t->metrics);
+    fprintf(t->metrics, ",\"started\":\"%s\"}\n", started);
+    if (fflush(t->metrics) != 0)
+        return bg_errorf(BG_ERR_IO, "writing metrics file %s: %s", c->metrics, strerror(errno));
+    return BG_OK;
+}
+
+static void print_banner(train_t *t)
+{
+    const bg_train_conf_t *c = t->c;
+    const bg_data_info_t *info = bg_data_info(t->ds);
+    char what[48];
+    if (c->eval_only)
+        snprintf(what, sizeof(what), "evaluation only");
+    else
+        snprintf(what, sizeof(what), "%lld steps", (long long)t->steps);
+    printf("brigade: %s | %d stages x %d dp | %s, %d micro-batches of %lld | %s %s | data %s "
+           "| %s\n",
+           bg_graph_model_name(t->g)[0] ? bg_graph_model_name(t->g) : c->model, t->S, t->D,
+           bg_sched_name(t->sched), t->M, (long long)t->mb_rows, c->device, c->dtype, info->name,
+           what);
+    fflush(stdout);
+}
+
+/* Evaluation-only: the loaded parameters, evaluated once at the step they
+ * were saved at (0 for --init or a fresh start). No step, no checkpoint. */
+static bg_status_t eval_only(train_t *t)
+{
+    const bg_data_info_t *info = bg_data_info(t->ds);
+    if (eval_batches(t) < 1)
+        return bg_errorf(BG_ERR_INVALID,
+                         "evaluation only: data %s has no held-out batch to evaluate (%lld "
+                         "held-out samples, batch %d)",
+                         info->name, (long long)info->n_eval, t->c->batch);
+    return evaluate(t, t->start_step, NULL);
+}
+
 bg_status_t bg_train_run(const bg_train_conf_t *c)
 {
     train_t t;
@@ -680,23 +809,14 @@ bg_status_t bg_train_run(const bg_train_conf_t *c)
         st = setup_runtime(&t);
     if (st == BG_OK)
         st = maybe_resume(&t);
-    if (st == BG_OK && t.rank == 0 && c->metrics) {
-        t.metrics = fopen(c->metrics, "a");
-        if (!t.metrics)
-            st = bg_errorf(BG_ERR_IO, "cannot open metrics file %s: %s", c->metrics,
-                           strerror(errno));
-    }
-    if (st == BG_OK && t.rank == 0) {
-        const bg_data_info_t *info = bg_data_info(t.ds);
-        printf("brigade: %s | %d stages x %d dp | %s, %d micro-batches of %lld | %s %s | data %s "
-               "| %lld steps\n",
-               bg_graph_model_name(t.g)[0] ? bg_graph_model_name(t.g) : c->model, t.S, t.D,
-               bg_sched_name(t.sched), t.M, (long long)t.mb_rows, c->device, c->dtype, info->name,
-               (long long)t.steps);
-        fflush(stdout);
-    }
     if (st == BG_OK)
-        st = train_loop(&t);
+        st = open_metrics(&t);
+    if (st == BG_OK && t.rank == 0)
+        print_banner(&t);
+    if (st == BG_OK)
+        st = c->eval_only ? eval_only(&t) : train_loop(&t);
+    end_bar(&t); /* errors follow on a line of their own */
+    fflush(stdout);
     if (st != BG_OK && !strstr(bg_last_error(), "rank "))
         bg_error_prefix(st, "rank %d (stage %d, dp %d): ", t.rank, t.stage, t.dp);
     /* Leaving the job may fail too (peers gone); the first cause is the one to report. */
