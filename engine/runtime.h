@@ -48,12 +48,12 @@ typedef struct bg_rt_conf {
 typedef bg_status_t (*bg_rt_feed_fn)(void *ctx, int mb, int input, void *dst, size_t bytes);
 
 typedef struct bg_rt_stats {
-    double loss_sum;       /* sum over this rank's micro-batches' losses */
-    int64_t loss_count;    /* micro-batches whose loss this rank computed */
-    double busy_s;         /* time spent in compute actions */
-    double pipe_s;         /* step start to the optimizer: where the bubble lives */
-    double step_s;         /* wall time of the step */
-    double grad_norm;      /* before clipping */
+    double loss_sum;    /* sum over this rank's micro-batches' losses */
+    int64_t loss_count; /* micro-batches whose loss this rank computed */
+    double busy_s;      /* time spent in compute actions */
+    double pipe_s;      /* step start to the optimizer: where the bubble lives */
+    double step_s;      /* wall time of the step */
+    double grad_norm;   /* before clipping */
     float lr;
 } bg_rt_stats_t;
 

@@ -194,8 +194,8 @@ static bg_status_t run_layers_forward(bg_rt_t *rt, int lci, rt_slot_t *s)
     for (int l = ch->l0; l < ch->l1; l++) {
         const bg_graph_layer_t *gl = bg_graph_layer(rt->g, l);
         bg_status_t st;
-        size_t ob =
-            gl->spec.kind->out_f32 ? rt_tensor_elems(rt, gl->out) * 4 : rt_tensor_bytes(rt, gl->out);
+        size_t ob = gl->spec.kind->out_f32 ? rt_tensor_elems(rt, gl->out) * 4
+                                           : rt_tensor_bytes(rt, gl->out);
         if (!s->val[gl->out]) {
             if ((st = rt_dalloc(rt, ob, &s->val[gl->out])) != BG_OK)
                 return st;
@@ -286,8 +286,8 @@ static bg_status_t emit_output(bg_rt_t *rt, rt_slot_t *s)
             h[i] = bg_bf16_to_f32(h16[i]);
     }
     if (st == BG_OK)
-        st = bg_backend_copy(rt->conf.be, y, s->val[tg], (size_t)rows * 4, BG_COPY_D2H,
-                             rt->compute);
+        st =
+            bg_backend_copy(rt->conf.be, y, s->val[tg], (size_t)rows * 4, BG_COPY_D2H, rt->compute);
     if (st == BG_OK)
         st = bg_stream_synchronize(rt->conf.be, rt->compute);
     if (st == BG_OK) {
@@ -467,8 +467,8 @@ static bg_status_t ensure_dout(bg_rt_t *rt, rt_slot_t *s, int l)
         return BG_OK;
     }
     /* No use reached this tensor (a dead end): its gradient is zero. */
-    size_t nb =
-        gl->spec.kind->out_f32 ? rt_tensor_elems(rt, t) * 4 : rt_tensor_elems(rt, t) * rt_act_esize(rt);
+    size_t nb = gl->spec.kind->out_f32 ? rt_tensor_elems(rt, t) * 4
+                                       : rt_tensor_elems(rt, t) * rt_act_esize(rt);
     bg_status_t st = rt_dalloc(rt, nb, &s->gacc[t]);
     if (st != BG_OK)
         return st;
@@ -498,7 +498,8 @@ static bg_status_t run_layer_backward_input(bg_rt_t *rt, int lci, rt_slot_t *s, 
             goto out;
         void *where = dest[k].direct;
         if (!where && dest[k].fold_into) {
-            if ((st = rt_dalloc(rt, rt_tensor_elems(rt, gl->in[k]) * rt_act_esize(rt), &tmp[k])) != BG_OK)
+            if ((st = rt_dalloc(rt, rt_tensor_elems(rt, gl->in[k]) * rt_act_esize(rt), &tmp[k])) !=
+                BG_OK)
                 goto out;
             where = tmp[k];
         }
@@ -512,8 +513,8 @@ static bg_status_t run_layer_backward_input(bg_rt_t *rt, int lci, rt_slot_t *s, 
     bg_nvtx_pop();
     for (int k = gl->spec.n_in - 1; st == BG_OK && k >= 0; k--)
         if (tmp[k])
-            st =
-                acc_add(rt, dest[k].fold_into, tmp[k], rt_tensor_elems(rt, gl->in[k]), rt->conf.dtype);
+            st = acc_add(rt, dest[k].fold_into, tmp[k], rt_tensor_elems(rt, gl->in[k]),
+                         rt->conf.dtype);
 out:
     for (int k = 0; k < BG_MAX_INPUTS; k++)
         bg_rt_dfree_(rt, tmp[k]);

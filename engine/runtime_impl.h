@@ -120,7 +120,7 @@ struct bg_rt {
     int max_mb;       /* micro-batches the slot table holds */
     rt_slot_t *slots; /* [max_mb * nlc], mb-major */
     size_t capslots;
-    float *loss_dev;  /* [max_mb] losses of the step's micro-batches (device) */
+    float *loss_dev; /* [max_mb] losses of the step's micro-batches (device) */
     unsigned char *loss_have;
     void *workspace;
     size_t workspace_bytes;
@@ -134,9 +134,9 @@ struct bg_rt {
     /* timing (runtime_timing.c) */
     bg_rt_event_t *ev;
     size_t nev, capev;
-    int *ev_mark;         /* [capev]: event i's mark pair, or -1 (host-timed) */
-    size_t capevmark;     /* capacity of ev_mark */
-    rt_mark_t *marks;     /* compute-stream events around each compute action */
+    int *ev_mark;     /* [capev]: event i's mark pair, or -1 (host-timed) */
+    size_t capevmark; /* capacity of ev_mark */
+    rt_mark_t *marks; /* compute-stream events around each compute action */
     size_t nmark, capmark;
     bg_event_t *evorigin; /* recorded at the start of the step */
     double t_origin;

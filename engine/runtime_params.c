@@ -48,8 +48,8 @@ static bg_status_t param_alloc(bg_rt_t *rt, const bg_net_param_t *np, rt_param_t
     for (int s = 0; s < bg_optim_state_count(rt->conf.optim.kind); s++)
         rp->state[s] = calloc((size_t)rp->n + 1, 4);
     if (!rp->master || (np->n_users > 1 && !rp->grad) || !rp->state[0])
-        return bg_errorf(BG_ERR_NOMEM, "out of memory for parameter %s (%lld elements)",
-                         gp->name, (long long)rp->n);
+        return bg_errorf(BG_ERR_NOMEM, "out of memory for parameter %s (%lld elements)", gp->name,
+                         (long long)rp->n);
     bg_param_init_host(&gp->desc, gp->name, rt->conf.seed, rp->master);
     if (rt->dev == BG_DEV_CPU && rt->conf.dtype == BG_F32) {
         rp->dev = rp->master;

@@ -54,8 +54,8 @@ static bg_status_t xfer_locate(bg_rt_t *rt, const bg_action_t *a, xfer_t *x)
     if (st != BG_OK)
         return st;
     x->peer = rt_peer_rank(rt, a->peer);
-    int e = act ? bg_net_edge_find(rt->net, a->src, a->dst)
-                : bg_net_edge_find(rt->net, a->dst, a->src);
+    int e =
+        act ? bg_net_edge_find(rt->net, a->src, a->dst) : bg_net_edge_find(rt->net, a->dst, a->src);
     if (e < 0)
         return BG_OK;
     x->ed = &rt->net->edges[e];
@@ -178,8 +178,8 @@ static bg_status_t defer_start(bg_rt_t *rt, rt_deferred_t *d)
 {
     if (d->allreduce) {
         rt_chunk_t *ch = &rt->lc[d->lci];
-        return bg_tp_allreduce_start(rt->dp_group, ch->grad_dev, ch->grad_len, BG_TP_F32,
-                                     BG_TP_SUM, rt->mem, &ch->ar);
+        return bg_tp_allreduce_start(rt->dp_group, ch->grad_dev, ch->grad_len, BG_TP_F32, BG_TP_SUM,
+                                     rt->mem, &ch->ar);
     }
     bg_tp_req_t *req;
     bg_status_t st = bg_tp_send(rt->conf.tp, d->peer, d->tag, d->buf, d->bytes, rt->mem, &req);

@@ -24,10 +24,9 @@ static bg_status_t add_edges(bg_sched_t *s, int r, int mb, int c, int incoming)
         int other = incoming ? ed->src : ed->dst;
         if ((incoming ? ed->dst : ed->src) != c || s->chunk_rank[other] == r)
             continue; /* not this chunk's, or a local handoff */
-        bg_action_t a = incoming ? bg_action_transfer(BG_ACT_RECV_ACT, mb, ed->src, c,
-                                                      s->chunk_rank[ed->src])
-                                 : bg_action_transfer(BG_ACT_SEND_ACT, mb, c, ed->dst,
-                                                      s->chunk_rank[ed->dst]);
+        bg_action_t a =
+            incoming ? bg_action_transfer(BG_ACT_RECV_ACT, mb, ed->src, c, s->chunk_rank[ed->src])
+                     : bg_action_transfer(BG_ACT_SEND_ACT, mb, c, ed->dst, s->chunk_rank[ed->dst]);
         bg_status_t st = bg_sched_append(s, r, a);
         if (st != BG_OK)
             return st;

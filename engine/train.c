@@ -65,10 +65,10 @@ typedef struct train {
     int target_input; /* graph input fed with targets; -1 if none */
     int64_t steps, start_step;
     FILE *metrics;
-    char run_id[48];  /* tags every metrics line of this run */
-    bool resumed;     /* parameters and step came from a checkpoint */
+    char run_id[48]; /* tags every metrics line of this run */
+    bool resumed;    /* parameters and step came from a checkpoint */
     bool tty;
-    bool bar_open;    /* a \r progress bar is on the terminal's last line */
+    bool bar_open; /* a \r progress bar is on the terminal's last line */
     /* feed state */
     bg_split_t split;
     int64_t data_step;
@@ -735,12 +735,11 @@ static bg_status_t open_metrics(train_t *t)
         return BG_OK;
     t->metrics = fopen(c->metrics, "a");
     if (!t->metrics)
-        return bg_errorf(BG_ERR_IO, "cannot open metrics file %s: %s", c->metrics,
-                         strerror(errno));
+        return bg_errorf(BG_ERR_IO, "cannot open metrics file %s: %s", c->metrics, strerror(errno));
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    unsigned long long us = (unsigned long long)now.tv_sec * 1000000ull +
-                            (unsigned long long)now.tv_nsec / 1000;
+    unsigned long long us =
+        (unsigned long long)now.tv_sec * 1000000ull + (unsigned long long)now.tv_nsec / 1000;
     snprintf(t->run_id, sizeof(t->run_id), "%llx-%x", us, (unsigned)getpid());
     struct tm tm;
     char started[32];
@@ -748,8 +747,7 @@ static bg_status_t open_metrics(train_t *t)
     strftime(started, sizeof(started), "%Y-%m-%dT%H:%M:%SZ", &tm);
     fprintf(t->metrics, "{\"run\":\"%s\",\"model\":", t->run_id);
     json_string(t->metrics, c->model);
-    fprintf(t->metrics, ",\"stages\":%d,\"dp\":%d,\"chunks\":%d,\"schedule\":", t->S, t->D,
-            t->V);
+    fprintf(t->metrics, ",\"stages\":%d,\"dp\":%d,\"chunks\":%d,\"schedule\":", t->S, t->D, t->V);
     json_string(t->metrics, bg_sched_name(t->sched));
     fprintf(t->metrics, ",\"micro_batches\":%d,\"batch\":%d,\"resume_step\":", t->M, c->batch);
     if (t->resumed)
