@@ -1,7 +1,9 @@
 /*
  * engine/train.c -- one rank's training run: join the job, parse the model,
  * cut it into chunks, build the schedule, open data, then step, evaluate,
- * log and checkpoint until done.
+ * log and checkpoint until done -- or, in evaluation-only mode, load the
+ * parameters and evaluate once. What it prints and writes to --metrics is
+ * engine/train_report.c's; accuracy comes from engine/metrics.h.
  *
  * Rank r is stage r % S of replica r / S: pipeline neighbours are adjacent
  * ranks (same node when ranks fill nodes in order), replicas are strided.
@@ -29,6 +31,7 @@
 #include "engine/runtime.h"
 #include "engine/schedule.h"
 #include "engine/trace.h"
+#include "engine/train_impl.h"
 #include "layers/graph.h"
 #include "partition/placement.h"
 #include "partition/plan_io.h"
@@ -49,30 +52,6 @@ void bg_train_conf_default(bg_train_conf_t *c)
     c->log_every = 10;
     bg_optim_conf_default(&c->optim);
 }
-
-typedef struct train {
-    const bg_train_conf_t *c;
-    int rank, world, stage, dp, S, D, M, V;
-    int64_t mb_rows; /* rows per micro-batch */
-    bg_tp_t *tp;
-    bg_tp_group_t *world_group;
-    bg_graph_t *g;
-    bg_sched_t *sched;
-    bg_net_t *net;
-    bg_backend_t *be;
-    bg_data_t *ds;
-    bg_rt_t *rt;
-    int target_input; /* graph input fed with targets; -1 if none */
-    int64_t steps, start_step;
-    FILE *metrics;
-    char run_id[48]; /* tags every metrics line of this run */
-    bool resumed;    /* parameters and step came from a checkpoint */
-    bool tty;
-    bool bar_open; /* a \r progress bar is on the terminal's last line */
-    /* feed state */
-    bg_split_t split;
-    int64_t data_step;
-} train_t;
 
 static bg_status_t feed(void *ctx, int mb, int input, void *dst, size_t bytes)
 {
@@ -458,33 +437,6 @@ static bg_status_t maybe_resume(train_t *t)
 
 /* ---------------------------------------------------------------- the loop */
 
-static void fmt_eta(double s, char *buf, size_t n)
-{
-    if (s < 0 || s > 1e7)
-        s = 0;
-    int h = (int)(s / 3600), m = (int)(s / 60) % 60, sec = (int)s % 60;
-    if (h)
-        snprintf(buf, n, "%dh%02dm", h, m);
-    else
-        snprintf(buf, n, "%dm%02ds", m, sec);
-}
-
-/* The progress bar is rewritten in place with \r: end its line before
- * anything else is printed, so no other line shares it. */
-static void end_bar(train_t *t)
-{
-    if (!t->bar_open)
-        return;
-    putchar('\n');
-    t->bar_open = false;
-}
-
-/* `"run":"<id>",` opening every metrics object of this run. */
-static void metrics_begin(train_t *t)
-{
-    fprintf(t->metrics, "{\"run\":\"%s\",", t->run_id);
-}
-
 /* The held-out split's batches to evaluate: all of it, or --eval-batches. */
 static int64_t eval_batches(const train_t *t)
 {
@@ -518,7 +470,6 @@ static bg_status_t eval_pass(train_t *t, float *sums)
 
 static bg_status_t evaluate(train_t *t, int64_t step, double *acc_out)
 {
-    const bg_data_info_t *info = bg_data_info(t->ds);
     float sums[4] = {0, 0, 0, 0};
     bg_status_t st = eval_pass(t, sums);
     if (st != BG_OK)
@@ -527,71 +478,9 @@ static bg_status_t evaluate(train_t *t, int64_t step, double *acc_out)
     double acc = sums[3] > 0 ? sums[2] / sums[3] : NAN;
     if (acc_out)
         *acc_out = acc;
-    if (t->rank == 0) {
-        end_bar(t);
-        if (info->kind == BG_DATA_IMAGES)
-            printf("eval  step %lld | loss %.4f | accuracy %.2f%% (%lld samples)\n",
-                   (long long)step, loss, 100.0 * acc, (long long)sums[3]);
-        else
-            printf("eval  step %lld | loss %.4f (%.3f bits/token)\n", (long long)step, loss,
-                   loss / log(2.0));
-        if (t->metrics) {
-            metrics_begin(t);
-            fprintf(t->metrics, "\"step\":%lld,\"eval_loss\":%.6f,\"eval_accuracy\":%.6f}\n",
-                    (long long)step, loss, acc);
-            fflush(t->metrics);
-        }
-        fflush(stdout);
-    }
+    if (t->rank == 0)
+        bg_train_log_eval_(t, step, loss, acc, (int64_t)sums[3]);
     return BG_OK;
-}
-
-static void log_line(train_t *t, int64_t step, const float *sums, int64_t window, double t_elapsed,
-                     int64_t steps_done, const bg_rt_stats_t *s)
-{
-    const bg_data_info_t *info = bg_data_info(t->ds);
-    double loss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
-    /* sums: loss, count, busy, pipeline time over ranks and logged steps;
-     * sums[4] the step time (over ranks and steps). */
-    double step_s = sums[4] / (t->world * (double)window);
-    double bubble = sums[3] > 0 ? 1.0 - sums[2] / sums[3] : 0;
-    double per_step = t_elapsed / (double)steps_done;
-    double rate = (double)t->c->batch / per_step;
-    if (info->kind == BG_DATA_TOKENS)
-        rate *= (double)info->input_cols;
-    char eta[32];
-    fmt_eta(per_step * (double)(t->steps - step - 1), eta, sizeof(eta));
-    const char *unit = info->kind == BG_DATA_TOKENS ? "tok/s" : "samples/s";
-    if (t->tty) {
-        int w = 24, fill = (int)((double)w * (double)(step + 1) / (double)t->steps);
-        char bar[32];
-        for (int i = 0; i < w; i++)
-            bar[i] = i < fill ? '#' : '.';
-        bar[w] = 0;
-        printf("\r[%s] step %lld/%lld | loss %.4f | %.0f %s | %.1f ms/step | bubble %.1f%% | "
-               "eta %s   ",
-               bar, (long long)step + 1, (long long)t->steps, loss, rate, unit, step_s * 1e3,
-               100.0 * bubble, eta);
-        t->bar_open = true;
-        if (step + 1 == t->steps)
-            end_bar(t);
-    } else {
-        printf("step %lld/%lld | loss %.4f | %.0f %s | %.1f ms/step | bubble %.1f%% | lr %.2e | "
-               "eta %s\n",
-               (long long)step + 1, (long long)t->steps, loss, rate, unit, step_s * 1e3,
-               100.0 * bubble, s->lr, eta);
-    }
-    fflush(stdout);
-    if (t->metrics) {
-        metrics_begin(t);
-        fprintf(t->metrics,
-                "\"step\":%lld,\"loss\":%.6f,\"lr\":%.6g,\"%s\":%.1f,\"step_ms\":%.3f,"
-                "\"bubble\":%.4f,\"grad_norm\":%.6g}\n",
-                (long long)step + 1, loss, s->lr,
-                info->kind == BG_DATA_TOKENS ? "tokens_per_s" : "samples_per_s", rate, step_s * 1e3,
-                bubble, s->grad_norm);
-        fflush(t->metrics);
-    }
 }
 
 static bg_status_t write_trace(train_t *t)
@@ -604,7 +493,7 @@ static bg_status_t write_trace(train_t *t)
     if (st == BG_OK)
         st = s2;
     if (st == BG_OK && t->rank == 0) {
-        end_bar(t);
+        bg_train_bar_end_(t);
         st = bg_trace_merge(t->c->trace, t->world);
         if (st == BG_OK)
             printf("trace of the last step written to %s\n", t->c->trace);
@@ -638,7 +527,7 @@ static bg_status_t train_loop(train_t *t)
             if ((st = world_sum(t, sums, 5)) != BG_OK)
                 return st;
             if (t->rank == 0)
-                log_line(t, step, sums, window, bg_now_s() - t0, done, &s);
+                bg_train_log_step_(t, step, sums, window, bg_now_s() - t0, done, &s);
             memset(sums, 0, sizeof(sums));
             window = 0;
         }
@@ -653,7 +542,7 @@ static bg_status_t train_loop(train_t *t)
     double acc = NAN;
     bg_status_t st = evaluate(t, t->steps, &acc);
     if (t->rank == 0)
-        end_bar(t);
+        bg_train_bar_end_(t);
     if (st == BG_OK && t->rank == 0 && bg_data_info(t->ds)->kind == BG_DATA_IMAGES)
         printf("final test accuracy: %.2f%%\n", 100.0 * acc);
     if (st == BG_OK && c->trace)
@@ -707,76 +596,6 @@ static bg_status_t join(train_t *t)
     return st;
 }
 
-/* A JSON string literal: quotes, backslashes and control bytes escaped. */
-static void json_string(FILE *f, const char *v)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(f, "\\u%04x", *p);
-        else
-            fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
-/*
- * Rank 0 opens the metrics file and writes the run's header line: the
- * layout, the schedule and where the run started, under an id that tags
- * every later line. Only rank 0 writes metrics, so its id is the run's:
- * its wall clock (microseconds) and pid, in hex.
- */
-static bg_status_t open_metrics(train_t *t)
-{
-    const bg_train_conf_t *c = t->c;
-    if (t->rank != 0 || !c->metrics)
-        return BG_OK;
-    t->metrics = fopen(c->metrics, "a");
-    if (!t->metrics)
-        return bg_errorf(BG_ERR_IO, "cannot open metrics file %s: %s", c->metrics, strerror(errno));
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    unsigned long long us =
-        (unsigned long long)now.tv_sec * 1000000ull + (unsigned long long)now.tv_nsec / 1000;
-    snprintf(t->run_id, sizeof(t->run_id), "%llx-%x", us, (unsigned)getpid());
-    struct tm tm;
-    char started[32];
-    gmtime_r(&now.tv_sec, &tm);
-    strftime(started, sizeof(started), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    fprintf(t->metrics, "{\"run\":\"%s\",\"model\":", t->run_id);
-    json_string(t->metrics, c->model);
-    fprintf(t->metrics, ",\"stages\":%d,\"dp\":%d,\"chunks\":%d,\"schedule\":", t->S, t->D, t->V);
-    json_string(t->metrics, bg_sched_name(t->sched));
-    fprintf(t->metrics, ",\"micro_batches\":%d,\"batch\":%d,\"resume_step\":", t->M, c->batch);
-    if (t->resumed)
-        fprintf(t->metrics, "%lld", (long long)t->start_step);
-    else
-        fputs("null", t->metrics);
-    fprintf(t->metrics, ",\"started\":\"%s\"}\n", started);
-    if (fflush(t->metrics) != 0)
-        return bg_errorf(BG_ERR_IO, "writing metrics file %s: %s", c->metrics, strerror(errno));
-    return BG_OK;
-}
-
-static void print_banner(train_t *t)
-{
-    const bg_train_conf_t *c = t->c;
-    const bg_data_info_t *info = bg_data_info(t->ds);
-    char what[48];
-    if (c->eval_only)
-        snprintf(what, sizeof(what), "evaluation only");
-    else
-        snprintf(what, sizeof(what), "%lld steps", (long long)t->steps);
-    printf("brigade: %s | %d stages x %d dp | %s, %d micro-batches of %lld | %s %s | data %s "
-           "| %s\n",
-           bg_graph_model_name(t->g)[0] ? bg_graph_model_name(t->g) : c->model, t->S, t->D,
-           bg_sched_name(t->sched), t->M, (long long)t->mb_rows, c->device, c->dtype, info->name,
-           what);
-    fflush(stdout);
-}
-
 /* Evaluation-only: the loaded parameters, evaluated once at the step they
  * were saved at (0 for --init or a fresh start). No step, no checkpoint. */
 static bg_status_t eval_only(train_t *t)
@@ -808,12 +627,12 @@ bg_status_t bg_train_run(const bg_train_conf_t *c)
     if (st == BG_OK)
         st = maybe_resume(&t);
     if (st == BG_OK)
-        st = open_metrics(&t);
+        st = bg_train_metrics_open_(&t);
     if (st == BG_OK && t.rank == 0)
-        print_banner(&t);
+        bg_train_banner_(&t);
     if (st == BG_OK)
         st = c->eval_only ? eval_only(&t) : train_loop(&t);
-    end_bar(&t); /* errors follow on a line of their own */
+    bg_train_bar_end_(&t); /* errors follow on a line of their own */
     fflush(stdout);
     if (st != BG_OK && !strstr(bg_last_error(), "rank "))
         bg_error_prefix(st, "rank %d (stage %d, dp %d): ", t.rank, t.stage, t.dp);
