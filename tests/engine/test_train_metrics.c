@@ -24,18 +24,6 @@
 static const char *brigade, *srcdir;
 static char wd[256], model[512];
 
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    int rc = system(cmd);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
-}
-
 /* Lines of a metrics file, parsed; *n set. NULL entries for bad JSON. */
 static cJSON **read_lines(const char *path, int *n)
 {
@@ -87,18 +75,18 @@ static void check_header(const cJSON *h, int stages, const char *resume)
 /* A 2-stage training run with a progress bar, evaluations and checkpoints. */
 static double train_run(void)
 {
-    CHECK(run("cd %s && BRIGADE_TTY=1 '%s' train %s --data synthetic:images --batch 16 "
-              "--micro-batches 2 --stages 2 --steps 4 --eval-every 2 --eval-batches 1 "
-              "--log-every 1 --metrics m.jsonl --checkpoint-dir ck > log 2>&1",
-              wd, brigade, model) == 0);
+    CHECK(bg_test_sh("cd %s && BRIGADE_TTY=1 '%s' train %s --data synthetic:images --batch 16 "
+                     "--micro-batches 2 --stages 2 --steps 4 --eval-every 2 --eval-batches 1 "
+                     "--log-every 1 --metrics m.jsonl --checkpoint-dir ck > log 2>&1",
+                     wd, brigade, model) == 0);
     /* Eval lines start their own line (after the launcher's rank prefix
      * when it relays several ranks): the \r bar is ended first. */
-    CHECK_MSG(run("cd %s && grep -a 'eval  step' log | grep -qavE '^(\\[r0\\] )?eval  step'", wd) ==
-                  1,
+    CHECK_MSG(bg_test_sh("cd %s && grep -a 'eval  step' log | grep -qavE '^(\\[r0\\] )?eval  step'",
+                         wd) == 1,
               "an eval line shares a line with the progress bar (see %s/log)", wd);
-    CHECK(run("cd %s && grep -qE '^(\\[r0\\] )?eval  step 2 ' log && "
-              "grep -qE '^(\\[r0\\] )?eval  step 4 ' log",
-              wd) == 0);
+    CHECK(bg_test_sh("cd %s && grep -qE '^(\\[r0\\] )?eval  step 2 ' log && "
+                     "grep -qE '^(\\[r0\\] )?eval  step 4 ' log",
+                     wd) == 0);
     char path[512];
     snprintf(path, sizeof(path), "%s/m.jsonl", wd);
     int n;
@@ -145,15 +133,15 @@ static void eval_only(double want)
     char ck[512], m2[512], before[600], after[600];
     snprintf(ck, sizeof(ck), "%s/ck", wd);
     snprintf(m2, sizeof(m2), "%s/m2.jsonl", wd);
-    CHECK(run("cd %s && (cat ck/latest; ls -R ck) > ck.before", wd) == 0);
+    CHECK(bg_test_sh("cd %s && (cat ck/latest; ls -R ck) > ck.before", wd) == 0);
     bg_train_conf_t c;
     eval_conf(&c, "synthetic:images", ck, m2);
     fflush(stdout);
     CHECK_MSG(bg_train_run(&c) == BG_OK, "eval_only: %s", bg_last_error());
     snprintf(before, sizeof(before), "%s/ck.before", wd);
     snprintf(after, sizeof(after), "%s/ck.after", wd);
-    CHECK(run("cd %s && (cat ck/latest; ls -R ck) > ck.after && cmp -s ck.before ck.after", wd) ==
-          0);
+    CHECK(bg_test_sh("cd %s && (cat ck/latest; ls -R ck) > ck.after && cmp -s ck.before ck.after",
+                     wd) == 0);
     int n;
     cJSON **l = read_lines(m2, &n);
     CHECK_MSG(n == 2, "eval-only wrote %d metrics lines, want header + eval", n);
@@ -184,10 +172,10 @@ int main(int argc, char **argv)
         srcdir = ".";
     snprintf(model, sizeof(model), "%s/models/mlp-fashion.graph", srcdir);
     snprintf(wd, sizeof(wd), "/tmp/bg_metrics_%d", (int)getpid());
-    CHECK(run("rm -rf %s && mkdir -p %s", wd, wd) == 0);
+    CHECK(bg_test_sh("rm -rf %s && mkdir -p %s", wd, wd) == 0);
     double want = train_run();
     eval_only(want);
     if (!bg_test_failures)
-        run("rm -rf %s", wd);
+        bg_test_sh("rm -rf %s", wd);
     return bg_test_finish("test_train_metrics");
 }
