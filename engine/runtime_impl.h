@@ -120,8 +120,9 @@ struct bg_rt {
     int max_mb;       /* micro-batches the slot table holds */
     rt_slot_t *slots; /* [max_mb * nlc], mb-major */
     size_t capslots;
-    float *loss_dev; /* [max_mb] losses of the step's micro-batches (device) */
-    unsigned char *loss_have;
+    float *loss_dev;          /* [max_mb] losses of the step's micro-batches (device) */
+    unsigned char *loss_have; /* [max_mb]: this run computed micro-batch m's loss */
+    size_t caploss;
     void *workspace;
     size_t workspace_bytes;
     float *dloss; /* device scalar: d(objective)/d(loss of one micro-batch) */

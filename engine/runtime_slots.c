@@ -53,11 +53,9 @@ static bg_status_t slot_arrays_alloc(bg_rt_t *rt, const rt_chunk_t *ch, rt_slot_
 static bg_status_t loss_slots_grow(bg_rt_t *rt, int mb)
 {
     void *dev = NULL;
-    unsigned char *have = realloc(rt->loss_have, (size_t)mb);
-    if (!have)
+    if (bg_grow(&rt->loss_have, &rt->caploss, (size_t)mb, 1))
         return bg_errorf(BG_ERR_NOMEM, "out of memory for %d loss slots", mb);
-    rt->loss_have = have;
-    memset(have + rt->max_mb, 0, (size_t)(mb - rt->max_mb));
+    memset(rt->loss_have + rt->max_mb, 0, (size_t)(mb - rt->max_mb));
     bg_status_t st = bg_rt_dalloc_(rt, sizeof(float) * (size_t)mb, false, &dev);
     if (st != BG_OK)
         return st;
@@ -198,5 +196,5 @@ void bg_rt_slots_free_(bg_rt_t *rt)
     rt->slots = NULL;
     rt->loss_have = NULL;
     rt->max_mb = 0;
-    rt->capslots = 0;
+    rt->capslots = rt->caploss = 0;
 }
