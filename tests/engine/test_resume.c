@@ -18,6 +18,7 @@
 
 #include "engine/checkpoint.h"
 #include "layers/graph.h"
+#include "ckpt_same.h"
 #include "test_util.h"
 
 static const char *brigade, *srcdir;
@@ -28,34 +29,6 @@ static char wd[256];
 #define COMMON                                                                                     \
     "--data synthetic:images --batch 16 --micro-batches 4 --log-every 100 "                        \
     "--eval-batches 1 --seed 3 --min-lr-frac 1"
-
-/* Every tensor of a's latest checkpoint equals b's, bit for bit, whatever
- * stage file holds it. */
-static int same_checkpoints(const char *a, const char *b)
-{
-    char *pa = NULL, *pb = NULL;
-    bg_ckpt_t *ca = NULL, *cb = NULL;
-    int ok = bg_ckpt_dir_latest(a, &pa) == BG_OK && pa && bg_ckpt_open(pa, &ca) == BG_OK &&
-             bg_ckpt_dir_latest(b, &pb) == BG_OK && pb && bg_ckpt_open(pb, &cb) == BG_OK;
-    if (!ok)
-        fprintf(stderr, "cannot open %s or %s: %s\n", a, b, bg_last_error());
-    int n = 0;
-    for (int f = 0; ok && f < bg_ckpt_file_count(ca); f++) {
-        const bg_st_file_t *sf = bg_ckpt_file(ca, f);
-        for (size_t i = 0; ok && i < bg_st_count(sf); i++) {
-            const bg_st_tensor_t *t = bg_st_tensor_at(sf, i);
-            const bg_st_tensor_t *u = bg_ckpt_find(cb, t->name, NULL);
-            ok = u && u->nbytes == t->nbytes && !memcmp(u->data, t->data, t->nbytes);
-            if (!ok)
-                fprintf(stderr, "%s: %s differs from %s\n", t->name, a, b);
-            n++;
-        }
-    }
-    ok = ok && n > 0 && bg_ckpt_manifest(ca)->step == bg_ckpt_manifest(cb)->step;
-    bg_ckpt_close(ca), bg_ckpt_close(cb);
-    free(pa), free(pb);
-    return ok;
-}
 
 static void test_resume_equivalence(void)
 {
@@ -76,12 +49,13 @@ static void test_resume_equivalence(void)
                      "--checkpoint-dir %s > %s.resume.log 2>&1",
                      brigade, srcdir, m, half, half) == 0);
     CHECK(bg_test_sh("grep -q 'resumed from .*step 3' %s.resume.log", half) == 0);
-    CHECK_MSG(same_checkpoints(full, half), "resume in the same layout is not bit-identical");
+    CHECK_MSG(bg_test_same_checkpoints(full, half),
+              "resume in the same layout is not bit-identical");
     /* Another layout: written by 2 stages, resumed by 4 stages x 1 and by 1 stage. */
     CHECK(bg_test_sh("'%s' train %s/models/%s " COMMON " --stages 4 --steps 6 --resume "
                      "--checkpoint-dir %s > %s.resume.log 2>&1",
                      brigade, srcdir, m, other, other) == 0);
-    CHECK_MSG(same_checkpoints(full, other), "resume into 4 stages is not bit-identical");
+    CHECK_MSG(bg_test_same_checkpoints(full, other), "resume into 4 stages is not bit-identical");
     printf("resume equivalence: checked\n");
 }
 
