@@ -604,8 +604,10 @@ bg_status_t bg_rt_backward_input_(bg_rt_t *rt, int mb, int lci)
 
 bg_status_t bg_rt_backward_weight_(bg_rt_t *rt, int mb, int lci)
 {
-    rt_slot_t *s = rt_slot_at(rt, mb, lci);
     rt_chunk_t *ch = &rt->lc[lci];
+    if (mb < 0 || mb >= rt->max_mb)
+        return bg_errorf(BG_ERR_INTERNAL, "micro-batch %d out of range", mb);
+    rt_slot_t *s = rt_slot_at(rt, mb, lci);
     if (!s->live || !s->materialized)
         return bg_errorf(BG_ERR_INTERNAL, "W(mb=%d, c=%d) before its B", mb, ch->c);
     bg_status_t st = BG_OK;
