@@ -2,6 +2,7 @@
  * tests/engine/ckpt_same.h -- the end-to-end tests' verdict on two runs:
  * their latest checkpoints hold the same tensors, bit for bit, at the same
  * step, whatever stage file holds each. Header-only; tests only.
+ * Must NOT modify the checkpoints it reads.
  */
 #ifndef BG_TEST_CKPT_SAME_H
 #define BG_TEST_CKPT_SAME_H
