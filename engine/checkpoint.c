@@ -21,6 +21,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "base/grow.h"
 #include "engine/checkpoint.h"
 #include "engine/checkpoint_fs.h"
 
@@ -79,12 +80,10 @@ static bg_status_t read_small(const char *path, char **out, size_t *out_len, int
                 st = bg_errorf(BG_ERR_INVALID, "%s: larger than %u bytes", path, CKPT_MAX_SMALL_FILE);
                 goto err_free;
             }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
+            if (bg_grow(&buf, &cap, cap + 1, 1)) {
                 st = bg_errorf(BG_ERR_NOMEM, "%s: out of memory", path);
                 goto err_free;
             }
-            buf = nb, cap *= 2;
         }
         size_t got = fread(buf + len, 1, cap - 1 - len, fp);
         len += got;

@@ -24,6 +24,7 @@
 #include <cjson/cJSON.h>
 #include <zlib.h>
 
+#include "base/grow.h"
 #include "engine/checkpoint.h"
 #include "layers/tensor.h"
 #include "engine/checkpoint_fs.h"
@@ -103,15 +104,9 @@ typedef struct {
 static void sb_put(sbuf_t *b, const char *p, size_t n)
 {
     if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *s = realloc(b->s, cap);
-        if (!s) {
-            b->oom = true;
-            return;
-        }
-        b->s = s, b->cap = cap;
+    if (n > SIZE_MAX - b->len - 1 || bg_grow(&b->s, &b->cap, b->len + n + 1, 1)) {
+        b->oom = true;
+        return;
     }
     memcpy(b->s + b->len, p, n);
     b->len += n;
@@ -214,12 +209,8 @@ bg_status_t bg_st_writer_add(bg_st_writer_t *w, const char *name, bg_st_dtype_t 
     for (size_t i = 0; i < w->n; i++)
         if (!strcmp(w->t[i].name, name))
             return bg_errorf(BG_ERR_INVALID, "safetensors: duplicate tensor name '%s'", name);
-    if (w->n == w->cap) {
-        size_t cap = w->cap ? 2 * w->cap : 16;
-        wtensor_t *t = realloc(w->t, cap * sizeof(*t));
-        if (!t) return bg_errorf(BG_ERR_NOMEM, "safetensors writer: out of memory");
-        w->t = t, w->cap = cap;
-    }
+    if (bg_grow(&w->t, &w->cap, w->n + 1, sizeof(*w->t)))
+        return bg_errorf(BG_ERR_NOMEM, "safetensors writer: out of memory");
     wtensor_t *t = &w->t[w->n];
     memset(t, 0, sizeof(*t));
     t->name = strdup(name);
@@ -245,18 +236,14 @@ bg_status_t bg_st_writer_meta(bg_st_writer_t *w, const char *key, const char *va
             return BG_OK;
         }
     }
-    if (w->nmeta == w->metacap) {
-        size_t cap = w->metacap ? 2 * w->metacap : 8;
-        char **k = realloc(w->mkey, cap * sizeof(*k));
-        if (k) w->mkey = k;
-        char **vv = k ? realloc(w->mval, cap * sizeof(*vv)) : NULL;
-        if (vv) w->mval = vv;
-        if (!k || !vv) {
-            free(v);
-            return bg_errorf(BG_ERR_NOMEM, "safetensors writer: out of memory");
-        }
-        w->metacap = cap;
+    /* Keys and values grow in step: both get room before either is used. */
+    size_t kcap = w->metacap, vcap = w->metacap;
+    if (bg_grow(&w->mkey, &kcap, w->nmeta + 1, sizeof(*w->mkey)) ||
+        bg_grow(&w->mval, &vcap, w->nmeta + 1, sizeof(*w->mval))) {
+        free(v);
+        return bg_errorf(BG_ERR_NOMEM, "safetensors writer: out of memory");
     }
+    w->metacap = kcap < vcap ? kcap : vcap;
     w->mkey[w->nmeta] = strdup(key);
     if (!w->mkey[w->nmeta]) {
         free(v);

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
+#include "base/grow.h"
 #include "engine/data_impl.h"
 
 #define IDX_DEFAULT_DIR "/usr/share/datasets/fashion-mnist"
@@ -53,12 +54,10 @@ static bg_status_t read_gz(const char *path, uint8_t **out, size_t *out_len)
                                path, IDX_MAX_BYTES);
                 goto err_free;
             }
-            uint8_t *nb = realloc(buf, cap * 2);
-            if (!nb) {
+            if (bg_grow(&buf, &cap, cap + 1, 1)) {
                 st = bg_errorf(BG_ERR_NOMEM, "%s: out of memory", path);
                 goto err_free;
             }
-            buf = nb, cap *= 2;
         }
         size_t want = cap - len > (1u << 30) ? (1u << 30) : cap - len;
         int got = gzread(gz, buf + len, (unsigned)want);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/grow.h"
 #include "partition/partition.h"
 
 static int64_t shape_elems(const bg_shape_t *s)
@@ -169,24 +170,20 @@ static bg_status_t net_edge_add(bg_net_t *n, int src, int dst, int t, int contri
 {
     int e = bg_net_edge_find(n, src, dst);
     if (e < 0) {
-        bg_net_edge_t *ne = realloc(n->edges, sizeof(*ne) * (size_t)(n->n_edges + 1));
-        if (!ne)
+        if (bg_grow(&n->edges, &n->cap_edges, (size_t)n->n_edges + 1, sizeof(*n->edges)))
             return bg_errorf(BG_ERR_NOMEM, "net: out of memory");
-        n->edges = ne;
         e = n->n_edges++;
         memset(&n->edges[e], 0, sizeof(n->edges[e]));
         n->edges[e].src = src;
         n->edges[e].dst = dst;
     }
     bg_net_edge_t *ed = &n->edges[e];
-    int *tt = realloc(ed->tensors, sizeof(int) * (size_t)(ed->n + 1));
-    if (!tt)
+    /* tensors and n_contrib grow in step: both get room before either is used. */
+    size_t tcap = ed->cap, ccap = ed->cap;
+    if (bg_grow(&ed->tensors, &tcap, (size_t)ed->n + 1, sizeof(int)) ||
+        bg_grow(&ed->n_contrib, &ccap, (size_t)ed->n + 1, sizeof(int)))
         return bg_errorf(BG_ERR_NOMEM, "net: out of memory");
-    ed->tensors = tt;
-    int *cc = realloc(ed->n_contrib, sizeof(int) * (size_t)(ed->n + 1));
-    if (!cc)
-        return bg_errorf(BG_ERR_NOMEM, "net: out of memory");
-    ed->n_contrib = cc;
+    ed->cap = tcap < ccap ? tcap : ccap;
     ed->tensors[ed->n] = t;
     ed->n_contrib[ed->n] = contrib;
     ed->n++;

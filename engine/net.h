@@ -46,6 +46,7 @@ typedef struct bg_net_edge {
     int *n_contrib;    /* per tensor: gradient contributions sent back */
     size_t act_elems;  /* sum of tensor sizes (elements) */
     size_t grad_elems; /* sum of n_contrib[i] * size */
+    size_t cap;        /* room in tensors and n_contrib (engine/net.c's) */
 } bg_net_edge_t;
 
 typedef struct bg_net {
@@ -57,6 +58,7 @@ typedef struct bg_net {
     int *chunk_first; /* chunk c = layers [chunk_first[c], chunk_first[c+1]) */
     int n_edges;
     bg_net_edge_t *edges; /* every (src, dst) pair with tensors, src < dst */
+    size_t cap_edges;     /* room in edges (engine/net.c's) */
 } bg_net_t;
 
 /*

@@ -48,13 +48,12 @@ typedef struct bg_rt_conf {
 typedef bg_status_t (*bg_rt_feed_fn)(void *ctx, int mb, int input, void *dst, size_t bytes);
 
 typedef struct bg_rt_stats {
-    double loss_sum;       /* sum over this rank's micro-batches' losses */
-    int64_t loss_count;    /* micro-batches whose loss this rank computed */
-    int64_t correct, rows; /* eval: argmax hits over rows, for classifiers */
-    double busy_s;         /* time spent in compute actions */
-    double pipe_s;         /* step start to the optimizer: where the bubble lives */
-    double step_s;         /* wall time of the step */
-    double grad_norm;      /* before clipping */
+    double loss_sum;    /* sum over this rank's micro-batches' losses */
+    int64_t loss_count; /* micro-batches whose loss this rank computed */
+    double busy_s;      /* time spent in compute actions */
+    double pipe_s;      /* step start to the optimizer: where the bubble lives */
+    double step_s;      /* wall time of the step */
+    double grad_norm;   /* before clipping */
     float lr;
 } bg_rt_stats_t;
 
@@ -68,10 +67,29 @@ void bg_rt_free(bg_rt_t *rt);
 bg_status_t bg_rt_step(bg_rt_t *rt, int64_t step, bg_rt_feed_fn feed, void *ctx,
                        bg_rt_stats_t *out);
 
-/* Forward only over `mb` micro-batches (loss and argmax accuracy);
- * mb <= max(BG_RT_EVAL_MAX_MB, the schedule's micro-batches). */
-#define BG_RT_EVAL_MAX_MB 64
-bg_status_t bg_rt_eval(bg_rt_t *rt, int mb, bg_rt_feed_fn feed, void *ctx, bg_rt_stats_t *out);
+/*
+ * What an evaluation shows its caller of one micro-batch, on the rank that
+ * computes the loss: the loss layer's inputs, copied to the host. Metrics
+ * beyond the loss (accuracy, engine/metrics.h) are computed from this by
+ * the caller. Pointers are valid during the callback only.
+ */
+typedef struct bg_rt_output {
+    int mb;
+    int64_t rows, classes;  /* the loss input's last dimension is `classes` */
+    const float *logits;    /* [rows, classes] f32 whatever the compute dtype */
+    const int32_t *targets; /* [rows] class ids */
+} bg_rt_output_t;
+typedef bg_status_t (*bg_rt_output_fn)(void *ctx, const bg_rt_output_t *o);
+
+/*
+ * Forward only over `mb` micro-batches (any number >= 1: the slot table
+ * grows), running the lists of bg_sched_generate_forward() for this
+ * layout. Sums the loss into *out; calls `on_output` (may be NULL) with
+ * each micro-batch's loss inputs on the rank that computes the loss.
+ * An error from `on_output` stops the evaluation and is returned.
+ */
+bg_status_t bg_rt_eval(bg_rt_t *rt, int mb, bg_rt_feed_fn feed, void *ctx,
+                       bg_rt_output_fn on_output, void *output_ctx, bg_rt_stats_t *out);
 
 /* Parameters this rank holds (owned or tied copies), for checkpoints. */
 int bg_rt_param_count(const bg_rt_t *rt);

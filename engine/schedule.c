@@ -9,6 +9,8 @@
 #include "engine/schedule_impl.h"
 
 #include <stdlib.h>
+
+#include "base/grow.h"
 #include <string.h>
 
 /* ------------------------------------------------------------------ actions */
@@ -64,13 +66,8 @@ char *bg_action_str(const bg_action_t *a, char *buf, size_t len)
 /* Append edge without checks; the caller validated it. */
 static bg_status_t push_edge(bg_sched_t *s, int src, int dst, int grad)
 {
-    if (s->nedges == s->cap_edges) {
-        int cap = s->cap_edges ? 2 * s->cap_edges : 8;
-        bg_sched_edge_t *e = realloc(s->edges, (size_t)cap * sizeof(*e));
-        if (!e) return bg_errorf(BG_ERR_NOMEM, "schedule: out of memory for edges");
-        s->edges = e;
-        s->cap_edges = cap;
-    }
+    if (bg_grow(&s->edges, &s->cap_edges, (size_t)s->nedges + 1, sizeof(*s->edges)))
+        return bg_errorf(BG_ERR_NOMEM, "schedule: out of memory for edges");
     s->edges[s->nedges++] = (bg_sched_edge_t){src, dst, grad};
     return BG_OK;
 }
@@ -217,13 +214,8 @@ bg_status_t bg_sched_insert(bg_sched_t *s, int rank, size_t index, bg_action_t a
     if (index > l->len)
         return bg_errorf(BG_ERR_INVALID, "schedule: rank %d: index %zu past end %zu", rank, index,
                          l->len);
-    if (l->len == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 64;
-        bg_action_t *n = realloc(l->a, cap * sizeof(*n));
-        if (!n) return bg_errorf(BG_ERR_NOMEM, "schedule: out of memory for rank %d", rank);
-        l->a = n;
-        l->cap = cap;
-    }
+    if (bg_grow(&l->a, &l->cap, l->len + 1, sizeof(*l->a)))
+        return bg_errorf(BG_ERR_NOMEM, "schedule: out of memory for rank %d", rank);
     memmove(l->a + index + 1, l->a + index, (l->len - index) * sizeof(*l->a));
     l->a[index] = a;
     l->len++;

@@ -133,6 +133,16 @@ bg_status_t bg_sched_generate(bg_sched_kind_t kind, int p, int m, int v, unsigne
                               bg_sched_t **out);
 
 /*
+ * The forward-only lists of an evaluation (engine/schedule_fwd.c): the
+ * ranks, chunk map and edges of `like`, with m micro-batches; on each rank,
+ * micro-batches ascending and the rank's chunks in model order, each F
+ * between the RECV_ACTs and SEND_ACTs of its cross-rank edges. No B, W,
+ * gradient transfers, ALLREDUCE or OPTIMIZER. BG_ERR_INVALID for m < 1 or
+ * too large; the result passes bg_sched_check_forward().
+ */
+bg_status_t bg_sched_generate_forward(const bg_sched_t *like, int m, bg_sched_t **out);
+
+/*
  * An empty schedule (no actions) with adjacent edges c -> c+1 (carrying
  * gradients) and chunk c on rank chunk_rank[c], or on c % p when chunk_rank
  * is NULL. For hand-written schedules and tests; fill with the edit calls.
@@ -197,6 +207,14 @@ bg_status_t bg_sched_add_transfer(bg_sched_t *s, int src, int dst, int with_grad
  * whose W (or BW) has not; for v = 1 that is micro-batches in flight.
  */
 bg_status_t bg_sched_check(const bg_sched_t *s, int *peak_live);
+
+/*
+ * Prove a forward-only list set complete and deadlock-free: every action
+ * well-formed as above; every F(mb, c) exactly once and after its inputs;
+ * only F and activation transfers (anything else is refused); every SEND
+ * matched by exactly one RECV; no cycle of waits. Errors as bg_sched_check.
+ */
+bg_status_t bg_sched_check_forward(const bg_sched_t *s);
 
 /*
  * Activation counts per rank in list order, without checking: peak_live[r]

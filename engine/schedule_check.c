@@ -6,6 +6,8 @@
  * fields and that its inputs were produced earlier on that rank (locally or
  * by a receive); (2) completeness and send/receive matching; (3) run all lists
  * together with buffered sends and blocking receives until every rank ends.
+ * Forward-only lists (evaluation) go through the same passes, refusing
+ * anything but F and activation transfers and requiring no B/W/OPTIMIZER.
  * Must NOT modify the schedule or assume it came from a generator.
  */
 #include "engine/schedule_impl.h"
@@ -28,6 +30,7 @@ typedef struct {
     long *ar;        /* per chunk: index of its ALLREDUCE, -1 */
     pos_t *send, *recv; /* per (direction, edge, mb) */
     int *live, *peak;   /* per rank */
+    int fwd;            /* forward-only lists (evaluation): F and activations only */
 } ck_t;
 
 #define MC(k, mb, c) ((size_t)(mb) * (k)->s->nchunks + (size_t)(c))
@@ -204,6 +207,9 @@ static bg_status_t check_rank(ck_t *k, int r)
     for (long i = 0; i < (long)l->len; i++) {
         const bg_action_t *a = &l->a[i];
         bg_status_t st = BG_OK;
+        if (k->fwd && a->kind != BG_ACT_F && a->kind != BG_ACT_SEND_ACT &&
+            a->kind != BG_ACT_RECV_ACT)
+            return fail_at(s, r, i, "a forward-only list holds only F and activation transfers");
         if (bg_act_is_compute(a->kind)) {
             st = check_compute(k, r, i, a);
         } else if (bg_act_is_send(a->kind) || bg_act_is_recv(a->kind)) {
@@ -239,18 +245,19 @@ static bg_status_t check_complete(ck_t *k)
         int r = s->chunk_rank[c];
         for (int mb = 0; mb < s->m; mb++) {
             size_t x = MC(k, mb, c);
-            const char *miss = k->f[x] < 0 ? "F" : k->b[x] < 0 ? "B (or BW)" : k->w[x] < 0 ? "W" : 0;
+            const char *miss = k->f[x] < 0 ? "F" : k->fwd ? 0
+                               : k->b[x] < 0 ? "B (or BW)" : k->w[x] < 0 ? "W" : 0;
             if (miss)
                 return bg_errorf(BG_ERR_INVALID, "schedule check (%s): rank %d: %s(mb=%d, c=%d) "
                                  "missing", s->name, r, miss, mb, c);
         }
-        if (k->ar[c] < 0)
+        if (k->ar[c] < 0 && !k->fwd)
             return bg_errorf(BG_ERR_INVALID, "schedule check (%s): rank %d: ALLREDUCE(c=%d) "
                              "missing", s->name, r, c);
     }
     for (int r = 0; r < s->p; r++) {
         const bg_sched_list_t *l = &s->lists[r];
-        if (!l->len || l->a[l->len - 1].kind != BG_ACT_OPTIMIZER)
+        if (!k->fwd && (!l->len || l->a[l->len - 1].kind != BG_ACT_OPTIMIZER))
             return bg_errorf(BG_ERR_INVALID, "schedule check (%s): rank %d: OPTIMIZER missing",
                              s->name, r);
     }
@@ -322,17 +329,28 @@ static bg_status_t check_deadlock(const ck_t *k)
     return st;
 }
 
-bg_status_t bg_sched_check(const bg_sched_t *s, int *peak_live)
+static bg_status_t check(const bg_sched_t *s, int fwd, int *peak_live)
 {
     ck_t k;
     bg_status_t st = ck_init(&k, s);
     if (st) return st;
+    k.fwd = fwd;
     for (int r = 0; r < s->p && !st; r++) st = check_rank(&k, r);
     if (!st) st = check_complete(&k);
     if (!st) st = check_deadlock(&k);
     if (!st && peak_live) memcpy(peak_live, k.peak, (size_t)s->p * sizeof(int));
     ck_free(&k);
     return st;
+}
+
+bg_status_t bg_sched_check(const bg_sched_t *s, int *peak_live)
+{
+    return check(s, 0, peak_live);
+}
+
+bg_status_t bg_sched_check_forward(const bg_sched_t *s)
+{
+    return check(s, 1, NULL);
 }
 
 void bg_sched_peaks(const bg_sched_t *s, int *peak_live, int *peak_stash)

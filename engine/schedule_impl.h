@@ -28,7 +28,8 @@ struct bg_sched {
     int *chunk_rank;        /* nchunks entries */
     bg_sched_list_t *lists; /* p lists */
     bg_sched_edge_t *edges;
-    int nedges, cap_edges;
+    int nedges;
+    size_t cap_edges;
     char name[32];
 };
 

@@ -12,11 +12,24 @@
 #include <string.h>
 #include <unistd.h>
 
+/* "<path>.part<rank>", or "<path>.tmp" for rank < 0, into buf[n]: a path
+ * too long for it is refused, never cut (a cut name is another file). */
+static bg_status_t side_path(char *buf, size_t n, const char *path, int rank)
+{
+    int k = rank < 0 ? snprintf(buf, n, "%s.tmp", path) : snprintf(buf, n, "%s.part%d", path, rank);
+    if (k < 0 || (size_t)k >= n)
+        return bg_errorf(BG_ERR_INVALID, "trace: path '%.60s...' is too long (%zu bytes at most)",
+                         path, n - 16);
+    return BG_OK;
+}
+
 bg_status_t bg_trace_write_part(const char *path, int rank, int stage, int dp,
                                 const bg_rt_event_t *ev, int n, double origin_s)
 {
     char part[4096];
-    snprintf(part, sizeof(part), "%s.part%d", path, rank);
+    bg_status_t st = side_path(part, sizeof(part), path, rank);
+    if (st != BG_OK)
+        return st;
     FILE *f = fopen(part, "w");
     if (!f)
         return bg_errorf(BG_ERR_IO, "trace: cannot write %s: %s", part, strerror(errno));
@@ -49,15 +62,17 @@ bg_status_t bg_trace_write_part(const char *path, int rank, int stage, int dp,
 bg_status_t bg_trace_merge(const char *path, int world)
 {
     char tmp[4096];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    bg_status_t st = side_path(tmp, sizeof(tmp), path, -1);
+    if (st != BG_OK)
+        return st;
     FILE *out = fopen(tmp, "w");
     if (!out)
         return bg_errorf(BG_ERR_IO, "trace: cannot write %s: %s", tmp, strerror(errno));
     fprintf(out, "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n");
-    bg_status_t st = BG_OK;
     for (int r = 0; r < world && st == BG_OK; r++) {
         char part[4096];
-        snprintf(part, sizeof(part), "%s.part%d", path, r);
+        if ((st = side_path(part, sizeof(part), path, r)) != BG_OK)
+            break;
         FILE *in = fopen(part, "r");
         if (!in) {
             st = bg_errorf(BG_ERR_IO, "trace: rank %d's part %s is missing", r, part);
@@ -83,8 +98,8 @@ bg_status_t bg_trace_merge(const char *path, int world)
     }
     for (int r = 0; r < world; r++) {
         char part[4096];
-        snprintf(part, sizeof(part), "%s.part%d", path, r);
-        unlink(part);
+        if (side_path(part, sizeof(part), path, r) == BG_OK) /* it was, above */
+            unlink(part);
     }
     return BG_OK;
 }

@@ -1,7 +1,9 @@
 /*
  * engine/train.c -- one rank's training run: join the job, parse the model,
  * cut it into chunks, build the schedule, open data, then step, evaluate,
- * log and checkpoint until done.
+ * log and checkpoint until done -- or, in evaluation-only mode, load the
+ * parameters and evaluate once. What it prints and writes to --metrics is
+ * engine/train_report.c's; accuracy comes from engine/metrics.h.
  *
  * Rank r is stage r % S of replica r / S: pipeline neighbours are adjacent
  * ranks (same node when ranks fill nodes in order), replicas are strided.
@@ -24,10 +26,12 @@
 #include "base/clock.h"
 #include "engine/checkpoint.h"
 #include "engine/data.h"
+#include "engine/metrics.h"
 #include "engine/net.h"
 #include "engine/runtime.h"
 #include "engine/schedule.h"
 #include "engine/trace.h"
+#include "engine/train_impl.h"
 #include "layers/graph.h"
 #include "partition/placement.h"
 #include "partition/plan_io.h"
@@ -48,27 +52,6 @@ void bg_train_conf_default(bg_train_conf_t *c)
     c->log_every = 10;
     bg_optim_conf_default(&c->optim);
 }
-
-typedef struct train {
-    const bg_train_conf_t *c;
-    int rank, world, stage, dp, S, D, M, V;
-    int64_t mb_rows; /* rows per micro-batch */
-    bg_tp_t *tp;
-    bg_tp_group_t *world_group;
-    bg_graph_t *g;
-    bg_sched_t *sched;
-    bg_net_t *net;
-    bg_backend_t *be;
-    bg_data_t *ds;
-    bg_rt_t *rt;
-    int target_input; /* graph input fed with targets; -1 if none */
-    int64_t steps, start_step;
-    FILE *metrics;
-    bool tty;
-    /* feed state */
-    bg_split_t split;
-    int64_t data_step;
-} train_t;
 
 static bg_status_t feed(void *ctx, int mb, int input, void *dst, size_t bytes)
 {
@@ -438,8 +421,10 @@ static bg_status_t maybe_resume(train_t *t)
             st = bg_data_state_parse(ds, &state);
         if (st == BG_OK)
             st = bg_data_state_check(t->ds, &state);
-        if (st == BG_OK)
+        if (st == BG_OK) {
             t->start_step = bg_ckpt_manifest(ck)->step;
+            t->resumed = true;
+        }
     }
     if (st == BG_OK && t->rank == 0)
         printf("resumed from %s (step %lld, written by %d stages x %d dp)\n", step_path,
@@ -451,105 +436,50 @@ static bg_status_t maybe_resume(train_t *t)
 
 /* ---------------------------------------------------------------- the loop */
 
-static void fmt_eta(double s, char *buf, size_t n)
+/* The held-out split's batches to evaluate: all of it, or --eval-batches. */
+static int64_t eval_batches(const train_t *t)
 {
-    if (s < 0 || s > 1e7)
-        s = 0;
-    int h = (int)(s / 3600), m = (int)(s / 60) % 60, sec = (int)s % 60;
-    if (h)
-        snprintf(buf, n, "%dh%02dm", h, m);
-    else
-        snprintf(buf, n, "%dm%02ds", m, sec);
-}
-
-static bg_status_t evaluate(train_t *t, int64_t step, double *acc_out)
-{
-    const bg_data_info_t *info = bg_data_info(t->ds);
-    int64_t nb = info->eval_steps;
+    int64_t nb = bg_data_info(t->ds)->eval_steps;
     if (t->c->eval_batches > 0 && t->c->eval_batches < nb)
         nb = t->c->eval_batches;
-    float sums[4] = {0, 0, 0, 0};
+    return nb;
+}
+
+/* One evaluation pass over the held-out split; sums[4]: loss sum, losses,
+ * argmax hits, rows, over every rank. */
+static bg_status_t eval_pass(train_t *t, float *sums)
+{
+    int64_t nb = eval_batches(t);
     t->split = BG_SPLIT_EVAL;
     for (int64_t b = 0; b < nb; b++) {
         t->data_step = b;
         bg_rt_stats_t s;
-        bg_status_t st = bg_rt_eval(t->rt, t->M, feed, t, &s);
+        bg_accuracy_t acc = {0, 0};
+        bg_status_t st = bg_rt_eval(t->rt, t->M, feed, t, bg_accuracy_add, &acc, &s);
         if (st != BG_OK)
             return st;
         sums[0] += (float)s.loss_sum;
         sums[1] += (float)s.loss_count;
-        sums[2] += (float)s.correct;
-        sums[3] += (float)s.rows;
+        sums[2] += (float)acc.correct;
+        sums[3] += (float)acc.rows;
     }
     t->split = BG_SPLIT_TRAIN;
-    bg_status_t st = world_sum(t, sums, 4);
+    return world_sum(t, sums, 4);
+}
+
+static bg_status_t evaluate(train_t *t, int64_t step, double *acc_out)
+{
+    float sums[4] = {0, 0, 0, 0};
+    bg_status_t st = eval_pass(t, sums);
     if (st != BG_OK)
         return st;
     double loss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
     double acc = sums[3] > 0 ? sums[2] / sums[3] : NAN;
     if (acc_out)
         *acc_out = acc;
-    if (t->rank == 0) {
-        if (info->kind == BG_DATA_IMAGES)
-            printf("eval  step %lld | loss %.4f | accuracy %.2f%% (%lld samples)\n",
-                   (long long)step, loss, 100.0 * acc, (long long)sums[3]);
-        else
-            printf("eval  step %lld | loss %.4f (%.3f bits/token)\n", (long long)step, loss,
-                   loss / log(2.0));
-        if (t->metrics) {
-            fprintf(t->metrics, "{\"step\":%lld,\"eval_loss\":%.6f,\"eval_accuracy\":%.6f}\n",
-                    (long long)step, loss, acc);
-            fflush(t->metrics);
-        }
-        fflush(stdout);
-    }
+    if (t->rank == 0)
+        bg_train_log_eval_(t, step, loss, acc, (int64_t)sums[3]);
     return BG_OK;
-}
-
-static void log_line(train_t *t, int64_t step, const float *sums, int64_t window, double t_elapsed,
-                     int64_t steps_done, const bg_rt_stats_t *s)
-{
-    const bg_data_info_t *info = bg_data_info(t->ds);
-    double loss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
-    /* sums: loss, count, busy, pipeline time over ranks and logged steps;
-     * sums[4] the step time (over ranks and steps). */
-    double step_s = sums[4] / (t->world * (double)window);
-    double bubble = sums[3] > 0 ? 1.0 - sums[2] / sums[3] : 0;
-    double per_step = t_elapsed / (double)steps_done;
-    double rate = (double)t->c->batch / per_step;
-    if (info->kind == BG_DATA_TOKENS)
-        rate *= (double)info->input_cols;
-    char eta[32];
-    fmt_eta(per_step * (double)(t->steps - step - 1), eta, sizeof(eta));
-    const char *unit = info->kind == BG_DATA_TOKENS ? "tok/s" : "samples/s";
-    if (t->tty) {
-        int w = 24, fill = (int)((double)w * (double)(step + 1) / (double)t->steps);
-        char bar[32];
-        for (int i = 0; i < w; i++)
-            bar[i] = i < fill ? '#' : '.';
-        bar[w] = 0;
-        printf("\r[%s] step %lld/%lld | loss %.4f | %.0f %s | %.1f ms/step | bubble %.1f%% | "
-               "eta %s   ",
-               bar, (long long)step + 1, (long long)t->steps, loss, rate, unit, step_s * 1e3,
-               100.0 * bubble, eta);
-        if (step + 1 == t->steps)
-            printf("\n");
-    } else {
-        printf("step %lld/%lld | loss %.4f | %.0f %s | %.1f ms/step | bubble %.1f%% | lr %.2e | "
-               "eta %s\n",
-               (long long)step + 1, (long long)t->steps, loss, rate, unit, step_s * 1e3,
-               100.0 * bubble, s->lr, eta);
-    }
-    fflush(stdout);
-    if (t->metrics) {
-        fprintf(t->metrics,
-                "{\"step\":%lld,\"loss\":%.6f,\"lr\":%.6g,\"%s\":%.1f,\"step_ms\":%.3f,"
-                "\"bubble\":%.4f,\"grad_norm\":%.6g}\n",
-                (long long)step + 1, loss, s->lr,
-                info->kind == BG_DATA_TOKENS ? "tokens_per_s" : "samples_per_s", rate, step_s * 1e3,
-                bubble, s->grad_norm);
-        fflush(t->metrics);
-    }
 }
 
 static bg_status_t write_trace(train_t *t)
@@ -562,6 +492,7 @@ static bg_status_t write_trace(train_t *t)
     if (st == BG_OK)
         st = s2;
     if (st == BG_OK && t->rank == 0) {
+        bg_train_bar_end_(t);
         st = bg_trace_merge(t->c->trace, t->world);
         if (st == BG_OK)
             printf("trace of the last step written to %s\n", t->c->trace);
@@ -595,7 +526,7 @@ static bg_status_t train_loop(train_t *t)
             if ((st = world_sum(t, sums, 5)) != BG_OK)
                 return st;
             if (t->rank == 0)
-                log_line(t, step, sums, window, bg_now_s() - t0, done, &s);
+                bg_train_log_step_(t, step, sums, window, bg_now_s() - t0, done, &s);
             memset(sums, 0, sizeof(sums));
             window = 0;
         }
@@ -609,6 +540,8 @@ static bg_status_t train_loop(train_t *t)
     }
     double acc = NAN;
     bg_status_t st = evaluate(t, t->steps, &acc);
+    if (t->rank == 0)
+        bg_train_bar_end_(t);
     if (st == BG_OK && t->rank == 0 && bg_data_info(t->ds)->kind == BG_DATA_IMAGES)
         printf("final test accuracy: %.2f%%\n", 100.0 * acc);
     if (st == BG_OK && c->trace)
@@ -662,6 +595,19 @@ static bg_status_t join(train_t *t)
     return st;
 }
 
+/* Evaluation-only: the loaded parameters, evaluated once at the step they
+ * were saved at (0 for --init or a fresh start). No step, no checkpoint. */
+static bg_status_t eval_only(train_t *t)
+{
+    const bg_data_info_t *info = bg_data_info(t->ds);
+    if (eval_batches(t) < 1)
+        return bg_errorf(BG_ERR_INVALID,
+                         "evaluation only: data %s has no held-out batch to evaluate (%lld "
+                         "held-out samples, batch %d)",
+                         info->name, (long long)info->n_eval, t->c->batch);
+    return evaluate(t, t->start_step, NULL);
+}
+
 bg_status_t bg_train_run(const bg_train_conf_t *c)
 {
     train_t t;
@@ -679,23 +625,14 @@ bg_status_t bg_train_run(const bg_train_conf_t *c)
         st = setup_runtime(&t);
     if (st == BG_OK)
         st = maybe_resume(&t);
-    if (st == BG_OK && t.rank == 0 && c->metrics) {
-        t.metrics = fopen(c->metrics, "a");
-        if (!t.metrics)
-            st = bg_errorf(BG_ERR_IO, "cannot open metrics file %s: %s", c->metrics,
-                           strerror(errno));
-    }
-    if (st == BG_OK && t.rank == 0) {
-        const bg_data_info_t *info = bg_data_info(t.ds);
-        printf("brigade: %s | %d stages x %d dp | %s, %d micro-batches of %lld | %s %s | data %s "
-               "| %lld steps\n",
-               bg_graph_model_name(t.g)[0] ? bg_graph_model_name(t.g) : c->model, t.S, t.D,
-               bg_sched_name(t.sched), t.M, (long long)t.mb_rows, c->device, c->dtype, info->name,
-               (long long)t.steps);
-        fflush(stdout);
-    }
     if (st == BG_OK)
-        st = train_loop(&t);
+        st = bg_train_metrics_open_(&t);
+    if (st == BG_OK && t.rank == 0)
+        bg_train_banner_(&t);
+    if (st == BG_OK)
+        st = c->eval_only ? eval_only(&t) : train_loop(&t);
+    bg_train_bar_end_(&t); /* errors follow on a line of their own */
+    fflush(stdout);
     if (st != BG_OK && !strstr(bg_last_error(), "rank "))
         bg_error_prefix(st, "rank %d (stage %d, dp %d): ", t.rank, t.stage, t.dp);
     /* Leaving the job may fail too (peers gone); the first cause is the one to report. */

@@ -2,16 +2,18 @@
  * tests/test_util.h -- tiny test harness shared by all rooms' tests:
  * CHECK macros that report file:line and keep going, a seeded random fill
  * (tests never run on zeros), poison values to prove every element was
- * written, and tolerance comparison. Header-only; tests only.
+ * written, tolerance comparison, and a shell runner. Header-only; tests only.
  */
 #ifndef BG_TEST_UTIL_H
 #define BG_TEST_UTIL_H
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static int bg_test_failures;
 
@@ -60,6 +62,20 @@ static inline int bg_test_finish(const char *name)
     }
     printf("%s: ok\n", name);
     return 0;
+}
+
+/* Run a shell command built printf-style; its exit status, 128 if it did
+ * not exit normally (end-to-end tests driving the brigade binary). */
+static inline int bg_test_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline int bg_test_sh(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
 }
 
 /* xorshift64*: deterministic test data, independent of libc rand(). */

@@ -32,6 +32,10 @@ static int split_metrics(const char *in, FILE *train, FILE *eval, int *ntrain, i
             continue;
         cJSON *o = cJSON_Parse(line);
         cJSON *step = o ? cJSON_GetObjectItem(o, "step") : NULL;
+        if (o && !step && cJSON_IsString(cJSON_GetObjectItem(o, "run"))) {
+            cJSON_Delete(o); /* a run's header line: nothing to plot */
+            continue;
+        }
         if (!cJSON_IsNumber(step)) {
             fprintf(stderr, "brigade plot: %s:%d: not a metrics line (JSON object with \"step\")\n",
                     in, lineno);

@@ -18,56 +18,17 @@
 
 #include "engine/checkpoint.h"
 #include "layers/graph.h"
+#include "ckpt_same.h"
 #include "test_util.h"
 
 static const char *brigade, *srcdir;
 static char wd[256];
-
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    int rc = system(cmd);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
-}
 
 /* Constant learning rate (min-lr-frac 1): a 3-step run then a resume to 6
  * must equal one 6-step run, whose cosine horizon would otherwise differ. */
 #define COMMON                                                                                     \
     "--data synthetic:images --batch 16 --micro-batches 4 --log-every 100 "                        \
     "--eval-batches 1 --seed 3 --min-lr-frac 1"
-
-/* Every tensor of a's latest checkpoint equals b's, bit for bit, whatever
- * stage file holds it. */
-static int same_checkpoints(const char *a, const char *b)
-{
-    char *pa = NULL, *pb = NULL;
-    bg_ckpt_t *ca = NULL, *cb = NULL;
-    int ok = bg_ckpt_dir_latest(a, &pa) == BG_OK && pa && bg_ckpt_open(pa, &ca) == BG_OK &&
-             bg_ckpt_dir_latest(b, &pb) == BG_OK && pb && bg_ckpt_open(pb, &cb) == BG_OK;
-    if (!ok)
-        fprintf(stderr, "cannot open %s or %s: %s\n", a, b, bg_last_error());
-    int n = 0;
-    for (int f = 0; ok && f < bg_ckpt_file_count(ca); f++) {
-        const bg_st_file_t *sf = bg_ckpt_file(ca, f);
-        for (size_t i = 0; ok && i < bg_st_count(sf); i++) {
-            const bg_st_tensor_t *t = bg_st_tensor_at(sf, i);
-            const bg_st_tensor_t *u = bg_ckpt_find(cb, t->name, NULL);
-            ok = u && u->nbytes == t->nbytes && !memcmp(u->data, t->data, t->nbytes);
-            if (!ok)
-                fprintf(stderr, "%s: %s differs from %s\n", t->name, a, b);
-            n++;
-        }
-    }
-    ok = ok && n > 0 && bg_ckpt_manifest(ca)->step == bg_ckpt_manifest(cb)->step;
-    bg_ckpt_close(ca), bg_ckpt_close(cb);
-    free(pa), free(pb);
-    return ok;
-}
 
 static void test_resume_equivalence(void)
 {
@@ -76,24 +37,25 @@ static void test_resume_equivalence(void)
     snprintf(full, sizeof(full), "%s/full", wd);
     snprintf(half, sizeof(half), "%s/half", wd);
     snprintf(other, sizeof(other), "%s/other", wd);
-    CHECK(run("'%s' train %s/models/%s " COMMON " --stages 2 --steps 6 --checkpoint-dir %s "
-              "> %s.log 2>&1",
-              brigade, srcdir, m, full, full) == 0);
+    CHECK(bg_test_sh("'%s' train %s/models/%s " COMMON " --stages 2 --steps 6 --checkpoint-dir %s "
+                     "> %s.log 2>&1",
+                     brigade, srcdir, m, full, full) == 0);
     /* Same layout: 3 steps, then resume to 6. */
-    CHECK(run("'%s' train %s/models/%s " COMMON " --stages 2 --steps 3 --checkpoint-dir %s "
-              "> %s.log 2>&1",
-              brigade, srcdir, m, half, half) == 0);
-    CHECK(run("cp -r %s %s", half, other) == 0);
-    CHECK(run("'%s' train %s/models/%s " COMMON " --stages 2 --steps 6 --resume "
-              "--checkpoint-dir %s > %s.resume.log 2>&1",
-              brigade, srcdir, m, half, half) == 0);
-    CHECK(run("grep -q 'resumed from .*step 3' %s.resume.log", half) == 0);
-    CHECK_MSG(same_checkpoints(full, half), "resume in the same layout is not bit-identical");
+    CHECK(bg_test_sh("'%s' train %s/models/%s " COMMON " --stages 2 --steps 3 --checkpoint-dir %s "
+                     "> %s.log 2>&1",
+                     brigade, srcdir, m, half, half) == 0);
+    CHECK(bg_test_sh("cp -r %s %s", half, other) == 0);
+    CHECK(bg_test_sh("'%s' train %s/models/%s " COMMON " --stages 2 --steps 6 --resume "
+                     "--checkpoint-dir %s > %s.resume.log 2>&1",
+                     brigade, srcdir, m, half, half) == 0);
+    CHECK(bg_test_sh("grep -q 'resumed from .*step 3' %s.resume.log", half) == 0);
+    CHECK_MSG(bg_test_same_checkpoints(full, half),
+              "resume in the same layout is not bit-identical");
     /* Another layout: written by 2 stages, resumed by 4 stages x 1 and by 1 stage. */
-    CHECK(run("'%s' train %s/models/%s " COMMON " --stages 4 --steps 6 --resume "
-              "--checkpoint-dir %s > %s.resume.log 2>&1",
-              brigade, srcdir, m, other, other) == 0);
-    CHECK_MSG(same_checkpoints(full, other), "resume into 4 stages is not bit-identical");
+    CHECK(bg_test_sh("'%s' train %s/models/%s " COMMON " --stages 4 --steps 6 --resume "
+                     "--checkpoint-dir %s > %s.resume.log 2>&1",
+                     brigade, srcdir, m, other, other) == 0);
+    CHECK_MSG(bg_test_same_checkpoints(full, other), "resume into 4 stages is not bit-identical");
     printf("resume equivalence: checked\n");
 }
 
@@ -184,9 +146,10 @@ static void test_init(void)
         return;
     CHECK(write_init_file(file, g, 0.01f));
     /* lr 0: the checkpoint must hold exactly the file's values. */
-    CHECK(run("'%s' train %s " COMMON " --stages 2 --steps 1 --lr 0 --init %s --checkpoint-dir %s "
-              "> %s.log 2>&1",
-              brigade, model, file, dir, dir) == 0);
+    CHECK(bg_test_sh("'%s' train %s " COMMON
+                     " --stages 2 --steps 1 --lr 0 --init %s --checkpoint-dir %s "
+                     "> %s.log 2>&1",
+                     brigade, model, file, dir, dir) == 0);
     char *step = NULL;
     bg_ckpt_t *ck = NULL;
     if (bg_ckpt_dir_latest(dir, &step) == BG_OK && step && bg_ckpt_open(step, &ck) == BG_OK) {
@@ -211,10 +174,10 @@ static void test_init(void)
     bg_ckpt_close(ck);
     free(step);
     /* A file missing a parameter is refused with its name. */
-    CHECK(run("head -c 100 %s > %s.trunc", file, file) == 0);
-    CHECK(run("'%s' train %s " COMMON " --steps 1 --init %s.trunc > %s.bad.log 2>&1", brigade,
-              model, file, dir) != 0);
-    CHECK(run("grep -qi 'init' %s.bad.log", dir) == 0);
+    CHECK(bg_test_sh("head -c 100 %s > %s.trunc", file, file) == 0);
+    CHECK(bg_test_sh("'%s' train %s " COMMON " --steps 1 --init %s.trunc > %s.bad.log 2>&1",
+                     brigade, model, file, dir) != 0);
+    CHECK(bg_test_sh("grep -qi 'init' %s.bad.log", dir) == 0);
     bg_graph_free(g);
     printf("--init: checked\n");
 }
@@ -223,11 +186,13 @@ static void test_corrupt_refused(void)
 {
     char dir[300];
     snprintf(dir, sizeof(dir), "%s/full", wd); /* from test_resume_equivalence */
-    CHECK(run("f=$(ls %s/step-000006/stage-1.safetensors) && truncate -s -100 $f", dir) == 0);
-    CHECK(run("'%s' train %s/models/mlp-fashion.graph " COMMON " --stages 2 --steps 8 --resume "
-              "--checkpoint-dir %s > %s.corrupt.log 2>&1",
-              brigade, srcdir, dir, dir) != 0);
-    CHECK_MSG(run("grep -q 'stage-1.safetensors' %s.corrupt.log", dir) == 0,
+    CHECK(bg_test_sh("f=$(ls %s/step-000006/stage-1.safetensors) && truncate -s -100 $f", dir) ==
+          0);
+    CHECK(bg_test_sh("'%s' train %s/models/mlp-fashion.graph " COMMON
+                     " --stages 2 --steps 8 --resume "
+                     "--checkpoint-dir %s > %s.corrupt.log 2>&1",
+                     brigade, srcdir, dir, dir) != 0);
+    CHECK_MSG(bg_test_sh("grep -q 'stage-1.safetensors' %s.corrupt.log", dir) == 0,
               "the refusal does not name the damaged file");
 }
 
@@ -240,11 +205,11 @@ int main(int argc, char **argv)
     if (!srcdir)
         srcdir = ".";
     snprintf(wd, sizeof(wd), "/tmp/bg_resume_%d", (int)getpid());
-    run("rm -rf %s && mkdir -p %s", wd, wd);
+    bg_test_sh("rm -rf %s && mkdir -p %s", wd, wd);
     test_resume_equivalence();
     test_corrupt_refused();
     test_init();
     test_kill_during_checkpoint();
-    run("rm -rf %s", wd);
+    bg_test_sh("rm -rf %s", wd);
     return bg_test_finish("test_resume");
 }

@@ -1,0 +1,323 @@
+/*
+ * engine/runtime_impl.h -- the inside of bg_rt_t, shared by the executor's
+ * parts (engine/runtime*.c) and nothing else:
+ *
+ *   runtime.c          create/free, the action loop, step and eval
+ *   runtime_cache.c    device buffer cache
+ *   runtime_slots.c    micro-batch slots and the per-micro-batch loss slots
+ *   runtime_timing.c   per-action events and their device times
+ *   runtime_compute.c  F, B and W of one micro-batch on one chunk
+ *   runtime_xfer.c     transfers, the send queues (pending, deferred)
+ *   runtime_grad.c     gradient sync (allreduce, tied weights) and the
+ *                      optimizer step
+ *   runtime_params.c   parameters: views, upload, tied-weight holders
+ *
+ * Shared functions end in '_' (private to the engine). Must NOT be included
+ * outside engine/runtime*.c: everyone else uses engine/runtime.h.
+ */
+#ifndef BG_RUNTIME_IMPL_H
+#define BG_RUNTIME_IMPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "engine/runtime.h"
+
+/* Receives are posted this many actions ahead of the one that needs them. */
+#define RT_LOOKAHEAD 8
+
+/* One micro-batch on one local chunk. */
+typedef struct rt_slot {
+    bool live, materialized;
+    int mb;
+    void **val;         /* [n_tensors] device values present in this chunk */
+    unsigned char *own; /* [n_tensors] val[t] allocated by this slot */
+    void **saved;       /* [chunk layers] */
+    void **gacc;        /* [n_tensors] gradient accumulators */
+    unsigned char *gown;
+    void **act_recv; /* [in edges] */
+    bg_tp_req_t **act_req;
+    void **act_send;  /* [out edges] packed at F */
+    void **grad_recv; /* [out edges] */
+    bg_tp_req_t **grad_req;
+    void **grad_send; /* [in edges] built during B */
+} rt_slot_t;
+
+typedef struct rt_chunk {
+    int c; /* global chunk id */
+    int l0, l1;
+    int n_in, n_out; /* edges (net indices) ending / starting here */
+    int *in_edge, *out_edge;
+    float *grad_dev;  /* this chunk's accumulators, contiguous (allreduce bucket) */
+    float *grad_host; /* host mirror (alias on the CPU) */
+    size_t grad_len;
+    bg_tp_coll_t *ar;       /* allreduce in flight */
+    unsigned char *w_needs; /* [n_tensors]: some layer's W here reads this value */
+} rt_chunk_t;
+
+typedef struct rt_param {
+    int p; /* graph param id */
+    int64_t n;
+    bool owned;
+    float *master, *state[2]; /* host */
+    void *dev;                /* compute copy (alias of master on a CPU f32 run) */
+    float *grad;              /* host: the fold of several users' accumulators */
+    const float *gview;       /* the step's gradient: grad, or the only user's accumulator */
+    int n_remote;             /* pipeline ranks holding other users */
+    int *remote_rank;         /* [n_remote] global ranks */
+} rt_param_t;
+
+typedef struct rt_pending {
+    bg_tp_req_t *req;
+    void *buf;
+} rt_pending_t;
+
+/* A device buffer of the runtime's cache: freed buffers are kept by size
+ * and reused, so steady-state steps never call cudaMalloc/cudaFree (the
+ * latter synchronises the whole device). `freed` marks, on the compute
+ * stream, the point after the buffer's last use. */
+typedef struct rt_buf {
+    void *p;
+    size_t bytes;
+    bg_event_t *freed;
+    bool in_use;
+} rt_buf_t;
+
+/* A transfer or allreduce waiting for the compute that produces its data:
+ * it is handed to the transport once `ready` has passed, with no host sync. */
+typedef struct rt_deferred {
+    bg_event_t *ready;
+    bool allreduce;
+    int lci; /* allreduce: local chunk */
+    int peer;
+    uint64_t tag;
+    void *buf;
+    size_t bytes;
+} rt_deferred_t;
+
+/* Compute-stream events around one compute action, made once and reused. */
+typedef struct rt_mark {
+    bg_event_t *begin, *end;
+} rt_mark_t;
+
+struct bg_rt {
+    bg_rt_conf_t conf;
+    const bg_net_t *net;
+    const bg_graph_t *g;
+    bg_device_t dev;
+    bg_tp_mem_t mem;
+    int nlc; /* local chunks */
+    rt_chunk_t *lc;
+    int *chunk_local; /* global chunk -> local index or -1 */
+    int nparam;
+    rt_param_t *par;
+    int *param_local; /* graph param -> local index or -1 */
+    float **uacc_dev; /* [layer * BG_MAX_PARAMS + slot] accumulator (device), local layers */
+    float **uacc_host;
+    /* micro-batch slots (runtime_slots.c) */
+    int max_mb;       /* micro-batches the slot table holds */
+    rt_slot_t *slots; /* [max_mb * nlc], mb-major */
+    size_t capslots;
+    float *loss_dev;          /* [max_mb] losses of the step's micro-batches (device) */
+    unsigned char *loss_have; /* [max_mb]: this run computed micro-batch m's loss */
+    size_t caploss;
+    void *workspace;
+    size_t workspace_bytes;
+    float *dloss; /* device scalar: d(objective)/d(loss of one micro-batch) */
+    /* send queues (runtime_xfer.c) */
+    rt_pending_t *pend;
+    size_t npend, cappend;
+    rt_deferred_t *defer;
+    size_t ndefer, capdefer;
+    bg_tp_group_t *dp_group, *pp_group;
+    /* timing (runtime_timing.c) */
+    bg_rt_event_t *ev;
+    size_t nev, capev;
+    int *ev_mark;     /* [capev]: event i's mark pair, or -1 (host-timed) */
+    size_t capevmark; /* capacity of ev_mark */
+    rt_mark_t *marks; /* compute-stream events around each compute action */
+    size_t nmark, capmark;
+    bg_event_t *evorigin; /* recorded at the start of the step */
+    double t_origin;
+    bg_stream_t *compute; /* every layer call, packing copy and accumulation */
+    /* device buffer cache (runtime_cache.c) */
+    rt_buf_t *bufs;
+    size_t nbufs, capbufs;
+    /* the run in progress */
+    bg_rt_feed_fn feed;
+    void *feed_ctx;
+    bg_rt_output_fn on_output; /* eval only; NULL: nobody asked */
+    void *output_ctx;
+    bg_rt_stats_t *stats;
+    bool eval;
+    bg_sched_t *eval_sched; /* forward-only lists of the last evaluation's size */
+};
+
+/* ------------------------------------------------------- small shared helpers */
+
+/* Global rank of pipeline stage `stage` in replica `dp`: the one place the
+ * stage-major rank numbering (docs/engine.md) is spelled out. */
+static inline int rt_global_rank(const bg_rt_t *rt, int dp, int stage)
+{
+    return dp * rt->conf.stages + stage;
+}
+
+/* Global rank of pipeline stage `stage` in this rank's replica. */
+static inline int rt_peer_rank(const bg_rt_t *rt, int stage)
+{
+    return rt_global_rank(rt, rt->conf.dp, stage);
+}
+
+static inline int rt_local_of(const bg_rt_t *rt, int chunk)
+{
+    return chunk >= 0 && chunk < rt->net->n_chunks ? rt->chunk_local[chunk] : -1;
+}
+
+static inline int rt_rank_of_chunk(const bg_rt_t *rt, int chunk)
+{
+    return rt_peer_rank(rt, bg_sched_chunk_rank(rt->conf.sched, chunk));
+}
+
+static inline rt_slot_t *rt_slot_at(bg_rt_t *rt, int mb, int lci)
+{
+    return &rt->slots[(size_t)mb * (size_t)rt->nlc + (size_t)lci];
+}
+
+/* Device bytes of tensor t (float tensors in the compute dtype). */
+static inline size_t rt_tensor_bytes(const bg_rt_t *rt, int t)
+{
+    const bg_shape_t *s = &bg_graph_tensor(rt->g, t)->shape;
+    return (size_t)bg_shape_numel(s) * (size_t)bg_spec_dtype_bytes(s->dtype, rt->conf.dtype);
+}
+
+static inline size_t rt_tensor_elems(const bg_rt_t *rt, int t)
+{
+    return (size_t)bg_shape_numel(&bg_graph_tensor(rt->g, t)->shape);
+}
+
+/* Compute-dtype element size of gradient buffers for activations. */
+static inline size_t rt_act_esize(const bg_rt_t *rt)
+{
+    return bg_dtype_size(rt->conf.dtype);
+}
+
+/* Position of net edge e among chunk ch's incoming / outgoing edges, or -1. */
+static inline int rt_edge_in(const rt_chunk_t *ch, int e)
+{
+    for (int i = 0; i < ch->n_in; i++)
+        if (ch->in_edge[i] == e)
+            return i;
+    return -1;
+}
+
+static inline int rt_edge_out(const rt_chunk_t *ch, int e)
+{
+    for (int i = 0; i < ch->n_out; i++)
+        if (ch->out_edge[i] == e)
+            return i;
+    return -1;
+}
+
+/* Prefix the recorded message with this rank's identity; returns st. */
+bg_status_t bg_rt_err_(const bg_rt_t *rt, bg_status_t st);
+
+/* ------------------------------------------------------------- runtime_cache.c */
+
+/* Device memory of `bytes` from the cache, or newly allocated. A buffer the
+ * transport will write (`for_transport`) is only reused once the compute
+ * that last read it has passed. Fails on device out-of-memory (message
+ * recorded); *out set only on BG_OK. */
+bg_status_t bg_rt_dalloc_(bg_rt_t *rt, size_t bytes, bool for_transport, void **out);
+/* A buffer only compute uses (reused at once: the stream orders uses). */
+static inline bg_status_t rt_dalloc(bg_rt_t *rt, size_t bytes, void **out)
+{
+    return bg_rt_dalloc_(rt, bytes, false, out);
+}
+/* Back to the cache (NULL is fine). Cannot fail: a buffer whose event
+ * cannot be recorded is simply never reused. */
+void bg_rt_dfree_(bg_rt_t *rt, void *p);
+/* Free every cached buffer; the device must be idle. */
+void bg_rt_cache_release_(bg_rt_t *rt);
+
+/* ------------------------------------------------------------- runtime_slots.c */
+
+/* Make the slot table and the loss slots hold `mb` micro-batches (grows,
+ * never shrinks; slots must all be closed). BG_ERR_NOMEM on failure, with
+ * the table unchanged. */
+bg_status_t bg_rt_slots_reserve_(bg_rt_t *rt, int mb);
+/* The slot of (mb, local chunk), opened if closed. BG_ERR_INTERNAL for an
+ * mb outside the table. */
+bg_status_t bg_rt_slot_open_(bg_rt_t *rt, int mb, int lci, rt_slot_t **out);
+void bg_rt_slot_drop_value_(bg_rt_t *rt, rt_slot_t *s, int t);
+void bg_rt_slot_drop_grad_(bg_rt_t *rt, rt_slot_t *s, int t);
+void bg_rt_slot_drop_saved_(bg_rt_t *rt, int lci, rt_slot_t *s, int l);
+/* Free the slot's buffers and cancel its receives. keep_sends: packed
+ * messages stay for their SEND actions (after W; after F in an evaluation)
+ * and the slot stays open. Cannot fail. */
+void bg_rt_slot_release_(bg_rt_t *rt, int lci, rt_slot_t *s, bool keep_sends);
+/* Close every open slot (end of a step or evaluation). Cannot fail. */
+void bg_rt_slots_reset_(bg_rt_t *rt);
+/* Free the slot table itself (after bg_rt_slots_reset_). */
+void bg_rt_slots_free_(bg_rt_t *rt);
+
+/* ------------------------------------------------------------ runtime_timing.c */
+
+/* Record action `a`'s host times and its event pair `mark` (-1: none).
+ * Best effort: out of memory drops the event, never fails the step. */
+void bg_rt_event_add_(bg_rt_t *rt, const bg_action_t *a, double t0, double t1, int mark);
+/* Record the opening event of a compute action; returns the pair's index,
+ * or -1 (then the action is timed on the host). Cannot fail. */
+int bg_rt_mark_begin_(bg_rt_t *rt);
+bg_status_t bg_rt_mark_end_(bg_rt_t *rt, int mark);
+/* After the list: replace compute actions' host times by device times and
+ * sum busy time. Synchronises the compute stream. */
+bg_status_t bg_rt_marks_resolve_(bg_rt_t *rt);
+void bg_rt_timing_free_(bg_rt_t *rt);
+
+/* ----------------------------------------------------------- runtime_compute.c */
+
+/* F, B and W of micro-batch mb on local chunk lci. Errors name the action's
+ * missing input where one never arrived; device errors pass through. */
+bg_status_t bg_rt_forward_(bg_rt_t *rt, int mb, int lci);
+bg_status_t bg_rt_backward_input_(bg_rt_t *rt, int mb, int lci);
+bg_status_t bg_rt_backward_weight_(bg_rt_t *rt, int mb, int lci);
+
+/* -------------------------------------------------------------- runtime_xfer.c */
+
+/* Post the receive of a RECV action early (idempotent). */
+bg_status_t bg_rt_recv_post_(bg_rt_t *rt, const bg_action_t *a);
+/* The RECV action itself: post if needed, then wait for the data. */
+bg_status_t bg_rt_recv_wait_(bg_rt_t *rt, const bg_action_t *a);
+/* The SEND action: queue the packed message behind the compute producing it. */
+bg_status_t bg_rt_send_(bg_rt_t *rt, const bg_action_t *a);
+/* Queue chunk lci's gradient allreduce behind the compute queued so far. */
+bg_status_t bg_rt_allreduce_start_(bg_rt_t *rt, int lci);
+/* Hand ready transfers to the transport; `wait` blocks until all are. */
+bg_status_t bg_rt_defer_progress_(bg_rt_t *rt, bool wait);
+/* Complete finished sends; `wait` drains them all (timeouts cancel). */
+bg_status_t bg_rt_pend_progress_(bg_rt_t *rt, bool wait);
+/* Free queued transfers (teardown). */
+void bg_rt_xfer_free_(bg_rt_t *rt);
+
+/* -------------------------------------------------------------- runtime_grad.c */
+
+/* OPTIMIZER: wait for allreduces, fold tied gradients, clip, update, zero
+ * the accumulators. Fills rt->stats' grad_norm and lr. */
+bg_status_t bg_rt_optimizer_(bg_rt_t *rt, int64_t step);
+/* Every local chunk's gradient bucket and the per-use accumulators in it
+ * (rt->uacc_*, allocated by bg_rt_params_setup_). */
+bg_status_t bg_rt_buckets_setup_(bg_rt_t *rt);
+
+/* ------------------------------------------------------------ runtime_params.c */
+
+/* Parameters this rank holds (initialised from conf.seed by global name),
+ * their optimizer state, device copies and tied-weight holders. Errors name
+ * the parameter; partial state is freed by bg_rt_params_free_. */
+bg_status_t bg_rt_params_setup_(bg_rt_t *rt);
+void bg_rt_params_free_(bg_rt_t *rt);
+/* Master (f32, host) to the compute copy on the device. */
+bg_status_t bg_rt_param_upload_(bg_rt_t *rt, rt_param_t *p);
+
+#endif

@@ -1,0 +1,60 @@
+/*
+ * engine/train_impl.h -- the state of one rank's training run, shared by
+ * engine/train.c (the loop) and engine/train_report.c (what it prints and
+ * writes to --metrics). Must NOT be included elsewhere.
+ */
+#ifndef BG_TRAIN_IMPL_H
+#define BG_TRAIN_IMPL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "engine/data.h"
+#include "engine/net.h"
+#include "engine/runtime.h"
+#include "engine/schedule.h"
+#include "engine/train.h"
+#include "layers/graph.h"
+#include "transport/transport.h"
+
+typedef struct train {
+    const bg_train_conf_t *c;
+    int rank, world, stage, dp, S, D, M, V;
+    int64_t mb_rows; /* rows per micro-batch */
+    bg_tp_t *tp;
+    bg_tp_group_t *world_group;
+    bg_graph_t *g;
+    bg_sched_t *sched;
+    bg_net_t *net;
+    bg_backend_t *be;
+    bg_data_t *ds;
+    bg_rt_t *rt;
+    int target_input; /* graph input fed with targets; -1 if none */
+    int64_t steps, start_step;
+    FILE *metrics;
+    char run_id[48]; /* tags every metrics line of this run */
+    bool resumed;    /* parameters and step came from a checkpoint */
+    bool tty;
+    bool bar_open; /* a \r progress bar is on the terminal's last line */
+    /* feed state */
+    bg_split_t split;
+    int64_t data_step;
+} train_t;
+
+/* End the progress bar's line, if one is open, so the next line starts
+ * clean. Rank 0; cannot fail. */
+void bg_train_bar_end_(train_t *t);
+/* The progress line of `window` logged steps ending at `step` (sums over
+ * ranks: loss, count, busy, pipeline, step time) and its metrics line. */
+void bg_train_log_step_(train_t *t, int64_t step, const float *sums, int64_t window,
+                        double t_elapsed, int64_t steps_done, const bg_rt_stats_t *s);
+/* The eval line of `step` and its metrics line. */
+void bg_train_log_eval_(train_t *t, int64_t step, double loss, double acc, int64_t samples);
+/* Rank 0 with --metrics: open the file and write the run's header line
+ * (makes the run id). BG_ERR_IO naming the file on failure. */
+bg_status_t bg_train_metrics_open_(train_t *t);
+/* The one-line summary of the run before it starts. */
+void bg_train_banner_(train_t *t);
+
+#endif

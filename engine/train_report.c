@@ -1,0 +1,181 @@
+/*
+ * engine/train_report.c -- what a training run shows: the banner, the
+ * progress line (a bar rewritten in place on a terminal), eval lines, and
+ * the --metrics file (a header line per run, then one JSON object per
+ * logged step or evaluation, each tagged with the run's id). Rank 0 only.
+ * Opening the metrics file can fail (BG_ERR_IO, naming the file); printing
+ * cannot (a full disk shows in the metrics file's own error on close).
+ * Must NOT compute what it prints beyond formatting (train.c sums over
+ * ranks) or print anything a user did not ask for.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/train_impl.h"
+
+static void fmt_eta(double s, char *buf, size_t n)
+{
+    if (s < 0 || s > 1e7)
+        s = 0;
+    int h = (int)(s / 3600), m = (int)(s / 60) % 60, sec = (int)s % 60;
+    if (h)
+        snprintf(buf, n, "%dh%02dm", h, m);
+    else
+        snprintf(buf, n, "%dm%02ds", m, sec);
+}
+
+/* The progress bar is rewritten in place with \r: end its line before
+ * anything else is printed, so no other line shares it. */
+void bg_train_bar_end_(train_t *t)
+{
+    if (!t->bar_open)
+        return;
+    putchar('\n');
+    t->bar_open = false;
+}
+
+/* `"run":"<id>",` opening every metrics object of this run. */
+static void metrics_begin(train_t *t)
+{
+    fprintf(t->metrics, "{\"run\":\"%s\",", t->run_id);
+}
+
+void bg_train_log_eval_(train_t *t, int64_t step, double loss, double acc, int64_t samples)
+{
+    bg_train_bar_end_(t);
+    if (bg_data_info(t->ds)->kind == BG_DATA_IMAGES)
+        printf("eval  step %lld | loss %.4f | accuracy %.2f%% (%lld samples)\n", (long long)step,
+               loss, 100.0 * acc, (long long)samples);
+    else
+        printf("eval  step %lld | loss %.4f (%.3f bits/token)\n", (long long)step, loss,
+               loss / log(2.0));
+    if (t->metrics) {
+        metrics_begin(t);
+        fprintf(t->metrics, "\"step\":%lld,\"eval_loss\":%.6f,\"eval_accuracy\":%.6f}\n",
+                (long long)step, loss, acc);
+        fflush(t->metrics);
+    }
+    fflush(stdout);
+}
+
+void bg_train_log_step_(train_t *t, int64_t step, const float *sums, int64_t window,
+                        double t_elapsed, int64_t steps_done, const bg_rt_stats_t *s)
+{
+    const bg_data_info_t *info = bg_data_info(t->ds);
+    double loss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
+    /* sums: loss, count, busy, pipeline time over ranks and logged steps;
+     * sums[4] the step time (over ranks and steps). */
+    double step_s = sums[4] / (t->world * (double)window);
+    double bubble = sums[3] > 0 ? 1.0 - sums[2] / sums[3] : 0;
+    double per_step = t_elapsed / (double)steps_done;
+    double rate = (double)t->c->batch / per_step;
+    if (info->kind == BG_DATA_TOKENS)
+        rate *= (double)info->input_cols;
+    char eta[32];
+    fmt_eta(per_step * (double)(t->steps - step - 1), eta, sizeof(eta));
+    const char *unit = info->kind == BG_DATA_TOKENS ? "tok/s" : "samples/s";
+    if (t->tty) {
+        int w = 24, fill = (int)((double)w * (double)(step + 1) / (double)t->steps);
+        char bar[32];
+        for (int i = 0; i < w; i++)
+            bar[i] = i < fill ? '#' : '.';
+        bar[w] = 0;
+        printf("\r[%s] step %lld/%lld | loss %.4f | %.0f %s | %.1f ms/step | bubble %.1f%% | "
+               "eta %s   ",
+               bar, (long long)step + 1, (long long)t->steps, loss, rate, unit, step_s * 1e3,
+               100.0 * bubble, eta);
+        t->bar_open = true;
+        if (step + 1 == t->steps)
+            bg_train_bar_end_(t);
+    } else {
+        printf("step %lld/%lld | loss %.4f | %.0f %s | %.1f ms/step | bubble %.1f%% | lr %.2e | "
+               "eta %s\n",
+               (long long)step + 1, (long long)t->steps, loss, rate, unit, step_s * 1e3,
+               100.0 * bubble, s->lr, eta);
+    }
+    fflush(stdout);
+    if (t->metrics) {
+        metrics_begin(t);
+        fprintf(t->metrics,
+                "\"step\":%lld,\"loss\":%.6f,\"lr\":%.6g,\"%s\":%.1f,\"step_ms\":%.3f,"
+                "\"bubble\":%.4f,\"grad_norm\":%.6g}\n",
+                (long long)step + 1, loss, s->lr,
+                info->kind == BG_DATA_TOKENS ? "tokens_per_s" : "samples_per_s", rate, step_s * 1e3,
+                bubble, s->grad_norm);
+        fflush(t->metrics);
+    }
+}
+
+/* A JSON string literal: quotes, backslashes and control bytes escaped. */
+static void json_string(FILE *f, const char *v)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+/*
+ * Rank 0 opens the metrics file and writes the run's header line: the
+ * layout, the schedule and where the run started, under an id that tags
+ * every later line. Only rank 0 writes metrics, so its id is the run's:
+ * its wall clock (microseconds) and pid, in hex.
+ */
+bg_status_t bg_train_metrics_open_(train_t *t)
+{
+    const bg_train_conf_t *c = t->c;
+    if (t->rank != 0 || !c->metrics)
+        return BG_OK;
+    t->metrics = fopen(c->metrics, "a");
+    if (!t->metrics)
+        return bg_errorf(BG_ERR_IO, "cannot open metrics file %s: %s", c->metrics, strerror(errno));
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    unsigned long long us =
+        (unsigned long long)now.tv_sec * 1000000ull + (unsigned long long)now.tv_nsec / 1000;
+    snprintf(t->run_id, sizeof(t->run_id), "%llx-%x", us, (unsigned)getpid());
+    struct tm tm;
+    char started[32];
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(started, sizeof(started), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    fprintf(t->metrics, "{\"run\":\"%s\",\"model\":", t->run_id);
+    json_string(t->metrics, c->model);
+    fprintf(t->metrics, ",\"stages\":%d,\"dp\":%d,\"chunks\":%d,\"schedule\":", t->S, t->D, t->V);
+    json_string(t->metrics, bg_sched_name(t->sched));
+    fprintf(t->metrics, ",\"micro_batches\":%d,\"batch\":%d,\"resume_step\":", t->M, c->batch);
+    if (t->resumed)
+        fprintf(t->metrics, "%lld", (long long)t->start_step);
+    else
+        fputs("null", t->metrics);
+    fprintf(t->metrics, ",\"started\":\"%s\"}\n", started);
+    if (fflush(t->metrics) != 0)
+        return bg_errorf(BG_ERR_IO, "writing metrics file %s: %s", c->metrics, strerror(errno));
+    return BG_OK;
+}
+
+void bg_train_banner_(train_t *t)
+{
+    const bg_train_conf_t *c = t->c;
+    const bg_data_info_t *info = bg_data_info(t->ds);
+    char what[48];
+    if (c->eval_only)
+        snprintf(what, sizeof(what), "evaluation only");
+    else
+        snprintf(what, sizeof(what), "%lld steps", (long long)t->steps);
+    printf("brigade: %s | %d stages x %d dp | %s, %d micro-batches of %lld | %s %s | data %s "
+           "| %s\n",
+           bg_graph_model_name(t->g)[0] ? bg_graph_model_name(t->g) : c->model, t->S, t->D,
+           bg_sched_name(t->sched), t->M, (long long)t->mb_rows, c->device, c->dtype, info->name,
+           what);
+    fflush(stdout);
+}
