@@ -189,6 +189,32 @@ static __device__ __forceinline__ void att_block(const att_kdims_t &d, int heads
     *b = x / d.ntiles / heads;
 }
 
+/* A block that owns a tile of query rows (F and B's dq kernel). */
+template <typename T> struct att_qblock {
+    att_smem<T> sm;
+    int64_t i0, h, b, kh; /* first query row, head, sequence, its kv head */
+    const T *base;        /* the sequence's qkv rows */
+};
+
+/* Carve plan `which`, decode the block, load its q tile, zero the
+ * accumulator (visible to all after the caller's next __syncthreads). */
+template <typename T>
+static __device__ att_qblock<T> att_qblock_start(unsigned char *sh, int which, const T *qkv,
+                                                 const att_kdims_t &d)
+{
+    const int R = 16 * att_tile<T>::NW;
+    att_qblock<T> q;
+    int64_t tile;
+    att_carve<T>(sh, which, d.hsp, &q.sm);
+    att_block(d, d.H, &tile, &q.h, &q.b);
+    q.i0 = tile * R, q.kh = q.h / d.G;
+    q.base = qkv + q.b * d.T * d.Wq;
+    att_load(q.sm.q, q.base, d.Wq, q.h * d.hs, q.i0, d, R);
+    for (int e = threadIdx.x; e < R * d.hsp; e += blockDim.x)
+        q.sm.acc[e] = 0.0f;
+    return q;
+}
+
 /* ---- kernels ---- */
 
 /* In place over (N, Wq): rotate q heads and k heads (rotate_half pairs);
@@ -249,15 +275,10 @@ template <typename T> __global__ void att_fwd_kernel(const T *qkv, T *y, float *
 {
     extern __shared__ __align__(128) unsigned char att_sh[];
     const int R = 16 * att_tile<T>::NW, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    att_smem<T> sm;
-    att_carve<T>(att_sh, 0, d.hsp, &sm);
-    int64_t tile, h, b;
-    att_block(d, d.H, &tile, &h, &b);
-    int64_t i0 = tile * R, kh = h / d.G;
-    const T *base = qkv + b * d.T * d.Wq;
-    att_load(sm.q, base, d.Wq, h * d.hs, i0, d, R);
-    for (int e = threadIdx.x; e < R * d.hsp; e += blockDim.x)
-        sm.acc[e] = 0.0f;
+    const att_qblock<T> qb = att_qblock_start<T>(att_sh, 0, qkv, d);
+    const att_smem<T> &sm = qb.sm;
+    const int64_t i0 = qb.i0, h = qb.h, b = qb.b, kh = qb.kh;
+    const T *base = qb.base;
     for (int r = threadIdx.x; r < R; r += blockDim.x)
         sm.m[r] = -INFINITY, sm.l[r] = 0.0f;
     int64_t jend = d.causal ? (i0 + R < d.T ? i0 + R : d.T) : d.T;
@@ -380,17 +401,12 @@ __global__ void att_bwd_q_kernel(const T *qkv, const T *dy, const float *lse, co
 {
     extern __shared__ __align__(128) unsigned char att_sh[];
     const int R = 16 * att_tile<T>::NW, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    att_smem<T> sm;
-    att_carve<T>(att_sh, 2, d.hsp, &sm);
-    int64_t tile, h, b;
-    att_block(d, d.H, &tile, &h, &b);
-    int64_t i0 = tile * R, kh = h / d.G;
-    const T *base = qkv + b * d.T * d.Wq;
-    att_load(sm.q, base, d.Wq, h * d.hs, i0, d, R);
+    const att_qblock<T> qb = att_qblock_start<T>(att_sh, 2, qkv, d);
+    const att_smem<T> &sm = qb.sm;
+    const int64_t i0 = qb.i0, h = qb.h, b = qb.b, kh = qb.kh;
+    const T *base = qb.base;
     att_load(sm.dy, dy + b * d.T * d.C, d.C, h * d.hs, i0, d, R);
     att_load_rows(sm, lse, dsum, b * d.H + h, i0, d, R);
-    for (int e = threadIdx.x; e < R * d.hsp; e += blockDim.x)
-        sm.acc[e] = 0.0f;
     int64_t jend = d.causal ? (i0 + R < d.T ? i0 + R : d.T) : d.T;
     for (int64_t j0 = 0; j0 < jend; j0 += R) {
         __syncthreads();
