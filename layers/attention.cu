@@ -193,6 +193,7 @@ static __device__ __forceinline__ void att_block(const att_kdims_t &d, int heads
 template <typename T> struct att_qblock {
     att_smem<T> sm;
     int64_t i0, h, b, kh; /* first query row, head, sequence, its kv head */
+    int64_t jend;         /* keys the tile's rows may see end here (causal: the diagonal) */
     const T *base;        /* the sequence's qkv rows */
 };
 
@@ -208,11 +209,24 @@ static __device__ att_qblock<T> att_qblock_start(unsigned char *sh, int which, c
     att_carve<T>(sh, which, d.hsp, &q.sm);
     att_block(d, d.H, &tile, &q.h, &q.b);
     q.i0 = tile * R, q.kh = q.h / d.G;
+    q.jend = d.causal ? (q.i0 + R < d.T ? q.i0 + R : d.T) : d.T;
     q.base = qkv + q.b * d.T * d.Wq;
     att_load(q.sm.q, q.base, d.Wq, q.h * d.hs, q.i0, d, R);
     for (int e = threadIdx.x; e < R * d.hsp; e += blockDim.x)
         q.sm.acc[e] = 0.0f;
     return q;
+}
+
+/* The key/value tile at rows j0.. of kv head kh, once every warp is done
+ * with the previous one; visible to all on return. */
+template <typename T>
+static __device__ void att_next_kv(const att_qblock<T> &q, int64_t j0, const att_kdims_t &d)
+{
+    const int R = 16 * att_tile<T>::NW;
+    __syncthreads();
+    att_load(q.sm.k, q.base, d.Wq, d.ko + q.kh * d.hs, j0, d, R);
+    att_load(q.sm.v, q.base, d.Wq, d.vo + q.kh * d.hs, j0, d, R);
+    __syncthreads();
 }
 
 /* ---- kernels ---- */
@@ -277,16 +291,11 @@ template <typename T> __global__ void att_fwd_kernel(const T *qkv, T *y, float *
     const int R = 16 * att_tile<T>::NW, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const att_qblock<T> qb = att_qblock_start<T>(att_sh, 0, qkv, d);
     const att_smem<T> &sm = qb.sm;
-    const int64_t i0 = qb.i0, h = qb.h, b = qb.b, kh = qb.kh;
-    const T *base = qb.base;
+    const int64_t i0 = qb.i0, h = qb.h, b = qb.b;
     for (int r = threadIdx.x; r < R; r += blockDim.x)
         sm.m[r] = -INFINITY, sm.l[r] = 0.0f;
-    int64_t jend = d.causal ? (i0 + R < d.T ? i0 + R : d.T) : d.T;
-    for (int64_t j0 = 0; j0 < jend; j0 += R) {
-        __syncthreads(); /* everyone is done with the previous k, v */
-        att_load(sm.k, base, d.Wq, d.ko + kh * d.hs, j0, d, R);
-        att_load(sm.v, base, d.Wq, d.vo + kh * d.hs, j0, d, R);
-        __syncthreads();
+    for (int64_t j0 = 0; j0 < qb.jend; j0 += R) {
+        att_next_kv(qb, j0, d);
         float *s = sm.s + w * 16 * R;
         att_mm<T, true>::run(s, R, sm.q + w * 16 * d.hsp, d.hsp, sm.k, d.hsp, R, d.hsp, false);
         att_online(d, sm, w, i0, j0, R);
@@ -403,16 +412,11 @@ __global__ void att_bwd_q_kernel(const T *qkv, const T *dy, const float *lse, co
     const int R = 16 * att_tile<T>::NW, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const att_qblock<T> qb = att_qblock_start<T>(att_sh, 2, qkv, d);
     const att_smem<T> &sm = qb.sm;
-    const int64_t i0 = qb.i0, h = qb.h, b = qb.b, kh = qb.kh;
-    const T *base = qb.base;
+    const int64_t i0 = qb.i0, h = qb.h, b = qb.b;
     att_load(sm.dy, dy + b * d.T * d.C, d.C, h * d.hs, i0, d, R);
     att_load_rows(sm, lse, dsum, b * d.H + h, i0, d, R);
-    int64_t jend = d.causal ? (i0 + R < d.T ? i0 + R : d.T) : d.T;
-    for (int64_t j0 = 0; j0 < jend; j0 += R) {
-        __syncthreads();
-        att_load(sm.k, base, d.Wq, d.ko + kh * d.hs, j0, d, R);
-        att_load(sm.v, base, d.Wq, d.vo + kh * d.hs, j0, d, R);
-        __syncthreads();
+    for (int64_t j0 = 0; j0 < qb.jend; j0 += R) {
+        att_next_kv(qb, j0, d);
         float *s = sm.s + w * 16 * R, *dp = sm.dp + w * 16 * R;
         att_mm<T, true>::run(s, R, sm.q + w * 16 * d.hsp, d.hsp, sm.k, d.hsp, R, d.hsp, false);
         att_mm<T, true>::run(dp, R, sm.dy + w * 16 * d.hsp, d.hsp, sm.v, d.hsp, R, d.hsp, false);
