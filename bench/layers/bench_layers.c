@@ -13,6 +13,10 @@
  * Warm-up before timing; events on the backend's stream (CUDA events on a
  * GPU, host timestamps on the CPU); the best of several timed batches is
  * reported (robust to other load); inputs are random, never zeros.
+ * --attention-seqs T1,T2,... instead compares the memory-efficient
+ * attention kind with the materialising baseline (attention_naive.c, CPU
+ * only) at those sequence lengths: F, B, W times and scratch bytes (saved +
+ * workspace, the memory that grows with T), with naive/flash ratios.
  * A benchmark, not a test: it prints numbers and never passes or fails on
  * time. Must not hard-code any peak.
  */
@@ -35,12 +39,14 @@ typedef struct bench_opts {
     int iters;
     int64_t gemm_n;
     const char *kinds; /* comma-separated kind names to time; NULL: all */
+    const char *att_seqs; /* --attention-seqs: comma-separated T list, or NULL */
 } bench_opts_t;
 
 static void bench_usage(FILE *f)
 {
     fprintf(f, "usage: bench_layers [--device cpu|cuda] [--dtype f32|bf16] [--batch B]\n"
                "                    [--seq T] [--iters N] [--gemm N] [--kinds K1,K2,...]\n"
+               "                    [--attention-seqs T1,T2,...]\n"
                "defaults: cuda when a GPU is present (bf16, B=8, T=1024, 20 iters, GEMM 8192),\n"
                "          else cpu (f32, B=1, T=512, 3 iters, GEMM 2048)\n");
 }
@@ -77,6 +83,8 @@ static bench_opts_t bench_parse(int argc, char **argv)
             gemm = atoll(v);
         else if (!strcmp(a, "--kinds"))
             o.kinds = v;
+        else if (!strcmp(a, "--attention-seqs"))
+            o.att_seqs = v;
         else {
             fprintf(stderr, "bench_layers: unknown option %s\n", a);
             bench_usage(stderr);
@@ -104,7 +112,7 @@ static bench_opts_t bench_parse(int argc, char **argv)
         fprintf(stderr, "bench_layers: the cpu backend computes in f32 only\n");
         exit(2);
     }
-    if (o.T > 1024) {
+    if (o.T > 1024 && !o.att_seqs) {
         fprintf(stderr, "bench_layers: --seq at most 1024 (GPT-2's positions)\n");
         exit(2);
     }
@@ -442,27 +450,33 @@ static bool bench_wants(const bench_t *b, const char *kind)
     return false;
 }
 
-/* Time F, B, W (those the kind has) of one layer; B before W (attention's
- * W reads what B saved). */
+/* Milliseconds of F, B, W (those the kind has; -1 otherwise) of a set-up
+ * layer; B before W (attention's W reads what B saved). */
+static void layer_times(bench_t *b, layer_run_t *L, const char *label, double ms[3])
+{
+    static const char *const phase[3] = {"forward", "backward-input", "backward-weight"};
+    bench_fn_t fn[3] = {layer_f, L->spec.kind->backward_input ? layer_b : NULL,
+                        L->spec.kind->backward_weight ? layer_w : NULL};
+    for (int p = 0; p < 3; p++) {
+        char what[160];
+        snprintf(what, sizeof(what), "%s %s", label, phase[p]);
+        ms[p] = fn[p] ? bench_run(b, fn[p], L, b->o.iters, what) : -1.0;
+    }
+}
+
+/* Time and report F, B, W of one layer. */
 static void layer_bench(bench_t *b, layer_run_t *L, const char *label, int64_t id_range)
 {
+    double ms[3];
     if (!bench_wants(b, L->spec.kind->name))
         return;
     layer_setup(b, L, id_range);
-    char what[160];
-    snprintf(what, sizeof(what), "%s forward", label);
-    double ms = bench_run(b, layer_f, L, b->o.iters, what);
-    layer_report(b, label, "F", ms, L->cost.fwd_flops, layer_bytes(L, 0));
-    if (L->spec.kind->backward_input) {
-        snprintf(what, sizeof(what), "%s backward-input", label);
-        ms = bench_run(b, layer_b, L, b->o.iters, what);
-        layer_report(b, label, "B", ms, L->cost.bwd_input_flops, layer_bytes(L, 1));
-    }
-    if (L->spec.kind->backward_weight) {
-        snprintf(what, sizeof(what), "%s backward-weight", label);
-        ms = bench_run(b, layer_w, L, b->o.iters, what);
-        layer_report(b, label, "W", ms, L->cost.bwd_weight_flops, layer_bytes(L, 2));
-    }
+    layer_times(b, L, label, ms);
+    const double flops[3] = {L->cost.fwd_flops, L->cost.bwd_input_flops, L->cost.bwd_weight_flops};
+    for (int p = 0; p < 3; p++)
+        if (ms[p] >= 0)
+            layer_report(b, label, (const char *[]){"F", "B", "W"}[p], ms[p], flops[p],
+                         layer_bytes(L, p));
     layer_free(L);
 }
 
@@ -556,6 +570,58 @@ static void bench_layers_all(bench_t *b)
     layer_bench(b, &L, "cross_entropy 50257", V);
 }
 
+/* ---- attention: memory-efficient kind vs the materialising baseline ---- */
+
+extern const bg_layer_kind_t bench_kind_attention_naive; /* attention_naive.c */
+
+/* One GPT-2-sized attention layer (C 768, 12 heads, causal) of `kind` at
+ * sequence length T: F, B, W milliseconds and scratch bytes. */
+static void att_measure(bench_t *b, const bg_layer_kind_t *kind, int64_t T, double ms[3],
+                        double *scratch)
+{
+    static layer_run_t L; /* large struct: keep it off the stack */
+    layer_init(&L, "attention", kind->name);
+    L.spec.kind = kind;
+    layer_shape(&L.spec.in[0], BG_F32, 3, b->o.B, T, 768);
+    L.spec.n_in = 1;
+    bench_check(bg_attrs_set_int(&L.spec.attrs, "heads", 12), "attrs");
+    layer_setup(b, &L, 0);
+    layer_times(b, &L, kind->name, ms);
+    *scratch = (double)(L.cost.saved_bytes + L.cost.workspace_bytes);
+    layer_free(&L);
+}
+
+static void bench_attention(bench_t *b)
+{
+    bool naive = b->o.dev == BG_DEV_CPU; /* the baseline has no CUDA half */
+    printf("attention C=768, 12 heads, causal, B=%lld, %s; ms per call, scratch = saved + "
+           "workspace bytes\n%6s %-8s %10s %10s %10s %10s %12s\n",
+           (long long)b->o.B, bg_dtype_name(b->o.dt), "T", "kernel", "F", "B", "W", "F+B+W",
+           "scratch MiB");
+    for (const char *p = b->o.att_seqs; p && *p;) {
+        int64_t T = strtoll(p, (char **)&p, 10);
+        if (T <= 0) {
+            fprintf(stderr, "bench_layers: --attention-seqs wants positive integers\n");
+            exit(2);
+        }
+        p += *p == ',';
+        double ms[2][3], sc[2], tot[2];
+        for (int k = 0; k < 1 + naive; k++) {
+            att_measure(b, k ? &bench_kind_attention_naive : bg_layer_kind_find("attention"), T,
+                        ms[k], &sc[k]);
+            tot[k] = ms[k][0] + ms[k][1] + ms[k][2];
+            printf("%6lld %-8s %10.2f %10.2f %10.2f %10.2f %12.1f\n", (long long)T,
+                   k ? "naive" : "flash", ms[k][0], ms[k][1], ms[k][2], tot[k], sc[k] / 1048576.0);
+        }
+        if (naive)
+            printf("%6lld naive/flash: time %.2fx, scratch %.1fx\n", (long long)T,
+                   tot[1] / tot[0], sc[1] / sc[0]);
+        else
+            printf("%6lld (no naive baseline on %s)\n", (long long)T, bg_backend_name(b->be));
+        fflush(stdout);
+    }
+}
+
 int main(int argc, char **argv)
 {
     bench_t b = {0};
@@ -566,6 +632,14 @@ int main(int argc, char **argv)
     bench_check(bg_event_create(b.be, &b.e0), "event");
     bench_check(bg_event_create(b.be, &b.e1), "event");
     bool gpu = b.o.dev == BG_DEV_CUDA;
+    if (b.o.att_seqs) {
+        bench_attention(&b);
+        bg_event_destroy(b.be, b.e0);
+        bg_event_destroy(b.be, b.e1);
+        bg_stream_destroy(b.be, b.stream);
+        bg_backend_destroy(b.be);
+        return 0;
+    }
 
     printf("bench_layers: device %s, compute %s, B=%lld T=%lld (B*T = %lld), C=768, 12 heads, "
            "vocab 50257\ntiming: 1 warm-up, then the best of %s%d%s\n",

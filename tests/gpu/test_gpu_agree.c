@@ -18,8 +18,9 @@
  *        relative for the K <= ~1000 term sums here, well under 1e-4.
  *   bf16 tol 2e-2 (attention 3e-2): each stored bf16 activation carries a
  *        relative rounding error up to 2^-9 = 2e-3; a chain of 3-6 rounded
- *        intermediates (attention: qkv, scores, probabilities, y, then the
- *        gradient chain dy, datt, dS, dqkv) gives ~0.5-1.5% of the row
+ *        intermediates (attention: qkv, probabilities, y, then the
+ *        gradient chain dy, dS, dqkv; scores stay f32 in the fused
+ *        kernels) gives ~0.5-1.5% of the row
  *        scale; 2e-2 leaves margin without letting a wrong sign or a
  *        missing term (errors of order 1 * rms) through.
  * Skips (exit 0, "SKIP: ...") when this build or machine has no CUDA GPU.
@@ -464,6 +465,17 @@ static void gen_attention(ga_case_t *k, int i, uint64_t *s)
     k->spec.n_in = 1;
     CHECK_OK(bg_attrs_set_int(&k->spec.attrs, "heads", heads));
     CHECK_OK(bg_attrs_set_bool(&k->spec.attrs, "causal", i != 1 && i != 5));
+    if (i < 6)
+        return;
+    /* grouped-query + rope across several kernel tiles (64 rows in bf16, 32 in
+     * f32), T not a multiple of either: kv_heads 2 of 4, and 1 of 8 at hs 64 */
+    int64_t h2 = i == 6 ? 4 : 8, d2[3] = {2, i == 6 ? 70 : 130, h2 * (i == 6 ? 8 : 64)};
+    ga_shape(&k->spec.in[0], BG_F32, 3, d2);
+    CHECK_OK(bg_attrs_set_int(&k->spec.attrs, "heads", h2));
+    CHECK_OK(bg_attrs_set_int(&k->spec.attrs, "kv_heads", i == 6 ? 2 : 1));
+    CHECK_OK(bg_attrs_set_bool(&k->spec.attrs, "causal", i == 6));
+    CHECK_OK(bg_attrs_set_bool(&k->spec.attrs, "rope", true));
+    CHECK_OK(bg_attrs_set_float(&k->spec.attrs, "rope_theta", 500000.0));
 }
 
 static void gen_cross_entropy(ga_case_t *k, int i, uint64_t *s)
@@ -482,7 +494,7 @@ static void gen_cross_entropy(ga_case_t *k, int i, uint64_t *s)
 static int ga_cases(const bg_layer_kind_t *kind, uint64_t *s, ga_case_t *out)
 {
     const char *n = kind->name;
-    int count = !strcmp(n, "attention") ? 6 : 4;
+    int count = !strcmp(n, "attention") ? 8 : 4;
     for (int i = 0; i < count; i++) {
         ga_case_t *k = &out[i];
         memset(k, 0, sizeof(*k));

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "layers/attention_impl.h"
 #include "layers/backend.h"
 #include "layers/layer.h"
 #include "test_util.h"
@@ -248,28 +249,56 @@ static double ref_gelu(double x)
     return 0.5 * x * (1.0 + tanh(k * (x + 0.044715 * x * x * x)));
 }
 
+/* Options of the attention reference beyond nanoGPT's (0 / false: off). */
+typedef struct ref_att_opts {
+    int64_t kv;   /* key/value heads; 0 = H */
+    bool rope;    /* HF Llama rotate_half rotary embedding of q and k */
+    double theta; /* its base */
+} ref_att_opts_t;
+
+/*
+ * HF transformers' apply_rotary_pos_emb on one head vector x (hs) at
+ * position t: x * cos + rotate_half(x) * sin, rotate_half(x) = (-x2, x1),
+ * inv_freq_i = theta^(-2i/hs), emb = cat(freqs, freqs).
+ */
+static void ref_rope(double *x, int64_t hs, int64_t t, double theta)
+{
+    int64_t half = hs / 2;
+    for (int64_t i = 0; i < half; i++) {
+        double a = (double)t / pow(theta, (double)(2 * i) / (double)hs);
+        double x1 = x[i], x2 = x[i + half];
+        x[i] = x1 * cos(a) - x2 * sin(a);
+        x[i + half] = x2 * cos(a) + x1 * sin(a);
+    }
+}
+
 /*
  * nanoGPT's CausalSelfAttention: qkv = c_attn(x), split into q | k | v,
  * heads of hs columns each, softmax(q k^T / sqrt(hs)) masked to j <= i,
- * y = att v, heads concatenated, out = c_proj(y).
+ * y = att v, heads concatenated, out = c_proj(y). With o: k and v have
+ * o->kv heads (query head h reads kv head h / (H / kv), HF's repeat_kv)
+ * and q, k are rotated (ref_rope) before the scores.
  */
-static void ref_attention(const double *x, const double *wqkv, const double *bqkv,
-                          const double *wproj, const double *bproj, int64_t B, int64_t T,
-                          int64_t C, int64_t H, bool causal, double *out)
+static void ref_attention_ex(const double *x, const double *wqkv, const double *bqkv,
+                             const double *wproj, const double *bproj, int64_t B, int64_t T,
+                             int64_t C, int64_t H, bool causal, const ref_att_opts_t *o,
+                             double *out)
 {
-    int64_t hs = C / H, N = B * T;
-    double *qkv = calloc((size_t)(N * 3 * C), sizeof(double));
+    int64_t hs = C / H, N = B * T, KV = o && o->kv ? o->kv : H, W = C + 2 * KV * hs;
+    double *qkv = calloc((size_t)(N * W), sizeof(double));
     double *y = calloc((size_t)(N * C), sizeof(double));
     double *p = calloc((size_t)T, sizeof(double));
-    ref_linear(x, wqkv, bqkv, N, C, 3 * C, qkv);
+    ref_linear(x, wqkv, bqkv, N, C, W, qkv);
+    for (int64_t r = 0; o && o->rope && r < N; r++)
+        for (int64_t h = 0; h < H + KV; h++) ref_rope(qkv + r * W + h * hs, hs, r % T, o->theta);
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < H; h++)
             for (int64_t i = 0; i < T; i++) {
-                const double *q = qkv + (b * T + i) * 3 * C + h * hs;
-                int64_t n = causal ? i + 1 : T;
+                const double *q = qkv + (b * T + i) * W + h * hs;
+                int64_t n = causal ? i + 1 : T, kh = h / (H / KV);
                 double mx = -INFINITY, sum = 0;
                 for (int64_t j = 0; j < n; j++) {
-                    const double *k = qkv + (b * T + j) * 3 * C + C + h * hs;
+                    const double *k = qkv + (b * T + j) * W + C + kh * hs;
                     double s = 0;
                     for (int64_t d = 0; d < hs; d++) s += q[d] * k[d];
                     p[j] = s / sqrt((double)hs);
@@ -279,7 +308,7 @@ static void ref_attention(const double *x, const double *wqkv, const double *bqk
                 for (int64_t d = 0; d < hs; d++) {
                     double s = 0;
                     for (int64_t j = 0; j < n; j++)
-                        s += p[j] / sum * qkv[(b * T + j) * 3 * C + 2 * C + h * hs + d];
+                        s += p[j] / sum * qkv[(b * T + j) * W + C + KV * hs + kh * hs + d];
                     y[(b * T + i) * C + h * hs + d] = s;
                 }
             }
@@ -287,6 +316,13 @@ static void ref_attention(const double *x, const double *wqkv, const double *bqk
     free(qkv);
     free(y);
     free(p);
+}
+
+static void ref_attention(const double *x, const double *wqkv, const double *bqkv,
+                          const double *wproj, const double *bproj, int64_t B, int64_t T,
+                          int64_t C, int64_t H, bool causal, double *out)
+{
+    ref_attention_ex(x, wqkv, bqkv, wproj, bproj, B, T, C, H, causal, NULL, out);
 }
 
 /* F.cross_entropy(logits.view(-1, V), targets.view(-1)), mean reduction. */
@@ -531,9 +567,12 @@ static void test_attention_hand(bg_backend_t *be, bool causal)
     if (node_fwd(&n, be, (void *[]){x}) == BG_OK)
         check_close(causal ? "hand causal out" : "hand full out", n.out,
                     causal ? want_c : want_n, 4, 1e-6, 1e-6);
-    /* The causal probability of row 0 on position 1 must be exactly 0. */
-    const float *att = n.saved + 2 * 6;
-    if (causal) CHECK_MSG(att[1] == 0.0f, "masked probability %g", att[1]);
+    /* The causal probability of row 0 on position 1 must be exactly 0: row 0's
+     * softmax sum is then exactly 1, so its kept lse is exactly its one score
+     * q0.k0 / sqrt(2) (flash kernels keep lse, not probabilities). */
+    bg_att_dims_t d = bg_att_dims_of(&n.spec);
+    const float *lse = (const float *)((char *)n.saved + bg_att_layout_of(&d, 4).lse);
+    if (causal) CHECK_MSG(lse[0] == d.scale, "row 0 lse %.9g, masked probability not 0", lse[0]);
     node_free(&n);
 }
 
@@ -544,6 +583,7 @@ static void test_attention_hand(bg_backend_t *be, bool causal)
 typedef struct att_ref {
     int64_t B, T, C, H;
     bool causal;
+    ref_att_opts_t o;
     double *v[5]; /* x, qkv.weight, qkv.bias, proj.weight, proj.bias */
     int64_t n[5];
     const double *r; /* dout: L = sum(out * r) */
@@ -553,8 +593,8 @@ static double att_ref_loss(const att_ref_t *a)
 {
     int64_t n = a->B * a->T * a->C;
     double *out = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1)), l = 0;
-    ref_attention(a->v[0], a->v[1], a->v[2], a->v[3], a->v[4], a->B, a->T, a->C, a->H,
-                  a->causal, out);
+    ref_attention_ex(a->v[0], a->v[1], a->v[2], a->v[3], a->v[4], a->B, a->T, a->C, a->H,
+                     a->causal, &a->o, out);
     for (int64_t i = 0; i < n; i++) l += out[i] * a->r[i];
     free(out);
     return l;
@@ -572,23 +612,67 @@ static double att_ref_fd(att_ref_t *a, int which, int64_t i)
     return (lp - lm) / (2.0 * h);
 }
 
-static void test_attention_case(bg_backend_t *be, int64_t B, int64_t T, int64_t C, int64_t H,
-                                bool causal)
+/*
+ * The kept lse (flash kernels keep it instead of probabilities) describes
+ * probabilities that sum to 1 over the visible keys: recompute the scores
+ * from the saved (rotated) q, k in double and count rows whose
+ * sum_j exp(s_ij - lse_i) is off by more than 1e-5.
+ */
+static int att_bad_lse_rows(const tnode_t *n)
 {
-    printf("attention B=%lld T=%lld C=%lld heads=%lld causal=%d:\n", (long long)B,
-           (long long)T, (long long)C, (long long)H, (int)causal);
-    int64_t N = B * T, TT = T * T;
+    bg_att_dims_t d = bg_att_dims_of(&n->spec);
+    bg_att_layout_t l = bg_att_layout_of(&d, 4);
+    const float *qkv = (const float *)((char *)n->saved + l.qkv);
+    const float *lse = (const float *)((char *)n->saved + l.lse);
+    int bad = 0;
+    for (int64_t b = 0; b < d.B; b++)
+        for (int64_t h = 0; h < d.H; h++)
+            for (int64_t i = 0; i < d.T; i++) {
+                const float *q = qkv + (b * d.T + i) * d.Wq + h * d.hs;
+                double sum = 0;
+                for (int64_t j = 0; j < (d.causal ? i + 1 : d.T); j++) {
+                    const float *k = qkv + (b * d.T + j) * d.Wq + d.ko + h / d.G * d.hs;
+                    double sc = 0;
+                    for (int64_t e = 0; e < d.hs; e++) sc += (double)q[e] * k[e];
+                    sum += exp(sc * d.scale - lse[(b * d.H + h) * d.T + i]);
+                }
+                if (!(fabs(sum - 1.0) <= 1e-5)) bad++;
+            }
+    return bad;
+}
+
+/* One configuration of test_attention_case: kv 0 means kv_heads absent. */
+typedef struct att_case {
+    int64_t B, T, C, H;
+    bool causal;
+    int64_t kv;
+    bool rope;
+} att_case_t;
+
+static void test_attention_case(bg_backend_t *be, const att_case_t *cs)
+{
+    int64_t B = cs->B, T = cs->T, C = cs->C, H = cs->H;
+    bool causal = cs->causal;
+    printf("attention B=%lld T=%lld C=%lld heads=%lld causal=%d kv_heads=%lld rope=%d:\n",
+           (long long)B, (long long)T, (long long)C, (long long)H, (int)causal,
+           (long long)(cs->kv ? cs->kv : H), (int)cs->rope);
+    int64_t N = B * T;
     bg_shape_t xs = shape3(BG_F32, B, T, C);
     bg_attrs_t a = {0};
     CHECK_OK(bg_attrs_set_int(&a, "heads", H));
     CHECK_OK(bg_attrs_set_bool(&a, "causal", causal));
+    if (cs->kv) CHECK_OK(bg_attrs_set_int(&a, "kv_heads", cs->kv));
+    if (cs->rope) CHECK_OK(bg_attrs_set_bool(&a, "rope", true));
+    /* A small base so that angles of all pairs turn noticeably over T. */
+    if (cs->rope) CHECK_OK(bg_attrs_set_float(&a, "rope_theta", 100.0));
     tnode_t n;
     if (!node_init(&n, "attention", "blk.attn", 1, &xs, &a, (uint64_t)(B * 1000 + T * 100 + C * 10 + H))) return;
     uint64_t s = 7 + (uint64_t)T;
     float *x = falloc(N * C), *r = falloc(N * C), *dx = falloc(N * C);
     bg_test_fill(x, N * C, &s, -2.0f, 2.0f);
     bg_test_fill(r, N * C, &s, -1.0f, 1.0f);
-    att_ref_t ar = {.B = B, .T = T, .C = C, .H = H, .causal = causal};
+    att_ref_t ar = {.B = B, .T = T, .C = C, .H = H, .causal = causal,
+                    .o = {.kv = cs->kv, .rope = cs->rope, .theta = 100.0}};
     const float *src[5] = {x, n.param[0], n.param[1], n.param[2], n.param[3]};
     for (int k = 0; k < 5; k++) {
         ar.n[k] = k == 0 ? N * C : bg_shape_numel(&n.pd[k - 1].shape);
@@ -598,27 +682,18 @@ static void test_attention_case(bg_backend_t *be, int64_t B, int64_t T, int64_t 
     ar.r = rd;
     bg_status_t st = node_fwd(&n, be, (void *[]){x});
     if (st == BG_OK) {
-        ref_attention(ar.v[0], ar.v[1], ar.v[2], ar.v[3], ar.v[4], B, T, C, H, causal, want);
+        ref_attention_ex(ar.v[0], ar.v[1], ar.v[2], ar.v[3], ar.v[4], B, T, C, H, causal, &ar.o,
+                         want);
         check_close("out", n.out, want, N * C, 1e-6, 1e-5);
-        /* saved att: rows sum to 1, masked entries exactly 0 */
-        const float *att = n.saved + N * 3 * C;
-        int bad = 0;
-        for (int64_t m = 0; m < B * H; m++)
-            for (int64_t i = 0; i < T; i++) {
-                double sum = 0;
-                for (int64_t j = 0; j < T; j++) {
-                    float p = att[m * TT + i * T + j];
-                    sum += p;
-                    if (causal && j > i && p != 0.0f) bad++;
-                }
-                if (fabs(sum - 1.0) > 1e-5) bad++;
-            }
+        /* probabilities (through the kept lse): rows sum to 1 over visible keys */
+        int bad = att_bad_lse_rows(&n);
         CHECK_MSG(bad == 0, "%d bad attention probabilities", bad);
         /* B must write all of dqkv: poison that part of saved first. */
-        float *dqkv = n.saved + N * 3 * C + B * H * TT + N * C;
-        bg_test_poison(dqkv, N * 3 * C);
+        bg_att_dims_t d = bg_att_dims_of(&n.spec);
+        float *dqkv = (float *)((char *)n.saved + bg_att_layout_of(&d, 4).dqkv);
+        bg_test_poison(dqkv, N * d.Wq);
         st = node_bwd(&n, be, (void *[]){x}, r, (float *[]){dx});
-        CHECK_MSG(bg_test_count_poison(dqkv, N * 3 * C) == 0, "B left dqkv unwritten");
+        CHECK_MSG(bg_test_count_poison(dqkv, N * d.Wq) == 0, "B left dqkv unwritten");
     }
     if (st == BG_OK) {
         static const char *names[5] = {"dx", "qkv.weight", "qkv.bias", "proj.weight",
@@ -918,14 +993,20 @@ int main(void)
     test_attention_hand(be, true);
     test_attention_hand(be, false);
     test_ce_hand(be);
-    static const int64_t cases[][5] = {
-        /* B, T, C, heads, causal */
-        {1, 1, 3, 1, 1}, {2, 3, 6, 1, 1}, {2, 3, 6, 2, 0}, {1, 3, 6, 3, 1},
-        {3, 4, 6, 3, 0}, {2, 17, 6, 2, 1}, {1, 5, 1, 1, 1}, {2, 3, 9, 3, 1},
+    /* B, T, C, heads, causal, kv_heads (0: absent), rope. The last ones cross
+     * CPU score tiles (BG_ATT_CPU_TILE) with T not a multiple of the tile. */
+    const int64_t TL = BG_ATT_CPU_TILE;
+    const att_case_t cases[] = {
+        {1, 1, 3, 1, 1, 0, 0},  {2, 3, 6, 1, 1, 0, 0},  {2, 3, 6, 2, 0, 0, 0},
+        {1, 3, 6, 3, 1, 0, 0},  {3, 4, 6, 3, 0, 0, 0},  {2, 17, 6, 2, 1, 0, 0},
+        {1, 5, 1, 1, 1, 0, 0},  {2, 3, 9, 3, 1, 0, 0},
+        {2, 5, 12, 6, 1, 1, 0}, {2, 5, 12, 6, 0, 2, 0}, {1, 7, 12, 6, 1, 6, 1},
+        {2, 5, 8, 2, 1, 1, 1},  {1, 6, 12, 3, 0, 0, 1}, {1, 9, 16, 4, 1, 2, 1},
+        {1, TL + 7, 8, 2, 1, 0, 0},      {1, 2 * TL + 3, 8, 4, 1, 2, 1},
+        {1, TL + 1, 4, 2, 0, 1, 1},      {2, TL, 4, 1, 1, 0, 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-        test_attention_case(be, cases[i][0], cases[i][1], cases[i][2], cases[i][3],
-                            cases[i][4] != 0);
+        test_attention_case(be, &cases[i]);
     printf("attention position 0, micro-batch split:\n");
     test_attention_position0(be);
     test_attention_split(be);
