@@ -13,7 +13,7 @@
 /*
  * Make *arr (of *cap elements of `elem` bytes) hold at least `need`
  * elements. Capacity doubles from at least 8, so appends cost O(1)
- * amortised. On success returns 0 and *arr/*cap may have moved/grown; on
+ * amortised. On success returns 0 and *arr and *cap may have moved or grown; on
  * overflow or out of memory returns -1 and leaves *arr and *cap untouched
  * (the caller still owns the old block). Cannot fail when need <= *cap.
  */

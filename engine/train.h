@@ -39,6 +39,7 @@ typedef struct bg_train_conf {
     bool recompute;
     bool split_bw; /* run B and W as separate actions in every schedule */
     bg_optim_conf_t optim;
+    int eval_only; /* 1: evaluate once (no step, no checkpoint), then exit */
 } bg_train_conf_t;
 
 void bg_train_conf_default(bg_train_conf_t *c);
