@@ -11,7 +11,9 @@
 
 #include "tools/commands.h"
 
-#define BG_VERSION "0.1.0"
+#ifndef BG_VERSION
+#define BG_VERSION "0.1.0" /* the build passes the project version */
+#endif
 
 static const bg_cmd_spec_t *const commands[] = {
     &bg_check_spec, &bg_plan_spec, &bg_profile_spec, &bg_schedule_spec, &bg_train_spec,

@@ -407,7 +407,7 @@ static void man_text(FILE *f, const char *s)
 
 static void man_command(const bg_cmd_spec_t *c, FILE *f)
 {
-    fputs(".SS \"", f);
+    fputs(".SS \"brigade ", f);
     man_text(f, c->name);
     fputs(" ", f);
     man_text(f, c->args);
@@ -452,7 +452,7 @@ void bg_opt_print_man(const bg_cmd_spec_t *const *cmds, const char *version, FIL
           f);
     for (int c = 0; cmds[c]; c++)
         man_command(cmds[c], f);
-    fputs(".SS \"version\"\nPrint the version.\n"
+    fputs(".SS \"brigade version\"\nPrint the version.\n"
           ".SH EXIT STATUS\n0 success; 1 runtime failure; 2 bad input or usage; "
           "130 interrupted by SIGINT (Ctrl\\-C); 143 stopped by SIGTERM.\n"
           ".SH ENVIRONMENT\n.TP\n.B BRIGADE_LOG\nerror, warn (default), info or debug.\n"
