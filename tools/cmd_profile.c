@@ -63,83 +63,110 @@ static int64_t id_bound(const bg_graph_layer_t *gl)
     return lg->d[lg->ndim - 1];
 }
 
-static bg_status_t time_layer(bg_backend_t *be, bg_dtype_t dt, const bg_graph_layer_t *gl,
-                              int repeat, bg_profile_layer_t *out)
-{
-    void *mem[4 * BG_MAX_INPUTS + 3 * BG_MAX_PARAMS + 4] = {0};
-    int nm = 0;
+/* The tensors of one layer call: device memory in mem[] (*nm entries). */
+typedef struct layer_bufs {
+    void *mem[4 * BG_MAX_INPUTS + 3 * BG_MAX_PARAMS + 4];
+    int nm;
     bg_tensor_t in[BG_MAX_INPUTS], din[BG_MAX_INPUTS], par[BG_MAX_PARAMS], gr[BG_MAX_PARAMS], o,
         dout, saved, ws;
-    bg_layer_call_t c;
-    memset(&c, 0, sizeof(c));
-    c.spec = &gl->spec;
-    c.be = be;
-    c.dtype = dt;
+} layer_bufs_t;
+
+/* Fill c with random tensors of gl's shapes from b; the caller frees b->mem
+ * whatever this returns. */
+static bg_status_t make_call(bg_backend_t *be, bg_dtype_t dt, const bg_graph_layer_t *gl,
+                             layer_bufs_t *b, bg_layer_call_t *c)
+{
     bg_status_t st = BG_OK;
     for (int i = 0; st == BG_OK && i < gl->spec.n_in; i++) {
-        st =
-            make_tensor(be, &gl->spec.in[i], dt, id_bound(gl), 1 + (uint64_t)i, &in[i], &mem[nm++]);
-        c.in[i] = &in[i];
+        st = make_tensor(be, &gl->spec.in[i], dt, id_bound(gl), 1 + (uint64_t)i, &b->in[i],
+                         &b->mem[b->nm++]);
+        c->in[i] = &b->in[i];
         if (st == BG_OK && gl->spec.in[i].dtype == BG_F32) {
-            st = make_tensor(be, &gl->spec.in[i], dt, 1, 11 + (uint64_t)i, &din[i], &mem[nm++]);
-            c.din[i] = &din[i];
+            st = make_tensor(be, &gl->spec.in[i], dt, 1, 11 + (uint64_t)i, &b->din[i],
+                             &b->mem[b->nm++]);
+            c->din[i] = &b->din[i];
         }
     }
     bg_shape_t os = gl->spec.out;
     bg_dtype_t odt = gl->spec.kind->out_f32 ? BG_F32 : dt;
     if (st == BG_OK)
-        st = make_tensor(be, &os, odt, 1, 21, &o, &mem[nm++]);
+        st = make_tensor(be, &os, odt, 1, 21, &b->o, &b->mem[b->nm++]);
     if (st == BG_OK)
-        st = make_tensor(be, &os, odt, 1, 22, &dout, &mem[nm++]);
-    c.out = &o;
-    c.dout = &dout;
+        st = make_tensor(be, &os, odt, 1, 22, &b->dout, &b->mem[b->nm++]);
+    c->out = &b->o;
+    c->dout = &b->dout;
     for (int j = 0; st == BG_OK && j < gl->n_params; j++) {
-        st = make_tensor(be, &gl->slot[j].shape, dt, 1, 31 + (uint64_t)j, &par[j], &mem[nm++]);
+        st = make_tensor(be, &gl->slot[j].shape, dt, 1, 31 + (uint64_t)j, &b->par[j],
+                         &b->mem[b->nm++]);
         if (st == BG_OK)
-            st = make_tensor(be, &gl->slot[j].shape, BG_F32, 1, 41 + (uint64_t)j, &gr[j],
-                             &mem[nm++]);
-        c.params[j] = &par[j];
-        c.grads[j] = &gr[j];
+            st = make_tensor(be, &gl->slot[j].shape, BG_F32, 1, 41 + (uint64_t)j, &b->gr[j],
+                             &b->mem[b->nm++]);
+        c->params[j] = &b->par[j];
+        c->grads[j] = &b->gr[j];
     }
     bg_layer_cost_t cost;
     bg_layer_cost(&gl->spec, dt, &cost);
     bg_shape_t raw = {BG_I32, 1, {0}};
     if (st == BG_OK && cost.saved_bytes) {
         raw.d[0] = (cost.saved_bytes + 3) / 4;
-        st = make_tensor(be, &raw, dt, 1, 51, &saved, &mem[nm++]);
-        saved.dtype = BG_I32;
-        c.saved = &saved;
+        st = make_tensor(be, &raw, dt, 1, 51, &b->saved, &b->mem[b->nm++]);
+        b->saved.dtype = BG_I32;
+        c->saved = &b->saved;
     }
     if (st == BG_OK && cost.workspace_bytes) {
         raw.d[0] = (cost.workspace_bytes + 3) / 4;
-        st = make_tensor(be, &raw, dt, 1, 52, &ws, &mem[nm++]);
-        ws.dtype = BG_I32;
-        c.workspace = &ws;
+        st = make_tensor(be, &raw, dt, 1, 52, &b->ws, &b->mem[b->nm++]);
+        b->ws.dtype = BG_I32;
+        c->workspace = &b->ws;
     }
-    double t[3] = {0, 0, 0};
-    /* One warm-up round, then `repeat` timed ones of F, B, W in order
-     * (attention's W needs its B: the order a schedule uses). */
+    return st;
+}
+
+/* One warm-up round, then `repeat` timed ones of F, B, W in order (attention's
+ * W needs its B: the order a schedule uses); summed seconds into t[3]. */
+static bg_status_t time_fbw(bg_backend_t *be, const bg_layer_call_t *c, int repeat, double *t)
+{
+    bg_status_t st = BG_OK;
     for (int r = 0; st == BG_OK && r <= repeat; r++) {
         double t0 = bg_now_s();
-        st = bg_layer_forward(&c);
+        st = bg_layer_forward(c);
         if (st == BG_OK)
             st = bg_backend_synchronize(be);
         double t1 = bg_now_s();
         if (st == BG_OK)
-            st = bg_layer_backward_input(&c);
+            st = bg_layer_backward_input(c);
         if (st == BG_OK)
             st = bg_backend_synchronize(be);
         double t2 = bg_now_s();
         if (st == BG_OK)
-            st = bg_layer_backward_weight(&c);
+            st = bg_layer_backward_weight(c);
         if (st == BG_OK)
             st = bg_backend_synchronize(be);
         double t3 = bg_now_s();
         if (r)
             t[0] += t1 - t0, t[1] += t2 - t1, t[2] += t3 - t2;
     }
-    for (int i = 0; i < nm; i++)
-        bg_backend_free(be, mem[i]);
+    return st;
+}
+
+static bg_status_t time_layer(bg_backend_t *be, bg_dtype_t dt, const bg_graph_layer_t *gl,
+                              int repeat, bg_profile_layer_t *out)
+{
+    layer_bufs_t *b = calloc(1, sizeof(*b));
+    if (!b)
+        return bg_errorf(BG_ERR_NOMEM, "out of memory");
+    bg_layer_call_t c;
+    memset(&c, 0, sizeof(c));
+    c.spec = &gl->spec;
+    c.be = be;
+    c.dtype = dt;
+    double t[3] = {0, 0, 0};
+    bg_status_t st = make_call(be, dt, gl, b, &c);
+    if (st == BG_OK)
+        st = time_fbw(be, &c, repeat, t);
+    for (int i = 0; i < b->nm; i++)
+        bg_backend_free(be, b->mem[i]);
+    free(b);
     if (st != BG_OK)
         return bg_error_prefix(st, "layer %s: ", gl->spec.name);
     snprintf(out->name, sizeof(out->name), "%s", gl->spec.name);
