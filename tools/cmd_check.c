@@ -27,18 +27,21 @@ typedef struct check_opts {
 
 static const char *const dtypes[] = {"f32", "bf16", NULL};
 
+/* clang-format off */
 static const bg_opt_t check_opts[] = {
     {.name = "batch", .kind = BG_OPT_I64, .metavar = "N", .help = "micro-batch size bound to B",
      .def = "1", .off = offsetof(check_opts_t, batch), .min = 1, .max = BG_GRAPH_MAX_DIM},
     {.name = "dtype", .kind = BG_OPT_CHOICE, .choices = dtypes,
      .help = "activation dtype for bytes kept", .def = "f32",
      .off = offsetof(check_opts_t, dtype_name)},
-    {.name = "json", .kind = BG_OPT_FLAG, .help = "print JSON on standard output instead of the table",
+    {.name = "json", .kind = BG_OPT_FLAG,
+     .help = "print JSON on standard output instead of the table",
      .off = offsetof(check_opts_t, json)},
     {.name = "kinds", .kind = BG_OPT_FLAG, .help = "list the layer kinds and their keys",
      .off = offsetof(check_opts_t, kinds)},
     {0},
 };
+/* clang-format on */
 
 static const bg_opt_t *const check_tables[] = {check_opts, NULL};
 

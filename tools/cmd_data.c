@@ -23,16 +23,19 @@ typedef struct data_args {
     int64_t shard;
 } data_args_t;
 
+/* clang-format off */
 static const bg_opt_t data_opts[] = {
     {.name = "output", .short_name = 'o', .kind = BG_OPT_PATH, .metavar = "PREFIX",
      .help = "output path prefix (directories are created)", .off = offsetof(data_args_t, prefix)},
     {.name = "val", .kind = BG_OPT_DOUBLE, .metavar = "F",
      .help = "fraction of the text, from its end, held out for evaluation", .def = "0.1",
      .off = offsetof(data_args_t, val), .dmin = 0, .dmax = 1, .dmax_open = 1},
-    {.name = "shard-tokens", .kind = BG_OPT_I64, .metavar = "N", .help = "at most N tokens per shard",
+    {.name = "shard-tokens", .kind = BG_OPT_I64, .metavar = "N",
+     .help = "at most N tokens per shard",
      .def = "100000000", .off = offsetof(data_args_t, shard), .min = 1, .max = INT64_MAX},
     {0},
 };
+/* clang-format on */
 
 static const bg_opt_t *const data_tables[] = {data_opts, NULL};
 
@@ -72,7 +75,8 @@ int bg_cmd_data(int argc, char **argv)
     const char *in;
     data_args_t a;
     int rc = data_parse(argc, argv, &in, &a);
-    if (rc) return rc == 1 ? 0 : rc;
+    if (rc)
+        return rc == 1 ? 0 : rc;
     if (access(in, R_OK) != 0) {
         fprintf(stderr, "brigade data: %s: %s\n", in, strerror(errno));
         return 2;

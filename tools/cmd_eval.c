@@ -14,7 +14,7 @@
 #include "tools/train_cli.h"
 
 static const bg_opt_t *const eval_tables[] = {
-    bg_train_layout_opts, bg_train_data_opts, bg_train_device_opts,
+    bg_train_layout_opts, bg_train_data_opts,   bg_train_device_opts,
     bg_train_load_opts,   bg_train_launch_opts, NULL,
 };
 

@@ -77,6 +77,7 @@ static const char *const dtypes[] = {"f32", "bf16", NULL};
      .off = offsetof(plan_opts_t, field), .min = 1, .max = 1 << 24, .word = "auto",             \
      .word_value = AUTO}
 
+/* clang-format off */
 static const bg_opt_t plan_opts[] = {
     COUNT_ROW("stages", stages, "pipeline stages, or auto (needs --gpus); required", NULL),
     COUNT_ROW("dp", dp, "data-parallel replicas, or auto with --gpus", "1"),
@@ -89,7 +90,8 @@ static const bg_opt_t plan_opts[] = {
     {.name = "schedule", .kind = BG_OPT_STRING, .metavar = "NAME",
      .help = "gpipe | 1f1b | interleaved | zb-h1", .def = "1f1b",
      .off = offsetof(plan_opts_t, schedule_name)},
-    {.name = "chunks", .kind = BG_OPT_INT, .metavar = "V", .help = "chunks per stage for interleaved",
+    {.name = "chunks", .kind = BG_OPT_INT, .metavar = "V",
+     .help = "chunks per stage for interleaved",
      .def = "2", .off = offsetof(plan_opts_t, chunks), .min = 1, .max = 1 << 16},
     {.name = "device", .kind = BG_OPT_STRING, .metavar = "D[,D...]",
      .help = "device preset (cpu, cuda, h100, a100, ...), or one per stage", .def = "cpu",
@@ -122,6 +124,7 @@ static const bg_opt_t plan_opts[] = {
      .off = offsetof(plan_opts_t, json)},
     {0},
 };
+/* clang-format on */
 
 static const bg_opt_t *const plan_tables[] = {plan_opts, NULL};
 
@@ -220,29 +223,32 @@ static const char *human_count(int64_t v, char *buf, size_t n)
     return buf;
 }
 
-static void print_row(FILE *out, const bg_chain_t *ch, const char *label, int first, int end, int64_t params,
-                      int64_t mem, int64_t cap, double f, double b, double w, double comm, double t)
+static void print_row(FILE *out, const bg_chain_t *ch, const char *label, int first, int end,
+                      int64_t params, int64_t mem, int64_t cap, double f, double b, double w,
+                      double comm, double t)
 {
     char p[32], m[32], c[32], range[64], names[2 * BG_NAME_MAX + 8];
     snprintf(range, sizeof(range), "%d-%d", first, end - 1);
     snprintf(names, sizeof(names), "%s .. %s", ch->layer[first].name, ch->layer[end - 1].name);
-    fprintf(out, "%-6s %-10s %4d  %-44.44s %9s %10s %10s %8.2f %8.2f %8.2f %8.2f %9.2f%s\n", label, range,
-           end - first, names, human_count(params, p, sizeof(p)), gib((double)mem, m, sizeof(m)),
-           gib((double)cap, c, sizeof(c)), f * 1e3, b * 1e3, w * 1e3, comm * 1e3, t * 1e3,
-           mem > cap ? "  OVER" : "");
+    fprintf(out, "%-6s %-10s %4d  %-44.44s %9s %10s %10s %8.2f %8.2f %8.2f %8.2f %9.2f%s\n", label,
+            range, end - first, names, human_count(params, p, sizeof(p)),
+            gib((double)mem, m, sizeof(m)), gib((double)cap, c, sizeof(c)), f * 1e3, b * 1e3,
+            w * 1e3, comm * 1e3, t * 1e3, mem > cap ? "  OVER" : "");
 }
 
 static void print_plan(FILE *f, const bg_chain_t *ch, const bg_plan_t *pl, int64_t global_batch)
 {
     const bg_part_config_t *c = &pl->cfg;
     fprintf(f, "%-6s %-10s %4s  %-44s %9s %10s %10s %8s %8s %8s %8s %9s\n",
-           c->chunks > 1 ? "chunk" : "stage", "layers", "#", "first .. last", "params", "memory",
-           "capacity", "F ms", "B ms", "W ms", "comm ms", "total ms");
+            c->chunks > 1 ? "chunk" : "stage", "layers", "#", "first .. last", "params", "memory",
+            "capacity", "F ms", "B ms", "W ms", "comm ms", "total ms");
     for (int g = 0; g < pl->n_chunks; g++) {
         const bg_chunk_eval_t *e = &pl->chunk[g];
         char label[32];
-        if (c->chunks > 1) snprintf(label, sizeof(label), "%d/s%d", g, e->stage);
-        else snprintf(label, sizeof(label), "%d", g);
+        if (c->chunks > 1)
+            snprintf(label, sizeof(label), "%d/s%d", g, e->stage);
+        else
+            snprintf(label, sizeof(label), "%d", g);
         print_row(f, ch, label, e->first, e->end, e->params, e->mem, e->mem_cap, e->f, e->b, e->w,
                   e->comm, e->time);
     }
@@ -252,18 +258,19 @@ static void print_plan(FILE *f, const bg_chain_t *ch, const bg_plan_t *pl, int64
             const bg_stage_eval_t *s = &pl->stage[r];
             char m[32], cap[32];
             fprintf(f, "  stage %d: F+B+W %.2f ms, comm %.2f ms, memory %s of %s\n", r,
-                   (s->f + s->b + s->w) * 1e3, s->comm * 1e3, gib((double)s->mem, m, sizeof(m)),
-                   gib((double)s->mem_cap, cap, sizeof(cap)));
+                    (s->f + s->b + s->w) * 1e3, s->comm * 1e3, gib((double)s->mem, m, sizeof(m)),
+                    gib((double)s->mem_cap, cap, sizeof(cap)));
         }
     }
     double tail = pl->step_s - pl->pipe_s;
     char peak[32];
-    fprintf(f, "predicted step: %.4f s (pipeline %.4f s + allreduce/optimizer %.4f s)\n", pl->step_s,
-           pl->pipe_s, tail);
-    fprintf(f, "bubble: %.1f%%   throughput: %.2f samples/s   bottleneck: %.2f ms per micro-batch\n",
-           100.0 * pl->bubble, (double)global_batch / pl->step_s, pl->bottleneck * 1e3);
+    fprintf(f, "predicted step: %.4f s (pipeline %.4f s + allreduce/optimizer %.4f s)\n",
+            pl->step_s, pl->pipe_s, tail);
+    fprintf(f,
+            "bubble: %.1f%%   throughput: %.2f samples/s   bottleneck: %.2f ms per micro-batch\n",
+            100.0 * pl->bubble, (double)global_batch / pl->step_s, pl->bottleneck * 1e3);
     fprintf(f, "peak memory: %s per device%s\n", gib((double)pl->peak_mem, peak, sizeof(peak)),
-           pl->fits ? " (fits)" : " -- DOES NOT FIT");
+            pl->fits ? " (fits)" : " -- DOES NOT FIT");
 }
 
 /* Exit code of a library failure: does-not-fit is 1, bad input 2. */
@@ -345,18 +352,21 @@ static int choose_shape(plan_run_t *r, bg_part_config_t *cfg, int *mb, int64_t *
     bg_status_t st = bg_search_shapes(&r->chain, &r->dev->d[0], r->have_prof ? &r->prof : NULL, &so,
                                       res, &n, &stats);
     double dt = bg_now_s() - t0;
-    if (st) return fail(st);
-    fprintf(r->txt, "shape search over %d devices, global batch %lld: %d candidates, %d split exactly, "
-           "%d pruned by bound, %d do not fit (%.0f ms)\n",
-           gpus, (long long)*gb, stats.candidates, stats.solved, stats.pruned, stats.no_fit,
-           dt * 1e3);
-    fprintf(r->txt, "  rank stages  dp  micro-batches x size  recompute   step s   bubble   samples/s   peak memory\n");
+    if (st)
+        return fail(st);
+    fprintf(r->txt,
+            "shape search over %d devices, global batch %lld: %d candidates, %d split exactly, "
+            "%d pruned by bound, %d do not fit (%.0f ms)\n",
+            gpus, (long long)*gb, stats.candidates, stats.solved, stats.pruned, stats.no_fit,
+            dt * 1e3);
+    fprintf(r->txt, "  rank stages  dp  micro-batches x size  recompute   step s   bubble   "
+                    "samples/s   peak memory\n");
     for (int i = 0; i < n; i++) {
         char m[32];
-        fprintf(r->txt, "  %4d %6d %4d %10d x %-8d %-9s %8.4f %7.1f%% %11.2f   %s\n", i + 1, res[i].cfg.stages,
-               res[i].cfg.dp, res[i].cfg.micro_batches, res[i].micro_batch,
-               res[i].cfg.recompute ? "on" : "off", res[i].step_s, 100 * res[i].bubble,
-               res[i].samples_per_s, gib((double)res[i].peak_mem, m, sizeof(m)));
+        fprintf(r->txt, "  %4d %6d %4d %10d x %-8d %-9s %8.4f %7.1f%% %11.2f   %s\n", i + 1,
+                res[i].cfg.stages, res[i].cfg.dp, res[i].cfg.micro_batches, res[i].micro_batch,
+                res[i].cfg.recompute ? "on" : "off", res[i].step_s, 100 * res[i].bubble,
+                res[i].samples_per_s, gib((double)res[i].peak_mem, m, sizeof(m)));
     }
     *cfg = res[0].cfg;
     *mb = res[0].micro_batch;
@@ -379,12 +389,14 @@ static int price(plan_run_t *r, const bg_part_config_t *cfg, int mb)
         return 1;
     }
     for (int i = 0; i < r->dev->n; i++) {
-        bg_status_t st = bg_costs_build(&r->chain, &r->dev->d[i], mb, r->have_prof ? &r->prof : NULL,
-                                        &r->costs[i]);
-        if (st) return fail(st);
+        bg_status_t st = bg_costs_build(&r->chain, &r->dev->d[i], mb,
+                                        r->have_prof ? &r->prof : NULL, &r->costs[i]);
+        if (st)
+            return fail(st);
         r->n_costs = i + 1;
     }
-    for (int s = 0; s < S; s++) r->cp[s] = &r->costs[r->dev->n > 1 ? s : 0];
+    for (int s = 0; s < S; s++)
+        r->cp[s] = &r->costs[r->dev->n > 1 ? s : 0];
     return 0;
 }
 
@@ -394,7 +406,8 @@ static void print_baselines(FILE *f, const bg_part_problem_t *pb)
     fprintf(f, "split methods:");
     for (int m = 0; m < 3; m++) {
         bg_plan_t alt;
-        bg_status_t as = m ? bg_partition(pb, (bg_split_method_t)m, &alt) : bg_partition_try(pb, &alt);
+        bg_status_t as =
+            m ? bg_partition(pb, (bg_split_method_t)m, &alt) : bg_partition_try(pb, &alt);
         if (as == BG_OK) {
             fprintf(f, "  %s %.4f s%s", bg_split_method_name((bg_split_method_t)m), alt.step_s,
                     alt.fits ? "" : " (does not fit)");
@@ -436,32 +449,38 @@ static int plan_body(plan_run_t *r)
     bg_dtype_t dt = o->dtype >= 0 ? (bg_dtype_t)o->dtype : gpu ? BG_BF16 : BG_F32;
     if ((st = bg_chain_from_graph(r->graph, dt, &r->chain))) return fail(st);
     if (o->profile) {
-        if ((st = bg_profile_load(o->profile, &r->prof))) return fail(st);
+        if ((st = bg_profile_load(o->profile, &r->prof)))
+            return fail(st);
         r->have_prof = true;
     }
     char cap[32], pc[32];
-    fprintf(r->txt, "model %s: %d layers, %s parameters; device %s (%s activations), %s per device%s\n",
-           o->model, r->chain.n_layers, human_count(bg_graph_totals(r->graph)->params, pc, sizeof(pc)),
-           o->device, bg_dtype_name(dt), gib((double)r->dev->d[0].mem_bytes, cap, sizeof(cap)),
-           r->have_prof ? ", times from profile" : "");
+    fprintf(
+        r->txt, "model %s: %d layers, %s parameters; device %s (%s activations), %s per device%s\n",
+        o->model, r->chain.n_layers, human_count(bg_graph_totals(r->graph)->params, pc, sizeof(pc)),
+        o->device, bg_dtype_name(dt), gib((double)r->dev->d[0].mem_bytes, cap, sizeof(cap)),
+        r->have_prof ? ", times from profile" : "");
     bg_part_config_t cfg;
     int mb;
     int64_t gb;
     int rc = choose_shape(r, &cfg, &mb, &gb);
-    if (rc) return rc;
-    if ((rc = price(r, &cfg, mb))) return rc;
+    if (rc)
+        return rc;
+    if ((rc = price(r, &cfg, mb)))
+        return rc;
     /* CPU ranks of one machine share its cores (the launcher binds rank r to
      * core r % cores); GPUs are a device per rank. */
     if (!strcmp(o->device, "cpu"))
         cfg.cores = o->cores >= 0 ? o->cores : (int)sysconf(_SC_NPROCESSORS_ONLN);
     bg_part_problem_t pb = {&r->chain, r->cp, cfg};
     bg_plan_t pl;
-    if ((st = bg_partition(&pb, o->method, &pl))) return fail(st);
-    fprintf(r->txt, "layout: %d stage(s) x %d dp, %s%s, %d micro-batches of %d (global batch %lld), "
-           "recompute %s, split %s\n",
-           cfg.stages, cfg.dp, bg_pp_schedule_name(cfg.schedule),
-           cfg.chunks > 1 ? " (chunks per stage below)" : "", cfg.micro_batches, mb, (long long)gb,
-           cfg.recompute ? "on" : "off", bg_split_method_name(o->method));
+    if ((st = bg_partition(&pb, o->method, &pl)))
+        return fail(st);
+    fprintf(r->txt,
+            "layout: %d stage(s) x %d dp, %s%s, %d micro-batches of %d (global batch %lld), "
+            "recompute %s, split %s\n",
+            cfg.stages, cfg.dp, bg_pp_schedule_name(cfg.schedule),
+            cfg.chunks > 1 ? " (chunks per stage below)" : "", cfg.micro_batches, mb, (long long)gb,
+            cfg.recompute ? "on" : "off", bg_split_method_name(o->method));
     print_plan(r->txt, &r->chain, &pl, gb);
     print_baselines(r->txt, &pb);
     fprintf(r->txt, "planned in %.0f ms\n", (bg_now_s() - t0) * 1e3);

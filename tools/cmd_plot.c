@@ -31,11 +31,13 @@ typedef struct plot_args {
     bool all_runs, json;
 } plot_args_t;
 
+/* clang-format off */
 static const bg_opt_t plot_opts[] = {
     {.name = "output", .short_name = 'o', .kind = BG_OPT_PATH, .metavar = "PNG",
      .help = "the picture; - for standard output", .def = "loss.png",
      .off = offsetof(plot_args_t, out)},
-    {.name = "all-runs", .kind = BG_OPT_FLAG, .help = "one curve per run in the file, not only the latest",
+    {.name = "all-runs", .kind = BG_OPT_FLAG,
+     .help = "one curve per run in the file, not only the latest",
      .off = offsetof(plot_args_t, all_runs)},
     {.name = "run", .kind = BG_OPT_STRING, .metavar = "ID", .help = "draw the run named ID",
      .off = offsetof(plot_args_t, run)},
@@ -44,6 +46,7 @@ static const bg_opt_t plot_opts[] = {
      .off = offsetof(plot_args_t, json)},
     {0},
 };
+/* clang-format on */
 
 static const bg_opt_t *const plot_tables[] = {plot_opts, NULL};
 
@@ -65,8 +68,8 @@ typedef struct point {
 } point_t;
 
 typedef struct run {
-    char *id;       /* "" for the unnamed run */
-    cJSON *header;  /* the run's header line, or NULL */
+    char *id;      /* "" for the unnamed run */
+    cJSON *header; /* the run's header line, or NULL */
     point_t *train, *eval;
     size_t ntrain, neval, cap_train, cap_eval;
 } run_t;
@@ -130,14 +133,12 @@ static int take_line(runs_t *rs, const char **current, cJSON *o)
         return -1;
     cJSON *loss = cJSON_GetObjectItem(o, "loss"), *el = cJSON_GetObjectItem(o, "eval_loss");
     cJSON *ea = cJSON_GetObjectItem(o, "eval_accuracy");
-    if (cJSON_IsNumber(loss) &&
-        add_point(&r->train, &r->ntrain, &r->cap_train,
-                  (point_t){step->valuedouble, loss->valuedouble, 0}))
+    if (cJSON_IsNumber(loss) && add_point(&r->train, &r->ntrain, &r->cap_train,
+                                          (point_t){step->valuedouble, loss->valuedouble, 0}))
         return -1;
-    if (cJSON_IsNumber(el) &&
-        add_point(&r->eval, &r->neval, &r->cap_eval,
-                  (point_t){step->valuedouble, el->valuedouble,
-                            cJSON_IsNumber(ea) ? ea->valuedouble : 0.0}))
+    if (cJSON_IsNumber(el) && add_point(&r->eval, &r->neval, &r->cap_eval,
+                                        (point_t){step->valuedouble, el->valuedouble,
+                                                  cJSON_IsNumber(ea) ? ea->valuedouble : 0.0}))
         return -1;
     return 0;
 }
@@ -248,8 +249,9 @@ static void write_script(FILE *g, FILE *t, FILE *e, const runs_t *rs, size_t fir
     fprintf(g, "set terminal pngcairo size 900,500 noenhanced\n");
     if (!bg_out_is_stdout(a->out))
         fprintf(g, "set output '%s'\n", a->out);
-    fprintf(g, "set title '%s'\nset xlabel 'step'\nset ylabel 'loss'\nset grid\n"
-               "set key top right\nplot ",
+    fprintf(g,
+            "set title '%s'\nset xlabel 'step'\nset ylabel 'loss'\nset grid\n"
+            "set key top right\nplot ",
             in);
     int ti = 0, ei = 0;
     for (size_t i = first; i < end; i++) {

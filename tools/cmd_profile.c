@@ -185,6 +185,7 @@ typedef struct profile_args {
 static const char *const devices[] = {"cpu", "cuda", NULL};
 static const char *const dtypes[] = {"f32", "bf16", NULL};
 
+/* clang-format off */
 static const bg_opt_t profile_opts[] = {
     {.name = "batch", .kind = BG_OPT_INT, .metavar = "N", .help = "micro-batch size to time at",
      .def = "16", .off = offsetof(profile_args_t, batch), .min = 1, .max = 1 << 24},
@@ -202,6 +203,7 @@ static const bg_opt_t profile_opts[] = {
      .off = offsetof(profile_args_t, json)},
     {0},
 };
+/* clang-format on */
 
 static const bg_opt_t *const profile_tables[] = {profile_opts, NULL};
 
@@ -224,7 +226,8 @@ static bg_status_t profile_layers(const bg_graph_t *g, const profile_args_t *a, 
 {
     bg_backend_t *be = NULL;
     bg_dtype_t dt = strcmp(a->dtype, "bf16") ? BG_F32 : BG_BF16;
-    bg_status_t st = bg_backend_create(strcmp(a->device, "cuda") ? BG_DEV_CPU : BG_DEV_CUDA, 0, &be);
+    bg_status_t st =
+        bg_backend_create(strcmp(a->device, "cuda") ? BG_DEV_CPU : BG_DEV_CUDA, 0, &be);
     if (st == BG_OK)
         st = bg_profile_alloc(bg_graph_n_layers(g), prof);
     if (st == BG_OK) {
@@ -276,7 +279,8 @@ int bg_cmd_profile(int argc, char **argv)
     if (rc)
         return rc == 1 ? 0 : rc;
     if (a.json && bg_out_is_stdout(a.out))
-        return bg_opt_usage_error(&bg_profile_spec, "--json and -o - both write to standard output");
+        return bg_opt_usage_error(&bg_profile_spec,
+                                  "--json and -o - both write to standard output");
     bg_graph_t *g = NULL;
     if (bg_graph_parse_file(pos[0], a.batch, &g) != BG_OK) {
         fprintf(stderr, "%s\n", bg_last_error());

@@ -26,10 +26,13 @@ typedef struct schedule_args {
     const char *kind_name, *trace;
 } schedule_args_t;
 
-#define COST_ROW(n, field, what)                                                                 \
-    {.name = n, .kind = BG_OPT_DOUBLE, .metavar = "T", .help = "cost of one " what " action",    \
-     .def = "1", .off = offsetof(schedule_args_t, field), .dmin = 0, .dmax = 1e9}
+#define COST_ROW(n, field, what)                                                                   \
+    {                                                                                              \
+        .name = n, .kind = BG_OPT_DOUBLE, .metavar = "T", .help = "cost of one " what " action",   \
+        .def = "1", .off = offsetof(schedule_args_t, field), .dmin = 0, .dmax = 1e9                \
+    }
 
+/* clang-format off */
 static const bg_opt_t schedule_opts[] = {
     {.name = "stages", .kind = BG_OPT_INT, .metavar = "P", .help = "pipeline stages (ranks)",
      .off = offsetof(schedule_args_t, p), .min = 1, .max = 1024},
@@ -57,6 +60,7 @@ static const bg_opt_t schedule_opts[] = {
      .off = offsetof(schedule_args_t, json)},
     {0},
 };
+/* clang-format on */
 
 static const bg_opt_t *const schedule_tables[] = {schedule_opts, NULL};
 
@@ -91,8 +95,8 @@ static bg_status_t print_json(const bg_sched_t *s, const bg_sim_t *sim, const sc
         for (size_t i = 0; i < bg_sched_len(s, r); i++) {
             char buf[96];
             if (a->comm || (!bg_act_is_send(act[i].kind) && !bg_act_is_recv(act[i].kind)))
-                cJSON_AddItemToArray(acts, cJSON_CreateString(bg_action_str(&act[i], buf,
-                                                                            sizeof(buf))));
+                cJSON_AddItemToArray(acts,
+                                     cJSON_CreateString(bg_action_str(&act[i], buf, sizeof(buf))));
         }
         cJSON_AddItemToArray(ranks, rank);
     }
@@ -126,8 +130,8 @@ static bg_status_t print_text(const bg_sched_t *s, const bg_sim_t *sim, const sc
 static bg_status_t write_trace(const bg_sim_t *sim, const char *path)
 {
     FILE *tf = fopen(path, "w");
-    bg_status_t st = tf ? bg_sim_write_trace(sim, tf, 1000.0)
-                        : bg_errorf(BG_ERR_IO, "cannot write %s", path);
+    bg_status_t st =
+        tf ? bg_sim_write_trace(sim, tf, 1000.0) : bg_errorf(BG_ERR_IO, "cannot write %s", path);
     if (tf && fclose(tf) != 0 && st == BG_OK)
         st = bg_errorf(BG_ERR_IO, "writing %s failed", path);
     return st;

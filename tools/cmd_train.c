@@ -34,6 +34,7 @@ static bg_status_t parse_optimizer(const char *s, void *dst)
     return bg_optim_kind_parse(s, (bg_optim_kind_t *)dst);
 }
 
+/* clang-format off */
 const bg_opt_t bg_train_layout_opts[] = {
     {.name = "stages", .kind = BG_OPT_INT, .metavar = "S", .help = "pipeline stages", .def = "1",
      .off = ARG(c.stages), .min = 1, .max = 256, .group = "Layout and schedule"},
@@ -58,7 +59,9 @@ const bg_opt_t bg_train_layout_opts[] = {
      .off = ARG(c.split_bw)},
     {0},
 };
+/* clang-format on */
 
+/* clang-format off */
 static const bg_opt_t train_run_opts[] = {
     {.name = "steps", .kind = BG_OPT_I64, .metavar = "N", .help = "optimizer steps",
      .def = "from --epochs, else 100", .off = ARG(c.steps), .min = 1, .max = STEPS_MAX,
@@ -72,7 +75,9 @@ static const bg_opt_t train_run_opts[] = {
      .def = "10", .off = ARG(c.log_every), .min = 1, .max = STEPS_MAX},
     {0},
 };
+/* clang-format on */
 
+/* clang-format off */
 const bg_opt_t bg_train_data_opts[] = {
     {.name = "data", .kind = BG_OPT_STRING, .metavar = "SPEC",
      .help = "fashion-mnist[:DIR] | tokens:PREFIX | synthetic[:...]", .off = ARG(c.data),
@@ -82,11 +87,14 @@ const bg_opt_t bg_train_data_opts[] = {
      .off = ARG(c.eval_batches), .min = 0, .max = STEPS_MAX},
     {.name = "metrics", .kind = BG_OPT_PATH, .metavar = "FILE",
      .help = "append one JSON object per log line", .off = ARG(c.metrics)},
-    {.name = "seed", .kind = BG_OPT_U64, .metavar = "N", .help = "initialisation and shuffling seed",
+    {.name = "seed", .kind = BG_OPT_U64, .metavar = "N",
+     .help = "initialisation and shuffling seed",
      .def = "1", .off = ARG(c.seed), .min = 0, .max = INT64_MAX},
     {0},
 };
+/* clang-format on */
 
+/* clang-format off */
 static const bg_opt_t train_optim_opts[] = {
     {.name = "optimizer", .kind = BG_OPT_CUSTOM, .metavar = "adamw|sgd", .help = "optimizer",
      .def = "adamw", .off = ARG(c.optim.kind), .parse = parse_optimizer, .group = "Optimizer"},
@@ -106,7 +114,9 @@ static const bg_opt_t train_optim_opts[] = {
      .dmin = 0, .dmax = 1e9},
     {0},
 };
+/* clang-format on */
 
+/* clang-format off */
 const bg_opt_t bg_train_device_opts[] = {
     {.name = "device", .kind = BG_OPT_CHOICE, .choices = devices, .help = "backend",
      .def = "cpu", .off = ARG(c.device), .group = "Device"},
@@ -115,7 +125,9 @@ const bg_opt_t bg_train_device_opts[] = {
      .off = ARG(c.dtype)},
     {0},
 };
+/* clang-format on */
 
+/* clang-format off */
 const bg_opt_t bg_train_load_opts[] = {
     {.name = "checkpoint-dir", .kind = BG_OPT_PATH, .metavar = "DIR",
      .help = "checkpoints live under DIR", .off = ARG(c.checkpoint_dir),
@@ -128,14 +140,18 @@ const bg_opt_t bg_train_load_opts[] = {
      .help = "Chrome-trace/Perfetto JSON of every rank's actions", .off = ARG(c.trace)},
     {0},
 };
+/* clang-format on */
 
+/* clang-format off */
 static const bg_opt_t train_save_opts[] = {
     {.name = "checkpoint-every", .kind = BG_OPT_I64, .metavar = "N",
      .help = "write a checkpoint every N steps", .def = "only at the end",
      .off = ARG(c.checkpoint_every), .min = 1, .max = STEPS_MAX},
     {0},
 };
+/* clang-format on */
 
+/* clang-format off */
 const bg_opt_t bg_train_launch_opts[] = {
     {.name = "hosts", .kind = BG_OPT_STRING, .metavar = "H1[:N],H2[:N]",
      .help = "run ranks on these hosts over ssh", .off = ARG(hosts), .group = "Launching"},
@@ -143,11 +159,12 @@ const bg_opt_t bg_train_launch_opts[] = {
      .off = ARG(hostfile)},
     {0},
 };
+/* clang-format on */
 
 static const bg_opt_t *const train_tables[] = {
-    bg_train_layout_opts, train_run_opts,       bg_train_data_opts, train_optim_opts,
-    bg_train_device_opts, bg_train_load_opts,   train_save_opts,    bg_train_launch_opts,
-    NULL,
+    bg_train_layout_opts, train_run_opts,       bg_train_data_opts,
+    train_optim_opts,     bg_train_device_opts, bg_train_load_opts,
+    train_save_opts,      bg_train_launch_opts, NULL,
 };
 
 const bg_cmd_spec_t bg_train_spec = {
@@ -242,7 +259,8 @@ static int preflight(const bg_cmd_spec_t *cmd, const bg_train_conf_t *c)
 {
     int v = !strcmp(c->schedule, "interleaved") ? (c->chunks > 1 ? c->chunks : 2) : 1;
     if (c->batch % (c->dp * c->micro_batches))
-        return bg_opt_usage_error(cmd, "--batch %d is not divisible by dp (%d) x micro-batches (%d)",
+        return bg_opt_usage_error(cmd,
+                                  "--batch %d is not divisible by dp (%d) x micro-batches (%d)",
                                   c->batch, c->dp, c->micro_batches);
     bg_sched_kind_t kind;
     bg_sched_t *s = NULL;

@@ -16,8 +16,9 @@
 #endif
 
 static const bg_cmd_spec_t *const commands[] = {
-    &bg_check_spec, &bg_plan_spec, &bg_profile_spec, &bg_schedule_spec, &bg_train_spec,
-    &bg_eval_spec,  &bg_data_spec, &bg_plot_spec,    NULL,
+    &bg_check_spec,    &bg_plan_spec,  &bg_profile_spec,
+    &bg_schedule_spec, &bg_train_spec, &bg_eval_spec,
+    &bg_data_spec,     &bg_plot_spec,  NULL,
 };
 
 /* Commands without options, for completion. */

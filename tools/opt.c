@@ -130,8 +130,7 @@ static int get_double(const bg_cmd_spec_t *cmd, const bg_opt_t *o, const char *v
     return 0;
 }
 
-static int get_choice(const bg_cmd_spec_t *cmd, const bg_opt_t *o, const char *v,
-                      const char **out)
+static int get_choice(const bg_cmd_spec_t *cmd, const bg_opt_t *o, const char *v, const char **out)
 {
     for (int i = 0; o->choices[i]; i++)
         if (!strcmp(v, o->choices[i])) {
@@ -258,8 +257,7 @@ static int parse_one(const bg_cmd_spec_t *cmd, int argc, char **argv, int *i, ch
     return apply(cmd, o, val, dst);
 }
 
-int bg_opt_parse(const bg_cmd_spec_t *cmd, int argc, char **argv, void *dst, char **pos,
-                 int *npos)
+int bg_opt_parse(const bg_cmd_spec_t *cmd, int argc, char **argv, void *dst, char **pos, int *npos)
 {
     int n = 0, ended = 0;
     for (int i = 1; i < argc; i++) {
@@ -516,8 +514,8 @@ void bg_opt_print_completion(const bg_cmd_spec_t *const *cmds, const char *const
           f);
 }
 
-static const char *const kind_names[] = {"flag",   "int",  "int64", "uint64", "double",
-                                         "double", "string", "path", "choice", "custom"};
+static const char *const kind_names[] = {"flag",   "int",    "int64", "uint64", "double",
+                                         "double", "string", "path",  "choice", "custom"};
 
 void bg_opt_print_table(const bg_cmd_spec_t *const *cmds, FILE *f)
 {

@@ -39,28 +39,28 @@ typedef enum {
 typedef bg_status_t (*bg_opt_parse_fn)(const char *value, void *dst);
 
 typedef struct bg_opt {
-    const char *name;    /* long name without "--"; NULL ends a table */
-    char short_name;     /* e.g. 'o' for -o; 0: none */
+    const char *name; /* long name without "--"; NULL ends a table */
+    char short_name;  /* e.g. 'o' for -o; 0: none */
     bg_opt_kind_t kind;
-    const char *metavar; /* value's name in help ("N", "FILE"); NULL for flags */
-    const char *help;    /* one line */
-    const char *def;     /* default shown in help; NULL: none shown */
-    size_t off;          /* destination: offset into the command's argument struct */
-    int64_t min, max;    /* integer kinds */
-    double dmin, dmax;   /* DOUBLE, FLOAT */
-    int dmax_open;       /* 1: dmax itself is excluded ([dmin, dmax)) */
+    const char *metavar;        /* value's name in help ("N", "FILE"); NULL for flags */
+    const char *help;           /* one line */
+    const char *def;            /* default shown in help; NULL: none shown */
+    size_t off;                 /* destination: offset into the command's argument struct */
+    int64_t min, max;           /* integer kinds */
+    double dmin, dmax;          /* DOUBLE, FLOAT */
+    int dmax_open;              /* 1: dmax itself is excluded ([dmin, dmax)) */
     const char *const *choices; /* CHOICE: NULL-terminated */
-    const char *word;    /* integer kinds: a word also accepted ("auto"), or NULL */
-    int64_t word_value;  /* ... stored in its place */
+    const char *word;           /* integer kinds: a word also accepted ("auto"), or NULL */
+    int64_t word_value;         /* ... stored in its place */
     bg_opt_parse_fn parse;      /* CUSTOM */
-    const char *group;   /* help heading printed before this row, or NULL */
+    const char *group;          /* help heading printed before this row, or NULL */
 } bg_opt_t;
 
 typedef struct bg_cmd_spec {
-    const char *name;    /* "train" */
-    const char *args;    /* synopsis after the name: "MODEL [options]" */
-    const char *summary; /* one line for the command list */
-    const char *about;   /* paragraph for --help and the man page; may be NULL */
+    const char *name;              /* "train" */
+    const char *args;              /* synopsis after the name: "MODEL [options]" */
+    const char *summary;           /* one line for the command list */
+    const char *about;             /* paragraph for --help and the man page; may be NULL */
     const bg_opt_t *const *tables; /* NULL-terminated list of NULL-name-terminated tables */
     int min_pos, max_pos;          /* positional arguments allowed */
     const char *pos_name;          /* "MODEL", for messages */
@@ -76,8 +76,7 @@ typedef struct bg_cmd_spec {
  * help was printed (exit 0), 2 after printing a usage error to stderr.
  * Destinations of options not given keep what the caller put there.
  */
-int bg_opt_parse(const bg_cmd_spec_t *cmd, int argc, char **argv, void *dst, char **pos,
-                 int *npos);
+int bg_opt_parse(const bg_cmd_spec_t *cmd, int argc, char **argv, void *dst, char **pos, int *npos);
 
 /* Whether long option `name` appears in argv (after a successful parse). */
 int bg_opt_given(int argc, char **argv, const char *name);

@@ -5,12 +5,11 @@
  * without touching this file: each numeric option refuses non-numbers,
  * trailing junk, blanks, negatives and zero where its range excludes them,
  * and huge values (1e30, 2^64), with exit 2 and a message naming it; every
- * command refuses an unknown option and a missing value. Then: `-o -` writes the file to stdout, `--json` output
- * parses (cJSON) with nothing else on stdout, `brigade plot` picks the
- * latest run of a metrics file or every run, and `brigade eval` refuses
- * incomplete requests.
- * argv[1]: the brigade binary. Models come from BRIGADE_SOURCE_DIR.
- * Must not write outside its own temporary directory.
+ * command refuses an unknown option and a missing value. Then: `-o -` writes the file to stdout,
+ * `--json` output parses (cJSON) with nothing else on stdout, `brigade plot` picks the latest run
+ * of a metrics file or every run, and `brigade eval` refuses incomplete requests. argv[1]: the
+ * brigade binary. Models come from BRIGADE_SOURCE_DIR. Must not write outside its own temporary
+ * directory.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -124,8 +123,8 @@ static void check_numeric(const row_t *r)
 /* Whitespace and notation tricks, on an integer and a real option. */
 static void test_tricks(void)
 {
-    static const char *const bad[] = {"", " 5", "5 ", "\t5", "+5", "0x10", "nan", "inf",
-                                      "1e", "--5", "5-"};
+    static const char *const bad[] = {"",    " 5",  "5 ", "\t5", "+5", "0x10",
+                                      "nan", "inf", "1e", "--5", "5-"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         expect_refused("train", "stages", bad[i], "trick");
         expect_refused("train", "lr", bad[i], "trick");
