@@ -88,7 +88,7 @@ static const bg_opt_t plan_opts[] = {
     {.name = "gpus", .kind = BG_OPT_INT, .metavar = "N", .help = "devices in all, N = S x D",
      .off = offsetof(plan_opts_t, gpus), .min = 1, .max = 1 << 24},
     {.name = "schedule", .kind = BG_OPT_STRING, .metavar = "NAME",
-     .help = "gpipe | 1f1b | interleaved | zb-h1", .def = "1f1b",
+     .help = BG_SCHEDULE_HELP, .def = "1f1b",
      .off = offsetof(plan_opts_t, schedule_name)},
     {.name = "chunks", .kind = BG_OPT_INT, .metavar = "V",
      .help = "chunks per stage for interleaved",

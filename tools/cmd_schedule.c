@@ -39,7 +39,7 @@ static const bg_opt_t schedule_opts[] = {
     {.name = "micro-batches", .kind = BG_OPT_INT, .metavar = "M", .help = "micro-batches per step",
      .off = offsetof(schedule_args_t, m), .min = 1, .max = 65536},
     {.name = "schedule", .kind = BG_OPT_STRING, .metavar = "NAME",
-     .help = "gpipe | 1f1b | interleaved | zb-h1", .def = "1f1b",
+     .help = BG_SCHEDULE_HELP, .def = "1f1b",
      .off = offsetof(schedule_args_t, kind_name)},
     {.name = "chunks", .kind = BG_OPT_INT, .metavar = "V", .help = "model chunks per rank",
      .def = "1", .off = offsetof(schedule_args_t, v), .min = 1, .max = 64},
@@ -77,7 +77,7 @@ const bg_cmd_spec_t bg_schedule_spec = {
 /* The schedule and its simulation as one JSON document on stdout. */
 static bg_status_t print_json(const bg_sched_t *s, const bg_sim_t *sim, const schedule_args_t *a)
 {
-    cJSON *root = cJSON_CreateObject(), *ranks = cJSON_AddArrayToObject(root, "ranks");
+    cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "schedule", bg_sched_name(s));
     cJSON_AddNumberToObject(root, "stages", a->p);
     cJSON_AddNumberToObject(root, "micro_batches", a->m);
@@ -88,6 +88,7 @@ static bg_status_t print_json(const bg_sched_t *s, const bg_sim_t *sim, const sc
     cJSON_AddNumberToObject(costs, "w", a->w);
     cJSON_AddNumberToObject(root, "makespan", bg_sim_makespan(sim));
     cJSON_AddNumberToObject(root, "bubble", bg_sim_bubble(sim));
+    cJSON *ranks = cJSON_AddArrayToObject(root, "ranks");
     for (int r = 0; r < a->p; r++) {
         cJSON *rank = cJSON_CreateObject(), *acts = cJSON_AddArrayToObject(rank, "actions");
         cJSON_AddNumberToObject(rank, "peak_live", bg_sim_peak_live(sim, r));

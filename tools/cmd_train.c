@@ -41,7 +41,7 @@ const bg_opt_t bg_train_layout_opts[] = {
     {.name = "dp", .kind = BG_OPT_INT, .metavar = "D", .help = "data-parallel replicas per stage",
      .def = "1", .off = ARG(c.dp), .min = 1, .max = 256},
     {.name = "schedule", .kind = BG_OPT_STRING, .metavar = "NAME",
-     .help = "gpipe | 1f1b | interleaved | zb-h1", .def = "1f1b", .off = ARG(c.schedule)},
+     .help = BG_SCHEDULE_HELP, .def = "1f1b", .off = ARG(c.schedule)},
     {.name = "chunks", .kind = BG_OPT_INT, .metavar = "V",
      .help = "model chunks per rank, interleaved only", .def = "2", .off = ARG(c.chunks),
      .min = 1, .max = 64},

@@ -10,6 +10,10 @@
 
 #include "tools/opt.h"
 
+/* The schedules --schedule accepts, for help texts only: the name itself is
+ * passed to the engine's and the partitioner's parsers, which decide. */
+#define BG_SCHEDULE_HELP "gpipe | 1f1b | interleaved | zb-h1"
+
 /* brigade check MODEL [--batch N] [--dtype f32|bf16] [--json] | --kinds */
 extern const bg_cmd_spec_t bg_check_spec;
 int bg_cmd_check(int argc, char **argv);

@@ -360,7 +360,7 @@ void bg_opt_print_help(const bg_cmd_spec_t *cmd, FILE *f)
             headed = 1;
             char label[160];
             opt_label(o, label, sizeof(label));
-            if (strlen(label) > 24)
+            if (strlen(label) > 22) /* keep two blanks before the help */
                 fprintf(f, "  %s\n  %24s", label, "");
             else
                 fprintf(f, "  %-24s", label);
