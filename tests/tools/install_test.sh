@@ -46,7 +46,7 @@ complete_words brigade train --mic | grep -qx -- --micro-batches \
     || bad "completing 'train --mic' does not give --micro-batches"
 complete_words brigade train --device "" | grep -qx cuda \
     || bad "completing 'train --device' does not offer cuda"
-if command -v man > /dev/null; then
+if command -v man > /dev/null && command -v nroff > /dev/null; then
     MANWIDTH=80 man -l "$man" 2>/dev/null | grep -q 'micro-batches' || bad "man cannot render it"
 fi
 [ $fail -eq 0 ] && echo "install_test: ok ($(echo $cmds | wc -w) commands)"

@@ -310,6 +310,17 @@ static void test_plot_runs(void)
           cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetArrayItem(runs, 0), "train")) == 5);
     cJSON_Delete(j), free(out);
     CHECK(run(NULL, NULL, "plot '%s' --json --run nope", metrics) == 2);
+    if (system("command -v gnuplot > /dev/null 2>&1") == 0) {
+        CHECK(run(&out, NULL, "plot '%s' --all-runs -o '%s/all.png'", metrics, tmp) == 0);
+        CHECK_MSG(strstr(out, "2 runs, 8 train points, 1 eval points"), "plot: %s", out);
+        free(out);
+        CHECK(run(&out, NULL, "plot '%s' -o -", metrics) == 0);
+        CHECK_MSG(strlen(out) >= 4 && !strncmp(out + 1, "PNG", 3),
+                  "plot -o - did not write a PNG to stdout");
+        free(out);
+    } else {
+        printf("plot: drawing skipped (gnuplot not installed)\n");
+    }
 
     /* A file from before runs were named is one run. */
     f = fopen(metrics, "w");
