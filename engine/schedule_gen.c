@@ -87,43 +87,36 @@ static bg_status_t gen_1f1b(bg_sched_t *s, int split)
 }
 
 /*
- * Megatron-LM's forward_backward_pipelining_with_interleaving. Rank r's k-th
- * forward "virtual micro-batch" is micro-batch (k / (p*v)) * p + k % p on local
- * chunk (k % (p*v)) / p; backwards walk the same sequence with local chunks
- * reversed. Warm-up is (p-r-1)*2 + (v-1)*p forwards (all of them when m == p),
- * then 1F1B, then cool-down. Local chunk j of rank r is global chunk j*p + r.
+ * Interleaved 1F1B (Megatron-LM's forward_backward_pipelining_with_
+ * interleaving), for any m as PyTorch allows: micro-batches in rounds of p,
+ * the last round shorter. Megatron's order for m rounded up to a multiple of
+ * p -- warm-up forwards, then one F and one backward alternately, then
+ * cool-down -- with the padding micro-batches' actions left out
+ * (partition/schedules.c says why that stays deadlock-free). The order and
+ * warm-up live there, so the in-flight closed form and this generator
+ * cannot drift apart. Local chunk j of rank r is global chunk j*p + r.
  */
-static void interleaved_at(const bg_sched_t *s, int r, int k, int forward, int *mb, int *c)
+static bg_status_t emit_interleaved(bg_sched_t *s, int r, long k, int backward, int split)
 {
-    int p = s->p, v = s->v;
-    int j = (k % (p * v)) / p;
-    if (!forward) j = v - 1 - j;
-    *mb = (k / (p * v)) * p + k % p;
-    *c = j * p + r;
+    int mb, j;
+    bg_sched_interleaved_item_(s->p, s->v, k, backward, &mb, &j);
+    if (mb >= s->m) return BG_OK; /* padding */
+    if (!backward) return bg_sched_append(s, r, bg_action_compute(BG_ACT_F, mb, j * s->p + r));
+    return emit_backward(s, r, mb, j * s->p + r, split);
 }
 
 static bg_status_t gen_interleaved(bg_sched_t *s, int split)
 {
-    int p = s->p, total = s->m * s->v;
+    long total = (long)bg_sched_interleaved_pad_(s->p, s->m) * s->v;
     bg_status_t st = BG_OK;
-    for (int r = 0; r < p && !st; r++) {
-        int warm = s->m == p ? total : (p - r - 1) * 2 + (s->v - 1) * p;
-        if (warm > total) warm = total;
-        int mb, c;
-        for (int k = 0; k < warm && !st; k++) {
-            interleaved_at(s, r, k, 1, &mb, &c);
-            st = bg_sched_append(s, r, bg_action_compute(BG_ACT_F, mb, c));
+    for (int r = 0; r < s->p && !st; r++) {
+        long warm = bg_sched_interleaved_warmup_(s->p, s->m, s->v, r);
+        for (long k = 0; k < warm && !st; k++) st = emit_interleaved(s, r, k, 0, split);
+        for (long k = 0; k < total - warm && !st; k++) {
+            st = emit_interleaved(s, r, k + warm, 0, split);
+            if (!st) st = emit_interleaved(s, r, k, 1, split);
         }
-        for (int k = 0; k < total - warm && !st; k++) {
-            interleaved_at(s, r, k + warm, 1, &mb, &c);
-            st = bg_sched_append(s, r, bg_action_compute(BG_ACT_F, mb, c));
-            interleaved_at(s, r, k, 0, &mb, &c);
-            if (!st) st = emit_backward(s, r, mb, c, split);
-        }
-        for (int k = total - warm; k < total && !st; k++) {
-            interleaved_at(s, r, k, 0, &mb, &c);
-            st = emit_backward(s, r, mb, c, split);
-        }
+        for (long k = total - warm; k < total && !st; k++) st = emit_interleaved(s, r, k, 1, split);
     }
     return st;
 }
@@ -198,7 +191,8 @@ out:
  * is missing or misnamed does not compile. */
 typedef bg_status_t (*gen_fn)(bg_sched_t *s, int split);
 static const gen_fn generators[] = {
-#define BG_SCHED_ROW(id, name, al, vd, vmin, vmax, m_ok, m_rule, infl, fill, gen) [BG_SCHED_##id] = gen,
+#define BG_SCHED_ROW(id, name, al, vd, vmin, vmax, m_ok, m_rule, infl, fill, exact, gen)          \
+    [BG_SCHED_##id] = gen,
 #include "partition/schedules.def"
 };
 _Static_assert(sizeof(generators) / sizeof(generators[0]) == BG_SCHED_KIND_COUNT,

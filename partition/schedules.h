@@ -42,6 +42,9 @@ typedef struct bg_sched_desc {
     int (*m_ok)(int p, int m);
     int (*in_flight)(int p, int m, int v, int g);
     double (*fill)(const bg_sched_cost_t *c, int m, int v);
+    /* Whether bg_sched_bubble is exact (equal F, B, W, no communication);
+     * elsewhere it is a lower bound. */
+    int (*exact)(int p, int m, int v);
 } bg_sched_desc_t;
 
 /* Row k of the table; NULL when k is out of range. Cannot fail otherwise. */
@@ -98,7 +101,8 @@ double bg_sched_fill_floor(const bg_sched_desc_t *d, int m, int v);
  * Closed-form bubble fraction of p identical ranks, each with per-micro-batch
  * costs c (t > 0): (p - 1) d / (m t + (p - 1) d) with d = fill(c). For equal
  * F, B, W this is (p-1)/(m+p-1) for gpipe and 1f1b, (p-1)/(vm+p-1) for
- * interleaved, (p-1)/(3m+p-1) for zb-h1 (m >= p).
+ * interleaved, (p-1)/(3m+p-1) for zb-h1 (m >= p). Exact where the row's
+ * EXACT column holds, a lower bound elsewhere.
  */
 double bg_sched_bubble(const bg_sched_desc_t *d, int p, int m, int v, const bg_sched_cost_t *c);
 
@@ -108,5 +112,13 @@ static inline int bg_sched_min_(int a, int b)
     return a < b ? a : b;
 }
 int bg_sched_in_flight_interleaved_(int p, int m, int v, int g);
+/* The interleaved order, shared by partition's closed form and the engine's
+ * generator (partition/schedules.c): item k of a rank's forward (backward)
+ * sequence for m a multiple of p is micro-batch *mb on local chunk *j; m
+ * rounded up to a multiple of p; forwards (padding included) before the
+ * first backward on rank r. */
+void bg_sched_interleaved_item_(int p, int v, long k, int backward, int *mb, int *j);
+int bg_sched_interleaved_pad_(int p, int m);
+long bg_sched_interleaved_warmup_(int p, int m, int v, int r);
 
 #endif

@@ -134,11 +134,14 @@ static int compare(const params_t *a, const params_t *b, double rtol, const char
     return ok;
 }
 
-static void check_layouts(const char *model, const char *data, const char *const *layouts, int n)
+/* Every layout against one stage run with `ref_args` (the same global batch
+ * and micro-batch split as the layouts). */
+static void check_layouts_vs(const char *model, const char *data, const char *ref_args,
+                             const char *const *layouts, int n)
 {
     char ref[512], got[512];
     params_t r, g;
-    if (!train(model, data, "--stages 1 --micro-batches 4", "ref", ref, sizeof(ref)) ||
+    if (!train(model, data, ref_args, "ref", ref, sizeof(ref)) ||
         !load(ref, &r)) {
         CHECK_MSG(0, "%s: reference run failed", model);
         return;
@@ -155,6 +158,11 @@ static void check_layouts(const char *model, const char *data, const char *const
         printf("%s: %s\n", what, ok ? "ran" : "failed");
     }
     params_free(&r);
+}
+
+static void check_layouts(const char *model, const char *data, const char *const *layouts, int n)
+{
+    check_layouts_vs(model, data, "--stages 1 --micro-batches 4", layouts, n);
 }
 
 /*
@@ -207,8 +215,8 @@ int main(int argc, char **argv)
     if (system(mk))
         return 1;
 
-    /* Every schedule at S = 2, 3, 4 (interleaved at 2 and 4: Megatron needs
-     * m % p == 0 and m is 4 here), plus recompute. */
+    /* Every schedule at S = 2, 3, 4 (interleaved at 3 runs m = 4 as a round
+     * of 3 and a short round of 1), plus recompute. */
     static const char *const layouts[] = {
         "--stages 2 --schedule gpipe --micro-batches 4",
         "--stages 3 --schedule gpipe --micro-batches 4",
@@ -221,6 +229,7 @@ int main(int argc, char **argv)
         "--stages 4 --schedule zb-h1 --micro-batches 4",
         "--stages 2 --schedule interleaved --chunks 2 --micro-batches 4",
         "--stages 4 --schedule interleaved --chunks 2 --micro-batches 4",
+        "--stages 3 --schedule interleaved --chunks 2 --micro-batches 4",
         "--stages 2 --schedule 1f1b --micro-batches 4 --recompute",
     };
     int nl = (int)(sizeof(layouts) / sizeof(layouts[0]));
@@ -234,6 +243,15 @@ int main(int argc, char **argv)
         "--stages 3 --schedule zb-h1 --micro-batches 4",
     };
     check_layouts("skip-mlp.graph", "synthetic:images", skip, 2);
+    /* Interleaved with m not a multiple of S on two stages: 3 micro-batches
+     * of a batch of 12 (a round of 2 and a short round of 1). */
+    static const char *const rounds[] = {
+        "--stages 2 --schedule interleaved --chunks 2 --micro-batches 3 --batch 12",
+    };
+    check_layouts_vs("mlp-fashion.graph", "synthetic:images", "--stages 1 --micro-batches 3 --batch 12",
+                     rounds, 1);
+    check_layouts_vs("gpt-tiny.graph", "synthetic:tokens", "--stages 1 --micro-batches 3 --batch 12",
+                     rounds, 1);
     check_dp("mlp-fashion.graph", "synthetic:images");
     check_dp("gpt-tiny.graph", "synthetic:tokens");
     snprintf(mk, sizeof(mk), "rm -rf %s", workdir);

@@ -29,6 +29,12 @@ static int expected_peak(bg_sched_kind_t kind, int p, int m, int v, int r)
     case BG_SCHED_1F1B: return min_i(p - r, m);
     case BG_SCHED_ZB_H1: return min_i(p, m); /* W deferred: 1F1B's rank-0 peak everywhere */
     case BG_SCHED_INTERLEAVED: {
+        if (m % p) { /* a short last round: the table's closed form, summed */
+            int n = 0;
+            for (int j = 0; j < v; j++)
+                n += bg_sched_in_flight(bg_sched_desc(kind), p, m, v, j * p + r);
+            return n;
+        }
         int total = m * v, warm = m == p ? total : (p - r - 1) * 2 + (v - 1) * p;
         return warm >= total ? total : warm + 1;
     }
@@ -87,6 +93,21 @@ static void sweep(void)
     printf("checked %d generated schedules\n", checked);
 }
 
+/* The printed compute lists of a generated schedule start with `want`. */
+static void expect_printed(bg_sched_kind_t kind, int p, int m, int v, const char *want)
+{
+    bg_sched_t *s = NULL;
+    CHECK_OK(bg_sched_generate(kind, p, m, v, 0, &s));
+    if (!s) return;
+    char buf[8192];
+    FILE *f = fmemopen(buf, sizeof(buf), "w");
+    CHECK_OK(bg_sched_print(s, f, 0));
+    fclose(f);
+    CHECK_MSG(!strncmp(buf, want, strlen(want)), "%s p=%d m=%d v=%d got:\n%s",
+              bg_sched_kind_name(kind), p, m, v, buf);
+    bg_sched_free(s);
+}
+
 /* The exact lists for p=4, m=8 rank 0 (compute only) match the literature. */
 static void known_orders(void)
 {
@@ -116,17 +137,14 @@ static void known_orders(void)
         bg_sched_free(s);
     }
     /* interleaved p=2 m=4 v=2 rank 0, Megatron order: warm-up (2-0-1)*2+(2-1)*2 = 4. */
-    CHECK_OK(bg_sched_generate(BG_SCHED_INTERLEAVED, 2, 4, 2, 0, &s));
-    if (s) {
-        char buf[4096];
-        FILE *f = fmemopen(buf, sizeof(buf), "w");
-        CHECK_OK(bg_sched_print(s, f, 0));
-        fclose(f);
-        const char *w0 = "rank 0: F0c0 F1c0 F0c2 F1c2 F2c0 BW0c2 F3c0 BW1c2 F2c2 BW0c0 F3c2 "
-                         "BW1c0 BW2c2 BW3c2 BW2c0 BW3c0\n";
-        CHECK_MSG(!strncmp(buf, w0, strlen(w0)), "got:\n%s", buf);
-        bg_sched_free(s);
-    }
+    expect_printed(BG_SCHED_INTERLEAVED, 2, 4, 2,
+                   "rank 0: F0c0 F1c0 F0c2 F1c2 F2c0 BW0c2 F3c0 BW1c2 F2c2 BW0c0 F3c2 "
+                   "BW1c0 BW2c2 BW3c2 BW2c0 BW3c0\n");
+    /* m = 3 on p = 2: the order of m = 4 with micro-batch 3 left out (a
+     * short last round). */
+    expect_printed(BG_SCHED_INTERLEAVED, 2, 3, 2,
+                   "rank 0: F0c0 F1c0 F0c2 F1c2 F2c0 BW0c2 BW1c2 F2c2 BW0c0 BW1c0 BW2c2 "
+                   "BW2c0\n");
 }
 
 /* Transfers carry (mb, src, dst) and every SEND's tag equals its RECV's. */
@@ -200,8 +218,11 @@ static void skip_transfer(void)
 static void invalid_requests(void)
 {
     bg_sched_t *s = NULL;
-    CHECK(bg_sched_generate(BG_SCHED_INTERLEAVED, 4, 6, 2, 0, &s) == BG_ERR_INVALID);
-    CHECK(strstr(bg_last_error(), "multiple") != NULL);
+    /* Interleaved takes any m: 6 micro-batches on 4 stages. */
+    CHECK_OK(bg_sched_generate(BG_SCHED_INTERLEAVED, 4, 6, 2, 0, &s));
+    if (s) CHECK_OK(bg_sched_check(s, NULL));
+    bg_sched_free(s);
+    s = NULL;
     CHECK(bg_sched_generate(BG_SCHED_1F1B, 4, 8, 2, 0, &s) == BG_ERR_INVALID);
     CHECK(strstr(bg_last_error(), "interleaved") != NULL);
     CHECK(bg_sched_generate(BG_SCHED_GPIPE, 0, 8, 1, 0, &s) == BG_ERR_INVALID);

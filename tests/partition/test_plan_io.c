@@ -136,7 +136,7 @@ static void test_plan_round_trip(void)
             {"\"block.3.fc\"", "7", "must be a layer name"},
             {"\"predicted\"", "\"predict\"", "'predicted'"},
             {"\"dp\":\t2", "\"dp\":\t0", "'dp'"},
-            {"\"stages\":\t3", "\"stages\":\t4", "multiple of stages"},
+            {"\"stages\":\t3", "\"stages\":\t4", "chunks listed"},
         };
         for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
             char *t = subst(good, cases[k].from, cases[k].to);
