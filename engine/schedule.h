@@ -17,8 +17,11 @@
  *   p   pipeline ranks (stages). DP replicas of a rank run the identical list.
  *   m   micro-batches per step, numbered 0..m-1.
  *   v   chunks per rank; the model is cut into p*v chunks numbered 0..p*v-1
- *       in model order. By default chunk c lives on rank c % p (so for v = 1,
- *       chunk c is on rank c; for v > 1 this is Megatron's interleaving).
+ *       in model order. Chunk c lives on bg_sched_chunk_rank(s, c): for a
+ *       generated schedule, its table row's placement (partition/schedules.h:
+ *       c % p, Megatron's interleaving, or the V of zb-v); for
+ *       bg_sched_create without a map, c % p. Code outside the generators
+ *       asks bg_sched_chunk_rank, never computes c % p.
  *   edge  a (src chunk -> dst chunk) pair, src < dst, over which activations
  *       flow forward (and, if the edge carries gradients, gradients flow
  *       back). Every schedule has the adjacent edges c -> c+1; skip

@@ -1,6 +1,6 @@
 /*
  * engine/schedule_gen.c -- the schedule generators: gpipe, 1f1b, interleaved
- * (Megatron), zb-h1 (Qi et al. 2023).
+ * (Megatron), zb-h1 and zb-v (Qi et al. 2023).
  *
  * Which generator serves which kind is the table's GENERATOR column
  * (partition/schedules.def); the rules on p, m, v are checked from the same
@@ -187,11 +187,91 @@ out:
     return st;
 }
 
+/*
+ * A rank of a V-placed schedule: its two chunks (0: r, on the way down; 1:
+ * 2p-1-r, on the way back up) and how many F, B, W of each it has emitted.
+ * Generators count padding micro-batches (>= m) like real ones and emit only
+ * the real ones; see gen_zbv.
+ */
+typedef struct {
+    int r, c[2], f[2], b[2], w[2];
+} vrank_t;
+
+static vrank_t vrank(const bg_sched_t *s, int r)
+{
+    vrank_t q = {r, {r, 2 * s->p - 1 - r}, {0, 0}, {0, 0}, {0, 0}};
+    return q;
+}
+
+/* The next F, B or W (kind k) of the rank's chunk i; nothing for padding. */
+static bg_status_t v_next(bg_sched_t *s, vrank_t *q, bg_act_kind_t k, int i)
+{
+    int *n = k == BG_ACT_F ? q->f : k == BG_ACT_B ? q->b : q->w;
+    int mb = n[i]++;
+    if (mb >= s->m) return BG_OK;
+    return bg_sched_append(s, q->r, bg_action_compute(k, mb, q->c[i]));
+}
+
+/* Run `n` times the sequence of (kind, chunk) pairs in `seq` (len pairs). */
+static bg_status_t v_repeat(bg_sched_t *s, vrank_t *q, int n, const int (*seq)[2], int len)
+{
+    bg_status_t st = BG_OK;
+    for (int t = 0; t < n && !st; t++)
+        for (int i = 0; i < len && !st; i++) st = v_next(s, q, (bg_act_kind_t)seq[i][0], seq[i][1]);
+    return st;
+}
+
+#define VF0 {BG_ACT_F, 0}
+#define VF1 {BG_ACT_F, 1}
+#define VB0 {BG_ACT_B, 0}
+#define VB1 {BG_ACT_B, 1}
+#define VW0 {BG_ACT_W, 0}
+#define VW1 {BG_ACT_W, 1}
+
+/*
+ * ZB-V (Qi et al., "Zero Bubble Pipeline Parallelism", section 6): two
+ * chunks per rank in a V, B and W split, W filling what would be bubble. The
+ * handcrafted order for F = B = W, per rank r with n = max(m, 2p-1)
+ * micro-batches (the shortest that fills the V; padding ones are dropped,
+ * as for interleaved, which keeps the lists deadlock-free):
+ *   warm-up   2(p-r)-1 F of chunk 0; r times (F1, F0); p-r times (F1 B1 W1);
+ *   steady    until both chunks' F are done: (F0 if any left) B0 W0 F1 B1 W1;
+ *   cool-down r times (B0 B1), p-r times (B0 W0), then the deferred W of
+ *             chunk 1, then of chunk 0.
+ * Every rank's stash peaks at 2p chunk activations (2p-r-1 of chunk 0, r+1
+ * of chunk 1), 1F1B's rank-0 peak on every rank. Each chunk's W run in
+ * micro-batch order. p = 1 works too (both chunks on rank 0).
+ */
+static bg_status_t gen_zbv(bg_sched_t *s, int split)
+{
+    (void)split; /* always split: W fills the bubble */
+    static const int f0[][2] = {VF0}, f1f0[][2] = {VF1, VF0}, fbw1[][2] = {VF1, VB1, VW1};
+    static const int steady[][2] = {VB0, VW0, VF1, VB1, VW1}, b0b1[][2] = {VB0, VB1};
+    static const int b0w0[][2] = {VB0, VW0}, w0[][2] = {VW0}, w1[][2] = {VW1};
+    int p = s->p, n = s->m > 2 * p - 1 ? s->m : 2 * p - 1;
+    bg_status_t st = BG_OK;
+    for (int r = 0; r < p && !st; r++) {
+        vrank_t q = vrank(s, r);
+        st = v_repeat(s, &q, 2 * (p - r) - 1, f0, 1);
+        if (!st) st = v_repeat(s, &q, r, f1f0, 2);
+        if (!st) st = v_repeat(s, &q, p - r, fbw1, 3);
+        while (!st && (q.f[1] < q.f[0] || q.f[0] < n)) {
+            if (q.f[0] < n) st = v_next(s, &q, BG_ACT_F, 0);
+            if (!st) st = v_repeat(s, &q, 1, steady, 5);
+        }
+        if (!st) st = v_repeat(s, &q, r, b0b1, 2);
+        if (!st) st = v_repeat(s, &q, p - r, b0w0, 2);
+        if (!st) st = v_repeat(s, &q, q.b[1] - q.w[1], w1, 1);
+        if (!st) st = v_repeat(s, &q, q.b[0] - q.w[0], w0, 1);
+    }
+    return st;
+}
+
 /* Order functions by kind, from the schedule table: a row whose generator
  * is missing or misnamed does not compile. */
 typedef bg_status_t (*gen_fn)(bg_sched_t *s, int split);
 static const gen_fn generators[] = {
-#define BG_SCHED_ROW(id, name, al, vd, vmin, vmax, m_ok, m_rule, infl, fill, exact, gen)          \
+#define BG_SCHED_ROW(id, name, al, place, vd, vmin, vmax, m_ok, m_rule, infl, fill, exact, gen)   \
     [BG_SCHED_##id] = gen,
 #include "partition/schedules.def"
 };
@@ -209,6 +289,9 @@ bg_status_t bg_sched_generate(bg_sched_kind_t kind, int p, int m, int v, unsigne
         return bg_errorf(BG_ERR_INVALID, "%s: unknown flags 0x%x", d->name, flags);
     bg_sched_t *s = NULL;
     if ((st = bg_sched_create(p, m, v, NULL, &s))) return st;
+    /* The row's placement (bg_sched_create checked p * v); the generators
+     * and finish() read chunk_rank, never c % p. */
+    for (int c = 0; c < s->nchunks; c++) s->chunk_rank[c] = bg_sched_chunk_rank_of(d, p, c);
     snprintf(s->name, sizeof(s->name), "%s", d->name);
     st = generators[kind](s, (flags & BG_SCHED_SPLIT_BW) != 0);
     if (!st) st = finish(s);

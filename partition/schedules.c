@@ -14,8 +14,8 @@
 
 /* Per-row closed forms as functions; the table's expressions see exactly
  * the variables its header documents. */
-#define BG_SCHED_ROW(id, name, al, vd, vmin, vmax, m_ok_expr, m_rule, infl, fill_expr, exact_expr, \
-                     gen)                                                                          \
+#define BG_SCHED_ROW(id, name, al, place, vd, vmin, vmax, m_ok_expr, m_rule, infl, fill_expr,       \
+                     exact_expr, gen)                                                              \
     static int exact_##id(int p, int m, int v)                                                     \
     {                                                                                              \
         (void)p, (void)m, (void)v;                                                                 \
@@ -28,8 +28,8 @@
     }                                                                                              \
     static int in_flight_##id(int p, int m, int v, int g)                                          \
     {                                                                                              \
-        int r = g % p;                                                                             \
-        (void)m, (void)v, (void)r;                                                                 \
+        int r = bg_sched_place_rank(BG_SCHED_PLACE_##place, p, g), j = g / p;                      \
+        (void)m, (void)v, (void)r, (void)j;                                                        \
         return (infl);                                                                             \
     }                                                                                              \
     static double fill_##id(const bg_sched_cost_t *c, int m, int v)                                \
@@ -41,12 +41,24 @@
 #include "partition/schedules.def"
 
 static const bg_sched_desc_t table[BG_SCHED_KIND_COUNT] = {
-#define BG_SCHED_ROW(id, name, al, vd, vmin, vmax, m_ok_expr, m_rule, infl, fill_expr, exact_expr, \
-                     gen)                                                                          \
-    [BG_SCHED_##id] = {BG_SCHED_##id, name,      al,       vd,        vmin,      vmax,             \
-                       m_rule,        m_ok_##id, in_flight_##id, fill_##id, exact_##id},
+#define BG_SCHED_ROW(id, name, al, place, vd, vmin, vmax, m_ok_expr, m_rule, infl, fill_expr,       \
+                     exact_expr, gen)                                                              \
+    [BG_SCHED_##id] = {BG_SCHED_##id, name,      al,           BG_SCHED_PLACE_##place,             \
+                       vd,            vmin,      vmax,         m_rule,                             \
+                       m_ok_##id,     in_flight_##id, fill_##id, exact_##id},
 #include "partition/schedules.def"
 };
+
+int bg_sched_place_rank(bg_sched_place_t place, int p, int g)
+{
+    int i = g % p;
+    return place == BG_SCHED_PLACE_V && (g / p) % 2 ? p - 1 - i : i;
+}
+
+int bg_sched_chunk_rank_of(const bg_sched_desc_t *d, int p, int g)
+{
+    return bg_sched_place_rank(d->place, p, g);
+}
 
 const bg_sched_desc_t *bg_sched_desc(bg_sched_kind_t k)
 {
@@ -235,7 +247,7 @@ long bg_sched_interleaved_warmup_(int p, int m, int v, int r)
  */
 int bg_sched_in_flight_interleaved_(int p, int m, int v, int g)
 {
-    int r = g % p, c = g / p, mb, j;
+    int r = g % p, c = g / p, mb, j; /* interleaved places chunks in a loop */
     long total = (long)bg_sched_interleaved_pad_(p, m) * v;
     long warm = bg_sched_interleaved_warmup_(p, m, v, r);
     int n = 0, mine = 0, peak = -1, at_peak = 0;

@@ -20,6 +20,19 @@
 /* V_MAX of a schedule that takes any number of chunks per rank. */
 #define BG_SCHED_V_UNBOUNDED INT_MAX
 
+/*
+ * Which rank runs chunk g of p*v (the PLACE column). LOOP: g % p, so rank r
+ * holds r, r+p, r+2p, ... (Megatron's interleaving; for v = 1 chunk g on
+ * rank g). V: the chunks zig-zag -- round j = g / p runs ranks 0..p-1 when j
+ * is even and p-1..0 when odd -- so for v = 2 rank r holds r and 2p-1-r, and
+ * the first and last chunks share rank 0 (ZB-V, DualPipeV). Either way chunk
+ * g is the (g / p)-th of its rank's chunks in model order.
+ */
+typedef enum {
+    BG_SCHED_PLACE_LOOP = 0,
+    BG_SCHED_PLACE_V,
+} bg_sched_place_t;
+
 typedef enum {
 #define BG_SCHED_ROW(id, ...) BG_SCHED_##id,
 #include "partition/schedules.def"
@@ -37,6 +50,7 @@ typedef struct bg_sched_desc {
     bg_sched_kind_t kind;
     const char *name;    /* canonical */
     const char *aliases; /* space-separated, "" for none */
+    bg_sched_place_t place;
     int chunks_default, chunks_min, chunks_max;
     const char *m_rule; /* "" when any m >= 1 goes */
     int (*m_ok)(int p, int m);
@@ -46,6 +60,11 @@ typedef struct bg_sched_desc {
      * elsewhere it is a lower bound. */
     int (*exact)(int p, int m, int v);
 } bg_sched_desc_t;
+
+/* Rank of chunk g (0 <= g < p*v) under `place`, p >= 1. Cannot fail. */
+int bg_sched_place_rank(bg_sched_place_t place, int p, int g);
+/* The same under row d's placement: what every room uses instead of g % p. */
+int bg_sched_chunk_rank_of(const bg_sched_desc_t *d, int p, int g);
 
 /* Row k of the table; NULL when k is out of range. Cannot fail otherwise. */
 const bg_sched_desc_t *bg_sched_desc(bg_sched_kind_t k);
@@ -84,7 +103,8 @@ bg_status_t bg_sched_check_shape(const bg_sched_desc_t *d, int p, int m, int v);
  * found below m * p + p (no sensible rule needs more). */
 int bg_sched_round_m(const bg_sched_desc_t *d, int p, int m);
 
-/* Activation sets chunk g (rank g % p) holds at peak, for a valid shape. */
+/* Activation sets chunk g (on rank bg_sched_chunk_rank_of(d, p, g)) holds
+ * at peak, for a valid shape. */
 int bg_sched_in_flight(const bg_sched_desc_t *d, int p, int m, int v, int g);
 
 /* Seconds rank with costs c adds to fill + drain (FILL in the table). */

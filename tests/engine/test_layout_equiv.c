@@ -227,6 +227,9 @@ int main(int argc, char **argv)
         "--stages 2 --schedule zb-h1 --micro-batches 4",
         "--stages 3 --schedule zb-h1 --micro-batches 4",
         "--stages 4 --schedule zb-h1 --micro-batches 4",
+        "--stages 2 --schedule zb-v --micro-batches 4",
+        "--stages 3 --schedule zb-v --micro-batches 4",
+        "--stages 4 --schedule zb-v --micro-batches 4",
         "--stages 2 --schedule interleaved --chunks 2 --micro-batches 4",
         "--stages 4 --schedule interleaved --chunks 2 --micro-batches 4",
         "--stages 3 --schedule interleaved --chunks 2 --micro-batches 4",
@@ -241,8 +244,9 @@ int main(int argc, char **argv)
     static const char *const skip[] = {
         "--stages 4 --schedule 1f1b --micro-batches 4",
         "--stages 3 --schedule zb-h1 --micro-batches 4",
+        "--stages 3 --schedule zb-v --micro-batches 4",
     };
-    check_layouts("skip-mlp.graph", "synthetic:images", skip, 2);
+    check_layouts("skip-mlp.graph", "synthetic:images", skip, 3);
     /* Interleaved with m not a multiple of S on two stages: 3 micro-batches
      * of a batch of 12 (a round of 2 and a short round of 1). */
     static const char *const rounds[] = {

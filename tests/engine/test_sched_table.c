@@ -69,8 +69,9 @@ static void check_in_flight(const bg_sched_desc_t *d, const bg_sched_t *s, int p
     bg_sched_peaks(s, NULL, stash);
     for (int r = 0; r < p; r++) {
         int want = 0;
-        for (int j = 0; j < v; j++)
-            want += bg_sched_in_flight(d, p, m, v, j * p + r);
+        for (int g = 0; g < p * v; g++)
+            if (bg_sched_chunk_rank_of(d, p, g) == r)
+                want += bg_sched_in_flight(d, p, m, v, g);
         CHECK_MSG(stash[r] == want, "%s p=%d m=%d v=%d rank %d: peak stash %d, closed form %d",
                   d->name, p, m, v, r, stash[r], want);
     }
@@ -112,6 +113,8 @@ static void generators(void)
                             continue;
                         made++;
                         CHECK(!strcmp(bg_sched_name(s), d->name));
+                        for (int g = 0; g < p * v; g++)
+                            CHECK(bg_sched_chunk_rank(s, g) == bg_sched_chunk_rank_of(d, p, g));
                         CHECK_OK(bg_sched_check(s, NULL));
                         check_in_flight(d, s, p, m, v);
                         if (!split)
@@ -132,6 +135,7 @@ static void known_bubbles(void)
     CHECK(NEAR(bg_sched_bubble(bg_sched_desc(BG_SCHED_1F1B), p, m, 1, &c), 3.0 / 11));
     CHECK(NEAR(bg_sched_bubble(bg_sched_desc(BG_SCHED_INTERLEAVED), p, m, v, &c), 3.0 / 19));
     CHECK(NEAR(bg_sched_bubble(bg_sched_desc(BG_SCHED_ZB_H1), p, m, 1, &c), 3.0 / 27));
+    CHECK(NEAR(bg_sched_bubble(bg_sched_desc(BG_SCHED_ZB_V), p, m, 2, &c), 1.5 / 25.5));
     CHECK(NEAR(bg_sched_fill_floor(bg_sched_desc(BG_SCHED_GPIPE), m, 1), 1));
     CHECK(NEAR(bg_sched_fill_floor(bg_sched_desc(BG_SCHED_INTERLEAVED), m, v), 0.5));
     CHECK(NEAR(bg_sched_fill_floor(bg_sched_desc(BG_SCHED_ZB_H1), m, 1), 0));
