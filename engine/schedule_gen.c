@@ -1,6 +1,7 @@
 /*
  * engine/schedule_gen.c -- the schedule generators: gpipe, 1f1b, interleaved
- * (Megatron), zb-h1 and zb-v (Qi et al. 2023).
+ * (Megatron), zb-h1 and zb-v (Qi et al. 2023), dualpipev (DeepSeek's
+ * DualPipe in a V).
  *
  * Which generator serves which kind is the table's GENERATOR column
  * (partition/schedules.def); the rules on p, m, v are checked from the same
@@ -264,6 +265,132 @@ static bg_status_t gen_zbv(bg_sched_t *s, int split)
         if (!st) st = v_repeat(s, &q, q.b[1] - q.w[1], w1, 1);
         if (!st) st = v_repeat(s, &q, q.b[0] - q.w[0], w0, 1);
     }
+    return st;
+}
+
+/*
+ * DualPipeV's rank state: the V rank, W deferred by a B-only backward in a
+ * FIFO (chunk index, micro-batch), and whether B and W are split throughout.
+ */
+typedef struct {
+    vrank_t q;
+    int (*wq)[2]; /* 2m entries: every backward of the rank at most */
+    int wq_head, wq_len, split;
+} dpv_t;
+
+/* Full backward of the rank's chunk i: BW (B then W when split). */
+static bg_status_t dpv_full(bg_sched_t *s, dpv_t *d, int i)
+{
+    int mb = d->q.b[i]++;
+    d->q.w[i]++;
+    return emit_backward(s, d->q.r, mb, d->q.c[i], d->split);
+}
+
+/* B only; its W waits in the FIFO. */
+static bg_status_t dpv_b(bg_sched_t *s, dpv_t *d, int i)
+{
+    int mb = d->q.b[i]++;
+    d->wq[d->wq_head + d->wq_len][0] = i;
+    d->wq[d->wq_head + d->wq_len][1] = mb;
+    d->wq_len++;
+    return bg_sched_append(s, d->q.r, bg_action_compute(BG_ACT_B, mb, d->q.c[i]));
+}
+
+/* The oldest deferred W, if any. */
+static bg_status_t dpv_w(bg_sched_t *s, dpv_t *d)
+{
+    if (!d->wq_len) return BG_OK;
+    int i = d->wq[d->wq_head][0], mb = d->wq[d->wq_head][1];
+    d->wq_head++, d->wq_len--;
+    d->q.w[i]++;
+    return bg_sched_append(s, d->q.r, bg_action_compute(BG_ACT_W, mb, d->q.c[i]));
+}
+
+/* "Overlapped" F of chunk fi and full backward of chunk bi: adjacent in the
+ * list (docs/schedules.md: the overlap is F, its SEND_ACT, then the
+ * backward's RECV_GRAD and BW, so the activation leaves during the BW). */
+static bg_status_t dpv_fb(bg_sched_t *s, dpv_t *d, int fi, int bi)
+{
+    bg_status_t st = v_next(s, &d->q, BG_ACT_F, fi);
+    return st ? st : dpv_full(s, d, bi);
+}
+
+/* Steps 6-8 of gen_dualpipev: backwards of both chunks, switching to B-only
+ * (W deferred) half-way, the switch point alternating with the rank's
+ * parity; then chunk 0's remaining backwards each after a deferred W; then
+ * the W still deferred. */
+static bg_status_t dpv_drain(bg_sched_t *s, dpv_t *d)
+{
+    int p = s->p, r = d->q.r, n6 = r + 1, zb = 0;
+    bg_status_t st = BG_OK;
+    for (int i = 0; i < n6 && !st; i++) {
+        if (i == n6 / 2 && r % 2 == 1) zb = 1;
+        st = zb ? dpv_b(s, d, 1) : dpv_full(s, d, 1);
+        if (i == n6 / 2 && r % 2 == 0) zb = 1;
+        if (!st) st = zb ? dpv_b(s, d, 0) : dpv_full(s, d, 0);
+    }
+    for (int i = 0; i < p - r - 1 && !st; i++) {
+        st = dpv_w(s, d);
+        if (!st) st = zb ? dpv_b(s, d, 0) : dpv_full(s, d, 0);
+    }
+    while (d->wq_len && !st) st = dpv_w(s, d);
+    return st;
+}
+
+/* One rank of gen_dualpipev. */
+static bg_status_t dpv_rank(bg_sched_t *s, dpv_t *d)
+{
+    int p = s->p, r = d->q.r, m = s->m;
+    bg_status_t st = BG_OK;
+    for (int i = 0; i < 2 * (p - r - 1) && !st; i++) st = v_next(s, &d->q, BG_ACT_F, 0);
+    for (int i = 0; i < r + 1 && !st; i++) {
+        st = v_next(s, &d->q, BG_ACT_F, 0);
+        if (!st) st = v_next(s, &d->q, BG_ACT_F, 1);
+    }
+    for (int i = 0; i < p - r - 1 && !st; i++) {
+        st = dpv_b(s, d, 1);
+        if (!st) st = dpv_w(s, d);
+        if (!st) st = v_next(s, &d->q, BG_ACT_F, 1);
+    }
+    for (int i = 0; i < m - 2 * p + r + 1 && !st; i++) {
+        st = dpv_fb(s, d, 0, 1);
+        if (!st) st = dpv_fb(s, d, 1, 0);
+    }
+    for (int i = 0; i < p - r - 1 && !st; i++) {
+        st = dpv_full(s, d, 1);
+        if (!st) st = dpv_fb(s, d, 1, 0);
+    }
+    return st ? st : dpv_drain(s, d);
+}
+
+/*
+ * DualPipeV (DeepSeek's DualPipe folded into a V, as PyTorch's
+ * ScheduleDualPipeV): two chunks per rank in a V, m >= 2p. Per rank r, with
+ * chunk 0 = r (down the V) and chunk 1 = 2p-1-r (back up):
+ *   1. 2(p-r-1) F0;            2. r+1 times (F0, F1);
+ *   3. p-r-1 times (B1, a deferred W, F1) -- zero-bubble style;
+ *   4. m-2p+r+1 times ((F0 + BW1), (F1 + BW0)) -- the overlapped pairs;
+ *   5. p-r-1 times (BW1, (F1 + BW0));
+ *   6-8. dpv_drain.
+ * "(F + BW)" is DualPipe's overlap of one micro-batch's forward with
+ * another's backward on the same rank. A list is sequential, so the pair
+ * becomes adjacent actions whose transfers interleave: the F's activations
+ * are sent (non-blocking) before the BW's gradient is waited for. Each
+ * chunk's backwards are full (BW) up to a switch point and B-only after it,
+ * so its W still run in micro-batch order.
+ */
+static bg_status_t gen_dualpipev(bg_sched_t *s, int split)
+{
+    dpv_t d = {.split = split};
+    d.wq = malloc((size_t)2 * s->m * sizeof(*d.wq));
+    if (!d.wq) return bg_errorf(BG_ERR_NOMEM, "dualpipev: out of memory");
+    bg_status_t st = BG_OK;
+    for (int r = 0; r < s->p && !st; r++) {
+        d.q = vrank(s, r);
+        d.wq_head = d.wq_len = 0;
+        st = dpv_rank(s, &d);
+    }
+    free(d.wq);
     return st;
 }
 

@@ -230,6 +230,7 @@ int main(int argc, char **argv)
         "--stages 2 --schedule zb-v --micro-batches 4",
         "--stages 3 --schedule zb-v --micro-batches 4",
         "--stages 4 --schedule zb-v --micro-batches 4",
+        "--stages 2 --schedule dualpipev --micro-batches 4",
         "--stages 2 --schedule interleaved --chunks 2 --micro-batches 4",
         "--stages 4 --schedule interleaved --chunks 2 --micro-batches 4",
         "--stages 3 --schedule interleaved --chunks 2 --micro-batches 4",
@@ -245,17 +246,27 @@ int main(int argc, char **argv)
         "--stages 4 --schedule 1f1b --micro-batches 4",
         "--stages 3 --schedule zb-h1 --micro-batches 4",
         "--stages 3 --schedule zb-v --micro-batches 4",
+        "--stages 2 --schedule dualpipev --micro-batches 4",
     };
-    check_layouts("skip-mlp.graph", "synthetic:images", skip, 3);
-    /* Interleaved with m not a multiple of S on two stages: 3 micro-batches
-     * of a batch of 12 (a round of 2 and a short round of 1). */
-    static const char *const rounds[] = {
-        "--stages 2 --schedule interleaved --chunks 2 --micro-batches 3 --batch 12",
+    check_layouts("skip-mlp.graph", "synthetic:images", skip, 4);
+    /* Other micro-batch counts, each against one stage with the same split:
+     * interleaved with m not a multiple of S (a round of 2 and a short one of
+     * 1), and dualpipev, which needs m >= 2S, at S = 3 and 4. */
+    static const struct {
+        const char *ref, *layout;
+    } other_m[] = {
+        {"--stages 1 --micro-batches 3 --batch 12",
+         "--stages 2 --schedule interleaved --chunks 2 --micro-batches 3 --batch 12"},
+        {"--stages 1 --micro-batches 6 --batch 12",
+         "--stages 3 --schedule dualpipev --micro-batches 6 --batch 12"},
+        {"--stages 1 --micro-batches 8", "--stages 4 --schedule dualpipev --micro-batches 8"},
     };
-    check_layouts_vs("mlp-fashion.graph", "synthetic:images", "--stages 1 --micro-batches 3 --batch 12",
-                     rounds, 1);
-    check_layouts_vs("gpt-tiny.graph", "synthetic:tokens", "--stages 1 --micro-batches 3 --batch 12",
-                     rounds, 1);
+    for (size_t i = 0; i < sizeof(other_m) / sizeof(other_m[0]); i++) {
+        check_layouts_vs("mlp-fashion.graph", "synthetic:images", other_m[i].ref,
+                         &other_m[i].layout, 1);
+        check_layouts_vs("gpt-tiny.graph", "synthetic:tokens", other_m[i].ref, &other_m[i].layout,
+                         1);
+    }
     check_dp("mlp-fashion.graph", "synthetic:images");
     check_dp("gpt-tiny.graph", "synthetic:tokens");
     snprintf(mk, sizeof(mk), "rm -rf %s", workdir);

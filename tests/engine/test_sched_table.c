@@ -136,6 +136,7 @@ static void known_bubbles(void)
     CHECK(NEAR(bg_sched_bubble(bg_sched_desc(BG_SCHED_INTERLEAVED), p, m, v, &c), 3.0 / 19));
     CHECK(NEAR(bg_sched_bubble(bg_sched_desc(BG_SCHED_ZB_H1), p, m, 1, &c), 3.0 / 27));
     CHECK(NEAR(bg_sched_bubble(bg_sched_desc(BG_SCHED_ZB_V), p, m, 2, &c), 1.5 / 25.5));
+    CHECK(NEAR(bg_sched_bubble(bg_sched_desc(BG_SCHED_DUALPIPEV), p, m, 2, &c), 1.5 / 25.5));
     CHECK(NEAR(bg_sched_fill_floor(bg_sched_desc(BG_SCHED_GPIPE), m, 1), 1));
     CHECK(NEAR(bg_sched_fill_floor(bg_sched_desc(BG_SCHED_INTERLEAVED), m, v), 0.5));
     CHECK(NEAR(bg_sched_fill_floor(bg_sched_desc(BG_SCHED_ZB_H1), m, 1), 0));
@@ -200,8 +201,12 @@ static void rule_errors(void)
                 CHECK(m2 > m && d->m_ok(p, m2));
             }
     }
-    /* Interleaved takes any m (rounds of p, the last one shorter). */
+    /* Interleaved takes any m (rounds of p, the last one shorter); DualPipeV
+     * needs two micro-batches per stage, in words the tools' users know. */
     CHECK_OK(bg_sched_check_m(bg_sched_desc(BG_SCHED_INTERLEAVED), 4, 6));
+    CHECK(bg_sched_check_m(bg_sched_desc(BG_SCHED_DUALPIPEV), 4, 7) == BG_ERR_INVALID);
+    CHECK(strstr(bg_last_error(), "2 x stages") && strstr(bg_last_error(), "got 7"));
+    CHECK_OK(bg_sched_check_m(bg_sched_desc(BG_SCHED_DUALPIPEV), 4, 8));
     int v = 0;
     CHECK(bg_sched_resolve_chunks(bg_sched_desc(BG_SCHED_1F1B), 2, &v) == BG_ERR_INVALID);
     CHECK(strstr(bg_last_error(), "needs --schedule interleaved") != NULL);

@@ -178,12 +178,12 @@ static void test_plan_v(void)
     bg_chain_t c;
     bg_costs_t co;
     bg_plan_t pl;
-    plan_saved("planv.json", (bg_part_config_t){BG_SCHED_ZB_V, 3, 2, 6, 1, false, 8, 0}, &c, &co,
+    plan_saved("planv.json", (bg_part_config_t){BG_SCHED_ZB_V, 3, 2, 5, 1, false, 8, 0}, &c, &co,
                &pl);
     for (int g = 0; g < 6; g++) CHECK(pl.chunk[g].stage == (g < 3 ? g : 5 - g));
     bg_plan_file_t pf;
     CHECK_OK(bg_plan_load(tmp("planv.json"), &pf));
-    CHECK(pf.cfg.schedule == BG_SCHED_ZB_V && pf.n_chunks == 6);
+    CHECK(pf.cfg.schedule == BG_SCHED_ZB_V && pf.n_chunks == 6 && pf.cfg.micro_batches == 5);
     bg_plan_file_free(&pf);
     char *good = read_all(tmp("planv.json"));
     CHECK(good != NULL);
@@ -195,7 +195,12 @@ static void test_plan_v(void)
         if (st) {
             st[strlen("\"stage\":\t")] = '0';
             bad_plan(good, "V");
+            st[strlen("\"stage\":\t")] = '2';
         }
+        /* The schedule's rule on m passes through: 5 < 2 x 3 for dualpipev. */
+        char *t = subst(good, "\"schedule\":\t\"zb-v\"", "\"schedule\":\t\"dualpipev\"");
+        bad_plan(t, "2 x stages");
+        free(t);
         free(good);
     }
     bg_plan_free(&pl);
