@@ -136,6 +136,31 @@ bg_status_t bg_sched_generate(bg_sched_kind_t kind, int p, int m, int v, unsigne
                               bg_sched_t **out);
 
 /*
+ * A schedule by name, where a run asks for one: "file:PATH" loads a
+ * schedule file (bg_sched_load_file) and refuses one whose ranks,
+ * micro-batches or (when chunks != 0) chunks per rank differ from p, m,
+ * chunks; any other name is a table row (bg_sched_lookup), generated with
+ * chunks resolved by bg_sched_resolve_chunks (0: the row's default) and
+ * flags. flags do not apply to files (a file says B and W itself).
+ * BG_ERR_INVALID / BG_ERR_IO with the reason; *out set only on success.
+ */
+bg_status_t bg_sched_resolve(const char *name, int p, int m, int chunks, unsigned flags,
+                             bg_sched_t **out);
+
+/*
+ * A schedule from a file (format in docs/schedules.md, "Schedule files"):
+ * a header (ranks, micro-batches, chunks per rank, placement) and, per rank,
+ * its compute actions in order, one per line. Transfers, ALLREDUCE and
+ * OPTIMIZER are placed as for generated schedules; the result has passed
+ * bg_sched_check. A refusal names the file, the line of the first bad action
+ * and why (for a deadlock, the cycle of waits). BG_ERR_IO if unreadable.
+ */
+bg_status_t bg_sched_load_file(const char *path, bg_sched_t **out);
+/* The same from text in memory; `what` names it in messages. */
+bg_status_t bg_sched_parse_file_text(const char *text, size_t len, const char *what,
+                                     bg_sched_t **out);
+
+/*
  * The forward-only lists of an evaluation (engine/schedule_fwd.c): the
  * ranks, chunk map and edges of `like`, with m micro-batches; on each rank,
  * micro-batches ascending and the rank's chunks in model order, each F

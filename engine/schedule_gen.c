@@ -6,7 +6,7 @@
  * Which generator serves which kind is the table's GENERATOR column
  * (partition/schedules.def); the rules on p, m, v are checked from the same
  * table before a generator runs. Each generator decides only the order of
- * compute actions per rank; the shared tail (finish()) adds transfers for the
+ * compute actions per rank; the shared tail (bg_sched_finish_) adds transfers for the
  * adjacent edges, one ALLREDUCE per chunk and the OPTIMIZER step, so every
  * schedule places communication the same way. Must NOT depend on measured
  * costs or on anything outside engine/ but the schedule table: a schedule is
@@ -40,7 +40,7 @@ static long last_weight(const bg_sched_t *s, int r, int c)
  * ALLREDUCE(c) after chunk c's last W -- past the gradient sends that follow
  * it, so the critical-path send is issued first -- and OPTIMIZER last.
  */
-static bg_status_t finish(bg_sched_t *s)
+bg_status_t bg_sched_finish_(bg_sched_t *s)
 {
     bg_status_t st = bg_sched_insert_all_transfers_(s);
     for (int c = 0; c < s->nchunks && !st; c++) {
@@ -417,11 +417,11 @@ bg_status_t bg_sched_generate(bg_sched_kind_t kind, int p, int m, int v, unsigne
     bg_sched_t *s = NULL;
     if ((st = bg_sched_create(p, m, v, NULL, &s))) return st;
     /* The row's placement (bg_sched_create checked p * v); the generators
-     * and finish() read chunk_rank, never c % p. */
+     * and bg_sched_finish_ read chunk_rank, never c % p. */
     for (int c = 0; c < s->nchunks; c++) s->chunk_rank[c] = bg_sched_chunk_rank_of(d, p, c);
     snprintf(s->name, sizeof(s->name), "%s", d->name);
     st = generators[kind](s, (flags & BG_SCHED_SPLIT_BW) != 0);
-    if (!st) st = finish(s);
+    if (!st) st = bg_sched_finish_(s);
     if (st) goto err;
     *out = s;
     return BG_OK;

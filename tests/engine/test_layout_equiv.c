@@ -267,6 +267,24 @@ int main(int argc, char **argv)
         check_layouts_vs("gpt-tiny.graph", "synthetic:tokens", other_m[i].ref, &other_m[i].layout,
                          1);
     }
+    /* A schedule from a file (--schedule file:PATH): a hand-made order, rank 0
+     * splitting B and W, rank 1 fusing them. */
+    char path[300], file_layout[400];
+    snprintf(path, sizeof(path), "%s/two.schedule", workdir);
+    FILE *sf = fopen(path, "w");
+    CHECK(sf != NULL);
+    if (sf) {
+        fputs("brigade-schedule 1\nranks 2\nmicro-batches 4\nrank 0\n"
+              "F 0 0\nF 1 0\nB 0 0\nF 2 0\nW 0 0\nB 1 0\nF 3 0\nW 1 0\nB 2 0\nW 2 0\nB 3 0\nW 3 0\n"
+              "rank 1\nF 0 1\nBW 0 1\nF 1 1\nBW 1 1\nF 2 1\nB 2 1\nW 2 1\nF 3 1\nBW 3 1\n",
+              sf);
+        fclose(sf);
+        snprintf(file_layout, sizeof(file_layout),
+                 "--stages 2 --schedule file:%s --micro-batches 4", path);
+        const char *const from_file[] = {file_layout};
+        check_layouts("mlp-fashion.graph", "synthetic:images", from_file, 1);
+        check_layouts("gpt-tiny.graph", "synthetic:tokens", from_file, 1);
+    }
     check_dp("mlp-fashion.graph", "synthetic:images");
     check_dp("gpt-tiny.graph", "synthetic:tokens");
     snprintf(mk, sizeof(mk), "rm -rf %s", workdir);
