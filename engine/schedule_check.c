@@ -299,8 +299,9 @@ static size_t put_wait(const ck_t *k, const long *pc, int r, const char *sep, ch
     pos_t from = matching_send(k, r, pc[r]);
     bg_action_str(&s->lists[r].a[pc[r]], act, sizeof(act));
     bg_action_str(&s->lists[from.rank].a[from.idx], act2, sizeof(act2));
-    int w = snprintf(buf + n, len - n, "%srank %d, action %ld (%s) waits for rank %d, action %ld (%s)",
-                     sep, r, pc[r], act, from.rank, from.idx, act2);
+    int w = snprintf(buf + n, len - n,
+                     "%srank %d, action %ld (%s) waits for rank %d, action %ld (%s)", sep, r, pc[r],
+                     act, from.rank, from.idx, act2);
     return w > 0 ? n + (size_t)w : n;
 }
 

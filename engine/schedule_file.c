@@ -26,17 +26,18 @@ typedef struct {
     int line;         /* current line, 1-based */
     int p, m, v;      /* 0 until given */
     bg_sched_place_t place;
-    int *map;         /* explicit chunk -> rank map (p*v entries), or NULL */
+    int *map; /* explicit chunk -> rank map (p*v entries), or NULL */
     int nmap;
-    bg_sched_t *s;    /* created at the first "rank" line */
-    int rank;         /* current rank section, -1 before any */
-    int *seen_rank;   /* p flags: section already given */
-    int **lines;      /* per rank: file line of each compute action */
+    bg_sched_t *s;  /* created at the first "rank" line */
+    int rank;       /* current rank section, -1 before any */
+    int *seen_rank; /* p flags: section already given */
+    int **lines;    /* per rank: file line of each compute action */
     size_t *cap_lines;
 } sf_t;
 
 #define SF_FAIL(sf, ...) sf_fail(sf, __VA_ARGS__)
-static bg_status_t sf_fail(const sf_t *sf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static bg_status_t sf_fail(const sf_t *sf, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static bg_status_t sf_fail(const sf_t *sf, const char *fmt, ...)
 {
     char why[512];
@@ -50,7 +51,8 @@ static bg_status_t sf_fail(const sf_t *sf, const char *fmt, ...)
 static void sf_free(sf_t *sf)
 {
     if (sf->lines)
-        for (int r = 0; r < sf->p; r++) free(sf->lines[r]);
+        for (int r = 0; r < sf->p; r++)
+            free(sf->lines[r]);
     free(sf->lines), free(sf->cap_lines), free(sf->seen_rank), free(sf->map);
     bg_sched_free(sf->s);
 }
@@ -72,17 +74,22 @@ static bg_status_t sf_int(const sf_t *sf, const char *w, const char *name, long 
 /* "placement loop|v|map R0 R1 ...": words after the key in w[1..n-1]. */
 static bg_status_t sf_placement(sf_t *sf, char **w, int n)
 {
-    if (n == 2 && !strcmp(w[1], "loop")) return sf->place = BG_SCHED_PLACE_LOOP, BG_OK;
-    if (n == 2 && !strcmp(w[1], "v")) return sf->place = BG_SCHED_PLACE_V, BG_OK;
+    if (n == 2 && !strcmp(w[1], "loop"))
+        return sf->place = BG_SCHED_PLACE_LOOP, BG_OK;
+    if (n == 2 && !strcmp(w[1], "v"))
+        return sf->place = BG_SCHED_PLACE_V, BG_OK;
     if (n < 3 || strcmp(w[1], "map"))
         return SF_FAIL(sf, "placement is 'loop', 'v' or 'map' and one rank per chunk");
     free(sf->map);
     sf->nmap = n - 2;
     sf->map = malloc((size_t)sf->nmap * sizeof(int));
-    if (!sf->map) return bg_errorf(BG_ERR_NOMEM, "%s: out of memory", sf->what);
+    if (!sf->map)
+        return bg_errorf(BG_ERR_NOMEM, "%s: out of memory", sf->what);
     for (int i = 0; i < sf->nmap; i++) {
-        bg_status_t st = sf_int(sf, w[i + 2], "a chunk's rank", 0, BG_SCHED_MAX_CHUNKS, &sf->map[i]);
-        if (st) return st;
+        bg_status_t st =
+            sf_int(sf, w[i + 2], "a chunk's rank", 0, BG_SCHED_MAX_CHUNKS, &sf->map[i]);
+        if (st)
+            return st;
     }
     return BG_OK;
 }
@@ -92,15 +99,18 @@ static bg_status_t sf_begin(sf_t *sf)
 {
     if (!sf->p || !sf->m)
         return SF_FAIL(sf, "'ranks' and 'micro-batches' must come before the first 'rank'");
-    if (!sf->v) sf->v = 1;
+    if (!sf->v)
+        sf->v = 1;
     if ((long)sf->p * sf->v >= BG_SCHED_MAX_CHUNKS)
         return SF_FAIL(sf, "%d ranks x %d chunks is too many", sf->p, sf->v);
     int n = sf->p * sf->v; /* checked against BG_SCHED_MAX_CHUNKS: no overflow, > 0 */
     if (sf->map && sf->nmap != n)
-        return SF_FAIL(sf, "placement map lists %d ranks for %d chunks (ranks x chunks)", sf->nmap, n);
+        return SF_FAIL(sf, "placement map lists %d ranks for %d chunks (ranks x chunks)", sf->nmap,
+                       n);
     for (int c = 0; sf->map && c < n; c++)
         if (sf->map[c] >= sf->p)
-            return SF_FAIL(sf, "placement map puts chunk %d on rank %d of %d", c, sf->map[c], sf->p);
+            return SF_FAIL(sf, "placement map puts chunk %d on rank %d of %d", c, sf->map[c],
+                           sf->p);
     int *where = malloc((size_t)(unsigned)n * sizeof(int));
     sf->seen_rank = calloc((size_t)sf->p, sizeof(int));
     sf->lines = calloc((size_t)sf->p, sizeof(int *));
@@ -113,7 +123,8 @@ static bg_status_t sf_begin(sf_t *sf)
         where[c] = sf->map ? sf->map[c] : bg_sched_place_rank(sf->place, sf->p, c);
     bg_status_t st = bg_sched_create(sf->p, sf->m, sf->v, where, &sf->s);
     free(where);
-    if (!st) snprintf(sf->s->name, sizeof(sf->s->name), "file");
+    if (!st)
+        snprintf(sf->s->name, sizeof(sf->s->name), "file");
     return st;
 }
 
@@ -122,16 +133,23 @@ static bg_status_t sf_action(sf_t *sf, char **w, int n)
 {
     static const bg_act_kind_t kinds[] = {BG_ACT_F, BG_ACT_B, BG_ACT_W, BG_ACT_BW};
     int k = 0;
-    while (k < 4 && strcmp(w[0], bg_act_kind_name(kinds[k]))) k++;
+    while (k < 4 && strcmp(w[0], bg_act_kind_name(kinds[k])))
+        k++;
     if (k == 4)
-        return SF_FAIL(sf, "unknown action '%s' (F, B, W or BW, then micro-batch and chunk; "
-                           "transfers, ALLREDUCE and OPTIMIZER are placed for you)", w[0]);
-    if (sf->rank < 0) return SF_FAIL(sf, "action before the first 'rank' line");
-    if (n != 3) return SF_FAIL(sf, "%s needs a micro-batch and a chunk", w[0]);
+        return SF_FAIL(sf,
+                       "unknown action '%s' (F, B, W or BW, then micro-batch and chunk; "
+                       "transfers, ALLREDUCE and OPTIMIZER are placed for you)",
+                       w[0]);
+    if (sf->rank < 0)
+        return SF_FAIL(sf, "action before the first 'rank' line");
+    if (n != 3)
+        return SF_FAIL(sf, "%s needs a micro-batch and a chunk", w[0]);
     int mb, c;
     bg_status_t st = sf_int(sf, w[1], "micro-batch", 0, sf->m - 1, &mb);
-    if (!st) st = sf_int(sf, w[2], "chunk", 0, (long)sf->p * sf->v - 1, &c);
-    if (st) return st;
+    if (!st)
+        st = sf_int(sf, w[2], "chunk", 0, (long)sf->p * sf->v - 1, &c);
+    if (st)
+        return st;
     if (sf->s->chunk_rank[c] != sf->rank)
         return SF_FAIL(sf, "%s(mb=%d, c=%d) under rank %d, but chunk %d runs on rank %d", w[0], mb,
                        c, sf->rank, c, sf->s->chunk_rank[c]);
@@ -154,20 +172,29 @@ static bg_status_t sf_line(sf_t *sf, char **w, int n, int first)
     int header = !sf->s;
     if (!strcmp(key, "rank")) {
         bg_status_t st = header ? sf_begin(sf) : BG_OK;
-        if (!st) st = n == 2 ? sf_int(sf, w[1], "rank", 0, sf->p - 1, &sf->rank)
-                             : SF_FAIL(sf, "'rank' takes one number");
-        if (st) return st;
-        if (sf->seen_rank[sf->rank]++) return SF_FAIL(sf, "rank %d listed twice", sf->rank);
+        if (!st)
+            st = n == 2 ? sf_int(sf, w[1], "rank", 0, sf->p - 1, &sf->rank)
+                        : SF_FAIL(sf, "'rank' takes one number");
+        if (st)
+            return st;
+        if (sf->seen_rank[sf->rank]++)
+            return SF_FAIL(sf, "rank %d listed twice", sf->rank);
         return BG_OK;
     }
-    if (!header) return sf_action(sf, w, n);
-    if (n == 2 && !strcmp(key, "ranks")) return sf_int(sf, w[1], "ranks", 1, 1 << 16, &sf->p);
+    if (!header)
+        return sf_action(sf, w, n);
+    if (n == 2 && !strcmp(key, "ranks"))
+        return sf_int(sf, w[1], "ranks", 1, 1 << 16, &sf->p);
     if (n == 2 && !strcmp(key, "micro-batches"))
         return sf_int(sf, w[1], "micro-batches", 1, BG_SCHED_MAX_MB - 1, &sf->m);
-    if (n == 2 && !strcmp(key, "chunks")) return sf_int(sf, w[1], "chunks", 1, 1 << 16, &sf->v);
-    if (!strcmp(key, "placement")) return sf_placement(sf, w, n);
-    return SF_FAIL(sf, "unknown header line '%s' (ranks, micro-batches, chunks, placement, then "
-                       "'rank R' and its actions)", key);
+    if (n == 2 && !strcmp(key, "chunks"))
+        return sf_int(sf, w[1], "chunks", 1, 1 << 16, &sf->v);
+    if (!strcmp(key, "placement"))
+        return sf_placement(sf, w, n);
+    return SF_FAIL(sf,
+                   "unknown header line '%s' (ranks, micro-batches, chunks, placement, then "
+                   "'rank R' and its actions)",
+                   key);
 }
 
 /* Split text into lines, strip '#' comments, feed sf_line. */
@@ -177,25 +204,32 @@ static bg_status_t sf_parse(sf_t *sf, const char *text, size_t len)
     int first = 1;
     for (size_t at = 0; at < len;) {
         size_t end = at;
-        while (end < len && text[end] != '\n') end++;
+        while (end < len && text[end] != '\n')
+            end++;
         sf->line++;
-        if (end - at >= sizeof(buf)) return SF_FAIL(sf, "line longer than %zu bytes", sizeof(buf) - 1);
+        if (end - at >= sizeof(buf))
+            return SF_FAIL(sf, "line longer than %zu bytes", sizeof(buf) - 1);
         memcpy(buf, text + at, end - at);
         buf[end - at] = '\0';
         at = end + 1;
         char *hash = strchr(buf, '#');
-        if (hash) *hash = '\0';
+        if (hash)
+            *hash = '\0';
         int n = 0;
         for (char *t = strtok(buf, " \t\r"); t; t = strtok(NULL, " \t\r")) {
-            if (n == 64) return SF_FAIL(sf, "more than 64 words on a line");
+            if (n == 64)
+                return SF_FAIL(sf, "more than 64 words on a line");
             w[n++] = t;
         }
-        if (!n) continue;
+        if (!n)
+            continue;
         bg_status_t st = sf_line(sf, w, n, first);
-        if (st) return st;
+        if (st)
+            return st;
         first = 0;
     }
-    if (first || !sf->s) return SF_FAIL(sf, "no actions (a 'rank R' line and its actions)");
+    if (first || !sf->s)
+        return SF_FAIL(sf, "no actions (a 'rank R' line and its actions)");
     return BG_OK;
 }
 
@@ -206,7 +240,8 @@ static bg_status_t sf_complete(const sf_t *sf)
     const bg_sched_t *s = sf->s;
     size_t n = (size_t)s->m * s->nchunks;
     unsigned char *have = calloc(n ? n : 1, 1); /* bit 0: F, bit 1: backward */
-    if (!have) return bg_errorf(BG_ERR_NOMEM, "%s: out of memory", sf->what);
+    if (!have)
+        return bg_errorf(BG_ERR_NOMEM, "%s: out of memory", sf->what);
     for (int r = 0; r < s->p; r++)
         for (size_t i = 0; i < s->lists[r].len; i++) {
             const bg_action_t *a = &s->lists[r].a[i];
@@ -232,10 +267,13 @@ static int sf_line_of(const sf_t *sf, int r, long i)
     const bg_sched_list_t *l = &sf->s->lists[r];
     long before = -1, after = -1, k = -1;
     for (long j = 0; j < (long)l->len && after < 0; j++) {
-        if (!bg_act_is_compute(l->a[j].kind)) continue;
+        if (!bg_act_is_compute(l->a[j].kind))
+            continue;
         k++;
-        if (j < i) before = k;
-        else after = k;
+        if (j < i)
+            before = k;
+        else
+            after = k;
     }
     int want_next = bg_act_is_recv(l->a[i].kind) || bg_act_is_compute(l->a[i].kind);
     long at = (want_next && after >= 0) || before < 0 ? after : before;
@@ -248,11 +286,14 @@ static bg_status_t sf_finish(sf_t *sf)
     bg_status_t st = sf_complete(sf);
     if (!st && (st = bg_sched_finish_(sf->s)))
         return bg_error_prefix(st, "%s: ", sf->what);
-    if (st) return st;
+    if (st)
+        return st;
     int r;
     long i;
-    if (!(st = bg_sched_check_at_(sf->s, &r, &i))) return BG_OK;
-    if (r < 0) return bg_error_prefix(st, "%s: ", sf->what);
+    if (!(st = bg_sched_check_at_(sf->s, &r, &i)))
+        return BG_OK;
+    if (r < 0)
+        return bg_error_prefix(st, "%s: ", sf->what);
     return bg_error_prefix(st, "%s:%d: ", sf->what, sf_line_of(sf, r, i));
 }
 
@@ -261,7 +302,8 @@ bg_status_t bg_sched_parse_file_text(const char *text, size_t len, const char *w
 {
     sf_t sf = {.what = what, .rank = -1};
     bg_status_t st = sf_parse(&sf, text, len);
-    if (!st) st = sf_finish(&sf);
+    if (!st)
+        st = sf_finish(&sf);
     if (!st) {
         *out = sf.s;
         sf.s = NULL;
@@ -273,7 +315,8 @@ bg_status_t bg_sched_parse_file_text(const char *text, size_t len, const char *w
 bg_status_t bg_sched_load_file(const char *path, bg_sched_t **out)
 {
     FILE *f = fopen(path, "rb");
-    if (!f) return bg_errorf(BG_ERR_IO, "schedule file %s: %s", path, strerror(errno));
+    if (!f)
+        return bg_errorf(BG_ERR_IO, "schedule file %s: %s", path, strerror(errno));
     char *text = NULL;
     size_t len = 0, cap = 0, got;
     bg_status_t st = BG_OK;
@@ -285,9 +328,11 @@ bg_status_t bg_sched_load_file(const char *path, bg_sched_t **out)
         got = fread(text + len, 1, cap - len, f);
         len += got;
     } while (got > 0);
-    if (!st && ferror(f)) st = bg_errorf(BG_ERR_IO, "schedule file %s: read failed", path);
+    if (!st && ferror(f))
+        st = bg_errorf(BG_ERR_IO, "schedule file %s: read failed", path);
     fclose(f);
-    if (!st) st = bg_sched_parse_file_text(text, len, path, out);
+    if (!st)
+        st = bg_sched_parse_file_text(text, len, path, out);
     free(text);
     return st;
 }
@@ -311,7 +356,8 @@ bg_status_t bg_sched_resolve(const char *name, int p, int m, int chunks, unsigne
         const char *path = name + sizeof(prefix) - 1;
         bg_sched_t *s = NULL;
         bg_status_t st = bg_sched_load_file(path, &s);
-        if (!st) st = sf_fits(s, path, p, m, chunks);
+        if (!st)
+            st = sf_fits(s, path, p, m, chunks);
         if (st) {
             bg_sched_free(s);
             return st;
@@ -322,6 +368,7 @@ bg_status_t bg_sched_resolve(const char *name, int p, int m, int chunks, unsigne
     const bg_sched_desc_t *d;
     int v;
     bg_status_t st = bg_sched_lookup(name, &d);
-    if (!st) st = bg_sched_resolve_chunks(d, chunks, &v);
+    if (!st)
+        st = bg_sched_resolve_chunks(d, chunks, &v);
     return st ? st : bg_sched_generate(d->kind, p, m, v, flags, out);
 }

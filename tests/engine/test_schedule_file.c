@@ -24,7 +24,8 @@ static char *to_file(const bg_sched_t *s, size_t *len)
     fprintf(f, "brigade-schedule 1\n# written by the test\nranks %d\nmicro-batches %d\nchunks %d\n",
             p, bg_sched_microbatches(s), bg_sched_chunks_per_rank(s));
     fprintf(f, "placement map");
-    for (int c = 0; c < bg_sched_chunks(s); c++) fprintf(f, " %d", bg_sched_chunk_rank(s, c));
+    for (int c = 0; c < bg_sched_chunks(s); c++)
+        fprintf(f, " %d", bg_sched_chunk_rank(s, c));
     fprintf(f, "\n");
     for (int r = 0; r < p; r++) {
         fprintf(f, "rank %d\n", r);
@@ -57,7 +58,8 @@ static void round_trip(void)
             bg_sched_t *s = NULL, *back = NULL;
             CHECK_OK(bg_sched_generate(d->kind, 3, 6, d->chunks_default,
                                        split ? BG_SCHED_SPLIT_BW : 0, &s));
-            if (!s) continue;
+            if (!s)
+                continue;
             size_t len;
             char *text = to_file(s, &len);
             CHECK_OK(bg_sched_parse_file_text(text, len, "rt.txt", &back));
@@ -112,13 +114,14 @@ static void refusals(void)
     EXPECT_REFUSED(GOOD0 "rank 0\n", "bad.txt:11:", "rank 0 listed twice");
     EXPECT_REFUSED("placement map 0 1 1\nrank 0\n", "bad.txt:5:", "lists 3 ranks for 2 chunks");
     /* Missing work names what is missing. */
-    EXPECT_REFUSED("rank 0\nF 0 0\nF 1 0\nB 0 0\nW 0 0\n" GOOD1, "bad.txt", "no B (or BW)(mb=1, c=0)");
+    EXPECT_REFUSED("rank 0\nF 0 0\nF 1 0\nB 0 0\nW 0 0\n" GOOD1, "bad.txt",
+                   "no B (or BW)(mb=1, c=0)");
     /* Order: B before its F, named at its line (6). */
-    EXPECT_REFUSED("rank 0\nF 0 0\nB 1 0\nF 1 0\nB 0 0\nW 0 0\nW 1 0\n" GOOD1, "bad.txt:6:",
-                   "B(mb=1, c=0)", "runs before F(mb=1, c=0)");
+    EXPECT_REFUSED("rank 0\nF 0 0\nB 1 0\nF 1 0\nB 0 0\nW 0 0\nW 1 0\n" GOOD1,
+                   "bad.txt:6:", "B(mb=1, c=0)", "runs before F(mb=1, c=0)");
     /* W out of micro-batch order. */
-    EXPECT_REFUSED("rank 0\nF 0 0\nF 1 0\nB 0 0\nB 1 0\nW 1 0\nW 0 0\n" GOOD1, "bad.txt:9:",
-                   "out of micro-batch order");
+    EXPECT_REFUSED("rank 0\nF 0 0\nF 1 0\nB 0 0\nB 1 0\nW 1 0\nW 0 0\n" GOOD1,
+                   "bad.txt:9:", "out of micro-batch order");
     /* Deadlock: rank 0 waits for mb 0's gradient before forwarding mb 1 while
      * rank 1 runs both forwards first; the cycle is named, at rank 0's wait
      * for the gradient (attached to B 0 0 at line 6). */
@@ -134,7 +137,8 @@ static void resolve(void)
     snprintf(path, sizeof(path), "/tmp/bg_sched_file_%d.txt", (int)getpid());
     FILE *f = fopen(path, "w");
     CHECK(f != NULL);
-    if (!f) return;
+    if (!f)
+        return;
     fprintf(f, "%s%s%s", head, GOOD0, GOOD1);
     fclose(f);
     char name[80];

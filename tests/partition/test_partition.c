@@ -446,7 +446,8 @@ static void test_closed_forms(void)
     pb.cfg.schedule = BG_SCHED_ZB_V;
     pb.cfg.chunks = 2;
     CHECK_OK(bg_partition_optimal(&pb, &pl));
-    for (int g = 0; g < 8; g++) CHECK(pl.chunk[g].stage == (g < 4 ? g : 7 - g) && pl.bounds[g] == g);
+    for (int g = 0; g < 8; g++)
+        CHECK(pl.chunk[g].stage == (g < 4 ? g : 7 - g) && pl.bounds[g] == g);
     CHECK_MSG(fabs(pl.pipe_s - (8 * t + 3 * t / 6)) < 1e-12, "zb-v pipe %g", pl.pipe_s);
     bg_plan_free(&pl);
     pb.cfg.chunks = 1;
