@@ -233,25 +233,32 @@ static bg_status_t sf_parse(sf_t *sf, const char *text, size_t len)
     return BG_OK;
 }
 
-/* Every (mb, chunk) needs an F and a backward (B or BW); refuse the first
- * one missing by name, before the tail would fail on it less clearly. */
+/* Every (mb, chunk) needs an F, a B and a W (or a BW for both); refuse the
+ * first one missing by name, before the tail would fail on it less clearly. */
 static bg_status_t sf_complete(const sf_t *sf)
 {
     const bg_sched_t *s = sf->s;
     size_t n = (size_t)s->m * s->nchunks;
-    unsigned char *have = calloc(n ? n : 1, 1); /* bit 0: F, bit 1: backward */
+    unsigned char *have = calloc(n ? n : 1, 1); /* bit 0: F, bit 1: B, bit 2: W */
     if (!have)
         return bg_errorf(BG_ERR_NOMEM, "%s: out of memory", sf->what);
     for (int r = 0; r < s->p; r++)
         for (size_t i = 0; i < s->lists[r].len; i++) {
             const bg_action_t *a = &s->lists[r].a[i];
-            have[(size_t)a->mb * s->nchunks + a->chunk] |= a->kind == BG_ACT_F ? 1 : 2;
+            bg_act_kind_t k = a->kind;
+            have[(size_t)a->mb * s->nchunks + a->chunk] |= k == BG_ACT_F   ? 1
+                                                           : k == BG_ACT_B ? 2
+                                                           : k == BG_ACT_W ? 4
+                                                                           : 6;
         }
     bg_status_t st = BG_OK;
     for (size_t x = 0; x < n && !st; x++)
-        if (have[x] != 3)
+        if (have[x] != 7)
             st = bg_errorf(BG_ERR_INVALID, "%s: rank %d's list has no %s(mb=%zu, c=%zu)", sf->what,
-                           s->chunk_rank[x % s->nchunks], have[x] & 1 ? "B (or BW)" : "F",
+                           s->chunk_rank[x % s->nchunks],
+                           !(have[x] & 1)   ? "F"
+                           : !(have[x] & 2) ? "B (or BW)"
+                                            : "W (or BW)",
                            x / s->nchunks, x % s->nchunks);
     free(have);
     return st;

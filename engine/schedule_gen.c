@@ -5,10 +5,11 @@
  *
  * Which generator serves which kind is the table's GENERATOR column
  * (partition/schedules.def); the rules on p, m, v are checked from the same
- * table before a generator runs. Each generator decides only the order of
- * compute actions per rank; the shared tail (bg_sched_finish_) adds transfers for the
- * adjacent edges, one ALLREDUCE per chunk and the OPTIMIZER step, so every
- * schedule places communication the same way. Must NOT depend on measured
+ * table before a generator runs, and so is the row's placement of chunks on
+ * ranks. Each generator decides only the order of compute actions per rank;
+ * the shared tail (bg_sched_finish_, also used for schedule files) adds
+ * transfers for the adjacent edges, one ALLREDUCE per chunk and the
+ * OPTIMIZER step, so every schedule places communication the same way. Must NOT depend on measured
  * costs or on anything outside engine/ but the schedule table: a schedule is
  * a pure function of (kind, p, m, v, flags).
  */

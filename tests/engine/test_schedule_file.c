@@ -116,6 +116,8 @@ static void refusals(void)
     /* Missing work names what is missing. */
     EXPECT_REFUSED("rank 0\nF 0 0\nF 1 0\nB 0 0\nW 0 0\n" GOOD1, "bad.txt",
                    "no B (or BW)(mb=1, c=0)");
+    EXPECT_REFUSED("rank 0\nF 0 0\nF 1 0\nB 0 0\nB 1 0\n" GOOD1, "bad.txt",
+                   "no W (or BW)(mb=0, c=0)");
     /* Order: B before its F, named at its line (6). */
     EXPECT_REFUSED("rank 0\nF 0 0\nB 1 0\nF 1 0\nB 0 0\nW 0 0\nW 1 0\n" GOOD1,
                    "bad.txt:6:", "B(mb=1, c=0)", "runs before F(mb=1, c=0)");
