@@ -134,12 +134,14 @@ static int compare(const params_t *a, const params_t *b, double rtol, const char
     return ok;
 }
 
-static void check_layouts(const char *model, const char *data, const char *const *layouts, int n)
+/* Every layout against one stage run with `ref_args` (the same global batch
+ * and micro-batch split as the layouts). */
+static void check_layouts_vs(const char *model, const char *data, const char *ref_args,
+                             const char *const *layouts, int n)
 {
     char ref[512], got[512];
     params_t r, g;
-    if (!train(model, data, "--stages 1 --micro-batches 4", "ref", ref, sizeof(ref)) ||
-        !load(ref, &r)) {
+    if (!train(model, data, ref_args, "ref", ref, sizeof(ref)) || !load(ref, &r)) {
         CHECK_MSG(0, "%s: reference run failed", model);
         return;
     }
@@ -155,6 +157,11 @@ static void check_layouts(const char *model, const char *data, const char *const
         printf("%s: %s\n", what, ok ? "ran" : "failed");
     }
     params_free(&r);
+}
+
+static void check_layouts(const char *model, const char *data, const char *const *layouts, int n)
+{
+    check_layouts_vs(model, data, "--stages 1 --micro-batches 4", layouts, n);
 }
 
 /*
@@ -193,6 +200,50 @@ static void check_dp(const char *model, const char *data)
     params_free(&r);
 }
 
+/* Other micro-batch counts, each against one stage with the same split:
+ * interleaved with m not a multiple of S (a round of 2 and a short one of
+ * 1), and dualpipev, which needs m >= 2S, at S = 3 and 4. */
+static void check_other_m(void)
+{
+    static const struct {
+        const char *ref, *layout;
+    } other_m[] = {
+        {"--stages 1 --micro-batches 3 --batch 12",
+         "--stages 2 --schedule interleaved --chunks 2 --micro-batches 3 --batch 12"},
+        {"--stages 1 --micro-batches 6 --batch 12",
+         "--stages 3 --schedule dualpipev --micro-batches 6 --batch 12"},
+        {"--stages 1 --micro-batches 8", "--stages 4 --schedule dualpipev --micro-batches 8"},
+    };
+    for (size_t i = 0; i < sizeof(other_m) / sizeof(other_m[0]); i++) {
+        check_layouts_vs("mlp-fashion.graph", "synthetic:images", other_m[i].ref,
+                         &other_m[i].layout, 1);
+        check_layouts_vs("gpt-tiny.graph", "synthetic:tokens", other_m[i].ref, &other_m[i].layout,
+                         1);
+    }
+}
+
+/* A schedule from a file (--schedule file:PATH): a hand-made order, rank 0
+ * splitting B and W, rank 1 fusing them. */
+static void check_file_schedule(void)
+{
+    char path[300], file_layout[400];
+    snprintf(path, sizeof(path), "%s/two.schedule", workdir);
+    FILE *sf = fopen(path, "w");
+    CHECK(sf != NULL);
+    if (sf) {
+        fputs("brigade-schedule 1\nranks 2\nmicro-batches 4\nrank 0\n"
+              "F 0 0\nF 1 0\nB 0 0\nF 2 0\nW 0 0\nB 1 0\nF 3 0\nW 1 0\nB 2 0\nW 2 0\nB 3 0\nW 3 0\n"
+              "rank 1\nF 0 1\nBW 0 1\nF 1 1\nBW 1 1\nF 2 1\nB 2 1\nW 2 1\nF 3 1\nBW 3 1\n",
+              sf);
+        fclose(sf);
+        snprintf(file_layout, sizeof(file_layout),
+                 "--stages 2 --schedule file:%s --micro-batches 4", path);
+        const char *const from_file[] = {file_layout};
+        check_layouts("mlp-fashion.graph", "synthetic:images", from_file, 1);
+        check_layouts("gpt-tiny.graph", "synthetic:tokens", from_file, 1);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -207,8 +258,8 @@ int main(int argc, char **argv)
     if (system(mk))
         return 1;
 
-    /* Every schedule at S = 2, 3, 4 (interleaved at 2 and 4: Megatron needs
-     * m % p == 0 and m is 4 here), plus recompute. */
+    /* Every schedule at S = 2, 3, 4 (interleaved at 3 runs m = 4 as a round
+     * of 3 and a short round of 1), plus recompute. */
     static const char *const layouts[] = {
         "--stages 2 --schedule gpipe --micro-batches 4",
         "--stages 3 --schedule gpipe --micro-batches 4",
@@ -219,8 +270,13 @@ int main(int argc, char **argv)
         "--stages 2 --schedule zb-h1 --micro-batches 4",
         "--stages 3 --schedule zb-h1 --micro-batches 4",
         "--stages 4 --schedule zb-h1 --micro-batches 4",
+        "--stages 2 --schedule zb-v --micro-batches 4",
+        "--stages 3 --schedule zb-v --micro-batches 4",
+        "--stages 4 --schedule zb-v --micro-batches 4",
+        "--stages 2 --schedule dualpipev --micro-batches 4",
         "--stages 2 --schedule interleaved --chunks 2 --micro-batches 4",
         "--stages 4 --schedule interleaved --chunks 2 --micro-batches 4",
+        "--stages 3 --schedule interleaved --chunks 2 --micro-batches 4",
         "--stages 2 --schedule 1f1b --micro-batches 4 --recompute",
     };
     int nl = (int)(sizeof(layouts) / sizeof(layouts[0]));
@@ -232,8 +288,12 @@ int main(int argc, char **argv)
     static const char *const skip[] = {
         "--stages 4 --schedule 1f1b --micro-batches 4",
         "--stages 3 --schedule zb-h1 --micro-batches 4",
+        "--stages 3 --schedule zb-v --micro-batches 4",
+        "--stages 2 --schedule dualpipev --micro-batches 4",
     };
-    check_layouts("skip-mlp.graph", "synthetic:images", skip, 2);
+    check_layouts("skip-mlp.graph", "synthetic:images", skip, 4);
+    check_other_m();
+    check_file_schedule();
     check_dp("mlp-fashion.graph", "synthetic:images");
     check_dp("gpt-tiny.graph", "synthetic:tokens");
     snprintf(mk, sizeof(mk), "rm -rf %s", workdir);
