@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/checked.h"
 #include "base/clock.h"
 #include "engine/checkpoint.h"
 #include "engine/data.h"
@@ -58,8 +59,12 @@ static bg_status_t feed(void *ctx, int mb, int input, void *dst, size_t bytes)
     train_t *t = ctx;
     const bg_data_info_t *info = bg_data_info(t->ds);
     int64_t row0 = ((int64_t)t->dp * t->M + mb) * t->mb_rows;
+    /* bg_data_open bounded a whole batch's bytes; checked anyway since the
+     * columns come from the user's data spec. */
+    size_t want = 0;
     if (input == t->target_input) {
-        size_t want = (size_t)(t->mb_rows * info->target_cols) * 4;
+        if (!bg_mul3_size((size_t)t->mb_rows, (size_t)info->target_cols, 4, &want))
+            want = SIZE_MAX;
         if (bytes != want)
             return bg_errorf(BG_ERR_INVALID,
                              "targets input '%s' holds %zu bytes per micro-batch "
@@ -67,7 +72,9 @@ static bg_status_t feed(void *ctx, int mb, int input, void *dst, size_t bytes)
                              bg_graph_input(t->g, input)->name, bytes, want);
         return bg_data_fetch(t->ds, t->split, t->data_step, row0, t->mb_rows, NULL, dst);
     }
-    size_t want = (size_t)(t->mb_rows * info->input_cols) * bg_dtype_size(info->input_dtype);
+    if (!bg_mul3_size((size_t)t->mb_rows, (size_t)info->input_cols,
+                      bg_dtype_size(info->input_dtype), &want))
+        want = SIZE_MAX;
     if (bytes != want)
         return bg_errorf(BG_ERR_INVALID,
                          "input '%s' holds %zu bytes per micro-batch but the "
