@@ -175,46 +175,15 @@ static bg_status_t setup_layout(train_t *t)
 static bg_status_t setup_data(train_t *t)
 {
     const bg_train_conf_t *c = t->c;
-    /* Which graph input gets targets: the one the loss reads as its second input. */
-    t->target_input = -1;
-    const bg_graph_layer_t *loss = bg_graph_layer(t->g, bg_graph_loss_layer(t->g));
-    const bg_graph_tensor_t *tt = bg_graph_tensor(t->g, loss->in[1]);
-    if (tt->producer < 0)
-        t->target_input = tt->input;
-    int n_feature_inputs = 0, feature = -1;
-    for (int i = 0; i < bg_graph_n_inputs(t->g); i++)
-        if (i != t->target_input)
-            n_feature_inputs++, feature = i;
-    if (n_feature_inputs > 1)
-        return bg_errorf(BG_ERR_INVALID,
-                         "%s: the data readers feed one input and the targets; "
-                         "this model has %d other inputs",
-                         c->model, n_feature_inputs);
-    bg_data_opts_t o;
-    bg_data_opts_default(&o);
-    o.batch = c->batch;
-    o.seed = c->seed;
-    const char *spec = c->data;
-    if (feature >= 0) {
-        const bg_shape_t *s = &bg_graph_input(t->g, feature)->shape;
-        if (s->dtype == BG_I32) {
-            o.seq_len = s->ndim > 1 ? s->d[1] : 1;
-            /* The vocabulary bound comes from the embedding that reads the ids. */
-            for (int l = 0; l < bg_graph_n_layers(t->g); l++) {
-                const bg_graph_layer_t *gl = bg_graph_layer(t->g, l);
-                if (gl->in[0] == bg_graph_input(t->g, feature)->tensor &&
-                    !strcmp(gl->spec.kind->name, "embedding"))
-                    o.vocab = bg_attrs_int(&gl->spec.attrs, "vocab", 0);
-            }
-            if (!spec)
-                spec = "synthetic:tokens";
-        } else if (!spec) {
-            spec = s->ndim == 2 && s->d[1] == 784 ? "fashion-mnist" : "synthetic:images";
-        }
-    }
-    if (!spec)
-        spec = "synthetic";
-    bg_status_t st = bg_data_open(spec, &o, &t->ds);
+    bg_train_data_plan_t dp;
+    bg_status_t st = bg_train_data_plan_(c, t->g, &dp);
+    if (st != BG_OK)
+        return st;
+    t->target_input = dp.target_input;
+    st = bg_data_open(dp.spec, &dp.o, &t->ds);
+    if (st == BG_OK)
+        st = bg_train_data_fits_(c, t->g, &dp, t->ds);
+    bg_train_data_plan_free_(&dp);
     if (st != BG_OK)
         return st;
     const bg_data_info_t *info = bg_data_info(t->ds);
@@ -723,8 +692,9 @@ static bg_status_t join(train_t *t)
     t->world = tc.boot.world_size;
     t->rank = tc.boot.rank;
     if (t->world != c->stages * c->dp)
-        return bg_errorf(BG_ERR_INVALID, "the job has %d ranks but --stages %d x --dp %d needs %d",
-                         t->world, c->stages, c->dp, c->stages * c->dp);
+        return bg_errorf(BG_ERR_INVALID,
+                         "rank %d of %d: the job has %d ranks but --stages %d x --dp %d needs %d",
+                         t->rank, t->world, t->world, c->stages, c->dp, c->stages * c->dp);
     t->stage = t->rank % c->stages;
     t->dp = t->rank / c->stages;
     if (t->world == 1)
@@ -761,12 +731,15 @@ bg_status_t bg_train_run(const bg_train_conf_t *c)
     t.c = c;
     t.tty = getenv("BRIGADE_TTY") && !strcmp(getenv("BRIGADE_TTY"), "1");
     bg_status_t st = join(&t);
+    bool placed = st == BG_OK; /* stage and dp mean something only after join */
     if (st == BG_OK)
         st = setup_layout(&t);
     if (st == BG_OK)
         st = setup_data(&t);
     if (st == BG_OK)
         st = check_eval(&t);
+    if (st == BG_OK)
+        st = bg_train_check_outputs(c);
     if (st == BG_OK)
         st = bind_rank(&t);
     if (st == BG_OK)
@@ -781,8 +754,10 @@ bg_status_t bg_train_run(const bg_train_conf_t *c)
         st = c->eval_only ? eval_only(&t) : train_loop(&t);
     bg_train_bar_end_(&t); /* errors follow on a line of their own */
     fflush(stdout);
-    if (st != BG_OK && !strstr(bg_last_error(), "rank "))
+    if (st != BG_OK && !strstr(bg_last_error(), "rank ") && placed)
         bg_error_prefix(st, "rank %d (stage %d, dp %d): ", t.rank, t.stage, t.dp);
+    else if (st != BG_OK && !strstr(bg_last_error(), "rank "))
+        bg_error_prefix(st, "rank %d of %d: ", t.rank, t.world);
     /* Leaving the job may fail too (peers gone); the first cause is the one to report. */
     char first[1024];
     snprintf(first, sizeof(first), "%s", bg_last_error());
