@@ -4,8 +4,9 @@
 # only the edited value is wrong. Must not be used outside tests.
 #   ckpt_poke.py set STEP_DIR TENSOR VALUE      first element := VALUE (f32)
 #   ckpt_poke.py manifest STEP_DIR KEY JSONVAL  manifest[KEY] := JSONVAL
-#   ckpt_poke.py write FILE TENSOR DTYPE VALUE  new safetensors file, one
-#                                               1-element tensor (F32 or F64)
+#   ckpt_poke.py init OUT SRC TENSOR DTYPE VALUE  OUT := the parameters of the
+#                 safetensors file SRC, with every element of TENSOR set to
+#                 VALUE and stored as DTYPE (F32 or F64)
 import json, os, struct, sys, zlib
 
 
@@ -40,12 +41,24 @@ def main(a):
         m = json.load(open(mp))
         m[a[2]] = json.loads(a[3])
         json.dump(m, open(mp, 'w'))
-    elif a[0] == 'write':
-        path, name, dt, val = a[1], a[2], a[3], float(a[4])
-        data = struct.pack('<f' if dt == 'F32' else '<d', val)
-        h = json.dumps({name: {'dtype': dt, 'shape': [1], 'data_offsets': [0, len(data)]}})
-        h += ' ' * (-len(h) % 8)
-        open(path, 'wb').write(struct.pack('<Q', len(h)) + h.encode() + data)
-
+    elif a[0] == 'init':
+        out, src, name, dt, val = a[1], a[2], a[3], a[4], float(a[5])
+        b, n, h = read_st(src)
+        hdr, data = {}, b''
+        for k, t in h.items():
+            if k == '__metadata__' or '.adam_' in k or '.momentum' in k:
+                continue
+            raw = b[8 + n + t['data_offsets'][0]:8 + n + t['data_offsets'][1]]
+            kd = t['dtype']
+            if k == name:
+                cnt = len(raw) // 4
+                kd = dt
+                raw = struct.pack('<%d%s' % (cnt, 'f' if dt == 'F32' else 'd'), *([val] * cnt))
+            hdr[k] = {'dtype': kd, 'shape': t['shape'],
+                      'data_offsets': [len(data), len(data) + len(raw)]}
+            data += raw
+        j = json.dumps(hdr)
+        j += ' ' * (-len(j) % 8)
+        open(out, 'wb').write(struct.pack('<Q', len(j)) + j.encode() + data)
 
 main(sys.argv[1:])
