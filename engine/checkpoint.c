@@ -197,6 +197,27 @@ static bg_status_t manifest_from_json(const char *path, const cJSON *root, bg_ck
     return BG_OK;
 }
 
+bg_status_t bg_ckpt_manifest_parse(const char *text, size_t len, const char *what,
+                                   bg_ckpt_manifest_t *out)
+{
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    bg_status_t st = BG_OK;
+    if (!cJSON_IsObject(root)) {
+        st = bg_errorf(BG_ERR_INVALID, "%s: not a valid JSON object", what);
+        goto err_json;
+    }
+    bg_ckpt_manifest_t m = {0};
+    st = manifest_from_json(what, root, &m);
+    if (st != BG_OK) {
+        bg_ckpt_manifest_free(&m);
+        goto err_json;
+    }
+    *out = m;
+err_json:
+    cJSON_Delete(root);
+    return st;
+}
+
 bg_status_t bg_ckpt_manifest_read(const char *step_path, bg_ckpt_manifest_t *out)
 {
     char *path = str_printf("%s/manifest.json", step_path);
@@ -211,20 +232,7 @@ bg_status_t bg_ckpt_manifest_read(const char *step_path, bg_ckpt_manifest_t *out
                            "%s: missing: the checkpoint is incomplete or was never published", path);
         goto err_path;
     }
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    if (!cJSON_IsObject(root)) {
-        st = bg_errorf(BG_ERR_INVALID, "%s: not a valid JSON object", path);
-        goto err_json;
-    }
-    bg_ckpt_manifest_t m = {0};
-    st = manifest_from_json(path, root, &m);
-    if (st != BG_OK) {
-        bg_ckpt_manifest_free(&m);
-        goto err_json;
-    }
-    *out = m;
-err_json:
-    cJSON_Delete(root);
+    st = bg_ckpt_manifest_parse(text, len, path, out);
     free(text);
 err_path:
     free(path);

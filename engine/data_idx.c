@@ -16,6 +16,7 @@
 #include <zlib.h>
 
 #include "base/checked.h"
+#include "base/grow.h"
 #include "engine/data_impl.h"
 
 #define IDX_DEFAULT_DIR "/usr/share/datasets/fashion-mnist"
@@ -88,15 +89,25 @@ static bg_status_t read_gz(const char *path, int ndim, uint8_t **out, size_t *ou
     for (int i = 0; magic_ok && i < ndim; i++)
         if (!bg_mul_size(total, be32(head + 4 + 4 * i), &total) || total > IDX_MAX_BYTES)
             total = IDX_MAX_BYTES + 1, magic_ok = false; /* idx_parse says "too large" */
-    size_t cap = hdr + (magic_ok ? total : 0) + 1;
-    uint8_t *buf = st == BG_OK ? malloc(cap) : NULL;
-    if (st == BG_OK && !buf) st = bg_errorf(BG_ERR_NOMEM, "%s: out of memory", path);
+    /* Grown as data arrives, so a short file claiming 2 GB costs what it holds. */
+    size_t want = hdr + (magic_ok ? total : 0) + 1, cap = 0;
+    uint8_t *buf = NULL;
     if (st != BG_OK) goto err_close;
+    if (bg_grow(&buf, &cap, want < (1u << 20) ? want : (1u << 20), 1)) {
+        st = bg_errorf(BG_ERR_NOMEM, "%s: out of memory", path);
+        goto err_close;
+    }
     memcpy(buf, head, len);
-    size_t more = 0;
-    if (magic_ok && (st = gz_read_n(gz, path, buf + len, cap - len, &more)) != BG_OK) goto err_free;
-    len += more;
-    if (len == cap && magic_ok) {
+    for (size_t more = 1; magic_ok && more && len < want;) {
+        size_t room = (cap < want ? cap : want) - len;
+        if ((st = gz_read_n(gz, path, buf + len, room, &more)) != BG_OK) goto err_free;
+        len += more;
+        if (len == cap && cap < want && bg_grow(&buf, &cap, cap * 2 < want ? cap * 2 : want, 1)) {
+            st = bg_errorf(BG_ERR_NOMEM, "%s: out of memory", path);
+            goto err_free;
+        }
+    }
+    if (len == want && magic_ok) {
         st = bg_errorf(BG_ERR_INVALID,
                        "%s: more data than the %zu bytes its IDX header promises (trailing "
                        "bytes); not decompressing further",
