@@ -223,6 +223,13 @@ int bg_train_cli_apply_plan(const bg_cmd_spec_t *cmd, int argc, char **argv, bg_
                                   "%lld; drop --batch or make a plan for it",
                                   c->batch, c->plan, (long long)pb);
     }
+    if (bg_opt_given(argc, argv, "recompute") && !pf.cfg.recompute) {
+        bg_plan_file_free(&pf);
+        return bg_opt_usage_error(cmd,
+                                  "--recompute disagrees with --plan %s, made without "
+                                  "recomputation; drop --recompute or make a plan with it",
+                                  c->plan);
+    }
     if (pf.global_batch < 1 || pf.global_batch > (1 << 24)) {
         bg_plan_file_free(&pf);
         return bg_opt_usage_error(cmd, "--plan %s: global batch %lld out of range (1..%d)",
@@ -233,7 +240,7 @@ int bg_train_cli_apply_plan(const bg_cmd_spec_t *cmd, int argc, char **argv, bg_
     c->chunks = pf.cfg.chunks;
     c->micro_batches = pf.cfg.micro_batches;
     c->batch = (int)pf.global_batch;
-    c->recompute = c->recompute || pf.cfg.recompute;
+    c->recompute = pf.cfg.recompute;
     snprintf(a->plan_sched, sizeof(a->plan_sched), "%s", bg_sched_kind_name(pf.cfg.schedule));
     c->schedule = a->plan_sched;
     bg_plan_file_free(&pf);

@@ -142,6 +142,8 @@ expect 2 20 "^brigade train: data spec 'nope': unknown kind" -- train "$M" --dat
     { echo "FAIL: plan -o" >&2; fail=1; }
 expect 2 20 "--batch 32 disagrees with --plan .*global batch 16" -- train "$M" --data synthetic \
     --plan "$T/plan.json" --batch 32 --steps 1
+expect 2 20 "--recompute disagrees with --plan" -- train "$M" --data synthetic \
+    --plan "$T/plan.json" --recompute --steps 1
 expect 0 60 "trained 1 steps" -- train "$M" --data synthetic --plan "$T/plan.json" --batch 16 \
     --steps 1
 
