@@ -25,7 +25,8 @@
 #include "engine/checkpoint.h"
 #include "engine/checkpoint_fs.h"
 
-#define CKPT_MAX_FILES 65536
+#define CKPT_MAX_FILES 65536 /* also the most stages a manifest may name */
+#define CKPT_MAX_DP (1 << 20)
 #define CKPT_MAX_SMALL_FILE (16u << 20) /* manifest and latest are tiny */
 
 static char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -153,9 +154,12 @@ static bg_status_t manifest_from_json(const char *path, const cJSON *root, bg_ck
                          path, BG_CKPT_FORMAT);
     int64_t step, stages, dp;
     if (!json_int(cJSON_GetObjectItemCaseSensitive(root, "step"), 0, INT64_MAX / 2, &step) ||
-        !json_int(cJSON_GetObjectItemCaseSensitive(root, "stages"), 1, 1 << 20, &stages) ||
-        !json_int(cJSON_GetObjectItemCaseSensitive(root, "dp"), 1, 1 << 20, &dp))
-        return bg_errorf(BG_ERR_INVALID, "%s: step, stages and dp must be integers", path);
+        !json_int(cJSON_GetObjectItemCaseSensitive(root, "stages"), 1, CKPT_MAX_FILES, &stages) ||
+        !json_int(cJSON_GetObjectItemCaseSensitive(root, "dp"), 1, CKPT_MAX_DP, &dp))
+        return bg_errorf(BG_ERR_INVALID,
+                         "%s: step (0..2^62), stages (1..%d) and dp (1..%d) must be integers in "
+                         "range",
+                         path, CKPT_MAX_FILES, CKPT_MAX_DP);
     const cJSON *sched = cJSON_GetObjectItemCaseSensitive(root, "schedule");
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     const cJSON *files = cJSON_GetObjectItemCaseSensitive(root, "files");
@@ -164,6 +168,10 @@ static bg_status_t manifest_from_json(const char *path, const cJSON *root, bg_ck
     int n = cJSON_IsArray(files) ? cJSON_GetArraySize(files) : -1;
     if (n < 1 || n > CKPT_MAX_FILES)
         return bg_errorf(BG_ERR_INVALID, "%s: \"files\" must be a non-empty array", path);
+    /* One file per stage is what publish writes; anything else is not ours. */
+    if (n != stages)
+        return bg_errorf(BG_ERR_INVALID, "%s: %d files listed for %lld stages (one per stage)",
+                         path, n, (long long)stages);
     m->step = step, m->stages = (int)stages, m->dp = (int)dp;
     m->schedule = strdup(sched->valuestring);
     m->model = strdup(model->valuestring);
@@ -189,6 +197,27 @@ static bg_status_t manifest_from_json(const char *path, const cJSON *root, bg_ck
     return BG_OK;
 }
 
+bg_status_t bg_ckpt_manifest_parse(const char *text, size_t len, const char *what,
+                                   bg_ckpt_manifest_t *out)
+{
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    bg_status_t st = BG_OK;
+    if (!cJSON_IsObject(root)) {
+        st = bg_errorf(BG_ERR_INVALID, "%s: not a valid JSON object", what);
+        goto err_json;
+    }
+    bg_ckpt_manifest_t m = {0};
+    st = manifest_from_json(what, root, &m);
+    if (st != BG_OK) {
+        bg_ckpt_manifest_free(&m);
+        goto err_json;
+    }
+    *out = m;
+err_json:
+    cJSON_Delete(root);
+    return st;
+}
+
 bg_status_t bg_ckpt_manifest_read(const char *step_path, bg_ckpt_manifest_t *out)
 {
     char *path = str_printf("%s/manifest.json", step_path);
@@ -203,20 +232,7 @@ bg_status_t bg_ckpt_manifest_read(const char *step_path, bg_ckpt_manifest_t *out
                            "%s: missing: the checkpoint is incomplete or was never published", path);
         goto err_path;
     }
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    if (!cJSON_IsObject(root)) {
-        st = bg_errorf(BG_ERR_INVALID, "%s: not a valid JSON object", path);
-        goto err_json;
-    }
-    bg_ckpt_manifest_t m = {0};
-    st = manifest_from_json(path, root, &m);
-    if (st != BG_OK) {
-        bg_ckpt_manifest_free(&m);
-        goto err_json;
-    }
-    *out = m;
-err_json:
-    cJSON_Delete(root);
+    st = bg_ckpt_manifest_parse(text, len, path, out);
     free(text);
 err_path:
     free(path);
@@ -444,8 +460,16 @@ static bg_status_t open_entry(const char *step_path, const bg_ckpt_file_entry_t 
     bg_status_t st = BG_OK;
     struct stat sb;
     if (stat(path, &sb) != 0) {
-        st = bg_errorf(BG_ERR_INVALID, "%s: listed in the manifest but missing (partial checkpoint)",
-                       path);
+        st = errno == ENOENT ? bg_errorf(BG_ERR_INVALID,
+                                         "%s: listed in the manifest but missing (partial "
+                                         "checkpoint)",
+                                         path)
+                             : bg_errorf(BG_ERR_IO, "%s: %s", path, strerror(errno));
+        goto err_path;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        st = bg_errorf(BG_ERR_INVALID, "%s: %s, not a checkpoint file", path,
+                       S_ISDIR(sb.st_mode) ? "is a directory" : "not a regular file");
         goto err_path;
     }
     if ((uint64_t)sb.st_size != fe->bytes) {

@@ -202,6 +202,11 @@ bg_status_t bg_ckpt_publish(const char *dir, int64_t step, int stages, int dp,
  */
 bg_status_t bg_ckpt_dir_latest(const char *dir, char **step_path);
 
+/* Validate manifest text (len bytes, `what` names it in messages) into *out
+ * (free with bg_ckpt_manifest_free): format, step, layout ranges, one file
+ * per stage with plain names, sizes and CRCs. BG_ERR_INVALID otherwise. */
+bg_status_t bg_ckpt_manifest_parse(const char *text, size_t len, const char *what,
+                                   bg_ckpt_manifest_t *out);
 /* Read and validate STEP_PATH/manifest.json into *out (free with bg_ckpt_manifest_free). */
 bg_status_t bg_ckpt_manifest_read(const char *step_path, bg_ckpt_manifest_t *out);
 

@@ -538,8 +538,13 @@ static bg_status_t st_map(const char *path, bg_st_file_t *f)
     if (fd < 0) return bg_errorf(BG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     bg_status_t st = BG_OK;
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = bg_errorf(BG_ERR_IO, "%s: not a readable regular file", path);
+    if (fstat(fd, &sb) != 0) {
+        st = bg_errorf(BG_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+        goto err_close;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        st = bg_errorf(BG_ERR_INVALID, "%s: %s, not a safetensors file", path,
+                       S_ISDIR(sb.st_mode) ? "is a directory" : "not a regular file");
         goto err_close;
     }
     f->len = (size_t)sb.st_size;

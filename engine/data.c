@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/checked.h"
 #include "base/rng.h"
 #include "engine/data_impl.h"
 
@@ -80,6 +81,31 @@ static bg_status_t parse_spec(const char *spec, const bg_data_opts_t *o, bg_data
                      spec);
 }
 
+/*
+ * The shuffle addresses at most 2^62 samples, and one global batch of inputs
+ * and targets must be addressable in bytes; both are refused here so that no
+ * later product (row offsets, buffer sizes) can wrap.
+ */
+static bg_status_t check_sizes(const char *spec, const bg_data_info_t *in)
+{
+    const int64_t lim = (int64_t)1 << 62;
+    size_t isz = in->input_dtype == BG_F32 ? sizeof(float) : sizeof(int32_t), bi = 0, bt = 0;
+    if (in->n_train < 0 || in->n_eval < 0 || in->n_train >= lim || in->n_eval >= lim)
+        return bg_errorf(BG_ERR_INVALID,
+                         "data '%s': %" PRId64 " training / %" PRId64
+                         " held-out samples; at most 2^62 are supported",
+                         spec, in->n_train, in->n_eval);
+    if (in->input_cols < 1 || in->target_cols < 1 ||
+        !bg_mul3_size((size_t)in->batch, (size_t)in->input_cols, isz, &bi) ||
+        !bg_mul3_size((size_t)in->batch, (size_t)in->target_cols, sizeof(int32_t), &bt) ||
+        bi > (size_t)lim || bt > (size_t)lim)
+        return bg_errorf(BG_ERR_INVALID,
+                         "data '%s': a batch of %" PRId64 " rows of %" PRId64
+                         " columns does not fit in memory",
+                         spec, in->batch, in->input_cols);
+    return BG_OK;
+}
+
 bg_status_t bg_data_open(const char *spec, const bg_data_opts_t *opts, bg_data_t **out)
 {
     if (!spec || !opts || !out) return bg_errorf(BG_ERR_INVALID, "bg_data_open: NULL argument");
@@ -93,6 +119,7 @@ bg_status_t bg_data_open(const char *spec, const bg_data_opts_t *opts, bg_data_t
     if (st != BG_OK) goto err_free;
     bg_data_info_t *in = &ds->info;
     in->batch = opts->batch;
+    if ((st = check_sizes(spec, in)) != BG_OK) goto err_src;
     in->steps_per_epoch = in->n_train / opts->batch;
     in->eval_steps = in->n_eval / opts->batch;
     if (in->steps_per_epoch < 1) {

@@ -7,6 +7,7 @@
  * decompressed length: a truncated or padded file is an error naming the
  * file, never a short read. Must NOT shuffle or batch (engine/data.c does).
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
+#include "base/checked.h"
 #include "base/grow.h"
 #include "engine/data_impl.h"
 
@@ -35,46 +37,81 @@ typedef struct {
     bool normalize;
 } idx_impl_t;
 
-/* Whole (decompressed) contents of `path` into a malloc'd buffer. */
-static bg_status_t read_gz(const char *path, uint8_t **out, size_t *out_len)
+static uint32_t be32(const uint8_t *p)
 {
-    gzFile gz = gzopen(path, "rb"); /* reads plain files transparently, too */
-    if (!gz) return bg_errorf(BG_ERR_IO, "%s: cannot open", path);
-    bg_status_t st = BG_OK;
-    size_t cap = 1 << 20, len = 0;
-    uint8_t *buf = malloc(cap);
-    if (!buf) {
-        st = bg_errorf(BG_ERR_NOMEM, "%s: out of memory", path);
-        goto err_close;
-    }
-    for (;;) {
-        if (len == cap) {
-            if (cap >= IDX_MAX_BYTES) {
-                st = bg_errorf(BG_ERR_INVALID, "%s: more than %zu bytes decompressed; not an IDX file",
-                               path, IDX_MAX_BYTES);
-                goto err_free;
-            }
-            if (bg_grow(&buf, &cap, cap + 1, 1)) {
-                st = bg_errorf(BG_ERR_NOMEM, "%s: out of memory", path);
-                goto err_free;
-            }
-        }
-        size_t want = cap - len > (1u << 30) ? (1u << 30) : cap - len;
-        int got = gzread(gz, buf + len, (unsigned)want);
-        if (got < 0) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/*
+ * Read up to `want` decompressed bytes into buf; *got is how many arrived
+ * (fewer only at end of data). BG_ERR_INVALID naming the file on corrupt
+ * or cut-short gzip data.
+ */
+static bg_status_t gz_read_n(gzFile gz, const char *path, uint8_t *buf, size_t want, size_t *got)
+{
+    size_t len = 0;
+    while (len < want) {
+        size_t ask = want - len > (1u << 30) ? (1u << 30) : want - len;
+        int n = gzread(gz, buf + len, (unsigned)ask);
+        if (n < 0) {
             int zerr;
             const char *msg = gzerror(gz, &zerr);
-            st = bg_errorf(BG_ERR_INVALID, "%s: corrupt gzip data (%s)", path, msg);
-            goto err_free;
+            return bg_errorf(BG_ERR_INVALID, "%s: %s", path,
+                             zerr == Z_ERRNO ? strerror(errno) : msg);
         }
-        if (got == 0) break;
-        len += (size_t)got;
+        if (n == 0) break;
+        len += (size_t)n;
     }
     /* A gzip stream cut short reads as a clean EOF with Z_BUF_ERROR pending. */
     int zerr = Z_OK;
     const char *msg = gzerror(gz, &zerr);
-    if (zerr != Z_OK) {
-        st = bg_errorf(BG_ERR_INVALID, "%s: truncated or corrupt gzip data (%s)", path, msg);
+    if (zerr != Z_OK && zerr != Z_STREAM_END)
+        return bg_errorf(BG_ERR_INVALID, "%s: truncated or corrupt gzip data (%s)", path, msg);
+    *got = len;
+    return BG_OK;
+}
+
+/*
+ * The header of an `ndim`-dimensional IDX file and its payload, decompressed
+ * into one malloc'd buffer. Decompression stops at the size the header
+ * promises (plus one byte to detect trailing data), so a gzip bomb costs at
+ * most that much memory; a bad magic stops after the header.
+ */
+static bg_status_t read_gz(const char *path, int ndim, uint8_t **out, size_t *out_len)
+{
+    gzFile gz = gzopen(path, "rb"); /* reads plain files transparently, too */
+    if (!gz) return bg_errorf(BG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size_t hdr = 4 + 4 * (size_t)ndim, len = 0, total = 1;
+    uint8_t head[16];
+    bg_status_t st = gz_read_n(gz, path, head, hdr, &len);
+    bool magic_ok = st == BG_OK && len == hdr && head[0] == 0 && head[1] == 0 && head[2] == 0x08 &&
+                    head[3] == ndim;
+    for (int i = 0; magic_ok && i < ndim; i++)
+        if (!bg_mul_size(total, be32(head + 4 + 4 * i), &total) || total > IDX_MAX_BYTES)
+            total = IDX_MAX_BYTES + 1, magic_ok = false; /* idx_parse says "too large" */
+    /* Grown as data arrives, so a short file claiming 2 GB costs what it holds. */
+    size_t want = hdr + (magic_ok ? total : 0) + 1, cap = 0;
+    uint8_t *buf = NULL;
+    if (st != BG_OK) goto err_close;
+    if (bg_grow(&buf, &cap, want < (1u << 20) ? want : (1u << 20), 1)) {
+        st = bg_errorf(BG_ERR_NOMEM, "%s: out of memory", path);
+        goto err_close;
+    }
+    memcpy(buf, head, len);
+    for (size_t more = 1; magic_ok && more && len < want;) {
+        size_t room = (cap < want ? cap : want) - len;
+        if ((st = gz_read_n(gz, path, buf + len, room, &more)) != BG_OK) goto err_free;
+        len += more;
+        if (len == cap && cap < want && bg_grow(&buf, &cap, cap * 2 < want ? cap * 2 : want, 1)) {
+            st = bg_errorf(BG_ERR_NOMEM, "%s: out of memory", path);
+            goto err_free;
+        }
+    }
+    if (len == want && magic_ok) {
+        st = bg_errorf(BG_ERR_INVALID,
+                       "%s: more data than the %zu bytes its IDX header promises (trailing "
+                       "bytes); not decompressing further",
+                       path, total);
         goto err_free;
     }
     gzclose(gz);
@@ -87,11 +124,6 @@ err_free:
 err_close:
     gzclose(gz);
     return st;
-}
-
-static uint32_t be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 /*
@@ -136,10 +168,16 @@ static bg_status_t idx_parse(const char *path, const uint8_t *buf, size_t len, i
 static bg_status_t idx_find(const char *dir, const char *name, char *path, size_t len)
 {
     struct stat sb;
-    snprintf(path, len, "%s/%s.gz", dir, name);
-    if (stat(path, &sb) == 0) return BG_OK;
-    snprintf(path, len, "%s/%s", dir, name);
-    if (stat(path, &sb) == 0) return BG_OK;
+    static const char *const ext[2] = {".gz", ""};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, len, "%s/%s%s", dir, name, ext[i]);
+        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+            return bg_errorf(BG_ERR_INVALID, "%s: is a directory, not an IDX file", path);
+        if (stat(path, &sb) == 0) return BG_OK;
+        /* Only a missing file means "not installed"; anything else is its own cause. */
+        if (errno != ENOENT)
+            return bg_errorf(BG_ERR_IO, "%s: %s", path, strerror(errno));
+    }
     return bg_errorf(BG_ERR_IO,
                      "fashion-mnist: %s/%s.gz not found (install Debian's dataset-fashion-mnist "
                      "or pass fashion-mnist:DIR)",
@@ -159,8 +197,8 @@ static bg_status_t idx_load_split(const char *dir, const char *prefix, idx_split
     if ((st = idx_find(dir, name, ipath, sizeof(ipath))) != BG_OK) return st;
     snprintf(name, sizeof(name), "%s-labels-idx1-ubyte", prefix);
     if ((st = idx_find(dir, name, lpath, sizeof(lpath))) != BG_OK) return st;
-    if ((st = read_gz(ipath, &ibuf, &ilen)) != BG_OK) return st;
-    if ((st = read_gz(lpath, &lbuf, &llen)) != BG_OK) goto err_free;
+    if ((st = read_gz(ipath, 3, &ibuf, &ilen)) != BG_OK) return st;
+    if ((st = read_gz(lpath, 1, &lbuf, &llen)) != BG_OK) goto err_free;
     if ((st = idx_parse(ipath, ibuf, ilen, 3, idims, &idata)) != BG_OK) goto err_free;
     if ((st = idx_parse(lpath, lbuf, llen, 1, ldims, &ldata)) != BG_OK) goto err_free;
     if (idims[0] != ldims[0]) {

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/checked.h"
 #include "base/rng.h"
 #include "engine/data_impl.h"
 
@@ -77,6 +78,28 @@ static bg_status_t synth_row(const void *p, bg_split_t split, int64_t sample, vo
     return BG_OK;
 }
 
+/*
+ * Every draw is counted by its element block: sample * blocks_per_row + b
+ * for pixels, label * blocks_per_row + b for prototypes, and labels live in
+ * the counter space's high half. Sizes whose counters would pass 2^62 (or
+ * whose row would not fit in memory) are refused here rather than wrapping.
+ */
+static bg_status_t synth_check_counters(const char *spec, const synth_impl_t *m)
+{
+    const int64_t lim = (int64_t)1 << 62;
+    int64_t bpr = m->dim / 4 + 1, x;
+    bool ok = m->dim <= lim / (int64_t)sizeof(float) && m->n[0] < lim && m->n[1] < lim;
+    if (ok && !m->tokens)
+        ok = bg_mul_i64(m->n[0] > m->n[1] ? m->n[0] : m->n[1], bpr, &x) && x < lim &&
+             bg_mul_i64(m->classes, bpr, &x) && x < lim;
+    if (!ok)
+        return bg_errorf(BG_ERR_INVALID,
+                         "data spec 'synthetic%s': n=%" PRId64 ", eval=%" PRId64 ", dim=%" PRId64
+                         " too large (samples x dim and dim x 4 bytes must stay below 2^62)",
+                         spec, m->n[0], m->n[1], m->dim);
+    return BG_OK;
+}
+
 /* Parse ",k=v,k=v" into the fields of m; `kind` chooses defaults first. */
 static bg_status_t synth_parse(const char *spec, synth_impl_t *m)
 {
@@ -122,8 +145,8 @@ static bg_status_t synth_parse(const char *spec, synth_impl_t *m)
     if (m->dim < 1 || m->classes < 1 || m->vocab < 1 || m->vocab > INT32_MAX ||
         m->classes > INT32_MAX)
         return bg_errorf(BG_ERR_INVALID, "data spec 'synthetic%s': dim, classes and vocab must be "
-                         ">= 1", spec);
-    return BG_OK;
+                         ">= 1 (classes and vocab at most %d)", spec, INT32_MAX);
+    return synth_check_counters(spec, m);
 }
 
 static void synth_destroy(void *p)

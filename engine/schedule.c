@@ -10,8 +10,12 @@
 
 #include <stdlib.h>
 
-#include "base/grow.h"
 #include <string.h>
+
+#include "base/grow.h"
+
+/* Actions a schedule may hold (about 0.8 GB of action lists); see docs/engine.md. */
+#define BG_SCHED_MAX_ACTIONS (1 << 25)
 
 /* ------------------------------------------------------------------ actions */
 
@@ -79,6 +83,14 @@ bg_status_t bg_sched_create(int p, int m, int v, const int *chunk_rank, bg_sched
                          m, v);
     if (m >= BG_SCHED_MAX_MB || (long)p * v >= BG_SCHED_MAX_CHUNKS)
         return bg_errorf(BG_ERR_INVALID, "schedule: m=%d or p*v=%ld too large", m, (long)p * v);
+    /* Each (micro-batch, chunk) costs at most 8 actions (F, B, W and four
+     * transfers, plus a share of the per-chunk ones); refuse before any
+     * allocation rather than run the machine out of memory. */
+    if ((double)p * v * m * 8 > (double)BG_SCHED_MAX_ACTIONS)
+        return bg_errorf(BG_ERR_INVALID,
+                         "schedule: %d ranks x %d chunks x %d micro-batches would need about "
+                         "%.3g actions, more than the %d a schedule may hold",
+                         p, v, m, (double)p * v * m * 8, BG_SCHED_MAX_ACTIONS);
     int n = p * v;
     if (chunk_rank) {
         for (int c = 0; c < n; c++)
@@ -247,52 +259,130 @@ bg_status_t bg_sched_set(bg_sched_t *s, int rank, size_t index, bg_action_t a)
 
 /* --------------------------------------------------------------- transfers */
 
-/* Index of B or BW of (mb, chunk) on rank, or -1. */
-static long find_backward(const bg_sched_t *s, int rank, int mb, int chunk)
+/*
+ * Where one edge's transfers go on one rank, found in a single pass: for
+ * every micro-batch the index of F(mb, fchunk) and of its backward (B, or
+ * BW when there is no B) of bchunk, -1 when absent. The first occurrence
+ * wins, as a search from the front would find.
+ */
+typedef struct {
+    long *blk;   /* one block: BW indices [m], then f, then b */
+    long *f, *b; /* [m] each */
+} anchors_t;
+
+static bg_status_t find_anchors(const bg_sched_t *s, int rank, int fchunk, int bchunk,
+                                anchors_t *an)
 {
-    long i = bg_sched_find_(s, rank, BG_ACT_B, mb, chunk);
-    return i >= 0 ? i : bg_sched_find_(s, rank, BG_ACT_BW, mb, chunk);
+    const bg_sched_list_t *l = &s->lists[rank];
+    long *bw = malloc(3 * (size_t)s->m * sizeof(long));
+    if (!bw) return bg_errorf(BG_ERR_NOMEM, "schedule: out of memory for rank %d", rank);
+    an->blk = bw, an->f = bw + s->m, an->b = bw + 2 * (size_t)s->m;
+    for (int mb = 0; mb < s->m; mb++) an->f[mb] = an->b[mb] = bw[mb] = -1;
+    for (size_t i = 0; i < l->len; i++) {
+        const bg_action_t *a = &l->a[i];
+        if (a->mb < 0 || a->mb >= s->m) continue;
+        long *slot = a->kind == BG_ACT_F && a->chunk == fchunk   ? &an->f[a->mb]
+                     : a->kind == BG_ACT_B && a->chunk == bchunk  ? &an->b[a->mb]
+                     : a->kind == BG_ACT_BW && a->chunk == bchunk ? &bw[a->mb]
+                                                                  : NULL;
+        if (slot && *slot < 0) *slot = (long)i;
+    }
+    for (int mb = 0; mb < s->m; mb++)
+        if (an->b[mb] < 0) an->b[mb] = bw[mb];
+    return BG_OK;
 }
 
-/* Insert `a` next to the action (kind/mb/chunk) on rank: after it when
- * `after`, else before it. Fails if that action is absent. */
-static bg_status_t insert_next_to(bg_sched_t *s, int rank, long at, int after, bg_action_t a,
-                                  const char *what, int mb, int chunk)
+/* One rank's side of an edge: per micro-batch, one action before or after
+ * the F anchor and (with gradients) one before or after the B anchor. */
+typedef struct {
+    int rank;
+    anchors_t an;
+    int f_after, b_after; /* insert after (1) or before (0) the anchor */
+    bg_act_kind_t f_kind, b_kind;
+    int peer;
+} side_t;
+
+/* Rebuild side->rank's list with the side's transfers in place: O(len + m). */
+static bg_status_t splice_side(bg_sched_t *s, const side_t *sd, bg_sched_edge_t e)
 {
-    if (at < 0)
+    bg_sched_list_t *l = &s->lists[sd->rank];
+    size_t add = (size_t)s->m * (e.grad ? 2 : 1), n = 0;
+    /* at[i]: which transfers sit next to action i (bit 0 F-before, 1 F-after,
+     * 2 B-before, 3 B-after) and for which micro-batch. */
+    unsigned char *at = calloc(l->len + 1, 1);
+    int *atmb = calloc(l->len + 1, sizeof(int));
+    bg_action_t *out = malloc((l->len + add) * sizeof(*out));
+    bg_status_t st = BG_OK;
+    if (!at || !atmb || !out) {
+        st = bg_errorf(BG_ERR_NOMEM, "schedule: out of memory for rank %d", sd->rank);
+        goto err_free;
+    }
+    for (int mb = 0; mb < s->m; mb++) {
+        at[sd->an.f[mb]] |= sd->f_after ? 2 : 1, atmb[sd->an.f[mb]] = mb;
+        if (e.grad) at[sd->an.b[mb]] |= sd->b_after ? 8 : 4, atmb[sd->an.b[mb]] = mb;
+    }
+    for (size_t i = 0; i < l->len; i++) {
+        int mb = atmb[i];
+        if (at[i] & 1) out[n++] = bg_action_transfer(sd->f_kind, mb, e.src, e.dst, sd->peer);
+        if (at[i] & 4) out[n++] = bg_action_transfer(sd->b_kind, mb, e.dst, e.src, sd->peer);
+        out[n++] = l->a[i];
+        if (at[i] & 2) out[n++] = bg_action_transfer(sd->f_kind, mb, e.src, e.dst, sd->peer);
+        if (at[i] & 8) out[n++] = bg_action_transfer(sd->b_kind, mb, e.dst, e.src, sd->peer);
+    }
+    free(l->a);
+    l->a = out, l->len = l->cap = n;
+    out = NULL;
+err_free:
+    free(out);
+    free(atmb);
+    free(at);
+    return st;
+}
+
+/* The first missing anchor in the order a micro-batch-by-micro-batch
+ * insertion would meet it, as BG_ERR_INVALID; BG_OK when none is missing. */
+static bg_status_t check_anchors(const bg_sched_t *s, const side_t *src, const side_t *dst,
+                                 bg_sched_edge_t e)
+{
+    for (int mb = 0; mb < s->m; mb++) {
+        const side_t *miss = src->an.f[mb] < 0                ? src
+                             : dst->an.f[mb] < 0              ? dst
+                             : e.grad && dst->an.b[mb] < 0    ? dst
+                             : e.grad && src->an.b[mb] < 0    ? src
+                                                              : NULL;
+        if (!miss) continue;
+        int f_missing = miss->an.f[mb] < 0;
+        bg_act_kind_t k = f_missing ? miss->f_kind : miss->b_kind;
         return bg_errorf(BG_ERR_INVALID, "schedule: rank %d has no %s(mb=%d, c=%d) to attach %s",
-                         rank, what, mb, chunk, bg_act_kind_name(a.kind));
-    return bg_sched_insert(s, rank, (size_t)at + (after ? 1 : 0), a);
+                         miss->rank, f_missing ? "F" : "B", mb, miss == src ? e.src : e.dst,
+                         bg_act_kind_name(k));
+    }
+    return BG_OK;
 }
 
 /*
  * Insert the transfers of edge e for every micro-batch (see
- * bg_sched_add_transfer). Leaves s partly edited on failure: callers work on
- * a clone.
+ * bg_sched_add_transfer): SEND_ACT after F on the source rank, RECV_ACT
+ * before F on the destination, SEND_GRAD after the destination's backward
+ * and RECV_GRAD before the source's. One pass per rank, so a whole
+ * schedule's transfers cost O(edges x actions), not a search per insert.
+ * Leaves s partly edited on failure: callers work on a clone.
  */
 static bg_status_t insert_edge_transfers(bg_sched_t *s, bg_sched_edge_t e)
 {
     int rs = s->chunk_rank[e.src], rd = s->chunk_rank[e.dst];
-    bg_status_t st = BG_OK;
     if (rs == rd) return BG_OK; /* local handoff */
-    for (int mb = 0; mb < s->m && !st; mb++) {
-        st = insert_next_to(s, rs, bg_sched_find_(s, rs, BG_ACT_F, mb, e.src), 1,
-                            bg_action_transfer(BG_ACT_SEND_ACT, mb, e.src, e.dst, rd), "F", mb,
-                            e.src);
-        if (!st)
-            st = insert_next_to(s, rd, bg_sched_find_(s, rd, BG_ACT_F, mb, e.dst), 0,
-                                bg_action_transfer(BG_ACT_RECV_ACT, mb, e.src, e.dst, rs), "F",
-                                mb, e.dst);
-        if (!e.grad) continue;
-        if (!st)
-            st = insert_next_to(s, rd, find_backward(s, rd, mb, e.dst), 1,
-                                bg_action_transfer(BG_ACT_SEND_GRAD, mb, e.dst, e.src, rs), "B",
-                                mb, e.dst);
-        if (!st)
-            st = insert_next_to(s, rs, find_backward(s, rs, mb, e.src), 0,
-                                bg_action_transfer(BG_ACT_RECV_GRAD, mb, e.dst, e.src, rd), "B",
-                                mb, e.src);
-    }
+    side_t src = {.rank = rs, .f_after = 1, .b_after = 0, .f_kind = BG_ACT_SEND_ACT,
+                  .b_kind = BG_ACT_RECV_GRAD, .peer = rd};
+    side_t dst = {.rank = rd, .f_after = 0, .b_after = 1, .f_kind = BG_ACT_RECV_ACT,
+                  .b_kind = BG_ACT_SEND_GRAD, .peer = rs};
+    bg_status_t st = find_anchors(s, rs, e.src, e.src, &src.an);
+    if (st == BG_OK) st = find_anchors(s, rd, e.dst, e.dst, &dst.an);
+    if (st == BG_OK) st = check_anchors(s, &src, &dst, e);
+    if (st == BG_OK) st = splice_side(s, &src, e);
+    if (st == BG_OK) st = splice_side(s, &dst, e);
+    free(src.an.blk);
+    free(dst.an.blk);
     return st;
 }
 

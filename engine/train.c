@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/checked.h"
 #include "base/clock.h"
 #include "engine/checkpoint.h"
 #include "engine/data.h"
@@ -58,8 +59,12 @@ static bg_status_t feed(void *ctx, int mb, int input, void *dst, size_t bytes)
     train_t *t = ctx;
     const bg_data_info_t *info = bg_data_info(t->ds);
     int64_t row0 = ((int64_t)t->dp * t->M + mb) * t->mb_rows;
+    /* bg_data_open bounded a whole batch's bytes; checked anyway since the
+     * columns come from the user's data spec. */
+    size_t want = 0;
     if (input == t->target_input) {
-        size_t want = (size_t)(t->mb_rows * info->target_cols) * 4;
+        if (!bg_mul3_size((size_t)t->mb_rows, (size_t)info->target_cols, 4, &want))
+            want = SIZE_MAX;
         if (bytes != want)
             return bg_errorf(BG_ERR_INVALID,
                              "targets input '%s' holds %zu bytes per micro-batch "
@@ -67,7 +72,9 @@ static bg_status_t feed(void *ctx, int mb, int input, void *dst, size_t bytes)
                              bg_graph_input(t->g, input)->name, bytes, want);
         return bg_data_fetch(t->ds, t->split, t->data_step, row0, t->mb_rows, NULL, dst);
     }
-    size_t want = (size_t)(t->mb_rows * info->input_cols) * bg_dtype_size(info->input_dtype);
+    if (!bg_mul3_size((size_t)t->mb_rows, (size_t)info->input_cols,
+                      bg_dtype_size(info->input_dtype), &want))
+        want = SIZE_MAX;
     if (bytes != want)
         return bg_errorf(BG_ERR_INVALID,
                          "input '%s' holds %zu bytes per micro-batch but the "
@@ -165,46 +172,15 @@ static bg_status_t setup_layout(train_t *t)
 static bg_status_t setup_data(train_t *t)
 {
     const bg_train_conf_t *c = t->c;
-    /* Which graph input gets targets: the one the loss reads as its second input. */
-    t->target_input = -1;
-    const bg_graph_layer_t *loss = bg_graph_layer(t->g, bg_graph_loss_layer(t->g));
-    const bg_graph_tensor_t *tt = bg_graph_tensor(t->g, loss->in[1]);
-    if (tt->producer < 0)
-        t->target_input = tt->input;
-    int n_feature_inputs = 0, feature = -1;
-    for (int i = 0; i < bg_graph_n_inputs(t->g); i++)
-        if (i != t->target_input)
-            n_feature_inputs++, feature = i;
-    if (n_feature_inputs > 1)
-        return bg_errorf(BG_ERR_INVALID,
-                         "%s: the data readers feed one input and the targets; "
-                         "this model has %d other inputs",
-                         c->model, n_feature_inputs);
-    bg_data_opts_t o;
-    bg_data_opts_default(&o);
-    o.batch = c->batch;
-    o.seed = c->seed;
-    const char *spec = c->data;
-    if (feature >= 0) {
-        const bg_shape_t *s = &bg_graph_input(t->g, feature)->shape;
-        if (s->dtype == BG_I32) {
-            o.seq_len = s->ndim > 1 ? s->d[1] : 1;
-            /* The vocabulary bound comes from the embedding that reads the ids. */
-            for (int l = 0; l < bg_graph_n_layers(t->g); l++) {
-                const bg_graph_layer_t *gl = bg_graph_layer(t->g, l);
-                if (gl->in[0] == bg_graph_input(t->g, feature)->tensor &&
-                    !strcmp(gl->spec.kind->name, "embedding"))
-                    o.vocab = bg_attrs_int(&gl->spec.attrs, "vocab", 0);
-            }
-            if (!spec)
-                spec = "synthetic:tokens";
-        } else if (!spec) {
-            spec = s->ndim == 2 && s->d[1] == 784 ? "fashion-mnist" : "synthetic:images";
-        }
-    }
-    if (!spec)
-        spec = "synthetic";
-    bg_status_t st = bg_data_open(spec, &o, &t->ds);
+    bg_train_data_plan_t dp;
+    bg_status_t st = bg_train_data_plan_(c, t->g, &dp);
+    if (st != BG_OK)
+        return st;
+    t->target_input = dp.target_input;
+    st = bg_data_open(dp.spec, &dp.o, &t->ds);
+    if (st == BG_OK)
+        st = bg_train_data_fits_(c, t->g, &dp, t->ds);
+    bg_train_data_plan_free_(&dp);
     if (st != BG_OK)
         return st;
     const bg_data_info_t *info = bg_data_info(t->ds);
@@ -354,8 +330,42 @@ static bg_status_t save_checkpoint(train_t *t, int64_t step)
     return st;
 }
 
+/* Index of the first element of x[n] that is NaN or infinite (or, with
+ * `nonneg`, negative), or -1 when every one is valid. */
+static int64_t first_invalid(const float *x, int64_t n, bool nonneg)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i]) || (nonneg && x[i] < 0))
+            return i;
+    return -1;
+}
+
+/* BG_ERR_INVALID naming `file` and `name` when x[n] holds a value no
+ * training state can have: NaN/Inf anywhere, a negative second moment. */
+static bg_status_t check_loaded(const char *file, const char *name, const float *x, int64_t n,
+                                bool nonneg)
+{
+    int64_t i = first_invalid(x, n, nonneg);
+    if (i < 0)
+        return BG_OK;
+    return bg_errorf(BG_ERR_INVALID,
+                     "%s: tensor '%s' holds %g at element %lld (%s); refusing to load it", file,
+                     name, (double)x[i], (long long)i,
+                     isfinite(x[i]) ? "a second moment cannot be negative"
+                                    : "not finite, or too large for f32");
+}
+
+/* The file of checkpoint `ck` (or `f`) that holds `name`, for messages. */
+static const char *holder(const bg_ckpt_t *ck, const bg_st_file_t *f, const char *name)
+{
+    if (ck)
+        bg_ckpt_find(ck, name, &f);
+    return f ? bg_st_path(f) : "checkpoint";
+}
+
 /* Load every parameter this rank holds by name (and optimizer state when
- * `with_state`); names missing from the file are an error listing the first. */
+ * `with_state`); names missing from the file are an error listing the first,
+ * and so are values training cannot start from (check_loaded). */
 static bg_status_t load_params(train_t *t, bg_ckpt_t *ck, bg_st_file_t *f, bool with_state)
 {
     int ns = bg_optim_state_count(t->c->optim.kind);
@@ -365,21 +375,66 @@ static bg_status_t load_params(train_t *t, bg_ckpt_t *ck, bg_st_file_t *f, bool 
         bg_status_t st =
             ck ? bg_ckpt_read_f32(ck, v.name, v.shape->ndim, v.shape->d, v.numel, v.master)
                : bg_st_read_f32(f, v.name, v.shape->ndim, v.shape->d, v.numel, v.master);
+        if (st == BG_OK)
+            st = check_loaded(holder(ck, f, v.name), v.name, v.master, v.numel, false);
         if (st != BG_OK)
             return st;
         for (int s = 0; with_state && s < ns; s++) {
             char key[BG_NAME_MAX + 16];
-            snprintf(key, sizeof(key), "%s%s", v.name, state_suffix(t->c->optim.kind, s));
+            const char *suffix = state_suffix(t->c->optim.kind, s);
+            snprintf(key, sizeof(key), "%s%s", v.name, suffix);
             if (!bg_ckpt_find(ck, key, NULL))
                 return bg_errorf(BG_ERR_INVALID,
                                  "checkpoint has no optimizer state '%s' (saved "
                                  "with another optimizer?)",
                                  key);
-            if ((st = bg_ckpt_read_f32(ck, key, v.shape->ndim, v.shape->d, v.numel, v.state[s])))
+            if ((st = bg_ckpt_read_f32(ck, key, v.shape->ndim, v.shape->d, v.numel, v.state[s])) ||
+                (st = check_loaded(holder(ck, NULL, key), key, v.state[s], v.numel,
+                                   !strcmp(suffix, BG_CKPT_ADAM_V))))
                 return st;
         }
     }
     return bg_rt_params_upload(t->rt);
+}
+
+/*
+ * The checkpoint's three records of where training stands -- the manifest's
+ * step, every stage file's optimizer step and its data state -- must agree,
+ * the data state must reproduce this run's order, and the run must not end
+ * before the checkpoint's step (that would train nothing and look done).
+ */
+static bg_status_t check_resume_step(train_t *t, const char *step_path, const bg_ckpt_t *ck)
+{
+    int64_t step = bg_ckpt_manifest(ck)->step;
+    for (int i = 0; i < bg_ckpt_file_count(ck); i++) {
+        const bg_st_file_t *f = bg_ckpt_file(ck, i);
+        const char *v = bg_st_meta(f, "step");
+        char *end = NULL;
+        long long fs = v ? strtoll(v, &end, 10) : -1;
+        if (!v || *end || fs != step)
+            return bg_errorf(BG_ERR_INVALID,
+                             "%s: optimizer step '%s' disagrees with the manifest's step %lld "
+                             "(corrupt or edited checkpoint)",
+                             bg_st_path(f), v ? v : "(missing)", (long long)step);
+    }
+    const char *ds = bg_ckpt_meta(ck, "data_state");
+    bg_data_state_t state;
+    if (!ds)
+        return bg_errorf(BG_ERR_INVALID, "%s: no data_state in the checkpoint", step_path);
+    bg_status_t st = bg_data_state_parse(ds, &state);
+    if (st == BG_OK && state.step != step)
+        st = bg_errorf(BG_ERR_INVALID,
+                       "%s: data state is at step %lld but the manifest says step %lld "
+                       "(corrupt or edited checkpoint)",
+                       step_path, (long long)state.step, (long long)step);
+    if (st == BG_OK)
+        st = bg_data_state_check(t->ds, &state);
+    if (st == BG_OK && t->steps < step)
+        st = bg_errorf(BG_ERR_INVALID,
+                       "%s is at step %lld, past this run's last step %lld: ask for more "
+                       "steps (--steps or --epochs), or start afresh without --resume",
+                       step_path, (long long)step, (long long)t->steps);
+    return st;
 }
 
 static bg_status_t maybe_resume(train_t *t)
@@ -409,19 +464,11 @@ static bg_status_t maybe_resume(train_t *t)
     st = bg_ckpt_open(step_path, &ck);
     if (st == BG_OK)
         st = load_params(t, ck, NULL, true);
+    if (st == BG_OK)
+        st = check_resume_step(t, step_path, ck);
     if (st == BG_OK) {
-        const char *ds = bg_ckpt_meta(ck, "data_state");
-        bg_data_state_t state;
-        if (!ds)
-            st = bg_errorf(BG_ERR_INVALID, "%s: no data_state in the checkpoint", step_path);
-        if (st == BG_OK)
-            st = bg_data_state_parse(ds, &state);
-        if (st == BG_OK)
-            st = bg_data_state_check(t->ds, &state);
-        if (st == BG_OK) {
-            t->start_step = bg_ckpt_manifest(ck)->step;
-            t->resumed = true;
-        }
+        t->start_step = bg_ckpt_manifest(ck)->step;
+        t->resumed = true;
     }
     if (st == BG_OK && t->rank == 0)
         printf("resumed from %s (step %lld, written by %d stages x %d dp)\n", step_path,
@@ -440,6 +487,29 @@ static int64_t eval_batches(const train_t *t)
     if (t->c->eval_batches > 0 && t->c->eval_batches < nb)
         nb = t->c->eval_batches;
     return nb;
+}
+
+/*
+ * Data without a single held-out batch: an error when the user asked for
+ * evaluation (--eval-every, --eval-batches), else a notice that the end-of-
+ * run evaluation is skipped. Evaluation-only runs check in eval_only.
+ */
+static bg_status_t check_eval(train_t *t)
+{
+    const bg_data_info_t *info = bg_data_info(t->ds);
+    if (t->c->eval_only || eval_batches(t) > 0)
+        return BG_OK;
+    if (t->c->eval_every > 0 || t->c->eval_batches > 0)
+        return bg_errorf(BG_ERR_INVALID,
+                         "--eval-%s: data %s has no held-out batch to evaluate (%lld held-out "
+                         "samples, batch %d)",
+                         t->c->eval_every > 0 ? "every" : "batches", info->name,
+                         (long long)info->n_eval, t->c->batch);
+    if (t->rank == 0)
+        printf("note: data %s has no held-out batch (%lld held-out samples, batch %d): "
+               "evaluation skipped\n",
+               info->name, (long long)info->n_eval, t->c->batch);
+    return BG_OK;
 }
 
 /* One evaluation pass over the held-out split; sums[4]: loss sum, losses,
@@ -497,6 +567,48 @@ static bg_status_t write_trace(train_t *t)
     return st;
 }
 
+/*
+ * After step `step`: a non-finite loss or gradient norm on any rank stops
+ * every rank at the same step, before anything is logged or saved from that
+ * state. The loss and norm cover every parameter (NaN propagates), so the
+ * parameters are scanned only then, to name the first non-finite tensor.
+ */
+static bg_status_t check_finite_step(train_t *t, int64_t step, const bg_rt_stats_t *s)
+{
+    char what[BG_NAME_MAX + 96] = "";
+    if (s->loss_count > 0 && !isfinite(s->loss_sum))
+        snprintf(what, sizeof(what), "the loss is %g", s->loss_sum);
+    else if (!isfinite(s->grad_norm))
+        snprintf(what, sizeof(what), "the gradient norm is %g", s->grad_norm);
+    for (int i = 0; *what && i < bg_rt_param_count(t->rt); i++) {
+        bg_rt_param_view_t v;
+        bg_rt_param_get(t->rt, i, &v);
+        int64_t at = first_invalid(v.master, v.numel, false);
+        size_t n = strlen(what);
+        if (at < 0)
+            continue;
+        snprintf(what + n, sizeof(what) - n, "; first non-finite tensor here: '%s' (element %lld)",
+                 v.name, (long long)at);
+        break;
+    }
+    /* bad[0]: ranks that found one; bad[1]: sum of their (rank + 1). */
+    float bad[2] = {*what ? 1.0f : 0.0f, *what ? (float)(t->rank + 1) : 0.0f};
+    bg_status_t st = world_sum(t, bad, 2);
+    if (st != BG_OK || bad[0] == 0)
+        return st;
+    if (*what)
+        return bg_errorf(BG_ERR_CANCELED,
+                         "rank %d (stage %d, dp %d): non-finite value at step %lld: %s; "
+                         "stopped without saving a checkpoint from this state",
+                         t->rank, t->stage, t->dp, (long long)step + 1, what);
+    if (bad[0] == 1)
+        return bg_errorf(BG_ERR_CANCELED,
+                         "rank %d: stopped at step %lld: rank %d found a non-finite value", t->rank,
+                         (long long)step + 1, (int)bad[1] - 1);
+    return bg_errorf(BG_ERR_CANCELED, "rank %d: stopped at step %lld: %d ranks found non-finite "
+                     "values", t->rank, (long long)step + 1, (int)bad[0]);
+}
+
 static bg_status_t train_loop(train_t *t)
 {
     const bg_train_conf_t *c = t->c;
@@ -510,6 +622,8 @@ static bg_status_t train_loop(train_t *t)
         t->split = BG_SPLIT_TRAIN;
         t->data_step = step;
         bg_status_t st = bg_rt_step(t->rt, step, feed, t, &s);
+        if (st == BG_OK)
+            st = check_finite_step(t, step, &s);
         if (st != BG_OK)
             return st;
         done++;
@@ -536,10 +650,11 @@ static bg_status_t train_loop(train_t *t)
                 return st;
     }
     double acc = NAN;
-    bg_status_t st = evaluate(t, t->steps, &acc);
+    bool have_eval = eval_batches(t) > 0; /* else check_eval printed why not */
+    bg_status_t st = have_eval ? evaluate(t, t->steps, &acc) : BG_OK;
     if (t->rank == 0)
         bg_train_bar_end_(t);
-    if (st == BG_OK && t->rank == 0 && bg_data_info(t->ds)->kind == BG_DATA_IMAGES)
+    if (st == BG_OK && have_eval && t->rank == 0 && bg_data_info(t->ds)->kind == BG_DATA_IMAGES)
         printf("final test accuracy: %.2f%%\n", 100.0 * acc);
     if (st == BG_OK && c->trace)
         st = write_trace(t);
@@ -574,8 +689,9 @@ static bg_status_t join(train_t *t)
     t->world = tc.boot.world_size;
     t->rank = tc.boot.rank;
     if (t->world != c->stages * c->dp)
-        return bg_errorf(BG_ERR_INVALID, "the job has %d ranks but --stages %d x --dp %d needs %d",
-                         t->world, c->stages, c->dp, c->stages * c->dp);
+        return bg_errorf(BG_ERR_INVALID,
+                         "rank %d of %d: the job has %d ranks but --stages %d x --dp %d needs %d",
+                         t->rank, t->world, t->world, c->stages, c->dp, c->stages * c->dp);
     t->stage = t->rank % c->stages;
     t->dp = t->rank / c->stages;
     if (t->world == 1)
@@ -612,10 +728,15 @@ bg_status_t bg_train_run(const bg_train_conf_t *c)
     t.c = c;
     t.tty = getenv("BRIGADE_TTY") && !strcmp(getenv("BRIGADE_TTY"), "1");
     bg_status_t st = join(&t);
+    bool placed = st == BG_OK; /* stage and dp mean something only after join */
     if (st == BG_OK)
         st = setup_layout(&t);
     if (st == BG_OK)
         st = setup_data(&t);
+    if (st == BG_OK)
+        st = check_eval(&t);
+    if (st == BG_OK)
+        st = bg_train_check_outputs(c);
     if (st == BG_OK)
         st = bind_rank(&t);
     if (st == BG_OK)
@@ -630,8 +751,10 @@ bg_status_t bg_train_run(const bg_train_conf_t *c)
         st = c->eval_only ? eval_only(&t) : train_loop(&t);
     bg_train_bar_end_(&t); /* errors follow on a line of their own */
     fflush(stdout);
-    if (st != BG_OK && !strstr(bg_last_error(), "rank "))
+    if (st != BG_OK && !strstr(bg_last_error(), "rank ") && placed)
         bg_error_prefix(st, "rank %d (stage %d, dp %d): ", t.rank, t.stage, t.dp);
+    else if (st != BG_OK && !strstr(bg_last_error(), "rank "))
+        bg_error_prefix(st, "rank %d of %d: ", t.rank, t.world);
     /* Leaving the job may fail too (peers gone); the first cause is the one to report. */
     char first[1024];
     snprintf(first, sizeof(first), "%s", bg_last_error());

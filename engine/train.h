@@ -44,6 +44,28 @@ typedef struct bg_train_conf {
 
 void bg_train_conf_default(bg_train_conf_t *c);
 
+/* Bytes every rank process needs besides model and data (libraries,
+ * transport buffers, allocator slack): a measured floor for estimates. */
+#define BG_TRAIN_RANK_OVERHEAD ((int64_t)40 << 20)
+
+/*
+ * BG_ERR_INVALID naming the option and path when --metrics, --trace or
+ * --checkpoint-dir could not be written (a directory where a file goes, a
+ * file where a directory goes, no permission). Writes nothing.
+ */
+bg_status_t bg_train_check_outputs(const bg_train_conf_t *c);
+
+/*
+ * Everything a launcher can check before starting ranks: the batch split,
+ * the model file, the data spec and whether the data fits the model's
+ * inputs (with a hint), and the outputs (bg_train_check_outputs). `chunks`
+ * is the resolved chunks per rank. On success *rank_bytes (if non-NULL) is
+ * an estimate of one rank's memory: parameters, gradients and optimizer
+ * state of its share, activations in flight, the data reader and
+ * BG_TRAIN_RANK_OVERHEAD. Opens the data (reads IDX files), writes nothing.
+ */
+bg_status_t bg_train_preflight(const bg_train_conf_t *c, int chunks, int64_t *rank_bytes);
+
 /*
  * Run this process's rank of the job described by `c`, joining the others
  * through the transport's bootstrap (environment). Returns BG_OK when the

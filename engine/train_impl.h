@@ -42,6 +42,24 @@ typedef struct train {
     int64_t data_step;
 } train_t;
 
+/* What a model's inputs ask of the data: see engine/train_check.c. */
+typedef struct bg_train_data_plan {
+    int target_input; /* graph input fed with targets; -1 if none */
+    int feature;      /* the other graph input; -1 if none */
+    bg_data_opts_t o; /* batch, seed, sequence length and vocabulary */
+    char *spec;       /* the spec to open (malloc'd): --data, adapted or defaulted */
+} bg_train_data_plan_t;
+
+/* Fill *out for model g and conf c; BG_ERR_INVALID when the model has more
+ * than one non-target input. Free with bg_train_data_plan_free_. */
+bg_status_t bg_train_data_plan_(const bg_train_conf_t *c, const bg_graph_t *g,
+                                bg_train_data_plan_t *out);
+void bg_train_data_plan_free_(bg_train_data_plan_t *dp);
+/* BG_ERR_INVALID with a hint when the opened data does not fit the model's
+ * inputs (images for a token model, column counts). */
+bg_status_t bg_train_data_fits_(const bg_train_conf_t *c, const bg_graph_t *g,
+                                const bg_train_data_plan_t *dp, const bg_data_t *ds);
+
 /* End the progress bar's line, if one is open, so the next line starts
  * clean. Rank 0; cannot fail. */
 void bg_train_bar_end_(train_t *t);

@@ -38,6 +38,16 @@ void bg_train_bar_end_(train_t *t)
     t->bar_open = false;
 }
 
+/* v printed with `fmt` into buf, or "null" when it is not finite: JSON has
+ * no NaN or Infinity, and a metrics file must stay parseable. */
+static const char *jnum(char *buf, size_t len, const char *fmt, double v)
+{
+    if (!isfinite(v))
+        return "null";
+    snprintf(buf, len, fmt, v);
+    return buf;
+}
+
 /* `"run":"<id>",` opening every metrics object of this run. */
 static void metrics_begin(train_t *t)
 {
@@ -54,9 +64,11 @@ void bg_train_log_eval_(train_t *t, int64_t step, double loss, double acc, int64
         printf("eval  step %lld | loss %.4f (%.3f bits/token)\n", (long long)step, loss,
                loss / log(2.0));
     if (t->metrics) {
+        char b1[32], b2[32];
         metrics_begin(t);
-        fprintf(t->metrics, "\"step\":%lld,\"eval_loss\":%.6f,\"eval_accuracy\":%.6f}\n",
-                (long long)step, loss, acc);
+        fprintf(t->metrics, "\"step\":%lld,\"eval_loss\":%s,\"eval_accuracy\":%s}\n",
+                (long long)step, jnum(b1, sizeof(b1), "%.6f", loss),
+                jnum(b2, sizeof(b2), "%.6f", acc));
         fflush(t->metrics);
     }
     fflush(stdout);
@@ -99,13 +111,15 @@ void bg_train_log_step_(train_t *t, int64_t step, const float *sums, int64_t win
     }
     fflush(stdout);
     if (t->metrics) {
+        char b[6][32];
         metrics_begin(t);
         fprintf(t->metrics,
-                "\"step\":%lld,\"loss\":%.6f,\"lr\":%.6g,\"%s\":%.1f,\"step_ms\":%.3f,"
-                "\"bubble\":%.4f,\"grad_norm\":%.6g}\n",
-                (long long)step + 1, loss, s->lr,
-                info->kind == BG_DATA_TOKENS ? "tokens_per_s" : "samples_per_s", rate, step_s * 1e3,
-                bubble, s->grad_norm);
+                "\"step\":%lld,\"loss\":%s,\"lr\":%s,\"%s\":%s,\"step_ms\":%s,"
+                "\"bubble\":%s,\"grad_norm\":%s}\n",
+                (long long)step + 1, jnum(b[0], 32, "%.6f", loss), jnum(b[1], 32, "%.6g", s->lr),
+                info->kind == BG_DATA_TOKENS ? "tokens_per_s" : "samples_per_s",
+                jnum(b[2], 32, "%.1f", rate), jnum(b[3], 32, "%.3f", step_s * 1e3),
+                jnum(b[4], 32, "%.4f", bubble), jnum(b[5], 32, "%.6g", s->grad_norm));
         fflush(t->metrics);
     }
 }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define BG_JSON_MAX_BYTES (256L << 20)
 
@@ -41,6 +42,18 @@ bg_status_t bg_json_load_file(const char *path, cJSON **out)
     if (!f) return bg_errorf(BG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     bg_status_t st;
     char *buf = NULL;
+    struct stat sb;
+    /* fopen succeeds on a directory; its "size" would be nonsense. */
+    if (fstat(fileno(f), &sb) != 0) {
+        st = bg_errorf(BG_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+        goto err_close;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        st = bg_errorf(BG_ERR_INVALID, "%s: %s", path,
+                       S_ISDIR(sb.st_mode) ? "is a directory, not a JSON file"
+                                           : "not a regular file");
+        goto err_close;
+    }
     if (fseek(f, 0, SEEK_END) != 0) {
         st = bg_errorf(BG_ERR_IO, "%s: cannot seek: %s", path, strerror(errno));
         goto err_close;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/checked.h"
 #include "partition/json_util.h"
 
 void bg_plan_file_free(bg_plan_file_t *pf)
@@ -126,7 +127,10 @@ static bg_status_t parse_header(const cJSON *r, const char *what, bg_plan_file_t
     pf->micro_batch = (int)v;
     if ((st = bg_json_get_int(r, "global_batch", what, 1, INT64_C(1) << 50, &pf->global_batch)))
         return st;
-    if (pf->global_batch != (int64_t)pf->micro_batch * pf->cfg.micro_batches * pf->cfg.dp)
+    int64_t mm = 0, gb = -1; /* each factor < 2^24: a file may still make the product wrap */
+    if (!bg_mul_i64(pf->micro_batch, pf->cfg.micro_batches, &mm) || !bg_mul_i64(mm, pf->cfg.dp, &gb))
+        gb = -1;
+    if (pf->global_batch != gb)
         return bg_errorf(BG_ERR_INVALID,
                          "%s: global_batch %lld is not micro_batch_size x micro_batches x dp", what,
                          (long long)pf->global_batch);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "layers/graph.h"
 #include "partition/json_util.h"
 
 bg_status_t bg_profile_alloc(int n, bg_profile_t *out)
@@ -51,6 +52,11 @@ static bg_status_t profile_from_json(const cJSON *root, const char *what, bg_pro
     const cJSON *arr;
     if ((st = bg_json_get_array(root, "layers", what, &arr))) return st;
     int n = cJSON_GetArraySize(arr);
+    /* One entry per graph layer; the bound also keeps the duplicate check's
+     * n^2 name comparisons small for a hostile file. */
+    if (n > BG_GRAPH_MAX_LAYERS)
+        return bg_errorf(BG_ERR_INVALID, "%s: %d layers, more than a graph may have (%d)", what, n,
+                         BG_GRAPH_MAX_LAYERS);
     bg_profile_t p;
     if ((st = bg_profile_alloc(n, &p))) return st;
     if ((st = bg_json_get_str(root, "device", what, p.device, sizeof(p.device)))) goto err_free;

@@ -157,6 +157,9 @@ const bg_opt_t bg_train_launch_opts[] = {
      .help = "run ranks on these hosts over ssh", .off = ARG(hosts), .group = "Launching"},
     {.name = "hostfile", .kind = BG_OPT_PATH, .metavar = "FILE", .help = "one HOST[:N] per line",
      .off = ARG(hostfile)},
+    {.name = "force", .kind = BG_OPT_FLAG,
+     .help = "start local ranks even when their memory estimate exceeds MemAvailable",
+     .off = ARG(force)},
     {0},
 };
 /* clang-format on */
@@ -210,12 +213,34 @@ int bg_train_cli_apply_plan(const bg_cmd_spec_t *cmd, int argc, char **argv, bg_
     bg_plan_file_t pf;
     if (bg_plan_load(c->plan, &pf) != BG_OK)
         return bg_opt_usage_error(cmd, "%s", bg_last_error());
+    /* A flag the plan also fixes must agree with it: silently preferring
+     * either one would run something the user did not ask for. */
+    if (bg_opt_given(argc, argv, "batch") && c->batch != pf.global_batch) {
+        int64_t pb = pf.global_batch;
+        bg_plan_file_free(&pf);
+        return bg_opt_usage_error(cmd,
+                                  "--batch %d disagrees with --plan %s, made for global batch "
+                                  "%lld; drop --batch or make a plan for it",
+                                  c->batch, c->plan, (long long)pb);
+    }
+    if (bg_opt_given(argc, argv, "recompute") && !pf.cfg.recompute) {
+        bg_plan_file_free(&pf);
+        return bg_opt_usage_error(cmd,
+                                  "--recompute disagrees with --plan %s, made without "
+                                  "recomputation; drop --recompute or make a plan with it",
+                                  c->plan);
+    }
+    if (pf.global_batch < 1 || pf.global_batch > (1 << 24)) {
+        bg_plan_file_free(&pf);
+        return bg_opt_usage_error(cmd, "--plan %s: global batch %lld out of range (1..%d)",
+                                  c->plan, (long long)pf.global_batch, 1 << 24);
+    }
     c->stages = pf.cfg.stages;
     c->dp = pf.cfg.dp;
     c->chunks = pf.cfg.chunks;
     c->micro_batches = pf.cfg.micro_batches;
     c->batch = (int)pf.global_batch;
-    c->recompute = c->recompute || pf.cfg.recompute;
+    c->recompute = pf.cfg.recompute;
     snprintf(a->plan_sched, sizeof(a->plan_sched), "%s", bg_sched_kind_name(pf.cfg.schedule));
     c->schedule = a->plan_sched;
     bg_plan_file_free(&pf);
@@ -250,23 +275,59 @@ static bg_status_t check_plan_layers(const char *plan, const bg_graph_t *g)
     return st;
 }
 
+/* MemAvailable of /proc/meminfo in bytes, or -1 when unknown. */
+static int64_t mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    long long kb = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb < 0 ? -1 : (int64_t)kb * 1024;
+}
+
+/*
+ * Local ranks share this host's memory: refuse a job whose estimate
+ * (bg_train_preflight) exceeds what is available, unless --force.
+ */
+static int check_local_memory(const bg_cmd_spec_t *cmd, const bg_train_args_t *a,
+                              int64_t rank_bytes)
+{
+    int64_t avail = mem_available();
+    int nranks = a->c.stages * a->c.dp;
+    double need = (double)rank_bytes * nranks;
+    if (a->hosts || a->hostfile || a->force || avail < 0 || need <= (double)avail)
+        return 0;
+    return bg_opt_usage_error(cmd,
+                              "%d local ranks need about %.1f GiB (%.1f MiB each: parameters, "
+                              "optimizer state, activations, data, process) but %.1f GiB is "
+                              "available; use fewer ranks, --hosts, or --force",
+                              nranks, need / (1 << 30), (double)rank_bytes / (1 << 20),
+                              (double)avail / (1 << 30));
+}
+
 /*
  * Catch bad input before spawning ranks: a malformed model, a batch that
- * does not split, a schedule that cannot be built. Each rank re-checks, but
- * a person should get one message and exit code 2, not S*D of them.
+ * does not split, a schedule that cannot be built, data that does not fit
+ * the model, outputs that cannot be written, more ranks than memory. Each
+ * rank re-checks, but a person should get one message and exit code 2, not
+ * S*D of them.
  */
-static int preflight(const bg_cmd_spec_t *cmd, const bg_train_conf_t *c)
+static int preflight(const bg_cmd_spec_t *cmd, const bg_train_args_t *a)
 {
-    if (c->batch % (c->dp * c->micro_batches))
-        return bg_opt_usage_error(cmd,
-                                  "--batch %d is not divisible by dp (%d) x micro-batches (%d)",
-                                  c->batch, c->dp, c->micro_batches);
+    const bg_train_conf_t *c = &a->c;
     bg_sched_t *s = NULL;
     bg_graph_t *g = NULL;
     int v = 1;
+    int64_t rank_bytes = 0;
     bg_status_t st = bg_sched_resolve(c->schedule, c->stages, c->micro_batches, c->chunks, 0, &s);
     if (st == BG_OK)
         v = bg_sched_chunks_per_rank(s);
+    if (st == BG_OK)
+        st = bg_train_preflight(c, v, &rank_bytes);
     if (st == BG_OK)
         st = bg_graph_parse_file(c->model, c->batch / (c->dp * c->micro_batches), &g);
     if (st == BG_OK && c->plan)
@@ -277,7 +338,9 @@ static int preflight(const bg_cmd_spec_t *cmd, const bg_train_conf_t *c)
                        bg_graph_n_layers(g), c->stages * v, c->stages, v);
     bg_graph_free(g);
     bg_sched_free(s);
-    return st == BG_OK ? 0 : bg_opt_usage_error(cmd, "%s", bg_last_error());
+    if (st != BG_OK)
+        return bg_opt_usage_error(cmd, "%s", bg_last_error());
+    return check_local_memory(cmd, a, rank_bytes);
 }
 
 int bg_train_cli_validate(const bg_cmd_spec_t *cmd, const bg_train_args_t *a)
@@ -292,7 +355,7 @@ int bg_train_cli_validate(const bg_cmd_spec_t *cmd, const bg_train_args_t *a)
         return bg_opt_usage_error(cmd, "cannot read %s: %s", c->model, strerror(errno));
     if (is_worker())
         return 0; /* each rank checks the rest itself */
-    if (preflight(cmd, c) != 0)
+    if (preflight(cmd, a) != 0)
         return 2;
     if (!strcmp(c->device, "cuda") && !bg_backend_available(BG_DEV_CUDA)) {
         bg_backend_t *be = NULL;

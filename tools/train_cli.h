@@ -15,6 +15,7 @@
 typedef struct bg_train_args {
     bg_train_conf_t c;
     const char *hosts, *hostfile;
+    bool force; /* start more local ranks than the memory estimate allows */
     char plan_sched[32]; /* the schedule a --plan names; c.schedule then points here */
 } bg_train_args_t;
 
