@@ -157,6 +157,12 @@ const bg_opt_t bg_train_launch_opts[] = {
      .help = "run ranks on these hosts over ssh", .off = ARG(hosts), .group = "Launching"},
     {.name = "hostfile", .kind = BG_OPT_PATH, .metavar = "FILE", .help = "one HOST[:N] per line",
      .off = ARG(hostfile)},
+    {.name = "heartbeat-timeout", .kind = BG_OPT_DOUBLE, .metavar = "S",
+     .help = "stop the job when a rank sends no heartbeat for S seconds", .def = "10",
+     .off = ARG(c.heartbeat_timeout), .dmin = 0.1, .dmax = 86400},
+    {.name = "hang-timeout", .kind = BG_OPT_DOUBLE, .metavar = "S",
+     .help = "stop the job when a rank finishes no action for S seconds (0: never)",
+     .def = "300", .off = ARG(c.hang_timeout), .dmin = 0, .dmax = 1e7},
     {0},
 };
 /* clang-format on */
@@ -498,6 +504,8 @@ int bg_train_cli_start(const bg_cmd_spec_t *cmd, int argc, char **argv, const bg
     bg_launch_conf_t lc = {
         .nranks = nranks,
         .stages = a->c.stages,
+        .heartbeat_s = a->c.heartbeat_timeout,
+        .hang_s = a->c.hang_timeout,
         .argv = wargv,
         .exe = "/proc/self/exe",
         .tty = isatty(STDOUT_FILENO),

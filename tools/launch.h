@@ -24,6 +24,8 @@ typedef struct bg_launch_conf {
     const char *master_addr; /* address remote ranks use to reach the store */
     const char *remote_exe;  /* the brigade binary's path on remote hosts (same path) */
     int port;                /* store port; 0: any free one */
+    double heartbeat_s;      /* a rank silent this long is stopped and named; <= 0: 10 */
+    double hang_s;           /* a rank without progress this long likewise; <= 0: off */
 } bg_launch_conf_t;
 
 /*

@@ -23,6 +23,27 @@
 
 #define TPH_MAX 16
 
+/* The test job's credentials: a fresh secret in BRIGADE_JOB_SECRET (set once
+ * in this process, so every rank forked later inherits it). */
+static inline const bg_tp_auth_t *tph_auth(void)
+{
+    static bg_tp_auth_t auth;
+    static int have;
+    if (!have) {
+        char secret[72];
+        if (!getenv("BRIGADE_JOB_SECRET")) {
+            if (bg_tp_auth_generate(secret, sizeof(secret)) != BG_OK) abort();
+            setenv("BRIGADE_JOB_SECRET", secret, 1);
+        }
+        if (bg_tp_auth_from_env(&auth) != BG_OK) {
+            fprintf(stderr, "harness: %s\n", bg_last_error());
+            abort();
+        }
+        have = 1;
+    }
+    return &auth;
+}
+
 typedef struct {
     int n;
     pid_t pid[TPH_MAX];
@@ -46,6 +67,7 @@ static inline uint64_t tph_tag(unsigned kind, unsigned index, unsigned sub)
 static inline int tph_spawn(tph_job_t *job, const char *exe, const char *role, int n, int world,
                             int port, int external, const char **extra)
 {
+    tph_auth();
     memset(job, 0, sizeof(*job));
     job->n = n;
     job->start = bg_now_s();
@@ -117,7 +139,7 @@ static inline int tph_run(const char *exe, const char *role, int n, const char *
                           double timeout_s)
 {
     bg_tp_server_t *srv;
-    if (bg_tp_server_create("127.0.0.1", 0, n, &srv) != BG_OK) {
+    if (bg_tp_server_create("127.0.0.1", 0, n, tph_auth(), &srv) != BG_OK) {
         fprintf(stderr, "harness: %s\n", bg_last_error());
         return 1;
     }
