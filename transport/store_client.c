@@ -159,15 +159,16 @@ static int connect_once(const char *addr, int port, int *fd_out, char *err, size
     return 0;
 }
 
-/* Wait for the reply to request `seq`, a failure, or the deadline.
- * Called with st->mu held. 0 = reply, 1 = timeout, 2 = failure. */
+/* Wait for the reply to request `seq`, a failure, or the deadline. With
+ * fail_on_death any fault known, before or during the wait, ends it: a
+ * rank that failed or died will not arrive. Called with st->mu held.
+ * 0 = reply, 1 = timeout, 2 = failure. */
 static int store_wait_reply(bg_tp_store_t *st, double deadline, int fail_on_death)
 {
-    uint64_t gen0 = atomic_load(&st->fail_gen);
     while (!st->have_reply) {
         if (st->lost)
             return 2;
-        if (fail_on_death && atomic_load(&st->fail_gen) != gen0)
+        if (fail_on_death && atomic_load(&st->fail_gen) != 0)
             return 2;
         if (bg_now_s() >= deadline)
             return 1;
