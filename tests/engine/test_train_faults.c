@@ -26,6 +26,7 @@
 #include "ckpt_same.h"
 #include "test_util.h"
 #include "transport/store_wire.h"
+#include "transport/tp_harness.h"
 
 static const char *brigade, *srcdir;
 static char tmp[256], mlp[512], gpt[512];
@@ -214,20 +215,6 @@ static void test_sigstop(void)
 
 /* ---- a stranger at the store's port ---- */
 
-static int raw_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* Everything a stranger without the secret can try: requests without a
  * hello, a hello without proof as rank 1, a made-up job, a random proof,
  * oversized and garbage bytes, a flood of connections. */
@@ -238,26 +225,26 @@ static void hammer(int port)
         junk[i] = (unsigned char)(i * 2654435761u >> 11);
     int fds[40];
     for (int round = 0; round < 3; round++) {
-        int fd = raw_connect(port);
+        int fd = tph_raw_connect(port);
         bg_tp_wire_send(fd, MSG_GET, 1, 0, "bg/tp/addr/0", NULL, 0);
         bg_tp_wire_send(fd, MSG_SET, 2, 0, "bg/tp/addr/1", "evil", 4);
         bg_tp_wire_send(fd, MSG_BARRIER, 3, 0, "bg/tp/fini", NULL, 0);
         bg_tp_wire_send(fd, MSG_HELLO, 4, 1, NULL, hello, sizeof(hello));
         close(fd);
-        fd = raw_connect(port);
+        fd = tph_raw_connect(port);
         bg_tp_wire_send(fd, MSG_AUTH, 1, 0, "some-job", nonce, sizeof(nonce));
         bg_tp_wire_send(fd, MSG_HELLO, 2, 1, NULL, hello, sizeof(hello));
         close(fd);
-        fd = raw_connect(port);
+        fd = tph_raw_connect(port);
         wire_hdr_t h = {htonl(MSG_SET), htonl(1), 0, htonl(4), htonl(1u << 20)};
         send(fd, &h, sizeof(h), MSG_NOSIGNAL);
         send(fd, junk, sizeof(junk), MSG_NOSIGNAL);
         close(fd);
-        fd = raw_connect(port);
+        fd = tph_raw_connect(port);
         send(fd, junk, sizeof(junk), MSG_NOSIGNAL);
         close(fd);
         for (int i = 0; i < 40; i++)
-            fds[i] = raw_connect(port);
+            fds[i] = tph_raw_connect(port);
         usleep(300000);
         for (int i = 0; i < 40; i++)
             if (fds[i] >= 0)

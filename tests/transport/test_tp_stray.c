@@ -24,20 +24,6 @@
 /* The store closes strangers after 2 s; this leaves room for a busy machine. */
 #define AUTH_TIMEOUT_TEST 4.0
 
-static int raw_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* One message within `secs`: 0 with header, key and value (NUL-ended);
  * -1 when the connection closed or nothing came. */
 static int raw_read(int fd, double secs, wire_hdr_t *h, char *key, char *val, size_t cap)
@@ -127,7 +113,7 @@ typedef struct {
 
 static void stray_no_secret(stray_t *x)
 {
-    int fd = raw_connect(x->port);
+    int fd = tph_raw_connect(x->port);
     CHECK(fd >= 0);
     expect_refused(fd, MSG_GET, 1, "secret-key", NULL, "get without hello");
     expect_refused(fd, MSG_SET, 2, "secret-key", "evil", "set without hello");
@@ -145,7 +131,7 @@ static void stray_wrong_secret(stray_t *x)
 {
     bg_tp_auth_t wrong;
     CHECK_OK(bg_tp_auth_from_secret("not the job secret at all", tph_auth()->job, &wrong));
-    int fd = raw_connect(x->port);
+    int fd = tph_raw_connect(x->port);
     unsigned char nc[AUTH_NONCE], rep[AUTH_NONCE + AUTH_MAC], mac[AUTH_MAC], want[AUTH_MAC];
     char why[600] = "";
     bg_tp_auth_nonce(nc);
@@ -173,14 +159,14 @@ static void stray_taken_and_replay(stray_t *x)
 {
     const bg_tp_auth_t *a = tph_auth();
     char why[600] = "";
-    int fd = raw_connect(x->port);
+    int fd = tph_raw_connect(x->port);
     bg_tp_auth_nonce(x->nc);
     CHECK(raw_auth(fd, a->job, x->nc, x->challenge, why, sizeof(why)) == 0);
     bg_tp_auth_client_mac(a, x->challenge, x->nc, 0, 2, x->hello_mac);
     CHECK(raw_hello(fd, 0, 2, x->hello_mac, why, sizeof(why)) == MSG_ERROR);
     CHECK_MSG(strstr(why, "rank 0 connected twice"), "hello as a taken rank: '%s'", why);
     close(fd);
-    fd = raw_connect(x->port);
+    fd = tph_raw_connect(x->port);
     unsigned char rep[AUTH_NONCE + AUTH_MAC];
     CHECK(raw_auth(fd, a->job, x->nc, rep, why, sizeof(why)) == 0);
     CHECK_MSG(memcmp(rep, x->challenge, AUTH_NONCE) != 0, "the server reused its nonce");
@@ -204,12 +190,12 @@ static void stray_other_job(stray_t *x)
 /* Oversized and garbage bytes: answered or closed; nothing else happens. */
 static void stray_garbage(stray_t *x)
 {
-    int fd = raw_connect(x->port);
+    int fd = tph_raw_connect(x->port);
     wire_hdr_t h = {htonl(MSG_SET), htonl(1), 0, htonl(4), htonl(MAX_VAL)};
     CHECK(send(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h));
     CHECK_MSG(raw_closed(fd, 1.0), "an oversized stranger's message left the connection open");
     close(fd);
-    fd = raw_connect(x->port);
+    fd = tph_raw_connect(x->port);
     unsigned char junk[4096];
     for (size_t i = 0; i < sizeof(junk); i++)
         junk[i] = (unsigned char)(i * 2654435761u >> 13);
@@ -217,7 +203,7 @@ static void stray_garbage(stray_t *x)
     CHECK_MSG(raw_closed(fd, AUTH_TIMEOUT_TEST), "garbage left the connection open");
     close(fd);
     /* A stranger that says nothing is turned away too. */
-    fd = raw_connect(x->port);
+    fd = tph_raw_connect(x->port);
     double t0 = bg_now_s();
     CHECK_MSG(raw_closed(fd, AUTH_TIMEOUT_TEST), "an idle stranger was not closed");
     fprintf(stderr, "idle stranger closed after %.2f s\n", bg_now_s() - t0);
@@ -231,7 +217,7 @@ static void stray_flood(stray_t *x, bg_tp_store_t **rank1)
     int fds[48], busy = 0;
     struct pollfd pf[48];
     for (int i = 0; i < 48; i++) {
-        fds[i] = raw_connect(x->port);
+        fds[i] = tph_raw_connect(x->port);
         pf[i] = (struct pollfd){fds[i], POLLIN, 0};
     }
     /* Those turned away are answered at once; the others hear nothing. */
@@ -384,7 +370,7 @@ static void test_liveness(int hang)
         CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 1, 2, tph_auth(), 5, &b));
     } else {
         /* Rank 1 joins by hand and then never heartbeats. */
-        raw = raw_connect(port);
+        raw = tph_raw_connect(port);
         unsigned char nc[AUTH_NONCE], rep[AUTH_NONCE + AUTH_MAC], mac[AUTH_MAC];
         char why[600];
         bg_tp_auth_nonce(nc);

@@ -196,20 +196,6 @@ static void raw_expect(int fd, uint32_t seq, uint32_t want, uint32_t code, const
     CHECK(bg_now_s() - t0 < 1.0);
 }
 
-static int raw_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* The handshake of a raw connection up to its HELLO (request `seq`, as
  * `rank` of `world`): AUTH, the store's CHALLENGE, our proof. */
 static void raw_hello(int fd, uint32_t seq, int rank, int world)
@@ -246,7 +232,7 @@ static void test_store_malformed(void)
     int port = bg_tp_server_port(srv);
     bg_tp_store_t *a = NULL;
     CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 0, 2, tph_auth(), 5, &a));
-    int fd = raw_connect(port);
+    int fd = tph_raw_connect(port);
     CHECK(fd >= 0);
     if (!a || fd < 0)
         return;

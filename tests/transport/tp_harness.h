@@ -10,10 +10,13 @@
 #ifndef BG_TP_HARNESS_H
 #define BG_TP_HARNESS_H
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -51,6 +54,22 @@ typedef struct {
     double end[TPH_MAX]; /* seconds since start when it ended */
     double start;
 } tph_job_t;
+
+/* A plain TCP connection to 127.0.0.1:port, as a stranger would open it;
+ * -1 on failure. */
+static inline int tph_raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
 
 /* A test tag: the transport treats tags as opaque, so any distinct values
  * below BG_TP_TAG_MAX will do; kind/index/sub keep tests readable. */
