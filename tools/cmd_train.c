@@ -477,11 +477,16 @@ static void remote_setup(const hosts_t *h, bg_launch_conf_t *lc, char *exe, size
     bool all_loop = true;
     for (size_t i = 0; i < h->n; i++)
         all_loop &= !strcmp(h->name[i], "127.0.0.1") || !strcmp(h->name[i], "localhost");
-    /* Remote ranks reach the store at this machine's name unless told otherwise. */
+    /* Remote ranks reach the store (which listens there only) at the address
+     * this machine routes to them from, unless told otherwise. */
     const char *ma = getenv("BRIGADE_MASTER_ADDR");
+    size_t first = 0;
+    while (first < h->n && (!strcmp(h->name[first], "127.0.0.1") ||
+                            !strcmp(h->name[first], "localhost")))
+        first++;
     if (ma)
         snprintf(master, master_n, "%s", ma);
-    else if (all_loop || gethostname(master, master_n) != 0)
+    else if (all_loop || bg_launch_route_addr(h->name[first], master, master_n) != 0)
         snprintf(master, master_n, "127.0.0.1");
     lc->hosts = (const char *const *)h->name;
     lc->slots = h->slots;

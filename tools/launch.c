@@ -13,14 +13,18 @@
  */
 #include "tools/launch.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -452,6 +456,26 @@ static int report(const bg_launch_conf_t *c, const rank_proc_t *p, int first_bad
     fprintf(stderr, "brigade: %s died: %s on host %s; all ranks stopped\n", who, how, host);
     /* A rank that refused its input (exit 2) makes the job a usage error. */
     return WIFEXITED(p[first_bad].status) && WEXITSTATUS(p[first_bad].status) == 2 ? 2 : 1;
+}
+
+int bg_launch_route_addr(const char *host, char *out, size_t cap)
+{
+    /* A UDP connect sends nothing; it only asks the kernel for the route. */
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_DGRAM;
+    if (getaddrinfo(host, "9", &hints, &res) != 0)
+        return -1;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in me = {0};
+    socklen_t ml = sizeof(me);
+    int ok = fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0 &&
+             getsockname(fd, (struct sockaddr *)&me, &ml) == 0 &&
+             inet_ntop(AF_INET, &me.sin_addr, out, (socklen_t)cap) != NULL;
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
+    return ok ? 0 : -1;
 }
 
 static void catch_signals(void)

@@ -305,10 +305,16 @@ static void srv_auth(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, cons
         return;
     }
     if (strcmp(key, s->auth.job)) {
+        /* A stranger's bytes go into our log and its reply: printable only. */
+        char job[MAX_KEY_UNAUTH + 1];
+        size_t i = 0;
+        for (; key[i] && i < sizeof(job) - 1; i++)
+            job[i] = key[i] >= 0x20 && key[i] < 0x7f ? key[i] : '?';
+        job[i] = '\0';
         snprintf(msg, sizeof(msg),
                  "this store serves job '%s', not job '%.64s' (two jobs on one port? give each "
                  "its own BRIGADE_MASTER_PORT)",
-                 s->auth.job, key);
+                 s->auth.job, job);
         srv_refuse_handshake(c, h->seq, STORE_E_AUTH, msg);
         return;
     }
