@@ -44,6 +44,7 @@ struct bg_tp_store {
     int port;
     double timeout_s; /* for requests without their own deadline (set) */
     double hb_s;      /* heartbeat interval the store asked for */
+    double last_rx;   /* when the store last said anything */
     int host_rank0;
     pthread_t reader, beater;
     atomic_uint_fast64_t progress;
@@ -77,7 +78,10 @@ static void reader_lost(bg_tp_store_t *st)
  * flight (val is kept as the reply, else freed). mu held. */
 static void reader_deliver(bg_tp_store_t *st, const wire_hdr_t *h, char *val)
 {
-    if (h->type == MSG_DEAD) {
+    st->last_rx = bg_now_s();
+    if (h->type == MSG_PING) {
+        free(val);
+    } else if (h->type == MSG_DEAD) {
         if ((int)h->arg >= 0 && (int)h->arg < st->world && !st->dead[h->arg][0]) {
             snprintf(st->dead[h->arg], sizeof(st->dead[h->arg]), "%s", val[0] ? val : "died");
             atomic_fetch_add(&st->fail_gen, 1);
@@ -350,8 +354,25 @@ static bg_status_t store_handshake(const char *addr, int port, int rank, int wor
     }
 }
 
-/* The heartbeat thread: the progress count every hb_s until closing. It
- * only sends; a broken link is the reader's to report. */
+/* A store hosted by rank 0 that has said nothing for five intervals (the
+ * store's heartbeat timeout): rank 0 is stopped or gone. mu held. */
+static void store_silent(bg_tp_store_t *st)
+{
+    double quiet = bg_now_s() - st->last_rx;
+    if (!st->host_rank0 || st->lost || quiet <= 5 * st->hb_s)
+        return;
+    st->lost = 1;
+    snprintf(st->lost_why, sizeof(st->lost_why),
+             "rank 0, which hosts the rendezvous store at %.64s:%d, is unresponsive: it sent "
+             "nothing for %.1f s (stopped?)",
+             st->addr, st->port, quiet);
+    atomic_fetch_add(&st->fail_gen, 1);
+    pthread_cond_broadcast(&st->cv);
+}
+
+/* The heartbeat thread: the progress count every hb_s until closing, and
+ * the check that a store hosted by rank 0 still speaks. It only sends; a
+ * broken link is the reader's to report. */
 static void *store_beater(void *arg)
 {
     bg_tp_store_t *st = arg;
@@ -361,6 +382,7 @@ static void *store_beater(void *arg)
         double next = bg_now_s() + st->hb_s;
         while (!st->closing && bg_now_s() < next)
             bg_tp_cond_wait(&st->cv, &st->mu, next, st->hb_s);
+        store_silent(st);
         if (st->closing || st->lost)
             continue;
         uint64_t p = atomic_load(&st->progress);
@@ -399,6 +421,7 @@ bg_status_t bg_tp_store_connect(const char *addr, int port, int rank, int world_
     st->port = port;
     st->timeout_s = timeout_s;
     st->hb_s = (hb_ms ? hb_ms : 1000) / 1000.0;
+    st->last_rx = bg_now_s();
     snprintf(st->addr, sizeof(st->addr), "%s", addr);
     st->seq = 1;
     pthread_mutex_init(&st->mu, NULL);

@@ -119,6 +119,7 @@ struct bg_tp_server {
     srv_rank_t *ranks;
     srv_conn_t *conns;
     int n_unauth;
+    double last_ping; /* when the ranks last heard from us */
     kv_t *kvs;
     size_t used;  /* key + value bytes held in kvs */
     size_t nkeys; /* entries in kvs */
@@ -746,6 +747,18 @@ static void srv_expire_strangers(bg_tp_server_t *s, double now)
         }
 }
 
+/* Every heartbeat interval, a word to every rank: a client whose store is
+ * hosted by rank 0 learns from the silence that rank 0 stopped. */
+static void srv_ping(bg_tp_server_t *s, double now)
+{
+    if (now - s->last_ping < srv_hb_ms(s) / 1000.0)
+        return;
+    s->last_ping = now;
+    for (srv_conn_t *c = s->conns; c; c = c->next)
+        if (c->fd >= 0 && c->state == CONN_RANK)
+            bg_tp_wire_send(c->fd, MSG_PING, 0, 0, NULL, NULL, 0);
+}
+
 /* Close rank r's connection (it was declared faulty while connected). */
 static void srv_drop_rank(bg_tp_server_t *s, int r)
 {
@@ -836,6 +849,7 @@ static void srv_poll_once(bg_tp_server_t *s)
     double now = bg_now_s();
     srv_expire_strangers(s, now);
     srv_watch(s, now);
+    srv_ping(s, now);
     srv_reap(s);
 }
 

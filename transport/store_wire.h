@@ -42,6 +42,7 @@ enum {
     MSG_CHALLENGE, /* s->c key=the store's job id, value=server nonce | server MAC */
     MSG_FAIL,      /* c->s arg=-bg_status_t, value=the rank's error; no reply */
     MSG_HEARTBEAT, /* c->s value=u64 progress count; no reply */
+    MSG_PING,      /* s->c at the heartbeat interval: the store is alive */
 };
 
 /* Error classes of MSG_ERROR; the client maps them to bg_status_t. AUTH:

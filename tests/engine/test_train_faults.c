@@ -286,7 +286,10 @@ static void test_stranger(void)
 
 /* ---- two jobs, one port ---- */
 
-static pid_t start_worker(const char *log, int rank, const char *port, const char *secret)
+/* Rank `rank` of a 2-rank worker-mode job (rank 0 hosts the store) of
+ * `steps` steps, with --heartbeat-timeout `hb`. */
+static pid_t start_worker(const char *log, int rank, const char *port, const char *secret,
+                          const char *steps, const char *hb)
 {
     fflush(stdout);
     pid_t pid = fork();
@@ -302,14 +305,16 @@ static pid_t start_worker(const char *log, int rank, const char *port, const cha
         unsetenv("BRIGADE_STORE");
         if (!freopen("/dev/null", "w", stdout) || !freopen(log, "w", stderr))
             _exit(126);
-        execl(brigade, brigade, "train", mlp, "--stages", "2", "--steps", "30", "--data",
-              "synthetic:images", (char *)NULL);
+        execl(brigade, brigade, "train", mlp, "--stages", "2", "--steps", steps, "--data",
+              "synthetic:images", "--log-every", "100000", "--heartbeat-timeout", hb,
+              (char *)NULL);
         _exit(127);
     }
     return pid;
 }
 
-static void test_two_jobs(void)
+/* A free port for a rank-0-hosted store: bind 0, read it, close. */
+static void free_port(char *port, size_t cap)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {0};
@@ -319,14 +324,19 @@ static void test_two_jobs(void)
     bind(fd, (struct sockaddr *)&sa, sizeof(sa));
     getsockname(fd, (struct sockaddr *)&sa, &sl);
     close(fd);
+    snprintf(port, cap, "%d", ntohs(sa.sin_port));
+}
+
+static void test_two_jobs(void)
+{
     char port[16], log[4][400];
-    snprintf(port, sizeof(port), "%d", ntohs(sa.sin_port));
+    free_port(port, sizeof(port));
     const char *secret[2] = {"secret-of-job-a-0123456789", "secret-of-job-b-0123456789"};
     pid_t pid[4];
     double t0 = bg_now_s(), took;
     for (int i = 0; i < 4; i++) {
         snprintf(log[i], sizeof(log[i]), "%s/two_%d.log", tmp, i);
-        pid[i] = start_worker(log[i], i % 2, port, secret[i / 2]);
+        pid[i] = start_worker(log[i], i % 2, port, secret[i / 2], "30", "10");
     }
     int ok[2] = {1, 1}, refused = 0;
     for (int i = 0; i < 4; i++) {
@@ -340,6 +350,36 @@ static void test_two_jobs(void)
     CHECK_MSG(took < 30, "took %.1f s", took);
     printf("two jobs on port %s: one trained, the other's ranks refused naming both (%.1f s)\n",
            port, took);
+}
+
+/* Without a launcher rank 0 hosts the store: when it stops, the others
+ * hear nothing from the store and name rank 0 within the heartbeat timeout. */
+static void test_sigstop_host(void)
+{
+    char port[16], log[2][400];
+    free_port(port, sizeof(port));
+    const char *secret = "secret-of-the-stopped-job-0123";
+    pid_t pid[2];
+    for (int r = 0; r < 2; r++) {
+        snprintf(log[r], sizeof(log[r]), "%s/host_%d.log", tmp, r);
+        pid[r] = start_worker(log[r], r, port, secret, "1000000", "1");
+    }
+    usleep(2500000); /* joined and training */
+    double t0 = bg_now_s(), took;
+    kill(pid[0], SIGSTOP);
+    int rc = finish(pid[1], t0, 20, &took);
+    kill(pid[0], SIGKILL);
+    kill(pid[0], SIGCONT);
+    waitpid(pid[0], NULL, 0);
+    CHECK_MSG(rc == 1, "rank 1 exited %d after rank 0 (the store's host) stopped (see %s)", rc,
+              log[1]);
+    CHECK_MSG(took < 4.0, "rank 1 noticed after %.1f s", took);
+    CHECK_MSG(log_has(log[1], "rank 0, which hosts the rendezvous store") &&
+                  log_has(log[1], "unresponsive"),
+              "rank 1's message does not name rank 0 (see %s)", log[1]);
+    printf("SIGSTOP of rank 0 hosting the store, --heartbeat-timeout 1: rank 1 named it after "
+           "%.2f s\n",
+           took);
 }
 
 int main(int argc, char **argv)
@@ -364,6 +404,7 @@ int main(int argc, char **argv)
     test_two_jobs();
     test_stranger();
     test_sigstop();
+    test_sigstop_host();
     int rc = bg_test_finish("test_train_faults");
     if (rc == 0) {
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
