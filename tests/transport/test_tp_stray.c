@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tp_harness.h"
@@ -405,8 +406,60 @@ static void test_liveness(int hang)
     bg_tp_server_destroy(srv);
 }
 
+/* Where a rank's secret comes from: the variable, else the per-user file,
+ * which must be private; the job id from the scheduler or BRIGADE_JOB_ID. */
+static void test_secret_sources(void)
+{
+    char home[128], dir[200], path[260], cmd[600];
+    snprintf(home, sizeof(home), "/tmp/bg_secret_%d", (int)getpid());
+    snprintf(dir, sizeof(dir), "%s/.config/brigade", home);
+    snprintf(path, sizeof(path), "%s/secret", dir);
+    snprintf(cmd, sizeof(cmd), "mkdir -p '%s' && printf 'per-user secret 0123456789\n' > '%s'",
+             dir, path);
+    CHECK(system(cmd) == 0);
+    char *saved = getenv("BRIGADE_JOB_SECRET") ? strdup(getenv("BRIGADE_JOB_SECRET")) : NULL;
+    char *saved_home = getenv("HOME") ? strdup(getenv("HOME")) : NULL;
+    unsetenv("BRIGADE_JOB_SECRET");
+    setenv("HOME", home, 1);
+    bg_tp_auth_t a, b, c;
+    chmod(path, 0644);
+    CHECK(bg_tp_auth_from_env(&a) == BG_ERR_INVALID && strstr(bg_last_error(), "0644") &&
+          strstr(bg_last_error(), "chmod 600"));
+    chmod(path, 0600);
+    CHECK_OK(bg_tp_auth_from_env(&a));
+    CHECK_OK(bg_tp_auth_from_secret("per-user secret 0123456789", NULL, &b));
+    CHECK(!strcmp(a.job, b.job) && !memcmp(a.key, b.key, sizeof(a.key)));
+    /* Two scheduler jobs sharing the file: different ids and keys. */
+    setenv("SLURM_JOB_ID", "41", 1);
+    setenv("SLURM_STEP_ID", "0", 1);
+    CHECK_OK(bg_tp_auth_from_env(&b));
+    setenv("SLURM_JOB_ID", "42", 1);
+    CHECK_OK(bg_tp_auth_from_env(&c));
+    CHECK(!strcmp(b.job, "slurm-41.0") && !strcmp(c.job, "slurm-42.0"));
+    CHECK(memcmp(b.key, c.key, sizeof(b.key)) != 0);
+    setenv("BRIGADE_JOB_ID", "mine", 1);
+    CHECK_OK(bg_tp_auth_from_env(&c));
+    CHECK(!strcmp(c.job, "mine"));
+    unsetenv("BRIGADE_JOB_ID");
+    unsetenv("SLURM_JOB_ID");
+    unsetenv("SLURM_STEP_ID");
+    unlink(path);
+    CHECK(bg_tp_auth_from_env(&a) == BG_ERR_INVALID && strstr(bg_last_error(), "no job secret") &&
+          strstr(bg_last_error(), path));
+    CHECK(bg_tp_auth_from_secret("short", NULL, &a) == BG_ERR_INVALID);
+    if (saved_home)
+        setenv("HOME", saved_home, 1);
+    if (saved)
+        setenv("BRIGADE_JOB_SECRET", saved, 1);
+    free(saved);
+    free(saved_home);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", home);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
+    test_secret_sources();
     test_strays();
     test_fail_feed();
     test_liveness(0);
