@@ -539,6 +539,11 @@ int bg_launch_run(const bg_launch_conf_t *c)
         goto out;
     }
     int first_bad = watch(c, p, fds, map, srv, &fault);
+    /* A survivor may report a peer's death (seen by UCX) before the store
+     * sees the dead rank's connection close: the signal is the root cause. */
+    if (fault.kind == BG_TP_FAULT_FAILED && fault.status == BG_ERR_PEER && first_bad >= 0 &&
+        WIFSIGNALED(p[first_bad].status))
+        fault.kind = BG_TP_FAULT_NONE;
     if (fault.kind != BG_TP_FAULT_NONE && !launch_interrupted) {
         stop_for_fault(c, p, pgid, &fault);
     } else if (first_bad >= 0 || launch_interrupted) {
