@@ -474,19 +474,16 @@ static void remote_setup(const hosts_t *h, bg_launch_conf_t *lc, char *exe, size
 {
     ssize_t k = readlink("/proc/self/exe", exe, exe_n - 1);
     exe[k > 0 ? k : 0] = 0;
-    bool all_loop = true;
-    for (size_t i = 0; i < h->n; i++)
-        all_loop &= !strcmp(h->name[i], "127.0.0.1") || !strcmp(h->name[i], "localhost");
+    size_t first = h->n; /* the first host that is not this one */
+    for (size_t i = h->n; i-- > 0;)
+        if (strcmp(h->name[i], "127.0.0.1") && strcmp(h->name[i], "localhost"))
+            first = i;
     /* Remote ranks reach the store (which listens there only) at the address
      * this machine routes to them from, unless told otherwise. */
     const char *ma = getenv("BRIGADE_MASTER_ADDR");
-    size_t first = 0;
-    while (first < h->n && (!strcmp(h->name[first], "127.0.0.1") ||
-                            !strcmp(h->name[first], "localhost")))
-        first++;
     if (ma)
         snprintf(master, master_n, "%s", ma);
-    else if (all_loop || bg_launch_route_addr(h->name[first], master, master_n) != 0)
+    else if (first == h->n || bg_launch_route_addr(h->name[first], master, master_n) != 0)
         snprintf(master, master_n, "127.0.0.1");
     lc->hosts = (const char *const *)h->name;
     lc->slots = h->slots;

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -284,6 +285,44 @@ static void test_stranger(void)
            took);
 }
 
+/* ---- the secret over ssh ---- */
+
+/* --hosts through an `ssh` that runs the remote command here (first on
+ * PATH) and records its command line: the ranks learn the secret (they
+ * join and train), and no command line carries it. */
+static void test_ssh_secret(void)
+{
+    char bin[300], ssh[400], args[400], log[400];
+    snprintf(bin, sizeof(bin), "%s/bin", tmp);
+    snprintf(ssh, sizeof(ssh), "%s/ssh", bin);
+    snprintf(args, sizeof(args), "%s/ssh_args", tmp);
+    snprintf(log, sizeof(log), "%s/ssh.log", tmp);
+    mkdir(bin, 0700);
+    FILE *f = fopen(ssh, "w");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fprintf(f, "#!/bin/sh\nprintf '%%s\\n' \"$@\" >> '%s'\n", args);
+    fprintf(f, "for a; do last=$a; done\nexec sh -c \"$last\"\n");
+    fclose(f);
+    chmod(ssh, 0700);
+    char *path = getenv("PATH"), newpath[4096];
+    snprintf(newpath, sizeof(newpath), "%s:%s", bin, path ? path : "/usr/bin:/bin");
+    char *saved = path ? strdup(path) : NULL;
+    setenv("PATH", newpath, 1);
+    const char *a[] = {"--stages", "2", "--steps", "3", "--data", "synthetic:images", "--hosts",
+                       "127.0.0.1:1,localhost:1", NULL};
+    double took;
+    int rc = run(log, mlp, a, 120, &took);
+    if (saved)
+        setenv("PATH", saved, 1);
+    free(saved);
+    CHECK_MSG(rc == 0, "a run over (local) ssh exited %d (see %s)", rc, log);
+    CHECK_MSG(log_has(args, "BRIGADE_RANK=1"), "the ssh stand-in was not used");
+    CHECK_MSG(!log_has(args, "BRIGADE_JOB_SECRET="), "the secret is on ssh's command line");
+    printf("--hosts over ssh: the ranks got the secret on stdin, not the command line\n");
+}
+
 /* ---- two jobs, one port ---- */
 
 /* Rank `rank` of a 2-rank worker-mode job (rank 0 hosts the store) of
@@ -405,6 +444,7 @@ int main(int argc, char **argv)
     test_stranger();
     test_sigstop();
     test_sigstop_host();
+    test_ssh_secret();
     int rc = bg_test_finish("test_train_faults");
     if (rc == 0) {
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
