@@ -333,7 +333,7 @@ static pid_t start_worker(const char *log, int rank, const char *port, const cha
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
-        char r[8];
+        char r[16];
         snprintf(r, sizeof(r), "%d", rank);
         setenv("BRIGADE_RANK", r, 1);
         setenv("BRIGADE_WORLD_SIZE", "2", 1);
