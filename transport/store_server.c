@@ -15,14 +15,9 @@
  * or malformed request). Only a GET of a key not yet set, and a barrier not
  * yet full, wait -- and the client bounds those with its deadline.
  *
- * Trust: a connection is a stranger until it has proved the job secret
- * (store_auth.h) and named this store's job; a stranger's messages are
- * small, it may not read, write or take a rank's slot, it is closed after a
- * failed proof or AUTH_TIMEOUT_S, and at most MAX_UNAUTH are held at once.
- * Faults: besides a connection closing without goodbye, a rank's own
- * failure report (MSG_FAIL), missing heartbeats and a progress count that
- * stops moving make the store tell every other rank, first fault recorded
- * for the launcher (bg_tp_server_fault).
+ * Who may talk to it (the handshake) and what it concludes about the ranks
+ * (failure reports, heartbeats, progress, faults) is store_guard.c's; the
+ * state both share is store_srv.h.
  *
  * Must NOT: touch UCX, exit, block the serving thread on one client, drop a
  * request without a reply, serve anything to a connection before it proved
@@ -44,100 +39,11 @@
 
 #include "base/grow.h"
 #include "transport/backoff.h"
-#include "transport/store_auth.h"
-#include "transport/store_wire.h"
-#include "transport/transport.h"
-
-/* RANK_GONE: faulty (failed, unresponsive, hung, died); not waited for. */
-enum { RANK_NEVER = 0, RANK_LIVE, RANK_LEFT, RANK_GONE };
-enum { CONN_NEW = 0, CONN_CHALLENGED, CONN_RANK };
-
-#define AUTH_TIMEOUT_S 2.0  /* a stranger has this long to prove the secret */
-#define MAX_UNAUTH 32       /* strangers held at once; more are turned away */
-#define MAX_KEYS 65536      /* keys the store holds */
-#define DEFAULT_BUDGET ((size_t)256 << 20)
-#define WHY_LEN 512
-
-typedef struct srv_conn {
-    int fd;
-    int rank;  /* -1 until HELLO */
-    int state; /* CONN_* */
-    int close_after; /* a refused handshake: close once the reply is sent */
-    double born;     /* accept time, for AUTH_TIMEOUT_S */
-    unsigned char nonce_c[AUTH_NONCE], nonce_s[AUTH_NONCE];
-    char *in;
-    size_t in_len, in_cap;
-    size_t skip; /* bytes of a refused request's payload still to discard */
-    struct srv_conn *next;
-} srv_conn_t;
-
-/* What the store knows of one rank's health. */
-typedef struct {
-    double last_hb;     /* last heartbeat (or hello) */
-    uint64_t progress;  /* last count heard */
-    double progress_t;  /* when the count last moved */
-    char host[MAX_HOST];
-} srv_rank_t;
-
-typedef struct kv {
-    char *key;
-    char *val;
-    size_t len;
-    struct kv *next;
-} kv_t;
-
-typedef struct waiter {
-    srv_conn_t *conn;
-    uint32_t seq;
-    char *key; /* GET: key; BARRIER: NULL */
-    struct waiter *next;
-} waiter_t;
-
-typedef struct barrier {
-    char *name;
-    char *arrived; /* [world] */
-    int count;
-    waiter_t *waiters;
-    struct barrier *next;
-} barrier_t;
-
-struct bg_tp_server {
-    int lfd;
-    int port;
-    int world;
-    bg_tp_auth_t auth;
-    pthread_t thread;
-    atomic_int stop;
-    atomic_size_t limit; /* budget for keys + values in bytes; 0: none */
-    double hb_s, hang_s; /* liveness bounds; <= 0: off (set before serving) */
-    pthread_mutex_t mu;  /* guards rank_state/why/fault for wait and fault */
-    pthread_cond_t cv;
-    int *rank_state;
-    char (*why)[WHY_LEN];
-    bg_tp_fault_t fault; /* the first; kind NONE until one */
-    /* Only the server thread touches these. */
-    srv_rank_t *ranks;
-    srv_conn_t *conns;
-    int n_unauth;
-    double last_ping; /* when the ranks last heard from us */
-    kv_t *kvs;
-    size_t used;  /* key + value bytes held in kvs */
-    size_t nkeys; /* entries in kvs */
-    waiter_t *gets;
-    barrier_t *barriers;
-    struct pollfd *pf;
-    srv_conn_t **pc;
-    size_t pf_cap, pc_cap;
-};
+#include "transport/store_srv.h"
 
 /* ---------------- replies ---------------- */
 
-/* Answer request `seq` with MSG_ERROR; the message reaches the client's
- * caller as "store at ADDR:PORT: <message>". Never fails silently on our
- * side: sending does not allocate; a client gone meanwhile is reaped. */
-static void srv_reply_error(srv_conn_t *c, uint32_t seq, uint32_t code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void srv_reply_error(srv_conn_t *c, uint32_t seq, uint32_t code, const char *fmt, ...)
+void bg_tp_srv_reply_error(srv_conn_t *c, uint32_t seq, uint32_t code, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -148,7 +54,7 @@ static void srv_reply_error(srv_conn_t *c, uint32_t seq, uint32_t code, const ch
     bg_tp_wire_send(c->fd, MSG_ERROR, seq, code, NULL, msg, strlen(msg));
 }
 
-static void srv_mark_rank(bg_tp_server_t *s, int rank, int state)
+void bg_tp_srv_mark_rank(bg_tp_server_t *s, int rank, int state)
 {
     pthread_mutex_lock(&s->mu);
     s->rank_state[rank] = state;
@@ -156,54 +62,7 @@ static void srv_mark_rank(bg_tp_server_t *s, int rank, int state)
     pthread_mutex_unlock(&s->mu);
 }
 
-static const char *fault_verb(bg_tp_fault_kind_t k)
-{
-    switch (k) {
-    case BG_TP_FAULT_FAILED:
-        return "failed";
-    case BG_TP_FAULT_UNRESPONSIVE:
-        return "is unresponsive";
-    case BG_TP_FAULT_HUNG:
-        return "is hung";
-    default:
-        return "died";
-    }
-}
-
-/*
- * Rank r is faulty: record it (the first fault is the job's), stop waiting
- * for it, and tell every other rank ("<verb>: <why>") so their transports
- * fail what waits on it at once. A rank already gone or gone is not news.
- */
-static void srv_fault(bg_tp_server_t *s, int r, bg_tp_fault_kind_t kind, bg_status_t status,
-                      const char *why)
-{
-    pthread_mutex_lock(&s->mu);
-    int was = s->rank_state[r];
-    if (was == RANK_GONE || was == RANK_LEFT) {
-        pthread_mutex_unlock(&s->mu);
-        return;
-    }
-    s->rank_state[r] = RANK_GONE;
-    snprintf(s->why[r], sizeof(s->why[r]), "%s: %s", fault_verb(kind), why);
-    if (s->fault.kind == BG_TP_FAULT_NONE) {
-        s->fault.rank = r;
-        s->fault.kind = kind;
-        s->fault.status = status;
-        snprintf(s->fault.host, sizeof(s->fault.host), "%s", s->ranks[r].host);
-        snprintf(s->fault.why, sizeof(s->fault.why), "%s", why);
-    }
-    char note[WHY_LEN];
-    snprintf(note, sizeof(note), "%s", s->why[r]);
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    bg_log(BG_LOG_INFO, "store: rank %d %s", r, note);
-    for (srv_conn_t *o = s->conns; o; o = o->next)
-        if (o->fd >= 0 && o->rank >= 0 && o->rank != r)
-            bg_tp_wire_send(o->fd, MSG_DEAD, 0, (uint32_t)r, NULL, note, strlen(note));
-}
-
-static int srv_rank_state(bg_tp_server_t *s, int rank)
+int bg_tp_srv_rank_state(bg_tp_server_t *s, int rank)
 {
     pthread_mutex_lock(&s->mu);
     int st = s->rank_state[rank];
@@ -251,7 +110,7 @@ static void srv_status_text(bg_tp_server_t *s, const char *barrier, char *out, s
         size_t m = 0;
         list[0] = '\0';
         for (int r = 0; r < s->world && m < sizeof(list); r++) {
-            int st = srv_rank_state(s, r);
+            int st = bg_tp_srv_rank_state(s, r);
             int hit = pass == 0   ? st == RANK_NEVER
                       : pass == 1 ? st == RANK_GONE
                                   : (!b || !b->arrived[r]);
@@ -266,7 +125,7 @@ static void srv_status_text(bg_tp_server_t *s, const char *barrier, char *out, s
         snprintf(out, cap, "every rank is connected");
 }
 
-static void srv_close_conn(bg_tp_server_t *s, srv_conn_t *c, int said_bye)
+void bg_tp_srv_close_conn(bg_tp_server_t *s, srv_conn_t *c, int said_bye)
 {
     srv_drop_waiters_of(&s->gets, c);
     for (barrier_t *b = s->barriers; b; b = b->next)
@@ -279,133 +138,15 @@ static void srv_close_conn(bg_tp_server_t *s, srv_conn_t *c, int said_bye)
     if (c->rank < 0)
         return;
     if (said_bye) {
-        if (srv_rank_state(s, c->rank) == RANK_LIVE)
-            srv_mark_rank(s, c->rank, RANK_LEFT);
+        if (bg_tp_srv_rank_state(s, c->rank) == RANK_LIVE)
+            bg_tp_srv_mark_rank(s, c->rank, RANK_LEFT);
         return;
     }
-    srv_fault(s, c->rank, BG_TP_FAULT_DIED, BG_ERR_PEER,
+    bg_tp_srv_fault(s, c->rank, BG_TP_FAULT_DIED, BG_ERR_PEER,
               "its rendezvous connection closed without goodbye (process died?)");
 }
 
-/* A handshake refused: say why, then close once the reply is out. */
-static void srv_refuse_handshake(srv_conn_t *c, uint32_t seq, uint32_t code, const char *msg)
-{
-    srv_reply_error(c, seq, code, "%s", msg);
-    c->close_after = 1;
-}
-
 /* ---------------- requests ---------------- */
-
-/* AUTH: the client's job and nonce; answer with ours and our proof. */
-static void srv_auth(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const char *key,
-                     const char *val)
-{
-    char msg[300];
-    if (h->vlen != AUTH_NONCE) {
-        srv_refuse_handshake(c, h->seq, STORE_E_AUTH, "malformed authentication request");
-        return;
-    }
-    if (strcmp(key, s->auth.job)) {
-        /* A stranger's bytes go into our log and its reply: printable only. */
-        char job[MAX_KEY_UNAUTH + 1];
-        size_t i = 0;
-        for (; key[i] && i < sizeof(job) - 1; i++)
-            job[i] = key[i] >= 0x20 && key[i] < 0x7f ? key[i] : '?';
-        job[i] = '\0';
-        snprintf(msg, sizeof(msg),
-                 "this store serves job '%s', not job '%.64s' (two jobs on one port? give each "
-                 "its own BRIGADE_MASTER_PORT)",
-                 s->auth.job, job);
-        srv_refuse_handshake(c, h->seq, STORE_E_AUTH, msg);
-        return;
-    }
-    memcpy(c->nonce_c, val, AUTH_NONCE);
-    bg_tp_auth_nonce(c->nonce_s);
-    unsigned char reply[AUTH_NONCE + AUTH_MAC];
-    memcpy(reply, c->nonce_s, AUTH_NONCE);
-    bg_tp_auth_server_mac(&s->auth, c->nonce_c, c->nonce_s, reply + AUTH_NONCE);
-    c->state = CONN_CHALLENGED;
-    bg_tp_wire_send(c->fd, MSG_CHALLENGE, h->seq, 0, s->auth.job, reply, sizeof(reply));
-}
-
-/* Milliseconds between a client's heartbeats: five per timeout, 20..1000. */
-static uint32_t srv_hb_ms(bg_tp_server_t *s)
-{
-    pthread_mutex_lock(&s->mu);
-    double hb = s->hb_s;
-    pthread_mutex_unlock(&s->mu);
-    double ms = hb > 0 ? hb * 1000.0 / 5.0 : 1000.0;
-    return ms < 20 ? 20 : ms > 1000 ? 1000 : (uint32_t)ms;
-}
-
-/* HELLO: the client's proof, then the rank's slot. */
-static void srv_hello(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const char *val)
-{
-    uint32_t world = 0;
-    const unsigned char *mac = NULL;
-    char host[MAX_HOST], msg[300];
-    unsigned char want[AUTH_MAC];
-    int r = (int)h->arg;
-    if (bg_tp_wire_hello_parse(val, h->vlen, &world, &mac, host) != 0) {
-        srv_refuse_handshake(c, h->seq, STORE_E_AUTH, "malformed hello");
-        return;
-    }
-    bg_tp_auth_client_mac(&s->auth, c->nonce_s, c->nonce_c, h->arg, world, want);
-    if (!bg_tp_auth_equal(mac, want)) {
-        snprintf(msg, sizeof(msg), "authentication failed for job '%s' (wrong job secret?)",
-                 s->auth.job);
-        srv_refuse_handshake(c, h->seq, STORE_E_AUTH, msg);
-        return;
-    }
-    if ((int)world != s->world)
-        snprintf(msg, sizeof(msg), "world size mismatch: store serves %d ranks, rank %d says %u",
-                 s->world, r, world);
-    else if (r < 0 || r >= s->world)
-        snprintf(msg, sizeof(msg), "rank %d out of range 0..%d", r, s->world - 1);
-    else if (srv_rank_state(s, r) != RANK_NEVER)
-        snprintf(msg, sizeof(msg), "rank %d connected twice", r);
-    else
-        msg[0] = '\0';
-    if (msg[0]) {
-        srv_refuse_handshake(c, h->seq, STORE_E_INVALID, msg);
-        return;
-    }
-    c->rank = r;
-    c->state = CONN_RANK;
-    s->n_unauth--;
-    srv_rank_t *sr = &s->ranks[r];
-    sr->last_hb = sr->progress_t = bg_now_s();
-    memcpy(sr->host, host, sizeof(sr->host));
-    srv_mark_rank(s, r, RANK_LIVE);
-    bg_tp_wire_send(c->fd, MSG_HELLO_OK, h->seq, srv_hb_ms(s), NULL, NULL, 0);
-}
-
-/* HEARTBEAT: the rank is alive; its progress count, if it moved. */
-static void srv_heartbeat(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const char *val)
-{
-    srv_rank_t *sr = &s->ranks[c->rank];
-    sr->last_hb = bg_now_s();
-    if (h->vlen == 8) {
-        uint64_t p = 0;
-        for (int i = 0; i < 8; i++)
-            p = p << 8 | (unsigned char)val[i];
-        if (p != sr->progress) {
-            sr->progress = p;
-            sr->progress_t = sr->last_hb;
-        }
-    }
-}
-
-/* FAIL: the rank's own error; everyone else stops waiting for it. */
-static void srv_fail(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const char *val)
-{
-    char why[WHY_LEN];
-    size_t n = h->vlen < sizeof(why) - 1 ? h->vlen : sizeof(why) - 1;
-    memcpy(why, val, n);
-    why[n] = '\0';
-    bg_status_t st = h->arg && h->arg <= 64 ? -(bg_status_t)h->arg : BG_ERR_INTERNAL;
-    srv_fault(s, c->rank, BG_TP_FAULT_FAILED, st, n ? why : "no reason given");
-}
 
 /* Store key = val, or say why not (budget, memory). */
 static void srv_set(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const char *key,
@@ -416,13 +157,13 @@ static void srv_set(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const
     size_t limit = atomic_load(&s->limit);
     size_t after = s->used - old + add + h->vlen;
     if (!k && s->nkeys >= MAX_KEYS) {
-        srv_reply_error(c, h->seq, STORE_E_NOMEM,
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_NOMEM,
                         "store is full: key '%.200s' would be key %d, past its limit of %d keys",
                         key, MAX_KEYS + 1, MAX_KEYS);
         return;
     }
     if (limit && after > limit && after > s->used) {
-        srv_reply_error(c, h->seq, STORE_E_NOMEM,
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_NOMEM,
                         "store is full: key '%.200s' (%u bytes) would take it past its budget of "
                         "%zu bytes (%zu in use)",
                         key, h->vlen, limit, s->used);
@@ -435,7 +176,7 @@ static void srv_set(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const
         free(v);
         free(nk);
         free(nkey);
-        srv_reply_error(c, h->seq, STORE_E_NOMEM, "out of memory storing key '%.200s' (%u bytes)",
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_NOMEM, "out of memory storing key '%.200s' (%u bytes)",
                         key, h->vlen);
         return;
     }
@@ -475,7 +216,7 @@ static void srv_get(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const
     waiter_t *w = calloc(1, sizeof(*w));
     if (!w || !(w->key = strdup(key))) {
         free(w);
-        srv_reply_error(c, h->seq, STORE_E_NOMEM, "out of memory waiting for key '%.200s'", key);
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_NOMEM, "out of memory waiting for key '%.200s'", key);
         return;
     }
     w->conn = c;
@@ -529,7 +270,7 @@ static void srv_barrier(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, c
         b = srv_barrier_new(s, name);
     waiter_t *w = b ? calloc(1, sizeof(*w)) : NULL;
     if (!w) {
-        srv_reply_error(c, h->seq, STORE_E_NOMEM, "out of memory entering barrier '%.200s'", name);
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_NOMEM, "out of memory entering barrier '%.200s'", name);
         return;
     }
     w->conn = c;
@@ -544,46 +285,29 @@ static void srv_barrier(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, c
         srv_barrier_release(s, b);
 }
 
-/* A message of a connection still in its handshake: only the next step
- * of it is served; anything else is refused (in step, until the timeout). */
-static void srv_handle_stranger(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h,
-                                const char *key, const char *val)
-{
-    if (h->type == MSG_AUTH && c->state == CONN_NEW)
-        srv_auth(s, c, h, key, val);
-    else if (h->type == MSG_HELLO && c->state == CONN_CHALLENGED)
-        srv_hello(s, c, h, val);
-    else if (h->type == MSG_HELLO)
-        srv_refuse_handshake(c, h->seq, STORE_E_AUTH,
-                             "hello before authentication (this store needs the job secret)");
-    else
-        srv_reply_error(c, h->seq, STORE_E_INVALID,
-                        "request of type %u before hello (authenticate first)", h->type);
-}
-
 /* One complete request. Everything but BYE, FAIL and HEARTBEAT is answered
  * here or later. */
 static void srv_handle(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const char *key,
                        const char *val)
 {
     if (memchr(key, '\0', h->klen)) {
-        srv_reply_error(c, h->seq, STORE_E_INVALID, "key of %u bytes contains a NUL byte", h->klen);
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_INVALID, "key of %u bytes contains a NUL byte", h->klen);
         return;
     }
     if (c->state != CONN_RANK) {
-        srv_handle_stranger(s, c, h, key, val);
+        bg_tp_srv_handle_stranger(s, c, h, key, val);
         return;
     }
     switch (h->type) {
     case MSG_HELLO:
     case MSG_AUTH:
-        srv_reply_error(c, h->seq, STORE_E_INVALID, "second hello on one connection");
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_INVALID, "second hello on one connection");
         return;
     case MSG_HEARTBEAT:
-        srv_heartbeat(s, c, h, val);
+        bg_tp_srv_heartbeat(s, c, h, val);
         return;
     case MSG_FAIL:
-        srv_fail(s, c, h, val);
+        bg_tp_srv_fail(s, c, h, val);
         return;
     case MSG_SET:
         srv_set(s, c, h, key, val);
@@ -601,7 +325,7 @@ static void srv_handle(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, co
         return;
     }
     default:
-        srv_reply_error(c, h->seq, STORE_E_INVALID, "unknown request type %u", h->type);
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_INVALID, "unknown request type %u", h->type);
         return;
     }
 }
@@ -611,12 +335,12 @@ static void srv_handle(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, co
 static void srv_refuse(srv_conn_t *c, const wire_hdr_t *h)
 {
     if (h->klen > MAX_KEY || h->vlen > MAX_VAL)
-        srv_reply_error(c, h->seq, STORE_E_INVALID,
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_INVALID,
                         "request too large: key of %u bytes (limit %u), value of %u bytes "
                         "(limit %u)",
                         h->klen, MAX_KEY, h->vlen, MAX_VAL);
     else
-        srv_reply_error(c, h->seq, STORE_E_NOMEM, "out of memory receiving a request of %zu bytes",
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_NOMEM, "out of memory receiving a request of %zu bytes",
                         (size_t)h->klen + h->vlen);
     c->skip = (size_t)h->klen + h->vlen;
 }
@@ -651,7 +375,7 @@ static int srv_parse(bg_tp_server_t *s, srv_conn_t *c, int *bye)
         }
         size_t need = sizeof(wire_hdr_t) + (size_t)m.h.klen + m.h.vlen;
         if (got < 0 && !ranked) {
-            srv_refuse_handshake(c, m.h.seq, STORE_E_AUTH,
+            bg_tp_srv_refuse_handshake(c, m.h.seq, STORE_E_AUTH,
                                  "handshake message too large (authenticate first)");
             break;
         }
@@ -689,14 +413,14 @@ static void srv_read(bg_tp_server_t *s, srv_conn_t *c)
             /* Twice: a handshake that completed may have left requests behind. */
             for (int round = 0; round < 2; round++)
                 if (srv_parse(s, c, &bye) < 0) {
-                    srv_close_conn(s, c, bye);
+                    bg_tp_srv_close_conn(s, c, bye);
                     return;
                 }
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             return;
-        srv_close_conn(s, c, 0); /* EOF or reset: no goodbye */
+        bg_tp_srv_close_conn(s, c, 0); /* EOF or reset: no goodbye */
         return;
     }
 }
@@ -734,76 +458,6 @@ static void srv_accept(bg_tp_server_t *s)
     c->next = s->conns;
     s->conns = c;
     s->n_unauth++;
-}
-
-/* Strangers past AUTH_TIMEOUT_S are turned away. */
-static void srv_expire_strangers(bg_tp_server_t *s, double now)
-{
-    for (srv_conn_t *c = s->conns; c; c = c->next)
-        if (c->fd >= 0 && c->state != CONN_RANK && now - c->born > AUTH_TIMEOUT_S) {
-            static const char msg[] = "authentication not completed in time";
-            bg_tp_wire_send(c->fd, MSG_ERROR, 0, STORE_E_AUTH, NULL, msg, sizeof(msg) - 1);
-            srv_close_conn(s, c, 0);
-        }
-}
-
-/* Every heartbeat interval, a word to every rank: a client whose store is
- * hosted by rank 0 learns from the silence that rank 0 stopped. */
-static void srv_ping(bg_tp_server_t *s, double now)
-{
-    if (now - s->last_ping < srv_hb_ms(s) / 1000.0)
-        return;
-    s->last_ping = now;
-    for (srv_conn_t *c = s->conns; c; c = c->next)
-        if (c->fd >= 0 && c->state == CONN_RANK)
-            bg_tp_wire_send(c->fd, MSG_PING, 0, 0, NULL, NULL, 0);
-}
-
-/* Close rank r's connection (it was declared faulty while connected). */
-static void srv_drop_rank(bg_tp_server_t *s, int r)
-{
-    for (srv_conn_t *c = s->conns; c; c = c->next)
-        if (c->fd >= 0 && c->rank == r)
-            srv_close_conn(s, c, 1); /* already marked: no second notice */
-}
-
-/*
- * The liveness checks, every poll round: a live rank without a heartbeat for
- * hb_s is unresponsive; when some live rank's progress count has not moved
- * for hang_s, the one stalled longest is hung (its peers stall after it).
- */
-static void srv_watch(bg_tp_server_t *s, double now)
-{
-    pthread_mutex_lock(&s->mu);
-    double hb_s = s->hb_s, hang_s = s->hang_s;
-    pthread_mutex_unlock(&s->mu);
-    int stale = -1;
-    for (int r = 0; r < s->world; r++) {
-        if (srv_rank_state(s, r) != RANK_LIVE)
-            continue;
-        srv_rank_t *sr = &s->ranks[r];
-        if (hb_s > 0 && now - sr->last_hb > hb_s) {
-            char why[200];
-            snprintf(why, sizeof(why),
-                     "no heartbeat for %.1f s (--heartbeat-timeout %.1f s; stopped, swapping, or "
-                     "its host unreachable?)",
-                     now - sr->last_hb, hb_s);
-            srv_fault(s, r, BG_TP_FAULT_UNRESPONSIVE, BG_ERR_PEER, why);
-            srv_drop_rank(s, r);
-            return;
-        }
-        if (stale < 0 || sr->progress_t < s->ranks[stale].progress_t)
-            stale = r;
-    }
-    if (stale >= 0 && hang_s > 0 && now - s->ranks[stale].progress_t > hang_s) {
-        char why[200];
-        snprintf(why, sizeof(why),
-                 "alive but no action finished for %.1f s (--hang-timeout %.1f s; deadlock or a "
-                 "stuck device?)",
-                 now - s->ranks[stale].progress_t, hang_s);
-        srv_fault(s, stale, BG_TP_FAULT_HUNG, BG_ERR_TIMEOUT, why);
-        srv_drop_rank(s, stale);
-    }
 }
 
 static void srv_reap(bg_tp_server_t *s)
@@ -847,9 +501,9 @@ static void srv_poll_once(bg_tp_server_t *s)
                 srv_read(s, s->pc[k]);
     }
     double now = bg_now_s();
-    srv_expire_strangers(s, now);
-    srv_watch(s, now);
-    srv_ping(s, now);
+    bg_tp_srv_expire_strangers(s, now);
+    bg_tp_srv_watch(s, now);
+    bg_tp_srv_ping(s, now);
     srv_reap(s);
 }
 
@@ -973,26 +627,6 @@ int bg_tp_server_port(const bg_tp_server_t *srv)
 void bg_tp_server_set_limit(bg_tp_server_t *srv, size_t bytes)
 {
     atomic_store(&srv->limit, bytes);
-}
-
-void bg_tp_server_set_liveness(bg_tp_server_t *srv, double heartbeat_s, double hang_s)
-{
-    /* Read by the serving thread every round; a double store is not atomic
-     * in C11, so the thread sees it under mu. */
-    pthread_mutex_lock(&srv->mu);
-    srv->hb_s = heartbeat_s;
-    srv->hang_s = hang_s;
-    pthread_mutex_unlock(&srv->mu);
-}
-
-int bg_tp_server_fault(bg_tp_server_t *srv, bg_tp_fault_t *out)
-{
-    pthread_mutex_lock(&srv->mu);
-    int any = srv->fault.kind != BG_TP_FAULT_NONE;
-    if (any)
-        *out = srv->fault;
-    pthread_mutex_unlock(&srv->mu);
-    return any;
 }
 
 /* "2,3(never came)": ranks still in the job, for the timeout message. */
