@@ -111,6 +111,7 @@ static bg_status_t run_one(bg_rt_t *rt, const bg_action_t *a, int64_t step)
     if (!rt->eval)
         bg_rt_event_add_(rt, a, t0, t1, mark); /* traces show training steps */
     if (st == BG_OK && rt->conf.tp) {
+        bg_tp_note_progress(rt->conf.tp); /* the store's hang check counts actions */
         st = bg_rt_defer_progress_(rt, false);
         bg_tp_progress(rt->conf.tp);
         if (st == BG_OK)

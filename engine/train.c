@@ -51,6 +51,8 @@ void bg_train_conf_default(bg_train_conf_t *c)
     c->device = "cpu";
     c->dtype = "f32";
     c->log_every = 10;
+    c->heartbeat_timeout = 10;
+    c->hang_timeout = 300;
     bg_optim_conf_default(&c->optim);
 }
 
@@ -84,18 +86,29 @@ static bg_status_t feed(void *ctx, int mb, int input, void *dst, size_t bytes)
     return bg_data_fetch(t->ds, t->split, t->data_step, row0, t->mb_rows, dst, NULL);
 }
 
+/* The bound of every wait for a peer: past the hang and heartbeat
+ * timeouts, so the store's verdict, which names the rank at fault, always
+ * comes first; BRIGADE_TP_TIMEOUT when hang detection is off. */
+static double wait_bound(const train_t *t)
+{
+    const bg_train_conf_t *c = t->c;
+    if (c->hang_timeout > 0)
+        return c->hang_timeout + c->heartbeat_timeout + 1.0;
+    return t->tp ? bg_tp_timeout(t->tp) : 60.0;
+}
+
 /* Sum `n` floats over every rank (stats, losses). */
 static bg_status_t world_sum(train_t *t, float *v, int n)
 {
     if (!t->world_group)
         return BG_OK;
     return bg_tp_allreduce(t->world_group, v, (size_t)n, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST,
-                           120.0);
+                           wait_bound(t));
 }
 
 static bg_status_t world_barrier(train_t *t)
 {
-    return t->world_group ? bg_tp_barrier(t->world_group, 600.0) : BG_OK;
+    return t->world_group ? bg_tp_barrier(t->world_group, wait_bound(t)) : BG_OK;
 }
 
 /* ---------------------------------------------------------------- setup */
@@ -255,7 +268,7 @@ static bg_status_t setup_runtime(train_t *t)
     rc.optim.total = t->steps;
     rc.seed = c->seed;
     rc.recompute = c->recompute;
-    rc.timeout_s = 120;
+    rc.timeout_s = wait_bound(t);
     return bg_rt_create(&rc, &t->rt);
 }
 
@@ -696,6 +709,8 @@ static bg_status_t join(train_t *t)
     t->dp = t->rank / c->stages;
     if (t->world == 1)
         return BG_OK;
+    tc.heartbeat_s = c->heartbeat_timeout;
+    tc.hang_s = c->hang_timeout;
     if ((st = bg_tp_create(&tc, &t->tp)) != BG_OK)
         return st;
     int *r = malloc(sizeof(int) * (size_t)t->world);
@@ -758,6 +773,9 @@ bg_status_t bg_train_run(const bg_train_conf_t *c)
     /* Leaving the job may fail too (peers gone); the first cause is the one to report. */
     char first[1024];
     snprintf(first, sizeof(first), "%s", bg_last_error());
+    /* Before anything that could wait: the others stop waiting for us now. */
+    if (st != BG_OK && t.tp)
+        bg_tp_fail(t.tp, st, first);
     train_free(&t);
     if (t.tp) {
         bg_status_t s2 = bg_tp_destroy(t.tp);

@@ -40,6 +40,8 @@ typedef struct bg_train_conf {
     bool split_bw; /* run B and W as separate actions in every schedule */
     bg_optim_conf_t optim;
     int eval_only; /* 1: evaluate once (no step, no checkpoint), then exit */
+    double heartbeat_timeout; /* s without a heartbeat before a rank is unresponsive */
+    double hang_timeout;      /* s without a finished action before a rank is hung; 0: off */
 } bg_train_conf_t;
 
 void bg_train_conf_default(bg_train_conf_t *c);

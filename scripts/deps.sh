@@ -5,7 +5,7 @@
 set -euo pipefail
 
 BG_PACKAGES=(build-essential cmake pkg-config libucx-dev ucx-utils libhwloc-dev
-             libopenblas-dev zlib1g-dev libcjson-dev)
+             libopenblas-dev zlib1g-dev libcjson-dev libsodium-dev)
 BG_PACKAGES+=("$@")
 
 missing=()

@@ -160,6 +160,12 @@ const bg_opt_t bg_train_launch_opts[] = {
     {.name = "force", .kind = BG_OPT_FLAG,
      .help = "start local ranks even when their memory estimate exceeds MemAvailable",
      .off = ARG(force)},
+    {.name = "heartbeat-timeout", .kind = BG_OPT_DOUBLE, .metavar = "S",
+     .help = "stop the job when a rank sends no heartbeat for S seconds", .def = "10",
+     .off = ARG(c.heartbeat_timeout), .dmin = 0.1, .dmax = 86400},
+    {.name = "hang-timeout", .kind = BG_OPT_DOUBLE, .metavar = "S",
+     .help = "stop the job when a rank finishes no action for S seconds (0: never)",
+     .def = "300", .off = ARG(c.hang_timeout), .dmin = 0, .dmax = 1e7},
     {0},
 };
 /* clang-format on */
@@ -528,14 +534,16 @@ static void remote_setup(const hosts_t *h, bg_launch_conf_t *lc, char *exe, size
 {
     ssize_t k = readlink("/proc/self/exe", exe, exe_n - 1);
     exe[k > 0 ? k : 0] = 0;
-    bool all_loop = true;
-    for (size_t i = 0; i < h->n; i++)
-        all_loop &= !strcmp(h->name[i], "127.0.0.1") || !strcmp(h->name[i], "localhost");
-    /* Remote ranks reach the store at this machine's name unless told otherwise. */
+    size_t first = h->n; /* the first host that is not this one */
+    for (size_t i = h->n; i-- > 0;)
+        if (strcmp(h->name[i], "127.0.0.1") && strcmp(h->name[i], "localhost"))
+            first = i;
+    /* Remote ranks reach the store (which listens there only) at the address
+     * this machine routes to them from, unless told otherwise. */
     const char *ma = getenv("BRIGADE_MASTER_ADDR");
     if (ma)
         snprintf(master, master_n, "%s", ma);
-    else if (all_loop || gethostname(master, master_n) != 0)
+    else if (first == h->n || bg_launch_route_addr(h->name[first], master, master_n) != 0)
         snprintf(master, master_n, "127.0.0.1");
     lc->hosts = (const char *const *)h->name;
     lc->slots = h->slots;
@@ -558,6 +566,8 @@ int bg_train_cli_start(const bg_cmd_spec_t *cmd, int argc, char **argv, const bg
     bg_launch_conf_t lc = {
         .nranks = nranks,
         .stages = a->c.stages,
+        .heartbeat_s = a->c.heartbeat_timeout,
+        .hang_s = a->c.hang_timeout,
         .argv = wargv,
         .exe = "/proc/self/exe",
         .tty = isatty(STDOUT_FILENO),

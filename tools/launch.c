@@ -3,26 +3,41 @@
  *
  * Guarantees, in order of importance: no rank outlives the launcher
  * (PR_SET_PDEATHSIG in every child, one process group for the job, SIGTERM
- * then SIGKILL on failure or interruption); the first rank to die is named
- * with how it died; every line a rank prints reaches the terminal, prefixed
- * with who printed it. Must not interpret the ranks' work.
+ * then SIGKILL on failure or interruption); the first rank at fault is named
+ * -- died (how), failed (its own message, from the store), unresponsive or
+ * hung (the store's liveness checks) -- with its stage, dp and host; every
+ * line a rank prints reaches the terminal, prefixed with who printed it.
+ * Each job has a fresh secret that only its ranks learn: in the environment
+ * of local ranks, on ssh's stdin for remote ones (never a command line).
+ * Must not interpret the ranks' work.
  */
 #include "tools/launch.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "base/clock.h"
 #include "transport/transport.h"
+
+/* Everything one run shares between its steps. */
+typedef struct launch_job {
+    char secret[72];   /* hex; the ranks' BRIGADE_JOB_SECRET */
+    int port;          /* the store's */
+    int all_local;     /* no --hosts: UCX may stay on this host's devices */
+} launch_job_t;
 
 typedef struct rank_proc {
     pid_t pid;
@@ -94,9 +109,14 @@ static void remote_command(const bg_launch_conf_t *c, int r, int local, int port
     if (!getcwd(cwd, sizeof(cwd)))
         snprintf(cwd, sizeof(cwd), "/");
     buf[0] = 0;
-    /* fd 3: ssh's stdin for the watcher (background jobs read /dev/null);
-     * fd 4: the rank's stderr; the shell's own job chatter goes nowhere. */
-    strncat(buf, "exec 3<&0 4>&2 2>/dev/null; cd ", cap - strlen(buf) - 1);
+    /* The first line of ssh's stdin is the job secret (read byte by byte,
+     * so the watcher still gets the rest); fd 3: ssh's stdin for the watcher
+     * (background jobs read /dev/null); fd 4: the rank's stderr; the
+     * shell's own job chatter goes nowhere. */
+    strncat(buf,
+            "IFS= read -r BRIGADE_JOB_SECRET || exit 126; export BRIGADE_JOB_SECRET; "
+            "exec 3<&0 4>&2 2>/dev/null; cd ",
+            cap - strlen(buf) - 1);
     shq(buf, cap, cwd);
     strncat(buf, "&& env ", cap - strlen(buf) - 1);
     const char *kv[][2] = {{"BRIGADE_MASTER_ADDR", c->master_addr ? c->master_addr : "127.0.0.1"},
@@ -123,9 +143,10 @@ static void remote_command(const bg_launch_conf_t *c, int r, int local, int port
 }
 
 /* In the child, between fork and exec: only async-signal-safe calls. */
-static void child_exec(const bg_launch_conf_t *c, int rank, pid_t pgid, pid_t parent, int out_w,
-                       int err_w, int in_r, int port)
+static void child_exec(const bg_launch_conf_t *c, const launch_job_t *j, int rank, pid_t pgid,
+                       pid_t parent, int out_w, int err_w, int in_r)
 {
+    int port = j->port;
     setpgid(0, pgid);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
@@ -150,6 +171,11 @@ static void child_exec(const bg_launch_conf_t *c, int rank, pid_t pgid, pid_t pa
     setenv("BRIGADE_MASTER_ADDR", c->master_addr ? c->master_addr : "127.0.0.1", 1);
     setenv("BRIGADE_STORE", "external", 1);
     setenv("BRIGADE_WORKER", "1", 1);
+    setenv("BRIGADE_JOB_SECRET", j->secret, 1);
+    /* Every rank is on this host: UCX needs no network device but loopback,
+     * so it opens no port on the others (shared memory is unaffected). */
+    if (j->all_local && !getenv("UCX_NET_DEVICES"))
+        setenv("UCX_NET_DEVICES", "lo", 1);
     if (c->tty)
         setenv("BRIGADE_TTY", "1", 1);
     signal(SIGINT, SIG_DFL);
@@ -257,7 +283,8 @@ static void stop_all(rank_proc_t *p, int n, pid_t pgid, double grace)
 
 /* Start rank r in the job's process group (*pgid: 0 until the first rank
  * makes it). 0 ok, 1 with a message when a pipe or fork failed. */
-static int spawn_rank(const bg_launch_conf_t *c, rank_proc_t *p, int r, int port, pid_t *pgid)
+static int spawn_rank(const bg_launch_conf_t *c, const launch_job_t *j, rank_proc_t *p, int r,
+                      pid_t *pgid)
 {
     int o[2], e[2], in[2] = {-1, -1};
     if (pipe2(o, O_CLOEXEC) || pipe2(e, O_CLOEXEC) || (c->hosts && pipe2(in, O_CLOEXEC))) {
@@ -277,15 +304,18 @@ static int spawn_rank(const bg_launch_conf_t *c, rank_proc_t *p, int r, int port
         close(e[0]);
         if (in[1] >= 0)
             close(in[1]);
-        child_exec(c, r, *pgid, self, o[1], e[1], in[0], port);
+        child_exec(c, j, r, *pgid, self, o[1], e[1], in[0]);
     }
     if (!*pgid)
         *pgid = pid;
     setpgid(pid, *pgid); /* also done by the child: whoever runs first wins the race */
     close(o[1]);
     close(e[1]);
-    if (in[0] >= 0)
+    if (in[0] >= 0) {
         close(in[0]);
+        /* The remote command's first line: far below a pipe's buffer. */
+        dprintf(in[1], "%s\n", j->secret);
+    }
     p[r].keepalive_fd = in[1];
     p[r].pid = pid;
     p[r].out_fd = o[0];
@@ -293,9 +323,22 @@ static int spawn_rank(const bg_launch_conf_t *c, rank_proc_t *p, int r, int port
     return 0;
 }
 
-/* Forward what ranks print until one fails, a signal comes, or all are done.
- * fds/map have room for 2 n entries. Returns the rank that failed first, or -1. */
-static int watch(const bg_launch_conf_t *c, rank_proc_t *p, struct pollfd *fds, int *map)
+/* The store's first fault, unless it is a death (the exit status tells
+ * more about those): a rank's own failure report or a liveness verdict. */
+static int store_verdict(bg_tp_server_t *srv, bg_tp_fault_t *fault)
+{
+    bg_tp_fault_t f;
+    if (!bg_tp_server_fault(srv, &f) || f.kind == BG_TP_FAULT_DIED)
+        return 0;
+    *fault = f;
+    return 1;
+}
+
+/* Forward what ranks print until one fails, the store reports a fault, a
+ * signal comes, or all are done. fds/map have room for 2 n entries. Returns
+ * the rank that failed first, or -1; *fault gets the store's verdict. */
+static int watch(const bg_launch_conf_t *c, rank_proc_t *p, struct pollfd *fds, int *map,
+                 bg_tp_server_t *srv, bg_tp_fault_t *fault)
 {
     int n = c->nranks, first_bad = -1;
     for (;;) {
@@ -332,9 +375,66 @@ static int watch(const bg_launch_conf_t *c, rank_proc_t *p, struct pollfd *fds, 
                 (first_bad < 0 || (WIFSIGNALED(st) && !WIFSIGNALED(p[first_bad].status))))
                 first_bad = r;
         }
-        if (first_bad >= 0 || launch_interrupted || !alive)
+        if (store_verdict(srv, fault) || first_bad >= 0 || launch_interrupted || !alive)
             return first_bad;
     }
+}
+
+/* Where rank r runs, for messages. */
+static void rank_host(const bg_launch_conf_t *c, int r, const char *said, char *buf, size_t len)
+{
+    int local = 0, h = c->hosts ? host_of(c, r, &local) : -1;
+    if (said && *said)
+        snprintf(buf, len, "%s", said);
+    else if (h >= 0)
+        snprintf(buf, len, "%s", c->hosts[h]);
+    else if (gethostname(buf, len) != 0)
+        snprintf(buf, len, "localhost");
+    buf[len - 1] = 0;
+}
+
+/*
+ * The store named a rank at fault: an unresponsive or hung one is killed at
+ * once (SIGKILL also ends a stopped process); the others were told by the
+ * store and get a moment to leave on their own, then everything is stopped.
+ */
+static void stop_for_fault(const bg_launch_conf_t *c, rank_proc_t *p, pid_t pgid,
+                           const bg_tp_fault_t *f)
+{
+    int n = c->nranks;
+    if (f->kind != BG_TP_FAULT_FAILED && f->rank >= 0 && f->rank < n && !p[f->rank].done)
+        kill(p[f->rank].pid, SIGKILL);
+    double deadline = bg_now_s() + 1.0;
+    for (int alive = n; alive && bg_now_s() < deadline;) {
+        alive = 0;
+        for (int r = 0; r < n; r++) {
+            reap(&p[r], 0);
+            alive += !p[r].done;
+        }
+        if (alive)
+            usleep(10000);
+    }
+    kill(-pgid, SIGCONT); /* a stopped rank must see the SIGTERM that follows */
+    stop_all(p, n, pgid, 0.5);
+}
+
+/* The message and exit code for the store's verdict: the rank's own words
+ * for a failure (its exit code: 2 when it refused its input), the store's
+ * account for an unresponsive or hung rank. */
+static int report_fault(const bg_launch_conf_t *c, const bg_tp_fault_t *f)
+{
+    char who[64], host[64];
+    rank_name(c, f->rank, who, sizeof(who));
+    rank_host(c, f->rank, f->host, host, sizeof(host));
+    const char *why = f->why;
+    size_t wl = strlen(who);
+    if (!strncmp(why, who, wl) && why[wl] == ':')
+        why += wl + (why[wl + 1] == ' ' ? 2 : 1); /* the rank named itself already */
+    const char *what = f->kind == BG_TP_FAULT_FAILED         ? "failed"
+                       : f->kind == BG_TP_FAULT_UNRESPONSIVE ? "is unresponsive"
+                                                             : "is hung";
+    fprintf(stderr, "brigade: %s on host %s %s: %s; all ranks stopped\n", who, host, what, why);
+    return f->kind == BG_TP_FAULT_FAILED && f->status == BG_ERR_INVALID ? 2 : 1;
 }
 
 /* The job's exit code after the ranks are gone, with its one message. */
@@ -349,12 +449,33 @@ static int report(const bg_launch_conf_t *c, const rank_proc_t *p, int first_bad
     }
     if (first_bad < 0)
         return 0;
-    char who[64], how[96];
+    char who[64], how[96], host[64];
     rank_name(c, first_bad, who, sizeof(who));
     describe_exit(p[first_bad].status, how, sizeof(how));
-    fprintf(stderr, "brigade: %s died: %s; all ranks stopped\n", who, how);
+    rank_host(c, first_bad, NULL, host, sizeof(host));
+    fprintf(stderr, "brigade: %s died: %s on host %s; all ranks stopped\n", who, how, host);
     /* A rank that refused its input (exit 2) makes the job a usage error. */
     return WIFEXITED(p[first_bad].status) && WEXITSTATUS(p[first_bad].status) == 2 ? 2 : 1;
+}
+
+int bg_launch_route_addr(const char *host, char *out, size_t cap)
+{
+    /* A UDP connect sends nothing; it only asks the kernel for the route. */
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_DGRAM;
+    if (getaddrinfo(host, "9", &hints, &res) != 0)
+        return -1;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in me = {0};
+    socklen_t ml = sizeof(me);
+    int ok = fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0 &&
+             getsockname(fd, (struct sockaddr *)&me, &ml) == 0 &&
+             inet_ntop(AF_INET, &me.sin_addr, out, (socklen_t)cap) != NULL;
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
+    return ok ? 0 : -1;
 }
 
 static void catch_signals(void)
@@ -367,10 +488,36 @@ static void catch_signals(void)
     sigaction(SIGHUP, &sa, NULL);
 }
 
+/*
+ * The job's secret and its store: bound to loopback for a local job, to
+ * the master address only for --hosts, with the liveness bounds. 0, or 1
+ * with a message.
+ */
+static int host_store(const bg_launch_conf_t *c, launch_job_t *j, bg_tp_server_t **srv)
+{
+    bg_tp_auth_t auth;
+    j->all_local = !c->hosts;
+    if (bg_tp_auth_generate(j->secret, sizeof(j->secret)) != BG_OK ||
+        bg_tp_auth_from_secret(j->secret, NULL, &auth) != BG_OK) {
+        fprintf(stderr, "brigade: cannot make the job's secret: %s\n", bg_last_error());
+        return 1;
+    }
+    const char *bind = c->hosts && c->master_addr ? c->master_addr : "127.0.0.1";
+    if (bg_tp_server_create(bind, c->port, c->nranks, &auth, srv) != BG_OK) {
+        fprintf(stderr, "brigade: cannot host the rendezvous store: %s\n", bg_last_error());
+        return 1;
+    }
+    bg_tp_server_set_liveness(*srv, c->heartbeat_s > 0 ? c->heartbeat_s : 10.0, c->hang_s);
+    j->port = bg_tp_server_port(*srv);
+    return 0;
+}
+
 int bg_launch_run(const bg_launch_conf_t *c)
 {
     int n = c->nranks, rc = 0, started = 0;
     bg_tp_server_t *srv = NULL;
+    launch_job_t job = {0};
+    bg_tp_fault_t fault = {0};
     rank_proc_t *p = calloc((size_t)n, sizeof(*p));
     struct pollfd *fds = calloc(2 * (size_t)n, sizeof(*fds));
     int *map = calloc(2 * (size_t)n, sizeof(*map));
@@ -379,23 +526,27 @@ int bg_launch_run(const bg_launch_conf_t *c)
         rc = 1;
         goto out_mem;
     }
-    if (bg_tp_server_create(c->hosts ? NULL : "127.0.0.1", c->port, n, &srv) != BG_OK) {
-        fprintf(stderr, "brigade: cannot host the rendezvous store: %s\n", bg_last_error());
-        rc = 1;
+    if ((rc = host_store(c, &job, &srv)) != 0)
         goto out_mem;
-    }
     catch_signals();
     pid_t pgid = 0;
     for (int r = 0; r < n; r++)
         p[r].keepalive_fd = -1;
     for (; started < n && !rc; started += !rc)
-        rc = spawn_rank(c, p, started, bg_tp_server_port(srv), &pgid);
+        rc = spawn_rank(c, &job, p, started, &pgid);
     if (rc) {
         stop_all(p, started, pgid, 0.5);
         goto out;
     }
-    int first_bad = watch(c, p, fds, map);
-    if (first_bad >= 0 || launch_interrupted) {
+    int first_bad = watch(c, p, fds, map, srv, &fault);
+    /* A survivor may report a peer's death (seen by UCX) before the store
+     * sees the dead rank's connection close: the signal is the root cause. */
+    if (fault.kind == BG_TP_FAULT_FAILED && fault.status == BG_ERR_PEER && first_bad >= 0 &&
+        WIFSIGNALED(p[first_bad].status))
+        fault.kind = BG_TP_FAULT_NONE;
+    if (fault.kind != BG_TP_FAULT_NONE && !launch_interrupted) {
+        stop_for_fault(c, p, pgid, &fault);
+    } else if (first_bad >= 0 || launch_interrupted) {
         /* Give peers a moment to report the failure in their own words. */
         if (!launch_interrupted)
             usleep(200000);
@@ -408,7 +559,8 @@ int bg_launch_run(const bg_launch_conf_t *c)
         while (p[r].err_fd >= 0)
             pump_fd(c, r, &p[r].err_fd, p[r].err_buf, &p[r].err_len, stderr);
     }
-    rc = report(c, p, first_bad);
+    rc = fault.kind != BG_TP_FAULT_NONE && !launch_interrupted ? report_fault(c, &fault)
+                                                                : report(c, p, first_bad);
 out:
     for (int r = 0; r < started; r++)
         if (p[r].keepalive_fd >= 0)

@@ -8,6 +8,8 @@
 #ifndef BG_LAUNCH_H
 #define BG_LAUNCH_H
 
+#include <stddef.h>
+
 typedef struct bg_launch_conf {
     int nranks;
     int stages;          /* to name ranks as (stage, dp) in messages */
@@ -24,7 +26,16 @@ typedef struct bg_launch_conf {
     const char *master_addr; /* address remote ranks use to reach the store */
     const char *remote_exe;  /* the brigade binary's path on remote hosts (same path) */
     int port;                /* store port; 0: any free one */
+    double heartbeat_s;      /* a rank silent this long is stopped and named; <= 0: 10 */
+    double hang_s;           /* a rank without progress this long likewise; <= 0: off */
 } bg_launch_conf_t;
+
+/*
+ * The address of this host that routes to `host` (a name or address),
+ * numeric, into out: where remote ranks can reach a store that listens on
+ * that address only. 0, or -1 when `host` does not resolve or has no route.
+ */
+int bg_launch_route_addr(const char *host, char *out, size_t cap);
 
 /*
  * Run the job to completion. Returns 0 when every rank exited 0, 1 when a

@@ -24,6 +24,10 @@ int bg_tp_rank(const bg_tp_t *tp)
 {
     return tp->rank;
 }
+double bg_tp_timeout(const bg_tp_t *tp)
+{
+    return tp->timeout_s;
+}
 int bg_tp_world_size(const bg_tp_t *tp)
 {
     return tp->world;
@@ -70,8 +74,20 @@ bg_status_t bg_tp_config_from_env(bg_tp_config_t *out)
                          "BRIGADE_TP_DEVICE_PATH='%s' (expected auto, direct or staged)", p);
     c.chunk_bytes = (size_t)strtoull(env_str("BRIGADE_TP_CHUNK", "0"), NULL, 10);
     c.stage_depth = atoi(env_str("BRIGADE_TP_STAGE_DEPTH", "0"));
+    if (c.boot.world_size > 1 && (st = bg_tp_auth_from_env(&c.auth)) != BG_OK)
+        return bg_error_prefix(st, "rank %d: ", c.boot.rank);
     *out = c;
     return BG_OK;
+}
+
+void bg_tp_fail(bg_tp_t *tp, bg_status_t status, const char *why)
+{
+    bg_tp_rdv_fail(&tp->rdv, status, why);
+}
+
+void bg_tp_note_progress(bg_tp_t *tp)
+{
+    bg_tp_store_note_progress(tp->rdv.store);
 }
 
 /* ---------------- teardown hooks of the layers above ---------------- */
@@ -138,7 +154,7 @@ bg_status_t bg_tp_create(const bg_tp_config_t *cfg, bg_tp_t **out)
     }
     for (int r = 0; r < tp->world; r++)
         tp->peers[r].tp = tp;
-    st = bg_tp_rdv_join(&tp->rdv, b, tp->timeout_s);
+    st = bg_tp_rdv_join(&tp->rdv, cfg, tp->timeout_s);
     if (st != BG_OK)
         goto err_peers;
     bg_tp_ucx_install_log_filter();
@@ -178,7 +194,7 @@ bg_status_t bg_tp_destroy(bg_tp_t *tp)
     /* 2. Requests: cancel what the user left behind. */
     while (tp->live)
         bg_tp_cancel(tp, tp->live);
-    int failed = bg_tp_store_any_failure(tp->rdv.store);
+    int failed = tp->rdv.failed_self || bg_tp_store_any_failure(tp->rdv.store);
     /* 3. Endpoints, with progress. */
     bg_tp_eps_close(tp, failed);
     /* 4. Barrier: nobody tears down a worker a peer may still flush to. */

@@ -21,26 +21,31 @@ typedef struct {
     char host[64];
 } addr_hdr_t;
 
-bg_status_t bg_tp_rdv_join(bg_tp_rdv_t *rv, const bg_tp_bootstrap_t *b, double timeout_s)
+bg_status_t bg_tp_rdv_join(bg_tp_rdv_t *rv, const bg_tp_config_t *cfg, double timeout_s)
 {
+    const bg_tp_bootstrap_t *b = &cfg->boot;
     memset(rv, 0, sizeof(*rv));
     rv->rank = b->rank;
     rv->world = b->world_size;
     rv->timeout_s = timeout_s;
     const char *addr = b->master_addr;
     if (b->rank == 0 && !b->store_external) {
-        bg_status_t st = bg_tp_server_create(NULL, b->master_port, b->world_size, &rv->server);
+        /* Only the master address: the ranks reach it there, nobody needs
+         * the store on any other interface. */
+        bg_status_t st = bg_tp_server_create(addr, b->master_port, b->world_size, &cfg->auth,
+                                             &rv->server);
         if (st != BG_OK) {
             /* A launcher may already host it there: try as a client. */
             bg_log(BG_LOG_INFO, "rank 0: not hosting the store (%s); connecting instead",
                    bg_last_error());
             rv->server = NULL;
         } else {
-            addr = "127.0.0.1";
+            bg_tp_server_set_liveness(rv->server, cfg->heartbeat_s > 0 ? cfg->heartbeat_s : 10.0,
+                                      cfg->hang_s);
         }
     }
-    bg_status_t st =
-        bg_tp_store_connect(addr, b->master_port, b->rank, b->world_size, timeout_s, &rv->store);
+    bg_status_t st = bg_tp_store_connect(addr, b->master_port, b->rank, b->world_size, &cfg->auth,
+                                         timeout_s, &rv->store);
     if (st != BG_OK) {
         if (rv->server)
             bg_tp_server_destroy(rv->server);
@@ -137,6 +142,14 @@ void bg_tp_rdv_peers_free(bg_tp_rdv_peer_t *peers, int world)
     for (int r = 0; r < world; r++)
         free(peers[r].addr);
     free(peers);
+}
+
+void bg_tp_rdv_fail(bg_tp_rdv_t *rv, bg_status_t status, const char *why)
+{
+    if (!rv->store || rv->failed_self)
+        return;
+    rv->failed_self = 1;
+    bg_tp_store_fail(rv->store, status, why);
 }
 
 bg_status_t bg_tp_rdv_fini_barrier(bg_tp_rdv_t *rv)

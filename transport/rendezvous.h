@@ -23,6 +23,7 @@ typedef struct {
     bg_tp_server_t *server; /* rank 0's own store, NULL when a launcher hosts it */
     int rank, world;
     double timeout_s;
+    int failed_self; /* this rank reported its own failure (bg_tp_rdv_fail) */
 } bg_tp_rdv_t;
 
 /* A peer as published: its worker address and whether it shares our host
@@ -33,9 +34,13 @@ typedef struct {
     int same_host;
 } bg_tp_rdv_peer_t;
 
-/* Connect to (on rank 0: first try to host) the store. On failure nothing
- * is left open and the error names the address. */
-bg_status_t bg_tp_rdv_join(bg_tp_rdv_t *rv, const bg_tp_bootstrap_t *b, double timeout_s);
+/* Connect to (on rank 0: first try to host, on the master address only,
+ * with the config's liveness bounds) the store, as the config's job. On
+ * failure nothing is left open and the error names the address. */
+bg_status_t bg_tp_rdv_join(bg_tp_rdv_t *rv, const bg_tp_config_t *cfg, double timeout_s);
+/* Tell the store this rank failed (status, message); the final barrier is
+ * skipped from then on. Cannot fail. */
+void bg_tp_rdv_fail(bg_tp_rdv_t *rv, bg_status_t status, const char *why);
 /*
  * Publish this rank's address record, meet everyone at barrier
  * "bg/tp/init" and collect every rank's record into *out (an array of

@@ -8,8 +8,14 @@
  * caller's error at once ("store at ADDR:PORT: <server's reason>"), so a
  * server-side failure is never mistaken for a slow peer.
  *
- * Must NOT: touch UCX, exit, block without a deadline, or let the reader
- * thread call anything but this file's bookkeeping.
+ * Joining is a mutual proof of the job secret (store_auth.h): the store
+ * must prove it first, so a rank never publishes its address to an
+ * impostor. Once joined, a heartbeat thread sends the progress count at
+ * the interval the store asked for, whatever the caller's thread is doing.
+ *
+ * Must NOT: touch UCX, exit, block without a deadline, send the secret, or
+ * let the reader and heartbeat threads call anything but this file's
+ * bookkeeping.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -25,8 +31,11 @@
 #include <unistd.h>
 
 #include "transport/backoff.h"
+#include "transport/store_auth.h"
 #include "transport/store_int.h"
 #include "transport/store_wire.h"
+
+#define DEAD_LEN 400
 
 struct bg_tp_store {
     int fd;
@@ -34,8 +43,11 @@ struct bg_tp_store {
     char addr[256];
     int port;
     double timeout_s; /* for requests without their own deadline (set) */
+    double hb_s;      /* heartbeat interval the store asked for */
+    double last_rx;   /* when the store last said anything */
     int host_rank0;
-    pthread_t reader;
+    pthread_t reader, beater;
+    atomic_uint_fast64_t progress;
     pthread_mutex_t mu; /* guards everything below, and writes to fd */
     pthread_cond_t cv;
     uint32_t seq; /* of the request in flight */
@@ -43,7 +55,7 @@ struct bg_tp_store {
     uint32_t reply_type, reply_arg;
     char *reply;
     size_t reply_len;
-    char (*dead)[160]; /* [world], "" while alive */
+    char (*dead)[DEAD_LEN]; /* [world], "" while alive */
     int lost;
     char lost_why[200];
     int closing;
@@ -66,7 +78,10 @@ static void reader_lost(bg_tp_store_t *st)
  * flight (val is kept as the reply, else freed). mu held. */
 static void reader_deliver(bg_tp_store_t *st, const wire_hdr_t *h, char *val)
 {
-    if (h->type == MSG_DEAD) {
+    st->last_rx = bg_now_s();
+    if (h->type == MSG_PING) {
+        free(val);
+    } else if (h->type == MSG_DEAD) {
         if ((int)h->arg >= 0 && (int)h->arg < st->world && !st->dead[h->arg][0]) {
             snprintf(st->dead[h->arg], sizeof(st->dead[h->arg]), "%s", val[0] ? val : "died");
             atomic_fetch_add(&st->fail_gen, 1);
@@ -148,15 +163,16 @@ static int connect_once(const char *addr, int port, int *fd_out, char *err, size
     return 0;
 }
 
-/* Wait for the reply to request `seq`, a failure, or the deadline.
- * Called with st->mu held. 0 = reply, 1 = timeout, 2 = failure. */
+/* Wait for the reply to request `seq`, a failure, or the deadline. With
+ * fail_on_death any fault known, before or during the wait, ends it: a
+ * rank that failed or died will not arrive. Called with st->mu held.
+ * 0 = reply, 1 = timeout, 2 = failure. */
 static int store_wait_reply(bg_tp_store_t *st, double deadline, int fail_on_death)
 {
-    uint64_t gen0 = atomic_load(&st->fail_gen);
     while (!st->have_reply) {
         if (st->lost)
             return 2;
-        if (fail_on_death && atomic_load(&st->fail_gen) != gen0)
+        if (fail_on_death && atomic_load(&st->fail_gen) != 0)
             return 2;
         if (bg_now_s() >= deadline)
             return 1;
@@ -231,15 +247,104 @@ static bg_status_t store_request(bg_tp_store_t *st, const char *what, uint32_t t
     return BG_OK;
 }
 
-/* Connect and say hello synchronously, before the reader thread owns the
- * socket. On success *fd_out is the connection. */
+/* Read one message of at most vcap value bytes before `deadline`, with
+ * its key (kcap bytes, NUL-ended) and value into the buffers. 0 or -1. */
+static int hs_read(int fd, double deadline, wire_hdr_t *h, char *key, size_t kcap, char *val,
+                   size_t vcap)
+{
+    struct pollfd pf = {fd, POLLIN, 0};
+    double left = deadline - bg_now_s();
+    int ms = left <= 0 ? 0 : left > 1e6 ? -1 : (int)(left * 1000) + 1;
+    if (poll(&pf, 1, ms) <= 0 || bg_tp_wire_read(fd, h, sizeof(*h)) < 0)
+        return -1;
+    bg_tp_wire_decode(h);
+    if (h->klen >= kcap || h->vlen > vcap || bg_tp_wire_read(fd, key, h->klen) < 0 ||
+        bg_tp_wire_read(fd, val, h->vlen) < 0)
+        return -1;
+    key[h->klen] = '\0';
+    return 0;
+}
+
+/* A refusal (MSG_ERROR) as the caller's error; BUSY is retried by the caller. */
+static bg_status_t hs_refused(const wire_hdr_t *h, char *val, int rank, const char *addr,
+                              int port)
+{
+    val[h->vlen] = '\0';
+    return bg_errorf(h->arg == STORE_E_NOMEM ? BG_ERR_NOMEM
+                     : h->arg == STORE_E_BUSY ? BG_ERR_IO
+                                              : BG_ERR_INVALID,
+                     "rank %d: rendezvous store %s:%d refused: %s", rank, addr, port, val);
+}
+
+/*
+ * The handshake on a fresh connection: AUTH with our nonce, check the
+ * store's proof over it, HELLO with ours. BG_OK and the heartbeat interval
+ * in *hb_ms; BG_ERR_IO (retry) when the store is busy or the link broke.
+ */
+static bg_status_t hs_prove(int fd, int rank, int world, const bg_tp_auth_t *auth,
+                            const char *addr, int port, double deadline, uint32_t *hb_ms)
+{
+    unsigned char nc[AUTH_NONCE], want[AUTH_MAC];
+    char key[MAX_KEY_UNAUTH + 1], val[1024];
+    wire_hdr_t h;
+    bg_tp_auth_nonce(nc);
+    if (bg_tp_wire_send(fd, MSG_AUTH, 1, 0, auth->job, nc, sizeof(nc)) < 0 ||
+        hs_read(fd, deadline, &h, key, sizeof(key), val, sizeof(val) - 1) < 0)
+        return bg_errorf(BG_ERR_IO, "rank %d: rendezvous store %s:%d: handshake failed", rank,
+                         addr, port);
+    if (h.type == MSG_ERROR)
+        return hs_refused(&h, val, rank, addr, port);
+    if (h.type != MSG_CHALLENGE || h.vlen != AUTH_NONCE + AUTH_MAC)
+        return bg_errorf(BG_ERR_INVALID,
+                         "rank %d: %s:%d is not a brigade store of this version (answered type "
+                         "%u)",
+                         rank, addr, port, h.type);
+    bg_tp_auth_server_mac(auth, nc, (unsigned char *)val, want);
+    if (strcmp(key, auth->job) || !bg_tp_auth_equal(want, (unsigned char *)val + AUTH_NONCE))
+        return bg_errorf(BG_ERR_INVALID,
+                         "rank %d: the store at %s:%d serves job '%.64s' and could not prove "
+                         "the secret of job '%s' (two jobs on one port, or a stranger's port?)",
+                         rank, addr, port, key, auth->job);
+    char hello[4 + AUTH_MAC + MAX_HOST], host[MAX_HOST] = "";
+    gethostname(host, sizeof(host) - 1);
+    uint32_t w = htonl((uint32_t)world);
+    size_t hl = strlen(host);
+    memcpy(hello, &w, 4);
+    bg_tp_auth_client_mac(auth, (unsigned char *)val, nc, (uint32_t)rank, (uint32_t)world,
+                          (unsigned char *)hello + 4);
+    memcpy(hello + 4 + AUTH_MAC, host, hl);
+    if (bg_tp_wire_send(fd, MSG_HELLO, 2, (uint32_t)rank, NULL, hello, 4 + AUTH_MAC + hl) < 0 ||
+        hs_read(fd, deadline, &h, key, sizeof(key), val, sizeof(val) - 1) < 0)
+        return bg_errorf(BG_ERR_IO, "rank %d: rendezvous store %s:%d: handshake failed", rank,
+                         addr, port);
+    if (h.type != MSG_HELLO_OK)
+        return hs_refused(&h, val, rank, addr, port);
+    *hb_ms = h.arg;
+    return BG_OK;
+}
+
+/* Connect and prove ourselves synchronously, before the reader thread owns
+ * the socket; retried (a store that starts late, or is busy) until the
+ * deadline. On success *fd_out is the connection. */
 static bg_status_t store_handshake(const char *addr, int port, int rank, int world_size,
-                                   double timeout_s, int *fd_out)
+                                   const bg_tp_auth_t *auth, double timeout_s, int *fd_out,
+                                   uint32_t *hb_ms)
 {
     double deadline = bg_tp_deadline(timeout_s);
-    int fd = -1;
     char err[256] = "";
-    while (connect_once(addr, port, &fd, err, sizeof(err)) != 0) {
+    for (;;) {
+        int fd = -1;
+        if (connect_once(addr, port, &fd, err, sizeof(err)) == 0) {
+            bg_status_t st = hs_prove(fd, rank, world_size, auth, addr, port, deadline, hb_ms);
+            if (st == BG_OK) {
+                *fd_out = fd;
+                return BG_OK;
+            }
+            close(fd);
+            if (st != BG_ERR_IO || bg_now_s() >= deadline)
+                return st;
+            snprintf(err, sizeof(err), "%s", bg_last_error());
+        }
         if (bg_now_s() >= deadline)
             return bg_errorf(BG_ERR_TIMEOUT,
                              "rank %d: rendezvous store %s:%d not reachable within %.1f s: %s%s",
@@ -247,39 +352,57 @@ static bg_status_t store_handshake(const char *addr, int port, int rank, int wor
                              " (is rank 0 or the launcher up? BRIGADE_MASTER_ADDR/PORT)");
         bg_tp_pause(0.05);
     }
-    uint32_t w = htonl((uint32_t)world_size);
-    wire_hdr_t h;
-    struct pollfd pf = {fd, POLLIN, 0};
-    double left = deadline - bg_now_s();
-    int ms = left > 1e6 ? -1 : (int)(left * 1000) + 1;
-    if (bg_tp_wire_send(fd, MSG_HELLO, 1, (uint32_t)rank, NULL, &w, 4) < 0 ||
-        poll(&pf, 1, ms) <= 0 || bg_tp_wire_read(fd, &h, sizeof(h)) < 0) {
-        close(fd);
-        return bg_errorf(BG_ERR_IO, "rank %d: rendezvous store %s:%d: handshake failed", rank, addr,
-                         port);
+}
+
+/* A store hosted by rank 0 that has said nothing for five intervals (the
+ * store's heartbeat timeout): rank 0 is stopped or gone. mu held. */
+static void store_silent(bg_tp_store_t *st)
+{
+    double quiet = bg_now_s() - st->last_rx;
+    if (!st->host_rank0 || st->lost || quiet <= 5 * st->hb_s)
+        return;
+    st->lost = 1;
+    snprintf(st->lost_why, sizeof(st->lost_why),
+             "rank 0, which hosts the rendezvous store at %.64s:%d, is unresponsive: it sent "
+             "nothing for %.1f s (stopped?)",
+             st->addr, st->port, quiet);
+    atomic_fetch_add(&st->fail_gen, 1);
+    pthread_cond_broadcast(&st->cv);
+}
+
+/* The heartbeat thread: the progress count every hb_s until closing, and
+ * the check that a store hosted by rank 0 still speaks. It only sends; a
+ * broken link is the reader's to report. */
+static void *store_beater(void *arg)
+{
+    bg_tp_store_t *st = arg;
+    pthread_mutex_lock(&st->mu);
+    while (!st->closing) {
+        /* The cv also wakes for replies: wait out the whole interval. */
+        double next = bg_now_s() + st->hb_s;
+        while (!st->closing && bg_now_s() < next)
+            bg_tp_cond_wait(&st->cv, &st->mu, next, st->hb_s);
+        store_silent(st);
+        if (st->closing || st->lost)
+            continue;
+        uint64_t p = atomic_load(&st->progress);
+        unsigned char b[8];
+        for (int i = 0; i < 8; i++)
+            b[i] = (unsigned char)(p >> (56 - 8 * i));
+        bg_tp_wire_send(st->fd, MSG_HEARTBEAT, 0, 0, NULL, b, sizeof(b));
     }
-    bg_tp_wire_decode(&h);
-    if (h.type != MSG_HELLO_OK) {
-        char msg[300] = "";
-        size_t n = h.vlen < sizeof(msg) - 1 ? h.vlen : sizeof(msg) - 1;
-        if (h.klen == 0 && bg_tp_wire_read(fd, msg, n) == 0)
-            msg[n] = '\0';
-        close(fd);
-        return bg_errorf(h.type == MSG_ERROR && h.arg == STORE_E_NOMEM ? BG_ERR_NOMEM
-                                                                       : BG_ERR_INVALID,
-                         "rank %d: rendezvous store %s:%d refused: %s", rank, addr, port, msg);
-    }
-    *fd_out = fd;
-    return BG_OK;
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
 }
 
 bg_status_t bg_tp_store_connect(const char *addr, int port, int rank, int world_size,
-                                double timeout_s, bg_tp_store_t **out)
+                                const bg_tp_auth_t *auth, double timeout_s, bg_tp_store_t **out)
 {
     if (rank < 0 || rank >= world_size)
         return bg_errorf(BG_ERR_INVALID, "store: rank %d not in 0..%d", rank, world_size - 1);
     int fd = -1;
-    bg_status_t s = store_handshake(addr, port, rank, world_size, timeout_s, &fd);
+    uint32_t hb_ms = 1000;
+    bg_status_t s = store_handshake(addr, port, rank, world_size, auth, timeout_s, &fd, &hb_ms);
     if (s != BG_OK)
         return s;
     bg_tp_store_t *st = calloc(1, sizeof(*st));
@@ -297,6 +420,8 @@ bg_status_t bg_tp_store_connect(const char *addr, int port, int rank, int world_
     st->world = world_size;
     st->port = port;
     st->timeout_s = timeout_s;
+    st->hb_s = (hb_ms ? hb_ms : 1000) / 1000.0;
+    st->last_rx = bg_now_s();
     snprintf(st->addr, sizeof(st->addr), "%s", addr);
     st->seq = 1;
     pthread_mutex_init(&st->mu, NULL);
@@ -308,9 +433,16 @@ bg_status_t bg_tp_store_connect(const char *addr, int port, int rank, int world_
         s = bg_errorf(BG_ERR_NOMEM, "store: cannot start reader thread");
         goto err_cv;
     }
+    if (pthread_create(&st->beater, NULL, store_beater, st) != 0) {
+        s = bg_errorf(BG_ERR_NOMEM, "store: cannot start heartbeat thread");
+        goto err_reader;
+    }
     *out = st;
     return BG_OK;
 
+err_reader:
+    shutdown(fd, SHUT_RDWR); /* the store sees a close without goodbye: not joined yet */
+    pthread_join(st->reader, NULL);
 err_cv:
     pthread_cond_destroy(&st->cv);
 err_mu:
@@ -371,6 +503,10 @@ void bg_tp_store_close(bg_tp_store_t *st)
         return;
     pthread_mutex_lock(&st->mu);
     st->closing = 1;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    pthread_join(st->beater, NULL);
+    pthread_mutex_lock(&st->mu);
     if (!st->lost)
         bg_tp_wire_send(st->fd, MSG_BYE, 0, 0, NULL, NULL, 0);
     pthread_mutex_unlock(&st->mu);
@@ -383,6 +519,21 @@ void bg_tp_store_close(bg_tp_store_t *st)
     free(st->reply);
     free(st->dead);
     free(st);
+}
+
+void bg_tp_store_fail(bg_tp_store_t *st, bg_status_t status, const char *why)
+{
+    size_t n = strlen(why);
+    pthread_mutex_lock(&st->mu);
+    if (!st->lost)
+        bg_tp_wire_send(st->fd, MSG_FAIL, 0, (uint32_t)-status, NULL, why,
+                        n < MAX_FAIL_TEXT ? n : MAX_FAIL_TEXT);
+    pthread_mutex_unlock(&st->mu);
+}
+
+void bg_tp_store_note_progress(bg_tp_store_t *st)
+{
+    atomic_fetch_add_explicit(&st->progress, 1, memory_order_relaxed);
 }
 
 uint64_t bg_tp_store_fail_gen(bg_tp_store_t *st)

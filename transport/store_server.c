@@ -15,12 +15,17 @@
  * or malformed request). Only a GET of a key not yet set, and a barrier not
  * yet full, wait -- and the client bounds those with its deadline.
  *
+ * Who may talk to it (the handshake) and what it concludes about the ranks
+ * (failure reports, heartbeats, progress, faults) is store_guard.c's; the
+ * state both share is store_srv.h.
+ *
  * Must NOT: touch UCX, exit, block the serving thread on one client, drop a
- * request without a reply, or declare a rank dead for anything but its
- * connection closing without goodbye.
+ * request without a reply, serve anything to a connection before it proved
+ * the secret, or declare a rank faulty for anything but the four causes.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -34,73 +39,11 @@
 
 #include "base/grow.h"
 #include "transport/backoff.h"
-#include "transport/store_wire.h"
-#include "transport/transport.h"
-
-enum { RANK_NEVER = 0, RANK_LIVE, RANK_LEFT, RANK_DEAD };
-
-typedef struct srv_conn {
-    int fd;
-    int rank; /* -1 until HELLO */
-    char *in;
-    size_t in_len, in_cap;
-    size_t skip; /* bytes of a refused request's payload still to discard */
-    struct srv_conn *next;
-} srv_conn_t;
-
-typedef struct kv {
-    char *key;
-    char *val;
-    size_t len;
-    struct kv *next;
-} kv_t;
-
-typedef struct waiter {
-    srv_conn_t *conn;
-    uint32_t seq;
-    char *key; /* GET: key; BARRIER: NULL */
-    struct waiter *next;
-} waiter_t;
-
-typedef struct barrier {
-    char *name;
-    char *arrived; /* [world] */
-    int count;
-    waiter_t *waiters;
-    struct barrier *next;
-} barrier_t;
-
-struct bg_tp_server {
-    int lfd;
-    int port;
-    int world;
-    pthread_t thread;
-    atomic_int stop;
-    atomic_size_t limit; /* budget for keys + values in bytes; 0: none */
-    pthread_mutex_t mu;  /* guards rank_state/why/first_dead for bg_tp_server_wait */
-    pthread_cond_t cv;
-    int *rank_state;
-    char (*why)[160];
-    int first_dead;
-    /* Only the server thread touches these. */
-    srv_conn_t *conns;
-    kv_t *kvs;
-    size_t used; /* key + value bytes held in kvs */
-    waiter_t *gets;
-    barrier_t *barriers;
-    struct pollfd *pf;
-    srv_conn_t **pc;
-    size_t pf_cap, pc_cap;
-};
+#include "transport/store_srv.h"
 
 /* ---------------- replies ---------------- */
 
-/* Answer request `seq` with MSG_ERROR; the message reaches the client's
- * caller as "store at ADDR:PORT: <message>". Never fails silently on our
- * side: sending does not allocate; a client gone meanwhile is reaped. */
-static void srv_reply_error(srv_conn_t *c, uint32_t seq, uint32_t code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void srv_reply_error(srv_conn_t *c, uint32_t seq, uint32_t code, const char *fmt, ...)
+void bg_tp_srv_reply_error(srv_conn_t *c, uint32_t seq, uint32_t code, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -111,19 +54,15 @@ static void srv_reply_error(srv_conn_t *c, uint32_t seq, uint32_t code, const ch
     bg_tp_wire_send(c->fd, MSG_ERROR, seq, code, NULL, msg, strlen(msg));
 }
 
-static void srv_mark_rank(bg_tp_server_t *s, int rank, int state, const char *why)
+void bg_tp_srv_mark_rank(bg_tp_server_t *s, int rank, int state)
 {
     pthread_mutex_lock(&s->mu);
     s->rank_state[rank] = state;
-    if (why)
-        snprintf(s->why[rank], sizeof(s->why[rank]), "%s", why);
-    if (state == RANK_DEAD && s->first_dead < 0)
-        s->first_dead = rank;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
 }
 
-static int srv_rank_state(bg_tp_server_t *s, int rank)
+int bg_tp_srv_rank_state(bg_tp_server_t *s, int rank)
 {
     pthread_mutex_lock(&s->mu);
     int st = s->rank_state[rank];
@@ -171,9 +110,9 @@ static void srv_status_text(bg_tp_server_t *s, const char *barrier, char *out, s
         size_t m = 0;
         list[0] = '\0';
         for (int r = 0; r < s->world && m < sizeof(list); r++) {
-            int st = srv_rank_state(s, r);
+            int st = bg_tp_srv_rank_state(s, r);
             int hit = pass == 0   ? st == RANK_NEVER
-                      : pass == 1 ? st == RANK_DEAD
+                      : pass == 1 ? st == RANK_GONE
                                   : (!b || !b->arrived[r]);
             if (hit)
                 m += (size_t)snprintf(list + m, sizeof(list) - m, "%s%d", m ? "," : "", r);
@@ -186,7 +125,7 @@ static void srv_status_text(bg_tp_server_t *s, const char *barrier, char *out, s
         snprintf(out, cap, "every rank is connected");
 }
 
-static void srv_close_conn(bg_tp_server_t *s, srv_conn_t *c, int said_bye)
+void bg_tp_srv_close_conn(bg_tp_server_t *s, srv_conn_t *c, int said_bye)
 {
     srv_drop_waiters_of(&s->gets, c);
     for (barrier_t *b = s->barriers; b; b = b->next)
@@ -194,46 +133,20 @@ static void srv_close_conn(bg_tp_server_t *s, srv_conn_t *c, int said_bye)
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
+    if (c->state != CONN_RANK)
+        s->n_unauth--;
     if (c->rank < 0)
         return;
     if (said_bye) {
-        srv_mark_rank(s, c->rank, RANK_LEFT, NULL);
+        if (bg_tp_srv_rank_state(s, c->rank) == RANK_LIVE)
+            bg_tp_srv_mark_rank(s, c->rank, RANK_LEFT);
         return;
     }
-    char why[160];
-    snprintf(why, sizeof(why), "its rendezvous connection closed without goodbye (process died?)");
-    srv_mark_rank(s, c->rank, RANK_DEAD, why);
-    bg_log(BG_LOG_INFO, "store: rank %d died", c->rank);
-    for (srv_conn_t *o = s->conns; o; o = o->next)
-        if (o->fd >= 0 && o->rank >= 0)
-            bg_tp_wire_send(o->fd, MSG_DEAD, 0, (uint32_t)c->rank, NULL, why, strlen(why));
+    bg_tp_srv_fault(s, c->rank, BG_TP_FAULT_DIED, BG_ERR_PEER,
+              "its rendezvous connection closed without goodbye (process died?)");
 }
 
 /* ---------------- requests ---------------- */
-
-static void srv_hello(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const char *val)
-{
-    uint32_t world = 0;
-    if (h->vlen == 4)
-        memcpy(&world, val, 4);
-    world = ntohl(world);
-    int r = (int)h->arg;
-    if (c->rank >= 0)
-        srv_reply_error(c, h->seq, STORE_E_INVALID, "second hello on one connection");
-    else if ((int)world != s->world)
-        srv_reply_error(c, h->seq, STORE_E_INVALID,
-                        "world size mismatch: store serves %d ranks, rank %d says %u", s->world, r,
-                        world);
-    else if (r < 0 || r >= s->world)
-        srv_reply_error(c, h->seq, STORE_E_INVALID, "rank %d out of range 0..%d", r, s->world - 1);
-    else if (srv_rank_state(s, r) != RANK_NEVER)
-        srv_reply_error(c, h->seq, STORE_E_INVALID, "rank %d connected twice", r);
-    else {
-        c->rank = r;
-        srv_mark_rank(s, r, RANK_LIVE, NULL);
-        bg_tp_wire_send(c->fd, MSG_HELLO_OK, h->seq, 0, NULL, NULL, 0);
-    }
-}
 
 /* Store key = val, or say why not (budget, memory). */
 static void srv_set(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const char *key,
@@ -243,8 +156,14 @@ static void srv_set(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const
     size_t old = k ? k->len : 0, add = k ? 0 : h->klen;
     size_t limit = atomic_load(&s->limit);
     size_t after = s->used - old + add + h->vlen;
+    if (!k && s->nkeys >= MAX_KEYS) {
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_NOMEM,
+                        "store is full: key '%.200s' would be key %d, past its limit of %d keys",
+                        key, MAX_KEYS + 1, MAX_KEYS);
+        return;
+    }
     if (limit && after > limit && after > s->used) {
-        srv_reply_error(c, h->seq, STORE_E_NOMEM,
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_NOMEM,
                         "store is full: key '%.200s' (%u bytes) would take it past its budget of "
                         "%zu bytes (%zu in use)",
                         key, h->vlen, limit, s->used);
@@ -257,7 +176,7 @@ static void srv_set(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const
         free(v);
         free(nk);
         free(nkey);
-        srv_reply_error(c, h->seq, STORE_E_NOMEM, "out of memory storing key '%.200s' (%u bytes)",
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_NOMEM, "out of memory storing key '%.200s' (%u bytes)",
                         key, h->vlen);
         return;
     }
@@ -267,6 +186,7 @@ static void srv_set(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const
         k->key = nkey;
         k->next = s->kvs;
         s->kvs = k;
+        s->nkeys++;
     }
     free(k->val);
     k->val = v;
@@ -296,7 +216,7 @@ static void srv_get(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const
     waiter_t *w = calloc(1, sizeof(*w));
     if (!w || !(w->key = strdup(key))) {
         free(w);
-        srv_reply_error(c, h->seq, STORE_E_NOMEM, "out of memory waiting for key '%.200s'", key);
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_NOMEM, "out of memory waiting for key '%.200s'", key);
         return;
     }
     w->conn = c;
@@ -350,7 +270,7 @@ static void srv_barrier(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, c
         b = srv_barrier_new(s, name);
     waiter_t *w = b ? calloc(1, sizeof(*w)) : NULL;
     if (!w) {
-        srv_reply_error(c, h->seq, STORE_E_NOMEM, "out of memory entering barrier '%.200s'", name);
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_NOMEM, "out of memory entering barrier '%.200s'", name);
         return;
     }
     w->conn = c;
@@ -365,21 +285,29 @@ static void srv_barrier(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, c
         srv_barrier_release(s, b);
 }
 
-/* One complete request. Everything but BYE is answered here or later. */
+/* One complete request. Everything but BYE, FAIL and HEARTBEAT is answered
+ * here or later. */
 static void srv_handle(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const char *key,
                        const char *val)
 {
-    if (h->type != MSG_HELLO && c->rank < 0) {
-        srv_reply_error(c, h->seq, STORE_E_INVALID, "request of type %u before hello", h->type);
+    if (memchr(key, '\0', h->klen)) {
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_INVALID, "key of %u bytes contains a NUL byte", h->klen);
         return;
     }
-    if (memchr(key, '\0', h->klen)) {
-        srv_reply_error(c, h->seq, STORE_E_INVALID, "key of %u bytes contains a NUL byte", h->klen);
+    if (c->state != CONN_RANK) {
+        bg_tp_srv_handle_stranger(s, c, h, key, val);
         return;
     }
     switch (h->type) {
     case MSG_HELLO:
-        srv_hello(s, c, h, val);
+    case MSG_AUTH:
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_INVALID, "second hello on one connection");
+        return;
+    case MSG_HEARTBEAT:
+        bg_tp_srv_heartbeat(s, c, h, val);
+        return;
+    case MSG_FAIL:
+        bg_tp_srv_fail(s, c, h, val);
         return;
     case MSG_SET:
         srv_set(s, c, h, key, val);
@@ -397,7 +325,7 @@ static void srv_handle(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, co
         return;
     }
     default:
-        srv_reply_error(c, h->seq, STORE_E_INVALID, "unknown request type %u", h->type);
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_INVALID, "unknown request type %u", h->type);
         return;
     }
 }
@@ -407,25 +335,28 @@ static void srv_handle(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, co
 static void srv_refuse(srv_conn_t *c, const wire_hdr_t *h)
 {
     if (h->klen > MAX_KEY || h->vlen > MAX_VAL)
-        srv_reply_error(c, h->seq, STORE_E_INVALID,
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_INVALID,
                         "request too large: key of %u bytes (limit %u), value of %u bytes "
                         "(limit %u)",
                         h->klen, MAX_KEY, h->vlen, MAX_VAL);
     else
-        srv_reply_error(c, h->seq, STORE_E_NOMEM, "out of memory receiving a request of %zu bytes",
+        bg_tp_srv_reply_error(c, h->seq, STORE_E_NOMEM, "out of memory receiving a request of %zu bytes",
                         (size_t)h->klen + h->vlen);
     c->skip = (size_t)h->klen + h->vlen;
 }
 
 /*
  * Serve every complete request in c->in; refused ones (oversized, no memory
- * for their payload) are answered and skipped. Returns -1 on BYE (*bye = 1),
- * else 0.
+ * for their payload) are answered and skipped -- or, from a stranger,
+ * answered and the connection closed. Returns -1 to close (*bye = 1 for a
+ * goodbye of a rank), else 0.
  */
 static int srv_parse(bg_tp_server_t *s, srv_conn_t *c, int *bye)
 {
     size_t off = 0;
-    for (;;) {
+    int ranked = c->state == CONN_RANK;
+    uint32_t kmax = ranked ? MAX_KEY : MAX_KEY_UNAUTH, vmax = ranked ? MAX_VAL : MAX_VAL_UNAUTH;
+    while (!c->close_after) {
         size_t avail = c->in_len - off;
         if (c->skip) {
             size_t d = c->skip < avail ? c->skip : avail;
@@ -435,33 +366,39 @@ static int srv_parse(bg_tp_server_t *s, srv_conn_t *c, int *bye)
                 break;
             continue;
         }
-        if (avail < sizeof(wire_hdr_t))
-            break;
-        wire_hdr_t h;
-        memcpy(&h, c->in + off, sizeof(h));
-        bg_tp_wire_decode(&h);
-        if (h.type == MSG_BYE) {
-            *bye = 1;
+        wire_msg_t m = {0};
+        size_t used = 0;
+        int got = bg_tp_wire_next(c->in + off, avail, kmax, vmax, &m, &used);
+        if (avail >= sizeof(wire_hdr_t) && m.h.type == MSG_BYE) {
+            *bye = ranked;
             return -1;
         }
-        size_t need = sizeof(h) + h.klen + h.vlen;
-        int big = h.klen > MAX_KEY || h.vlen > MAX_VAL;
-        if (big || (need > c->in_cap - off && bg_grow(&c->in, &c->in_cap, off + need, 1) != 0)) {
-            srv_refuse(c, &h);
-            off += sizeof(h);
+        size_t need = sizeof(wire_hdr_t) + (size_t)m.h.klen + m.h.vlen;
+        if (got < 0 && !ranked) {
+            bg_tp_srv_refuse_handshake(c, m.h.seq, STORE_E_AUTH,
+                                 "handshake message too large (authenticate first)");
+            break;
+        }
+        if (got < 0 ||
+            (got == 0 && avail >= sizeof(wire_hdr_t) && need > c->in_cap - off &&
+             bg_grow(&c->in, &c->in_cap, off + need, 1) != 0)) {
+            srv_refuse(c, &m.h);
+            off += sizeof(wire_hdr_t);
             continue;
         }
-        if (avail < need)
+        if (got == 0)
             break;
         char key[MAX_KEY + 1];
-        memcpy(key, c->in + off + sizeof(h), h.klen);
-        key[h.klen] = '\0';
-        srv_handle(s, c, &h, key, c->in + off + sizeof(h) + h.klen);
-        off += need;
+        memcpy(key, m.key, m.h.klen);
+        key[m.h.klen] = '\0';
+        srv_handle(s, c, &m.h, key, m.val);
+        off += used;
+        if (!ranked && c->state == CONN_RANK)
+            break; /* limits change with trust: parse the rest next round */
     }
     memmove(c->in, c->in + off, c->in_len - off);
     c->in_len -= off;
-    return 0;
+    return c->close_after ? -1 : 0;
 }
 
 static void srv_read(bg_tp_server_t *s, srv_conn_t *c)
@@ -473,15 +410,17 @@ static void srv_read(bg_tp_server_t *s, srv_conn_t *c)
         if (n > 0) {
             c->in_len += (size_t)n;
             int bye = 0;
-            if (srv_parse(s, c, &bye) < 0) {
-                srv_close_conn(s, c, bye);
-                return;
-            }
+            /* Twice: a handshake that completed may have left requests behind. */
+            for (int round = 0; round < 2; round++)
+                if (srv_parse(s, c, &bye) < 0) {
+                    bg_tp_srv_close_conn(s, c, bye);
+                    return;
+                }
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             return;
-        srv_close_conn(s, c, 0); /* EOF or reset: no goodbye */
+        bg_tp_srv_close_conn(s, c, 0); /* EOF or reset: no goodbye */
         return;
     }
 }
@@ -490,15 +429,21 @@ static void srv_read(bg_tp_server_t *s, srv_conn_t *c)
 
 static void srv_accept(bg_tp_server_t *s)
 {
-    int fd = accept(s->lfd, NULL, NULL);
+    int fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
     if (fd < 0)
         return;
+    if (s->n_unauth >= MAX_UNAUTH) {
+        /* The client reads this as the answer to its first message and retries. */
+        static const char msg[] = "too many connections in their handshake; try again";
+        bg_tp_wire_send(fd, MSG_ERROR, 1, STORE_E_BUSY, NULL, msg, sizeof(msg) - 1);
+        close(fd);
+        return;
+    }
     bg_tp_wire_keepalive(fd);
     srv_conn_t *c = calloc(1, sizeof(*c));
     size_t cap = 65536;
     char *in = c ? malloc(cap) : NULL;
     if (!in) {
-        /* The client reads this as the answer to its hello. */
         static const char msg[] = "store out of memory accepting a connection";
         bg_tp_wire_send(fd, MSG_ERROR, 1, STORE_E_NOMEM, NULL, msg, sizeof(msg) - 1);
         close(fd);
@@ -507,10 +452,12 @@ static void srv_accept(bg_tp_server_t *s)
     }
     c->fd = fd;
     c->rank = -1;
+    c->born = bg_now_s();
     c->in = in;
     c->in_cap = cap;
     c->next = s->conns;
     s->conns = c;
+    s->n_unauth++;
 }
 
 static void srv_reap(bg_tp_server_t *s)
@@ -550,9 +497,13 @@ static void srv_poll_once(bg_tp_server_t *s)
         if (s->pf[0].revents & POLLIN)
             srv_accept(s);
         for (size_t k = 1; k < n; k++)
-            if (s->pf[k].revents)
+            if (s->pf[k].revents && s->pc[k]->fd >= 0)
                 srv_read(s, s->pc[k]);
     }
+    double now = bg_now_s();
+    bg_tp_srv_expire_strangers(s, now);
+    bg_tp_srv_watch(s, now);
+    bg_tp_srv_ping(s, now);
     srv_reap(s);
 }
 
@@ -566,6 +517,27 @@ static void *srv_main(void *arg)
 
 /* ---------------- public ---------------- */
 
+/* The IPv4 address of `name` to listen on; the wildcard is refused, since a
+ * store on every interface invites every host in. */
+static bg_status_t srv_resolve(const char *name, struct in_addr *out)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(name, NULL, &hints, &res);
+    if (rc)
+        return bg_errorf(BG_ERR_INVALID, "store server: cannot resolve bind address '%s': %s", name,
+                         gai_strerror(rc));
+    *out = ((struct sockaddr_in *)res->ai_addr)->sin_addr;
+    freeaddrinfo(res);
+    if (out->s_addr == htonl(INADDR_ANY))
+        return bg_errorf(BG_ERR_INVALID,
+                         "store server: will not listen on every interface ('%s'); give the "
+                         "address of this host that the ranks reach",
+                         name);
+    return BG_OK;
+}
+
 static bg_status_t srv_listen(bg_tp_server_t *s, const char *bind_addr, int port)
 {
     s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -576,11 +548,12 @@ static bg_status_t srv_listen(bg_tp_server_t *s, const char *bind_addr, int port
     struct sockaddr_in sa = {0};
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_ANY);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     bg_status_t st = BG_OK;
-    if (bind_addr && *bind_addr && inet_pton(AF_INET, bind_addr, &sa.sin_addr) != 1)
-        st = bg_errorf(BG_ERR_INVALID, "store server: bind address '%s' is not an IPv4 address",
-                       bind_addr);
+    if (bind_addr && *bind_addr)
+        st = srv_resolve(bind_addr, &sa.sin_addr);
+    if (st != BG_OK)
+        ;
     else if (bind(s->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
         st = bg_errorf(BG_ERR_IO, "store server: bind %s:%d: %s", bind_addr ? bind_addr : "*", port,
                        strerror(errno));
@@ -597,7 +570,7 @@ static bg_status_t srv_listen(bg_tp_server_t *s, const char *bind_addr, int port
 }
 
 bg_status_t bg_tp_server_create(const char *bind_addr, int port, int world_size,
-                                bg_tp_server_t **out)
+                                const bg_tp_auth_t *auth, bg_tp_server_t **out)
 {
     if (world_size < 1 || port < 0 || port > 65535)
         return bg_errorf(BG_ERR_INVALID, "store server: bad world size %d or port %d", world_size,
@@ -607,10 +580,13 @@ bg_status_t bg_tp_server_create(const char *bind_addr, int port, int world_size,
         return bg_errorf(BG_ERR_NOMEM, "store server: out of memory");
     bg_status_t st;
     s->world = world_size;
-    s->first_dead = -1;
+    s->auth = *auth;
+    s->hb_s = 10.0;
+    atomic_store(&s->limit, DEFAULT_BUDGET);
     s->rank_state = calloc((size_t)world_size, sizeof(int));
     s->why = calloc((size_t)world_size, sizeof(*s->why));
-    if (!s->rank_state || !s->why) {
+    s->ranks = calloc((size_t)world_size, sizeof(*s->ranks));
+    if (!s->rank_state || !s->why || !s->ranks) {
         st = bg_errorf(BG_ERR_NOMEM, "store server: out of memory for %d ranks", world_size);
         goto err_free;
     }
@@ -636,6 +612,7 @@ err_cv:
 err_mu:
     pthread_mutex_destroy(&s->mu);
 err_free:
+    free(s->ranks);
     free(s->why);
     free(s->rank_state);
     free(s);
@@ -682,10 +659,10 @@ bg_status_t bg_tp_server_wait(bg_tp_server_t *s, double timeout_s)
         }
         bg_tp_cond_wait(&s->cv, &s->mu, deadline, 0.05);
     }
-    int dead = s->first_dead;
+    int dead = s->fault.kind != BG_TP_FAULT_NONE ? s->fault.rank : -1;
     bg_status_t st = BG_OK;
     if (dead >= 0)
-        st = bg_errorf(BG_ERR_PEER, "rank %d died: %s", dead, s->why[dead]);
+        st = bg_errorf(BG_ERR_PEER, "rank %d %s", dead, s->why[dead]);
     pthread_mutex_unlock(&s->mu);
     return st;
 }
@@ -735,6 +712,7 @@ void bg_tp_server_destroy(bg_tp_server_t *s)
     pthread_mutex_destroy(&s->mu);
     free(s->pf);
     free(s->pc);
+    free(s->ranks);
     free(s->why);
     free(s->rank_state);
     free(s);

@@ -80,6 +80,43 @@ void bg_tp_wire_decode(wire_hdr_t *h)
     h->vlen = ntohl(h->vlen);
 }
 
+int bg_tp_wire_next(const char *buf, size_t len, uint32_t kmax, uint32_t vmax, wire_msg_t *m,
+                    size_t *used)
+{
+    if (len < sizeof(wire_hdr_t))
+        return 0;
+    memcpy(&m->h, buf, sizeof(m->h));
+    bg_tp_wire_decode(&m->h);
+    if (m->h.klen > kmax || m->h.vlen > vmax)
+        return -1;
+    /* Both lengths are at most 2^32-1: their sum fits size_t on 64 bits. */
+    size_t need = sizeof(wire_hdr_t) + (size_t)m->h.klen + m->h.vlen;
+    if (len < need)
+        return 0;
+    m->key = buf + sizeof(wire_hdr_t);
+    m->val = m->key + m->h.klen;
+    *used = need;
+    return 1;
+}
+
+int bg_tp_wire_hello_parse(const char *val, size_t vlen, uint32_t *world,
+                           const unsigned char **mac, char *host)
+{
+    /* u32 world | 32-byte MAC | host name (no NUL, < MAX_HOST bytes). */
+    if (vlen < 4 + 32 || vlen - 4 - 32 >= MAX_HOST)
+        return -1;
+    uint32_t w;
+    memcpy(&w, val, 4);
+    size_t hl = vlen - 36;
+    if (memchr(val + 36, '\0', hl))
+        return -1;
+    *world = ntohl(w);
+    *mac = (const unsigned char *)val + 4;
+    memcpy(host, val + 36, hl);
+    host[hl] = '\0';
+    return 0;
+}
+
 void bg_tp_wire_keepalive(int fd)
 {
     /* Why: a host that vanishes (power, network) sends no FIN; keepalive
@@ -100,7 +137,10 @@ bg_status_t bg_tp_wire_status(uint32_t code)
     case STORE_E_NOMEM:
         return BG_ERR_NOMEM;
     case STORE_E_INVALID:
+    case STORE_E_AUTH:
         return BG_ERR_INVALID;
+    case STORE_E_BUSY:
+        return BG_ERR_IO;
     default:
         return BG_ERR_INTERNAL;
     }

@@ -9,8 +9,12 @@
  * cannot serve gets MSG_ERROR (arg = a STORE_E_* code, value = the reason),
  * never silence.
  *
- * Must NOT: grow a second framing (a future authenticated handshake goes in
- * front of MSG_HELLO and keeps this header), or allocate when sending.
+ * A connection starts with the handshake (docs/transport.md): AUTH (job id,
+ * client nonce) -> CHALLENGE (server nonce, server's proof) -> HELLO (rank,
+ * world, client's proof, host) -> HELLO_OK (heartbeat interval). Nothing
+ * else is served before HELLO_OK, and before it messages are small.
+ *
+ * Must NOT: grow a second framing, or allocate when sending or decoding.
  */
 #ifndef BG_TP_STORE_WIRE_H
 #define BG_TP_STORE_WIRE_H
@@ -21,8 +25,8 @@
 #include "base/status.h"
 
 enum {
-    MSG_HELLO = 1, /* c->s arg=rank, value=u32 world */
-    MSG_HELLO_OK,  /* s->c */
+    MSG_HELLO = 1, /* c->s arg=rank, value=u32 world | client MAC | host name */
+    MSG_HELLO_OK,  /* s->c arg=heartbeat interval in ms */
     MSG_SET,       /* c->s key, value -> MSG_SET_OK or MSG_ERROR */
     MSG_GET,       /* c->s key -> MSG_VALUE (when set) or MSG_ERROR */
     MSG_VALUE,     /* s->c value */
@@ -34,17 +38,57 @@ enum {
     MSG_DEAD,   /* s->c arg=rank, value=cause */
     MSG_ERROR,  /* s->c arg=STORE_E_*, value=message */
     MSG_SET_OK, /* s->c */
+    MSG_AUTH,      /* c->s key=job id, value=client nonce -> MSG_CHALLENGE or MSG_ERROR */
+    MSG_CHALLENGE, /* s->c key=the store's job id, value=server nonce | server MAC */
+    MSG_FAIL,      /* c->s arg=-bg_status_t, value=the rank's error; no reply */
+    MSG_HEARTBEAT, /* c->s value=u64 progress count; no reply */
+    MSG_PING,      /* s->c at the heartbeat interval: the store is alive */
 };
 
-/* Error classes of MSG_ERROR; the client maps them to bg_status_t. */
-enum { STORE_E_INVALID = 1, STORE_E_NOMEM = 2, STORE_E_INTERNAL = 3 };
+/* Error classes of MSG_ERROR; the client maps them to bg_status_t. AUTH:
+ * the handshake failed (wrong secret, other job), the connection is closed
+ * after the reply. BUSY: too many connections mid-handshake; retry. */
+enum {
+    STORE_E_INVALID = 1,
+    STORE_E_NOMEM = 2,
+    STORE_E_INTERNAL = 3,
+    STORE_E_AUTH = 4,
+    STORE_E_BUSY = 5
+};
 
 #define MAX_KEY 1024u
 #define MAX_VAL (1u << 20)
+/* Before HELLO_OK: no message carries more (job id, nonce, proof, host). */
+#define MAX_KEY_UNAUTH 64u
+#define MAX_VAL_UNAUTH 160u
+#define MAX_HOST 64u
+/* A rank's failure report: enough for its message, bounded for the store. */
+#define MAX_FAIL_TEXT 480u
 
 typedef struct {
     uint32_t type, seq, arg, klen, vlen;
 } wire_hdr_t;
+
+/* One message found in a buffer: header decoded, key and value point into
+ * the buffer (key is not NUL-terminated). */
+typedef struct {
+    wire_hdr_t h;
+    const char *key, *val;
+} wire_msg_t;
+
+/*
+ * The decoder: look at buf[0..len) for the next message under the limits
+ * kmax / vmax. 1: a complete message in *m, *used bytes long. 0: not
+ * complete yet (*m->h decoded when the header is there). -1: its header
+ * breaks the limits (*m->h set, nothing consumed). Pure: no allocation, no
+ * I/O; it reads nothing past buf + len.
+ */
+int bg_tp_wire_next(const char *buf, size_t len, uint32_t kmax, uint32_t vmax, wire_msg_t *m,
+                    size_t *used);
+/* A HELLO's value: world, client MAC (points into val), host (NUL-ended
+ * copy, at most MAX_HOST - 1 bytes). 0, or -1 when malformed. */
+int bg_tp_wire_hello_parse(const char *val, size_t vlen, uint32_t *world,
+                           const unsigned char **mac, char *host);
 
 /* Send one message (key may be NULL). Never allocates, so an error reply
  * can always be sent; MSG_NOSIGNAL turns a dead reader into -1, not

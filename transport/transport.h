@@ -54,30 +54,88 @@ bg_status_t bg_tp_bootstrap_from_env(bg_tp_bootstrap_t *out);
 /* ------------------------------------------------------------------ */
 
 /*
+ * Job credentials. Every connection to a store proves it knows the job's
+ * secret (HMAC challenge-response both ways; the secret never crosses the
+ * wire) and names its job, so strangers and other jobs are refused before
+ * they can read, write or take a rank's slot.
+ */
+#define BG_TP_JOB_MAX 64
+typedef struct {
+    unsigned char key[32];   /* derived from the secret and the job id */
+    char job[BG_TP_JOB_MAX]; /* the job's id, printable; sent in clear */
+} bg_tp_auth_t;
+
+/* A fresh secret: 64 hex characters of 32 random bytes (libsodium) into
+ * secret (cap >= 65). Cannot fail but for no entropy. */
+bg_status_t bg_tp_auth_generate(char *secret, size_t cap);
+/* Credentials from a secret (at least 16 bytes) and a job id (NULL: derived
+ * from the secret). BG_ERR_INVALID for a short secret or a bad job id. */
+bg_status_t bg_tp_auth_from_secret(const char *secret, const char *job, bg_tp_auth_t *out);
+/* Credentials of this process's job: the secret from BRIGADE_JOB_SECRET,
+ * else ~/.config/brigade/secret (refused unless a regular file of this user
+ * with mode 0600 or stricter); the job id from BRIGADE_JOB_ID, else the
+ * outer launcher's (SLURM_JOB_ID.SLURM_STEP_ID, TORCHELASTIC_RUN_ID, Open
+ * MPI's job id), else derived from the secret. BG_ERR_INVALID names what is
+ * missing or unsafe. */
+bg_status_t bg_tp_auth_from_env(bg_tp_auth_t *out);
+
+/*
  * The server: a TCP key/value store with barriers that also watches every
- * rank's connection and tells the others when one closes without goodbye.
- * Hosted by rank 0 (bg_tp_create does it) or by a launcher through these
- * calls. It serves on its own thread from create until destroy.
+ * rank's connection, heartbeats and progress, and tells the others when a
+ * rank closes without goodbye, reports a failure, stops heartbeating or
+ * stops making progress. Hosted by rank 0 (bg_tp_create does it) or by a
+ * launcher through these calls. It serves on its own thread from create
+ * until destroy.
  */
 typedef struct bg_tp_server bg_tp_server_t;
 
-/* Bind `bind_addr:port` (NULL = all interfaces, port 0 = any free port) for
- * `world_size` ranks and start serving. BG_ERR_IO names the address and errno. */
+/* Bind `bind_addr:port` (a name or IPv4 address, resolved; NULL =
+ * 127.0.0.1; never all interfaces; port 0 = any free port) for `world_size`
+ * ranks of the job `auth` and start serving. BG_ERR_IO names the address
+ * and errno; BG_ERR_INVALID an unresolvable or wildcard address. */
 bg_status_t bg_tp_server_create(const char *bind_addr, int port, int world_size,
-                                bg_tp_server_t **out);
+                                const bg_tp_auth_t *auth, bg_tp_server_t **out);
 /* The port actually bound (useful after port 0). */
 int bg_tp_server_port(const bg_tp_server_t *srv);
 /*
- * Cap the bytes of keys and values the store holds (0, the default: no
+ * Cap the bytes of keys and values the store holds (default 256 MiB; 0: no
  * cap). A set that would go past it is refused: the client gets
  * BG_ERR_NOMEM "store at ADDR:PORT: store is full: ..." at once, and the
  * store keeps serving everyone else. Callable from any thread at any time;
- * replacing a key counts only the difference.
+ * replacing a key counts only the difference. The key count has its own
+ * cap (65536).
  */
 void bg_tp_server_set_limit(bg_tp_server_t *srv, size_t bytes);
 /*
- * Block until every rank has said goodbye or died, at most timeout_s (< 0:
- * forever). BG_OK if all left cleanly; BG_ERR_PEER naming the first dead
+ * Liveness bounds: a rank with no heartbeat for heartbeat_s is declared
+ * unresponsive, a rank whose progress count has not moved for hang_s is
+ * declared hung (the one stalled longest); <= 0 turns a check off. Defaults:
+ * 10 s and off. Call before ranks connect (the heartbeat interval is told
+ * at hello).
+ */
+void bg_tp_server_set_liveness(bg_tp_server_t *srv, double heartbeat_s, double hang_s);
+
+typedef enum {
+    BG_TP_FAULT_NONE = 0,
+    BG_TP_FAULT_DIED,         /* connection closed without goodbye */
+    BG_TP_FAULT_FAILED,       /* the rank reported an error (bg_tp_fail) */
+    BG_TP_FAULT_UNRESPONSIVE, /* no heartbeat within the bound */
+    BG_TP_FAULT_HUNG,         /* heartbeats, but no progress within the bound */
+} bg_tp_fault_kind_t;
+
+typedef struct {
+    int rank;
+    bg_tp_fault_kind_t kind;
+    bg_status_t status; /* FAILED: the rank's own status */
+    char host[64];      /* as the rank said at hello */
+    char why[512];      /* the rank's message (FAILED) or the store's account */
+} bg_tp_fault_t;
+
+/* The first fault of the job, if any (1, *out set), else 0. Any thread. */
+int bg_tp_server_fault(bg_tp_server_t *srv, bg_tp_fault_t *out);
+/*
+ * Block until every rank has said goodbye or failed, at most timeout_s (< 0:
+ * forever). BG_OK if all left cleanly; BG_ERR_PEER naming the first faulty
  * rank; BG_ERR_TIMEOUT naming ranks still connected or never seen.
  */
 bg_status_t bg_tp_server_wait(bg_tp_server_t *srv, double timeout_s);
@@ -87,10 +145,14 @@ void bg_tp_server_destroy(bg_tp_server_t *srv);
 /* A rank's connection to the store. */
 typedef struct bg_tp_store bg_tp_store_t;
 
-/* Connect as `rank` of `world_size`, retrying until timeout_s (the server may
- * start later than its clients). */
+/* Connect as `rank` of `world_size` of the job `auth`, retrying until
+ * timeout_s (the server may start later than its clients). A store of
+ * another job, or one that cannot prove the secret, is refused naming both
+ * jobs; so is this client by such a store. Once connected a thread
+ * heartbeats at the interval the store asks for. */
 bg_status_t bg_tp_store_connect(const char *addr, int port, int rank, int world_size,
-                                double timeout_s, bg_tp_store_t **out);
+                                const bg_tp_auth_t *auth, double timeout_s,
+                                bg_tp_store_t **out);
 /* Publish key = value (key at most 1 KiB, value at most 1 MiB). Later sets
  * of one key replace it. Waits for the store's acknowledgement (at most the
  * connect timeout); a refusal (BG_ERR_NOMEM: out of memory or over the
@@ -104,6 +166,13 @@ bg_status_t bg_tp_store_get(bg_tp_store_t *st, const char *key, void *buf, size_
                             double timeout_s, size_t *len);
 /* All world_size ranks meet at barrier `name`; a timeout names who did not. */
 bg_status_t bg_tp_store_barrier(bg_tp_store_t *st, const char *name, double timeout_s);
+/* Tell the store this rank failed with `status` and `why` (its error
+ * message), so every other rank stops waiting for it at once. Best effort:
+ * cannot fail. */
+void bg_tp_store_fail(bg_tp_store_t *st, bg_status_t status, const char *why);
+/* Count one unit of progress (an action finished); heartbeats carry the
+ * count. Lock-free; any thread. */
+void bg_tp_store_note_progress(bg_tp_store_t *st);
 /* Say goodbye (so the server does not report this rank dead) and free. */
 void bg_tp_store_close(bg_tp_store_t *st);
 
@@ -130,11 +199,15 @@ typedef struct {
     bg_tp_device_path_t device_path;
     size_t chunk_bytes;       /* wire chunk; 0: BRIGADE_TP_CHUNK or 4 MiB */
     int stage_depth;          /* chunks in flight per staged request; 0: 4 */
+    bg_tp_auth_t auth;        /* the job's credentials (world_size > 1) */
+    double heartbeat_s;       /* rank 0's own store: unresponsive after this; 0: 10 */
+    double hang_s;            /* rank 0's own store: hung after this; <= 0: off */
 } bg_tp_config_t;
 
 /* Defaults from the environment: bootstrap plus BRIGADE_TP_TIMEOUT,
  * BRIGADE_TP_DEVICE_PATH=auto|direct|staged, BRIGADE_TP_CHUNK,
- * BRIGADE_TP_STAGE_DEPTH. */
+ * BRIGADE_TP_STAGE_DEPTH, and the job's credentials (bg_tp_auth_from_env)
+ * when the job has more than one rank. */
 bg_status_t bg_tp_config_from_env(bg_tp_config_t *out);
 
 /*
@@ -152,7 +225,19 @@ bg_status_t bg_tp_create(const bg_tp_config_t *cfg, bg_tp_t **out);
  */
 bg_status_t bg_tp_destroy(bg_tp_t *tp);
 
+/*
+ * This rank failed with `status` (its message: `why`): the store tells every
+ * other rank at once, so none waits for it, and bg_tp_destroy then skips the
+ * final barrier. Call before bg_tp_destroy. Cannot fail.
+ */
+void bg_tp_fail(bg_tp_t *tp, bg_status_t status, const char *why);
+/* One action finished: the heartbeat carries the count, and a rank whose
+ * count stops moving is declared hung. Lock-free, any thread. */
+void bg_tp_note_progress(bg_tp_t *tp);
+
 int bg_tp_rank(const bg_tp_t *tp);
+/* The context's default deadline (BRIGADE_TP_TIMEOUT), seconds. */
+double bg_tp_timeout(const bg_tp_t *tp);
 int bg_tp_world_size(const bg_tp_t *tp);
 /* The store this context joined (for extra key/value exchange by callers). */
 bg_tp_store_t *bg_tp_store(bg_tp_t *tp);

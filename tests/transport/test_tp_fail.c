@@ -158,7 +158,7 @@ int main(int argc, char **argv)
     /* 1. Rank 2 of 3 killed mid-transfer; the launcher hosts the store. */
     {
         bg_tp_server_t *srv;
-        bg_tp_server_create("127.0.0.1", 0, 3, &srv);
+        bg_tp_server_create("127.0.0.1", 0, 3, tph_auth(), &srv);
         const char *env[] = {"BRIGADE_STORE_EXTERNAL_TEST=1", NULL};
         tph_spawn(&job, self, "kill2", 3, 3, bg_tp_server_port(srv), 1, env);
         tph_wait(&job, 30);
@@ -176,7 +176,7 @@ int main(int argc, char **argv)
     /* 3. Rank 2 of 3 never starts: a timeout naming it. */
     {
         bg_tp_server_t *srv;
-        bg_tp_server_create("127.0.0.1", 0, 3, &srv);
+        bg_tp_server_create("127.0.0.1", 0, 3, tph_auth(), &srv);
         const char *env[] = {"BRIGADE_TP_TIMEOUT=2", "TP_EXPECT=rank 2", NULL};
         tph_spawn(&job, self, "absent", 2, 3, bg_tp_server_port(srv), 1, env);
         int b = tph_wait(&job, 30);

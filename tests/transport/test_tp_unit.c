@@ -17,7 +17,9 @@
 #include "base/clock.h"
 #include "test_util.h"
 #include "transport/callbackq.h"
+#include "transport/store_auth.h"
 #include "transport/store_wire.h"
+#include "tp_harness.h"
 #include "transport/transport.h"
 
 static void clear_env(void)
@@ -87,17 +89,17 @@ static void test_bootstrap(void)
 static void test_store(void)
 {
     bg_tp_server_t *srv = NULL;
-    CHECK_OK(bg_tp_server_create("127.0.0.1", 0, 2, &srv));
+    CHECK_OK(bg_tp_server_create("127.0.0.1", 0, 2, tph_auth(), &srv));
     if (!srv)
         return;
     int port = bg_tp_server_port(srv);
     CHECK(port > 0);
     bg_tp_store_t *a = NULL, *bad = NULL;
-    CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 0, 2, 5, &a));
+    CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 0, 2, tph_auth(), 5, &a));
     /* Refused: wrong world size, duplicate rank. */
-    CHECK(bg_tp_store_connect("127.0.0.1", port, 1, 3, 5, &bad) != BG_OK);
+    CHECK(bg_tp_store_connect("127.0.0.1", port, 1, 3, tph_auth(), 5, &bad) != BG_OK);
     CHECK(strstr(bg_last_error(), "world size mismatch") != NULL);
-    CHECK(bg_tp_store_connect("127.0.0.1", port, 0, 2, 5, &bad) != BG_OK);
+    CHECK(bg_tp_store_connect("127.0.0.1", port, 0, 2, tph_auth(), 5, &bad) != BG_OK);
     CHECK(strstr(bg_last_error(), "connected twice") != NULL);
     if (!a)
         return;
@@ -123,14 +125,14 @@ static void test_store(void)
 static void test_store_budget(void)
 {
     bg_tp_server_t *srv = NULL;
-    CHECK_OK(bg_tp_server_create("127.0.0.1", 0, 2, &srv));
+    CHECK_OK(bg_tp_server_create("127.0.0.1", 0, 2, tph_auth(), &srv));
     if (!srv)
         return;
     int port = bg_tp_server_port(srv);
     bg_tp_server_set_limit(srv, 4096);
     bg_tp_store_t *a = NULL, *b = NULL;
-    CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 0, 2, 5, &a));
-    CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 1, 2, 5, &b));
+    CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 0, 2, tph_auth(), 5, &a));
+    CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 1, 2, tph_auth(), 5, &b));
     if (!a || !b)
         return;
     static char big[3000], got[4096];
@@ -194,18 +196,29 @@ static void raw_expect(int fd, uint32_t seq, uint32_t want, uint32_t code, const
     CHECK(bg_now_s() - t0 < 1.0);
 }
 
-static int raw_connect(int port)
+/* The handshake of a raw connection up to its HELLO (request `seq`, as
+ * `rank` of `world`): AUTH, the store's CHALLENGE, our proof. */
+static void raw_hello(int fd, uint32_t seq, int rank, int world)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
+    const bg_tp_auth_t *a = tph_auth();
+    unsigned char nc[AUTH_NONCE], rep[AUTH_NONCE + AUTH_MAC + 1];
+    char key[MAX_KEY_UNAUTH + 1], hello[4 + AUTH_MAC];
+    bg_tp_auth_nonce(nc);
+    CHECK(bg_tp_wire_send(fd, MSG_AUTH, 100, 0, a->job, nc, sizeof(nc)) == 0);
+    wire_hdr_t h;
+    CHECK(bg_tp_wire_read(fd, &h, sizeof(h)) == 0);
+    bg_tp_wire_decode(&h);
+    CHECK_MSG(h.type == MSG_CHALLENGE && h.klen <= MAX_KEY_UNAUTH &&
+                  h.vlen == AUTH_NONCE + AUTH_MAC,
+              "answer to AUTH: type %u", h.type);
+    if (h.klen > MAX_KEY_UNAUTH || h.vlen > sizeof(rep))
+        return;
+    CHECK(bg_tp_wire_read(fd, key, h.klen) == 0 && bg_tp_wire_read(fd, rep, h.vlen) == 0);
+    uint32_t w = htonl((uint32_t)world);
+    memcpy(hello, &w, 4);
+    bg_tp_auth_client_mac(a, rep, nc, (uint32_t)rank, (uint32_t)world,
+                          (unsigned char *)hello + 4);
+    CHECK(bg_tp_wire_send(fd, MSG_HELLO, seq, (uint32_t)rank, NULL, hello, sizeof(hello)) == 0);
 }
 
 /* Requests no brigade client sends: each gets an error reply at once and
@@ -213,20 +226,19 @@ static int raw_connect(int port)
 static void test_store_malformed(void)
 {
     bg_tp_server_t *srv = NULL;
-    CHECK_OK(bg_tp_server_create("127.0.0.1", 0, 2, &srv));
+    CHECK_OK(bg_tp_server_create("127.0.0.1", 0, 2, tph_auth(), &srv));
     if (!srv)
         return;
     int port = bg_tp_server_port(srv);
     bg_tp_store_t *a = NULL;
-    CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 0, 2, 5, &a));
-    int fd = raw_connect(port);
+    CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 0, 2, tph_auth(), 5, &a));
+    int fd = tph_raw_connect(port);
     CHECK(fd >= 0);
     if (!a || fd < 0)
         return;
     CHECK(bg_tp_wire_send(fd, MSG_GET, 1, 0, "k", NULL, 0) == 0);
     raw_expect(fd, 1, MSG_ERROR, STORE_E_INVALID, "before hello");
-    uint32_t world = htonl(2);
-    CHECK(bg_tp_wire_send(fd, MSG_HELLO, 2, 1, NULL, &world, 4) == 0);
+    raw_hello(fd, 2, 1, 2);
     raw_expect(fd, 2, MSG_HELLO_OK, 0, NULL);
     CHECK(bg_tp_wire_send(fd, 99, 3, 0, "k", NULL, 0) == 0);
     raw_expect(fd, 3, MSG_ERROR, STORE_E_INVALID, "unknown request type 99");

@@ -10,10 +10,13 @@
 #ifndef BG_TP_HARNESS_H
 #define BG_TP_HARNESS_H
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,6 +26,27 @@
 
 #define TPH_MAX 16
 
+/* The test job's credentials: a fresh secret in BRIGADE_JOB_SECRET (set once
+ * in this process, so every rank forked later inherits it). */
+static inline const bg_tp_auth_t *tph_auth(void)
+{
+    static bg_tp_auth_t auth;
+    static int have;
+    if (!have) {
+        char secret[72];
+        if (!getenv("BRIGADE_JOB_SECRET")) {
+            if (bg_tp_auth_generate(secret, sizeof(secret)) != BG_OK) abort();
+            setenv("BRIGADE_JOB_SECRET", secret, 1);
+        }
+        if (bg_tp_auth_from_env(&auth) != BG_OK) {
+            fprintf(stderr, "harness: %s\n", bg_last_error());
+            abort();
+        }
+        have = 1;
+    }
+    return &auth;
+}
+
 typedef struct {
     int n;
     pid_t pid[TPH_MAX];
@@ -30,6 +54,22 @@ typedef struct {
     double end[TPH_MAX]; /* seconds since start when it ended */
     double start;
 } tph_job_t;
+
+/* A plain TCP connection to 127.0.0.1:port, as a stranger would open it;
+ * -1 on failure. */
+static inline int tph_raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
 
 /* A test tag: the transport treats tags as opaque, so any distinct values
  * below BG_TP_TAG_MAX will do; kind/index/sub keep tests readable. */
@@ -46,6 +86,7 @@ static inline uint64_t tph_tag(unsigned kind, unsigned index, unsigned sub)
 static inline int tph_spawn(tph_job_t *job, const char *exe, const char *role, int n, int world,
                             int port, int external, const char **extra)
 {
+    tph_auth();
     memset(job, 0, sizeof(*job));
     job->n = n;
     job->start = bg_now_s();
@@ -117,7 +158,7 @@ static inline int tph_run(const char *exe, const char *role, int n, const char *
                           double timeout_s)
 {
     bg_tp_server_t *srv;
-    if (bg_tp_server_create("127.0.0.1", 0, n, &srv) != BG_OK) {
+    if (bg_tp_server_create("127.0.0.1", 0, n, tph_auth(), &srv) != BG_OK) {
         fprintf(stderr, "harness: %s\n", bg_last_error());
         return 1;
     }
