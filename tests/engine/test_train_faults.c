@@ -125,7 +125,7 @@ static void test_fail_fast(void)
           "/etc/passwd", NULL},
          "/etc/passwd"},
         {"data that does not fit the model", gpt,
-         {"--stages", "2", "--steps", "2", "--data", "synthetic", NULL},
+         {"--stages", "2", "--steps", "2", "--data", "synthetic:images", NULL},
          "tokens"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -153,7 +153,7 @@ mkdir -p "$T/loop"
 ln -s b "$T/loop/a"; ln -s a "$T/loop/b"; ln -s a "$T/loop/train-images-idx3-ubyte.gz"
 expect 2 20 "train-images-idx3-ubyte.gz: Too many levels of symbolic links" -- train "$M" \
     --data "fashion-mnist:$T/loop" --steps 1
-RANK=1 WORLD_SIZE=3 expect 2 20 "^brigade: rank 1 of 3: the job has 3 ranks but --stages 2 x --dp 1 needs 2$" \
+BRIGADE_JOB_SECRET=bad-input-test-secret-0123 RANK=1 WORLD_SIZE=3 expect 2 20 "^brigade: rank 1 of 3: the job has 3 ranks but --stages 2 x --dp 1 needs 2$" \
     -- train "$M" $syn --stages 2 --steps 1
 
 exit $fail
