@@ -260,11 +260,33 @@ static bg_status_t bind_rank(train_t *t)
     return st;
 }
 
+bg_status_t bg_train_loss_scale(const bg_train_conf_t *c, bg_dtype_t dtype, float *scale,
+                                bool *dynamic)
+{
+    const char *v = c->loss_scale ? c->loss_scale : dtype == BG_F16 ? "dynamic" : NULL;
+    *scale = 0.0f, *dynamic = false;
+    if (!v)
+        return BG_OK;
+    if (!strcmp(v, "dynamic")) {
+        *scale = 65536.0f, *dynamic = true;
+        return BG_OK;
+    }
+    char *end = NULL;
+    double x = strtod(v, &end);
+    if (!end || *end || !(x > 0) || x > 16777216.0)
+        return bg_errorf(BG_ERR_INVALID,
+                         "--loss-scale %s: expected 'dynamic' or a number in (0, 2^24]", v);
+    *scale = (float)x;
+    return BG_OK;
+}
+
 static bg_status_t setup_runtime(train_t *t)
 {
     const bg_train_conf_t *c = t->c;
     bg_device_t dev = strcmp(c->device, "cuda") ? BG_DEV_CPU : BG_DEV_CUDA;
-    bg_status_t st = bg_backend_create(dev, 0, &t->be);
+    const char *local = getenv("BRIGADE_LOCAL_RANK");
+    int index = bg_backend_local_index(dev, local ? atoi(local) : t->rank);
+    bg_status_t st = bg_backend_create(dev, index, &t->be);
     if (st != BG_OK)
         return st;
     bg_rt_conf_t rc;
@@ -276,7 +298,11 @@ static bg_status_t setup_runtime(train_t *t)
     rc.stages = t->S;
     rc.dps = t->D;
     rc.be = t->be;
-    rc.dtype = strcmp(c->dtype, "bf16") ? BG_F32 : BG_BF16;
+    if ((st = bg_dtype_parse(c->dtype, &rc.dtype)) != BG_OK)
+        return st;
+    if ((st = bg_train_loss_scale(c, rc.dtype, &rc.loss_scale, &rc.scale_dynamic)) != BG_OK)
+        return st;
+    rc.scale_window = c->loss_scale_window;
     rc.tp = t->tp;
     rc.optim = c->optim;
     rc.optim.total = t->steps;
@@ -307,10 +333,18 @@ static bg_status_t save_checkpoint(train_t *t, int64_t step)
         st = world_barrier(t);
     if (st == BG_OK && !step_path)
         st = bg_ckpt_step_path(c->checkpoint_dir, step, &step_path);
+    if (st == BG_OK)
+        st = bg_rt_params_download(t->rt);
     if (st == BG_OK && t->dp == 0) {
         st = bg_ckpt_stage_path(step_path, t->stage, &file);
         if (st == BG_OK)
             st = bg_st_writer_new(&w);
+        float ls[2];
+        int64_t ls_n = 2, good;
+        ls[0] = bg_rt_loss_scale(t->rt, &good);
+        ls[1] = (float)good;
+        if (st == BG_OK && t->stage == 0) /* one copy: every rank has the same */
+            st = bg_st_writer_add(w, BG_CKPT_LOSS_SCALE, BG_ST_F32, 1, &ls_n, ls);
         int ns = bg_optim_state_count(c->optim.kind);
         for (int i = 0; st == BG_OK && i < bg_rt_param_count(t->rt); i++) {
             bg_rt_param_view_t v;
@@ -385,6 +419,18 @@ static bg_status_t load_params(train_t *t, bg_ckpt_t *ck, bg_st_file_t *f, bool 
     return bg_rt_params_upload(t->rt);
 }
 
+/* The loss scale and its good-step count, where the checkpoint has them
+ * (older ones do not: the run's starting scale stays). */
+static bg_status_t load_loss_scale(train_t *t, bg_ckpt_t *ck)
+{
+    int64_t n = 2;
+    float ls[2];
+    if (!bg_ckpt_find(ck, BG_CKPT_LOSS_SCALE, NULL))
+        return BG_OK;
+    bg_status_t st = bg_ckpt_read_f32(ck, BG_CKPT_LOSS_SCALE, 1, &n, 2, ls);
+    return st == BG_OK ? bg_rt_loss_scale_set(t->rt, ls[0], (int64_t)ls[1]) : st;
+}
+
 static bg_status_t maybe_resume(train_t *t)
 {
     const bg_train_conf_t *c = t->c;
@@ -412,6 +458,8 @@ static bg_status_t maybe_resume(train_t *t)
     st = bg_ckpt_open(step_path, &ck);
     if (st == BG_OK)
         st = load_params(t, ck, NULL, true);
+    if (st == BG_OK)
+        st = load_loss_scale(t, ck);
     if (st == BG_OK) {
         const char *ds = bg_ckpt_meta(ck, "data_state");
         bg_data_state_t state;
@@ -516,6 +564,10 @@ static bg_status_t train_loop(train_t *t)
         if (st != BG_OK)
             return st;
         done++;
+        if (s.skipped && t->rank == 0)
+            printf("step %lld: gradients overflowed at loss scale %g: update skipped (%lld so "
+                   "far)\n",
+                   (long long)step + 1, (double)s.loss_scale, (long long)++t->skipped);
         float v[5] = {(float)s.loss_sum, (float)s.loss_count, (float)s.busy_s, (float)s.pipe_s,
                       (float)s.step_s};
         for (int i = 0; i < 5; i++)

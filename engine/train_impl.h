@@ -35,6 +35,7 @@ typedef struct train {
     FILE *metrics;
     char run_id[48]; /* tags every metrics line of this run */
     bool resumed;    /* parameters and step came from a checkpoint */
+    int64_t skipped; /* steps skipped for overflowed gradients (loss scaling) */
     bool tty;
     bool bar_open; /* a \r progress bar is on the terminal's last line */
     /* feed state */

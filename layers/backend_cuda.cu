@@ -499,3 +499,13 @@ extern "C" bool bg_backend_cuda_present(void)
     }
     return true;
 }
+
+extern "C" int bg_backend_cuda_count(void)
+{
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return count;
+}

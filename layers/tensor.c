@@ -13,6 +13,7 @@ size_t bg_dtype_size(bg_dtype_t dt)
     case BG_F32:
         return 4;
     case BG_BF16:
+    case BG_F16:
         return 2;
     case BG_I32:
         return 4;
@@ -27,6 +28,8 @@ const char *bg_dtype_name(bg_dtype_t dt)
         return "f32";
     case BG_BF16:
         return "bf16";
+    case BG_F16:
+        return "fp16";
     case BG_I32:
         return "i32";
     }
@@ -155,4 +158,68 @@ float bg_bf16_to_f32(uint16_t x)
     float f;
     memcpy(&f, &u, 4);
     return f;
+}
+
+/* Round-to-nearest-even into half: the mantissa is cut at the half's
+ * precision for its exponent (fewer bits for subnormals). */
+uint16_t bg_f32_to_f16(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u)
+        return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu)); /* quiet NaN */
+    if (a >= 0x477ff000u) /* rounds to >= 65520: inf */
+        return (uint16_t)(sign | 0x7c00u);
+    if (a >= 0x38800000u) { /* normal half: exponent >= -14 */
+        uint32_t r = a + 0xfffu + ((a >> 13) & 1u);
+        return (uint16_t)(sign | (((r >> 13) - (112u << 10)) & 0x7fffu));
+    }
+    if (a < 0x33000000u) /* below half the smallest subnormal: zero */
+        return sign;
+    /* subnormal: value = m * 2^-24 with m = round(a_value * 2^24) */
+    uint32_t e = a >> 23, man = (a & 0x7fffffu) | 0x800000u;
+    uint32_t shift = 126u - e; /* 14..24 bits dropped */
+    uint32_t half = 1u << (shift - 1), rest = man & ((1u << shift) - 1u);
+    uint32_t m = man >> shift;
+    if (rest > half || (rest == half && (m & 1u)))
+        m++;
+    return (uint16_t)(sign | m);
+}
+
+float bg_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    uint32_t u;
+    if (exp == 0x1f) {
+        u = sign | 0x7f800000u | (man << 13); /* inf / NaN */
+    } else if (exp != 0) {
+        u = sign | ((exp + 112) << 23) | (man << 13);
+    } else if (man == 0) {
+        u = sign;
+    } else { /* subnormal: renormalise */
+        int e = -1;
+        do {
+            e++;
+            man <<= 1;
+        } while (!(man & 0x400u));
+        u = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ffu) << 13);
+    }
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+bg_status_t bg_dtype_parse(const char *s, bg_dtype_t *out)
+{
+    if (!strcmp(s, "f32"))
+        *out = BG_F32;
+    else if (!strcmp(s, "bf16"))
+        *out = BG_BF16;
+    else if (!strcmp(s, "fp16") || !strcmp(s, "f16"))
+        *out = BG_F16;
+    else
+        return bg_errorf(BG_ERR_INVALID, "unknown dtype '%s' (choose f32, bf16 or fp16)", s);
+    return BG_OK;
 }

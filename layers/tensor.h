@@ -17,7 +17,7 @@
 
 #define BG_MAX_DIMS 4
 
-typedef enum { BG_F32 = 0, BG_BF16 = 1, BG_I32 = 2 } bg_dtype_t;
+typedef enum { BG_F32 = 0, BG_BF16 = 1, BG_I32 = 2, BG_F16 = 3 } bg_dtype_t;
 typedef enum { BG_DEV_CPU = 0, BG_DEV_CUDA = 1 } bg_device_t;
 #define BG_DEV_COUNT 2
 
@@ -61,5 +61,17 @@ int64_t bg_tensor_cols(const bg_tensor_t *t);
 /* bf16 <-> f32 on the host, round-to-nearest-even, NaN kept NaN. */
 uint16_t bg_f32_to_bf16(float x);
 float bg_bf16_to_f32(uint16_t x);
+/* IEEE half <-> f32 on the host: to half rounds to nearest even (overflow
+ * gives inf, like CUDA's __float2half_rn); to f32 is exact (subnormals,
+ * inf, NaN). */
+uint16_t bg_f32_to_f16(float x);
+float bg_f16_to_f32(uint16_t h);
+/* "f32" | "bf16" | "fp16" (also "f16"); BG_ERR_INVALID names the choices. */
+bg_status_t bg_dtype_parse(const char *s, bg_dtype_t *out);
+/* A compute dtype of float activations: f32, bf16 or f16. */
+static inline bool bg_dtype_is_float(bg_dtype_t dt)
+{
+    return dt == BG_F32 || dt == BG_BF16 || dt == BG_F16;
+}
 
 #endif
