@@ -295,7 +295,8 @@ static bg_status_t setup_buffers(bg_rt_t *rt)
     for (int i = 0; i < rt->nlc; i++)
         for (int l = rt->lc[i].l0; l < rt->lc[i].l1; l++) {
             bg_layer_cost_t cost;
-            bg_layer_cost(&bg_graph_layer(rt->g, l)->spec, rt->conf.dtype, &cost);
+            bg_layer_cost(&bg_graph_layer(rt->g, l)->spec,
+                          bg_layer_kernel_dtype(rt->conf.be, rt->conf.dtype), &cost);
             if ((size_t)cost.workspace_bytes > ws)
                 ws = (size_t)cost.workspace_bytes;
         }

@@ -71,14 +71,26 @@ static bg_status_t flat_layout(bg_rt_t *rt)
         off += (p->n + RT_FLAT_ALIGN - 1) / RT_FLAT_ALIGN * RT_FLAT_ALIGN;
     }
     f->off_h[np] = f->n = off;
+    /* backend memory: offsets, chunk table, decay flags */
     size_t ob = sizeof(int64_t) * ((size_t)np + 1);
-    bg_status_t st = rt_dalloc(rt, ob + (size_t)np + 1, &f->segs_dev);
+    int64_t *chunk0 = malloc(ob);
+    if (!chunk0)
+        return bg_errorf(BG_ERR_NOMEM, "out of memory for the parameter layout");
+    int64_t nch = bg_flat_chunks(f->off_h, np, chunk0);
+    bg_status_t st = rt_dalloc(rt, 2 * ob + (size_t)np + 1, &f->segs_dev);
+    char *d = f->segs_dev;
     if (st == BG_OK)
-        st = bg_backend_copy(rt->conf.be, f->segs_dev, f->off_h, ob, BG_COPY_H2D, rt->compute);
+        st = bg_backend_copy(rt->conf.be, d, f->off_h, ob, BG_COPY_H2D, rt->compute);
     if (st == BG_OK)
-        st = bg_backend_copy(rt->conf.be, (char *)f->segs_dev + ob, f->decay_h, (size_t)np,
-                             BG_COPY_H2D, rt->compute);
-    f->segs = (bg_flat_segs_t){np, f->segs_dev, (const uint8_t *)f->segs_dev + ob, f->off_h};
+        st = bg_backend_copy(rt->conf.be, d + ob, chunk0, ob, BG_COPY_H2D, rt->compute);
+    if (st == BG_OK)
+        st = bg_backend_copy(rt->conf.be, d + 2 * ob, f->decay_h, (size_t)np, BG_COPY_H2D,
+                             rt->compute);
+    if (st == BG_OK)
+        st = bg_stream_synchronize(rt->conf.be, rt->compute); /* chunk0 is freed next */
+    free(chunk0);
+    f->segs = (bg_flat_segs_t){np,          (const int64_t *)d, (const uint8_t *)(d + 2 * ob),
+                               f->off_h,    (const int64_t *)(d + ob), nch};
     return st;
 }
 

@@ -207,6 +207,17 @@ bg_status_t bg_gemm(bg_backend_t *be, bg_stream_t *s, const bg_gemm_args_t *g)
 
 /* ---- the training step ---- */
 
+int64_t bg_flat_chunks(const int64_t *off_h, int n, int64_t *chunk0)
+{
+    int64_t c = 0;
+    for (int i = 0; i < n; i++) {
+        chunk0[i] = c;
+        c += (off_h[i + 1] - off_h[i] + BG_SUMSQ_CHUNK - 1) / BG_SUMSQ_CHUNK;
+    }
+    chunk0[n] = c;
+    return c;
+}
+
 static bg_status_t step_missing(const bg_backend_t *be, const char *op)
 {
     return bg_errorf(BG_ERR_UNSUPPORTED, "backend %s: no %s (the training step needs it)",

@@ -101,9 +101,17 @@ typedef struct bg_flat_segs {
     const int64_t *off;    /* [n + 1] element offsets, ascending, backend memory */
     const uint8_t *decay;  /* [n] 1: weight decay applies, backend memory */
     const int64_t *off_h;  /* [n + 1] the same offsets in host memory */
+    const int64_t *chunk0; /* [n + 1] first sum-of-squares chunk of each segment
+                              (bg_flat_chunks), backend memory */
+    int64_t nchunks;       /* chunk0[n] */
 } bg_flat_segs_t;
 
 #define BG_SUMSQ_CHUNK 4096
+
+/* chunk0[i] (host, [n + 1]) = chunks of BG_SUMSQ_CHUNK elements in the
+ * segments before i (a segment's last chunk may be short); returns the
+ * total. Cannot fail. */
+int64_t bg_flat_chunks(const int64_t *off_h, int n, int64_t *chunk0);
 
 typedef enum { BG_STEP_SGD = 0, BG_STEP_ADAMW = 1 } bg_step_kind_t;
 

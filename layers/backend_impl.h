@@ -51,6 +51,13 @@ typedef struct bg_backend_ops {
 /* Entries of bg_backend_ops_t: a positional table checks its count against
  * this, so a new entry cannot be left out silently. */
 #define BG_BACKEND_OPS_ENTRIES 24
+#ifdef __cplusplus
+static_assert
+#else
+_Static_assert
+#endif
+    (sizeof(bg_backend_ops_t) == BG_BACKEND_OPS_ENTRIES * sizeof(void *),
+     "bg_backend_ops_t changed: update BG_BACKEND_OPS_ENTRIES and every table");
 
 struct bg_backend {
     const bg_backend_ops_t *ops;
