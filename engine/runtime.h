@@ -117,8 +117,9 @@ bg_status_t bg_rt_params_upload(bg_rt_t *rt);
 /* Before reading the views (checkpoint): bring masters and state from the
  * backend (a no-op on the CPU, where the views are the buffers). */
 bg_status_t bg_rt_params_download(bg_rt_t *rt);
-/* The current loss scale (1 when off) and its good steps in a row; setting
- * both (resume). Setting fails on a scale that is not positive and finite. */
+/* The current loss scale (0 when loss scaling is off) and its good steps
+ * in a row; setting both (resume). Setting fails on a scale that is not
+ * positive and finite. */
 float bg_rt_loss_scale(const bg_rt_t *rt, int64_t *good);
 bg_status_t bg_rt_loss_scale_set(bg_rt_t *rt, float scale, int64_t good);
 

@@ -239,7 +239,7 @@ bg_status_t bg_rt_params_download(bg_rt_t *rt)
 float bg_rt_loss_scale(const bg_rt_t *rt, int64_t *good)
 {
     *good = rt->scale_good;
-    return rt->loss_scale;
+    return rt->conf.loss_scale > 0 ? rt->loss_scale : 0.0f;
 }
 
 bg_status_t bg_rt_loss_scale_set(bg_rt_t *rt, float scale, int64_t good)

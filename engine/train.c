@@ -267,15 +267,18 @@ bg_status_t bg_train_loss_scale(const bg_train_conf_t *c, bg_dtype_t dtype, floa
     *scale = 0.0f, *dynamic = false;
     if (!v)
         return BG_OK;
-    if (!strcmp(v, "dynamic")) {
-        *scale = 65536.0f, *dynamic = true;
-        return BG_OK;
+    const char *num = v;
+    if (!strncmp(v, "dynamic", 7) && (!v[7] || v[7] == ':')) {
+        *dynamic = true;
+        num = v[7] ? v + 8 : "65536"; /* dynamic:N starts at N */
     }
     char *end = NULL;
-    double x = strtod(v, &end);
-    if (!end || *end || !(x > 0) || x > 16777216.0)
+    double x = strtod(num, &end);
+    if (end == num || *end || !(x > 0) || x > 16777216.0)
         return bg_errorf(BG_ERR_INVALID,
-                         "--loss-scale %s: expected 'dynamic' or a number in (0, 2^24]", v);
+                         "--loss-scale %s: expected 'dynamic', 'dynamic:N' or N, with N in "
+                         "(0, 2^24]",
+                         v);
     *scale = (float)x;
     return BG_OK;
 }
@@ -343,7 +346,8 @@ static bg_status_t save_checkpoint(train_t *t, int64_t step)
         int64_t ls_n = 2, good;
         ls[0] = bg_rt_loss_scale(t->rt, &good);
         ls[1] = (float)good;
-        if (st == BG_OK && t->stage == 0) /* one copy: every rank has the same */
+        /* one copy (every rank has the same), and only when scaling is on */
+        if (st == BG_OK && t->stage == 0 && ls[0] > 0)
             st = bg_st_writer_add(w, BG_CKPT_LOSS_SCALE, BG_ST_F32, 1, &ls_n, ls);
         int ns = bg_optim_state_count(c->optim.kind);
         for (int i = 0; st == BG_OK && i < bg_rt_param_count(t->rt); i++) {
@@ -420,12 +424,13 @@ static bg_status_t load_params(train_t *t, bg_ckpt_t *ck, bg_st_file_t *f, bool 
 }
 
 /* The loss scale and its good-step count, where the checkpoint has them
- * (older ones do not: the run's starting scale stays). */
+ * (older ones, or runs without scaling, do not: the starting scale stays)
+ * and this run scales the loss. */
 static bg_status_t load_loss_scale(train_t *t, bg_ckpt_t *ck)
 {
-    int64_t n = 2;
+    int64_t n = 2, good;
     float ls[2];
-    if (!bg_ckpt_find(ck, BG_CKPT_LOSS_SCALE, NULL))
+    if (!bg_ckpt_find(ck, BG_CKPT_LOSS_SCALE, NULL) || bg_rt_loss_scale(t->rt, &good) == 0.0f)
         return BG_OK;
     bg_status_t st = bg_ckpt_read_f32(ck, BG_CKPT_LOSS_SCALE, 1, &n, 2, ls);
     return st == BG_OK ? bg_rt_loss_scale_set(t->rt, ls[0], (int64_t)ls[1]) : st;

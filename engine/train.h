@@ -26,7 +26,7 @@ typedef struct bg_train_conf {
     uint64_t seed;
     const char *device;   /* cpu | cuda */
     const char *dtype;    /* f32 | bf16 | fp16 */
-    const char *loss_scale;    /* NULL (fp16: dynamic) | "dynamic" | a fixed number */
+    const char *loss_scale;    /* NULL (fp16: dynamic) | "dynamic" | "dynamic:N" | N */
     int64_t loss_scale_window; /* dynamic: good steps before the scale doubles; 0: 2000 */
     const char *data;     /* data spec (see engine/data.h) */
     int64_t eval_every;   /* steps; 0: only at the end */
@@ -48,8 +48,9 @@ typedef struct bg_train_conf {
 void bg_train_conf_default(bg_train_conf_t *c);
 
 /* The runtime's loss-scale settings from --loss-scale (c->loss_scale):
- * NULL is off, except fp16 where it is dynamic from 65536; "dynamic"; or a
- * fixed positive number. BG_ERR_INVALID names the bad value. */
+ * NULL is off (*scale 0), except fp16 where it is dynamic from 65536;
+ * "dynamic" (from 65536), "dynamic:N" (from N), or a fixed N in (0, 2^24].
+ * BG_ERR_INVALID names the bad value. */
 bg_status_t bg_train_loss_scale(const bg_train_conf_t *c, bg_dtype_t dtype, float *scale,
                                 bool *dynamic);
 
