@@ -324,6 +324,19 @@ static const char *state_suffix(bg_optim_kind_t k, int i)
     return i == 0 ? BG_CKPT_ADAM_M : BG_CKPT_ADAM_V;
 }
 
+/* The loss scale and its good steps: one copy (every rank has the same,
+ * stage 0 writes it), and only when loss scaling is on. The writer keeps
+ * a pointer to the data until it writes: it lives in t. */
+static bg_status_t write_loss_scale(train_t *t, bg_st_writer_t *w)
+{
+    int64_t n = 2, good;
+    t->saved_scale[0] = bg_rt_loss_scale(t->rt, &good);
+    t->saved_scale[1] = (float)good;
+    if (t->stage != 0 || t->saved_scale[0] == 0.0f)
+        return BG_OK;
+    return bg_st_writer_add(w, BG_CKPT_LOSS_SCALE, BG_ST_F32, 1, &n, t->saved_scale);
+}
+
 static bg_status_t save_checkpoint(train_t *t, int64_t step)
 {
     const bg_train_conf_t *c = t->c;
@@ -342,13 +355,8 @@ static bg_status_t save_checkpoint(train_t *t, int64_t step)
         st = bg_ckpt_stage_path(step_path, t->stage, &file);
         if (st == BG_OK)
             st = bg_st_writer_new(&w);
-        float ls[2];
-        int64_t ls_n = 2, good;
-        ls[0] = bg_rt_loss_scale(t->rt, &good);
-        ls[1] = (float)good;
-        /* one copy (every rank has the same), and only when scaling is on */
-        if (st == BG_OK && t->stage == 0 && ls[0] > 0)
-            st = bg_st_writer_add(w, BG_CKPT_LOSS_SCALE, BG_ST_F32, 1, &ls_n, ls);
+        if (st == BG_OK)
+            st = write_loss_scale(t, w);
         int ns = bg_optim_state_count(c->optim.kind);
         for (int i = 0; st == BG_OK && i < bg_rt_param_count(t->rt); i++) {
             bg_rt_param_view_t v;
