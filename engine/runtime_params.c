@@ -89,8 +89,8 @@ static bg_status_t flat_layout(bg_rt_t *rt)
     if (st == BG_OK)
         st = bg_stream_synchronize(rt->conf.be, rt->compute); /* chunk0 is freed next */
     free(chunk0);
-    f->segs = (bg_flat_segs_t){np,          (const int64_t *)d, (const uint8_t *)(d + 2 * ob),
-                               f->off_h,    (const int64_t *)(d + ob), nch};
+    f->segs = (bg_flat_segs_t){np,       (const int64_t *)d,        (const uint8_t *)(d + 2 * ob),
+                               f->off_h, (const int64_t *)(d + ob), nch};
     return st;
 }
 
@@ -147,13 +147,12 @@ static bg_status_t params_mirror(bg_rt_t *rt, bg_copy_kind_t kind)
         return BG_OK;
     size_t bytes = (size_t)f->n * 4;
     bool up = kind == BG_COPY_H2D;
-    bg_status_t st = bg_backend_copy(rt->conf.be, up ? (void *)f->master : f->host_master,
-                                     up ? (void *)f->host_master : f->master, bytes, kind,
-                                     rt->compute);
+    bg_status_t st =
+        bg_backend_copy(rt->conf.be, up ? (void *)f->master : f->host_master,
+                        up ? (void *)f->host_master : f->master, bytes, kind, rt->compute);
     for (int s = 0; s < bg_optim_state_count(rt->conf.optim.kind) && st == BG_OK; s++)
         st = bg_backend_copy(rt->conf.be, up ? (void *)f->state[s] : f->host_state[s],
-                             up ? (void *)f->host_state[s] : f->state[s], bytes, kind,
-                             rt->compute);
+                             up ? (void *)f->host_state[s] : f->state[s], bytes, kind, rt->compute);
     return st;
 }
 

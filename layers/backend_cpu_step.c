@@ -89,8 +89,8 @@ typedef struct upd {
     const float *g;
 } upd_t;
 
-static void sgd_range(const bg_step_args_t *a, float wd, float *restrict p,
-                      const float *restrict g, float *restrict s0, int64_t n)
+static void sgd_range(const bg_step_args_t *a, float wd, float *restrict p, const float *restrict g,
+                      float *restrict s0, int64_t n)
 {
     float gs = a->gscale, mom = a->momentum, lr = a->lr;
     for (int64_t i = 0; i < n; i++) {
@@ -191,7 +191,8 @@ static void ssq_range(void *ctx, int64_t lo, int64_t hi)
 {
     ssq_t *q = ctx;
     for (int64_t c = lo; c < hi; c++) {
-        int64_t a = c * BG_SUMSQ_CHUNK, b = a + BG_SUMSQ_CHUNK < q->len ? a + BG_SUMSQ_CHUNK : q->len;
+        int64_t a = c * BG_SUMSQ_CHUNK,
+                b = a + BG_SUMSQ_CHUNK < q->len ? a + BG_SUMSQ_CHUNK : q->len;
         q->part[c] = sumsq_chunk(q->x + q->base + a, b - a);
     }
 }

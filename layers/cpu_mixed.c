@@ -51,8 +51,10 @@ static bg_status_t twin(mixed_t *m, const bg_tensor_t *t, bool load, bg_tensor_t
     int64_t n = bg_tensor_numel(t);
     float *b = malloc((size_t)n * sizeof(float) + 4);
     if (!b)
-        return bg_errorf(BG_ERR_NOMEM, "cpu %s call: out of memory for an f32 copy of %lld "
-                         "elements", bg_dtype_name(t->dtype), (long long)n);
+        return bg_errorf(BG_ERR_NOMEM,
+                         "cpu %s call: out of memory for an f32 copy of %lld "
+                         "elements",
+                         bg_dtype_name(t->dtype), (long long)n);
     if (load)
         widen(t->dtype, t->data, b, n);
     bg_tensor_t *w = &m->t[m->nt];

@@ -61,8 +61,8 @@ __global__ void step_update_kernel(bg_step_args_t a, const int64_t *off, const u
 }
 
 bg_status_t bg_cuda_step_update(bg_backend_t *be, bg_stream_t *s, const bg_step_args_t *a,
-                                    const bg_flat_segs_t *segs, float *p, const float *g,
-                                    float *s0, float *s1)
+                                const bg_flat_segs_t *segs, float *p, const float *g, float *s0,
+                                float *s1)
 {
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(be, s, &st));
@@ -114,7 +114,7 @@ __global__ void step_sumsq_segs_kernel(const double *part, const int64_t *chunk0
 }
 
 bg_status_t bg_cuda_step_sumsq(bg_backend_t *be, bg_stream_t *s, const bg_flat_segs_t *segs,
-                                   const float *x, float *out)
+                               const float *x, float *out)
 {
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(be, s, &st));
@@ -122,15 +122,16 @@ bg_status_t bg_cuda_step_sumsq(bg_backend_t *be, bg_stream_t *s, const bg_flat_s
         return BG_OK;
     double *part = NULL;
     /* stream-ordered pool (kept by the backend): no device-wide sync */
-    BG_CUDA_CHECK(cudaMallocAsync((void **)&part, sizeof(double) * (size_t)(segs->nchunks + 1), st));
-    unsigned blocks = segs->nchunks < 65535 * 4 ? (unsigned)(segs->nchunks > 0 ? segs->nchunks : 1)
-                                                : 65535u * 4;
+    BG_CUDA_CHECK(
+        cudaMallocAsync((void **)&part, sizeof(double) * (size_t)(segs->nchunks + 1), st));
+    unsigned blocks =
+        segs->nchunks < 65535 * 4 ? (unsigned)(segs->nchunks > 0 ? segs->nchunks : 1) : 65535u * 4;
     step_sumsq_chunks_kernel<<<blocks, STEP_THREADS, 0, st>>>(x, segs->off, segs->chunk0, segs->n,
                                                               segs->nchunks, part);
     cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess) {
         step_sumsq_segs_kernel<<<bg_cuda_blocks(segs->n, 128), 128, 0, st>>>(part, segs->chunk0,
-                                                                           segs->n, out);
+                                                                             segs->n, out);
         e = cudaGetLastError();
     }
     cudaError_t f = cudaFreeAsync(part, st);
@@ -156,8 +157,7 @@ __global__ void step_add_kernel(float *y, const float *x, int64_t n)
         y[i] = __fadd_rn(y[i], x[i]);
 }
 
-template <typename D, typename S>
-__global__ void step_cast_kernel(D *dst, const S *src, int64_t n)
+template <typename D, typename S> __global__ void step_cast_kernel(D *dst, const S *src, int64_t n)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
@@ -173,8 +173,7 @@ bg_status_t bg_cuda_step_scale(bg_backend_t *be, bg_stream_t *s, float *x, float
     return BG_OK;
 }
 
-bg_status_t bg_cuda_step_add(bg_backend_t *be, bg_stream_t *s, float *y, const float *x,
-                                 int64_t n)
+bg_status_t bg_cuda_step_add(bg_backend_t *be, bg_stream_t *s, float *y, const float *x, int64_t n)
 {
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(be, s, &st));
@@ -193,7 +192,7 @@ static bg_status_t cast_t(void *dst, const void *src, int64_t n, cudaStream_t st
 }
 
 bg_status_t bg_cuda_step_cast(bg_backend_t *be, bg_stream_t *s, void *dst, bg_dtype_t dst_dt,
-                                  const void *src, bg_dtype_t src_dt, int64_t n)
+                              const void *src, bg_dtype_t src_dt, int64_t n)
 {
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(be, s, &st));

@@ -41,7 +41,7 @@ typedef struct set {
     int64_t *len, *off, *chunk0, total;
     uint8_t *decay;
     float *p, *g, *m, *v, *gflat, *acc; /* acc: the accumulators, gflat: the flat gradient */
-    uint16_t *dev;                       /* bf16 compute copy */
+    uint16_t *dev;                      /* bf16 compute copy */
 } set_t;
 
 /* A GPT-like parameter set: per block 4 matrices (d x 3d, d x d, d x 4d,
@@ -112,8 +112,15 @@ static double run_new(bg_backend_t *be, set_t *s, int64_t step, int bf16, float 
     bg_step_sumsq(be, NULL, &segs, s->gflat, ssq);
     for (int i = 0; i < s->n; i++)
         tot += ssq[i];
-    bg_step_args_t a = {BG_STEP_ADAMW, 1e-4f, tot > 1.0 ? (float)(1.0 / sqrt(tot)) : 1.0f, 0.1f,
-                        0.9f, 0.9f, 0.95f, 1e-8f, 1.0f - powf(0.9f, (float)(step + 1)),
+    bg_step_args_t a = {BG_STEP_ADAMW,
+                        1e-4f,
+                        tot > 1.0 ? (float)(1.0 / sqrt(tot)) : 1.0f,
+                        0.1f,
+                        0.9f,
+                        0.9f,
+                        0.95f,
+                        1e-8f,
+                        1.0f - powf(0.9f, (float)(step + 1)),
                         1.0f - powf(0.95f, (float)(step + 1))};
     bg_step_update(be, NULL, &a, &segs, s->p, s->gflat, s->m, s->v);
     if (bf16)
@@ -159,7 +166,8 @@ int main(int argc, char **argv)
         qsort(to, (size_t)reps, 8, cmp_d), qsort(tn, (size_t)reps, 8, cmp_d);
         double k = 1e9 / (double)s.total;
         printf("%-14s %12.3f %12.3f %12.3f %12.3f %7.2fx\n", bf16 ? "adamw+bf16" : "adamw f32",
-               to[reps / 2] * k, to[0] * k, tn[reps / 2] * k, tn[0] * k, to[reps / 2] / tn[reps / 2]);
+               to[reps / 2] * k, to[0] * k, tn[reps / 2] * k, tn[0] * k,
+               to[reps / 2] / tn[reps / 2]);
     }
     free(ssq), free(to), free(tn);
     bg_backend_destroy(be);

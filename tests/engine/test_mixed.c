@@ -118,7 +118,8 @@ static void test_overflow_skipped(void)
     CHECK(bg_test_sh("'%s' train %s/models/mlp-fashion.graph " MLP " --steps 1 --dtype fp16 "
                      "--lr 0 --checkpoint-dir %s > %s.log 2>&1",
                      brigade, srcdir, b, b) == 0);
-    CHECK_MSG(bg_test_same_checkpoints_but(a, b, not_a_param), "a skipped step changed the parameters");
+    CHECK_MSG(bg_test_same_checkpoints_but(a, b, not_a_param),
+              "a skipped step changed the parameters");
 }
 
 static void test_resume_keeps_scale(void)

@@ -98,11 +98,17 @@ static void test_update(bool sgd)
         d[k] = up(h[k], b);
     }
     bg_flat_segs_t hs = {NSEG, f.off, f.decay, f.off, f.chunk0, f.nch};
-    bg_flat_segs_t ds = {NSEG, up(f.off, sizeof(f.off)), up(f.decay, sizeof(f.decay)), f.off,
-                         up(f.chunk0, sizeof(f.chunk0)), f.nch};
+    bg_flat_segs_t ds = {NSEG,  up(f.off, sizeof(f.off)),       up(f.decay, sizeof(f.decay)),
+                         f.off, up(f.chunk0, sizeof(f.chunk0)), f.nch};
     for (int step = 0; step < 3; step++) {
-        bg_step_args_t a = {sgd ? BG_STEP_SGD : BG_STEP_ADAMW, 1e-3f, step == 1 ? 0.5f : 1.0f,
-                            0.1f, 0.9f, 0.9f, 0.95f, 1e-8f,
+        bg_step_args_t a = {sgd ? BG_STEP_SGD : BG_STEP_ADAMW,
+                            1e-3f,
+                            step == 1 ? 0.5f : 1.0f,
+                            0.1f,
+                            0.9f,
+                            0.9f,
+                            0.95f,
+                            1e-8f,
                             1.0f - powf(0.9f, (float)(step + 1)),
                             1.0f - powf(0.95f, (float)(step + 1))};
         /* p, g, m, v = 0, 1, 2, 3 */
@@ -174,8 +180,8 @@ static void test_local_index(void)
         count++;
     for (int r = 0; r < 3 * count; r++)
         CHECK_MSG(bg_backend_local_index(BG_DEV_CUDA, r) == r % count,
-                  "local rank %d opens device %d, not %d", r, bg_backend_local_index(BG_DEV_CUDA, r),
-                  r % count);
+                  "local rank %d opens device %d, not %d", r,
+                  bg_backend_local_index(BG_DEV_CUDA, r), r % count);
     CHECK_MSG(count == 1 || bg_backend_local_index(BG_DEV_CUDA, 1) == 1,
               "local rank 1 opens device 0 on a %d-device node", count);
     bg_backend_t *be = NULL;
@@ -198,8 +204,18 @@ static int teardown_child(void)
             bg_backend_alloc(be, sizeof(a), &da) || bg_backend_alloc(be, sizeof(c), &dc) ||
             bg_backend_copy(be, da, a, sizeof(a), BG_COPY_H2D, st))
             return 1;
-        bg_gemm_args_t g = {.m = 64, .n = 64, .k = 64, .alpha = 1, .a = da, .lda = 64, .b = da,
-                            .ldb = 64, .c = dc, .ldc = 64, .ab = BG_F32, .c_dtype = BG_F32};
+        bg_gemm_args_t g = {.m = 64,
+                            .n = 64,
+                            .k = 64,
+                            .alpha = 1,
+                            .a = da,
+                            .lda = 64,
+                            .b = da,
+                            .ldb = 64,
+                            .c = dc,
+                            .ldc = 64,
+                            .ab = BG_F32,
+                            .c_dtype = BG_F32};
         if (bg_gemm(be, st, &g) || bg_stream_synchronize(be, st))
             return 2;
         bg_stream_destroy(be, st);
@@ -275,8 +291,18 @@ static void test_linear_rounds_once(void)
     c.spec = &sp, c.be = g_gpu, c.dtype = BG_BF16;
     c.in[0] = &tx, c.out = &ty, c.params[0] = &tw, c.params[1] = &tb;
     CHECK_OK(bg_layer_forward(&c));
-    bg_gemm_args_t g = {.trans_b = true, .m = R, .n = OUT, .k = IN, .alpha = 1, .a = dx,
-                        .lda = IN, .b = dw, .ldb = IN, .c = dacc, .ldc = OUT, .ab = BG_BF16,
+    bg_gemm_args_t g = {.trans_b = true,
+                        .m = R,
+                        .n = OUT,
+                        .k = IN,
+                        .alpha = 1,
+                        .a = dx,
+                        .lda = IN,
+                        .b = dw,
+                        .ldb = IN,
+                        .c = dacc,
+                        .ldc = OUT,
+                        .ab = BG_BF16,
                         .c_dtype = BG_F32};
     CHECK_OK(bg_gemm(g_gpu, NULL, &g));
     down(y16, dy, sizeof(y16));
@@ -292,8 +318,8 @@ static void test_linear_rounds_once(void)
 
 /* W of embedding (f32) over n positions with ids from `ids`; returns the
  * device time of the call in ms, gradient in grad (vocab * dim). */
-static double emb_wgrad(const int32_t *ids, int64_t n, int64_t vocab, int64_t dim,
-                        const float *dy, float *grad)
+static double emb_wgrad(const int32_t *ids, int64_t n, int64_t vocab, int64_t dim, const float *dy,
+                        float *grad)
 {
     bg_layer_spec_t sp;
     bg_errbuf_t err;
@@ -346,8 +372,8 @@ static void test_embedding_long_run(void)
         double ref = 0, mag = 0;
         for (int64_t i = 0; i < n; i++)
             ref += dy[i * dim + j], mag += fabs(dy[i * dim + j]);
-        CHECK_MSG(fabs(g1[5 * dim + j] - ref) <= 1e-5 * mag, "column %lld: %g vs %g",
-                  (long long)j, (double)g1[5 * dim + j], ref);
+        CHECK_MSG(fabs(g1[5 * dim + j] - ref) <= 1e-5 * mag, "column %lld: %g vs %g", (long long)j,
+                  (double)g1[5 * dim + j], ref);
     }
     printf("embedding W, 2^20 positions: one id %.2f ms, spread ids %.2f ms\n", t_same, t_spread);
     CHECK_MSG(t_same <= 20 * t_spread + 1.0, "one long run is %.1fx slower than spread ids",

@@ -112,8 +112,14 @@ static void check_update(bg_backend_t *be, bool sgd, const char *threads)
     for (int64_t step = 0; step < 3; step++) {
         float *g = fvec(f.n, &seed, -2, 2);
         float lr = 1e-3f * (float)(step + 1), gscale = step == 1 ? 0.37f : 1.0f;
-        bg_step_args_t a = {sgd ? BG_STEP_SGD : BG_STEP_ADAMW, lr, gscale, rc.weight_decay,
-                            rc.momentum, rc.beta1, rc.beta2, rc.eps,
+        bg_step_args_t a = {sgd ? BG_STEP_SGD : BG_STEP_ADAMW,
+                            lr,
+                            gscale,
+                            rc.weight_decay,
+                            rc.momentum,
+                            rc.beta1,
+                            rc.beta2,
+                            rc.eps,
                             1.0f - powf(rc.beta1, (float)(step + 1)),
                             1.0f - powf(rc.beta2, (float)(step + 1))};
         CHECK_OK(bg_step_update(be, NULL, &a, &f.segs, p, g, s0, sgd ? NULL : s1));
