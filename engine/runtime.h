@@ -62,8 +62,8 @@ typedef struct bg_rt_stats {
     double step_s;      /* wall time of the step */
     double grad_norm;   /* before clipping, unscaled; 0 on a skipped step */
     float lr;
-    bool skipped;       /* gradients overflowed: no update (loss scaling) */
-    float loss_scale;   /* the scale this step's gradients were computed with */
+    bool skipped;     /* gradients overflowed: no update (loss scaling) */
+    float loss_scale; /* the scale this step's gradients were computed with */
 } bg_rt_stats_t;
 
 /* Allocate parameters (initialised from conf->seed by global name), state

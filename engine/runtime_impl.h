@@ -79,7 +79,7 @@ typedef struct rt_param {
  */
 #define RT_FLAT_ALIGN 64
 typedef struct rt_flat {
-    int64_t n;               /* elements, gaps included */
+    int64_t n; /* elements, gaps included */
     float *master, *state[2], *grad;
     void *dev;
     float *host_master, *host_state[2];
@@ -136,7 +136,7 @@ struct bg_rt {
     rt_param_t *par;
     int *param_local; /* graph param -> local index or -1 */
     rt_flat_t flat;
-    float loss_scale; /* gradients are of loss * loss_scale (1: off) */
+    float loss_scale;   /* gradients are of loss * loss_scale (1: off) */
     int64_t scale_good; /* good steps since the last change of the scale */
     float **uacc_dev; /* [layer * BG_MAX_PARAMS + slot] accumulator (device), local layers */
     float **uacc_host;

@@ -54,7 +54,6 @@ void bg_train_conf_default(bg_train_conf_t *c);
 bg_status_t bg_train_loss_scale(const bg_train_conf_t *c, bg_dtype_t dtype, float *scale,
                                 bool *dynamic);
 
-
 /*
  * Run this process's rank of the job described by `c`, joining the others
  * through the transport's bootstrap (environment). Returns BG_OK when the

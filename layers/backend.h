@@ -120,9 +120,9 @@ typedef enum { BG_STEP_SGD = 0, BG_STEP_ADAMW = 1 } bg_step_kind_t;
 typedef struct bg_step_args {
     bg_step_kind_t kind;
     float lr;
-    float gscale;       /* gradient multiplier: clipping times 1 / loss scale */
-    float weight_decay; /* applied where segs->decay[i] */
-    float momentum;     /* SGD */
+    float gscale;                      /* gradient multiplier: clipping times 1 / loss scale */
+    float weight_decay;                /* applied where segs->decay[i] */
+    float momentum;                    /* SGD */
     float beta1, beta2, eps, bc1, bc2; /* AdamW; bc = 1 - beta^(step+1) */
 } bg_step_args_t;
 

@@ -448,7 +448,6 @@ static const bg_backend_ops_t cuda_ops = {
  * check fails the build when bg_backend_ops_t grows; positional tables
  * would otherwise fill a new entry with NULL silently). */
 
-
 /*
  * Stream-ordered allocations (embedding W's sort scratch) come from the
  * device's default pool; by default it hands memory back to the driver at

@@ -42,8 +42,7 @@ typedef struct bg_backend_ops {
     bg_status_t (*step_sumsq)(bg_backend_t *be, bg_stream_t *s, const bg_flat_segs_t *segs,
                               const float *x, float *out);
     bg_status_t (*step_scale)(bg_backend_t *be, bg_stream_t *s, float *x, float a, int64_t n);
-    bg_status_t (*step_add)(bg_backend_t *be, bg_stream_t *s, float *y, const float *x,
-                            int64_t n);
+    bg_status_t (*step_add)(bg_backend_t *be, bg_stream_t *s, float *y, const float *x, int64_t n);
     bg_status_t (*step_cast)(bg_backend_t *be, bg_stream_t *s, void *dst, bg_dtype_t dst_dt,
                              const void *src, bg_dtype_t src_dt, int64_t n);
 } bg_backend_ops_t;

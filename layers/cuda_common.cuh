@@ -110,8 +110,7 @@ bg_status_t bg_cuda_step_update(bg_backend_t *be, bg_stream_t *s, const bg_step_
 bg_status_t bg_cuda_step_sumsq(bg_backend_t *be, bg_stream_t *s, const bg_flat_segs_t *segs,
                                const float *x, float *out);
 bg_status_t bg_cuda_step_scale(bg_backend_t *be, bg_stream_t *s, float *x, float a, int64_t n);
-bg_status_t bg_cuda_step_add(bg_backend_t *be, bg_stream_t *s, float *y, const float *x,
-                             int64_t n);
+bg_status_t bg_cuda_step_add(bg_backend_t *be, bg_stream_t *s, float *y, const float *x, int64_t n);
 bg_status_t bg_cuda_step_cast(bg_backend_t *be, bg_stream_t *s, void *dst, bg_dtype_t dst_dt,
                               const void *src, bg_dtype_t src_dt, int64_t n);
 

@@ -9,8 +9,8 @@
  * increasing order; the first slot of each run owns that id's row and sums
  * the run in fixed pieces (segments of the sorted slots, summed by their own
  * blocks, combined in segment order), so a long run of one id is not one
- * block's serial loop. Same ids -> same pieces -> same bits, at O(N) cost. The sort's scratch comes from
- * the stream-ordered pool (cudaMallocAsync): the kind has no workspace.
+ * block's serial loop. Same ids -> same pieces -> same bits, at O(N) cost. The sort's scratch comes
+ * from the stream-ordered pool (cudaMallocAsync): the kind has no workspace.
  *
  * Out-of-range ids: checking them on the host would need a device-to-host
  * sync, so instead F writes NaN over that row (the loss turns NaN, which the
@@ -128,9 +128,8 @@ __global__ void embedding_tok_grad_kernel(const int32_t *sid, const int32_t *spo
         float acc = 0.0f;
         for (int64_t m = i; m < first; m++)
             acc += bg_ld(&dy[(int64_t)spos[m] * dim + j]);
-        for (int64_t k = seg_end / EMB_SEG; first == seg_end && k * EMB_SEG < n &&
-                                            sid[k * EMB_SEG] == id;
-             k++)
+        for (int64_t k = seg_end / EMB_SEG;
+             first == seg_end && k * EMB_SEG < n && sid[k * EMB_SEG] == id; k++)
             acc += cont[k * dim + j];
         gt[(int64_t)id * dim + j] += acc;
     }

@@ -120,8 +120,8 @@ template <typename T>
 static bg_status_t bias_round_t(void *y, const float *acc, const void *b, int64_t rows,
                                 int64_t cols, cudaStream_t st)
 {
-    linear_bias_round_kernel<T><<<bg_cuda_blocks(rows * cols, 256), 256, 0, st>>>(
-        (T *)y, acc, (const T *)b, rows, cols);
+    linear_bias_round_kernel<T>
+        <<<bg_cuda_blocks(rows * cols, 256), 256, 0, st>>>((T *)y, acc, (const T *)b, rows, cols);
     BG_CUDA_LAUNCH_CHECK("linear_bias_round_kernel");
     return BG_OK;
 }

@@ -91,7 +91,7 @@ static inline uint16_t bg_f32_to_f16(float x)
     uint32_t a = u & 0x7fffffffu;
     if (a > 0x7f800000u)
         return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu)); /* quiet NaN */
-    if (a >= 0x477ff000u) /* rounds to >= 65520: inf */
+    if (a >= 0x477ff000u)                                         /* rounds to >= 65520: inf */
         return (uint16_t)(sign | 0x7c00u);
     if (a >= 0x38800000u) { /* normal half: exponent >= -14 */
         uint32_t r = a + 0xfffu + ((a >> 13) & 1u);

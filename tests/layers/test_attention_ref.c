@@ -976,8 +976,8 @@ static void test_bf16_cpu_runs(bg_backend_t *be)
         if (!n->spec.kind->out_f32) t.out.dtype = BG_BF16;
         for (int j = 0; j < n->np; j++) t.p[j].dtype = BG_BF16;
         bg_status_t st = bg_layer_forward(&t.c);
-        CHECK_MSG(st == BG_OK, "%s bf16 on cpu: %s (%s)", n->spec.kind->name,
-                  bg_status_str(st), bg_last_error());
+        CHECK_MSG(st == BG_OK, "%s bf16 on cpu: %s (%s)", n->spec.kind->name, bg_status_str(st),
+                  bg_last_error());
     }
     node_free(&ce);
     node_free(&at);
