@@ -30,7 +30,7 @@ typedef void (*range_fn)(void *ctx, int64_t lo, int64_t hi);
 typedef struct par {
     range_fn fn;
     void *ctx;
-    int64_t n;
+    int64_t n, task;
     int64_t next; /* next task start, under lock */
     pthread_mutex_t lock;
 } par_t;
@@ -50,26 +50,26 @@ static void *par_worker(void *arg)
     for (;;) {
         pthread_mutex_lock(&p->lock);
         int64_t lo = p->next;
-        p->next = lo < p->n ? lo + STEP_TASK : lo;
+        p->next = lo < p->n ? lo + p->task : lo;
         pthread_mutex_unlock(&p->lock);
         if (lo >= p->n)
             return NULL;
-        p->fn(p->ctx, lo, lo + STEP_TASK < p->n ? lo + STEP_TASK : p->n);
+        p->fn(p->ctx, lo, lo + p->task < p->n ? lo + p->task : p->n);
     }
 }
 
-/* fn over [0, n) in STEP_TASK ranges, on up to step_threads() threads.
+/* fn over [0, n) in ranges of `task` units, on up to step_threads() threads.
  * Which thread runs a range never changes its bits: ranges are disjoint
  * and each element's arithmetic is local. Falls back to this thread when a
  * thread cannot be started. Cannot fail. */
-static void par_for(range_fn fn, void *ctx, int64_t n)
+static void par_for_in(range_fn fn, void *ctx, int64_t n, int64_t task)
 {
     int t = step_threads();
-    if (t == 1 || n <= STEP_TASK) {
+    if (t == 1 || n <= task) {
         fn(ctx, 0, n);
         return;
     }
-    par_t p = {fn, ctx, n, 0, PTHREAD_MUTEX_INITIALIZER};
+    par_t p = {fn, ctx, n, task, 0, PTHREAD_MUTEX_INITIALIZER};
     pthread_t th[256];
     int started = 0;
     for (int i = 1; i < t; i++)
@@ -78,6 +78,12 @@ static void par_for(range_fn fn, void *ctx, int64_t n)
     par_worker(&p);
     for (int i = 0; i < started; i++)
         pthread_join(th[i], NULL);
+}
+
+/* Elementwise work: ranges of STEP_TASK elements. */
+static void par_for(range_fn fn, void *ctx, int64_t n)
+{
+    par_for_in(fn, ctx, n, STEP_TASK);
 }
 
 /* ---- fused optimizer update ---- */
@@ -211,10 +217,7 @@ bg_status_t bg_cpu_step_sumsq(bg_backend_t *be, bg_stream_t *s, const bg_flat_se
                              (long long)nch);
         ssq_t q = {x, segs->off_h[i], len, part};
         one = 0;
-        if (nch * BG_SUMSQ_CHUNK > STEP_TASK)
-            par_for(ssq_range, &q, nch);
-        else
-            ssq_range(&q, 0, nch);
+        par_for_in(ssq_range, &q, nch, STEP_TASK / BG_SUMSQ_CHUNK);
         double tot = 0;
         for (int64_t c = 0; c < nch; c++)
             tot += part[c];
