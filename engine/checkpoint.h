@@ -139,8 +139,7 @@ bg_status_t bg_st_read_f32(const bg_st_file_t *f, const char *name, int ndim,
 bg_status_t bg_st_read_raw(const bg_st_file_t *f, const char *name, bg_st_dtype_t dt, void *dst,
                            size_t nbytes);
 
-/* IEEE half -> f32, exact (subnormals, inf, NaN); bf16 <-> f32 is layers/tensor.h's. */
-float bg_f16_to_f32(uint16_t h);
+/* IEEE half and bf16 <-> f32 are layers/tensor.h's (bg_f16_to_f32, bg_bf16_to_f32). */
 
 /* ------------------------------------------------------- checkpoint dirs */
 
@@ -148,6 +147,8 @@ float bg_f16_to_f32(uint16_t h);
 #define BG_CKPT_ADAM_M ".adam_m"
 #define BG_CKPT_ADAM_V ".adam_v"
 #define BG_CKPT_MOMENTUM ".momentum"
+/* The loss scale and its good-step count, f32 [2], in stage 0's file. */
+#define BG_CKPT_LOSS_SCALE "optimizer.loss_scale"
 #define BG_CKPT_FORMAT "brigade-checkpoint-1"
 
 typedef struct bg_ckpt_file_entry {

@@ -68,30 +68,7 @@ bg_status_t bg_st_dtype_parse(const char *name, bg_st_dtype_t *out)
     return bg_errorf(BG_ERR_INVALID, "unknown safetensors dtype '%s'", name);
 }
 
-/* bf16 <-> f32 are layers/tensor.h's: one rounding rule in the whole project. */
-
-float bg_f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-    uint32_t u;
-    if (exp == 0x1f) {
-        u = sign | 0x7f800000u | (man << 13); /* inf / NaN */
-    } else if (exp != 0) {
-        u = sign | ((exp + 112) << 23) | (man << 13);
-    } else if (man == 0) {
-        u = sign;
-    } else { /* subnormal: renormalise */
-        int e = -1;
-        do {
-            e++;
-            man <<= 1;
-        } while (!(man & 0x400u));
-        u = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ffu) << 13);
-    }
-    float f;
-    memcpy(&f, &u, sizeof(f));
-    return f;
-}
+/* bf16/f16 <-> f32 are layers/tensor.h's: one rounding rule in the whole project. */
 
 /* -------------------------------------------------------------- string buf */
 

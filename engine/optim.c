@@ -1,7 +1,9 @@
 /*
- * engine/optim.c -- SGD/AdamW updates and the warmup+cosine schedule.
- * Plain loops in a fixed order: every replica computes identical bits.
- * Must not communicate, allocate or keep state outside the caller's arrays.
+ * engine/optim.c -- optimizer configuration, the warmup+cosine schedule,
+ * clipping, and the factors of one update (bias corrections) for the
+ * backend's fused update (layers/backend.h, bg_step_update), computed once
+ * on the host so every backend and replica applies the same floats.
+ * Must not communicate, allocate or touch parameters.
  */
 #include "engine/optim.h"
 
@@ -61,26 +63,19 @@ float bg_optim_clip_scale(const bg_optim_conf_t *c, double global_norm)
     return (float)(c->clip / global_norm);
 }
 
-void bg_optim_update_host(const bg_optim_conf_t *c, int64_t step, float lr, float gscale,
-                          bool decay, float *p, const float *g, float *s0, float *s1, int64_t n)
+void bg_optim_step_args(const bg_optim_conf_t *c, int64_t step, float lr, float gscale,
+                        bg_step_args_t *out)
 {
-    float wd = decay ? c->weight_decay : 0.0f;
-    if (c->kind == BG_OPT_SGD) {
-        for (int64_t i = 0; i < n; i++) {
-            float gi = g[i] * gscale + wd * p[i];
-            s0[i] = c->momentum * s0[i] + gi;
-            p[i] -= lr * s0[i];
-        }
-        return;
-    }
-    float b1 = c->beta1, b2 = c->beta2;
-    float bc1 = 1.0f - powf(b1, (float)(step + 1));
-    float bc2 = 1.0f - powf(b2, (float)(step + 1));
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] * gscale;
-        s0[i] = b1 * s0[i] + (1.0f - b1) * gi;
-        s1[i] = b2 * s1[i] + (1.0f - b2) * gi * gi;
-        float mhat = s0[i] / bc1, vhat = s1[i] / bc2;
-        p[i] -= lr * (mhat / (sqrtf(vhat) + c->eps) + wd * p[i]);
-    }
+    bg_step_args_t a = {0};
+    a.kind = c->kind == BG_OPT_SGD ? BG_STEP_SGD : BG_STEP_ADAMW;
+    a.lr = lr;
+    a.gscale = gscale;
+    a.weight_decay = c->weight_decay;
+    a.momentum = c->momentum;
+    a.beta1 = c->beta1;
+    a.beta2 = c->beta2;
+    a.eps = c->eps;
+    a.bc1 = 1.0f - powf(c->beta1, (float)(step + 1));
+    a.bc2 = 1.0f - powf(c->beta2, (float)(step + 1));
+    *out = a;
 }

@@ -1,12 +1,12 @@
 /*
  * engine/optim.h -- optimizers and the learning-rate schedule.
  *
- * SGD with momentum and AdamW over flat f32 arrays (master weights,
- * gradients, states), with linear warmup then cosine decay, and the scale
- * factor for clipping by global norm. Updates are elementwise and written
- * so that the same inputs give the same bits on every rank: replicas of a
- * parameter (data-parallel copies, tied weights on two stages) stay equal
- * without being re-broadcast. Must not communicate or know about layouts.
+ * SGD with momentum and AdamW (configuration; the update itself runs on
+ * the rank's backend over flat buffers, layers/backend.h), linear warmup
+ * then cosine decay, and the scale factor for clipping by global norm. The
+ * same inputs give the same bits on every rank: replicas of a parameter
+ * (data-parallel copies, tied weights on two stages) stay equal without
+ * being re-broadcast. Must not communicate or know about layouts.
  */
 #ifndef BG_OPTIM_H
 #define BG_OPTIM_H
@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "base/status.h"
+#include "layers/backend.h"
 
 typedef enum { BG_OPT_SGD = 0, BG_OPT_ADAMW = 1 } bg_optim_kind_t;
 
@@ -44,13 +45,12 @@ float bg_optim_lr(const bg_optim_conf_t *c, int64_t step);
 float bg_optim_clip_scale(const bg_optim_conf_t *c, double global_norm);
 
 /*
- * One update of n elements on the host: p -= lr * update(g * gscale).
- * `step` is 0-based (AdamW bias correction uses step + 1). s0/s1 are the
- * state arrays (s1 unused for SGD), zero-initialised by the caller at the
- * start of training. `decay` turns weight decay on for this parameter.
- * Cannot fail.
+ * The factors of the update for 0-based `step` (AdamW bias correction uses
+ * step + 1) with learning rate `lr` and gradient multiplier `gscale`
+ * (clipping, loss scale), for bg_step_update: weight decay applies where
+ * the flat buffer's segment flag says (parameters with >= 2 dims). Pure.
  */
-void bg_optim_update_host(const bg_optim_conf_t *c, int64_t step, float lr, float gscale,
-                          bool decay, float *p, const float *g, float *s0, float *s1, int64_t n);
+void bg_optim_step_args(const bg_optim_conf_t *c, int64_t step, float lr, float gscale,
+                        bg_step_args_t *out);
 
 #endif

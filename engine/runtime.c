@@ -296,19 +296,26 @@ static bg_status_t setup_buffers(bg_rt_t *rt)
     for (int i = 0; i < rt->nlc; i++)
         for (int l = rt->lc[i].l0; l < rt->lc[i].l1; l++) {
             bg_layer_cost_t cost;
-            bg_layer_cost(&bg_graph_layer(rt->g, l)->spec, rt->conf.dtype, &cost);
+            bg_layer_cost(&bg_graph_layer(rt->g, l)->spec,
+                          bg_layer_kernel_dtype(rt->conf.be, rt->conf.dtype), &cost);
             if ((size_t)cost.workspace_bytes > ws)
                 ws = (size_t)cost.workspace_bytes;
         }
     rt->workspace_bytes = ws;
     if ((st = rt_dalloc(rt, ws + 4, &rt->workspace)) != BG_OK)
         return st;
-    /* d(objective)/d(loss of one micro-batch): the mean over all of the
-     * step's micro-batches, on every replica. */
-    float dl = 1.0f / (float)(bg_sched_microbatches(rt->conf.sched) * rt->conf.dps);
     if ((st = rt_dalloc(rt, 4, (void **)&rt->dloss)) != BG_OK)
         return st;
-    st = bg_backend_copy(rt->conf.be, rt->dloss, &dl, 4, BG_COPY_H2D, rt->compute);
+    return bg_rt_dloss_upload_(rt);
+}
+
+bg_status_t bg_rt_dloss_upload_(bg_rt_t *rt)
+{
+    /* d(objective)/d(loss of one micro-batch): the mean over all of the
+     * step's micro-batches, on every replica, times the loss scale. */
+    float dl = 1.0f / (float)(bg_sched_microbatches(rt->conf.sched) * rt->conf.dps);
+    dl *= rt->loss_scale;
+    bg_status_t st = bg_backend_copy(rt->conf.be, rt->dloss, &dl, 4, BG_COPY_H2D, rt->compute);
     return st == BG_OK ? bg_stream_synchronize(rt->conf.be, rt->compute) : st;
 }
 
@@ -347,6 +354,7 @@ bg_status_t bg_rt_create(const bg_rt_conf_t *conf, bg_rt_t **out)
     rt->g = conf->net->graph;
     rt->dev = bg_backend_device(conf->be);
     rt->mem = rt->dev == BG_DEV_CUDA ? BG_TP_MEM_CUDA : BG_TP_MEM_HOST;
+    rt->loss_scale = conf->loss_scale > 0 ? conf->loss_scale : 1.0f;
     bg_status_t st = BG_OK;
     if ((conf->stages * conf->dps > 1) && !conf->tp)
         st = bg_errorf(BG_ERR_INVALID, "a multi-rank layout needs a transport");

@@ -32,12 +32,19 @@ typedef struct bg_rt_conf {
     int stage, dp;           /* this rank's pipeline rank and replica */
     int stages, dps;
     bg_backend_t *be;
-    bg_dtype_t dtype; /* activations/weights on the device */
+    bg_dtype_t dtype; /* activations/weights on the device: f32, bf16, fp16 */
     bg_tp_t *tp;      /* NULL only when stages * dps == 1 */
     bg_optim_conf_t optim;
     uint64_t seed;    /* parameter initialisation */
     bool recompute;   /* keep chunk inputs only; redo F before B */
     double timeout_s; /* longest wait for a peer */
+    /* Loss scaling: gradients are of loss * scale, unscaled at the step.
+     * 0: off (scale 1). A step whose gradients overflow is skipped; with
+     * `scale_dynamic` the scale then halves, and doubles after
+     * `scale_window` (0: 2000) good steps in a row. */
+    float loss_scale;
+    bool scale_dynamic;
+    int64_t scale_window;
 } bg_rt_conf_t;
 
 /*
@@ -53,8 +60,10 @@ typedef struct bg_rt_stats {
     double busy_s;      /* time spent in compute actions */
     double pipe_s;      /* step start to the optimizer: where the bubble lives */
     double step_s;      /* wall time of the step */
-    double grad_norm;   /* before clipping */
+    double grad_norm;   /* before clipping, unscaled; 0 on a skipped step */
     float lr;
+    bool skipped;     /* gradients overflowed: no update (loss scaling) */
+    float loss_scale; /* the scale this step's gradients were computed with */
 } bg_rt_stats_t;
 
 /* Allocate parameters (initialised from conf->seed by global name), state
@@ -102,8 +111,17 @@ typedef struct bg_rt_param_view {
     float *state[2]; /* optimizer states (NULL where the optimizer has fewer) */
 } bg_rt_param_view_t;
 void bg_rt_param_get(bg_rt_t *rt, int i, bg_rt_param_view_t *out);
-/* After changing masters (resume, --init): push them to the device copies. */
+/* After changing masters or state through the views (resume, --init):
+ * push them to the backend's flat buffers and the compute copy. */
 bg_status_t bg_rt_params_upload(bg_rt_t *rt);
+/* Before reading the views (checkpoint): bring masters and state from the
+ * backend (a no-op on the CPU, where the views are the buffers). */
+bg_status_t bg_rt_params_download(bg_rt_t *rt);
+/* The current loss scale (0 when loss scaling is off) and its good steps
+ * in a row; setting both (resume). Setting fails on a scale that is not
+ * positive and finite. */
+float bg_rt_loss_scale(const bg_rt_t *rt, int64_t *good);
+bg_status_t bg_rt_loss_scale_set(bg_rt_t *rt, float scale, int64_t good);
 
 /* Per-action timing of the last step, for traces: kind, mb, chunk, start, end (s). */
 typedef struct bg_rt_event {

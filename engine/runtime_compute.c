@@ -60,11 +60,11 @@ static bg_status_t acc_add(bg_rt_t *rt, void *dst, const void *src, size_t n, bg
 }
 
 /* Upload one graph input from `host` (the input's own dtype) into its
- * device value; f32 inputs become bf16 on a bf16 run. */
+ * device value; f32 inputs become the compute dtype on a bf16/fp16 run. */
 static bg_status_t upload_input(bg_rt_t *rt, int t, const void *host, size_t host_bytes, void *dev)
 {
     const bg_graph_tensor_t *gt = bg_graph_tensor(rt->g, t);
-    if (!(gt->shape.dtype == BG_F32 && rt->conf.dtype == BG_BF16))
+    if (!(gt->shape.dtype == BG_F32 && rt->conf.dtype != BG_F32))
         /* Pageable sources are staged before the call returns: the caller
          * may free `host` at once, and the stream orders the consumers. */
         return bg_backend_copy(rt->conf.be, dev, host, host_bytes, BG_COPY_H2D, rt->compute);
@@ -73,7 +73,8 @@ static bg_status_t upload_input(bg_rt_t *rt, int t, const void *host, size_t hos
     if (!h16)
         return bg_errorf(BG_ERR_NOMEM, "out of memory converting %s", gt->name);
     for (int64_t i = 0; i < n; i++)
-        h16[i] = bg_f32_to_bf16(((const float *)host)[i]);
+        h16[i] = rt->conf.dtype == BG_BF16 ? bg_f32_to_bf16(((const float *)host)[i])
+                                           : bg_f32_to_f16(((const float *)host)[i]);
     bg_status_t st =
         bg_backend_copy(rt->conf.be, dev, h16, (size_t)n * 2, BG_COPY_H2D, rt->compute);
     free(h16);
@@ -165,7 +166,7 @@ static bg_status_t layer_call_init(bg_rt_t *rt, int l, rt_slot_t *s, int lci, bg
         call->params[j] = &tparam[j];
     }
     bg_layer_cost_t cost;
-    bg_layer_cost(&gl->spec, rt->conf.dtype, &cost);
+    bg_layer_cost(&gl->spec, bg_layer_kernel_dtype(rt->conf.be, rt->conf.dtype), &cost);
     int64_t sb = cost.saved_bytes;
     if (sb) {
         int64_t d[1] = {sb};
@@ -184,7 +185,8 @@ static bg_status_t layer_call_init(bg_rt_t *rt, int l, rt_slot_t *s, int lci, bg
 static size_t saved_bytes_of(bg_rt_t *rt, int l)
 {
     bg_layer_cost_t cost;
-    bg_layer_cost(&bg_graph_layer(rt->g, l)->spec, rt->conf.dtype, &cost);
+    bg_layer_cost(&bg_graph_layer(rt->g, l)->spec,
+                  bg_layer_kernel_dtype(rt->conf.be, rt->conf.dtype), &cost);
     return (size_t)((cost.saved_bytes + 3) / 4 * 4);
 }
 
@@ -276,14 +278,14 @@ static bg_status_t emit_output(bg_rt_t *rt, rt_slot_t *s)
         st = bg_backend_copy(rt->conf.be, h, s->val[lg], (size_t)(rows * V) * 4, BG_COPY_D2H,
                              rt->compute);
     else if (st == BG_OK) {
-        /* bf16 widens in place, from the end, so nothing is overwritten early. */
+        /* bf16/fp16 widens in place, from the end, so nothing is overwritten early. */
         uint16_t *h16 = (uint16_t *)h;
         st = bg_backend_copy(rt->conf.be, h16, s->val[lg], (size_t)(rows * V) * 2, BG_COPY_D2H,
                              rt->compute);
         if (st == BG_OK)
             st = bg_stream_synchronize(rt->conf.be, rt->compute);
         for (int64_t i = rows * V - 1; st == BG_OK && i >= 0; i--)
-            h[i] = bg_bf16_to_f32(h16[i]);
+            h[i] = rt->conf.dtype == BG_BF16 ? bg_bf16_to_f32(h16[i]) : bg_f16_to_f32(h16[i]);
     }
     if (st == BG_OK)
         st =

@@ -2,13 +2,15 @@
  * engine/runtime_grad.c -- the OPTIMIZER action: gradient sync and the
  * optimizer step.
  *
- * Waits for the chunks' data-parallel allreduces, brings the buckets to
- * the host, folds each parameter's users into its gradient (exchanging
- * accumulators with the other pipeline ranks holding a tied copy), computes
- * the layout-independent global norm, clips, updates the f32 masters and
- * uploads them, then zeroes the buckets. Any step can fail (transport,
- * device, out of memory); the parameters are then partly updated and the
- * run must stop.
+ * Waits for the chunks' data-parallel allreduces, folds each parameter's
+ * users into its range of the flat gradient buffer (exchanging accumulators
+ * with the other pipeline ranks holding a tied copy), computes the
+ * layout-independent global norm, skips the step when loss-scaled
+ * gradients overflowed, clips, runs the fused optimizer over the flat
+ * buffers and casts the masters to the compute copy, all on the rank's
+ * backend (the host reads one float per parameter), then zeroes the
+ * buckets. Any step can fail (transport, device, out of memory); the
+ * parameters are then partly updated and the run must stop.
  * Must NOT change the order of any sum (docs/engine.md, "Numerics do not
  * depend on the layout").
  */
@@ -19,7 +21,8 @@
 #include "engine/runtime_impl.h"
 #include "engine/tag.h"
 
-static bg_status_t grads_to_host(bg_rt_t *rt)
+/* Wait for every chunk's data-parallel allreduce. */
+static bg_status_t allreduces_wait(bg_rt_t *rt)
 {
     for (int i = 0; i < rt->nlc; i++) {
         rt_chunk_t *ch = &rt->lc[i];
@@ -29,16 +32,33 @@ static bg_status_t grads_to_host(bg_rt_t *rt)
             if (st != BG_OK)
                 return st;
         }
-        if (ch->grad_host != ch->grad_dev && ch->grad_len) {
-            bg_status_t st = bg_backend_copy(rt->conf.be, ch->grad_host, ch->grad_dev,
-                                             ch->grad_len * 4, BG_COPY_D2H, rt->compute);
-            if (st == BG_OK)
-                st = bg_stream_synchronize(rt->conf.be, rt->compute);
-            if (st != BG_OK)
-                return st;
-        }
     }
     return BG_OK;
+}
+
+/* The local users' accumulators of parameters tied across ranks, to the
+ * host for the exchange (a no-op on the CPU: they are host memory). */
+static bg_status_t tied_to_host(bg_rt_t *rt)
+{
+    if (rt->dev == BG_DEV_CPU)
+        return BG_OK;
+    bool any = false;
+    bg_status_t st = BG_OK;
+    for (int i = 0; i < rt->nparam && st == BG_OK; i++) {
+        const rt_param_t *p = &rt->par[i];
+        const bg_net_param_t *np = &rt->net->params[p->p];
+        for (int u = 0; p->n_remote && u < np->n_users && st == BG_OK; u++) {
+            int key = np->users[u] * BG_MAX_PARAMS + np->user_slot[u];
+            if (rt_local_of(rt, rt->net->layer_chunk[np->users[u]]) < 0)
+                continue;
+            st = bg_backend_copy(rt->conf.be, rt->uacc_host[key], rt->uacc_dev[key],
+                                 (size_t)p->n * 4, BG_COPY_D2H, rt->compute);
+            any = true;
+        }
+    }
+    if (st == BG_OK && any)
+        st = bg_stream_synchronize(rt->conf.be, rt->compute);
+    return st;
 }
 
 /* Requests of one tied-gradient exchange, grown as they are posted. */
@@ -87,32 +107,52 @@ static bg_status_t exchange_param(bg_rt_t *rt, const rt_param_t *p, exchange_t *
     return st;
 }
 
-/* Every held parameter's gradient: the fold of its users' accumulators in
- * ascending layer order, or the only user's accumulator itself. */
-static void fold_users(bg_rt_t *rt, float *const *remote)
+/* A remote user's accumulator where the backend can read it: the host
+ * buffer itself on the CPU, a staged copy (freed by the caller) elsewhere. */
+static bg_status_t remote_on_backend(bg_rt_t *rt, const float *host, int64_t n, const float **out)
 {
-    for (int i = 0; i < rt->nparam; i++) {
-        rt_param_t *p = &rt->par[i];
-        const bg_net_param_t *np = &rt->net->params[p->p];
-        if (np->n_users == 1) { /* the common case: no copy */
-            p->gview = rt->uacc_host[np->users[0] * BG_MAX_PARAMS + np->user_slot[0]];
-            continue;
-        }
-        for (int u = 0; u < np->n_users; u++) {
-            int key = np->users[u] * BG_MAX_PARAMS + np->user_slot[u];
-            const float *acc = remote[key] ? remote[key] : rt->uacc_host[key];
-            if (u == 0)
-                memcpy(p->grad, acc, (size_t)p->n * 4);
-            else
-                for (int64_t e = 0; e < p->n; e++)
-                    p->grad[e] += acc[e];
-        }
-        p->gview = p->grad;
+    if (rt->dev == BG_DEV_CPU) {
+        *out = host;
+        return BG_OK;
     }
+    void *d = NULL;
+    bg_status_t st = rt_dalloc(rt, (size_t)n * 4, &d);
+    if (st == BG_OK)
+        st = bg_backend_copy(rt->conf.be, d, host, (size_t)n * 4, BG_COPY_H2D, rt->compute);
+    if (st == BG_OK)
+        *out = d;
+    else
+        bg_rt_dfree_(rt, d);
+    return st;
 }
 
-/* Fold every held parameter's users into its gradient, exchanging
- * accumulators with the other pipeline ranks that hold a tied copy. */
+/* Parameter p's gradient into its range of the flat gradient buffer, on
+ * the backend: the only user's accumulator copied, or the fold of its
+ * users' accumulators in ascending layer order (elementwise f32 adds: the
+ * same bits on every backend). */
+static bg_status_t fold_param(bg_rt_t *rt, const rt_param_t *p, float *const *remote)
+{
+    const bg_net_param_t *np = &rt->net->params[p->p];
+    float *g = rt->flat.grad + p->off;
+    bg_status_t st = BG_OK;
+    for (int u = 0; u < np->n_users && st == BG_OK; u++) {
+        int key = np->users[u] * BG_MAX_PARAMS + np->user_slot[u];
+        const float *acc = rt->uacc_dev[key];
+        if (remote[key] && (st = remote_on_backend(rt, remote[key], p->n, &acc)) != BG_OK)
+            break;
+        if (u == 0)
+            st = bg_backend_copy(rt->conf.be, g, acc, (size_t)p->n * 4, BG_COPY_D2D, rt->compute);
+        else
+            st = bg_step_add(rt->conf.be, rt->compute, g, acc, p->n);
+        if (acc != rt->uacc_dev[key] && rt->dev != BG_DEV_CPU)
+            bg_rt_dfree_(rt, (void *)acc);
+    }
+    return st;
+}
+
+/* Fold every held parameter's users into the flat gradient buffer,
+ * exchanging accumulators with the other pipeline ranks that hold a tied
+ * copy. */
 static bg_status_t fold_param_grads(bg_rt_t *rt)
 {
     size_t nkeys = (size_t)rt->net->n_layers * BG_MAX_PARAMS;
@@ -131,8 +171,8 @@ static bg_status_t fold_param_grads(bg_rt_t *rt)
         if (st == BG_OK)
             st = s2;
     }
-    if (st == BG_OK)
-        fold_users(rt, x.remote);
+    for (int i = 0; i < rt->nparam && st == BG_OK; i++)
+        st = fold_param(rt, &rt->par[i], x.remote);
     for (size_t k = 0; k < nkeys; k++)
         free(x.remote[k]);
     free(x.remote);
@@ -140,24 +180,27 @@ static bg_status_t fold_param_grads(bg_rt_t *rt)
     return st;
 }
 
-/* Global gradient norm: each parameter's sum of squares (double, then f32)
- * from its owner, summed over the pipeline in global parameter order. */
+/* Global gradient norm (of the scaled gradients): each parameter's sum of
+ * squares (double, fixed chunks, then f32) computed on the backend by its
+ * owner, summed over the pipeline in global parameter order. */
 static bg_status_t global_norm(bg_rt_t *rt, double *out)
 {
+    rt_flat_t *f = &rt->flat;
     int np = rt->net->n_params;
-    float *ss = calloc((size_t)np + 1, sizeof(float));
+    bg_status_t st = bg_step_sumsq(rt->conf.be, rt->compute, &f->segs, f->grad, f->ssq_dev);
+    if (st == BG_OK && f->ssq_h != f->ssq_dev)
+        st = bg_backend_copy(rt->conf.be, f->ssq_h, f->ssq_dev, sizeof(float) * (size_t)rt->nparam,
+                             BG_COPY_D2H, rt->compute);
+    if (st == BG_OK)
+        st = bg_stream_synchronize(rt->conf.be, rt->compute);
+    float *ss = st == BG_OK ? calloc((size_t)np + 1, sizeof(float)) : NULL;
+    if (st != BG_OK)
+        return st;
     if (!ss)
         return bg_errorf(BG_ERR_NOMEM, "out of memory for the gradient norm");
-    for (int i = 0; i < rt->nparam; i++) {
-        rt_param_t *p = &rt->par[i];
-        if (!p->owned)
-            continue;
-        double s = 0;
-        for (int64_t e = 0; e < p->n; e++)
-            s += (double)p->gview[e] * (double)p->gview[e];
-        ss[p->p] = (float)s;
-    }
-    bg_status_t st = BG_OK;
+    for (int i = 0; i < rt->nparam; i++)
+        if (rt->par[i].owned)
+            ss[rt->par[i].p] = f->ssq_h[i];
     if (rt->pp_group && rt->conf.stages > 1)
         st = bg_tp_allreduce(rt->pp_group, ss, (size_t)np, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST,
                              rt->conf.timeout_s);
@@ -170,11 +213,58 @@ static bg_status_t global_norm(bg_rt_t *rt, double *out)
     return st;
 }
 
+/* Zero every chunk's accumulators for the next step. */
+static bg_status_t buckets_zero(bg_rt_t *rt)
+{
+    bg_status_t st = BG_OK;
+    for (int i = 0; i < rt->nlc && st == BG_OK; i++)
+        st = bg_backend_memset(rt->conf.be, rt->lc[i].grad_dev, 0, rt->lc[i].grad_len * 4,
+                               rt->compute);
+    return st;
+}
+
+/* Loss scaling after a step: an overflow halves a dynamic scale; enough
+ * good steps in a row double it (up to 2^24, where f32 gradients of any
+ * useful loss overflow anyway). */
+static bg_status_t scale_adjust(bg_rt_t *rt, bool overflow)
+{
+    if (!rt->conf.scale_dynamic)
+        return BG_OK;
+    int64_t window = rt->conf.scale_window > 0 ? rt->conf.scale_window : 2000;
+    float s = rt->loss_scale;
+    if (overflow)
+        s = s * 0.5f > 1.0f / 16777216.0f ? s * 0.5f : s;
+    else if (++rt->scale_good >= window)
+        s = s * 2.0f <= 16777216.0f ? s * 2.0f : s;
+    if (s == rt->loss_scale) {
+        if (overflow || rt->scale_good >= window)
+            rt->scale_good = 0;
+        return BG_OK;
+    }
+    rt->loss_scale = s;
+    rt->scale_good = 0;
+    return bg_rt_dloss_upload_(rt);
+}
+
+/* The update itself, on the backend: fused optimizer over the flat
+ * buffers, then the compute copy from the new masters. */
+static bg_status_t apply_update(bg_rt_t *rt, int64_t step, float lr, float gscale)
+{
+    rt_flat_t *f = &rt->flat;
+    bg_step_args_t a;
+    bg_optim_step_args(&rt->conf.optim, step, lr, gscale, &a);
+    bg_status_t st = bg_step_update(rt->conf.be, rt->compute, &a, &f->segs, f->master, f->grad,
+                                    f->state[0], f->state[1]);
+    return st == BG_OK ? bg_rt_params_cast_(rt) : st;
+}
+
 bg_status_t bg_rt_optimizer_(bg_rt_t *rt, int64_t step)
 {
     bg_status_t st = bg_rt_defer_progress_(rt, true);
     if (st == BG_OK)
-        st = grads_to_host(rt);
+        st = allreduces_wait(rt);
+    if (st == BG_OK)
+        st = tied_to_host(rt);
     if (st == BG_OK)
         st = fold_param_grads(rt);
     double norm = 0;
@@ -183,19 +273,18 @@ bg_status_t bg_rt_optimizer_(bg_rt_t *rt, int64_t step)
     if (st != BG_OK)
         return st;
     const bg_optim_conf_t *oc = &rt->conf.optim;
-    float lr = bg_optim_lr(oc, step), scale = bg_optim_clip_scale(oc, norm);
-    rt->stats->grad_norm = norm;
+    float scale = rt->loss_scale, lr = bg_optim_lr(oc, step);
+    bool scaling = rt->conf.loss_scale > 0, overflow = scaling && !isfinite(norm);
     rt->stats->lr = lr;
-    for (int i = 0; i < rt->nparam && st == BG_OK; i++) {
-        rt_param_t *p = &rt->par[i];
-        const bg_graph_param_t *gp = bg_graph_param(rt->g, p->p);
-        bg_optim_update_host(oc, step, lr, scale, gp->desc.shape.ndim >= 2, p->master, p->gview,
-                             p->state[0], p->state[1], p->n);
-        st = bg_rt_param_upload_(rt, p);
-    }
-    for (int i = 0; i < rt->nlc && st == BG_OK; i++)
-        st = bg_backend_memset(rt->conf.be, rt->lc[i].grad_dev, 0, rt->lc[i].grad_len * 4,
-                               rt->compute);
+    rt->stats->loss_scale = scale;
+    rt->stats->skipped = overflow;
+    rt->stats->grad_norm = overflow ? 0.0 : norm / scale;
+    if (!overflow)
+        st = apply_update(rt, step, lr, bg_optim_clip_scale(oc, norm / scale) / scale);
+    if (st == BG_OK && scaling)
+        st = scale_adjust(rt, overflow);
+    if (st == BG_OK)
+        st = buckets_zero(rt);
     if (st == BG_OK)
         st = bg_stream_synchronize(rt->conf.be, rt->compute);
     return st;

@@ -9,8 +9,9 @@
  *   runtime_compute.c  F, B and W of one micro-batch on one chunk
  *   runtime_xfer.c     transfers, the send queues (pending, deferred)
  *   runtime_grad.c     gradient sync (allreduce, tied weights) and the
- *                      optimizer step
- *   runtime_params.c   parameters: views, upload, tied-weight holders
+ *                      optimizer step on the backend, loss scaling
+ *   runtime_params.c   parameters: flat buffers, views, upload, tied-weight
+ *                      holders
  *
  * Shared functions end in '_' (private to the engine). Must NOT be included
  * outside engine/runtime*.c: everyone else uses engine/runtime.h.
@@ -51,7 +52,7 @@ typedef struct rt_chunk {
     int n_in, n_out; /* edges (net indices) ending / starting here */
     int *in_edge, *out_edge;
     float *grad_dev;  /* this chunk's accumulators, contiguous (allreduce bucket) */
-    float *grad_host; /* host mirror (alias on the CPU) */
+    float *grad_host; /* host mirror for the tied-weight exchange (alias on the CPU) */
     size_t grad_len;
     bg_tp_coll_t *ar;       /* allreduce in flight */
     unsigned char *w_needs; /* [n_tensors]: some layer's W here reads this value */
@@ -60,14 +61,34 @@ typedef struct rt_chunk {
 typedef struct rt_param {
     int p; /* graph param id */
     int64_t n;
+    int64_t off; /* first element in the flat buffers (rt_flat_t) */
     bool owned;
-    float *master, *state[2]; /* host */
-    void *dev;                /* compute copy (alias of master on a CPU f32 run) */
-    float *grad;              /* host: the fold of several users' accumulators */
-    const float *gview;       /* the step's gradient: grad, or the only user's accumulator */
+    float *master, *state[2]; /* host views into the flat buffers or their host mirrors */
+    void *dev;                /* compute copy: a view into rt->flat.dev */
     int n_remote;             /* pipeline ranks holding other users */
     int *remote_rank;         /* [n_remote] global ranks */
 } rt_param_t;
+
+/*
+ * Everything the step touches, as flat buffers over the held parameters in
+ * global parameter order (each parameter's range starts at a multiple of
+ * RT_FLAT_ALIGN elements; the gaps are zeros and stay zeros). Backend
+ * memory: master, state, grad (f32) and dev (compute dtype; master itself
+ * on a CPU f32 run). Host mirrors of master and state back the checkpoint
+ * views on a device backend; on the CPU they are the buffers themselves.
+ */
+#define RT_FLAT_ALIGN 64
+typedef struct rt_flat {
+    int64_t n; /* elements, gaps included */
+    float *master, *state[2], *grad;
+    void *dev;
+    float *host_master, *host_state[2];
+    int64_t *off_h;         /* [nparam + 1] */
+    uint8_t *decay_h;       /* [nparam] */
+    void *segs_dev;         /* offsets then decay flags, backend memory */
+    bg_flat_segs_t segs;    /* one segment per held parameter */
+    float *ssq_dev, *ssq_h; /* [nparam] sums of squares of the gradient */
+} rt_flat_t;
 
 typedef struct rt_pending {
     bg_tp_req_t *req;
@@ -114,6 +135,9 @@ struct bg_rt {
     int nparam;
     rt_param_t *par;
     int *param_local; /* graph param -> local index or -1 */
+    rt_flat_t flat;
+    float loss_scale;   /* gradients are of loss * loss_scale (1: off) */
+    int64_t scale_good; /* good steps since the last change of the scale */
     float **uacc_dev; /* [layer * BG_MAX_PARAMS + slot] accumulator (device), local layers */
     float **uacc_host;
     /* micro-batch slots (runtime_slots.c) */
@@ -220,6 +244,9 @@ static inline int rt_edge_out(const rt_chunk_t *ch, int e)
     return -1;
 }
 
+/* rt->dloss = 1 / (micro-batches * replicas) * loss scale. Synchronises. */
+bg_status_t bg_rt_dloss_upload_(bg_rt_t *rt);
+
 /* Prefix the recorded message with this rank's identity; returns st. */
 bg_status_t bg_rt_err_(const bg_rt_t *rt, bg_status_t st);
 
@@ -317,7 +344,8 @@ bg_status_t bg_rt_buckets_setup_(bg_rt_t *rt);
  * the parameter; partial state is freed by bg_rt_params_free_. */
 bg_status_t bg_rt_params_setup_(bg_rt_t *rt);
 void bg_rt_params_free_(bg_rt_t *rt);
-/* Master (f32, host) to the compute copy on the device. */
-bg_status_t bg_rt_param_upload_(bg_rt_t *rt, rt_param_t *p);
+/* Masters (f32) to the compute copy: one cast over the flat buffer, on the
+ * compute stream, no host sync. */
+bg_status_t bg_rt_params_cast_(bg_rt_t *rt);
 
 #endif

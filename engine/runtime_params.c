@@ -1,8 +1,9 @@
 /*
- * engine/runtime_params.c -- the parameters this rank holds: f32 host
- * masters (authoritative), optimizer state, the compute copies on the
- * device, views for checkpoints, and which other pipeline ranks hold a
- * tied copy of each.
+ * engine/runtime_params.c -- the parameters this rank holds: flat buffers
+ * in global parameter order on the rank's backend (f32 masters,
+ * authoritative; optimizer state; gradients; the compute-dtype copy), host
+ * mirrors and views for checkpoints, which other pipeline ranks hold a tied
+ * copy of each, and the loss scale.
  *
  * A parameter is held by every rank running one of its users (the owner
  * layer or a share= user); every holder initialises it identically from the
@@ -11,6 +12,7 @@
  * Must NOT decide when parameters change (runtime_grad.c updates them,
  * train.c loads them).
  */
+#include <math.h>
 #include <string.h>
 
 #include "engine/runtime_impl.h"
@@ -37,26 +39,142 @@ static bg_status_t param_holders(bg_rt_t *rt, const bg_net_param_t *np, rt_param
     return BG_OK;
 }
 
-/* Host memory, initial values and the device copy of held parameter p. */
-static bg_status_t param_alloc(bg_rt_t *rt, const bg_net_param_t *np, rt_param_t *rp)
+/* A zeroed f32 flat buffer of backend memory. */
+static bg_status_t flat_alloc(bg_rt_t *rt, size_t bytes, void **out)
 {
-    const bg_graph_param_t *gp = bg_graph_param(rt->g, rp->p);
-    size_t bytes = (size_t)rp->n * 4;
-    rp->master = malloc(bytes + 4);
-    /* A parameter with one user is its accumulator: no fold buffer. */
-    rp->grad = np->n_users > 1 ? malloc(bytes + 4) : NULL;
-    for (int s = 0; s < bg_optim_state_count(rt->conf.optim.kind); s++)
-        rp->state[s] = calloc((size_t)rp->n + 1, 4);
-    if (!rp->master || (np->n_users > 1 && !rp->grad) || !rp->state[0])
-        return bg_errorf(BG_ERR_NOMEM, "out of memory for parameter %s (%lld elements)", gp->name,
-                         (long long)rp->n);
-    bg_param_init_host(&gp->desc, gp->name, rt->conf.seed, rp->master);
-    if (rt->dev == BG_DEV_CPU && rt->conf.dtype == BG_F32) {
-        rp->dev = rp->master;
-        return BG_OK;
+    void *p = NULL;
+    bg_status_t st = rt_dalloc(rt, bytes + 4, &p);
+    if (st == BG_OK)
+        st = bg_backend_memset(rt->conf.be, p, 0, bytes, rt->compute);
+    if (st == BG_OK)
+        *out = p;
+    return st;
+}
+
+/* Offsets and decay flags of the held parameters, on the host and (for
+ * the backend's kernels) in backend memory. */
+static bg_status_t flat_layout(bg_rt_t *rt)
+{
+    rt_flat_t *f = &rt->flat;
+    int np = rt->nparam;
+    f->off_h = malloc(sizeof(int64_t) * ((size_t)np + 1));
+    f->decay_h = calloc((size_t)np + 1, 1);
+    if (!f->off_h || !f->decay_h)
+        return bg_errorf(BG_ERR_NOMEM, "out of memory for the parameter layout");
+    int64_t off = 0;
+    for (int i = 0; i < np; i++) {
+        rt_param_t *p = &rt->par[i];
+        p->off = f->off_h[i] = off;
+        f->decay_h[i] = bg_graph_param(rt->g, p->p)->desc.shape.ndim >= 2;
+        if (p->n > INT64_MAX - off - RT_FLAT_ALIGN)
+            return bg_errorf(BG_ERR_INVALID, "parameters do not fit one flat buffer");
+        off += (p->n + RT_FLAT_ALIGN - 1) / RT_FLAT_ALIGN * RT_FLAT_ALIGN;
     }
-    bg_status_t st = rt_dalloc(rt, (size_t)rp->n * bg_dtype_size(rt->conf.dtype), &rp->dev);
-    return st == BG_OK ? bg_rt_param_upload_(rt, rp) : st;
+    f->off_h[np] = f->n = off;
+    /* backend memory: offsets, chunk table, decay flags */
+    size_t ob = sizeof(int64_t) * ((size_t)np + 1);
+    int64_t *chunk0 = malloc(ob);
+    if (!chunk0)
+        return bg_errorf(BG_ERR_NOMEM, "out of memory for the parameter layout");
+    int64_t nch = bg_flat_chunks(f->off_h, np, chunk0);
+    bg_status_t st = rt_dalloc(rt, 2 * ob + (size_t)np + 1, &f->segs_dev);
+    char *d = f->segs_dev;
+    if (st == BG_OK)
+        st = bg_backend_copy(rt->conf.be, d, f->off_h, ob, BG_COPY_H2D, rt->compute);
+    if (st == BG_OK)
+        st = bg_backend_copy(rt->conf.be, d + ob, chunk0, ob, BG_COPY_H2D, rt->compute);
+    if (st == BG_OK)
+        st = bg_backend_copy(rt->conf.be, d + 2 * ob, f->decay_h, (size_t)np, BG_COPY_H2D,
+                             rt->compute);
+    if (st == BG_OK)
+        st = bg_stream_synchronize(rt->conf.be, rt->compute); /* chunk0 is freed next */
+    free(chunk0);
+    f->segs = (bg_flat_segs_t){np,       (const int64_t *)d,        (const uint8_t *)(d + 2 * ob),
+                               f->off_h, (const int64_t *)(d + ob), nch};
+    return st;
+}
+
+/* The flat buffers, their host mirrors, and every parameter's views. */
+static bg_status_t flat_setup(bg_rt_t *rt)
+{
+    rt_flat_t *f = &rt->flat;
+    bg_status_t st = flat_layout(rt);
+    size_t bytes = (size_t)f->n * 4, nst = (size_t)bg_optim_state_count(rt->conf.optim.kind);
+    bool cpu = rt->dev == BG_DEV_CPU;
+    if (st == BG_OK)
+        st = flat_alloc(rt, bytes, (void **)&f->master);
+    for (size_t s = 0; s < nst && st == BG_OK; s++)
+        st = flat_alloc(rt, bytes, (void **)&f->state[s]);
+    if (st == BG_OK)
+        st = flat_alloc(rt, bytes, (void **)&f->grad);
+    if (st == BG_OK)
+        st = rt_dalloc(rt, sizeof(float) * ((size_t)rt->nparam + 1), (void **)&f->ssq_dev);
+    if (st != BG_OK)
+        return st;
+    f->ssq_h = cpu ? f->ssq_dev : malloc(sizeof(float) * ((size_t)rt->nparam + 1));
+    f->host_master = cpu ? f->master : calloc(bytes + 4, 1);
+    for (size_t s = 0; s < nst; s++)
+        f->host_state[s] = cpu ? f->state[s] : calloc(bytes + 4, 1);
+    if (!f->ssq_h || !f->host_master || (nst && !f->host_state[nst - 1]) || !f->host_state[0])
+        return bg_errorf(BG_ERR_NOMEM, "out of memory for the host copy of the parameters");
+    if (cpu && rt->conf.dtype == BG_F32)
+        f->dev = f->master;
+    else if ((st = flat_alloc(rt, (size_t)f->n * bg_dtype_size(rt->conf.dtype), &f->dev)) != BG_OK)
+        return st;
+    for (int i = 0; i < rt->nparam; i++) {
+        rt_param_t *p = &rt->par[i];
+        p->master = f->host_master + p->off;
+        for (size_t s = 0; s < nst; s++)
+            p->state[s] = f->host_state[s] + p->off;
+        p->dev = (char *)f->dev + (size_t)p->off * bg_dtype_size(rt->conf.dtype);
+    }
+    return BG_OK;
+}
+
+bg_status_t bg_rt_params_cast_(bg_rt_t *rt)
+{
+    rt_flat_t *f = &rt->flat;
+    if (f->dev == (void *)f->master)
+        return BG_OK;
+    return bg_step_cast(rt->conf.be, rt->compute, f->dev, rt->conf.dtype, f->master, BG_F32, f->n);
+}
+
+/* Host mirrors <-> backend buffers (no-ops on the CPU: they are one). */
+static bg_status_t params_mirror(bg_rt_t *rt, bg_copy_kind_t kind)
+{
+    rt_flat_t *f = &rt->flat;
+    if (rt->dev == BG_DEV_CPU)
+        return BG_OK;
+    size_t bytes = (size_t)f->n * 4;
+    bool up = kind == BG_COPY_H2D;
+    bg_status_t st =
+        bg_backend_copy(rt->conf.be, up ? (void *)f->master : f->host_master,
+                        up ? (void *)f->host_master : f->master, bytes, kind, rt->compute);
+    for (int s = 0; s < bg_optim_state_count(rt->conf.optim.kind) && st == BG_OK; s++)
+        st = bg_backend_copy(rt->conf.be, up ? (void *)f->state[s] : f->host_state[s],
+                             up ? (void *)f->host_state[s] : f->state[s], bytes, kind, rt->compute);
+    return st;
+}
+
+/* Host views -> backend buffers -> compute copy, then wait. */
+static bg_status_t params_push(bg_rt_t *rt)
+{
+    bg_status_t st = params_mirror(rt, BG_COPY_H2D);
+    if (st == BG_OK)
+        st = bg_rt_params_cast_(rt);
+    return st == BG_OK ? bg_stream_synchronize(rt->conf.be, rt->compute) : st;
+}
+
+/* Every held parameter's initial value, written into the host view and
+ * pushed to the backend. */
+static bg_status_t params_init(bg_rt_t *rt)
+{
+    for (int i = 0; i < rt->nparam; i++) {
+        rt_param_t *p = &rt->par[i];
+        const bg_graph_param_t *gp = bg_graph_param(rt->g, p->p);
+        bg_param_init_host(&gp->desc, gp->name, rt->conf.seed, p->master);
+    }
+    return params_push(rt);
 }
 
 bg_status_t bg_rt_params_setup_(bg_rt_t *rt)
@@ -83,52 +201,54 @@ bg_status_t bg_rt_params_setup_(bg_rt_t *rt)
         rp->n = gp->numel;
         rp->owned = rt_local_of(rt, n->layer_chunk[gp->owner]) >= 0;
         bg_status_t st = param_holders(rt, np, rp);
-        if (st == BG_OK)
-            st = param_alloc(rt, np, rp);
         if (st != BG_OK)
             return st;
     }
-    return BG_OK;
+    bg_status_t st = flat_setup(rt);
+    return st == BG_OK ? params_init(rt) : st;
 }
 
 void bg_rt_params_free_(bg_rt_t *rt)
 {
-    for (int i = 0; rt->par && i < rt->nparam; i++) {
-        rt_param_t *p = &rt->par[i];
-        free(p->master), free(p->grad), free(p->state[0]), free(p->state[1]);
-        free(p->remote_rank);
+    rt_flat_t *f = &rt->flat;
+    for (int i = 0; rt->par && i < rt->nparam; i++)
+        free(rt->par[i].remote_rank);
+    if (rt->dev != BG_DEV_CPU) { /* on the CPU these alias backend memory */
+        free(f->host_master), free(f->host_state[0]), free(f->host_state[1]);
+        free(f->ssq_h);
     }
+    free(f->off_h), free(f->decay_h);
     free(rt->par), free(rt->param_local), free(rt->uacc_dev), free(rt->uacc_host);
-}
-
-bg_status_t bg_rt_param_upload_(bg_rt_t *rt, rt_param_t *p)
-{
-    if (p->dev == (void *)p->master)
-        return BG_OK;
-    if (rt->conf.dtype == BG_F32)
-        return bg_backend_copy(rt->conf.be, p->dev, p->master, (size_t)p->n * 4, BG_COPY_H2D,
-                               rt->compute);
-    uint16_t *h = malloc((size_t)p->n * 2 + 2);
-    if (!h)
-        return bg_errorf(BG_ERR_NOMEM, "out of memory converting parameters");
-    for (int64_t e = 0; e < p->n; e++)
-        h[e] = bg_f32_to_bf16(p->master[e]);
-    bg_status_t st =
-        bg_backend_copy(rt->conf.be, p->dev, h, (size_t)p->n * 2, BG_COPY_H2D, rt->compute);
-    if (st == BG_OK)
-        st = bg_stream_synchronize(rt->conf.be, rt->compute);
-    free(h);
-    return st;
 }
 
 bg_status_t bg_rt_params_upload(bg_rt_t *rt)
 {
-    for (int i = 0; i < rt->nparam; i++) {
-        bg_status_t st = bg_rt_param_upload_(rt, &rt->par[i]);
-        if (st != BG_OK)
-            return bg_rt_err_(rt, st);
-    }
-    return bg_rt_err_(rt, bg_stream_synchronize(rt->conf.be, rt->compute));
+    bg_status_t st = params_push(rt);
+    return st == BG_OK ? BG_OK : bg_rt_err_(rt, st);
+}
+
+bg_status_t bg_rt_params_download(bg_rt_t *rt)
+{
+    bg_status_t st = params_mirror(rt, BG_COPY_D2H);
+    if (st == BG_OK)
+        st = bg_stream_synchronize(rt->conf.be, rt->compute);
+    return st == BG_OK ? BG_OK : bg_rt_err_(rt, st);
+}
+
+float bg_rt_loss_scale(const bg_rt_t *rt, int64_t *good)
+{
+    *good = rt->scale_good;
+    return rt->conf.loss_scale > 0 ? rt->loss_scale : 0.0f;
+}
+
+bg_status_t bg_rt_loss_scale_set(bg_rt_t *rt, float scale, int64_t good)
+{
+    if (!(scale > 0.0f) || isinf(scale))
+        return bg_errorf(BG_ERR_INVALID, "loss scale %g: must be positive and finite",
+                         (double)scale);
+    rt->loss_scale = scale;
+    rt->scale_good = good > 0 ? good : 0;
+    return bg_rt_dloss_upload_(rt);
 }
 
 int bg_rt_param_count(const bg_rt_t *rt)

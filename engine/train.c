@@ -246,11 +246,36 @@ static bg_status_t bind_rank(train_t *t)
     return st;
 }
 
+bg_status_t bg_train_loss_scale(const bg_train_conf_t *c, bg_dtype_t dtype, float *scale,
+                                bool *dynamic)
+{
+    const char *v = c->loss_scale ? c->loss_scale : dtype == BG_F16 ? "dynamic" : NULL;
+    *scale = 0.0f, *dynamic = false;
+    if (!v)
+        return BG_OK;
+    const char *num = v;
+    if (!strncmp(v, "dynamic", 7) && (!v[7] || v[7] == ':')) {
+        *dynamic = true;
+        num = v[7] ? v + 8 : "65536"; /* dynamic:N starts at N */
+    }
+    char *end = NULL;
+    double x = strtod(num, &end);
+    if (end == num || *end || !(x > 0) || x > 16777216.0)
+        return bg_errorf(BG_ERR_INVALID,
+                         "--loss-scale %s: expected 'dynamic', 'dynamic:N' or N, with N in "
+                         "(0, 2^24]",
+                         v);
+    *scale = (float)x;
+    return BG_OK;
+}
+
 static bg_status_t setup_runtime(train_t *t)
 {
     const bg_train_conf_t *c = t->c;
     bg_device_t dev = strcmp(c->device, "cuda") ? BG_DEV_CPU : BG_DEV_CUDA;
-    bg_status_t st = bg_backend_create(dev, 0, &t->be);
+    const char *local = getenv("BRIGADE_LOCAL_RANK");
+    int index = bg_backend_local_index(dev, local ? atoi(local) : t->rank);
+    bg_status_t st = bg_backend_create(dev, index, &t->be);
     if (st != BG_OK)
         return st;
     bg_rt_conf_t rc;
@@ -262,7 +287,11 @@ static bg_status_t setup_runtime(train_t *t)
     rc.stages = t->S;
     rc.dps = t->D;
     rc.be = t->be;
-    rc.dtype = strcmp(c->dtype, "bf16") ? BG_F32 : BG_BF16;
+    if ((st = bg_dtype_parse(c->dtype, &rc.dtype)) != BG_OK)
+        return st;
+    if ((st = bg_train_loss_scale(c, rc.dtype, &rc.loss_scale, &rc.scale_dynamic)) != BG_OK)
+        return st;
+    rc.scale_window = c->loss_scale_window;
     rc.tp = t->tp;
     rc.optim = c->optim;
     rc.optim.total = t->steps;
@@ -281,6 +310,19 @@ static const char *state_suffix(bg_optim_kind_t k, int i)
     return i == 0 ? BG_CKPT_ADAM_M : BG_CKPT_ADAM_V;
 }
 
+/* The loss scale and its good steps: one copy (every rank has the same,
+ * stage 0 writes it), and only when loss scaling is on. The writer keeps
+ * a pointer to the data until it writes: it lives in t. */
+static bg_status_t write_loss_scale(train_t *t, bg_st_writer_t *w)
+{
+    int64_t n = 2, good;
+    t->saved_scale[0] = bg_rt_loss_scale(t->rt, &good);
+    t->saved_scale[1] = (float)good;
+    if (t->stage != 0 || t->saved_scale[0] == 0.0f)
+        return BG_OK;
+    return bg_st_writer_add(w, BG_CKPT_LOSS_SCALE, BG_ST_F32, 1, &n, t->saved_scale);
+}
+
 static bg_status_t save_checkpoint(train_t *t, int64_t step)
 {
     const bg_train_conf_t *c = t->c;
@@ -293,10 +335,14 @@ static bg_status_t save_checkpoint(train_t *t, int64_t step)
         st = world_barrier(t);
     if (st == BG_OK && !step_path)
         st = bg_ckpt_step_path(c->checkpoint_dir, step, &step_path);
+    if (st == BG_OK)
+        st = bg_rt_params_download(t->rt);
     if (st == BG_OK && t->dp == 0) {
         st = bg_ckpt_stage_path(step_path, t->stage, &file);
         if (st == BG_OK)
             st = bg_st_writer_new(&w);
+        if (st == BG_OK)
+            st = write_loss_scale(t, w);
         int ns = bg_optim_state_count(c->optim.kind);
         for (int i = 0; st == BG_OK && i < bg_rt_param_count(t->rt); i++) {
             bg_rt_param_view_t v;
@@ -450,6 +496,19 @@ static bg_status_t check_resume_step(train_t *t, const char *step_path, const bg
     return st;
 }
 
+/* The loss scale and its good-step count, where the checkpoint has them
+ * (older ones, or runs without scaling, do not: the starting scale stays)
+ * and this run scales the loss. */
+static bg_status_t load_loss_scale(train_t *t, bg_ckpt_t *ck)
+{
+    int64_t n = 2, good;
+    float ls[2];
+    if (!bg_ckpt_find(ck, BG_CKPT_LOSS_SCALE, NULL) || bg_rt_loss_scale(t->rt, &good) == 0.0f)
+        return BG_OK;
+    bg_status_t st = bg_ckpt_read_f32(ck, BG_CKPT_LOSS_SCALE, 1, &n, 2, ls);
+    return st == BG_OK ? bg_rt_loss_scale_set(t->rt, ls[0], (int64_t)ls[1]) : st;
+}
+
 static bg_status_t maybe_resume(train_t *t)
 {
     const bg_train_conf_t *c = t->c;
@@ -479,6 +538,8 @@ static bg_status_t maybe_resume(train_t *t)
         st = load_params(t, ck, NULL, true);
     if (st == BG_OK)
         st = check_resume_step(t, step_path, ck);
+    if (st == BG_OK)
+        st = load_loss_scale(t, ck);
     if (st == BG_OK) {
         t->start_step = bg_ckpt_manifest(ck)->step;
         t->resumed = true;
@@ -640,6 +701,10 @@ static bg_status_t train_loop(train_t *t)
         if (st != BG_OK)
             return st;
         done++;
+        if (s.skipped && t->rank == 0)
+            printf("step %lld: gradients overflowed at loss scale %g: update skipped (%lld so "
+                   "far)\n",
+                   (long long)step + 1, (double)s.loss_scale, (long long)++t->skipped);
         float v[5] = {(float)s.loss_sum, (float)s.loss_count, (float)s.busy_s, (float)s.pipe_s,
                       (float)s.step_s};
         for (int i = 0; i < 5; i++)

@@ -13,6 +13,7 @@
 
 #include "base/status.h"
 #include "engine/optim.h"
+#include "layers/tensor.h"
 
 typedef struct bg_train_conf {
     const char *model;      /* graph file */
@@ -24,7 +25,9 @@ typedef struct bg_train_conf {
     double epochs;
     uint64_t seed;
     const char *device;   /* cpu | cuda */
-    const char *dtype;    /* f32 | bf16 */
+    const char *dtype;    /* f32 | bf16 | fp16 */
+    const char *loss_scale;    /* NULL (fp16: dynamic) | "dynamic" | "dynamic:N" | N */
+    int64_t loss_scale_window; /* dynamic: good steps before the scale doubles; 0: 2000 */
     const char *data;     /* data spec (see engine/data.h) */
     int64_t eval_every;   /* steps; 0: only at the end */
     int64_t eval_batches; /* 0: the whole held-out split */
@@ -67,6 +70,13 @@ bg_status_t bg_train_check_outputs(const bg_train_conf_t *c);
  * BG_TRAIN_RANK_OVERHEAD. Opens the data (reads IDX files), writes nothing.
  */
 bg_status_t bg_train_preflight(const bg_train_conf_t *c, int chunks, int64_t *rank_bytes);
+
+/* The runtime's loss-scale settings from --loss-scale (c->loss_scale):
+ * NULL is off (*scale 0), except fp16 where it is dynamic from 65536;
+ * "dynamic" (from 65536), "dynamic:N" (from N), or a fixed N in (0, 2^24].
+ * BG_ERR_INVALID names the bad value. */
+bg_status_t bg_train_loss_scale(const bg_train_conf_t *c, bg_dtype_t dtype, float *scale,
+                                bool *dynamic);
 
 /*
  * Run this process's rank of the job described by `c`, joining the others

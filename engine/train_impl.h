@@ -35,6 +35,8 @@ typedef struct train {
     FILE *metrics;
     char run_id[48]; /* tags every metrics line of this run */
     bool resumed;    /* parameters and step came from a checkpoint */
+    int64_t skipped; /* steps skipped for overflowed gradients (loss scaling) */
+    float saved_scale[2]; /* the checkpoint's loss scale, alive until it is written */
     bool tty;
     bool bar_open; /* a \r progress bar is on the terminal's last line */
     /* feed state */

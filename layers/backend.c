@@ -22,6 +22,18 @@ bool bg_backend_available(bg_device_t dev)
 #endif
 }
 
+int bg_backend_local_index(bg_device_t dev, int local_rank)
+{
+    if (dev == BG_DEV_CPU || local_rank < 0)
+        return 0;
+#ifdef BG_HAVE_CUDA
+    int n = bg_backend_cuda_count();
+    return n > 0 ? local_rank % n : 0;
+#else
+    return 0;
+#endif
+}
+
 bg_status_t bg_backend_create(bg_device_t dev, int index, bg_backend_t **out)
 {
     if (dev == BG_DEV_CPU)
@@ -191,6 +203,69 @@ bg_status_t bg_gemm(bg_backend_t *be, bg_stream_t *s, const bg_gemm_args_t *g)
     if (!g->m || !g->n)
         return BG_OK;
     return be->ops->gemm(be, s, g);
+}
+
+/* ---- the training step ---- */
+
+int64_t bg_flat_chunks(const int64_t *off_h, int n, int64_t *chunk0)
+{
+    int64_t c = 0;
+    for (int i = 0; i < n; i++) {
+        chunk0[i] = c;
+        c += (off_h[i + 1] - off_h[i] + BG_SUMSQ_CHUNK - 1) / BG_SUMSQ_CHUNK;
+    }
+    chunk0[n] = c;
+    return c;
+}
+
+static bg_status_t step_missing(const bg_backend_t *be, const char *op)
+{
+    return bg_errorf(BG_ERR_UNSUPPORTED, "backend %s: no %s (the training step needs it)",
+                     be->ops->name, op);
+}
+
+bg_status_t bg_step_update(bg_backend_t *be, bg_stream_t *s, const bg_step_args_t *a,
+                           const bg_flat_segs_t *segs, float *p, const float *g, float *s0,
+                           float *s1)
+{
+    if (a->kind == BG_STEP_ADAMW && !s1)
+        return bg_errorf(BG_ERR_INVALID, "step update: AdamW needs a second state buffer");
+    return be->ops->step_update ? be->ops->step_update(be, s, a, segs, p, g, s0, s1)
+                                : step_missing(be, "fused optimizer update");
+}
+
+bg_status_t bg_step_sumsq(bg_backend_t *be, bg_stream_t *s, const bg_flat_segs_t *segs,
+                          const float *x, float *out)
+{
+    return be->ops->step_sumsq ? be->ops->step_sumsq(be, s, segs, x, out)
+                               : step_missing(be, "sum of squares");
+}
+
+bg_status_t bg_step_scale(bg_backend_t *be, bg_stream_t *s, float *x, float a, int64_t n)
+{
+    if (n <= 0)
+        return BG_OK;
+    return be->ops->step_scale ? be->ops->step_scale(be, s, x, a, n) : step_missing(be, "scale");
+}
+
+bg_status_t bg_step_add(bg_backend_t *be, bg_stream_t *s, float *y, const float *x, int64_t n)
+{
+    if (n <= 0)
+        return BG_OK;
+    return be->ops->step_add ? be->ops->step_add(be, s, y, x, n) : step_missing(be, "add");
+}
+
+bg_status_t bg_step_cast(bg_backend_t *be, bg_stream_t *s, void *dst, bg_dtype_t dst_dt,
+                         const void *src, bg_dtype_t src_dt, int64_t n)
+{
+    if (!bg_dtype_is_float(dst_dt) || !bg_dtype_is_float(src_dt) ||
+        (dst_dt != src_dt && dst_dt != BG_F32 && src_dt != BG_F32))
+        return bg_errorf(BG_ERR_INVALID, "step cast: %s to %s is not supported",
+                         bg_dtype_name(src_dt), bg_dtype_name(dst_dt));
+    if (n <= 0)
+        return BG_OK;
+    return be->ops->step_cast ? be->ops->step_cast(be, s, dst, dst_dt, src, src_dt, n)
+                              : step_missing(be, "cast");
 }
 
 bg_status_t bg_arena_init(bg_arena_t *a, bg_backend_t *be, size_t bytes)

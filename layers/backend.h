@@ -32,6 +32,10 @@ bg_device_t bg_backend_device(const bg_backend_t *be);
 const char *bg_backend_name(const bg_backend_t *be);
 /* True when this build can open `dev` at all (compiled in + device present). */
 bool bg_backend_available(bg_device_t dev);
+/* The device number a rank with node-local rank `local_rank` opens:
+ * local_rank modulo the node's device count (0 for the CPU, or when the
+ * count is unknown). Cannot fail. */
+int bg_backend_local_index(bg_device_t dev, int local_rank);
 
 /* Device memory. Contents of a fresh allocation are undefined. */
 bg_status_t bg_backend_alloc(bg_backend_t *be, size_t bytes, void **out);
@@ -81,6 +85,68 @@ typedef struct bg_gemm_args {
     int64_t sa, sb, sc; /* batch strides in elements */
 } bg_gemm_args_t;
 bg_status_t bg_gemm(bg_backend_t *be, bg_stream_t *s, const bg_gemm_args_t *g);
+
+/* ---- the training step on flat buffers (docs/engine.md, "The step") ----
+ *
+ * A flat buffer holds many parameters back to back; `segs` cuts it into
+ * segments [off[i], off[i+1]) (one per parameter) with a per-segment flag
+ * (weight decay on). off and flag live in backend memory (the device copy
+ * on CUDA), made once by the caller. Elementwise ops give the same bits on
+ * every backend for the same inputs; the sums of squares use a fixed
+ * chunking (BG_SUMSQ_CHUNK elements per partial, partials combined in
+ * order), so their bits depend on neither thread nor block count.
+ */
+typedef struct bg_flat_segs {
+    int n;                 /* segments */
+    const int64_t *off;    /* [n + 1] element offsets, ascending, backend memory */
+    const uint8_t *decay;  /* [n] 1: weight decay applies, backend memory */
+    const int64_t *off_h;  /* [n + 1] the same offsets in host memory */
+    const int64_t *chunk0; /* [n + 1] first sum-of-squares chunk of each segment
+                              (bg_flat_chunks), backend memory */
+    int64_t nchunks;       /* chunk0[n] */
+} bg_flat_segs_t;
+
+#define BG_SUMSQ_CHUNK 4096
+
+/* chunk0[i] (host, [n + 1]) = chunks of BG_SUMSQ_CHUNK elements in the
+ * segments before i (a segment's last chunk may be short); returns the
+ * total. Cannot fail. */
+int64_t bg_flat_chunks(const int64_t *off_h, int n, int64_t *chunk0);
+
+typedef enum { BG_STEP_SGD = 0, BG_STEP_ADAMW = 1 } bg_step_kind_t;
+
+/* One optimizer update; every factor is computed by the caller on the host
+ * so that all backends and ranks see the same floats. */
+typedef struct bg_step_args {
+    bg_step_kind_t kind;
+    float lr;
+    float gscale;                      /* gradient multiplier: clipping times 1 / loss scale */
+    float weight_decay;                /* applied where segs->decay[i] */
+    float momentum;                    /* SGD */
+    float beta1, beta2, eps, bc1, bc2; /* AdamW; bc = 1 - beta^(step+1) */
+} bg_step_args_t;
+
+/*
+ * p -= update(g * gscale) over every segment of the flat f32 buffers p, g,
+ * s0 (SGD momentum / AdamW m) and s1 (AdamW v; unused for SGD). Same
+ * expression, element by element, as the reference loop in
+ * tests/layers/test_step_ops.c. Enqueued on `s`; cannot fail on the CPU.
+ */
+bg_status_t bg_step_update(bg_backend_t *be, bg_stream_t *s, const bg_step_args_t *a,
+                           const bg_flat_segs_t *segs, float *p, const float *g, float *s0,
+                           float *s1);
+/* out[i] (f32, backend memory) = sum of squares of segment i of x, each
+ * square and sum in double, rounded to f32 once. */
+bg_status_t bg_step_sumsq(bg_backend_t *be, bg_stream_t *s, const bg_flat_segs_t *segs,
+                          const float *x, float *out);
+/* x[0..n) *= a (f32). */
+bg_status_t bg_step_scale(bg_backend_t *be, bg_stream_t *s, float *x, float a, int64_t n);
+/* y[0..n) += x[0..n) (f32): folding several users' gradients, in order. */
+bg_status_t bg_step_add(bg_backend_t *be, bg_stream_t *s, float *y, const float *x, int64_t n);
+/* dst[i] = src[i] converted (f32 <-> bf16/f16, rounding to nearest even;
+ * same dtype: a copy). Both in backend memory. */
+bg_status_t bg_step_cast(bg_backend_t *be, bg_stream_t *s, void *dst, bg_dtype_t dst_dt,
+                         const void *src, bg_dtype_t src_dt, int64_t n);
 
 /*
  * Arena: a bump allocator over one backend allocation, for activations and

@@ -1,8 +1,9 @@
 /*
  * layers/backend_cpu.c -- the CPU reference backend: malloc'd memory and
  * OpenBLAS SGEMM. Everything is synchronous; streams and events use the
- * generic host fallbacks of backend.c. f32 only: bf16 compute is the CUDA
- * backend's business (the CPU reference stays exact).
+ * generic host fallbacks of backend.c. GEMM is f32 only: bf16/fp16 runs
+ * store activations in the low-precision type and compute each layer in f32
+ * (layers/cpu_mixed.c); the step's ops are backend_cpu_step.c's.
  */
 #include "layers/backend_impl.h"
 
@@ -64,6 +65,11 @@ static const bg_backend_ops_t cpu_ops = {
     .alloc = cpu_alloc,
     .free = cpu_free,
     .gemm = cpu_gemm,
+    .step_update = bg_cpu_step_update,
+    .step_sumsq = bg_cpu_step_sumsq,
+    .step_scale = bg_cpu_step_scale,
+    .step_add = bg_cpu_step_add,
+    .step_cast = bg_cpu_step_cast,
 };
 
 bg_status_t bg_backend_cpu_create(bg_backend_t **out)

@@ -128,12 +128,29 @@ static bg_status_t cuda_stream_create(bg_backend_t *be, const char *name, bg_str
     return BG_OK;
 }
 
+/* The cuBLAS handle keeps the stream and workspace of its last GEMM: point
+ * it back at the legacy stream and cuBLAS' own workspace before they go,
+ * so it never holds a destroyed stream or freed workspace. */
+static void cuda_cublas_forget(bg_cuda_state_t *cs, const bg_cuda_stream_t *gone)
+{
+    cudaStream_t cur = NULL;
+    pthread_mutex_lock(&cs->cublas_lock);
+    if (cublasGetStream(cs->cublas, &cur) == CUBLAS_STATUS_SUCCESS && cur == gone->stream) {
+        cublasStatus_t r = cublasSetStream(cs->cublas, 0); /* also resets the workspace */
+        if (r != CUBLAS_STATUS_SUCCESS)
+            bg_log(BG_LOG_WARN, "cuda backend: cublasSetStream failed: %s",
+                   cublasGetStatusString(r));
+    }
+    pthread_mutex_unlock(&cs->cublas_lock);
+}
+
 static void cuda_stream_destroy(bg_backend_t *be, bg_stream_t *s)
 {
     if (!s)
         return;
     if (cuda_enter(be) != BG_OK)
         bg_log(BG_LOG_WARN, "%s", bg_last_error());
+    cuda_cublas_forget(cuda_state(be), (bg_cuda_stream_t *)s);
     cuda_stream_fini((bg_cuda_stream_t *)s);
     free(s);
 }
@@ -275,7 +292,7 @@ static bg_status_t cuda_event_elapsed_ms(bg_backend_t *be, bg_event_t *a, bg_eve
 
 static cudaDataType_t cuda_dtype(bg_dtype_t dt)
 {
-    return dt == BG_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    return dt == BG_BF16 ? CUDA_R_16BF : dt == BG_F16 ? CUDA_R_16F : CUDA_R_32F;
 }
 
 /* C (m, n) *= beta (0 writes zeros): GEMM with k == 0, which cuBLAS may
@@ -300,6 +317,9 @@ static bg_status_t cuda_gemm_k0(const bg_gemm_args_t *g, cudaStream_t s)
     if (g->c_dtype == BG_BF16)
         cuda_scale_kernel<<<blocks, 256, 0, s>>>((__nv_bfloat16 *)g->c, g->m, g->n, g->ldc, batch,
                                                  g->sc, g->beta);
+    else if (g->c_dtype == BG_F16)
+        cuda_scale_kernel<<<blocks, 256, 0, s>>>((__half *)g->c, g->m, g->n, g->ldc, batch, g->sc,
+                                                 g->beta);
     else
         cuda_scale_kernel<<<blocks, 256, 0, s>>>((float *)g->c, g->m, g->n, g->ldc, batch, g->sc,
                                                  g->beta);
@@ -316,9 +336,12 @@ static bg_status_t cuda_gemm_check(const bg_gemm_args_t *g)
             return bg_errorf(BG_ERR_UNSUPPORTED,
                              "cuda gemm: size or leading dimension %lld exceeds INT_MAX",
                              (long long)v[i]);
-    if (g->ab != BG_F32 && g->ab != BG_BF16)
-        return bg_errorf(BG_ERR_INVALID, "cuda gemm: operands must be f32 or bf16, got %s",
+    if (g->ab != BG_F32 && g->ab != BG_BF16 && g->ab != BG_F16)
+        return bg_errorf(BG_ERR_INVALID, "cuda gemm: operands must be f32, bf16 or fp16, got %s",
                          bg_dtype_name(g->ab));
+    if (g->ab != BG_F32 && g->c_dtype != BG_F32 && g->c_dtype != g->ab)
+        return bg_errorf(BG_ERR_UNSUPPORTED, "cuda gemm: %s operands give %s or f32, not %s",
+                         bg_dtype_name(g->ab), bg_dtype_name(g->ab), bg_dtype_name(g->c_dtype));
     /* cuBLAS' f32-compute table: bf16 x bf16 -> bf16 or f32; f32 x f32 -> f32 only. */
     if (g->ab == BG_F32 && g->c_dtype != BG_F32)
         return bg_errorf(BG_ERR_UNSUPPORTED,
@@ -379,11 +402,17 @@ static void cuda_destroy(bg_backend_t *be)
     if (cs) {
         if (cuda_enter(be) != BG_OK)
             bg_log(BG_LOG_WARN, "%s", bg_last_error());
-        cuda_stream_fini(&cs->dflt);
+        /* Reverse order of creation (cuda_state_init): the handle, which
+         * may still name a stream and its workspace, goes before them. */
+        cudaError_t e = cudaDeviceSynchronize();
+        if (e != cudaSuccess)
+            bg_log(BG_LOG_WARN, "cuda backend: device failed before destroy: %s",
+                   cudaGetErrorString(e));
+        pthread_mutex_destroy(&cs->cublas_lock);
         cublasStatus_t r = cublasDestroy(cs->cublas);
         if (r != CUBLAS_STATUS_SUCCESS)
             bg_log(BG_LOG_WARN, "cuda backend: cublasDestroy failed: %s", cublasGetStatusString(r));
-        pthread_mutex_destroy(&cs->cublas_lock);
+        cuda_stream_fini(&cs->dflt);
         free(cs);
     }
     free(be);
@@ -409,7 +438,15 @@ static const bg_backend_ops_t cuda_ops = {
     /* .event_elapsed_ms = */ cuda_event_elapsed_ms,
     /* .gemm = */ cuda_gemm,
     /* .event_query = */ cuda_event_query,
+    /* .step_update = */ bg_cuda_step_update,
+    /* .step_sumsq = */ bg_cuda_step_sumsq,
+    /* .step_scale = */ bg_cuda_step_scale,
+    /* .step_add = */ bg_cuda_step_add,
+    /* .step_cast = */ bg_cuda_step_cast,
 };
+/* Every entry is given above (backend_impl.h's BG_BACKEND_OPS_ENTRIES
+ * check fails the build when bg_backend_ops_t grows; positional tables
+ * would otherwise fill a new entry with NULL silently). */
 
 /*
  * Stream-ordered allocations (embedding W's sort scratch) come from the
@@ -440,18 +477,20 @@ static bg_status_t cuda_state_init(bg_cuda_state_t *cs, int index)
     BG_CUDA_TRY(cudaDeviceGetAttribute(&cs->sm_count, cudaDevAttrMultiProcessorCount, index), err);
     if ((st = cuda_keep_pool(index)) != BG_OK)
         goto err;
-    BG_CUBLAS_TRY(cublasCreate(&cs->cublas), err);
+    /* stream (and workspace), handle, lock; cuda_destroy undoes them in
+     * reverse */
     if ((st = cuda_stream_init(&cs->dflt, "brigade-default")) != BG_OK)
-        goto err_cublas;
+        goto err;
+    BG_CUBLAS_TRY(cublasCreate(&cs->cublas), err_stream);
     if (pthread_mutex_init(&cs->cublas_lock, NULL) != 0) {
         st = bg_errorf(BG_ERR_INTERNAL, "cuda backend: pthread_mutex_init failed");
-        goto err_stream;
+        goto err_cublas;
     }
     return BG_OK;
-err_stream:
-    cuda_stream_fini(&cs->dflt);
 err_cublas:
     cublasDestroy(cs->cublas);
+err_stream:
+    cuda_stream_fini(&cs->dflt);
 err:
     return st;
 }
@@ -498,4 +537,14 @@ extern "C" bool bg_backend_cuda_present(void)
         return false;
     }
     return true;
+}
+
+extern "C" int bg_backend_cuda_count(void)
+{
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return count;
 }

@@ -31,9 +31,32 @@ typedef struct bg_backend_ops {
     bg_status_t (*event_synchronize)(bg_backend_t *be, bg_event_t *e);
     bg_status_t (*event_elapsed_ms)(bg_backend_t *be, bg_event_t *a, bg_event_t *b, float *ms);
     bg_status_t (*gemm)(bg_backend_t *be, bg_stream_t *s, const bg_gemm_args_t *g);
-    /* Last, so positional initialisers (C++ in .cu files) stay valid. */
+    /* Appended, so positional initialisers (C++ in .cu files) keep their
+     * order; backend_cuda.cu counts the entries at compile time. */
     bg_status_t (*event_query)(bg_backend_t *be, bg_event_t *e, int *done);
+    /* The training step (backend.h); no generic fallback: a backend that
+     * trains implements all five. */
+    bg_status_t (*step_update)(bg_backend_t *be, bg_stream_t *s, const bg_step_args_t *a,
+                               const bg_flat_segs_t *segs, float *p, const float *g, float *s0,
+                               float *s1);
+    bg_status_t (*step_sumsq)(bg_backend_t *be, bg_stream_t *s, const bg_flat_segs_t *segs,
+                              const float *x, float *out);
+    bg_status_t (*step_scale)(bg_backend_t *be, bg_stream_t *s, float *x, float a, int64_t n);
+    bg_status_t (*step_add)(bg_backend_t *be, bg_stream_t *s, float *y, const float *x, int64_t n);
+    bg_status_t (*step_cast)(bg_backend_t *be, bg_stream_t *s, void *dst, bg_dtype_t dst_dt,
+                             const void *src, bg_dtype_t src_dt, int64_t n);
 } bg_backend_ops_t;
+
+/* Entries of bg_backend_ops_t: a positional table checks its count against
+ * this, so a new entry cannot be left out silently. */
+#define BG_BACKEND_OPS_ENTRIES 24
+#ifdef __cplusplus
+static_assert
+#else
+_Static_assert
+#endif
+    (sizeof(bg_backend_ops_t) == BG_BACKEND_OPS_ENTRIES * sizeof(void *),
+     "bg_backend_ops_t changed: update BG_BACKEND_OPS_ENTRIES and every table");
 
 struct bg_backend {
     const bg_backend_ops_t *ops;
@@ -42,9 +65,22 @@ struct bg_backend {
 };
 
 bg_status_t bg_backend_cpu_create(bg_backend_t **out);
+
+/* The CPU backend's step ops (backend_cpu_step.c): also the generic
+ * implementation for any backend whose memory is host memory. */
+bg_status_t bg_cpu_step_update(bg_backend_t *be, bg_stream_t *s, const bg_step_args_t *a,
+                               const bg_flat_segs_t *segs, float *p, const float *g, float *s0,
+                               float *s1);
+bg_status_t bg_cpu_step_sumsq(bg_backend_t *be, bg_stream_t *s, const bg_flat_segs_t *segs,
+                              const float *x, float *out);
+bg_status_t bg_cpu_step_scale(bg_backend_t *be, bg_stream_t *s, float *x, float a, int64_t n);
+bg_status_t bg_cpu_step_add(bg_backend_t *be, bg_stream_t *s, float *y, const float *x, int64_t n);
+bg_status_t bg_cpu_step_cast(bg_backend_t *be, bg_stream_t *s, void *dst, bg_dtype_t dst_dt,
+                             const void *src, bg_dtype_t src_dt, int64_t n);
 #ifdef BG_HAVE_CUDA
 bg_status_t bg_backend_cuda_create(int index, bg_backend_t **out);
 bool bg_backend_cuda_present(void);
+int bg_backend_cuda_count(void); /* devices visible; 0 when none or no driver */
 #endif
 
 #endif

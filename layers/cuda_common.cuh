@@ -2,7 +2,7 @@
  * layers/cuda_common.cuh -- what every CUDA file of layers/ shares:
  * status-checking macros that turn cudaError_t / cublasStatus_t into a
  * bg_status_t with the failing call, the library's message and file:line;
- * bf16/f32 load-store helpers for templated kernels; deterministic warp and
+ * bf16/fp16/f32 load-store helpers for templated kernels; deterministic warp and
  * block reductions; and access to the backend's streams.
  * Included by .cu files only. Must not hold state, launch work, or know
  * about any layer kind's math.
@@ -12,6 +12,7 @@
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -101,6 +102,18 @@ bg_status_t bg_cuda_stream_of(bg_backend_t *be, bg_stream_t *s, cudaStream_t *ou
 /* Device properties the launchers size grids by (cached at backend create). */
 int bg_cuda_sm_count(bg_backend_t *be);
 
+/* ---- the training step's ops (layers/optim.cu), for the backend table ---- */
+
+bg_status_t bg_cuda_step_update(bg_backend_t *be, bg_stream_t *s, const bg_step_args_t *a,
+                                const bg_flat_segs_t *segs, float *p, const float *g, float *s0,
+                                float *s1);
+bg_status_t bg_cuda_step_sumsq(bg_backend_t *be, bg_stream_t *s, const bg_flat_segs_t *segs,
+                               const float *x, float *out);
+bg_status_t bg_cuda_step_scale(bg_backend_t *be, bg_stream_t *s, float *x, float a, int64_t n);
+bg_status_t bg_cuda_step_add(bg_backend_t *be, bg_stream_t *s, float *y, const float *x, int64_t n);
+bg_status_t bg_cuda_step_cast(bg_backend_t *be, bg_stream_t *s, void *dst, bg_dtype_t dst_dt,
+                              const void *src, bg_dtype_t src_dt, int64_t n);
+
 /* ---- element access for templated kernels ---- */
 
 __device__ __forceinline__ float bg_ld(const float *p)
@@ -119,6 +132,15 @@ __device__ __forceinline__ void bg_st(float *p, float v)
 __device__ __forceinline__ void bg_st(__nv_bfloat16 *p, float v)
 {
     *p = __float2bfloat16_rn(v);
+}
+__device__ __forceinline__ float bg_ld(const __half *p)
+{
+    return __half2float(*p);
+}
+/* Nearest even, overflow to inf: the host's bg_f32_to_f16. */
+__device__ __forceinline__ void bg_st(__half *p, float v)
+{
+    *p = __float2half_rn(v);
 }
 
 /* ---- deterministic reductions ----

@@ -7,9 +7,10 @@
  * over the sequences in order. Tokens need grouping by id: a stable radix
  * sort (CUB) of (id, position) pairs puts each id's positions together in
  * increasing order; the first slot of each run owns that id's row and sums
- * the run in order. Same ids -> same order -> same bits, at O(N) cost and
- * with one block per position of parallelism. The sort's scratch comes from
- * the stream-ordered pool (cudaMallocAsync): the kind has no workspace.
+ * the run in fixed pieces (segments of the sorted slots, summed by their own
+ * blocks, combined in segment order), so a long run of one id is not one
+ * block's serial loop. Same ids -> same pieces -> same bits, at O(N) cost. The sort's scratch comes
+ * from the stream-ordered pool (cudaMallocAsync): the kind has no workspace.
  *
  * Out-of-range ids: checking them on the host would need a device-to-host
  * sync, so instead F writes NaN over that row (the loss turns NaN, which the
@@ -69,22 +70,67 @@ __global__ void embedding_iota_kernel(int32_t *v, int64_t n)
 }
 
 /*
+ * Long runs of one id (a padding or frequent token) would leave one block
+ * summing thousands of rows. The sorted slots are cut into fixed segments
+ * of EMB_SEG; a run is summed in pieces: its first piece (up to the next
+ * segment boundary) by its first slot's block, each further segment it
+ * covers by that segment's block (embedding_cont_kernel, into cont[k]),
+ * then the first block adds the pieces in segment order. Fixed pieces,
+ * fixed combine order: same ids -> same bits, whatever the timing.
+ */
+#define EMB_SEG 256
+
+/* Last slot (exclusive) of the run containing slot i, within [i, hi). */
+__device__ __forceinline__ int64_t emb_run_end(const int32_t *sid, int64_t i, int64_t hi)
+{
+    int64_t m = i;
+    while (m < hi && sid[m] == sid[i])
+        m++;
+    return m;
+}
+
+/* cont[k] = dy summed over segment k's leading slots that continue the
+ * run from segment k - 1 (nothing, when segment k starts a new run). */
+template <typename T>
+__global__ void embedding_cont_kernel(const int32_t *sid, const int32_t *spos, const T *dy,
+                                      float *cont, int64_t n, int64_t dim)
+{
+    int64_t k = blockIdx.x, a = k * EMB_SEG;
+    if (a == 0 || a >= n || sid[a - 1] != sid[a])
+        return;
+    int64_t b = emb_run_end(sid, a, a + EMB_SEG < n ? a + EMB_SEG : n);
+    for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) {
+        float acc = 0.0f;
+        for (int64_t m = a; m < b; m++)
+            acc += bg_ld(&dy[(int64_t)spos[m] * dim + j]);
+        cont[k * dim + j] = acc;
+    }
+}
+
+/*
  * Block i looks at slot i of the sorted (id, position) pairs. Only the
- * first slot of a run of equal ids works: it sums dy over the run's
- * positions in increasing order and adds the sum into the id's row.
+ * first slot of a run works: it sums the run's first piece in increasing
+ * position order, adds the continuation pieces of the segments the run
+ * reaches in segment order, and adds the total into the id's row.
  */
 template <typename T>
 __global__ void embedding_tok_grad_kernel(const int32_t *sid, const int32_t *spos, const T *dy,
-                                          float *gt, int64_t n, int64_t dim, int64_t vocab)
+                                          const float *cont, float *gt, int64_t n, int64_t dim,
+                                          int64_t vocab)
 {
     int64_t i = blockIdx.x;
     int32_t id = sid[i];
     if ((i > 0 && sid[i - 1] == id) || id < 0 || id >= vocab)
         return;
+    int64_t seg_end = (i / EMB_SEG + 1) * EMB_SEG;
+    int64_t first = emb_run_end(sid, i, seg_end < n ? seg_end : n);
     for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) {
         float acc = 0.0f;
-        for (int64_t m = i; m < n && sid[m] == id; m++)
+        for (int64_t m = i; m < first; m++)
             acc += bg_ld(&dy[(int64_t)spos[m] * dim + j]);
+        for (int64_t k = seg_end / EMB_SEG;
+             first == seg_end && k * EMB_SEG < n && sid[k * EMB_SEG] == id; k++)
+            acc += cont[k * dim + j];
         gt[(int64_t)id * dim + j] += acc;
     }
 }
@@ -164,15 +210,29 @@ static bg_status_t embedding_tok_grad_t(const bg_layer_call_t *c, const emb_dims
                          "layer %s (embedding): %lld positions exceed the sort's int range",
                          c->spec->name, (long long)d->n);
     emb_sort_t s = {};
+    float *cont = NULL;
+    int64_t nseg = (d->n + EMB_SEG - 1) / EMB_SEG;
     bg_status_t ret = emb_sort_ids((const int32_t *)c->in[0]->data, d->n, &s, st);
+    cudaError_t e = cudaSuccess;
+    if (ret == BG_OK)
+        e = cudaMallocAsync((void **)&cont, (size_t)(nseg * d->dim) * sizeof(float) + 4, st);
+    if (ret == BG_OK && e != cudaSuccess)
+        ret = bg_cuda_fail(e, "cudaMallocAsync(embedding pieces)", __FILE__, __LINE__);
     if (ret == BG_OK) {
         int threads = d->dim >= 256 ? 256 : (int)((d->dim + 31) / 32 * 32);
+        const T *dy = (const T *)c->dout->data;
+        embedding_cont_kernel<T>
+            <<<(unsigned)nseg, threads, 0, st>>>(s.keys_out, s.vals_out, dy, cont, d->n, d->dim);
         embedding_tok_grad_kernel<T><<<(unsigned)d->n, threads, 0, st>>>(
-            s.keys_out, s.vals_out, (const T *)c->dout->data, (float *)c->grads[0]->data, d->n,
-            d->dim, d->vocab);
-        cudaError_t e = cudaGetLastError();
+            s.keys_out, s.vals_out, dy, cont, (float *)c->grads[0]->data, d->n, d->dim, d->vocab);
+        e = cudaGetLastError();
         if (e != cudaSuccess)
             ret = bg_cuda_fail(e, "launch of embedding_tok_grad_kernel", __FILE__, __LINE__);
+    }
+    if (cont) {
+        e = cudaFreeAsync(cont, st);
+        if (e != cudaSuccess && ret == BG_OK)
+            ret = bg_cuda_fail(e, "cudaFreeAsync(cont, st)", __FILE__, __LINE__);
     }
     if (s.block) {
         cudaError_t e = cudaFreeAsync(s.block, st);

@@ -4,6 +4,7 @@
  * Must not contain any kind's math: that lives in layers/<kind>.c.
  */
 #include "layers/layer.h"
+#include "layers/layer_mixed.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -257,8 +258,14 @@ static bg_status_t check_call(const bg_layer_call_t *c, int phase)
 {
     const bg_layer_spec_t *s = c->spec;
     bg_status_t st;
-    if (c->dtype != BG_F32 && c->dtype != BG_BF16)
-        return bg_errorf(BG_ERR_INVALID, "layer %s: compute dtype must be f32 or bf16", s->name);
+    if (!bg_dtype_is_float(c->dtype))
+        return bg_errorf(BG_ERR_INVALID, "layer %s: compute dtype must be f32, bf16 or fp16",
+                         s->name);
+    if (c->dtype == BG_F16 && bg_backend_device(c->be) != BG_DEV_CPU)
+        return bg_errorf(BG_ERR_UNSUPPORTED,
+                         "layer %s (%s): fp16 runs on the cpu backend only for now (the CUDA "
+                         "kernels are f32/bf16): use --dtype bf16 on cuda",
+                         s->name, s->kind->name);
     for (int i = 0; i < s->n_in; i++)
         if ((st = check_tensor(c, c->in[i], &s->in[i], "input", i, false)) != BG_OK)
             return st;
@@ -303,10 +310,24 @@ static bg_status_t check_call(const bg_layer_call_t *c, int phase)
     return BG_OK;
 }
 
+bg_dtype_t bg_layer_kernel_dtype(const bg_backend_t *be, bg_dtype_t dtype)
+{
+    return bg_backend_device(be) == BG_DEV_CPU ? BG_F32 : dtype;
+}
+
+/* The kind's function, through an f32 twin of the call where the backend
+ * computes low precision in f32 (layers/cpu_mixed.c). */
+static bg_status_t run_call(const bg_layer_call_t *c, int phase, bg_layer_fn fn)
+{
+    if (c->dtype != BG_F32 && bg_layer_kernel_dtype(c->be, c->dtype) == BG_F32)
+        return bg_cpu_mixed_call(c, phase, fn);
+    return fn(c);
+}
+
 bg_status_t bg_layer_forward(const bg_layer_call_t *c)
 {
     bg_status_t st = check_call(c, 0);
-    return st != BG_OK ? st : c->spec->kind->forward(c);
+    return st != BG_OK ? st : run_call(c, 0, c->spec->kind->forward);
 }
 
 bg_status_t bg_layer_backward_input(const bg_layer_call_t *c)
@@ -314,7 +335,7 @@ bg_status_t bg_layer_backward_input(const bg_layer_call_t *c)
     if (!c->spec->kind->backward_input)
         return BG_OK;
     bg_status_t st = check_call(c, 1);
-    return st != BG_OK ? st : c->spec->kind->backward_input(c);
+    return st != BG_OK ? st : run_call(c, 1, c->spec->kind->backward_input);
 }
 
 bg_status_t bg_layer_backward_weight(const bg_layer_call_t *c)
@@ -322,5 +343,5 @@ bg_status_t bg_layer_backward_weight(const bg_layer_call_t *c)
     if (!c->spec->kind->backward_weight)
         return BG_OK;
     bg_status_t st = check_call(c, 2);
-    return st != BG_OK ? st : c->spec->kind->backward_weight(c);
+    return st != BG_OK ? st : run_call(c, 2, c->spec->kind->backward_weight);
 }

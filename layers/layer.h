@@ -141,7 +141,7 @@ struct bg_layer_kind {
     const bg_key_desc_t *keys;
     int n_keys;
     const char *doc; /* one line for `brigade check --kinds` and docs */
-    bool out_f32;    /* output stays f32 in bf16 runs (losses) */
+    bool out_f32;    /* output stays f32 in bf16/fp16 runs (losses) */
 
     /* spec->in and attrs are set; write spec->out. BG_ERR_INVALID + err. */
     bg_status_t (*infer)(bg_layer_spec_t *spec, bg_errbuf_t *err);
@@ -176,5 +176,9 @@ bg_status_t bg_errbuf_set(bg_errbuf_t *e, const char *fmt, ...)
 void bg_param_slot(bg_param_desc_t *out, int *n, const char *suffix, int ndim, const int64_t *dims,
                    bg_init_t init, float scale, bool shared);
 int64_t bg_spec_dtype_bytes(bg_dtype_t logical, bg_dtype_t compute);
+/* The dtype a backend's kernels compute a `dtype` run in, which sizes the
+ * saved scratch and workspace (bg_layer_cost with it): the CPU computes
+ * bf16/fp16 runs in f32 (layers/cpu_mixed.c), CUDA in the dtype itself. */
+bg_dtype_t bg_layer_kernel_dtype(const bg_backend_t *be, bg_dtype_t dtype);
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * layers/linear.cu -- CUDA half of linear (y = x W^T + b): the GEMMs go
  * through bg_gemm (cuBLAS), this file adds the bias kernels: bias add in F
- * and the bias-gradient column sum in W. The column sum is also the shared
+ * (in bf16/fp16 fused with the one rounding of the f32 GEMM result) and
+ * the bias-gradient column sum in W. The column sum is also the shared
  * helper other kinds use for their bias gradients (attention).
  * Math and contract as layers/linear.c documents; nothing saved.
  * Must not use atomics for reductions (results must not depend on timing)
@@ -19,6 +20,18 @@ __global__ void linear_bias_add_kernel(T *y, const T *b, int64_t rows, int64_t c
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         bg_st(&y[i], bg_ld(&y[i]) + bg_ld(&b[i % cols]));
+}
+
+/* y (rows, cols) = acc + b per row, rounded to T once: the bf16/fp16
+ * forward keeps the GEMM's f32 result until the bias is in. */
+template <typename T>
+__global__ void linear_bias_round_kernel(T *y, const float *acc, const T *b, int64_t rows,
+                                         int64_t cols)
+{
+    int64_t n = rows * cols;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        bg_st(&y[i], acc[i] + bg_ld(&b[i % cols]));
 }
 
 #define COLSUM_COLS 32 /* columns per block: one warp reads 32 adjacent values */
@@ -65,6 +78,8 @@ bg_status_t bg_cuda_bias_add(void *y, const void *b, bg_dtype_t dt, int64_t rows
 {
     if (rows * cols == 0)
         return BG_OK;
+    if (dt == BG_F16)
+        return bias_add_t<__half>(y, b, rows, cols, st);
     return dt == BG_BF16 ? bias_add_t<__nv_bfloat16>(y, b, rows, cols, st)
                          : bias_add_t<float>(y, b, rows, cols, st);
 }
@@ -88,6 +103,8 @@ bg_status_t bg_cuda_colsum_add(const void *x, bg_dtype_t dt, int64_t rows, int64
     if ((cols + COLSUM_COLS - 1) / COLSUM_COLS > INT32_MAX)
         return bg_errorf(BG_ERR_UNSUPPORTED, "cuda colsum: %lld columns is too many",
                          (long long)cols);
+    if (dt == BG_F16)
+        return colsum_add_t<__half>(x, rows, cols, g, st);
     return dt == BG_BF16 ? colsum_add_t<__nv_bfloat16>(x, rows, cols, g, st)
                          : colsum_add_t<float>(x, rows, cols, g, st);
 }
@@ -99,7 +116,41 @@ static bool linear_bias(const bg_layer_spec_t *spec)
     return bg_attrs_bool(&spec->attrs, "bias", true);
 }
 
-/* y (rows, out) = x (rows, in) @ W^T (in, out), then y += b. */
+template <typename T>
+static bg_status_t bias_round_t(void *y, const float *acc, const void *b, int64_t rows,
+                                int64_t cols, cudaStream_t st)
+{
+    linear_bias_round_kernel<T>
+        <<<bg_cuda_blocks(rows * cols, 256), 256, 0, st>>>((T *)y, acc, (const T *)b, rows, cols);
+    BG_CUDA_LAUNCH_CHECK("linear_bias_round_kernel");
+    return BG_OK;
+}
+
+/*
+ * Low-precision forward with a bias: the GEMM writes f32 into a scratch
+ * from the stream-ordered pool, and one kernel adds the bias and rounds
+ * once (a bf16 GEMM output plus a separate bias add would round twice).
+ */
+static bg_status_t linear_forward_round_once(const bg_layer_call_t *c, bg_gemm_args_t *g,
+                                             cudaStream_t st)
+{
+    float *acc = NULL;
+    size_t n = (size_t)(g->m * g->n);
+    BG_CUDA_CHECK(cudaMallocAsync((void **)&acc, n * sizeof(float) + 4, st));
+    void *y = g->c;
+    g->c = acc, g->c_dtype = BG_F32;
+    bg_status_t s = bg_gemm(c->be, c->stream, g);
+    if (s == BG_OK && n)
+        s = c->dtype == BG_F16
+                ? bias_round_t<__half>(y, acc, c->params[1]->data, g->m, g->n, st)
+                : bias_round_t<__nv_bfloat16>(y, acc, c->params[1]->data, g->m, g->n, st);
+    cudaError_t e = cudaFreeAsync(acc, st);
+    if (s == BG_OK && e != cudaSuccess)
+        s = bg_cuda_fail(e, "cudaFreeAsync(linear scratch)", __FILE__, __LINE__);
+    return s;
+}
+
+/* y (rows, out) = x (rows, in) @ W^T (in, out) + b, rounded once. */
 bg_status_t bg_cuda_linear_forward(const bg_layer_call_t *c)
 {
     cudaStream_t st;
@@ -114,6 +165,8 @@ bg_status_t bg_cuda_linear_forward(const bg_layer_call_t *c)
     g.b = c->params[0]->data, g.ldb = in;
     g.c = c->out->data, g.ldc = out;
     g.ab = c->dtype, g.c_dtype = c->dtype;
+    if (linear_bias(c->spec) && c->dtype != BG_F32)
+        return linear_forward_round_once(c, &g, st);
     BG_TRY_STATUS(bg_gemm(c->be, c->stream, &g));
     if (linear_bias(c->spec))
         BG_TRY_STATUS(bg_cuda_bias_add(c->out->data, c->params[1]->data, c->dtype, rows, out, st));

@@ -13,6 +13,7 @@ size_t bg_dtype_size(bg_dtype_t dt)
     case BG_F32:
         return 4;
     case BG_BF16:
+    case BG_F16:
         return 2;
     case BG_I32:
         return 4;
@@ -27,6 +28,8 @@ const char *bg_dtype_name(bg_dtype_t dt)
         return "f32";
     case BG_BF16:
         return "bf16";
+    case BG_F16:
+        return "fp16";
     case BG_I32:
         return "i32";
     }
@@ -139,20 +142,15 @@ int64_t bg_tensor_rows(const bg_tensor_t *t)
     return c ? bg_tensor_numel(t) / c : 0;
 }
 
-uint16_t bg_f32_to_bf16(float x)
+bg_status_t bg_dtype_parse(const char *s, bg_dtype_t *out)
 {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-float bg_bf16_to_f32(uint16_t x)
-{
-    uint32_t u = (uint32_t)x << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
+    if (!strcmp(s, "f32"))
+        *out = BG_F32;
+    else if (!strcmp(s, "bf16"))
+        *out = BG_BF16;
+    else if (!strcmp(s, "fp16") || !strcmp(s, "f16"))
+        *out = BG_F16;
+    else
+        return bg_errorf(BG_ERR_INVALID, "unknown dtype '%s' (choose f32, bf16 or fp16)", s);
+    return BG_OK;
 }

@@ -226,8 +226,10 @@ static bg_status_t profile_layers(const bg_graph_t *g, const profile_args_t *a, 
 {
     bg_backend_t *be = NULL;
     bg_dtype_t dt = strcmp(a->dtype, "bf16") ? BG_F32 : BG_BF16;
+    bg_device_t dev = strcmp(a->device, "cuda") ? BG_DEV_CPU : BG_DEV_CUDA;
+    const char *local = getenv("BRIGADE_LOCAL_RANK");
     bg_status_t st =
-        bg_backend_create(strcmp(a->device, "cuda") ? BG_DEV_CPU : BG_DEV_CUDA, 0, &be);
+        bg_backend_create(dev, bg_backend_local_index(dev, local ? atoi(local) : 0), &be);
     if (st == BG_OK)
         st = bg_profile_alloc(bg_graph_n_layers(g), prof);
     if (st == BG_OK) {

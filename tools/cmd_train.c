@@ -27,7 +27,7 @@
 #define STEPS_MAX (INT64_MAX / 2)
 
 static const char *const devices[] = {"cpu", "cuda", NULL};
-static const char *const dtypes[] = {"f32", "bf16", NULL};
+static const char *const dtypes[] = {"f32", "bf16", "fp16", NULL};
 
 static bg_status_t parse_optimizer(const char *s, void *dst)
 {
@@ -121,8 +121,11 @@ const bg_opt_t bg_train_device_opts[] = {
     {.name = "device", .kind = BG_OPT_CHOICE, .choices = devices, .help = "backend",
      .def = "cpu", .off = ARG(c.device), .group = "Device"},
     {.name = "dtype", .kind = BG_OPT_CHOICE, .choices = dtypes,
-     .help = "compute dtype (bf16: CUDA only; fp32 master weights)", .def = "f32",
+     .help = "compute dtype (f32 master weights; fp16: CPU only for now)", .def = "f32",
      .off = ARG(c.dtype)},
+    {.name = "loss-scale", .kind = BG_OPT_STRING, .metavar = "dynamic[:N]|N",
+     .help = "scale the loss; skip steps whose gradients overflow", .def = "off (fp16: dynamic)",
+     .off = ARG(c.loss_scale)},
     {0},
 };
 /* clang-format on */
@@ -352,9 +355,15 @@ static int preflight(const bg_cmd_spec_t *cmd, const bg_train_args_t *a)
 int bg_train_cli_validate(const bg_cmd_spec_t *cmd, const bg_train_args_t *a)
 {
     const bg_train_conf_t *c = &a->c;
-    if (!strcmp(c->dtype, "bf16") && !strcmp(c->device, "cpu"))
-        return bg_opt_usage_error(cmd, "--dtype bf16 needs --device cuda (the CPU backend is "
-                                       "the f32 reference)");
+    float scale;
+    bool dynamic;
+    bg_dtype_t dt = BG_F32;
+    if (bg_dtype_parse(c->dtype, &dt) != BG_OK ||
+        bg_train_loss_scale(c, dt, &scale, &dynamic) != BG_OK)
+        return bg_opt_usage_error(cmd, "%s", bg_last_error());
+    if (dt == BG_F16 && !strcmp(c->device, "cuda"))
+        return bg_opt_usage_error(cmd, "--dtype fp16 runs on --device cpu only for now (the CUDA "
+                                       "kernels are f32/bf16): use --dtype bf16 on cuda");
     if (c->resume && !c->checkpoint_dir)
         return bg_opt_usage_error(cmd, "--resume needs --checkpoint-dir");
     if (access(c->model, R_OK) != 0)

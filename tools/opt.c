@@ -455,6 +455,8 @@ void bg_opt_print_man(const bg_cmd_spec_t *const *cmds, const char *version, FIL
           "130 interrupted by SIGINT (Ctrl\\-C); 143 stopped by SIGTERM.\n"
           ".SH ENVIRONMENT\n.TP\n.B BRIGADE_LOG\nerror, warn (default), info or debug.\n"
           ".TP\n.B BRIGADE_BLAS_THREADS\nOpenBLAS threads per rank (default 1).\n"
+          ".TP\n.B BRIGADE_STEP_THREADS\nthreads of the CPU optimizer step per rank (default 1; "
+          "results do not depend on it).\n"
           ".TP\n.B BRIGADE_TP_TIMEOUT\nrendezvous and wait deadline in seconds (default 60).\n"
           ".SH SEE ALSO\nThe README and docs/ of the brigade sources.\n",
           f);

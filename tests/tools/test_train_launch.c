@@ -163,10 +163,16 @@ static void test_usage(void)
 {
     char cmd[1024];
     static const char *bad[] = {
-        "--stages 0",      "--batch 10 --micro-batches 4",
-        "--schedule nope", "--dtype bf16",
-        "--device tpu",    "--lr abc",
-        "--no-such-flag",  "--resume",
+        "--stages 0",
+        "--batch 10 --micro-batches 4",
+        "--schedule nope",
+        "--loss-scale abc", /* bf16 on the cpu is valid now */
+        "--dtype fp16 --device cuda",
+        "--loss-scale 0",
+        "--device tpu",
+        "--lr abc",
+        "--no-such-flag",
+        "--resume",
         "--chunks 2",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
