@@ -15,6 +15,8 @@
  * (x_i cos - x_{i+hs/2} sin, x_{i+hs/2} cos + x_i sin); angles in double.
  * att = softmax(q k^T / sqrt(hs)) with a causal mask unless causal=false;
  * y = att v (B, T, C) heads concatenated; out = y Wproj^T + bproj.
+ * bias=false (Llama) drops bqkv and bproj: no slots, no add, no gradient;
+ * the slots that remain keep their order (bg_att_dims_t.pq*, pp*).
  *
  * Memory-efficient: F walks score tiles of BG_ATT_CPU_TILE^2 with an
  * online softmax and keeps only y and the per-row log-sum-exp; B
@@ -42,6 +44,7 @@ static const bg_key_desc_t attention_keys[] = {
     {"heads", BG_ATTR_INT, true},      {"kv_heads", BG_ATTR_INT, false},
     {"causal", BG_ATTR_BOOL, false},   {"rope", BG_ATTR_BOOL, false},
     {"rope_theta", BG_ATTR_FLOAT, false}, {"std", BG_ATTR_FLOAT, false},
+    {"bias", BG_ATTR_BOOL, false},
 };
 
 /* The head keys: heads divides C, kv_heads divides heads, rope's needs. */
@@ -90,9 +93,9 @@ static int attention_params(const bg_layer_spec_t *spec, bg_param_desc_t *p)
     float std = (float)bg_attrs_float(&spec->attrs, "std", 0.02);
     int64_t qw[2] = {d.Wq, d.C}, qb[1] = {d.Wq}, pw[2] = {d.C, d.C}, pb[1] = {d.C};
     bg_param_slot(p, &n, "qkv.weight", 2, qw, BG_INIT_NORMAL, std, false);
-    bg_param_slot(p, &n, "qkv.bias", 1, qb, BG_INIT_ZEROS, 0.0f, false);
+    if (d.bias) bg_param_slot(p, &n, "qkv.bias", 1, qb, BG_INIT_ZEROS, 0.0f, false);
     bg_param_slot(p, &n, "proj.weight", 2, pw, BG_INIT_NORMAL, std, false);
-    bg_param_slot(p, &n, "proj.bias", 1, pb, BG_INIT_ZEROS, 0.0f, false);
+    if (d.bias) bg_param_slot(p, &n, "proj.bias", 1, pb, BG_INIT_ZEROS, 0.0f, false);
     return n;
 }
 
@@ -111,7 +114,9 @@ static void attention_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg_lay
     c->fwd_flops = 2.0 * N * C * Wq + 4.0 * pairs * hs + 5.0 * pairs + 2.0 * N * C * C + rope;
     c->bwd_input_flops = 2.0 * N * C * C + 2.0 * N * C + 10.0 * pairs * hs + 7.0 * pairs +
                          rope + 2.0 * N * Wq * C;
-    c->bwd_weight_flops = 2.0 * N * Wq * C + 2.0 * N * C * C + N * (Wq + C);
+    double bias = d.bias ? N * (Wq + C) : 0.0;
+    c->fwd_flops += bias;
+    c->bwd_weight_flops = 2.0 * N * Wq * C + 2.0 * N * C * C + bias;
     bg_att_layout_t l = bg_att_layout_of(&d, (int64_t)bg_dtype_size(dtype));
     c->saved_bytes = l.saved;
     c->workspace_bytes = l.workspace;
@@ -274,17 +279,17 @@ static bg_status_t attention_forward(const bg_layer_call_t *c)
     bg_att_dims_t d = bg_att_dims_of(c->spec);
     if (d.N == 0) return BG_OK; /* no rows: no scratch was allocated either */
     att_bufs_t bf = att_bufs(c, &d);
-    st = att_gemm(c, false, true, d.N, d.Wq, d.C, 1.0f, c->in[0]->data, d.C, c->params[0]->data,
-                  d.C, 0.0f, bf.qkv, d.Wq);
+    st = att_gemm(c, false, true, d.N, d.Wq, d.C, 1.0f, c->in[0]->data, d.C,
+                  c->params[d.pqw]->data, d.C, 0.0f, bf.qkv, d.Wq);
     if (st != BG_OK) return st;
-    bg_cpu_add_bias(bf.qkv, c->params[1]->data, d.N, d.Wq);
+    if (d.bias) bg_cpu_add_bias(bf.qkv, c->params[d.pqb]->data, d.N, d.Wq);
     if (d.rope) att_rope(bf.qkv, &d, false);
     for (int64_t b = 0; st == BG_OK && b < d.B; b++)
         for (int64_t h = 0; st == BG_OK && h < d.H; h++) st = att_forward_head(c, &d, &bf, b, h);
     if (st != BG_OK) return st;
-    st = att_gemm(c, false, true, d.N, d.C, d.C, 1.0f, bf.y, d.C, c->params[2]->data, d.C, 0.0f,
-                  c->out->data, d.C);
-    if (st == BG_OK) bg_cpu_add_bias(c->out->data, c->params[3]->data, d.N, d.C);
+    st = att_gemm(c, false, true, d.N, d.C, d.C, 1.0f, bf.y, d.C, c->params[d.ppw]->data, d.C,
+                  0.0f, c->out->data, d.C);
+    if (st == BG_OK && d.bias) bg_cpu_add_bias(c->out->data, c->params[d.ppb]->data, d.N, d.C);
     return st;
 }
 
@@ -375,8 +380,8 @@ static bg_status_t attention_backward_input(const bg_layer_call_t *c)
     bg_att_dims_t d = bg_att_dims_of(c->spec);
     if (d.N == 0) return BG_OK; /* no rows: no scratch was allocated either */
     att_bufs_t bf = att_bufs(c, &d);
-    st = att_gemm(c, false, false, d.N, d.C, d.C, 1.0f, c->dout->data, d.C, c->params[2]->data,
-                  d.C, 0.0f, bf.dy, d.C);
+    st = att_gemm(c, false, false, d.N, d.C, d.C, 1.0f, c->dout->data, d.C,
+                  c->params[d.ppw]->data, d.C, 0.0f, bf.dy, d.C);
     if (st != BG_OK) return st;
     att_dsum(&d, &bf);
     memset(bf.dqkv, 0, sizeof(float) * (size_t)(d.N * d.Wq));
@@ -386,13 +391,14 @@ static bg_status_t attention_backward_input(const bg_layer_call_t *c)
     if (st != BG_OK) return st;
     if (d.rope) att_rope(bf.dqkv, &d, true);
     if (!c->din[0]) return BG_OK;
-    return att_gemm(c, false, false, d.N, d.C, d.Wq, 1.0f, bf.dqkv, d.Wq, c->params[0]->data, d.C,
-                    0.0f, c->din[0]->data, d.C);
+    return att_gemm(c, false, false, d.N, d.C, d.Wq, 1.0f, bf.dqkv, d.Wq, c->params[d.pqw]->data,
+                    d.C, 0.0f, c->din[0]->data, d.C);
 }
 
 /*
  * W (after B of the same micro-batch): dWproj (C, C) += dout^T y,
- * dbproj += colsum(dout), dWqkv (Wq, C) += dqkv^T x, dbqkv += colsum(dqkv).
+ * dbproj += colsum(dout), dWqkv (Wq, C) += dqkv^T x, dbqkv += colsum(dqkv)
+ * (the bias sums only when bias=true).
  */
 static bg_status_t attention_backward_weight(const bg_layer_call_t *c)
 {
@@ -405,16 +411,16 @@ static bg_status_t attention_backward_weight(const bg_layer_call_t *c)
     bg_att_dims_t d = bg_att_dims_of(c->spec);
     if (d.N == 0) return BG_OK; /* no rows: no scratch was allocated either */
     att_bufs_t bf = att_bufs(c, &d);
-    if (c->grads[0] &&
-        (st = att_gemm(c, true, false, d.Wq, d.C, d.N, 1.0f, bf.dqkv, d.Wq, c->in[0]->data, d.C,
-                       1.0f, c->grads[0]->data, d.C)) != BG_OK)
+    bg_tensor_t *gqw = c->grads[d.pqw], *gpw = c->grads[d.ppw];
+    bg_tensor_t *gqb = d.bias ? c->grads[d.pqb] : NULL, *gpb = d.bias ? c->grads[d.ppb] : NULL;
+    if (gqw && (st = att_gemm(c, true, false, d.Wq, d.C, d.N, 1.0f, bf.dqkv, d.Wq, c->in[0]->data,
+                              d.C, 1.0f, gqw->data, d.C)) != BG_OK)
         return st;
-    if (c->grads[1]) bg_cpu_colsum_add(bf.dqkv, d.N, d.Wq, c->grads[1]->data);
-    if (c->grads[2] &&
-        (st = att_gemm(c, true, false, d.C, d.C, d.N, 1.0f, c->dout->data, d.C, bf.y, d.C, 1.0f,
-                       c->grads[2]->data, d.C)) != BG_OK)
+    if (gqb) bg_cpu_colsum_add(bf.dqkv, d.N, d.Wq, gqb->data);
+    if (gpw && (st = att_gemm(c, true, false, d.C, d.C, d.N, 1.0f, c->dout->data, d.C, bf.y, d.C,
+                              1.0f, gpw->data, d.C)) != BG_OK)
         return st;
-    if (c->grads[3]) bg_cpu_colsum_add(c->dout->data, d.N, d.C, c->grads[3]->data);
+    if (gpb) bg_cpu_colsum_add(c->dout->data, d.N, d.C, gpb->data);
     return BG_OK;
 }
 
@@ -424,8 +430,8 @@ const bg_layer_kind_t bg_kind_attention = {
     .max_inputs = 1,
     .keys = attention_keys,
     .n_keys = sizeof(attention_keys) / sizeof(attention_keys[0]),
-    .doc = "attention(x, heads=H, kv_heads=H, causal=true, rope=false, rope_theta=10000): "
-           "multi-head self-attention with qkv/proj",
+    .doc = "attention(x, heads=H, kv_heads=H, causal=true, rope=false, rope_theta=10000, "
+           "bias=true): multi-head self-attention with qkv/proj",
     .infer = attention_infer,
     .params = attention_params,
     .cost = attention_cost,
