@@ -4,7 +4,8 @@
  * micro-batch split, every pipeline layout and schedule must end with
  * parameters (and optimizer state) bit-identical to one stage on the CPU;
  * data-parallel layouts must repeat bit for bit and stay within 1e-6
- * relative of one rank. Checkpoints are the witness: they hold every
+ * relative of one rank. llama-tiny runs every schedule of the schedule
+ * table at S = 1, 2, 3. Checkpoints are the witness: they hold every
  * parameter by its global name whatever the layout.
  * argv[1]: the brigade binary. Models come from BRIGADE_SOURCE_DIR.
  */
@@ -16,21 +17,23 @@
 #include <unistd.h>
 
 #include "engine/checkpoint.h"
+#include "partition/schedules.h"
 #include "test_util.h"
 
 static const char *brigade, *srcdir;
 static char workdir[256];
 
-/* Train `model` with extra args into a fresh checkpoint dir; returns its path. */
-static int train(const char *model, const char *data, const char *extra, const char *tag,
-                 char *ckpt, size_t len)
+/* Train `model` with extra args and a global batch into a fresh checkpoint
+ * dir; returns its path. */
+static int train_batch(const char *model, const char *data, int batch, const char *extra,
+                       const char *tag, char *ckpt, size_t len)
 {
     snprintf(ckpt, len, "%s/%s", workdir, tag);
     char cmd[2048];
     snprintf(cmd, sizeof(cmd),
-             "rm -rf '%s' && '%s' train '%s/models/%s' --data %s --batch 16 --steps 3 "
+             "rm -rf '%s' && '%s' train '%s/models/%s' --data %s --batch %d --steps 3 "
              "--log-every 3 --eval-batches 1 --seed 7 --checkpoint-dir '%s' %s > '%s.log' 2>&1",
-             ckpt, brigade, srcdir, model, data, ckpt, extra, ckpt);
+             ckpt, brigade, srcdir, model, data, batch, ckpt, extra, ckpt);
     int rc = system(cmd);
     if (rc != 0) {
         fprintf(stderr, "run failed (%d): %s\n", rc, cmd);
@@ -41,6 +44,12 @@ static int train(const char *model, const char *data, const char *extra, const c
         return 0;
     }
     return 1;
+}
+
+static int train(const char *model, const char *data, const char *extra, const char *tag,
+                 char *ckpt, size_t len)
+{
+    return train_batch(model, data, 16, extra, tag, ckpt, len);
 }
 
 typedef struct params {
@@ -134,19 +143,22 @@ static int compare(const params_t *a, const params_t *b, double rtol, const char
     return ok;
 }
 
-static void check_layouts(const char *model, const char *data, const char *const *layouts, int n)
+/* Each layout against one stage with m micro-batches of 4 samples each. */
+static void check_layouts_m(const char *model, const char *data, int m,
+                            const char *const *layouts, int n)
 {
-    char ref[512], got[512];
+    char ref[512], got[512], ref_args[64];
     params_t r, g;
-    if (!train(model, data, "--stages 1 --micro-batches 4", "ref", ref, sizeof(ref)) ||
-        !load(ref, &r)) {
+    snprintf(ref_args, sizeof(ref_args), "--stages 1 --micro-batches %d", m);
+    if (!train_batch(model, data, 4 * m, ref_args, "ref", ref, sizeof(ref)) || !load(ref, &r)) {
         CHECK_MSG(0, "%s: reference run failed", model);
         return;
     }
     for (int i = 0; i < n; i++) {
         char tag[64];
         snprintf(tag, sizeof(tag), "layout%d", i);
-        int ok = train(model, data, layouts[i], tag, got, sizeof(got)) && load(got, &g);
+        int ok = train_batch(model, data, 4 * m, layouts[i], tag, got, sizeof(got)) &&
+                 load(got, &g);
         char what[256];
         snprintf(what, sizeof(what), "%s [%s]", model, layouts[i]);
         CHECK_MSG(ok && compare(&g, &r, 0, what), "%s: not bit-identical to one stage", what);
@@ -155,6 +167,48 @@ static void check_layouts(const char *model, const char *data, const char *const
         printf("%s: %s\n", what, ok ? "ran" : "failed");
     }
     params_free(&r);
+}
+
+static void check_layouts(const char *model, const char *data, const char *const *layouts, int n)
+{
+    check_layouts_m(model, data, 4, layouts, n);
+}
+
+#define TABLE_MAX_LAYOUTS 64
+
+/*
+ * Every schedule the table lists (at its default chunks), at S = 1, 2, 3,
+ * plus recompute. m = 4 unless the schedule's rule asks for more (the
+ * smallest m it allows, e.g. 6 for interleaved at S = 3); layouts sharing
+ * an m share one reference run.
+ */
+static void check_table_layouts(const char *model, const char *data)
+{
+    static char text[TABLE_MAX_LAYOUTS][96];
+    int ms[TABLE_MAX_LAYOUTS], n = 0;
+    for (int k = 0; k < BG_SCHED_KIND_COUNT; k++) {
+        const bg_sched_desc_t *d = bg_sched_desc((bg_sched_kind_t)k);
+        for (int S = 1; d && S <= 3 && n < TABLE_MAX_LAYOUTS - 1; S++) {
+            ms[n] = bg_sched_round_m(d, S, 4);
+            CHECK_MSG(ms[n] > 0, "%s: no micro-batch count for %d stages", d->name, S);
+            snprintf(text[n], sizeof(text[n]), "--stages %d --schedule %s --micro-batches %d", S,
+                     d->name, ms[n]);
+            n += ms[n] > 0;
+        }
+    }
+    CHECK_MSG(n < TABLE_MAX_LAYOUTS - 1, "more schedules than this test has room for");
+    ms[n] = 4;
+    snprintf(text[n++], sizeof(text[0]), "--stages 3 --schedule 1f1b --micro-batches 4 --recompute");
+    for (int i = 0; i < n; i++) {
+        bool first = true;
+        for (int j = 0; j < i; j++) first &= ms[j] != ms[i];
+        if (!first) continue;
+        const char *group[TABLE_MAX_LAYOUTS];
+        int g = 0;
+        for (int j = i; j < n; j++)
+            if (ms[j] == ms[i]) group[g++] = text[j];
+        check_layouts_m(model, data, ms[i], group, g);
+    }
 }
 
 /*
@@ -234,6 +288,9 @@ int main(int argc, char **argv)
         "--stages 3 --schedule zb-h1 --micro-batches 4",
     };
     check_layouts("skip-mlp.graph", "synthetic:images", skip, 2);
+    /* llama-tiny: grouped-query attention with rope, rmsnorm, swiglu, no
+     * biases, an untied head; every schedule of the table at S = 1, 2, 3. */
+    check_table_layouts("llama-tiny.graph", "synthetic:tokens");
     check_dp("mlp-fashion.graph", "synthetic:images");
     check_dp("gpt-tiny.graph", "synthetic:tokens");
     snprintf(mk, sizeof(mk), "rm -rf %s", workdir);
