@@ -225,6 +225,22 @@ static void gen_cross_entropy(gc_case_t *k, int i, uint64_t *s)
     k->in_scale = 2.0f;
 }
 
+/* The fused head + loss: x (..., C) and targets; bias both ways, a shared
+ * weight slot as linear's. */
+static void gen_classifier(gc_case_t *k, int i, uint64_t *s)
+{
+    int64_t V = i == 0 ? 1 : PICK(s, 2, 3, 17);
+    int64_t d[3] = {PICK(s, 1, 2), PICK(s, 1, 3, 5), PICK(s, 1, 3, 8)};
+    int nd = 2 + i % 2;
+    gc_shape(&k->spec.in[0], BG_F32, nd, d + 3 - nd);
+    gc_shape(&k->spec.in[1], BG_I32, nd - 1, d + 3 - nd);
+    k->spec.n_in = 2;
+    k->id_range[1] = V;
+    CHECK_OK(bg_attrs_set_int(&k->spec.attrs, "out", V));
+    if (i % 2) CHECK_OK(bg_attrs_set_bool(&k->spec.attrs, "bias", false));
+    if (i == 2) CHECK_OK(bg_attrs_set_ref(&k->spec.attrs, "share", "wte.tokens"));
+}
+
 /* Cases for `kind`; 0 when this test has no generator for it (a failure). */
 static int gc_cases(const bg_layer_kind_t *kind, uint64_t *s, gc_case_t *out)
 {
@@ -243,6 +259,8 @@ static int gc_cases(const bg_layer_kind_t *kind, uint64_t *s, gc_case_t *out)
         else if (!strcmp(n, "add")) gen_elementwise(k, i, s, 2);
         else if (!strcmp(n, "attention")) gen_attention(k, i, s);
         else if (!strcmp(n, "cross_entropy")) gen_cross_entropy(k, i, s);
+        else if (!strcmp(n, "classifier")) gen_classifier(k, i, s);
+        else if (!strcmp(n, "identity")) gen_elementwise(k, i, s, 1);
         else return 0;
     }
     return count;
