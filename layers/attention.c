@@ -27,12 +27,13 @@
  * ORDER: W of a micro-batch requires B of that same micro-batch to have run
  * first (it reads the dqkv that B left in saved). B computes dqkv even when
  * din[0] is NULL, so W stays possible for a layer whose input needs no grad.
- * CPU half: f32 only; products through bg_gemm per tile, reductions in a
- * fixed order, each (sequence, head) on its own: a sequence's numbers never
+ * CPU half: f32 only; products through bg_gemm per tile, exponentials
+ * through cpu_math.h (vectorised, < 2 ulp), reductions in a fixed order, each (sequence, head) on its own: a sequence's numbers never
  * depend on which other sequences share its micro-batch. Must not keep
  * state between calls.
  */
 #include "layers/attention_impl.h"
+#include "layers/cpu_math.h"
 #include "layers/cpu_util.h"
 #include "layers/kernels_cuda.h"
 #include "layers/layer.h"
@@ -170,20 +171,27 @@ static bg_status_t att_gemm(const bg_layer_call_t *c, bool ta, bool tb, int64_t 
  */
 static void att_rope(float *qkv, const bg_att_dims_t *d, bool inverse)
 {
+    enum { RC = 64 }; /* angles per batch: one position's cos/sin, computed once for all B */
+    float co[RC], si[RC];
     int64_t half = d->hs / 2, nh = d->H + d->KV;
-    for (int64_t n = 0; n < d->N; n++) {
-        double t = (double)(n % d->T);
-        float *row = qkv + n * d->Wq;
-        for (int64_t i = 0; i < half; i++) {
-            double a = t * pow(d->theta, -2.0 * (double)i / (double)d->hs);
-            float co = (float)cos(a), si = inverse ? -(float)sin(a) : (float)sin(a);
-            for (int64_t h = 0; h < nh; h++) {
-                float *x = row + h * d->hs, x0 = x[i], x1 = x[i + half];
-                x[i] = x0 * co - x1 * si;
-                x[i + half] = x1 * co + x0 * si;
+    for (int64_t t = 0; t < d->T; t++)
+        for (int64_t i0 = 0; i0 < half; i0 += RC) {
+            int64_t ni = half - i0 < RC ? half - i0 : RC;
+            for (int64_t i = 0; i < ni; i++) {
+                double a = (double)t * pow(d->theta, -2.0 * (double)(i0 + i) / (double)d->hs);
+                co[i] = (float)cos(a);
+                si[i] = inverse ? -(float)sin(a) : (float)sin(a);
             }
+            for (int64_t b = 0; b < d->B; b++)
+                for (int64_t h = 0; h < nh; h++) {
+                    float *x = qkv + (b * d->T + t) * d->Wq + h * d->hs + i0;
+                    for (int64_t i = 0; i < ni; i++) {
+                        float x0 = x[i], x1 = x[i + half];
+                        x[i] = x0 * co[i] - x1 * si[i];
+                        x[i + half] = x1 * co[i] + x0 * si[i];
+                    }
+                }
         }
-    }
 }
 
 /* Pointers of head h of sequence b into a qkv-shaped block. */
@@ -223,11 +231,11 @@ static void att_online_tile(const bg_att_dims_t *d, float *s, int64_t i0, int64_
         int64_t n = att_visible(d, i0 + r, j0, bc);
         float mx = m[r];
         for (int64_t j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
-        float alpha = expf(m[r] - mx); /* m = -inf on the first tile: 0 */
-        double sum = 0.0;
-        for (int64_t j = 0; j < n; j++) sum += row[j] = expf(row[j] - mx);
+        /* m = -inf on the first tile: alpha ~1e-38 scales l = 0 and y = 0 */
+        float alpha = bg_cpu_expf(m[r] - mx);
+        for (int64_t j = 0; j < n; j++) row[j] = bg_cpu_expf(row[j] - mx);
         for (int64_t j = n; j < bc; j++) row[j] = 0.0f;
-        l[r] = l[r] * alpha + (float)sum;
+        l[r] = l[r] * alpha + (float)bg_cpu_sum(row, n);
         m[r] = mx;
         if (alpha != 1.0f)
             for (int64_t e = 0; e < d->hs; e++) y[r * ldy + e] *= alpha;
@@ -317,7 +325,7 @@ static void att_tile_grad(const bg_att_dims_t *d, float *s, float *ds, const flo
         int64_t n = att_visible(d, i0 + r, j0, bc);
         float ls = lse[i0 + r], D = dsum[i0 + r];
         for (int64_t j = 0; j < n; j++) {
-            ps[j] = expf(ps[j] - ls);
+            ps[j] = bg_cpu_expf(ps[j] - ls);
             g[j] = ps[j] * (g[j] - D);
         }
         for (int64_t j = n; j < bc; j++) ps[j] = g[j] = 0.0f;

@@ -16,10 +16,12 @@
  * logits: B and W each redo the head GEMM of their tile.
  * row_argmax hands the saved argmax to the engine's accuracy.
  * Targets outside [0, V) are an error (BG_ERR_INVALID, as cross_entropy).
- * CPU half: f32, sums in double in a fixed order (tiles in row-block, then
+ * CPU half: f32, exponentials through cpu_math.h (vectorised, < 2 ulp),
+ * sums in double lanes in a fixed order (tiles in row-block, then
  * vocabulary order), each row on its own. Must not keep state between calls.
  */
 #include "layers/classifier_impl.h"
+#include "layers/cpu_math.h"
 #include "layers/cpu_util.h"
 #include "layers/kernels_cuda.h"
 #include "layers/layer.h"
@@ -110,15 +112,14 @@ typedef struct cls_rows {
 
 /*
  * Fold one tile into its rows' running max m, sum s = sum exp(z - m) (in
- * double, rescaled when the max grows: the first tile of a row is exactly
- * cross_entropy's max-shifted sum), argmax (first index of the max) and
- * target logit.
+ * double lanes, rescaled when the max grows), argmax (first index of the
+ * max) and target logit. Overwrites the tile with exp(z - m): F needs
+ * nothing else of it.
  */
-static void cls_fold_tile(const float *z, int64_t ldz, cls_tile_t t, const int32_t *tg,
-                          cls_rows_t rs)
+static void cls_fold_tile(float *z, int64_t ldz, cls_tile_t t, const int32_t *tg, cls_rows_t rs)
 {
     for (int64_t r = 0; r < t.br; r++) {
-        const float *row = z + r * ldz;
+        float *row = z + r * ldz;
         int64_t best = 0;
         for (int64_t j = 1; j < t.bc; j++)
             best = row[j] > row[best] ? j : best;
@@ -128,13 +129,13 @@ static void cls_fold_tile(const float *z, int64_t ldz, cls_tile_t t, const int32
             rs.m[r] = mx;
             rs.am[r] = (int32_t)(t.v0 + best);
         }
-        double sum = 0.0;
-        for (int64_t j = 0; j < t.bc; j++)
-            sum += exp((double)row[j] - (double)rs.m[r]);
-        rs.s[r] += sum;
         int64_t k = tg[t.r0 + r] - t.v0;
         if (k >= 0 && k < t.bc)
             rs.tl[r] = row[k];
+        float m = rs.m[r];
+        for (int64_t j = 0; j < t.bc; j++)
+            row[j] = bg_cpu_expf(row[j] - m);
+        rs.s[r] += bg_cpu_sum(row, t.bc);
     }
 }
 
@@ -186,7 +187,7 @@ static void cls_dlogits(float *z, int64_t ldz, cls_tile_t t, const float *lse, c
     for (int64_t r = 0; r < t.br; r++) {
         float *row = z + r * ldz, l = lse[t.r0 + r];
         for (int64_t j = 0; j < t.bc; j++)
-            row[j] = expf(row[j] - l) * g;
+            row[j] = bg_cpu_expf(row[j] - l) * g;
         int64_t k = tg[t.r0 + r] - t.v0;
         if (k >= 0 && k < t.bc)
             row[k] -= g;
