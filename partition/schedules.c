@@ -41,6 +41,12 @@ static const bg_sched_desc_t table[BG_SCHED_KIND_COUNT] = {
 #include "partition/schedules.def"
 };
 
+/* Built by the preprocessor so that static option tables can point at it. */
+const char bg_sched_names_sep[] =
+#define BG_SCHED_ROW(id, name, ...) " | " name
+#include "partition/schedules.def"
+    ;
+
 const bg_sched_desc_t *bg_sched_desc(bg_sched_kind_t k)
 {
     return (unsigned)k < BG_SCHED_KIND_COUNT ? &table[k] : NULL;

@@ -44,6 +44,12 @@ typedef struct bg_sched_desc {
     double (*fill)(const bg_sched_cost_t *c, int m, int v);
 } bg_sched_desc_t;
 
+/* BG_SCHED_NAMES is "gpipe | 1f1b | ...": every canonical name in table
+ * order, for help texts. An address constant (the array past its leading
+ * " | "), so static option tables can use it. */
+extern const char bg_sched_names_sep[];
+#define BG_SCHED_NAMES (bg_sched_names_sep + 3)
+
 /* Row k of the table; NULL when k is out of range. Cannot fail otherwise. */
 const bg_sched_desc_t *bg_sched_desc(bg_sched_kind_t k);
 

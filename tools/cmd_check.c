@@ -7,6 +7,8 @@
  * (layers/graph.h) and the kinds' cost functions.
  */
 #include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,83 +19,60 @@
 typedef struct check_opts {
     const char *path;
     int64_t batch;
+    const char *dtype_name; /* f32 | bf16 */
     bg_dtype_t dtype;
-    int json;
-    int kinds;
+    bool json;
+    bool kinds;
 } check_opts_t;
 
-static void check_usage(FILE *f)
-{
-    fprintf(f, "usage: brigade check MODEL [--batch N] [--dtype f32|bf16] [--json]\n"
-               "       brigade check --kinds\n"
-               "  --batch N     micro-batch size bound to B (default 1)\n"
-               "  --dtype D     activation dtype for bytes kept (default f32)\n"
-               "  --json        machine-readable output\n"
-               "  --kinds       list the layer kinds and their keys\n");
-}
+static const char *const dtypes[] = {"f32", "bf16", NULL};
 
-/* Strict positive integer; 0 on success. */
-static int parse_i64(const char *s, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < 1) return -1;
-    *out = v;
-    return 0;
-}
+/* clang-format off */
+static const bg_opt_t check_opts[] = {
+    {.name = "batch", .kind = BG_OPT_I64, .metavar = "N", .help = "micro-batch size bound to B",
+     .def = "1", .off = offsetof(check_opts_t, batch), .min = 1, .max = BG_GRAPH_MAX_DIM},
+    {.name = "dtype", .kind = BG_OPT_CHOICE, .choices = dtypes,
+     .help = "activation dtype for bytes kept", .def = "f32",
+     .off = offsetof(check_opts_t, dtype_name)},
+    {.name = "json", .kind = BG_OPT_FLAG,
+     .help = "print JSON on standard output instead of the table",
+     .off = offsetof(check_opts_t, json)},
+    {.name = "kinds", .kind = BG_OPT_FLAG, .help = "list the layer kinds and their keys",
+     .off = offsetof(check_opts_t, kinds)},
+    {0},
+};
+/* clang-format on */
 
-/* Fill opts from argv; 0 ok, 2 usage error (printed), 1 when --help was asked. */
+static const bg_opt_t *const check_tables[] = {check_opts, NULL};
+
+const bg_cmd_spec_t bg_check_spec = {
+    .name = "check",
+    .args = "MODEL [options] | --kinds",
+    .summary = "validate a model graph; table of layers, shapes, costs",
+    .about = "Parses MODEL and prints per layer its inputs, output shape, parameters, FLOPs "
+             "and the activation bytes kept for backward, then totals.",
+    .tables = check_tables,
+    .min_pos = 0,
+    .max_pos = 1,
+    .pos_name = "MODEL",
+    .run = bg_cmd_check,
+};
+
+/* Fill o from argv; 0 ok, 2 usage error (printed), 1 when --help was shown. */
 static int parse_opts(int argc, char **argv, check_opts_t *o)
 {
     memset(o, 0, sizeof(*o));
     o->batch = 1;
-    o->dtype = BG_F32;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            check_usage(stdout);
-            return 1;
-        } else if (!strcmp(a, "--json")) {
-            o->json = 1;
-        } else if (!strcmp(a, "--kinds")) {
-            o->kinds = 1;
-        } else if (!strcmp(a, "--batch") || !strcmp(a, "--dtype")) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "brigade check: %s needs a value\n", a);
-                return 2;
-            }
-            const char *v = argv[++i];
-            if (a[2] == 'b') {
-                if (parse_i64(v, &o->batch) || o->batch > BG_GRAPH_MAX_DIM) {
-                    fprintf(stderr, "brigade check: --batch needs an integer from 1 to %lld, got '%s'\n",
-                            (long long)BG_GRAPH_MAX_DIM, v);
-                    return 2;
-                }
-            } else if (!strcmp(v, "f32")) {
-                o->dtype = BG_F32;
-            } else if (!strcmp(v, "bf16")) {
-                o->dtype = BG_BF16;
-            } else {
-                fprintf(stderr, "brigade check: --dtype must be f32 or bf16, got '%s'\n", v);
-                return 2;
-            }
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "brigade check: unknown option '%s'\n", a);
-            check_usage(stderr);
-            return 2;
-        } else if (o->path) {
-            fprintf(stderr, "brigade check: more than one model given ('%s', '%s')\n", o->path, a);
-            return 2;
-        } else {
-            o->path = a;
-        }
-    }
-    if (!o->path && !o->kinds) {
-        fprintf(stderr, "brigade check: no model given\n");
-        check_usage(stderr);
-        return 2;
-    }
+    o->dtype_name = "f32";
+    char *pos[1];
+    int npos = 0;
+    int rc = bg_opt_parse(&bg_check_spec, argc, argv, o, pos, &npos);
+    if (rc)
+        return rc;
+    o->path = npos ? pos[0] : NULL;
+    o->dtype = strcmp(o->dtype_name, "bf16") ? BG_F32 : BG_BF16;
+    if (!o->path && !o->kinds)
+        return bg_opt_usage_error(&bg_check_spec, "no model given (see brigade check --help)");
     return 0;
 }
 
@@ -359,11 +338,23 @@ static int print_fusion(bg_graph_t *g, bg_dtype_t dt)
     return 0;
 }
 
-static void print_kinds(void)
+static void print_kinds(bool json)
 {
     int n;
     const bg_layer_kind_t *const *k = bg_layer_kinds(&n);
-    for (int i = 0; i < n; i++) printf("%-14s %s\n", k[i]->name, k[i]->doc ? k[i]->doc : "");
+    if (!json) {
+        for (int i = 0; i < n; i++) printf("%-14s %s\n", k[i]->name, k[i]->doc ? k[i]->doc : "");
+        return;
+    }
+    printf("[");
+    for (int i = 0; i < n; i++) {
+        printf("%s\n {\"name\": ", i ? "," : "");
+        json_str(k[i]->name);
+        printf(", \"doc\": ");
+        json_str(k[i]->doc ? k[i]->doc : "");
+        printf("}");
+    }
+    printf("]\n");
 }
 
 int bg_cmd_check(int argc, char **argv)
@@ -372,7 +363,7 @@ int bg_cmd_check(int argc, char **argv)
     int rc = parse_opts(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : rc;
     if (o.kinds && !o.path) {
-        print_kinds();
+        print_kinds(o.json);
         return 0;
     }
     bg_graph_t *g = NULL;
@@ -382,7 +373,7 @@ int bg_cmd_check(int argc, char **argv)
         /* A file we cannot read or parse is the user's input: exit 2. */
         return st == BG_ERR_INVALID || st == BG_ERR_IO ? 2 : 1;
     }
-    if (o.kinds) print_kinds();
+    if (o.kinds && !o.json) print_kinds(false); /* --json: stdout holds one JSON value */
     rc = o.json ? print_json(g, &o) : print_table(g, &o);
     if (!o.json && rc == 0) rc = print_fusion(g, o.dtype);
     bg_graph_free(g);

@@ -11,6 +11,8 @@
  * input or usage.
  */
 #include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +27,7 @@
 #include "partition/profile.h"
 #include "partition/search.h"
 #include "tools/commands.h"
+#include "tools/output.h"
 
 #define PLAN_MAX_DEVICES 1024
 #define AUTO (-1)
@@ -36,157 +39,135 @@ typedef struct plan_opts {
     int gpus;                      /* 0 = not given */
     int cores;                     /* -1: this machine's, for cpu devices */
     int chunks;                    /* 0 = not given */
+    const char *schedule_name;     /* looked up in the schedule table */
     bg_sched_kind_t schedule;
     const char *device;            /* comma list of presets */
     int64_t device_memory;         /* 0 = preset's */
     const char *profile;
     bg_split_method_t method;
+    bool recompute_flag;
     int recompute;                 /* 1 forced on, 0 off, AUTO: search both */
+    const char *dtype_name;        /* NULL = by device */
     int dtype;                     /* -1 = by device */
     int top;
     const char *out;
+    bool json;
 } plan_opts_t;
 
-static void plan_usage(FILE *f)
+static bg_status_t parse_memory(const char *s, void *dst)
 {
-    fprintf(f,
-            "usage: brigade plan MODEL --stages S|auto [--dp D|auto] [--micro-batches M|auto]\n"
-            "                    [--batch B] [--gpus N] [--schedule gpipe|1f1b|interleaved|zb-h1]\n"
-            "                    [--chunks V] [--device cpu|cuda|h100|a100[,...]]\n"
-            "                    [--device-memory 80G] [--cores N] [--profile FILE]\n"
-            "                    [--method optimal|uniform|params] [--recompute]\n"
-            "                    [--dtype f32|bf16] [--top K] [-o plan.json]\n"
-            "  --stages S      pipeline stages, or auto (needs --gpus)\n"
-            "  --dp D          data-parallel replicas (default 1, or auto with --gpus)\n"
-            "  --micro-batches M  per replica per step (default: micro-batches of 1 sample)\n"
-            "  --batch B       global batch in samples (default 4 x devices)\n"
-            "  --gpus N        devices in all, N = S x D\n"
-            "  --schedule      pipeline schedule (default 1f1b)\n"
-            "  --chunks V      chunks per stage for interleaved (default 2)\n"
-            "  --device        device preset, or one per stage (default cpu)\n"
-            "  --device-memory capacity per device (e.g. 80G)\n"
-            "  --cores N       cpu device: cores all ranks share (default: this machine's;\n"
-            "                  0: one core per rank)\n"
-            "  --profile FILE  measured per-layer times (brigade profile) instead of rates\n"
-            "  --method        optimal split (default) or a DeepSpeed-style baseline\n"
-            "  --recompute     keep only stage inputs, re-run forward before backward\n"
-            "                  (with auto shapes, both are tried unless this is given)\n"
-            "  --dtype         activation dtype (default bf16 on GPUs, f32 on cpu)\n"
-            "  --top K         shapes listed by the search (default 5)\n"
-            "  -o FILE         write the plan as JSON for brigade train --plan\n");
+    int64_t v;
+    bg_status_t st = bg_parse_bytes(s, &v);
+    if (st == BG_OK && v < 1)
+        st = bg_errorf(BG_ERR_INVALID, "'%s' is not a positive size", s);
+    if (st == BG_OK)
+        *(int64_t *)dst = v;
+    return st;
 }
 
-static int parse_int(const char *s, int lo, int hi, int *out)
+static bg_status_t parse_method(const char *s, void *dst)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
+    return bg_split_method_parse(s, (bg_split_method_t *)dst);
 }
 
-/* An integer or "auto" (when allowed); 0 ok, -1 bad. */
-static int parse_count(const char *s, bool allow_auto, int *out)
-{
-    if (allow_auto && !strcmp(s, "auto")) {
-        *out = AUTO;
-        return 0;
-    }
-    return parse_int(s, 1, 1 << 24, out);
-}
+static const char *const dtypes[] = {"f32", "bf16", NULL};
+
+#define COUNT_ROW(n, field, what, d)                                                             \
+    {.name = n, .kind = BG_OPT_INT, .metavar = "N|auto", .help = what, .def = d,                 \
+     .off = offsetof(plan_opts_t, field), .min = 1, .max = 1 << 24, .word = "auto",             \
+     .word_value = AUTO}
+
+/* clang-format off */
+static const bg_opt_t plan_opts[] = {
+    COUNT_ROW("stages", stages, "pipeline stages, or auto (needs --gpus); required", NULL),
+    COUNT_ROW("dp", dp, "data-parallel replicas, or auto with --gpus", "1"),
+    COUNT_ROW("micro-batches", micro_batches, "per replica per step, or auto",
+              "micro-batches of 1 sample"),
+    {.name = "batch", .kind = BG_OPT_I64, .metavar = "B", .help = "global batch in samples",
+     .def = "4 x devices", .off = offsetof(plan_opts_t, batch), .min = 1, .max = 1 << 30},
+    {.name = "gpus", .kind = BG_OPT_INT, .metavar = "N", .help = "devices in all, N = S x D",
+     .off = offsetof(plan_opts_t, gpus), .min = 1, .max = 1 << 24},
+    {.name = "schedule", .kind = BG_OPT_STRING, .metavar = "NAME",
+     .help = BG_SCHEDULE_HELP, .def = "1f1b",
+     .off = offsetof(plan_opts_t, schedule_name)},
+    {.name = "chunks", .kind = BG_OPT_INT, .metavar = "V",
+     .help = "chunks per stage for interleaved",
+     .def = "2", .off = offsetof(plan_opts_t, chunks), .min = 1, .max = 1 << 16},
+    {.name = "device", .kind = BG_OPT_STRING, .metavar = "D[,D...]",
+     .help = "device preset (cpu, cuda, h100, a100, ...), or one per stage", .def = "cpu",
+     .off = offsetof(plan_opts_t, device)},
+    {.name = "device-memory", .kind = BG_OPT_CUSTOM, .metavar = "SIZE",
+     .help = "capacity per device (e.g. 80G)", .off = offsetof(plan_opts_t, device_memory),
+     .parse = parse_memory},
+    {.name = "cores", .kind = BG_OPT_INT, .metavar = "N",
+     .help = "cpu device: cores all ranks share (0: one core per rank)", .def = "this machine's",
+     .off = offsetof(plan_opts_t, cores), .min = 0, .max = 1 << 20},
+    {.name = "profile", .kind = BG_OPT_PATH, .metavar = "FILE",
+     .help = "measured per-layer times (brigade profile) instead of rates",
+     .off = offsetof(plan_opts_t, profile)},
+    {.name = "method", .kind = BG_OPT_CUSTOM, .metavar = "optimal|uniform|params",
+     .help = "optimal split or a DeepSpeed-style baseline", .def = "optimal",
+     .off = offsetof(plan_opts_t, method), .parse = parse_method},
+    {.name = "recompute", .kind = BG_OPT_FLAG,
+     .help = "keep only stage inputs, re-run forward before backward (auto shapes try both "
+             "unless given)",
+     .off = offsetof(plan_opts_t, recompute_flag)},
+    {.name = "dtype", .kind = BG_OPT_CHOICE, .choices = dtypes, .help = "activation dtype",
+     .def = "bf16 on GPUs, f32 on cpu", .off = offsetof(plan_opts_t, dtype_name)},
+    {.name = "top", .kind = BG_OPT_INT, .metavar = "K", .help = "shapes listed by the search",
+     .def = "5", .off = offsetof(plan_opts_t, top), .min = 1, .max = 100},
+    {.name = "output", .short_name = 'o', .kind = BG_OPT_PATH, .metavar = "FILE",
+     .help = "write the plan as JSON for brigade train --plan; - for standard output",
+     .off = offsetof(plan_opts_t, out)},
+    {.name = "json", .kind = BG_OPT_FLAG,
+     .help = "print the plan as JSON on standard output instead of the table",
+     .off = offsetof(plan_opts_t, json)},
+    {0},
+};
+/* clang-format on */
+
+static const bg_opt_t *const plan_tables[] = {plan_opts, NULL};
+
+const bg_cmd_spec_t bg_plan_spec = {
+    .name = "plan",
+    .args = "MODEL --stages S|auto [options]",
+    .summary = "split it into pipeline stages; predicted step and memory",
+    .about = "Prices MODEL on the chosen device(s) (roofline or a measured --profile), splits "
+             "it for a fixed shape or searches shapes (auto), and prints a per-stage table with "
+             "predicted step time, bubble, throughput and memory.",
+    .tables = plan_tables,
+    .min_pos = 1,
+    .max_pos = 1,
+    .pos_name = "MODEL",
+    .run = bg_cmd_plan,
+};
 
 /* 0 ok, 1 --help shown, 2 usage error printed. */
 static int parse_opts(int argc, char **argv, plan_opts_t *o)
 {
     memset(o, 0, sizeof(*o));
-    o->schedule = BG_SCHED_1F1B;
+    o->schedule_name = "1f1b";
     o->device = "cpu";
     o->cores = -1;
     o->method = BG_SPLIT_OPTIMAL;
-    o->recompute = AUTO;
-    o->dtype = -1;
     o->top = 5;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            plan_usage(stdout);
-            return 1;
-        }
-        if (!strcmp(a, "--recompute")) {
-            o->recompute = 1;
-            continue;
-        }
-        if (a[0] != '-') {
-            if (o->model) {
-                fprintf(stderr, "brigade plan: more than one MODEL ('%s', '%s')\n", o->model, a);
-                return 2;
-            }
-            o->model = a;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "brigade plan: %s needs a value\n", a);
-            return 2;
-        }
-        const char *v = argv[++i];
-        int bad = 0;
-        if (!strcmp(a, "--stages")) bad = parse_count(v, true, &o->stages);
-        else if (!strcmp(a, "--dp")) bad = parse_count(v, true, &o->dp);
-        else if (!strcmp(a, "--micro-batches")) bad = parse_count(v, true, &o->micro_batches);
-        else if (!strcmp(a, "--gpus")) bad = parse_int(v, 1, 1 << 24, &o->gpus);
-        else if (!strcmp(a, "--chunks")) bad = parse_int(v, 1, 1 << 16, &o->chunks);
-        else if (!strcmp(a, "--top")) bad = parse_int(v, 1, 100, &o->top);
-        else if (!strcmp(a, "--cores")) bad = parse_int(v, 0, 1 << 20, &o->cores);
-        else if (!strcmp(a, "--batch")) {
-            int b;
-            bad = parse_int(v, 1, 1 << 30, &b);
-            o->batch = b;
-        } else if (!strcmp(a, "--device")) o->device = v;
-        else if (!strcmp(a, "--profile")) o->profile = v;
-        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o->out = v;
-        else if (!strcmp(a, "--device-memory")) {
-            if (bg_parse_bytes(v, &o->device_memory) || o->device_memory < 1) {
-                fprintf(stderr, "brigade plan: --device-memory: %s\n", bg_last_error());
-                return 2;
-            }
-        } else if (!strcmp(a, "--schedule")) {
-            if (bg_sched_kind_parse(v, &o->schedule)) {
-                fprintf(stderr, "brigade plan: %s\n", bg_last_error());
-                return 2;
-            }
-        } else if (!strcmp(a, "--method")) {
-            if (bg_split_method_parse(v, &o->method)) {
-                fprintf(stderr, "brigade plan: %s\n", bg_last_error());
-                return 2;
-            }
-        } else if (!strcmp(a, "--dtype")) {
-            if (!strcmp(v, "f32")) o->dtype = BG_F32;
-            else if (!strcmp(v, "bf16")) o->dtype = BG_BF16;
-            else bad = 1;
-        } else {
-            fprintf(stderr, "brigade plan: unknown option '%s'\n", a);
-            plan_usage(stderr);
-            return 2;
-        }
-        if (bad) {
-            fprintf(stderr, "brigade plan: bad value '%s' for %s\n", v, a);
-            return 2;
-        }
-    }
-    if (!o->model) {
-        fprintf(stderr, "brigade plan: no MODEL given\n");
-        plan_usage(stderr);
-        return 2;
-    }
-    if (!o->stages) {
-        fprintf(stderr, "brigade plan: --stages S|auto is required\n");
-        return 2;
-    }
-    if (bg_sched_resolve_chunks(bg_sched_desc(o->schedule), o->chunks, &o->chunks)) {
-        fprintf(stderr, "brigade plan: %s\n", bg_last_error());
-        return 2;
-    }
+    char *pos[1];
+    int npos, rc = bg_opt_parse(&bg_plan_spec, argc, argv, o, pos, &npos);
+    if (rc)
+        return rc;
+    o->model = pos[0];
+    o->recompute = o->recompute_flag ? 1 : AUTO;
+    o->dtype = !o->dtype_name ? -1 : strcmp(o->dtype_name, "bf16") ? BG_F32 : BG_BF16;
+    const bg_sched_desc_t *sd;
+    if (bg_sched_lookup(o->schedule_name, &sd))
+        return bg_opt_usage_error(&bg_plan_spec, "%s", bg_last_error());
+    o->schedule = sd->kind;
+    if (!o->stages)
+        return bg_opt_usage_error(&bg_plan_spec, "--stages S|auto is required");
+    if (o->json && bg_out_is_stdout(o->out))
+        return bg_opt_usage_error(&bg_plan_spec, "--json and -o - both write to standard output");
+    if (bg_sched_resolve_chunks(sd, o->chunks, &o->chunks))
+        return bg_opt_usage_error(&bg_plan_spec, "%s", bg_last_error());
     return 0;
 }
 
@@ -242,50 +223,54 @@ static const char *human_count(int64_t v, char *buf, size_t n)
     return buf;
 }
 
-static void print_row(const bg_chain_t *ch, const char *label, int first, int end, int64_t params,
-                      int64_t mem, int64_t cap, double f, double b, double w, double comm, double t)
+static void print_row(FILE *out, const bg_chain_t *ch, const char *label, int first, int end,
+                      int64_t params, int64_t mem, int64_t cap, double f, double b, double w,
+                      double comm, double t)
 {
     char p[32], m[32], c[32], range[64], names[2 * BG_NAME_MAX + 8];
     snprintf(range, sizeof(range), "%d-%d", first, end - 1);
     snprintf(names, sizeof(names), "%s .. %s", ch->layer[first].name, ch->layer[end - 1].name);
-    printf("%-6s %-10s %4d  %-44.44s %9s %10s %10s %8.2f %8.2f %8.2f %8.2f %9.2f%s\n", label, range,
-           end - first, names, human_count(params, p, sizeof(p)), gib((double)mem, m, sizeof(m)),
-           gib((double)cap, c, sizeof(c)), f * 1e3, b * 1e3, w * 1e3, comm * 1e3, t * 1e3,
-           mem > cap ? "  OVER" : "");
+    fprintf(out, "%-6s %-10s %4d  %-44.44s %9s %10s %10s %8.2f %8.2f %8.2f %8.2f %9.2f%s\n", label,
+            range, end - first, names, human_count(params, p, sizeof(p)),
+            gib((double)mem, m, sizeof(m)), gib((double)cap, c, sizeof(c)), f * 1e3, b * 1e3,
+            w * 1e3, comm * 1e3, t * 1e3, mem > cap ? "  OVER" : "");
 }
 
-static void print_plan(const bg_chain_t *ch, const bg_plan_t *pl, int64_t global_batch)
+static void print_plan(FILE *f, const bg_chain_t *ch, const bg_plan_t *pl, int64_t global_batch)
 {
     const bg_part_config_t *c = &pl->cfg;
-    printf("%-6s %-10s %4s  %-44s %9s %10s %10s %8s %8s %8s %8s %9s\n",
-           c->chunks > 1 ? "chunk" : "stage", "layers", "#", "first .. last", "params", "memory",
-           "capacity", "F ms", "B ms", "W ms", "comm ms", "total ms");
+    fprintf(f, "%-6s %-10s %4s  %-44s %9s %10s %10s %8s %8s %8s %8s %9s\n",
+            c->chunks > 1 ? "chunk" : "stage", "layers", "#", "first .. last", "params", "memory",
+            "capacity", "F ms", "B ms", "W ms", "comm ms", "total ms");
     for (int g = 0; g < pl->n_chunks; g++) {
         const bg_chunk_eval_t *e = &pl->chunk[g];
         char label[32];
-        if (c->chunks > 1) snprintf(label, sizeof(label), "%d/s%d", g, e->stage);
-        else snprintf(label, sizeof(label), "%d", g);
-        print_row(ch, label, e->first, e->end, e->params, e->mem, e->mem_cap, e->f, e->b, e->w,
+        if (c->chunks > 1)
+            snprintf(label, sizeof(label), "%d/s%d", g, e->stage);
+        else
+            snprintf(label, sizeof(label), "%d", g);
+        print_row(f, ch, label, e->first, e->end, e->params, e->mem, e->mem_cap, e->f, e->b, e->w,
                   e->comm, e->time);
     }
     if (c->chunks > 1) {
-        printf("per stage (sum of its chunks):\n");
+        fprintf(f, "per stage (sum of its chunks):\n");
         for (int r = 0; r < c->stages; r++) {
             const bg_stage_eval_t *s = &pl->stage[r];
             char m[32], cap[32];
-            printf("  stage %d: F+B+W %.2f ms, comm %.2f ms, memory %s of %s\n", r,
-                   (s->f + s->b + s->w) * 1e3, s->comm * 1e3, gib((double)s->mem, m, sizeof(m)),
-                   gib((double)s->mem_cap, cap, sizeof(cap)));
+            fprintf(f, "  stage %d: F+B+W %.2f ms, comm %.2f ms, memory %s of %s\n", r,
+                    (s->f + s->b + s->w) * 1e3, s->comm * 1e3, gib((double)s->mem, m, sizeof(m)),
+                    gib((double)s->mem_cap, cap, sizeof(cap)));
         }
     }
     double tail = pl->step_s - pl->pipe_s;
     char peak[32];
-    printf("predicted step: %.4f s (pipeline %.4f s + allreduce/optimizer %.4f s)\n", pl->step_s,
-           pl->pipe_s, tail);
-    printf("bubble: %.1f%%   throughput: %.2f samples/s   bottleneck: %.2f ms per micro-batch\n",
-           100.0 * pl->bubble, (double)global_batch / pl->step_s, pl->bottleneck * 1e3);
-    printf("peak memory: %s per device%s\n", gib((double)pl->peak_mem, peak, sizeof(peak)),
-           pl->fits ? " (fits)" : " -- DOES NOT FIT");
+    fprintf(f, "predicted step: %.4f s (pipeline %.4f s + allreduce/optimizer %.4f s)\n",
+            pl->step_s, pl->pipe_s, tail);
+    fprintf(f,
+            "bubble: %.1f%%   throughput: %.2f samples/s   bottleneck: %.2f ms per micro-batch\n",
+            100.0 * pl->bubble, (double)global_batch / pl->step_s, pl->bottleneck * 1e3);
+    fprintf(f, "peak memory: %s per device%s\n", gib((double)pl->peak_mem, peak, sizeof(peak)),
+            pl->fits ? " (fits)" : " -- DOES NOT FIT");
 }
 
 /* Exit code of a library failure: does-not-fit is 1, bad input 2. */
@@ -307,6 +292,7 @@ typedef struct plan_run {
     bg_costs_t *costs;      /* [n priced] */
     int n_costs;
     const bg_costs_t **cp;  /* [stages] */
+    FILE *txt;              /* the tables: stdout, or elsewhere when stdout carries JSON */
 } plan_run_t;
 
 /* Resolve S, D, m, batch for a fixed shape or run the search; fills cfg
@@ -366,18 +352,21 @@ static int choose_shape(plan_run_t *r, bg_part_config_t *cfg, int *mb, int64_t *
     bg_status_t st = bg_search_shapes(&r->chain, &r->dev->d[0], r->have_prof ? &r->prof : NULL, &so,
                                       res, &n, &stats);
     double dt = bg_now_s() - t0;
-    if (st) return fail(st);
-    printf("shape search over %d devices, global batch %lld: %d candidates, %d split exactly, "
-           "%d pruned by bound, %d do not fit (%.0f ms)\n",
-           gpus, (long long)*gb, stats.candidates, stats.solved, stats.pruned, stats.no_fit,
-           dt * 1e3);
-    printf("  rank stages  dp  micro-batches x size  recompute   step s   bubble   samples/s   peak memory\n");
+    if (st)
+        return fail(st);
+    fprintf(r->txt,
+            "shape search over %d devices, global batch %lld: %d candidates, %d split exactly, "
+            "%d pruned by bound, %d do not fit (%.0f ms)\n",
+            gpus, (long long)*gb, stats.candidates, stats.solved, stats.pruned, stats.no_fit,
+            dt * 1e3);
+    fprintf(r->txt, "  rank stages  dp  micro-batches x size  recompute   step s   bubble   "
+                    "samples/s   peak memory\n");
     for (int i = 0; i < n; i++) {
         char m[32];
-        printf("  %4d %6d %4d %10d x %-8d %-9s %8.4f %7.1f%% %11.2f   %s\n", i + 1, res[i].cfg.stages,
-               res[i].cfg.dp, res[i].cfg.micro_batches, res[i].micro_batch,
-               res[i].cfg.recompute ? "on" : "off", res[i].step_s, 100 * res[i].bubble,
-               res[i].samples_per_s, gib((double)res[i].peak_mem, m, sizeof(m)));
+        fprintf(r->txt, "  %4d %6d %4d %10d x %-8d %-9s %8.4f %7.1f%% %11.2f   %s\n", i + 1,
+                res[i].cfg.stages, res[i].cfg.dp, res[i].cfg.micro_batches, res[i].micro_batch,
+                res[i].cfg.recompute ? "on" : "off", res[i].step_s, 100 * res[i].bubble,
+                res[i].samples_per_s, gib((double)res[i].peak_mem, m, sizeof(m)));
     }
     *cfg = res[0].cfg;
     *mb = res[0].micro_batch;
@@ -400,13 +389,54 @@ static int price(plan_run_t *r, const bg_part_config_t *cfg, int mb)
         return 1;
     }
     for (int i = 0; i < r->dev->n; i++) {
-        bg_status_t st = bg_costs_build(&r->chain, &r->dev->d[i], mb, r->have_prof ? &r->prof : NULL,
-                                        &r->costs[i]);
-        if (st) return fail(st);
+        bg_status_t st = bg_costs_build(&r->chain, &r->dev->d[i], mb,
+                                        r->have_prof ? &r->prof : NULL, &r->costs[i]);
+        if (st)
+            return fail(st);
         r->n_costs = i + 1;
     }
-    for (int s = 0; s < S; s++) r->cp[s] = &r->costs[r->dev->n > 1 ? s : 0];
+    for (int s = 0; s < S; s++)
+        r->cp[s] = &r->costs[r->dev->n > 1 ? s : 0];
     return 0;
+}
+
+/* The baselines next to the chosen split, for comparison. */
+static void print_baselines(FILE *f, const bg_part_problem_t *pb)
+{
+    fprintf(f, "split methods:");
+    for (int m = 0; m < 3; m++) {
+        bg_plan_t alt;
+        bg_status_t as =
+            m ? bg_partition(pb, (bg_split_method_t)m, &alt) : bg_partition_try(pb, &alt);
+        if (as == BG_OK) {
+            fprintf(f, "  %s %.4f s%s", bg_split_method_name((bg_split_method_t)m), alt.step_s,
+                    alt.fits ? "" : " (does not fit)");
+            bg_plan_free(&alt);
+        } else {
+            fprintf(f, "  %s: none fits", bg_split_method_name((bg_split_method_t)m));
+        }
+    }
+    fprintf(f, "\n");
+}
+
+/* The plan file to -o FILE, and to stdout under -o - or --json; an exit code. */
+static int plan_write(plan_run_t *r, const bg_plan_t *pl)
+{
+    plan_opts_t *o = &r->o;
+    bg_plan_meta_t meta = {o->model, bg_split_method_name(o->method), o->device};
+    bg_status_t st;
+    char tmp[512];
+    if (o->out && !bg_out_is_stdout(o->out)) {
+        if ((st = bg_plan_save(o->out, pl, &r->chain, &meta))) return fail(st);
+        fprintf(r->txt, "wrote %s\n", o->out);
+    }
+    if (!o->json && !bg_out_is_stdout(o->out)) return 0;
+    if (bg_out_tmp("plan", tmp, sizeof(tmp))) return 1;
+    if ((st = bg_plan_save(tmp, pl, &r->chain, &meta))) {
+        unlink(tmp);
+        return fail(st);
+    }
+    return bg_out_cat("plan", tmp);
 }
 
 static int plan_body(plan_run_t *r)
@@ -419,53 +449,42 @@ static int plan_body(plan_run_t *r)
     bg_dtype_t dt = o->dtype >= 0 ? (bg_dtype_t)o->dtype : gpu ? BG_BF16 : BG_F32;
     if ((st = bg_chain_from_graph(r->graph, dt, &r->chain))) return fail(st);
     if (o->profile) {
-        if ((st = bg_profile_load(o->profile, &r->prof))) return fail(st);
+        if ((st = bg_profile_load(o->profile, &r->prof)))
+            return fail(st);
         r->have_prof = true;
     }
     char cap[32], pc[32];
-    printf("model %s: %d layers, %s parameters; device %s (%s activations), %s per device%s\n",
-           o->model, r->chain.n_layers, human_count(bg_graph_totals(r->graph)->params, pc, sizeof(pc)),
-           o->device, bg_dtype_name(dt), gib((double)r->dev->d[0].mem_bytes, cap, sizeof(cap)),
-           r->have_prof ? ", times from profile" : "");
+    fprintf(
+        r->txt, "model %s: %d layers, %s parameters; device %s (%s activations), %s per device%s\n",
+        o->model, r->chain.n_layers, human_count(bg_graph_totals(r->graph)->params, pc, sizeof(pc)),
+        o->device, bg_dtype_name(dt), gib((double)r->dev->d[0].mem_bytes, cap, sizeof(cap)),
+        r->have_prof ? ", times from profile" : "");
     bg_part_config_t cfg;
     int mb;
     int64_t gb;
     int rc = choose_shape(r, &cfg, &mb, &gb);
-    if (rc) return rc;
-    if ((rc = price(r, &cfg, mb))) return rc;
+    if (rc)
+        return rc;
+    if ((rc = price(r, &cfg, mb)))
+        return rc;
     /* CPU ranks of one machine share its cores (the launcher binds rank r to
      * core r % cores); GPUs are a device per rank. */
     if (!strcmp(o->device, "cpu"))
         cfg.cores = o->cores >= 0 ? o->cores : (int)sysconf(_SC_NPROCESSORS_ONLN);
     bg_part_problem_t pb = {&r->chain, r->cp, cfg};
     bg_plan_t pl;
-    if ((st = bg_partition(&pb, o->method, &pl))) return fail(st);
-    printf("layout: %d stage(s) x %d dp, %s%s, %d micro-batches of %d (global batch %lld), "
-           "recompute %s, split %s\n",
-           cfg.stages, cfg.dp, bg_sched_kind_name(cfg.schedule),
-           cfg.chunks > 1 ? " (chunks per stage below)" : "", cfg.micro_batches, mb, (long long)gb,
-           cfg.recompute ? "on" : "off", bg_split_method_name(o->method));
-    print_plan(&r->chain, &pl, gb);
-    /* the baselines next to the chosen split, for comparison */
-    printf("split methods:");
-    for (int m = 0; m < 3; m++) {
-        bg_plan_t alt;
-        bg_status_t as = m ? bg_partition(&pb, (bg_split_method_t)m, &alt) : bg_partition_try(&pb, &alt);
-        if (as == BG_OK) {
-            printf("  %s %.4f s%s", bg_split_method_name((bg_split_method_t)m), alt.step_s,
-                   alt.fits ? "" : " (does not fit)");
-            bg_plan_free(&alt);
-        } else {
-            printf("  %s: none fits", bg_split_method_name((bg_split_method_t)m));
-        }
-    }
-    printf("\nplanned in %.0f ms\n", (bg_now_s() - t0) * 1e3);
-    rc = 0;
-    if (o->out) {
-        bg_plan_meta_t meta = {o->model, bg_split_method_name(o->method), o->device};
-        if ((st = bg_plan_save(o->out, &pl, &r->chain, &meta))) rc = fail(st);
-        else printf("wrote %s\n", o->out);
-    }
+    if ((st = bg_partition(&pb, o->method, &pl)))
+        return fail(st);
+    fprintf(r->txt,
+            "layout: %d stage(s) x %d dp, %s%s, %d micro-batches of %d (global batch %lld), "
+            "recompute %s, split %s\n",
+            cfg.stages, cfg.dp, bg_sched_kind_name(cfg.schedule),
+            cfg.chunks > 1 ? " (chunks per stage below)" : "", cfg.micro_batches, mb, (long long)gb,
+            cfg.recompute ? "on" : "off", bg_split_method_name(o->method));
+    print_plan(r->txt, &r->chain, &pl, gb);
+    print_baselines(r->txt, &pb);
+    fprintf(r->txt, "planned in %.0f ms\n", (bg_now_s() - t0) * 1e3);
+    rc = plan_write(r, &pl);
     if (!pl.fits && !rc) {
         fprintf(stderr, "brigade plan: the %s split does not fit in memory (see OVER above)\n",
                 bg_split_method_name(o->method));
@@ -486,8 +505,11 @@ int bg_cmd_plan(int argc, char **argv)
         fprintf(stderr, "brigade plan: out of memory\n");
         return 1;
     }
+    /* Standard output carries the plan under --json and -o -: the tables go elsewhere. */
+    r.txt = r.o.json ? bg_out_null() : bg_out_is_stdout(r.o.out) ? stderr : stdout;
     rc = parse_devices(&r.o, r.dev);
     if (!rc) rc = plan_body(&r);
+    bg_out_close(r.txt);
     for (int i = 0; i < r.n_costs; i++) bg_costs_free(&r.costs[i]);
     free(r.costs);
     free(r.cp);

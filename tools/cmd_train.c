@@ -1,248 +1,224 @@
 /*
  * tools/cmd_train.c -- `brigade train`: options, then either the launcher
  * (run by a person: spawn stages x dp local ranks) or one worker (run by
- * the launcher, srun or mpirun: rank variables in the environment).
+ * the launcher, srun or mpirun: rank variables in the environment). The
+ * steps (parse, apply --plan, validate, start) are shared with `brigade
+ * eval` through train_cli.h; the option rows eval accepts too live here.
  * Decides exit codes: 0 ok, 1 runtime failure, 2 bad usage.
  */
 #include <errno.h>
 #include <stdbool.h>
-#include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "base/grow.h"
 #include "engine/schedule.h"
-#include "engine/train.h"
 #include "layers/backend.h"
 #include "layers/graph.h"
 #include "partition/plan_io.h"
 #include "tools/commands.h"
 #include "tools/launch.h"
+#include "tools/train_cli.h"
 
-static void train_usage(FILE *f)
+#define ARG(field) offsetof(bg_train_args_t, field)
+#define STEPS_MAX (INT64_MAX / 2)
+
+static const char *const devices[] = {"cpu", "cuda", NULL};
+static const char *const dtypes[] = {"f32", "bf16", NULL};
+
+static bg_status_t parse_optimizer(const char *s, void *dst)
 {
-    fprintf(f, "usage: brigade train MODEL.graph [options]\n"
-               "\n"
-               "Layout and schedule:\n"
-               "  --stages S            pipeline stages (default 1)\n"
-               "  --dp D                data-parallel replicas per stage (default 1)\n"
-               "  --schedule NAME       gpipe | 1f1b | interleaved | zb-h1 (default 1f1b)\n"
-               "  --chunks V            model chunks per rank, interleaved only (default 2)\n"
-               "  --micro-batches M     micro-batches per step per replica (default: stages)\n"
-               "  --batch N             global batch: samples or sequences per step (default 64)\n"
-               "  --plan FILE           stage split from `brigade plan -o FILE`\n"
-               "  --recompute           keep only chunk inputs; recompute activations in backward\n"
-               "Run length and data:\n"
-               "  --steps N             optimizer steps (default: from --epochs, else 100)\n"
-               "  --epochs E            passes over the training split\n"
-               "  --data SPEC           fashion-mnist[:DIR] | tokens:PREFIX | synthetic[:...]\n"
-               "  --eval-every N        evaluate on the held-out split every N steps (0: at end)\n"
-               "  --eval-batches N      batches per evaluation (0: the whole split)\n"
-               "  --log-every N         progress line every N steps (default 10)\n"
-               "  --metrics FILE        append one JSON object per log line\n"
-               "Optimizer:\n"
-               "  --optimizer NAME      adamw | sgd (default adamw)\n"
-               "  --lr X                peak learning rate (default 1e-3)\n"
-               "  --warmup N            linear warmup steps (default 0)\n"
-               "  --min-lr-frac X       cosine decays to lr*X (default 0.1)\n"
-               "  --weight-decay X      decoupled weight decay for matrices (default 0)\n"
-               "  --momentum X          SGD momentum (default 0.9)\n"
-               "  --clip X              clip gradients to global norm X (default off)\n"
-               "  --seed N              initialisation and shuffling seed (default 1)\n"
-               "Device:\n"
-               "  --device cpu|cuda     backend (default cpu)\n"
-               "  --dtype f32|bf16      compute dtype (bf16: CUDA only; fp32 master weights)\n"
-               "Checkpoints and profiling:\n"
-               "  --checkpoint-dir DIR  write checkpoints under DIR\n"
-               "  --checkpoint-every N  every N steps (default: only at the end)\n"
-               "  --resume              continue from DIR/latest (any earlier layout)\n"
-               "  --init FILE           load weights by name from a safetensors file\n"
-               "  --trace FILE          Chrome-trace/Perfetto JSON of every rank's actions\n"
-               "Launching:\n"
-               "  --hosts H1[:N],H2[:N] run ranks on these hosts over ssh\n"
-               "  --hostfile FILE       one HOST[:N] per line\n"
-               "  -h, --help            this help\n");
+    return bg_optim_kind_parse(s, (bg_optim_kind_t *)dst);
 }
 
-enum {
-    O_STAGES = 256,
-    O_DP,
-    O_SCHED,
-    O_CHUNKS,
-    O_MB,
-    O_BATCH,
-    O_PLAN,
-    O_RECOMP,
-    O_STEPS,
-    O_EPOCHS,
-    O_DATA,
-    O_EVAL,
-    O_EVALB,
-    O_LOG,
-    O_METRICS,
-    O_OPT,
-    O_LR,
-    O_WARM,
-    O_MINLR,
-    O_WD,
-    O_MOM,
-    O_CLIP,
-    O_SEED,
-    O_DEV,
-    O_DTYPE,
-    O_CKDIR,
-    O_CKEVERY,
-    O_RESUME,
-    O_INIT,
-    O_TRACE,
-    O_HOSTS,
-    O_HOSTFILE,
-    O_SPLIT,
+/* clang-format off */
+const bg_opt_t bg_train_layout_opts[] = {
+    {.name = "stages", .kind = BG_OPT_INT, .metavar = "S", .help = "pipeline stages", .def = "1",
+     .off = ARG(c.stages), .min = 1, .max = 256, .group = "Layout and schedule"},
+    {.name = "dp", .kind = BG_OPT_INT, .metavar = "D", .help = "data-parallel replicas per stage",
+     .def = "1", .off = ARG(c.dp), .min = 1, .max = 256},
+    {.name = "schedule", .kind = BG_OPT_STRING, .metavar = "NAME",
+     .help = BG_SCHEDULE_HELP, .def = "1f1b", .off = ARG(c.schedule)},
+    {.name = "chunks", .kind = BG_OPT_INT, .metavar = "V",
+     .help = "model chunks per rank (schedules with more than one)", .def = "the schedule's", .off = ARG(c.chunks),
+     .min = 1, .max = 64},
+    {.name = "micro-batches", .kind = BG_OPT_INT, .metavar = "M",
+     .help = "micro-batches per step per replica", .def = "stages",
+     .off = ARG(c.micro_batches), .min = 1, .max = 65536},
+    {.name = "batch", .kind = BG_OPT_INT, .metavar = "N",
+     .help = "global batch: samples or sequences per step", .def = "64", .off = ARG(c.batch),
+     .min = 1, .max = 1 << 24},
+    {.name = "plan", .kind = BG_OPT_PATH, .metavar = "FILE",
+     .help = "stage split from `brigade plan -o FILE`", .off = ARG(c.plan)},
+    {.name = "recompute", .kind = BG_OPT_FLAG,
+     .help = "keep only chunk inputs; recompute activations in backward", .off = ARG(c.recompute)},
+    {.name = "split-bw", .kind = BG_OPT_FLAG, .help = "run B and W as separate actions",
+     .off = ARG(c.split_bw)},
+    {0},
+};
+/* clang-format on */
+
+/* clang-format off */
+static const bg_opt_t train_run_opts[] = {
+    {.name = "steps", .kind = BG_OPT_I64, .metavar = "N", .help = "optimizer steps",
+     .def = "from --epochs, else 100", .off = ARG(c.steps), .min = 1, .max = STEPS_MAX,
+     .group = "Run length"},
+    {.name = "epochs", .kind = BG_OPT_DOUBLE, .metavar = "E",
+     .help = "passes over the training split", .off = ARG(c.epochs), .dmin = 1e-6, .dmax = 1e6},
+    {.name = "eval-every", .kind = BG_OPT_I64, .metavar = "N",
+     .help = "evaluate on the held-out split every N steps (0: at end)",
+     .off = ARG(c.eval_every), .min = 0, .max = STEPS_MAX},
+    {.name = "log-every", .kind = BG_OPT_I64, .metavar = "N", .help = "progress line every N steps",
+     .def = "10", .off = ARG(c.log_every), .min = 1, .max = STEPS_MAX},
+    {0},
+};
+/* clang-format on */
+
+/* clang-format off */
+const bg_opt_t bg_train_data_opts[] = {
+    {.name = "data", .kind = BG_OPT_STRING, .metavar = "SPEC",
+     .help = "fashion-mnist[:DIR] | tokens:PREFIX | synthetic[:...]", .off = ARG(c.data),
+     .group = "Data"},
+    {.name = "eval-batches", .kind = BG_OPT_I64, .metavar = "N",
+     .help = "batches per evaluation (0: the whole split)",
+     .off = ARG(c.eval_batches), .min = 0, .max = STEPS_MAX},
+    {.name = "metrics", .kind = BG_OPT_PATH, .metavar = "FILE",
+     .help = "append one JSON object per log line", .off = ARG(c.metrics)},
+    {.name = "seed", .kind = BG_OPT_U64, .metavar = "N",
+     .help = "initialisation and shuffling seed",
+     .def = "1", .off = ARG(c.seed), .min = 0, .max = INT64_MAX},
+    {0},
+};
+/* clang-format on */
+
+/* clang-format off */
+static const bg_opt_t train_optim_opts[] = {
+    {.name = "optimizer", .kind = BG_OPT_CUSTOM, .metavar = "adamw|sgd", .help = "optimizer",
+     .def = "adamw", .off = ARG(c.optim.kind), .parse = parse_optimizer, .group = "Optimizer"},
+    {.name = "lr", .kind = BG_OPT_FLOAT, .metavar = "X", .help = "peak learning rate",
+     .def = "1e-3", .off = ARG(c.optim.lr), .dmin = 0, .dmax = 1e3},
+    {.name = "warmup", .kind = BG_OPT_I64, .metavar = "N", .help = "linear warmup steps",
+     .def = "0", .off = ARG(c.optim.warmup), .min = 0, .max = STEPS_MAX},
+    {.name = "min-lr-frac", .kind = BG_OPT_FLOAT, .metavar = "X", .help = "cosine decays to lr*X",
+     .def = "0.1", .off = ARG(c.optim.min_lr_frac), .dmin = 0, .dmax = 1},
+    {.name = "weight-decay", .kind = BG_OPT_FLOAT, .metavar = "X",
+     .help = "decoupled weight decay for matrices", .def = "0", .off = ARG(c.optim.weight_decay),
+     .dmin = 0, .dmax = 1e3},
+    {.name = "momentum", .kind = BG_OPT_FLOAT, .metavar = "X", .help = "SGD momentum",
+     .def = "0.9", .off = ARG(c.optim.momentum), .dmin = 0, .dmax = 1},
+    {.name = "clip", .kind = BG_OPT_FLOAT, .metavar = "X",
+     .help = "clip gradients to global norm X", .def = "off", .off = ARG(c.optim.clip),
+     .dmin = 0, .dmax = 1e9},
+    {0},
+};
+/* clang-format on */
+
+/* clang-format off */
+const bg_opt_t bg_train_device_opts[] = {
+    {.name = "device", .kind = BG_OPT_CHOICE, .choices = devices, .help = "backend",
+     .def = "cpu", .off = ARG(c.device), .group = "Device"},
+    {.name = "dtype", .kind = BG_OPT_CHOICE, .choices = dtypes,
+     .help = "compute dtype (bf16: CUDA only; fp32 master weights)", .def = "f32",
+     .off = ARG(c.dtype)},
+    {0},
+};
+/* clang-format on */
+
+/* clang-format off */
+const bg_opt_t bg_train_load_opts[] = {
+    {.name = "checkpoint-dir", .kind = BG_OPT_PATH, .metavar = "DIR",
+     .help = "checkpoints live under DIR", .off = ARG(c.checkpoint_dir),
+     .group = "Checkpoints and profiling"},
+    {.name = "resume", .kind = BG_OPT_FLAG, .help = "continue from DIR/latest (any earlier layout)",
+     .off = ARG(c.resume)},
+    {.name = "init", .kind = BG_OPT_PATH, .metavar = "FILE",
+     .help = "load weights by name from a safetensors file", .off = ARG(c.init)},
+    {.name = "trace", .kind = BG_OPT_PATH, .metavar = "FILE",
+     .help = "Chrome-trace/Perfetto JSON of every rank's actions", .off = ARG(c.trace)},
+    {0},
+};
+/* clang-format on */
+
+/* clang-format off */
+static const bg_opt_t train_save_opts[] = {
+    {.name = "checkpoint-every", .kind = BG_OPT_I64, .metavar = "N",
+     .help = "write a checkpoint every N steps", .def = "only at the end",
+     .off = ARG(c.checkpoint_every), .min = 1, .max = STEPS_MAX},
+    {0},
+};
+/* clang-format on */
+
+/* clang-format off */
+const bg_opt_t bg_train_launch_opts[] = {
+    {.name = "hosts", .kind = BG_OPT_STRING, .metavar = "H1[:N],H2[:N]",
+     .help = "run ranks on these hosts over ssh", .off = ARG(hosts), .group = "Launching"},
+    {.name = "hostfile", .kind = BG_OPT_PATH, .metavar = "FILE", .help = "one HOST[:N] per line",
+     .off = ARG(hostfile)},
+    {0},
+};
+/* clang-format on */
+
+static const bg_opt_t *const train_tables[] = {
+    bg_train_layout_opts, train_run_opts,       bg_train_data_opts,
+    train_optim_opts,     bg_train_device_opts, bg_train_load_opts,
+    train_save_opts,      bg_train_launch_opts, NULL,
 };
 
-static const struct option train_opts[] = {
-    {"stages", 1, 0, O_STAGES},
-    {"dp", 1, 0, O_DP},
-    {"schedule", 1, 0, O_SCHED},
-    {"chunks", 1, 0, O_CHUNKS},
-    {"micro-batches", 1, 0, O_MB},
-    {"batch", 1, 0, O_BATCH},
-    {"plan", 1, 0, O_PLAN},
-    {"recompute", 0, 0, O_RECOMP},
-    {"steps", 1, 0, O_STEPS},
-    {"epochs", 1, 0, O_EPOCHS},
-    {"data", 1, 0, O_DATA},
-    {"eval-every", 1, 0, O_EVAL},
-    {"eval-batches", 1, 0, O_EVALB},
-    {"log-every", 1, 0, O_LOG},
-    {"metrics", 1, 0, O_METRICS},
-    {"optimizer", 1, 0, O_OPT},
-    {"lr", 1, 0, O_LR},
-    {"warmup", 1, 0, O_WARM},
-    {"min-lr-frac", 1, 0, O_MINLR},
-    {"weight-decay", 1, 0, O_WD},
-    {"momentum", 1, 0, O_MOM},
-    {"clip", 1, 0, O_CLIP},
-    {"seed", 1, 0, O_SEED},
-    {"device", 1, 0, O_DEV},
-    {"dtype", 1, 0, O_DTYPE},
-    {"checkpoint-dir", 1, 0, O_CKDIR},
-    {"checkpoint-every", 1, 0, O_CKEVERY},
-    {"resume", 0, 0, O_RESUME},
-    {"init", 1, 0, O_INIT},
-    {"trace", 1, 0, O_TRACE},
-    {"hosts", 1, 0, O_HOSTS},
-    {"hostfile", 1, 0, O_HOSTFILE},
-    {"split-bw", 0, 0, O_SPLIT},
-    {"help", 0, 0, 'h'},
-    {0, 0, 0, 0},
+const bg_cmd_spec_t bg_train_spec = {
+    .name = "train",
+    .args = "MODEL [options]",
+    .summary = "train it: pipeline stages x data-parallel ranks",
+    .about = "Run by a person it spawns stages x dp local ranks (or remote ones with --hosts); "
+             "under srun or mpirun (rank variables present) each process is one rank.",
+    .tables = train_tables,
+    .min_pos = 1,
+    .max_pos = 1,
+    .pos_name = "MODEL",
+    .run = bg_cmd_train,
 };
 
-/* Strict numeric parsing: the whole string, in range, or a usage error. */
-static int parse_i64(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out)
+int bg_train_cli_parse(const bg_cmd_spec_t *cmd, int argc, char **argv, bg_train_args_t *a)
 {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "brigade train: --%s expects an integer in [%lld, %lld], got '%s'\n", opt,
-                (long long)lo, (long long)hi, s);
-        return 0;
-    }
-    *out = v;
-    return 1;
+    memset(a, 0, sizeof(*a));
+    bg_train_conf_default(&a->c);
+    char *pos[1];
+    int npos, rc = bg_opt_parse(cmd, argc, argv, a, pos, &npos);
+    if (rc == 0)
+        a->c.model = pos[0];
+    return rc;
 }
 
-static int parse_f(const char *opt, const char *s, double lo, double hi, double *out)
+int bg_train_cli_apply_plan(const bg_cmd_spec_t *cmd, int argc, char **argv, bg_train_args_t *a)
 {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "brigade train: --%s expects a number in [%g, %g], got '%s'\n", opt, lo, hi,
-                s);
+    bg_train_conf_t *c = &a->c;
+    int mb_set = bg_opt_given(argc, argv, "micro-batches");
+    if (!c->plan) {
+        if (!mb_set)
+            c->micro_batches = c->stages; /* the least that fills the pipeline */
         return 0;
     }
-    *out = v;
-    return 1;
-}
-
-/*
- * --hosts "h1:2,h2" and/or --hostfile (one "HOST[:SLOTS]" per line, # comments)
- * into names and slot counts. Hosts without a count share the ranks the
- * counted ones leave, evenly. Fewer slots than ranks is a usage error.
- */
-static int parse_hosts(const char *list, const char *file, int nranks, char **names, int *slots,
-                       int *n)
-{
-    char buf[8192] = "";
-    if (list)
-        snprintf(buf, sizeof(buf), "%s", list);
-    if (file) {
-        FILE *f = fopen(file, "r");
-        if (!f) {
-            fprintf(stderr, "brigade train: cannot read --hostfile %s: %s\n", file,
-                    strerror(errno));
-            return 2;
-        }
-        char line[512];
-        while (fgets(line, sizeof(line), f)) {
-            char *hash = strchr(line, '#');
-            if (hash)
-                *hash = 0;
-            char *tok = strtok(line, " \t\r\n");
-            if (!tok)
-                continue;
-            size_t k = strlen(buf);
-            snprintf(buf + k, sizeof(buf) - k, "%s%s", k ? "," : "", tok);
-        }
-        fclose(f);
-    }
-    int known = 0, unknown = 0;
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
-         tok = strtok_r(NULL, ",", &save)) {
-        if (*n >= 256) {
-            fprintf(stderr, "brigade train: more than 256 hosts\n");
-            return 2;
-        }
-        char *colon = strchr(tok, ':');
-        int sl = 0;
-        if (colon) {
-            *colon = 0;
-            char *end;
-            long v = strtol(colon + 1, &end, 10);
-            if (*end || v < 1 || v > 4096) {
-                fprintf(stderr, "brigade train: bad slot count in host '%s:%s'\n", tok, colon + 1);
-                return 2;
-            }
-            sl = (int)v;
-            known += sl;
-        } else {
-            unknown++;
-        }
-        if (!*tok) {
-            fprintf(stderr, "brigade train: empty host name in --hosts\n");
-            return 2;
-        }
-        names[*n] = strdup(tok);
-        slots[(*n)++] = sl;
-    }
-    if (!*n) {
-        fprintf(stderr, "brigade train: --hosts/--hostfile names no host\n");
-        return 2;
-    }
-    int left = nranks - known, share = unknown ? (left + unknown - 1) / unknown : 0;
-    for (int i = 0; i < *n; i++)
-        if (!slots[i])
-            slots[i] = share > 0 ? share : 1;
-    int total = 0;
-    for (int i = 0; i < *n; i++)
-        total += slots[i];
-    if (total < nranks) {
-        fprintf(stderr, "brigade train: %d host slots for %d ranks\n", total, nranks);
-        return 2;
-    }
+    static const char *const layout[] = {"stages", "dp", "chunks", "schedule", "micro-batches"};
+    for (size_t i = 0; i < sizeof(layout) / sizeof(layout[0]); i++)
+        if (bg_opt_given(argc, argv, layout[i]))
+            return bg_opt_usage_error(cmd,
+                                      "--plan %s fixes --stages/--dp/--chunks/--schedule/"
+                                      "--micro-batches; drop them or drop --plan",
+                                      c->plan);
+    bg_plan_file_t pf;
+    if (bg_plan_load(c->plan, &pf) != BG_OK)
+        return bg_opt_usage_error(cmd, "%s", bg_last_error());
+    c->stages = pf.cfg.stages;
+    c->dp = pf.cfg.dp;
+    c->chunks = pf.cfg.chunks;
+    c->micro_batches = pf.cfg.micro_batches;
+    c->batch = (int)pf.global_batch;
+    c->recompute = c->recompute || pf.cfg.recompute;
+    snprintf(a->plan_sched, sizeof(a->plan_sched), "%s", bg_sched_kind_name(pf.cfg.schedule));
+    c->schedule = a->plan_sched;
+    bg_plan_file_free(&pf);
     return 0;
 }
 
@@ -257,19 +233,34 @@ static int is_worker(void)
     return 0;
 }
 
+/* A plan made for another model (or an edited one) is bad input. */
+static bg_status_t check_plan_layers(const char *plan, const bg_graph_t *g)
+{
+    bg_plan_file_t pf;
+    int L = bg_graph_n_layers(g);
+    const char **names = malloc(sizeof(char *) * (size_t)L + 1);
+    bg_status_t st = names ? bg_plan_load(plan, &pf) : bg_errorf(BG_ERR_NOMEM, "out of memory");
+    for (int l = 0; st == BG_OK && l < L; l++)
+        names[l] = bg_graph_layer(g, l)->spec.name;
+    if (st == BG_OK) {
+        st = bg_plan_file_check_layers(&pf, names, L);
+        bg_plan_file_free(&pf);
+    }
+    free(names);
+    return st;
+}
+
 /*
  * Catch bad input before spawning ranks: a malformed model, a batch that
  * does not split, a schedule that cannot be built. Each rank re-checks, but
  * a person should get one message and exit code 2, not S*D of them.
  */
-static int preflight(const bg_train_conf_t *c)
+static int preflight(const bg_cmd_spec_t *cmd, const bg_train_conf_t *c)
 {
-    if (c->batch % (c->dp * c->micro_batches)) {
-        fprintf(stderr,
-                "brigade train: --batch %d is not divisible by dp (%d) x micro-batches (%d)\n",
-                c->batch, c->dp, c->micro_batches);
-        return 2;
-    }
+    if (c->batch % (c->dp * c->micro_batches))
+        return bg_opt_usage_error(cmd,
+                                  "--batch %d is not divisible by dp (%d) x micro-batches (%d)",
+                                  c->batch, c->dp, c->micro_batches);
     const bg_sched_desc_t *sd = NULL;
     bg_sched_t *s = NULL;
     bg_graph_t *g = NULL;
@@ -281,320 +272,255 @@ static int preflight(const bg_train_conf_t *c)
         st = bg_sched_generate(sd->kind, c->stages, c->micro_batches, v, 0, &s);
     if (st == BG_OK)
         st = bg_graph_parse_file(c->model, c->batch / (c->dp * c->micro_batches), &g);
-    if (st == BG_OK && c->plan) {
-        /* A plan made for another model (or an edited one) is bad input. */
-        bg_plan_file_t pf;
-        int L = bg_graph_n_layers(g);
-        const char **names = malloc(sizeof(char *) * (size_t)L + 1);
-        st = names ? bg_plan_load(c->plan, &pf) : bg_errorf(BG_ERR_NOMEM, "out of memory");
-        for (int l = 0; st == BG_OK && l < L; l++)
-            names[l] = bg_graph_layer(g, l)->spec.name;
-        if (st == BG_OK) {
-            st = bg_plan_file_check_layers(&pf, names, L);
-            bg_plan_file_free(&pf);
-        }
-        free(names);
-    }
+    if (st == BG_OK && c->plan)
+        st = check_plan_layers(c->plan, g);
     if (st == BG_OK && bg_graph_n_layers(g) < c->stages * v)
         st = bg_errorf(BG_ERR_INVALID,
                        "%s has %d layers, fewer than the %d chunks of %d stages x %d", c->model,
                        bg_graph_n_layers(g), c->stages * v, c->stages, v);
     bg_graph_free(g);
     bg_sched_free(s);
-    if (st == BG_OK)
-        return 0;
-    fprintf(stderr, "brigade train: %s\n", bg_last_error());
-    return 2;
+    return st == BG_OK ? 0 : bg_opt_usage_error(cmd, "%s", bg_last_error());
 }
 
-int bg_cmd_train(int argc, char **argv)
+int bg_train_cli_validate(const bg_cmd_spec_t *cmd, const bg_train_args_t *a)
 {
-    bg_train_conf_t c;
-    bg_train_conf_default(&c);
-    const char *hosts = NULL, *hostfile = NULL;
-    int64_t iv;
-    double fv;
-    int mb_set = 0, layout_set = 0;
-    optind = 1;
-    opterr = 0;
-    for (;;) {
-        int idx = 0, o = getopt_long(argc, argv, "h", train_opts, &idx);
-        if (o == -1)
-            break;
-        const char *name = o >= 256 ? train_opts[idx].name : "";
-        switch (o) {
-        case 'h':
-            train_usage(stdout);
-            return 0;
-        case O_STAGES:
-            layout_set = 1;
-            if (!parse_i64(name, optarg, 1, 256, &iv))
-                return 2;
-            c.stages = (int)iv;
-            break;
-        case O_DP:
-            layout_set = 1;
-            if (!parse_i64(name, optarg, 1, 256, &iv))
-                return 2;
-            c.dp = (int)iv;
-            break;
-        case O_CHUNKS:
-            layout_set = 1;
-            if (!parse_i64(name, optarg, 1, 64, &iv))
-                return 2;
-            c.chunks = (int)iv;
-            break;
-        case O_MB:
-            if (!parse_i64(name, optarg, 1, 65536, &iv))
-                return 2;
-            c.micro_batches = (int)iv;
-            mb_set = 1;
-            break;
-        case O_BATCH:
-            if (!parse_i64(name, optarg, 1, 1 << 24, &iv))
-                return 2;
-            c.batch = (int)iv;
-            break;
-        case O_STEPS:
-            if (!parse_i64(name, optarg, 1, INT64_MAX / 2, &iv))
-                return 2;
-            c.steps = iv;
-            break;
-        case O_EPOCHS:
-            if (!parse_f(name, optarg, 1e-6, 1e6, &fv))
-                return 2;
-            c.epochs = fv;
-            break;
-        case O_EVAL:
-            if (!parse_i64(name, optarg, 0, INT64_MAX / 2, &iv))
-                return 2;
-            c.eval_every = iv;
-            break;
-        case O_EVALB:
-            if (!parse_i64(name, optarg, 0, INT64_MAX / 2, &iv))
-                return 2;
-            c.eval_batches = iv;
-            break;
-        case O_LOG:
-            if (!parse_i64(name, optarg, 1, INT64_MAX / 2, &iv))
-                return 2;
-            c.log_every = iv;
-            break;
-        case O_WARM:
-            if (!parse_i64(name, optarg, 0, INT64_MAX / 2, &iv))
-                return 2;
-            c.optim.warmup = iv;
-            break;
-        case O_CKEVERY:
-            if (!parse_i64(name, optarg, 1, INT64_MAX / 2, &iv))
-                return 2;
-            c.checkpoint_every = iv;
-            break;
-        case O_SEED:
-            if (!parse_i64(name, optarg, 0, INT64_MAX, &iv))
-                return 2;
-            c.seed = (uint64_t)iv;
-            break;
-        case O_LR:
-            if (!parse_f(name, optarg, 0, 1e3, &fv))
-                return 2;
-            c.optim.lr = (float)fv;
-            break;
-        case O_MINLR:
-            if (!parse_f(name, optarg, 0, 1, &fv))
-                return 2;
-            c.optim.min_lr_frac = (float)fv;
-            break;
-        case O_WD:
-            if (!parse_f(name, optarg, 0, 1e3, &fv))
-                return 2;
-            c.optim.weight_decay = (float)fv;
-            break;
-        case O_MOM:
-            if (!parse_f(name, optarg, 0, 1, &fv))
-                return 2;
-            c.optim.momentum = (float)fv;
-            break;
-        case O_CLIP:
-            if (!parse_f(name, optarg, 0, 1e9, &fv))
-                return 2;
-            c.optim.clip = (float)fv;
-            break;
-        case O_OPT:
-            if (bg_optim_kind_parse(optarg, &c.optim.kind) != BG_OK) {
-                fprintf(stderr, "brigade train: %s\n", bg_last_error());
-                return 2;
-            }
-            break;
-        case O_SCHED:
-            layout_set = 1;
-            c.schedule = optarg;
-            break;
-        case O_PLAN:
-            c.plan = optarg;
-            break;
-        case O_RECOMP:
-            c.recompute = true;
-            break;
-        case O_SPLIT:
-            c.split_bw = true;
-            break;
-        case O_DATA:
-            c.data = optarg;
-            break;
-        case O_METRICS:
-            c.metrics = optarg;
-            break;
-        case O_DEV:
-            c.device = optarg;
-            break;
-        case O_DTYPE:
-            c.dtype = optarg;
-            break;
-        case O_CKDIR:
-            c.checkpoint_dir = optarg;
-            break;
-        case O_RESUME:
-            c.resume = true;
-            break;
-        case O_INIT:
-            c.init = optarg;
-            break;
-        case O_TRACE:
-            c.trace = optarg;
-            break;
-        case O_HOSTS:
-            hosts = optarg;
-            break;
-        case O_HOSTFILE:
-            hostfile = optarg;
-            break;
-        default:
-            fprintf(stderr, "brigade train: unknown or incomplete option '%s'\n", argv[optind - 1]);
-            train_usage(stderr);
-            return 2;
-        }
-    }
-    if (optind != argc - 1) {
-        fprintf(stderr, "brigade train: expected exactly one MODEL file\n");
-        train_usage(stderr);
+    const bg_train_conf_t *c = &a->c;
+    if (!strcmp(c->dtype, "bf16") && !strcmp(c->device, "cpu"))
+        return bg_opt_usage_error(cmd, "--dtype bf16 needs --device cuda (the CPU backend is "
+                                       "the f32 reference)");
+    if (c->resume && !c->checkpoint_dir)
+        return bg_opt_usage_error(cmd, "--resume needs --checkpoint-dir");
+    if (access(c->model, R_OK) != 0)
+        return bg_opt_usage_error(cmd, "cannot read %s: %s", c->model, strerror(errno));
+    if (is_worker())
+        return 0; /* each rank checks the rest itself */
+    if (preflight(cmd, c) != 0)
         return 2;
-    }
-    c.model = argv[optind];
-    if (c.plan) {
-        /* The plan fixes the layout: stages, dp, chunks, micro-batches, batch. */
-        bg_plan_file_t pf;
-        if (bg_plan_load(c.plan, &pf) != BG_OK) {
-            fprintf(stderr, "brigade train: %s\n", bg_last_error());
-            return 2;
-        }
-        if (layout_set || mb_set) {
-            fprintf(stderr,
-                    "brigade train: --plan %s fixes --stages/--dp/--chunks/--schedule/"
-                    "--micro-batches; drop them or drop --plan\n",
-                    c.plan);
-            bg_plan_file_free(&pf);
-            return 2;
-        }
-        c.stages = pf.cfg.stages;
-        c.dp = pf.cfg.dp;
-        c.chunks = pf.cfg.chunks;
-        c.micro_batches = pf.cfg.micro_batches;
-        c.batch = (int)pf.global_batch;
-        c.recompute = c.recompute || pf.cfg.recompute;
-        c.schedule = bg_sched_kind_name(pf.cfg.schedule);
-        bg_plan_file_free(&pf);
-        mb_set = 1;
-    }
-    if (!mb_set)
-        c.micro_batches = c.stages; /* the least that fills the pipeline */
-    if (strcmp(c.device, "cpu") && strcmp(c.device, "cuda")) {
-        fprintf(stderr, "brigade train: --device must be cpu or cuda, got '%s'\n", c.device);
-        return 2;
-    }
-    if (strcmp(c.dtype, "f32") && strcmp(c.dtype, "bf16")) {
-        fprintf(stderr, "brigade train: --dtype must be f32 or bf16, got '%s'\n", c.dtype);
-        return 2;
-    }
-    if (!strcmp(c.dtype, "bf16") && !strcmp(c.device, "cpu")) {
-        fprintf(stderr, "brigade train: --dtype bf16 needs --device cuda (the CPU backend is the "
-                        "f32 reference)\n");
-        return 2;
-    }
-    if (c.resume && !c.checkpoint_dir) {
-        fprintf(stderr, "brigade train: --resume needs --checkpoint-dir\n");
-        return 2;
-    }
-    if (access(c.model, R_OK) != 0) {
-        fprintf(stderr, "brigade train: cannot read %s: %s\n", c.model, strerror(errno));
-        return 2;
-    }
-
-    if (!is_worker() && preflight(&c) != 0)
-        return 2;
-    if (!is_worker() && !strcmp(c.device, "cuda") && !bg_backend_available(BG_DEV_CUDA)) {
+    if (!strcmp(c->device, "cuda") && !bg_backend_available(BG_DEV_CUDA)) {
         bg_backend_t *be = NULL;
         bg_status_t st = bg_backend_create(BG_DEV_CUDA, 0, &be); /* for the reason */
         bg_backend_destroy(be);
-        fprintf(stderr, "brigade train: --device cuda: %s\n",
+        fprintf(stderr, "brigade %s: --device cuda: %s\n", cmd->name,
                 st != BG_OK ? bg_last_error() : "no CUDA device");
         return 1;
     }
+    return 0;
+}
 
-    if (is_worker()) {
-        bg_status_t st = bg_train_run(&c);
-        if (st == BG_OK)
-            return 0;
-        fprintf(stderr, "brigade: %s\n", bg_last_error());
-        return st == BG_ERR_INVALID ? 2 : 1;
+/* ---- hosts ---- */
+
+typedef struct hosts {
+    char **name;
+    int *slots; /* 0 until shared out: the host gave no count */
+    size_t n, cap_name, cap_slots;
+} hosts_t;
+
+static void hosts_free(hosts_t *h)
+{
+    for (size_t i = 0; i < h->n; i++)
+        free(h->name[i]);
+    free(h->name);
+    free(h->slots);
+}
+
+/* Append one "HOST[:SLOTS]" (tok is modified); 0 or 2 (printed). */
+static int host_add(const char *cmd, hosts_t *h, char *tok)
+{
+    char *colon = strchr(tok, ':');
+    int sl = 0;
+    if (colon) {
+        *colon = 0;
+        char *end;
+        long v = strtol(colon + 1, &end, 10);
+        if (*end || end == colon + 1 || v < 1 || v > 4096) {
+            fprintf(stderr, "brigade %s: bad slot count in host '%s:%s' (1..4096)\n", cmd, tok,
+                    colon + 1);
+            return 2;
+        }
+        sl = (int)v;
     }
-
-    char *host_names[256];
-    int host_slots[256], nhosts = 0;
-    if ((hosts || hostfile) &&
-        parse_hosts(hosts, hostfile, c.stages * c.dp, host_names, host_slots, &nhosts) != 0)
+    if (!*tok) {
+        fprintf(stderr, "brigade %s: empty host name in --hosts\n", cmd);
         return 2;
-    char *wargv[512];
-    int wn = 0;
-    wargv[wn++] = "brigade";
-    wargv[wn++] = "train";
-    for (int i = 1; i < argc && wn < 510; i++) {
-        if (!strncmp(argv[i], "--hosts", 7) || !strncmp(argv[i], "--hostfile", 10)) {
-            if (!strchr(argv[i], '='))
-                i++;
+    }
+    char *name = strdup(tok);
+    if (!name || bg_grow(&h->name, &h->cap_name, h->n + 1, sizeof(char *)) ||
+        bg_grow(&h->slots, &h->cap_slots, h->n + 1, sizeof(int))) {
+        free(name);
+        fprintf(stderr, "brigade %s: out of memory\n", cmd);
+        return 1;
+    }
+    h->name[h->n] = name;
+    h->slots[h->n++] = sl;
+    return 0;
+}
+
+/* Comma-separated entries of list; 0 or an exit code. */
+static int hosts_from_list(const char *cmd, hosts_t *h, const char *list)
+{
+    char *buf = strdup(list);
+    int rc = buf ? 0 : 1;
+    for (char *save = NULL, *tok = buf ? strtok_r(buf, ",", &save) : NULL; tok && !rc;
+         tok = strtok_r(NULL, ",", &save))
+        rc = host_add(cmd, h, tok);
+    free(buf);
+    return rc;
+}
+
+/* The first word of each line of file (# starts a comment); 0 or an exit code. */
+static int hosts_from_file(const char *cmd, hosts_t *h, const char *file)
+{
+    FILE *f = fopen(file, "r");
+    if (!f) {
+        fprintf(stderr, "brigade %s: cannot read --hostfile %s: %s\n", cmd, file, strerror(errno));
+        return 2;
+    }
+    char *line = NULL, *save = NULL;
+    size_t cap = 0;
+    int rc = 0;
+    while (!rc && getline(&line, &cap, f) > 0) {
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = 0;
+        char *tok = strtok_r(line, " \t\r\n", &save);
+        if (tok)
+            rc = host_add(cmd, h, tok);
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+/*
+ * --hosts "h1:2,h2" and/or --hostfile into names and slot counts. Hosts
+ * without a count share the ranks the counted ones leave, evenly. Fewer
+ * slots than ranks is a usage error.
+ */
+static int parse_hosts(const char *cmd, const bg_train_args_t *a, int nranks, hosts_t *h)
+{
+    int rc = a->hosts ? hosts_from_list(cmd, h, a->hosts) : 0;
+    if (!rc && a->hostfile)
+        rc = hosts_from_file(cmd, h, a->hostfile);
+    if (rc)
+        return rc;
+    if (!h->n) {
+        fprintf(stderr, "brigade %s: --hosts/--hostfile names no host\n", cmd);
+        return 2;
+    }
+    long known = 0, unknown = 0, total = 0;
+    for (size_t i = 0; i < h->n; i++)
+        known += h->slots[i], unknown += !h->slots[i];
+    long left = nranks - known, share = unknown ? (left + unknown - 1) / unknown : 0;
+    for (size_t i = 0; i < h->n; i++) {
+        if (!h->slots[i])
+            h->slots[i] = share > 0 ? (int)share : 1;
+        total += h->slots[i];
+    }
+    if (total < nranks) {
+        fprintf(stderr, "brigade %s: %ld host slots for %d ranks\n", cmd, total, nranks);
+        return 2;
+    }
+    return 0;
+}
+
+/* ---- start ---- */
+
+/* This process is one rank: run it; the exit code. */
+static int run_rank(const bg_train_conf_t *c)
+{
+    bg_status_t st = bg_train_run(c);
+    if (st == BG_OK)
+        return 0;
+    fprintf(stderr, "brigade: %s\n", bg_last_error());
+    return st == BG_ERR_INVALID ? 2 : 1;
+}
+
+/* The workers' command line: ours without --hosts/--hostfile (and their
+ * values); NULL-terminated, freed by the caller. NULL when out of memory. */
+static char **worker_argv(const bg_cmd_spec_t *cmd, int argc, char **argv)
+{
+    char **w = calloc((size_t)argc + 3, sizeof(char *));
+    int n = 0;
+    if (!w)
+        return NULL;
+    w[n++] = "brigade";
+    w[n++] = (char *)cmd->name;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--")) {
+            while (i < argc)
+                w[n++] = argv[i++];
+            break;
+        }
+        int sep = !strcmp(argv[i], "--hosts") || !strcmp(argv[i], "--hostfile");
+        if (sep || !strncmp(argv[i], "--hosts=", 8) || !strncmp(argv[i], "--hostfile=", 11)) {
+            i += sep;
             continue;
         }
-        wargv[wn++] = argv[i];
+        w[n++] = argv[i];
     }
-    wargv[wn] = NULL;
+    return w;
+}
+
+/* Where remote ranks reach the store, and this binary's path for them. */
+static void remote_setup(const hosts_t *h, bg_launch_conf_t *lc, char *exe, size_t exe_n,
+                         char *master, size_t master_n)
+{
+    ssize_t k = readlink("/proc/self/exe", exe, exe_n - 1);
+    exe[k > 0 ? k : 0] = 0;
+    bool all_loop = true;
+    for (size_t i = 0; i < h->n; i++)
+        all_loop &= !strcmp(h->name[i], "127.0.0.1") || !strcmp(h->name[i], "localhost");
+    /* Remote ranks reach the store at this machine's name unless told otherwise. */
+    const char *ma = getenv("BRIGADE_MASTER_ADDR");
+    if (ma)
+        snprintf(master, master_n, "%s", ma);
+    else if (all_loop || gethostname(master, master_n) != 0)
+        snprintf(master, master_n, "127.0.0.1");
+    lc->hosts = (const char *const *)h->name;
+    lc->slots = h->slots;
+    lc->nhosts = (int)h->n;
+    lc->master_addr = master;
+    lc->remote_exe = exe;
+}
+
+int bg_train_cli_start(const bg_cmd_spec_t *cmd, int argc, char **argv, const bg_train_args_t *a)
+{
+    if (is_worker())
+        return run_rank(&a->c);
+    int nranks = a->c.stages * a->c.dp, rc = 0;
+    hosts_t h = {0};
+    if ((a->hosts || a->hostfile) && (rc = parse_hosts(cmd->name, a, nranks, &h)) != 0) {
+        hosts_free(&h);
+        return rc;
+    }
+    char **wargv = worker_argv(cmd, argc, argv);
     bg_launch_conf_t lc = {
-        .nranks = c.stages * c.dp,
-        .stages = c.stages,
+        .nranks = nranks,
+        .stages = a->c.stages,
         .argv = wargv,
         .exe = "/proc/self/exe",
         .tty = isatty(STDOUT_FILENO),
     };
     char self_exe[4096], master[256];
-    if (nhosts) {
-        ssize_t k = readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1);
-        self_exe[k > 0 ? k : 0] = 0;
-        bool all_loop = true;
-        for (int i = 0; i < nhosts; i++)
-            all_loop &= !strcmp(host_names[i], "127.0.0.1") || !strcmp(host_names[i], "localhost");
-        /* Remote ranks reach the store at this machine's name unless told otherwise. */
-        const char *ma = getenv("BRIGADE_MASTER_ADDR");
-        if (ma)
-            snprintf(master, sizeof(master), "%s", ma);
-        else if (all_loop || gethostname(master, sizeof(master)) != 0)
-            snprintf(master, sizeof(master), "127.0.0.1");
-        lc.hosts = (const char *const *)host_names;
-        lc.slots = host_slots;
-        lc.nhosts = nhosts;
-        lc.master_addr = master;
-        lc.remote_exe = self_exe;
-    }
-    int rc = bg_launch_run(&lc);
-    for (int i = 0; i < nhosts; i++)
-        free(host_names[i]);
+    if (h.n)
+        remote_setup(&h, &lc, self_exe, sizeof(self_exe), master, sizeof(master));
+    if (!wargv)
+        fprintf(stderr, "brigade %s: out of memory\n", cmd->name);
+    rc = wargv ? bg_launch_run(&lc) : 1;
+    free(wargv);
+    hosts_free(&h);
     return rc;
+}
+
+int bg_cmd_train(int argc, char **argv)
+{
+    bg_train_args_t a;
+    int rc = bg_train_cli_parse(&bg_train_spec, argc, argv, &a);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    if ((rc = bg_train_cli_apply_plan(&bg_train_spec, argc, argv, &a)) != 0 ||
+        (rc = bg_train_cli_validate(&bg_train_spec, &a)) != 0)
+        return rc;
+    return bg_train_cli_start(&bg_train_spec, argc, argv, &a);
 }

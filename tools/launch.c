@@ -255,79 +255,52 @@ static void stop_all(rank_proc_t *p, int n, pid_t pgid, double grace)
         reap(&p[r], 1);
 }
 
-int bg_launch_run(const bg_launch_conf_t *c)
+/* Start rank r in the job's process group (*pgid: 0 until the first rank
+ * makes it). 0 ok, 1 with a message when a pipe or fork failed. */
+static int spawn_rank(const bg_launch_conf_t *c, rank_proc_t *p, int r, int port, pid_t *pgid)
 {
-    int n = c->nranks, rc = 0;
-    bg_tp_server_t *srv = NULL;
-    rank_proc_t *p = calloc((size_t)n, sizeof(*p));
-    if (!p) {
-        fprintf(stderr, "brigade: out of memory\n");
+    int o[2], e[2], in[2] = {-1, -1};
+    if (pipe2(o, O_CLOEXEC) || pipe2(e, O_CLOEXEC) || (c->hosts && pipe2(in, O_CLOEXEC))) {
+        fprintf(stderr, "brigade: pipe: %s\n", strerror(errno));
         return 1;
     }
-    if (bg_tp_server_create(c->hosts ? NULL : "127.0.0.1", c->port, n, &srv) != BG_OK) {
-        fprintf(stderr, "brigade: cannot host the rendezvous store: %s\n", bg_last_error());
-        free(p);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t self = getpid(), pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "brigade: cannot start rank %d: %s\n", r, strerror(errno));
+        close(o[0]), close(o[1]), close(e[0]), close(e[1]);
         return 1;
     }
-    int port = bg_tp_server_port(srv);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-
-    for (int r = 0; r < n; r++)
-        p[r].keepalive_fd = -1;
-    pid_t pgid = 0, self = getpid();
-    int started = 0;
-    for (int r = 0; r < n; r++) {
-        int o[2], e[2], in[2] = {-1, -1};
-        if (pipe2(o, O_CLOEXEC) || pipe2(e, O_CLOEXEC) || (c->hosts && pipe2(in, O_CLOEXEC))) {
-            fprintf(stderr, "brigade: pipe: %s\n", strerror(errno));
-            rc = 1;
-            break;
-        }
-        fflush(stdout);
-        fflush(stderr);
-        pid_t pid = fork();
-        if (pid < 0) {
-            fprintf(stderr, "brigade: cannot start rank %d: %s\n", r, strerror(errno));
-            close(o[0]), close(o[1]), close(e[0]), close(e[1]);
-            rc = 1;
-            break;
-        }
-        if (pid == 0) {
-            close(o[0]);
-            close(e[0]);
-            if (in[1] >= 0)
-                close(in[1]);
-            child_exec(c, r, pgid, self, o[1], e[1], in[0], port);
-        }
-        if (!pgid)
-            pgid = pid;
-        setpgid(pid, pgid); /* also done by the child: whoever runs first wins the race */
-        close(o[1]);
-        close(e[1]);
-        if (in[0] >= 0)
-            close(in[0]);
-        p[r].keepalive_fd = in[1];
-        p[r].pid = pid;
-        p[r].out_fd = o[0];
-        p[r].err_fd = e[0];
-        started++;
+    if (pid == 0) {
+        close(o[0]);
+        close(e[0]);
+        if (in[1] >= 0)
+            close(in[1]);
+        child_exec(c, r, *pgid, self, o[1], e[1], in[0], port);
     }
-    if (rc) {
-        stop_all(p, started, pgid, 0.5);
-        goto out;
-    }
+    if (!*pgid)
+        *pgid = pid;
+    setpgid(pid, *pgid); /* also done by the child: whoever runs first wins the race */
+    close(o[1]);
+    close(e[1]);
+    if (in[0] >= 0)
+        close(in[0]);
+    p[r].keepalive_fd = in[1];
+    p[r].pid = pid;
+    p[r].out_fd = o[0];
+    p[r].err_fd = e[0];
+    return 0;
+}
 
-    int first_bad = -1;
-    double grace = c->term_grace_s > 0 ? c->term_grace_s : 3.0;
+/* Forward what ranks print until one fails, a signal comes, or all are done.
+ * fds/map have room for 2 n entries. Returns the rank that failed first, or -1. */
+static int watch(const bg_launch_conf_t *c, rank_proc_t *p, struct pollfd *fds, int *map)
+{
+    int n = c->nranks, first_bad = -1;
     for (;;) {
-        struct pollfd fds[2 * 256];
-        int map[2 * 256], nf = 0;
-        for (int r = 0; r < n && nf < 2 * 256 - 1; r++) {
+        int nf = 0;
+        for (int r = 0; r < n; r++) {
             if (p[r].out_fd >= 0)
                 fds[nf] = (struct pollfd){p[r].out_fd, POLLIN, 0}, map[nf++] = r;
             if (p[r].err_fd >= 0)
@@ -360,13 +333,73 @@ int bg_launch_run(const bg_launch_conf_t *c)
                 first_bad = r;
         }
         if (first_bad >= 0 || launch_interrupted || !alive)
-            break;
+            return first_bad;
     }
+}
+
+/* The job's exit code after the ranks are gone, with its one message. */
+static int report(const bg_launch_conf_t *c, const rank_proc_t *p, int first_bad)
+{
+    if (launch_interrupted) {
+        /* What a shell expects of a command a signal stopped: 128 + the signal
+         * (130 for Ctrl-C, 143 for SIGTERM), whatever the ranks did meanwhile. */
+        fprintf(stderr, "brigade: interrupted by signal %d (%s); all ranks stopped\n",
+                (int)launch_interrupted, strsignal((int)launch_interrupted));
+        return 128 + (int)launch_interrupted;
+    }
+    if (first_bad < 0)
+        return 0;
+    char who[64], how[96];
+    rank_name(c, first_bad, who, sizeof(who));
+    describe_exit(p[first_bad].status, how, sizeof(how));
+    fprintf(stderr, "brigade: %s died: %s; all ranks stopped\n", who, how);
+    /* A rank that refused its input (exit 2) makes the job a usage error. */
+    return WIFEXITED(p[first_bad].status) && WEXITSTATUS(p[first_bad].status) == 2 ? 2 : 1;
+}
+
+static void catch_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+int bg_launch_run(const bg_launch_conf_t *c)
+{
+    int n = c->nranks, rc = 0, started = 0;
+    bg_tp_server_t *srv = NULL;
+    rank_proc_t *p = calloc((size_t)n, sizeof(*p));
+    struct pollfd *fds = calloc(2 * (size_t)n, sizeof(*fds));
+    int *map = calloc(2 * (size_t)n, sizeof(*map));
+    if (!p || !fds || !map) {
+        fprintf(stderr, "brigade: out of memory\n");
+        rc = 1;
+        goto out_mem;
+    }
+    if (bg_tp_server_create(c->hosts ? NULL : "127.0.0.1", c->port, n, &srv) != BG_OK) {
+        fprintf(stderr, "brigade: cannot host the rendezvous store: %s\n", bg_last_error());
+        rc = 1;
+        goto out_mem;
+    }
+    catch_signals();
+    pid_t pgid = 0;
+    for (int r = 0; r < n; r++)
+        p[r].keepalive_fd = -1;
+    for (; started < n && !rc; started += !rc)
+        rc = spawn_rank(c, p, started, bg_tp_server_port(srv), &pgid);
+    if (rc) {
+        stop_all(p, started, pgid, 0.5);
+        goto out;
+    }
+    int first_bad = watch(c, p, fds, map);
     if (first_bad >= 0 || launch_interrupted) {
         /* Give peers a moment to report the failure in their own words. */
-        usleep(200000);
-        stop_all(p, n, pgid, grace);
-        rc = 1;
+        if (!launch_interrupted)
+            usleep(200000);
+        stop_all(p, n, pgid, c->term_grace_s > 0 ? c->term_grace_s : 3.0);
     }
     /* Drain what the ranks printed before they went. */
     for (int r = 0; r < n; r++) {
@@ -375,23 +408,15 @@ int bg_launch_run(const bg_launch_conf_t *c)
         while (p[r].err_fd >= 0)
             pump_fd(c, r, &p[r].err_fd, p[r].err_buf, &p[r].err_len, stderr);
     }
-    if (launch_interrupted && first_bad < 0) {
-        fprintf(stderr, "brigade: interrupted by signal %d; all ranks stopped\n",
-                (int)launch_interrupted);
-    } else if (first_bad >= 0) {
-        char who[64], how[96];
-        rank_name(c, first_bad, who, sizeof(who));
-        describe_exit(p[first_bad].status, how, sizeof(how));
-        fprintf(stderr, "brigade: %s died: %s; all ranks stopped\n", who, how);
-        /* A rank that refused its input (exit 2) makes the job a usage error. */
-        if (WIFEXITED(p[first_bad].status) && WEXITSTATUS(p[first_bad].status) == 2)
-            rc = 2;
-    }
+    rc = report(c, p, first_bad);
 out:
     for (int r = 0; r < started; r++)
         if (p[r].keepalive_fd >= 0)
             close(p[r].keepalive_fd);
     bg_tp_server_destroy(srv);
+out_mem:
+    free(map);
+    free(fds);
     free(p);
     return rc;
 }

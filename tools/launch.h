@@ -29,7 +29,9 @@ typedef struct bg_launch_conf {
 /*
  * Run the job to completion. Returns 0 when every rank exited 0, 1 when a
  * rank failed (the message names rank, stage, dp and how it died, e.g.
- * "killed by signal 9 (Killed)"), 2 when the job could not be started.
+ * "killed by signal 9 (Killed)"), 2 when the job could not be started or a
+ * rank refused its input, 128 + N when signal N (SIGINT, SIGTERM, SIGHUP)
+ * stopped the launcher: every rank is stopped first.
  */
 int bg_launch_run(const bg_launch_conf_t *c);
 

@@ -1,50 +1,76 @@
 /*
- * tools/main.c -- the `brigade` command: dispatches subcommands.
- * The only place that decides exit codes: 0 ok, 1 runtime failure,
- * 2 bad input or usage. Subcommands live in tools/cmd_*.c (commands.h);
- * this file only routes to them and must not grow their logic.
+ * tools/main.c -- the `brigade` command: dispatches subcommands, and
+ * prints the texts made from their option tables (`brigade help`, and the
+ * hidden `help --man`, `help --bash-completion`, `help --options` the build
+ * and the tests use). Exit codes: 0 ok, 1 runtime failure, 2 bad input or
+ * usage. Subcommands live in tools/cmd_*.c (commands.h); this file only
+ * routes to them and must not grow their logic.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "tools/commands.h"
 
-static void usage(FILE *f)
+#ifndef BG_VERSION
+#define BG_VERSION "0.1.0" /* the build passes the project version */
+#endif
+
+static const bg_cmd_spec_t *const commands[] = {
+    &bg_check_spec,    &bg_plan_spec,  &bg_profile_spec,
+    &bg_schedule_spec, &bg_train_spec, &bg_eval_spec,
+    &bg_data_spec,     &bg_plot_spec,  NULL,
+};
+
+/* Commands without options, for completion. */
+static const char *const plain_commands[] = {"help", "version", NULL};
+
+static const bg_cmd_spec_t *find(const char *name)
 {
-    fprintf(f, "usage: brigade <command> [options]\n"
-               "commands:\n"
-               "  check MODEL        validate a model graph; table of layers, shapes, costs\n"
-               "  plan MODEL         split it into pipeline stages; predicted step and memory\n"
-               "  profile MODEL      time every layer's F, B, W; JSON profile for plan\n"
-               "  schedule           print and simulate a pipeline schedule\n"
-               "  train MODEL        train it: pipeline stages x data-parallel ranks\n"
-               "  data TEXT          turn a text file into byte-level token shards\n"
-               "  plot METRICS       draw the loss curve of a --metrics file (gnuplot)\n"
-               "  version            print the version\n");
+    for (int i = 0; commands[i]; i++)
+        if (!strcmp(commands[i]->name, name))
+            return commands[i];
+    return NULL;
+}
+
+/* brigade help [COMMAND | --man | --bash-completion | --options] */
+static int help(int argc, char **argv)
+{
+    if (argc < 3) {
+        bg_opt_print_commands(commands, stdout);
+        return 0;
+    }
+    const bg_cmd_spec_t *c = find(argv[2]);
+    if (c)
+        bg_opt_print_help(c, stdout);
+    else if (!strcmp(argv[2], "--man"))
+        bg_opt_print_man(commands, BG_VERSION, stdout);
+    else if (!strcmp(argv[2], "--bash-completion"))
+        bg_opt_print_completion(commands, plain_commands, stdout);
+    else if (!strcmp(argv[2], "--options"))
+        bg_opt_print_table(commands, stdout);
+    else {
+        fprintf(stderr, "brigade help: unknown command '%s'\n", argv[2]);
+        return 2;
+    }
+    return fflush(stdout) == 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        usage(stderr);
+        bg_opt_print_commands(commands, stderr);
         return 2;
     }
-    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
-        usage(stdout);
-        return 0;
-    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help"))
+        return help(argc, argv);
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
-        printf("brigade 0.1.0\n");
+        printf("brigade " BG_VERSION "\n");
         return 0;
     }
-    if (!strcmp(argv[1], "check")) return bg_cmd_check(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "plan")) return bg_cmd_plan(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "train")) return bg_cmd_train(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "profile")) return bg_cmd_profile(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "plot")) return bg_cmd_plot(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "schedule")) return bg_cmd_schedule(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "data")) return bg_cmd_data(argc - 1, argv + 1);
+    const bg_cmd_spec_t *c = find(argv[1]);
+    if (c)
+        return c->run(argc - 1, argv + 1);
     fprintf(stderr, "brigade: unknown command '%s'\n", argv[1]);
-    usage(stderr);
+    bg_opt_print_commands(commands, stderr);
     return 2;
 }

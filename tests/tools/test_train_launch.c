@@ -2,7 +2,8 @@
  * tests/tools/test_train_launch.c -- the launcher's promises, through the
  * real command: a rank killed with SIGKILL makes `brigade train` exit
  * non-zero within 10 s naming that rank, and no process of the job is left;
- * SIGTERM to the launcher stops every rank; bad usage exits 2.
+ * SIGTERM to the launcher stops every rank; SIGINT exits 130 and SIGTERM
+ * 143 with no rank left; bad usage exits 2.
  * argv[1]: the brigade binary. Models come from BRIGADE_SOURCE_DIR.
  */
 #include <signal.h>
@@ -119,6 +120,37 @@ static void test_sigterm_launcher(void)
     usleep(300000);
     pid_t p[16];
     CHECK_MSG(find_pids(marker, p, 16) == 0, "ranks outlived the launcher");
+    if (w != job) {
+        kill(job, SIGKILL);
+        waitpid(job, &st, 0);
+    }
+    unlink(marker);
+    unlink(log);
+}
+
+/* Ctrl-C (SIGINT) and SIGTERM to the launcher: every rank stops, and the exit
+ * code is the shell's 128 + signal (130, 143). */
+static void test_signal_exit(int sig, int want)
+{
+    char marker[128], log[160];
+    snprintf(marker, sizeof(marker), "/tmp/bg_sig%d_marker_%d", sig, (int)getpid());
+    snprintf(log, sizeof(log), "%s.log", marker);
+    pid_t job = start_job(marker, log);
+    CHECK_MSG(wait_ranks(marker), "the ranks did not start");
+    double t0 = bg_now_s();
+    kill(job, sig);
+    int st = 0;
+    pid_t w = 0;
+    while ((w = waitpid(job, &st, WNOHANG)) == 0 && bg_now_s() - t0 < 15)
+        usleep(20000);
+    CHECK_MSG(w == job && WIFEXITED(st) && WEXITSTATUS(st) == want,
+              "signal %d: launcher exited %d, want %d", sig, WIFEXITED(st) ? WEXITSTATUS(st) : -1,
+              want);
+    usleep(300000);
+    pid_t p[16];
+    CHECK_MSG(find_pids(marker, p, 16) == 0, "signal %d: ranks outlived the launcher", sig);
+    printf("signal %d: launcher exited %d after %.2f s, nothing left\n", sig,
+           WIFEXITED(st) ? WEXITSTATUS(st) : -1, bg_now_s() - t0);
     if (w != job) {
         kill(job, SIGKILL);
         waitpid(job, &st, 0);
@@ -264,5 +296,7 @@ int main(int argc, char **argv)
     test_hosts();
     test_sigkill_rank();
     test_sigterm_launcher();
+    test_signal_exit(SIGINT, 130);
+    test_signal_exit(SIGTERM, 143);
     return bg_test_finish("test_train_launch");
 }
