@@ -17,8 +17,11 @@
  *   p   pipeline ranks (stages). DP replicas of a rank run the identical list.
  *   m   micro-batches per step, numbered 0..m-1.
  *   v   chunks per rank; the model is cut into p*v chunks numbered 0..p*v-1
- *       in model order. By default chunk c lives on rank c % p (so for v = 1,
- *       chunk c is on rank c; for v > 1 this is Megatron's interleaving).
+ *       in model order. Chunk c lives on bg_sched_chunk_rank(s, c): for a
+ *       generated schedule, its table row's placement (partition/schedules.h:
+ *       c % p, Megatron's interleaving, or the V of zb-v); for
+ *       bg_sched_create without a map, c % p. Code outside the generators
+ *       asks bg_sched_chunk_rank, never computes c % p.
  *   edge  a (src chunk -> dst chunk) pair, src < dst, over which activations
  *       flow forward (and, if the edge carries gradients, gradients flow
  *       back). Every schedule has the adjacent edges c -> c+1; skip
@@ -131,6 +134,31 @@ enum {
  */
 bg_status_t bg_sched_generate(bg_sched_kind_t kind, int p, int m, int v, unsigned flags,
                               bg_sched_t **out);
+
+/*
+ * A schedule by name, where a run asks for one: "file:PATH" loads a
+ * schedule file (bg_sched_load_file) and refuses one whose ranks,
+ * micro-batches or (when chunks != 0) chunks per rank differ from p, m,
+ * chunks; any other name is a table row (bg_sched_lookup), generated with
+ * chunks resolved by bg_sched_resolve_chunks (0: the row's default) and
+ * flags. flags do not apply to files (a file says B and W itself).
+ * BG_ERR_INVALID / BG_ERR_IO with the reason; *out set only on success.
+ */
+bg_status_t bg_sched_resolve(const char *name, int p, int m, int chunks, unsigned flags,
+                             bg_sched_t **out);
+
+/*
+ * A schedule from a file (format in docs/schedules.md, "Schedule files"):
+ * a header (ranks, micro-batches, chunks per rank, placement) and, per rank,
+ * its compute actions in order, one per line. Transfers, ALLREDUCE and
+ * OPTIMIZER are placed as for generated schedules; the result has passed
+ * bg_sched_check. A refusal names the file, the line of the first bad action
+ * and why (for a deadlock, the cycle of waits). BG_ERR_IO if unreadable.
+ */
+bg_status_t bg_sched_load_file(const char *path, bg_sched_t **out);
+/* The same from text in memory; `what` names it in messages. */
+bg_status_t bg_sched_parse_file_text(const char *text, size_t len, const char *what,
+                                     bg_sched_t **out);
 
 /*
  * The forward-only lists of an evaluation (engine/schedule_fwd.c): the

@@ -31,17 +31,20 @@ typedef struct {
     pos_t *send, *recv; /* per (direction, edge, mb) */
     int *live, *peak;   /* per rank */
     int fwd;            /* forward-only lists (evaluation): F and activations only */
+    pos_t bad;          /* the action the error names first; {-1, -1} if none */
 } ck_t;
 
 #define MC(k, mb, c) ((size_t)(mb) * (k)->s->nchunks + (size_t)(c))
 #define XK(k, grad, e, mb) (((size_t)(grad) * (k)->s->nedges + (size_t)(e)) * (k)->s->m + (size_t)(mb))
 
-/* Record "rank r, action i (A): <why>" as the error. */
-static bg_status_t fail_at(const bg_sched_t *s, int r, long i, const char *fmt, ...)
+/* Record "rank r, action i (A): <why>" as the error, and (r, i) as where. */
+static bg_status_t fail_at(ck_t *k, int r, long i, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static bg_status_t fail_at(const bg_sched_t *s, int r, long i, const char *fmt, ...)
+static bg_status_t fail_at(ck_t *k, int r, long i, const char *fmt, ...)
 {
+    const bg_sched_t *s = k->s;
     char act[96], why[512];
+    k->bad = (pos_t){r, i};
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(why, sizeof(why), fmt, ap);
@@ -80,6 +83,7 @@ static bg_status_t ck_init(ck_t *k, const bg_sched_t *s)
     for (size_t i = 0; i < n; i++) k->f[i] = k->b[i] = k->w[i] = -1;
     for (int c = 0; c < s->nchunks; c++) k->ar[c] = -1;
     for (size_t i = 0; i < nx; i++) k->send[i] = k->recv[i] = (pos_t){-1, -1};
+    k->bad = (pos_t){-1, -1};
     return BG_OK;
 }
 
@@ -92,10 +96,10 @@ static bg_status_t need_inputs(ck_t *k, int r, long i, int mb, int c)
         if (s->edges[e].dst != c) continue;
         if (s->chunk_rank[src] == r) {
             if (k->f[MC(k, mb, src)] < 0)
-                return fail_at(s, r, i, "needs activations of chunk %d (same rank) but "
+                return fail_at(k, r, i, "needs activations of chunk %d (same rank) but "
                                "F(mb=%d, c=%d) has not run before it", src, mb, src);
         } else if (k->recv[XK(k, 0, e, mb)].rank < 0) {
-            return fail_at(s, r, i, "needs activations from chunk %d (rank %d) but no "
+            return fail_at(k, r, i, "needs activations from chunk %d (rank %d) but no "
                            "RECV_ACT(mb=%d, %d->%d) precedes it", src, s->chunk_rank[src], mb,
                            src, c);
         }
@@ -112,10 +116,10 @@ static bg_status_t need_grads(ck_t *k, int r, long i, int mb, int c)
         if (s->edges[e].src != c || !s->edges[e].grad) continue;
         if (s->chunk_rank[dst] == r) {
             if (k->b[MC(k, mb, dst)] < 0)
-                return fail_at(s, r, i, "needs the gradient of chunk %d (same rank) but "
+                return fail_at(k, r, i, "needs the gradient of chunk %d (same rank) but "
                                "B(mb=%d, c=%d) has not run before it", dst, mb, dst);
         } else if (k->recv[XK(k, 1, e, mb)].rank < 0) {
-            return fail_at(s, r, i, "needs the gradient from chunk %d (rank %d) but no "
+            return fail_at(k, r, i, "needs the gradient from chunk %d (rank %d) but no "
                            "RECV_GRAD(mb=%d, %d->%d) precedes it", dst, s->chunk_rank[dst], mb,
                            dst, c);
         }
@@ -129,14 +133,14 @@ static bg_status_t check_compute(ck_t *k, int r, long i, const bg_action_t *a)
     int mb = a->mb, c = a->chunk;
     bg_status_t st;
     if (mb < 0 || mb >= s->m || c < 0 || c >= s->nchunks)
-        return fail_at(s, r, i, "micro-batch or chunk out of range (m=%d, chunks=%d)", s->m,
+        return fail_at(k, r, i, "micro-batch or chunk out of range (m=%d, chunks=%d)", s->m,
                        s->nchunks);
     if (s->chunk_rank[c] != r)
-        return fail_at(s, r, i, "chunk %d lives on rank %d", c, s->chunk_rank[c]);
+        return fail_at(k, r, i, "chunk %d lives on rank %d", c, s->chunk_rank[c]);
     size_t x = MC(k, mb, c);
     switch (a->kind) {
     case BG_ACT_F:
-        if (k->f[x] >= 0) return fail_at(s, r, i, "duplicate: F already at action %ld", k->f[x]);
+        if (k->f[x] >= 0) return fail_at(k, r, i, "duplicate: F already at action %ld", k->f[x]);
         if ((st = need_inputs(k, r, i, mb, c))) return st;
         k->f[x] = i;
         if (++k->live[r] > k->peak[r]) k->peak[r] = k->live[r];
@@ -144,22 +148,22 @@ static bg_status_t check_compute(ck_t *k, int r, long i, const bg_action_t *a)
     case BG_ACT_B:
     case BG_ACT_BW:
         if (k->b[x] >= 0)
-            return fail_at(s, r, i, "duplicate: backward already at action %ld", k->b[x]);
-        if (k->f[x] < 0) return fail_at(s, r, i, "runs before F(mb=%d, c=%d)", mb, c);
+            return fail_at(k, r, i, "duplicate: backward already at action %ld", k->b[x]);
+        if (k->f[x] < 0) return fail_at(k, r, i, "runs before F(mb=%d, c=%d)", mb, c);
         if ((st = need_grads(k, r, i, mb, c))) return st;
         k->b[x] = i;
         k->b_fused[x] = a->kind == BG_ACT_BW;
         if (a->kind == BG_ACT_B) return BG_OK;
         break; /* BW also completes W */
     case BG_ACT_W:
-        if (k->w[x] >= 0) return fail_at(s, r, i, "duplicate: W already at action %ld", k->w[x]);
-        if (k->b[x] < 0) return fail_at(s, r, i, "runs before B(mb=%d, c=%d)", mb, c);
+        if (k->w[x] >= 0) return fail_at(k, r, i, "duplicate: W already at action %ld", k->w[x]);
+        if (k->b[x] < 0) return fail_at(k, r, i, "runs before B(mb=%d, c=%d)", mb, c);
         break;
-    default: return fail_at(s, r, i, "not a compute action");
+    default: return fail_at(k, r, i, "not a compute action");
     }
-    if (k->w[x] >= 0) return fail_at(s, r, i, "duplicate: W already at action %ld", k->w[x]);
+    if (k->w[x] >= 0) return fail_at(k, r, i, "duplicate: W already at action %ld", k->w[x]);
     if (mb != k->next_w[c])
-        return fail_at(s, r, i, "weight gradients of chunk %d out of micro-batch order "
+        return fail_at(k, r, i, "weight gradients of chunk %d out of micro-batch order "
                        "(expected mb=%d next)", c, k->next_w[c]);
     k->next_w[c]++;
     k->w[x] = i;
@@ -174,27 +178,27 @@ static bg_status_t check_transfer(ck_t *k, int r, long i, const bg_action_t *a)
     int send = bg_act_is_send(a->kind);
     if (a->mb < 0 || a->mb >= s->m || a->src < 0 || a->src >= s->nchunks || a->dst < 0 ||
         a->dst >= s->nchunks)
-        return fail_at(s, r, i, "micro-batch or chunk out of range (m=%d, chunks=%d)", s->m,
+        return fail_at(k, r, i, "micro-batch or chunk out of range (m=%d, chunks=%d)", s->m,
                        s->nchunks);
     int e = grad ? bg_sched_find_edge_(s, a->dst, a->src) : bg_sched_find_edge_(s, a->src, a->dst);
     if (e < 0 || (grad && !s->edges[e].grad))
-        return fail_at(s, r, i, "no %s edge %d -> %d declared", grad ? "gradient" : "activation",
+        return fail_at(k, r, i, "no %s edge %d -> %d declared", grad ? "gradient" : "activation",
                        grad ? a->dst : a->src, grad ? a->src : a->dst);
     int rs = s->chunk_rank[a->src], rd = s->chunk_rank[a->dst];
     if (rs == rd)
-        return fail_at(s, r, i, "chunks %d and %d are both on rank %d: hand off locally", a->src,
+        return fail_at(k, r, i, "chunks %d and %d are both on rank %d: hand off locally", a->src,
                        a->dst, rs);
     int here = send ? rs : rd, there = send ? rd : rs;
     if (r != here || a->peer != there || a->chunk != (send ? a->src : a->dst))
-        return fail_at(s, r, i, "belongs on rank %d with peer %d and chunk %d", here, there,
+        return fail_at(k, r, i, "belongs on rank %d with peer %d and chunk %d", here, there,
                        send ? a->src : a->dst);
     pos_t *slot = send ? &k->send[XK(k, grad, e, a->mb)] : &k->recv[XK(k, grad, e, a->mb)];
     if (slot->rank >= 0)
-        return fail_at(s, r, i, "duplicate: same transfer already at action %ld", slot->idx);
+        return fail_at(k, r, i, "duplicate: same transfer already at action %ld", slot->idx);
     if (send && !grad && k->f[MC(k, a->mb, a->src)] < 0)
-        return fail_at(s, r, i, "sends before F(mb=%d, c=%d) produced the data", a->mb, a->src);
+        return fail_at(k, r, i, "sends before F(mb=%d, c=%d) produced the data", a->mb, a->src);
     if (send && grad && k->b[MC(k, a->mb, a->src)] < 0)
-        return fail_at(s, r, i, "sends before B(mb=%d, c=%d) produced the data", a->mb, a->src);
+        return fail_at(k, r, i, "sends before B(mb=%d, c=%d) produced the data", a->mb, a->src);
     *slot = (pos_t){r, i};
     return BG_OK;
 }
@@ -209,7 +213,7 @@ static bg_status_t check_rank(ck_t *k, int r)
         bg_status_t st = BG_OK;
         if (k->fwd && a->kind != BG_ACT_F && a->kind != BG_ACT_SEND_ACT &&
             a->kind != BG_ACT_RECV_ACT)
-            return fail_at(s, r, i, "a forward-only list holds only F and activation transfers");
+            return fail_at(k, r, i, "a forward-only list holds only F and activation transfers");
         if (bg_act_is_compute(a->kind)) {
             st = check_compute(k, r, i, a);
         } else if (bg_act_is_send(a->kind) || bg_act_is_recv(a->kind)) {
@@ -217,19 +221,19 @@ static bg_status_t check_rank(ck_t *k, int r)
         } else if (a->kind == BG_ACT_ALLREDUCE) {
             int c = a->chunk;
             if (c < 0 || c >= s->nchunks || s->chunk_rank[c] != r)
-                return fail_at(s, r, i, "chunk %d is not on this rank", c);
+                return fail_at(k, r, i, "chunk %d is not on this rank", c);
             if (k->ar[c] >= 0)
-                return fail_at(s, r, i, "duplicate: ALLREDUCE already at action %ld", k->ar[c]);
+                return fail_at(k, r, i, "duplicate: ALLREDUCE already at action %ld", k->ar[c]);
             if (k->next_w[c] != s->m)
-                return fail_at(s, r, i, "runs before W(mb=%d, c=%d)", k->next_w[c], c);
+                return fail_at(k, r, i, "runs before W(mb=%d, c=%d)", k->next_w[c], c);
             k->ar[c] = i;
         } else if (a->kind == BG_ACT_OPTIMIZER) {
-            if (i != (long)l->len - 1) return fail_at(s, r, i, "OPTIMIZER must be last");
+            if (i != (long)l->len - 1) return fail_at(k, r, i, "OPTIMIZER must be last");
             for (int c = 0; c < s->nchunks; c++)
                 if (s->chunk_rank[c] == r && k->ar[c] < 0)
-                    return fail_at(s, r, i, "runs before ALLREDUCE(c=%d)", c);
+                    return fail_at(k, r, i, "runs before ALLREDUCE(c=%d)", c);
         } else {
-            return fail_at(s, r, i, "unknown action kind %d", (int)a->kind);
+            return fail_at(k, r, i, "unknown action kind %d", (int)a->kind);
         }
         if (st) return st;
     }
@@ -266,6 +270,7 @@ static bg_status_t check_complete(ck_t *k)
         pos_t sd = k->send[x], rv = k->recv[x];
         if ((sd.rank < 0) == (rv.rank < 0)) continue;
         pos_t at = sd.rank >= 0 ? sd : rv;
+        k->bad = at;
         bg_action_str(&s->lists[at.rank].a[at.idx], act, sizeof(act));
         return bg_errorf(BG_ERR_INVALID, "schedule check (%s): rank %d, action %ld (%s): no "
                          "matching %s", s->name, at.rank, at.idx, act,
@@ -284,9 +289,62 @@ static pos_t matching_send(const ck_t *k, int r, long i)
     return k->send[XK(k, grad, e, a->mb)];
 }
 
+/* Append "rank r, action i (A) waits for rank r2, action j (A2)" (stuck
+ * rank r at pc[r]) to buf, which has room (report_cycle sizes it). */
+static size_t put_wait(const ck_t *k, const long *pc, int r, const char *sep, char *buf,
+                       size_t len, size_t n)
+{
+    const bg_sched_t *s = k->s;
+    char act[96], act2[96];
+    pos_t from = matching_send(k, r, pc[r]);
+    bg_action_str(&s->lists[r].a[pc[r]], act, sizeof(act));
+    bg_action_str(&s->lists[from.rank].a[from.idx], act2, sizeof(act2));
+    int w = snprintf(buf + n, len - n,
+                     "%srank %d, action %ld (%s) waits for rank %d, action %ld (%s)", sep, r, pc[r],
+                     act, from.rank, from.idx, act2);
+    return w > 0 ? n + (size_t)w : n;
+}
+
+/*
+ * The error for a stuck run. From the first stuck rank r0, follow who waits
+ * for whom until a rank repeats -- a rank waited for is stuck too, so this
+ * takes at most p hops -- and name that cycle first, then the ranks on the
+ * way in as blocked on it. The cycle's first wait becomes k->bad.
+ */
+static bg_status_t report_cycle(ck_t *k, const long *pc, int r0)
+{
+    const bg_sched_t *s = k->s;
+    size_t len = (size_t)s->p * 320 + 128; /* one wait is < 2 * 96 + 64 bytes */
+    int *hop = malloc((size_t)s->p * sizeof(int));
+    char *msg = malloc(len);
+    if (!hop || !msg) {
+        free(hop), free(msg);
+        return bg_errorf(BG_ERR_NOMEM, "schedule check: out of memory");
+    }
+    for (int r = 0; r < s->p; r++) hop[r] = -1;
+    int r = r0;
+    for (int h = 0; hop[r] < 0; h++) {
+        hop[r] = h;
+        r = matching_send(k, r, pc[r]).rank;
+    }
+    int start = r;
+    size_t n = (size_t)snprintf(msg, len, "cycle of waits: ");
+    do {
+        n = put_wait(k, pc, r, r == start ? "" : "; ", msg, len, n);
+        r = matching_send(k, r, pc[r]).rank;
+    } while (r != start);
+    n += (size_t)snprintf(msg + n, len - n, " (back to rank %d)", start);
+    for (r = r0; r != start; r = matching_send(k, r, pc[r]).rank)
+        n = put_wait(k, pc, r, r == r0 ? "; blocked on it: " : "; ", msg, len, n);
+    k->bad = (pos_t){start, pc[start]};
+    bg_status_t st = bg_errorf(BG_ERR_INVALID, "schedule check (%s): deadlock: %s", s->name, msg);
+    free(hop), free(msg);
+    return st;
+}
+
 /* Pass 3: run the lists; a rank blocks only on a receive whose send has not
  * run. Stuck with work left = a cycle of waits; report it. */
-static bg_status_t check_deadlock(const ck_t *k)
+static bg_status_t check_deadlock(ck_t *k)
 {
     const bg_sched_t *s = k->s;
     bg_status_t st = BG_OK;
@@ -306,30 +364,13 @@ static bg_status_t check_deadlock(const ck_t *k)
             }
         }
     }
-    for (int r0 = 0; r0 < s->p; r0++) {
-        if (pc[r0] == (long)s->lists[r0].len) continue;
-        /* Follow waits-for from the first stuck rank; p hops close any cycle. */
-        char msg[1024], act[96], act2[96];
-        size_t n = 0;
-        int r = r0;
-        for (int hop = 0; hop < s->p && n < sizeof(msg) - 1; hop++) {
-            pos_t from = matching_send(k, r, pc[r]);
-            bg_action_str(&s->lists[r].a[pc[r]], act, sizeof(act));
-            bg_action_str(&s->lists[from.rank].a[from.idx], act2, sizeof(act2));
-            n += (size_t)snprintf(msg + n, sizeof(msg) - n,
-                                  "%srank %d, action %ld (%s) waits for rank %d, action %ld (%s)",
-                                  hop ? "; " : "", r, pc[r], act, from.rank, from.idx, act2);
-            r = from.rank;
-            if (r == r0 || n >= sizeof(msg)) break;
-        }
-        st = bg_errorf(BG_ERR_INVALID, "schedule check (%s): deadlock: %s", s->name, msg);
-        break;
-    }
+    for (int r0 = 0; r0 < s->p && !st; r0++)
+        if (pc[r0] != (long)s->lists[r0].len) st = report_cycle(k, pc, r0);
     free(pc);
     return st;
 }
 
-static bg_status_t check(const bg_sched_t *s, int fwd, int *peak_live)
+static bg_status_t check(const bg_sched_t *s, int fwd, int *peak_live, pos_t *bad)
 {
     ck_t k;
     bg_status_t st = ck_init(&k, s);
@@ -339,18 +380,28 @@ static bg_status_t check(const bg_sched_t *s, int fwd, int *peak_live)
     if (!st) st = check_complete(&k);
     if (!st) st = check_deadlock(&k);
     if (!st && peak_live) memcpy(peak_live, k.peak, (size_t)s->p * sizeof(int));
+    if (bad) *bad = k.bad;
     ck_free(&k);
     return st;
 }
 
 bg_status_t bg_sched_check(const bg_sched_t *s, int *peak_live)
 {
-    return check(s, 0, peak_live);
+    return check(s, 0, peak_live, NULL);
 }
 
 bg_status_t bg_sched_check_forward(const bg_sched_t *s)
 {
-    return check(s, 1, NULL);
+    return check(s, 1, NULL, NULL);
+}
+
+bg_status_t bg_sched_check_at_(const bg_sched_t *s, int *bad_rank, long *bad_index)
+{
+    pos_t bad = {-1, -1};
+    bg_status_t st = check(s, 0, NULL, &bad);
+    *bad_rank = bad.rank;
+    *bad_index = bad.idx;
+    return st;
 }
 
 void bg_sched_peaks(const bg_sched_t *s, int *peak_live, int *peak_stash)

@@ -46,6 +46,23 @@ long bg_sched_find_(const bg_sched_t *s, int rank, bg_act_kind_t kind, int mb, i
  */
 long bg_sched_xfer_index_(const bg_sched_t *s, const bg_action_t *a);
 
+/*
+ * bg_sched_check, also telling where: on failure *bad_rank / *bad_index name
+ * the action the message names first (for a deadlock, the first wait of the
+ * cycle), or -1 / -1 when the problem is not one action (something missing).
+ * Both set either way (-1 on success).
+ */
+bg_status_t bg_sched_check_at_(const bg_sched_t *s, int *bad_rank, long *bad_index);
+
+/*
+ * Turn compute-only lists into a full schedule the way every generator does:
+ * transfers of every declared edge, ALLREDUCE(c) after chunk c's last W (past
+ * the gradient sends that follow it), OPTIMIZER last on every rank. Fails
+ * when an F or backward a transfer attaches to, or a chunk's W, is missing;
+ * leaves s partly edited then.
+ */
+bg_status_t bg_sched_finish_(bg_sched_t *s);
+
 /* Insert the transfers of every declared edge into compute-only lists
  * (generators). Leaves s partly edited on failure. */
 bg_status_t bg_sched_insert_all_transfers_(bg_sched_t *s);

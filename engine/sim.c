@@ -266,13 +266,17 @@ bg_status_t bg_sim_write_trace(const bg_sim_t *sim, FILE *f, double us_per_unit)
 }
 
 /* Short compute label for the grid: "F3", "BW3"; with v > 1 the local chunk
- * as a letter, "F3a" for the rank's first chunk, to keep columns narrow. */
+ * as a letter, "F3a" for the rank's first chunk, to keep columns narrow
+ * (under either table placement chunk c is its rank's (c / p)-th). */
 static void grid_label(const bg_sched_t *s, const bg_action_t *a, char *buf, size_t len)
 {
     int j = a->chunk / s->p;
     if (s->v == 1)
         snprintf(buf, len, "%s%d", bg_act_kind_name(a->kind), a->mb);
-    else if (s->v <= 26 && s->chunk_rank[a->chunk] == a->chunk % s->p)
+    else if (s->v <= 26 && (s->chunk_rank[a->chunk] ==
+                                bg_sched_place_rank(BG_SCHED_PLACE_LOOP, s->p, a->chunk) ||
+                            s->chunk_rank[a->chunk] ==
+                                bg_sched_place_rank(BG_SCHED_PLACE_V, s->p, a->chunk)))
         snprintf(buf, len, "%s%d%c", bg_act_kind_name(a->kind), a->mb, 'a' + j);
     else
         snprintf(buf, len, "%s%dc%d", bg_act_kind_name(a->kind), a->mb, a->chunk);

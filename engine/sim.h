@@ -81,7 +81,8 @@ bg_status_t bg_sim_write_trace(const bg_sim_t *sim, FILE *f, double us_per_unit)
  * Text diagram, one row per rank, one cell per `unit` of time (> 0): the
  * compute action running at the cell's middle ("F3", "B3", "W3", "BW3"; with
  * v > 1 the rank's local chunk is appended as a letter, "F3a" for its first
- * chunk, "F3b" for its second; "F3c5" (global chunk) for custom maps),
+ * chunk, "F3b" for its second; "F3c5" (global chunk) for maps other than the table's loop and V
+ * placements),
  * "-" continuing it, "." idle.
  * Refuses more than 4096 cells per row (BG_ERR_INVALID).
  */

@@ -125,12 +125,12 @@ static bg_status_t setup_layout(train_t *t)
     t->S = c->stages;
     t->D = c->dp;
     t->M = c->micro_batches;
-    const bg_sched_desc_t *sd;
-    bg_status_t st = bg_sched_lookup(c->schedule, &sd);
-    if (st == BG_OK)
-        st = bg_sched_resolve_chunks(sd, c->chunks, &t->V);
+    /* A table row or "file:PATH"; the schedule fixes chunks per rank. */
+    bg_status_t st = bg_sched_resolve(c->schedule, t->S, t->M, c->chunks,
+                                      c->split_bw ? BG_SCHED_SPLIT_BW : 0, &t->sched);
     if (st != BG_OK)
         return st;
+    t->V = bg_sched_chunks_per_rank(t->sched);
     if (c->batch % (t->D * t->M))
         return bg_errorf(BG_ERR_INVALID,
                          "--batch %d is not divisible by dp (%d) x micro-batches "
@@ -150,9 +150,6 @@ static bg_status_t setup_layout(train_t *t)
     if (st == BG_OK)
         st = bg_net_create(t->g, nch, first, &t->net);
     free(first);
-    if (st != BG_OK)
-        return st;
-    st = bg_sched_generate(sd->kind, t->S, t->M, t->V, c->split_bw ? BG_SCHED_SPLIT_BW : 0, &t->sched);
     if (st != BG_OK)
         return st;
     /* Skip connections: a tensor goes straight from its producer's chunk to

@@ -28,9 +28,10 @@
  * first (it reads the dqkv that B left in saved). B computes dqkv even when
  * din[0] is NULL, so W stays possible for a layer whose input needs no grad.
  * CPU half: f32 only; products through bg_gemm per tile, exponentials
- * through cpu_math.h (vectorised, < 2 ulp), reductions in a fixed order, each (sequence, head) on its own: a sequence's numbers never
- * depend on which other sequences share its micro-batch. Must not keep
- * state between calls.
+ * through cpu_math.h (vectorised, < 2 ulp), reductions in a fixed order,
+ * each (sequence, head) on its own: a sequence's numbers never depend on
+ * which other sequences share its micro-batch. Must not keep state
+ * between calls.
  */
 #include "layers/attention_impl.h"
 #include "layers/cpu_math.h"

@@ -75,6 +75,7 @@ typedef struct span_ctx {
     int64_t bpp_shared; /* per tied parameter used here: a copy + its gradient */
     int64_t *cap;    /* [G] per-chunk memory cap */
     int *k;          /* [G] in-flight */
+    int *rank;       /* [G] rank of chunk g: the schedule's placement */
     int64_t *pext;   /* [L+1] prefix sums of ext_bytes */
 } span_ctx_t;
 
@@ -82,6 +83,7 @@ static void ctx_free(span_ctx_t *c)
 {
     free(c->cap);
     free(c->k);
+    free(c->rank);
     free(c->pext);
     memset(c, 0, sizeof(*c));
 }
@@ -109,13 +111,15 @@ static bg_status_t ctx_init(const bg_part_problem_t *pb, span_ctx_t *out)
     c.bpp_shared = bg_bytes_per_param(c.ch->dtype, 0);
     c.cap = malloc(sizeof(int64_t) * (size_t)c.G);
     c.k = malloc(sizeof(int) * (size_t)c.G);
+    c.rank = malloc(sizeof(int) * (size_t)c.G);
     c.pext = malloc(sizeof(int64_t) * ((size_t)c.L + 1));
-    if (!c.cap || !c.k || !c.pext) {
+    if (!c.cap || !c.k || !c.rank || !c.pext) {
         ctx_free(&c);
         return bg_errorf(BG_ERR_NOMEM, "partition: out of memory");
     }
     for (int g = 0; g < c.G; g++) {
-        c.cap[g] = pb->costs[g % c.p]->dev.mem_bytes / c.v;
+        c.rank[g] = bg_sched_chunk_rank_of(bg_sched_desc(cfg->schedule), c.p, g);
+        c.cap[g] = pb->costs[c.rank[g]]->dev.mem_bytes / c.v;
         c.k[g] = bg_in_flight(cfg, g);
     }
     c.pext[0] = 0;
@@ -138,10 +142,11 @@ static double p2p(const bg_costs_t *c, int64_t bytes)
 
 /* Per-micro-batch time of chunk g over layers [i, j). The forward send of
  * the cut at j and the backward send of the cut at i are charged to the
- * chunk that sends them; both use the link from chunk g to g+1's rank. */
+ * chunk that sends them; both use the link from chunk g to g+1's rank. A cut
+ * between two chunks on the same rank (the turn of a V) is free. */
 static span_time_t span_time(const span_ctx_t *c, int g, int i, int j)
 {
-    const bg_costs_t *co = c->pb->costs[g % c->p];
+    const bg_costs_t *co = c->pb->costs[c->rank[g]];
     span_time_t t;
     t.f = co->pf[j] - co->pf[i];
     t.b = co->pb[j] - co->pb[i];
@@ -150,8 +155,10 @@ static span_time_t span_time(const span_ctx_t *c, int g, int i, int j)
     t.comp = t.f + t.b + t.w;
     t.comm = 0.0;
     if (c->p > 1) {
-        if (j < c->L) t.comm += p2p(co, (int64_t)c->mb * c->ch->cut_bytes[j]);
-        if (i > 0) t.comm += p2p(c->pb->costs[(g + c->G - 1) % c->p], (int64_t)c->mb * c->ch->cut_bytes[i]);
+        int prev = c->rank[(g + c->G - 1) % c->G], next = c->rank[(g + 1) % c->G];
+        if (j < c->L && next != c->rank[g]) t.comm += p2p(co, (int64_t)c->mb * c->ch->cut_bytes[j]);
+        if (i > 0 && prev != c->rank[g])
+            t.comm += p2p(c->pb->costs[prev], (int64_t)c->mb * c->ch->cut_bytes[i]);
     }
     t.time = t.comp + t.comm;
     return t;
@@ -169,7 +176,7 @@ typedef struct span_mem {
  * bytes `act_ps` (bg_chain_act_bytes) and largest per-sample workspace. */
 static span_mem_t span_mem(const span_ctx_t *c, int g, int i, int j, int64_t act_ps, int64_t ws_ps)
 {
-    const bg_costs_t *co = c->pb->costs[g % c->p];
+    const bg_costs_t *co = c->pb->costs[c->rank[g]];
     int64_t mb = c->mb, k = c->k[g];
     span_mem_t m;
     m.params = co->pparams[j] - co->pparams[i];
@@ -304,7 +311,7 @@ static bg_status_t plan_build(const span_ctx_t *c, const int *bounds, bg_plan_t 
         pl.stage[r].end_layer = 0;
     }
     for (int g = 0; g < c->G; g++) {
-        int i = bounds[g], j = bounds[g + 1], r = g % c->p;
+        int i = bounds[g], j = bounds[g + 1], r = c->rank[g];
         span_time_t t = span_time(c, g, i, j);
         span_mem_t m = span_mem(c, g, i, j, bg_chain_act_bytes(c->ch, i, j), range_ws(c->ch, i, j));
         bg_chunk_eval_t *e = &pl.chunk[g];

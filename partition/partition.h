@@ -4,8 +4,9 @@
  * A problem is a chain priced per pipeline rank (heterogeneous devices
  * allowed) plus a configuration (schedule, p stages, v chunks per stage,
  * m micro-batches, data-parallel degree, recompute). A split cuts the
- * chain into G = p*v contiguous chunks; chunk g runs on rank g % p (the
- * interleaved/Megatron assignment; v = 1 is the plain pipeline).
+ * chain into G = p*v contiguous chunks; chunk g runs on the rank the
+ * schedule's placement gives it (bg_sched_chunk_rank_of: g % p for the loop
+ * placement, v = 1 being the plain pipeline; a zig-zag for the V schedules).
  *
  * The schedules are modelled in closed form (fill/drain and in-flight
  * micro-batches, docs/partition.md) by the schedule table
@@ -54,7 +55,7 @@ typedef struct bg_part_problem {
 
 typedef struct bg_chunk_eval {
     int first, end;  /* layers [first, end) */
-    int stage;       /* rank g % p */
+    int stage;       /* its rank: bg_sched_chunk_rank_of(schedule, p, g) */
     int in_flight;   /* micro-batches whose activations it holds at peak */
     double f, b, w;  /* seconds per micro-batch; b includes recompute F */
     double comm;     /* point-to-point seconds per micro-batch it sends */

@@ -147,8 +147,13 @@ static bg_status_t parse_chunk(const cJSON *o, const char *what, int g, bg_plan_
     int64_t v, first, end;
     bg_status_t st;
     if ((st = bg_json_get_int(o, "chunk", w, g, g, &v))) return st;
-    if ((st = bg_json_get_int(o, "stage", w, g % pf->cfg.stages, g % pf->cfg.stages, &v)))
-        return bg_error_prefix(st, "chunk g runs on rank g %% stages: ");
+    const bg_sched_desc_t *d = bg_sched_desc(pf->cfg.schedule);
+    int rank = bg_sched_chunk_rank_of(d, pf->cfg.stages, g);
+    if ((st = bg_json_get_int(o, "stage", w, rank, rank, &v)))
+        return bg_error_prefix(st, d->place == BG_SCHED_PLACE_V
+                                       ? "%s places chunk g on rank g or 2*stages-1-g (a V): "
+                                       : "%s: chunk g runs on rank g %% stages: ",
+                               d->name);
     if ((st = bg_json_get_int(o, "first", w, pf->bounds[g], pf->bounds[g], &first)))
         return bg_error_prefix(st, "chunks must be contiguous: ");
     if ((st = bg_json_get_int(o, "end", w, first + 1, pf->n_layers, &end))) return st;

@@ -6,7 +6,7 @@
  * recompute) and, per chunk, its rank and the names of its layers in order,
  * plus the predictions for comparison with measurements. The loader
  * validates structure (contiguous chunks covering every layer once, chunk
- * g on rank g % stages); bg_plan_file_check_layers then checks the names
+ * g on the rank its schedule places it on); bg_plan_file_check_layers then checks the names
  * against the model the engine parsed. Must not know how the engine runs it.
  */
 #ifndef BG_PARTITION_PLAN_IO_H

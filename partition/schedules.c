@@ -14,7 +14,13 @@
 
 /* Per-row closed forms as functions; the table's expressions see exactly
  * the variables its header documents. */
-#define BG_SCHED_ROW(id, name, al, vd, vmin, vmax, m_ok_expr, m_rule, infl, fill_expr, gen)        \
+#define BG_SCHED_ROW(id, name, al, place, vd, vmin, vmax, m_ok_expr, m_rule, infl, fill_expr,      \
+                     exact_expr, gen)                                                              \
+    static int exact_##id(int p, int m, int v)                                                     \
+    {                                                                                              \
+        (void)p, (void)m, (void)v;                                                                 \
+        return (exact_expr);                                                                       \
+    }                                                                                              \
     static int m_ok_##id(int p, int m)                                                             \
     {                                                                                              \
         (void)p, (void)m;                                                                          \
@@ -22,8 +28,8 @@
     }                                                                                              \
     static int in_flight_##id(int p, int m, int v, int g)                                          \
     {                                                                                              \
-        int r = g % p;                                                                             \
-        (void)m, (void)v, (void)r;                                                                 \
+        int r = bg_sched_place_rank(BG_SCHED_PLACE_##place, p, g), j = g / p;                      \
+        (void)m, (void)v, (void)r, (void)j;                                                        \
         return (infl);                                                                             \
     }                                                                                              \
     static double fill_##id(const bg_sched_cost_t *c, int m, int v)                                \
@@ -35,9 +41,10 @@
 #include "partition/schedules.def"
 
 static const bg_sched_desc_t table[BG_SCHED_KIND_COUNT] = {
-#define BG_SCHED_ROW(id, name, al, vd, vmin, vmax, m_ok_expr, m_rule, infl, fill_expr, gen)        \
-    [BG_SCHED_##id] = {BG_SCHED_##id, name,           al,       vd, vmin, vmax, m_rule,            \
-                       m_ok_##id,     in_flight_##id, fill_##id},
+#define BG_SCHED_ROW(id, name, al, place, vd, vmin, vmax, m_ok_expr, m_rule, infl, fill_expr,      \
+                     exact_expr, gen)                                                              \
+    [BG_SCHED_##id] = {BG_SCHED_##id, name, al, BG_SCHED_PLACE_##place, vd, vmin, vmax, m_rule,    \
+                       m_ok_##id, in_flight_##id, fill_##id, exact_##id},
 #include "partition/schedules.def"
 };
 
@@ -46,6 +53,21 @@ const char bg_sched_names_sep[] =
 #define BG_SCHED_ROW(id, name, ...) " | " name
 #include "partition/schedules.def"
     ;
+const char bg_sched_names_file_sep[] =
+#define BG_SCHED_ROW(id, name, ...) " | " name
+#include "partition/schedules.def"
+    " | file:PATH";
+
+int bg_sched_place_rank(bg_sched_place_t place, int p, int g)
+{
+    int i = g % p;
+    return place == BG_SCHED_PLACE_V && (g / p) % 2 ? p - 1 - i : i;
+}
+
+int bg_sched_chunk_rank_of(const bg_sched_desc_t *d, int p, int g)
+{
+    return bg_sched_place_rank(d->place, p, g);
+}
 
 const bg_sched_desc_t *bg_sched_desc(bg_sched_kind_t k)
 {
@@ -194,21 +216,59 @@ double bg_sched_bubble(const bg_sched_desc_t *d, int p, int m, int v, const bg_s
 }
 
 /*
- * Megatron-LM's interleaved 1F1B: rank r runs 2(p-r-1) + (v-1)p warm-up
- * forwards (all m*v of them when m == p) plus one before its first backward;
- * forward item x is model chunk (x / p) % v. Count the items of this chunk
- * among the first K.
+ * Interleaved 1F1B (Megatron-LM) for any m: micro-batches in rounds of p,
+ * the last round shorter. The order is Megatron's for m rounded up to a
+ * multiple of p, with the padding micro-batches' actions dropped: a rank's
+ * k-th forward is micro-batch (k / (p*v)) * p + k % p on local chunk
+ * (k % (p*v)) / p, backwards walk the same sequence with local chunks
+ * reversed. Dropping padding keeps the lists deadlock-free (a real action
+ * depends only on actions of its own micro-batch and on earlier actions of
+ * its rank), where shortening the last round in place would not: rank 0
+ * would wait for chunk p's input, p hops away, with only m % p forwards in
+ * between.
+ */
+void bg_sched_interleaved_item_(int p, int v, long k, int backward, int *mb, int *j)
+{
+    long pv = (long)p * v, jj = (k % pv) / p;
+    *mb = (int)((k / pv) * p + k % p);
+    *j = (int)(backward ? v - 1 - jj : jj);
+}
+
+int bg_sched_interleaved_pad_(int p, int m)
+{
+    return (int)(((long)m + p - 1) / p * p);
+}
+
+/* Forwards (padding included) rank r runs before its first backward:
+ * Megatron's 2(p-r-1) + (v-1)p, all of them when the padded m is p. */
+long bg_sched_interleaved_warmup_(int p, int m, int v, int r)
+{
+    int mp = bg_sched_interleaved_pad_(p, m);
+    long total = (long)mp * v;
+    long warm = mp == p ? total : 2L * (p - r - 1) + (long)(v - 1) * p;
+    return warm < total ? warm : total;
+}
+
+/*
+ * Activation sets of chunk g at its rank's peak stash: walk the rank's
+ * order (warm-up, then one F and one B alternately) counting real items,
+ * and take this chunk's count at the first moment the rank's total peaks.
  */
 int bg_sched_in_flight_interleaved_(int p, int m, int v, int g)
 {
-    int r = g % p;
-    long total = (long)m * v;
-    long K = m == p ? total : 2L * (p - r - 1) + (long)(v - 1) * p + 1;
-    if (K > total)
-        K = total;
-    int c = g / p;
-    long n = 0;
-    for (long x = 0; x < K; x++)
-        n += (x / p) % v == c;
-    return n > 0 ? (int)n : 1;
+    int r = g % p, c = g / p, mb, j; /* interleaved places chunks in a loop */
+    long total = (long)bg_sched_interleaved_pad_(p, m) * v;
+    long warm = bg_sched_interleaved_warmup_(p, m, v, r);
+    int n = 0, mine = 0, peak = -1, at_peak = 0;
+    for (long k = 0, b = 0; k < total || b < total;) {
+        int fwd = k < total && (k < warm || k - warm <= b);
+        bg_sched_interleaved_item_(p, v, fwd ? k++ : b++, !fwd, &mb, &j);
+        if (mb >= m)
+            continue;
+        n += fwd ? 1 : -1;
+        mine += j == c ? (fwd ? 1 : -1) : 0;
+        if (n > peak)
+            peak = n, at_peak = mine;
+    }
+    return at_peak > 0 ? at_peak : 1;
 }

@@ -20,6 +20,19 @@
 /* V_MAX of a schedule that takes any number of chunks per rank. */
 #define BG_SCHED_V_UNBOUNDED INT_MAX
 
+/*
+ * Which rank runs chunk g of p*v (the PLACE column). LOOP: g % p, so rank r
+ * holds r, r+p, r+2p, ... (Megatron's interleaving; for v = 1 chunk g on
+ * rank g). V: the chunks zig-zag -- round j = g / p runs ranks 0..p-1 when j
+ * is even and p-1..0 when odd -- so for v = 2 rank r holds r and 2p-1-r, and
+ * the first and last chunks share rank 0 (ZB-V, DualPipeV). Either way chunk
+ * g is the (g / p)-th of its rank's chunks in model order.
+ */
+typedef enum {
+    BG_SCHED_PLACE_LOOP = 0,
+    BG_SCHED_PLACE_V,
+} bg_sched_place_t;
+
 typedef enum {
 #define BG_SCHED_ROW(id, ...) BG_SCHED_##id,
 #include "partition/schedules.def"
@@ -37,11 +50,15 @@ typedef struct bg_sched_desc {
     bg_sched_kind_t kind;
     const char *name;    /* canonical */
     const char *aliases; /* space-separated, "" for none */
+    bg_sched_place_t place;
     int chunks_default, chunks_min, chunks_max;
     const char *m_rule; /* "" when any m >= 1 goes */
     int (*m_ok)(int p, int m);
     int (*in_flight)(int p, int m, int v, int g);
     double (*fill)(const bg_sched_cost_t *c, int m, int v);
+    /* Whether bg_sched_bubble is exact (equal F, B, W, no communication);
+     * elsewhere it is a lower bound. */
+    int (*exact)(int p, int m, int v);
 } bg_sched_desc_t;
 
 /* BG_SCHED_NAMES is "gpipe | 1f1b | ...": every canonical name in table
@@ -49,6 +66,15 @@ typedef struct bg_sched_desc {
  * " | "), so static option tables can use it. */
 extern const char bg_sched_names_sep[];
 #define BG_SCHED_NAMES (bg_sched_names_sep + 3)
+/* The same followed by " | file:PATH" (engine/schedule_file.c), for the
+ * commands that resolve a schedule by name. */
+extern const char bg_sched_names_file_sep[];
+#define BG_SCHED_NAMES_FILE (bg_sched_names_file_sep + 3)
+
+/* Rank of chunk g (0 <= g < p*v) under `place`, p >= 1. Cannot fail. */
+int bg_sched_place_rank(bg_sched_place_t place, int p, int g);
+/* The same under row d's placement: what every room uses instead of g % p. */
+int bg_sched_chunk_rank_of(const bg_sched_desc_t *d, int p, int g);
 
 /* Row k of the table; NULL when k is out of range. Cannot fail otherwise. */
 const bg_sched_desc_t *bg_sched_desc(bg_sched_kind_t k);
@@ -87,7 +113,8 @@ bg_status_t bg_sched_check_shape(const bg_sched_desc_t *d, int p, int m, int v);
  * found below m * p + p (no sensible rule needs more). */
 int bg_sched_round_m(const bg_sched_desc_t *d, int p, int m);
 
-/* Activation sets chunk g (rank g % p) holds at peak, for a valid shape. */
+/* Activation sets chunk g (on rank bg_sched_chunk_rank_of(d, p, g)) holds
+ * at peak, for a valid shape. */
 int bg_sched_in_flight(const bg_sched_desc_t *d, int p, int m, int v, int g);
 
 /* Seconds rank with costs c adds to fill + drain (FILL in the table). */
@@ -104,7 +131,8 @@ double bg_sched_fill_floor(const bg_sched_desc_t *d, int m, int v);
  * Closed-form bubble fraction of p identical ranks, each with per-micro-batch
  * costs c (t > 0): (p - 1) d / (m t + (p - 1) d) with d = fill(c). For equal
  * F, B, W this is (p-1)/(m+p-1) for gpipe and 1f1b, (p-1)/(vm+p-1) for
- * interleaved, (p-1)/(3m+p-1) for zb-h1 (m >= p).
+ * interleaved, (p-1)/(3m+p-1) for zb-h1 (m >= p). Exact where the row's
+ * EXACT column holds, a lower bound elsewhere.
  */
 double bg_sched_bubble(const bg_sched_desc_t *d, int p, int m, int v, const bg_sched_cost_t *c);
 
@@ -114,5 +142,13 @@ static inline int bg_sched_min_(int a, int b)
     return a < b ? a : b;
 }
 int bg_sched_in_flight_interleaved_(int p, int m, int v, int g);
+/* The interleaved order, shared by partition's closed form and the engine's
+ * generator (partition/schedules.c): item k of a rank's forward (backward)
+ * sequence for m a multiple of p is micro-batch *mb on local chunk *j; m
+ * rounded up to a multiple of p; forwards (padding included) before the
+ * first backward on rank r. */
+void bg_sched_interleaved_item_(int p, int v, long k, int backward, int *mb, int *j);
+int bg_sched_interleaved_pad_(int p, int m);
+long bg_sched_interleaved_warmup_(int p, int m, int v, int r);
 
 #endif

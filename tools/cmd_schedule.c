@@ -146,14 +146,13 @@ int bg_cmd_schedule(int argc, char **argv)
         return rc == 1 ? 0 : rc;
     if (!a.p || !a.m)
         return bg_opt_usage_error(&bg_schedule_spec, "--stages and --micro-batches are required");
-    const bg_sched_desc_t *sd = NULL;
     bg_sched_t *s = NULL;
     bg_sim_t *sim = NULL;
-    bg_status_t st = bg_sched_lookup(a.kind_name, &sd);
+    /* A table row or file:PATH, exactly as `brigade train` resolves it. */
+    bg_status_t st =
+        bg_sched_resolve(a.kind_name, a.p, a.m, a.v, a.split ? BG_SCHED_SPLIT_BW : 0, &s);
     if (st == BG_OK)
-        st = bg_sched_resolve_chunks(sd, a.v, &a.v);
-    if (st == BG_OK)
-        st = bg_sched_generate(sd->kind, a.p, a.m, a.v, a.split ? BG_SCHED_SPLIT_BW : 0, &s);
+        a.v = bg_sched_chunks_per_rank(s);
     if (st != BG_OK) {
         fprintf(stderr, "brigade schedule: %s\n", bg_last_error());
         return 2;

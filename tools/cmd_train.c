@@ -261,15 +261,12 @@ static int preflight(const bg_cmd_spec_t *cmd, const bg_train_conf_t *c)
         return bg_opt_usage_error(cmd,
                                   "--batch %d is not divisible by dp (%d) x micro-batches (%d)",
                                   c->batch, c->dp, c->micro_batches);
-    const bg_sched_desc_t *sd = NULL;
     bg_sched_t *s = NULL;
     bg_graph_t *g = NULL;
     int v = 1;
-    bg_status_t st = bg_sched_lookup(c->schedule, &sd);
+    bg_status_t st = bg_sched_resolve(c->schedule, c->stages, c->micro_batches, c->chunks, 0, &s);
     if (st == BG_OK)
-        st = bg_sched_resolve_chunks(sd, c->chunks, &v);
-    if (st == BG_OK)
-        st = bg_sched_generate(sd->kind, c->stages, c->micro_batches, v, 0, &s);
+        v = bg_sched_chunks_per_rank(s);
     if (st == BG_OK)
         st = bg_graph_parse_file(c->model, c->batch / (c->dp * c->micro_batches), &g);
     if (st == BG_OK && c->plan)

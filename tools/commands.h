@@ -11,9 +11,10 @@
 #include "partition/schedules.h"
 #include "tools/opt.h"
 
-/* The schedules --schedule accepts, for help texts: the schedule table's
- * names (aliases are accepted too); the table's lookup decides. */
-#define BG_SCHEDULE_HELP BG_SCHED_NAMES
+/* What --schedule of train, eval and schedule accepts, for help texts: the
+ * schedule table's names (aliases are accepted too) and schedule files;
+ * bg_sched_resolve decides. */
+#define BG_SCHEDULE_HELP BG_SCHED_NAMES_FILE
 
 /* brigade check MODEL [--batch N] [--dtype f32|bf16] [--json] | --kinds */
 extern const bg_cmd_spec_t bg_check_spec;

@@ -36,7 +36,9 @@ MODELS = {
 
 
 def torch_twin(kind, vocab, ctx, C, heads, kv, hidden, layers):
-    """The PyTorch model of MODELS[name]; returns an nn.Module."""
+    """The PyTorch model of MODELS[name]; returns an nn.Module. One long
+    function on purpose: its classes close over the sizes, as the graph
+    file's `let`s do, and read top to bottom like the .graph file."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F

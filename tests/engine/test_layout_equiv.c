@@ -23,17 +23,16 @@
 static const char *brigade, *srcdir;
 static char workdir[256];
 
-/* Train `model` with extra args and a global batch into a fresh checkpoint
- * dir; returns its path. */
-static int train_batch(const char *model, const char *data, int batch, const char *extra,
-                       const char *tag, char *ckpt, size_t len)
+/* Train `model` with extra args into a fresh checkpoint dir; returns its path. */
+static int train(const char *model, const char *data, const char *extra, const char *tag,
+                 char *ckpt, size_t len)
 {
     snprintf(ckpt, len, "%s/%s", workdir, tag);
     char cmd[2048];
     snprintf(cmd, sizeof(cmd),
-             "rm -rf '%s' && '%s' train '%s/models/%s' --data %s --batch %d --steps 3 "
+             "rm -rf '%s' && '%s' train '%s/models/%s' --data %s --batch 16 --steps 3 "
              "--log-every 3 --eval-batches 1 --seed 7 --checkpoint-dir '%s' %s > '%s.log' 2>&1",
-             ckpt, brigade, srcdir, model, data, batch, ckpt, extra, ckpt);
+             ckpt, brigade, srcdir, model, data, ckpt, extra, ckpt);
     int rc = system(cmd);
     if (rc != 0) {
         fprintf(stderr, "run failed (%d): %s\n", rc, cmd);
@@ -44,12 +43,6 @@ static int train_batch(const char *model, const char *data, int batch, const cha
         return 0;
     }
     return 1;
-}
-
-static int train(const char *model, const char *data, const char *extra, const char *tag,
-                 char *ckpt, size_t len)
-{
-    return train_batch(model, data, 16, extra, tag, ckpt, len);
 }
 
 typedef struct params {
@@ -143,22 +136,21 @@ static int compare(const params_t *a, const params_t *b, double rtol, const char
     return ok;
 }
 
-/* Each layout against one stage with m micro-batches of 4 samples each. */
-static void check_layouts_m(const char *model, const char *data, int m,
-                            const char *const *layouts, int n)
+/* Every layout against one stage run with `ref_args` (the same global batch
+ * and micro-batch split as the layouts). */
+static void check_layouts_vs(const char *model, const char *data, const char *ref_args,
+                             const char *const *layouts, int n)
 {
-    char ref[512], got[512], ref_args[64];
+    char ref[512], got[512];
     params_t r, g;
-    snprintf(ref_args, sizeof(ref_args), "--stages 1 --micro-batches %d", m);
-    if (!train_batch(model, data, 4 * m, ref_args, "ref", ref, sizeof(ref)) || !load(ref, &r)) {
+    if (!train(model, data, ref_args, "ref", ref, sizeof(ref)) || !load(ref, &r)) {
         CHECK_MSG(0, "%s: reference run failed", model);
         return;
     }
     for (int i = 0; i < n; i++) {
         char tag[64];
         snprintf(tag, sizeof(tag), "layout%d", i);
-        int ok = train_batch(model, data, 4 * m, layouts[i], tag, got, sizeof(got)) &&
-                 load(got, &g);
+        int ok = train(model, data, layouts[i], tag, got, sizeof(got)) && load(got, &g);
         char what[256];
         snprintf(what, sizeof(what), "%s [%s]", model, layouts[i]);
         CHECK_MSG(ok && compare(&g, &r, 0, what), "%s: not bit-identical to one stage", what);
@@ -171,44 +163,7 @@ static void check_layouts_m(const char *model, const char *data, int m,
 
 static void check_layouts(const char *model, const char *data, const char *const *layouts, int n)
 {
-    check_layouts_m(model, data, 4, layouts, n);
-}
-
-#define TABLE_MAX_LAYOUTS 64
-
-/*
- * Every schedule the table lists (at its default chunks), at S = 1, 2, 3,
- * plus recompute. m = 4 unless the schedule's rule asks for more (the
- * smallest m it allows, e.g. 6 for interleaved at S = 3); layouts sharing
- * an m share one reference run.
- */
-static void check_table_layouts(const char *model, const char *data)
-{
-    static char text[TABLE_MAX_LAYOUTS][96];
-    int ms[TABLE_MAX_LAYOUTS], n = 0;
-    for (int k = 0; k < BG_SCHED_KIND_COUNT; k++) {
-        const bg_sched_desc_t *d = bg_sched_desc((bg_sched_kind_t)k);
-        for (int S = 1; d && S <= 3 && n < TABLE_MAX_LAYOUTS - 1; S++) {
-            ms[n] = bg_sched_round_m(d, S, 4);
-            CHECK_MSG(ms[n] > 0, "%s: no micro-batch count for %d stages", d->name, S);
-            snprintf(text[n], sizeof(text[n]), "--stages %d --schedule %s --micro-batches %d", S,
-                     d->name, ms[n]);
-            n += ms[n] > 0;
-        }
-    }
-    CHECK_MSG(n < TABLE_MAX_LAYOUTS - 1, "more schedules than this test has room for");
-    ms[n] = 4;
-    snprintf(text[n++], sizeof(text[0]), "--stages 3 --schedule 1f1b --micro-batches 4 --recompute");
-    for (int i = 0; i < n; i++) {
-        bool first = true;
-        for (int j = 0; j < i; j++) first &= ms[j] != ms[i];
-        if (!first) continue;
-        const char *group[TABLE_MAX_LAYOUTS];
-        int g = 0;
-        for (int j = i; j < n; j++)
-            if (ms[j] == ms[i]) group[g++] = text[j];
-        check_layouts_m(model, data, ms[i], group, g);
-    }
+    check_layouts_vs(model, data, "--stages 1 --micro-batches 4", layouts, n);
 }
 
 /*
@@ -247,6 +202,91 @@ static void check_dp(const char *model, const char *data)
     params_free(&r);
 }
 
+/* Other micro-batch counts, each against one stage with the same split:
+ * interleaved with m not a multiple of S (a round of 2 and a short one of
+ * 1), and dualpipev, which needs m >= 2S, at S = 3 and 4. */
+static void check_other_m(void)
+{
+    static const struct {
+        const char *ref, *layout;
+    } other_m[] = {
+        {"--stages 1 --micro-batches 3 --batch 12",
+         "--stages 2 --schedule interleaved --chunks 2 --micro-batches 3 --batch 12"},
+        {"--stages 1 --micro-batches 6 --batch 12",
+         "--stages 3 --schedule dualpipev --micro-batches 6 --batch 12"},
+        {"--stages 1 --micro-batches 8", "--stages 4 --schedule dualpipev --micro-batches 8"},
+    };
+    for (size_t i = 0; i < sizeof(other_m) / sizeof(other_m[0]); i++) {
+        check_layouts_vs("mlp-fashion.graph", "synthetic:images", other_m[i].ref,
+                         &other_m[i].layout, 1);
+        check_layouts_vs("gpt-tiny.graph", "synthetic:tokens", other_m[i].ref, &other_m[i].layout,
+                         1);
+    }
+}
+
+#define TABLE_MAX_LAYOUTS 64
+
+/*
+ * Every schedule the table lists (at its default chunks) at S = 1, 2, 3,
+ * plus recompute: m = 4 unless the schedule's rule asks for more (the
+ * smallest m it allows), micro-batches of 4 samples; layouts sharing an m
+ * share one reference run.
+ */
+static void check_table_layouts(const char *model, const char *data)
+{
+    static char text[TABLE_MAX_LAYOUTS][128];
+    int ms[TABLE_MAX_LAYOUTS], n = 0;
+    for (int k = 0; k < BG_SCHED_KIND_COUNT; k++) {
+        const bg_sched_desc_t *d = bg_sched_desc((bg_sched_kind_t)k);
+        for (int S = 1; d && S <= 3 && n < TABLE_MAX_LAYOUTS - 1; S++) {
+            ms[n] = bg_sched_round_m(d, S, 4);
+            CHECK_MSG(ms[n] > 0, "%s: no micro-batch count for %d stages", d->name, S);
+            snprintf(text[n], sizeof(text[n]),
+                     "--stages %d --schedule %s --micro-batches %d --batch %d", S, d->name, ms[n],
+                     4 * ms[n]);
+            n += ms[n] > 0;
+        }
+    }
+    CHECK_MSG(n < TABLE_MAX_LAYOUTS - 1, "more schedules than this test has room for");
+    ms[n] = 4;
+    snprintf(text[n++], sizeof(text[0]),
+             "--stages 3 --schedule 1f1b --micro-batches 4 --recompute");
+    for (int i = 0; i < n; i++) {
+        bool first = true;
+        for (int j = 0; j < i; j++) first &= ms[j] != ms[i];
+        if (!first) continue;
+        const char *group[TABLE_MAX_LAYOUTS];
+        char ref[64];
+        int g = 0;
+        for (int j = i; j < n; j++)
+            if (ms[j] == ms[i]) group[g++] = text[j];
+        snprintf(ref, sizeof(ref), "--stages 1 --micro-batches %d --batch %d", ms[i], 4 * ms[i]);
+        check_layouts_vs(model, data, ref, group, g);
+    }
+}
+
+/* A schedule from a file (--schedule file:PATH): a hand-made order, rank 0
+ * splitting B and W, rank 1 fusing them. */
+static void check_file_schedule(void)
+{
+    char path[300], file_layout[400];
+    snprintf(path, sizeof(path), "%s/two.schedule", workdir);
+    FILE *sf = fopen(path, "w");
+    CHECK(sf != NULL);
+    if (sf) {
+        fputs("brigade-schedule 1\nranks 2\nmicro-batches 4\nrank 0\n"
+              "F 0 0\nF 1 0\nB 0 0\nF 2 0\nW 0 0\nB 1 0\nF 3 0\nW 1 0\nB 2 0\nW 2 0\nB 3 0\nW 3 0\n"
+              "rank 1\nF 0 1\nBW 0 1\nF 1 1\nBW 1 1\nF 2 1\nB 2 1\nW 2 1\nF 3 1\nBW 3 1\n",
+              sf);
+        fclose(sf);
+        snprintf(file_layout, sizeof(file_layout),
+                 "--stages 2 --schedule file:%s --micro-batches 4", path);
+        const char *const from_file[] = {file_layout};
+        check_layouts("mlp-fashion.graph", "synthetic:images", from_file, 1);
+        check_layouts("gpt-tiny.graph", "synthetic:tokens", from_file, 1);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -261,8 +301,8 @@ int main(int argc, char **argv)
     if (system(mk))
         return 1;
 
-    /* Every schedule at S = 2, 3, 4 (interleaved at 2 and 4: Megatron needs
-     * m % p == 0 and m is 4 here), plus recompute. */
+    /* Every schedule at S = 2, 3, 4 (interleaved at 3 runs m = 4 as a round
+     * of 3 and a short round of 1), plus recompute. */
     static const char *const layouts[] = {
         "--stages 2 --schedule gpipe --micro-batches 4",
         "--stages 3 --schedule gpipe --micro-batches 4",
@@ -273,8 +313,13 @@ int main(int argc, char **argv)
         "--stages 2 --schedule zb-h1 --micro-batches 4",
         "--stages 3 --schedule zb-h1 --micro-batches 4",
         "--stages 4 --schedule zb-h1 --micro-batches 4",
+        "--stages 2 --schedule zb-v --micro-batches 4",
+        "--stages 3 --schedule zb-v --micro-batches 4",
+        "--stages 4 --schedule zb-v --micro-batches 4",
+        "--stages 2 --schedule dualpipev --micro-batches 4",
         "--stages 2 --schedule interleaved --chunks 2 --micro-batches 4",
         "--stages 4 --schedule interleaved --chunks 2 --micro-batches 4",
+        "--stages 3 --schedule interleaved --chunks 2 --micro-batches 4",
         "--stages 2 --schedule 1f1b --micro-batches 4 --recompute",
     };
     int nl = (int)(sizeof(layouts) / sizeof(layouts[0]));
@@ -286,11 +331,16 @@ int main(int argc, char **argv)
     static const char *const skip[] = {
         "--stages 4 --schedule 1f1b --micro-batches 4",
         "--stages 3 --schedule zb-h1 --micro-batches 4",
+        "--stages 3 --schedule zb-v --micro-batches 4",
+        "--stages 2 --schedule dualpipev --micro-batches 4",
     };
-    check_layouts("skip-mlp.graph", "synthetic:images", skip, 2);
+    check_layouts("skip-mlp.graph", "synthetic:images", skip, 4);
     /* llama-tiny: grouped-query attention with rope, rmsnorm, swiglu, no
-     * biases, an untied head; every schedule of the table at S = 1, 2, 3. */
+     * biases, an untied head (a fused classifier); every schedule of the
+     * table at S = 1, 2, 3. */
     check_table_layouts("llama-tiny.graph", "synthetic:tokens");
+    check_other_m();
+    check_file_schedule();
     check_dp("mlp-fashion.graph", "synthetic:images");
     check_dp("gpt-tiny.graph", "synthetic:tokens");
     snprintf(mk, sizeof(mk), "rm -rf %s", workdir);

@@ -186,7 +186,7 @@ static void deadlocks(void)
     move(s, 0, find(s, 0, BG_ACT_RECV_GRAD, 0, 0), sa0 + 1);
     move(s, 0, find(s, 0, BG_ACT_BW, 0, 0), sa0 + 2);
     EXPECT_BROKEN(s, "deadlock", "rank 0, action 2 (RECV_GRAD(mb=0, 1->0, peer 1)) waits for rank 1",
-                  "waits for rank 0");
+                  "waits for rank 0", "cycle of waits: rank 0", "(back to rank 0)");
 
     /* Three ranks: ranks 0 and 1 both wait for mb 0's gradient before
      * forwarding mb 1, rank 2 (gpipe) forwards both first: rank 0 waits on
@@ -200,7 +200,10 @@ static void deadlocks(void)
     }
     EXPECT_BROKEN(s, "deadlock", "rank 0, action 2 (RECV_GRAD(mb=0, 1->0, peer 1)) waits for rank 1",
                   "rank 1, action 3 (RECV_GRAD(mb=0, 2->1, peer 2)) waits for rank 2",
-                  "rank 2, action 2 (RECV_ACT(mb=1, 1->2, peer 1)) waits for rank 1");
+                  "rank 2, action 2 (RECV_ACT(mb=1, 1->2, peer 1)) waits for rank 1",
+                  /* the cycle is named as such, rank 0 as blocked on it */
+                  "cycle of waits: rank 1, action 3",
+                  "(back to rank 1); blocked on it: rank 0, action 2");
 }
 
 /* bg_sched_add_transfer leaves the schedule unchanged when it cannot apply. */

@@ -1,7 +1,8 @@
 /*
  * tests/engine/test_sim.c -- the simulator against closed forms: bubble
  * (p-1)/(m+p-1) for gpipe and 1f1b, (p-1)/(v*m+p-1) for interleaved,
- * idle (p-1)(F+B-W) per rank for zb-h1 (equal costs); a hand-timed case with
+ * idle (p-1)(F+B-W) per rank for zb-h1 and makespan 6mc + (p-1)c for zb-v
+ * and dualpipev (equal costs c per chunk); a hand-timed case with
  * per-chunk costs, latency, send, allreduce and optimizer costs; the trace
  * JSON parses; the text grid is what docs/schedules.md shows.
  * Must NOT depend on wall-clock time.
@@ -98,6 +99,45 @@ static void zero_bubble_h1(void)
                 bg_sim_free(zb);
                 bg_sim_free(ff);
             }
+}
+
+/*
+ * ZB-V with F = B = W = c per chunk (2c per stage): makespan 6mc + (p-1)c,
+ * the table's closed form m(F+B+W) + (p-1)F/2 per stage, once m >= 2p-1
+ * fills the V; every rank idles (p-1)c, against zb-h1's (p-1)F = 2(p-1)c.
+ */
+static void v_shaped(bg_sched_kind_t kind, int m_min_per_p, int m_min_less, int stash)
+{
+    const bg_sched_desc_t *d = bg_sched_desc(kind);
+    for (int p = 1; p <= 8; p++)
+        for (int m = m_min_per_p * p - m_min_less; m <= 32; m++) {
+            double c = 0.5;
+            bg_sim_costs_t cs = bg_sim_costs_uniform(c, c, c);
+            bg_sim_t *zv = simulate(kind, p, m, 2, 0, &cs);
+            if (!zv) continue;
+            double want = 6 * m * c + (p - 1) * c;
+            CHECK_MSG(NEAR(bg_sim_makespan(zv), want), "%s p=%d m=%d: makespan %g want %g",
+                      d->name, p, m, bg_sim_makespan(zv), want);
+            bg_sched_cost_t rank = {2 * c, 2 * c, 2 * c, 0, 6 * c};
+            double fill = bg_sched_fill(d, &rank, m, 2);
+            CHECK(NEAR(m * rank.t + (p - 1) * fill, want));
+            for (int r = 0; r < p; r++) {
+                CHECK(NEAR(bg_sim_idle(zv, r), (p - 1) * c));
+                CHECK_MSG(bg_sim_peak_stash(zv, r) == 2 * p + stash,
+                          "%s p=%d m=%d rank %d: stash %d", d->name, p, m, r,
+                          bg_sim_peak_stash(zv, r));
+            }
+            bg_sim_free(zv);
+        }
+}
+
+static void zero_bubble_v(void)
+{
+    /* 1F1B's rank-0 peak (p stage activations) on every rank. */
+    v_shaped(BG_SCHED_ZB_V, 2, 1, 0);
+    /* DualPipeV from m = 2p: the same makespan in this sequential model
+     * (its F + B overlap is adjacency here), half a stage more stash. */
+    v_shaped(BG_SCHED_DUALPIPEV, 2, 0, 1);
 }
 
 /* p=2, m=1 gpipe timed by hand: F [1,3], BW [2,5], send s, latency L,
@@ -197,6 +237,7 @@ int main(void)
     fill_drain_and_1f1b();
     interleaved();
     zero_bubble_h1();
+    zero_bubble_v();
     hand_timed();
     trace_json();
     grid();

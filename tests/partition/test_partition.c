@@ -441,6 +441,16 @@ static void test_closed_forms(void)
     /* ZB-H1: m (F+B+W) + (p-1)(F+B-W) */
     CHECK_MSG(fabs(pl.pipe_s - (8 * t + 3 * t / 3)) < 1e-12, "zb-h1 pipe %g", pl.pipe_s);
     bg_plan_free(&pl);
+    /* ZB-V: chunks in a V (rank r holds r and 7 - r), one layer each; the
+     * fill is a chunk's F, t/6: m t + (p-1) t/6. */
+    pb.cfg.schedule = BG_SCHED_ZB_V;
+    pb.cfg.chunks = 2;
+    CHECK_OK(bg_partition_optimal(&pb, &pl));
+    for (int g = 0; g < 8; g++)
+        CHECK(pl.chunk[g].stage == (g < 4 ? g : 7 - g) && pl.bounds[g] == g);
+    CHECK_MSG(fabs(pl.pipe_s - (8 * t + 3 * t / 6)) < 1e-12, "zb-v pipe %g", pl.pipe_s);
+    bg_plan_free(&pl);
+    pb.cfg.chunks = 1;
     /* Four 1f1b ranks on two cores: each core runs two stages' 8 micro-batches,
      * 16 t, above the dependency bound of 11 t; on four cores nothing changes. */
     pb.cfg.schedule = BG_SCHED_1F1B;

@@ -83,20 +83,29 @@ static char *subst(const char *s, const char *from, const char *to)
     return r;
 }
 
+/* The optimal plan of a 12-layer chain on three cpu ranks under `cfg`,
+ * saved to tmp(name). */
+static void plan_saved(const char *name, bg_part_config_t cfg, bg_chain_t *c, bg_costs_t *co,
+                       bg_plan_t *pl)
+{
+    small_chain(c, 12);
+    bg_device_desc_t d;
+    CHECK_OK(bg_device_preset("cpu", &d));
+    CHECK_OK(bg_costs_build(c, &d, 2, NULL, co));
+    const bg_costs_t *cp[3] = {co, co, co};
+    bg_part_problem_t pb = {c, cp, cfg};
+    CHECK_OK(bg_partition_optimal(&pb, pl));
+    bg_plan_meta_t meta = {"models/x.graph", "optimal", "cpu"};
+    CHECK_OK(bg_plan_save(tmp(name), pl, c, &meta));
+}
+
 static void test_plan_round_trip(void)
 {
     bg_chain_t c;
-    small_chain(&c, 12);
-    bg_device_desc_t d;
-    CHECK_OK(bg_device_preset("cpu", &d));
     bg_costs_t co;
-    CHECK_OK(bg_costs_build(&c, &d, 2, NULL, &co));
-    const bg_costs_t *cp[3] = {&co, &co, &co};
-    bg_part_problem_t pb = {&c, cp, {BG_SCHED_INTERLEAVED, 3, 2, 6, 2, true, 8, 0}};
     bg_plan_t pl;
-    CHECK_OK(bg_partition_optimal(&pb, &pl));
-    bg_plan_meta_t meta = {"models/x.graph", "optimal", "cpu"};
-    CHECK_OK(bg_plan_save(tmp("plan.json"), &pl, &c, &meta));
+    plan_saved("plan.json", (bg_part_config_t){BG_SCHED_INTERLEAVED, 3, 2, 6, 2, true, 8, 0}, &c,
+               &co, &pl);
     bg_plan_file_t pf;
     CHECK_OK(bg_plan_load(tmp("plan.json"), &pf));
     CHECK(!strcmp(pf.model, "models/x.graph") && !strcmp(pf.method, "optimal"));
@@ -136,7 +145,7 @@ static void test_plan_round_trip(void)
             {"\"block.3.fc\"", "7", "must be a layer name"},
             {"\"predicted\"", "\"predict\"", "'predicted'"},
             {"\"dp\":\t2", "\"dp\":\t0", "'dp'"},
-            {"\"stages\":\t3", "\"stages\":\t4", "multiple of stages"},
+            {"\"stages\":\t3", "\"stages\":\t4", "chunks listed"},
         };
         for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
             char *t = subst(good, cases[k].from, cases[k].to);
@@ -157,6 +166,43 @@ static void test_plan_round_trip(void)
     bg_plan_file_t pf2;
     CHECK(bg_plan_load(tmp("does-not-exist.json"), &pf2) == BG_ERR_IO);
     CHECK(strstr(bg_last_error(), "does-not-exist.json"));
+    bg_plan_free(&pl);
+    bg_costs_free(&co);
+    bg_chain_free(&c);
+}
+
+/* A V-placed plan (zb-v: rank r runs chunks r and 2p-1-r) loads back with
+ * its ranks, and a chunk on the loop's rank instead is refused. */
+static void test_plan_v(void)
+{
+    bg_chain_t c;
+    bg_costs_t co;
+    bg_plan_t pl;
+    plan_saved("planv.json", (bg_part_config_t){BG_SCHED_ZB_V, 3, 2, 5, 1, false, 8, 0}, &c, &co,
+               &pl);
+    for (int g = 0; g < 6; g++) CHECK(pl.chunk[g].stage == (g < 3 ? g : 5 - g));
+    bg_plan_file_t pf;
+    CHECK_OK(bg_plan_load(tmp("planv.json"), &pf));
+    CHECK(pf.cfg.schedule == BG_SCHED_ZB_V && pf.n_chunks == 6 && pf.cfg.micro_batches == 5);
+    bg_plan_file_free(&pf);
+    char *good = read_all(tmp("planv.json"));
+    CHECK(good != NULL);
+    if (good) {
+        /* chunk 3 is on rank 2 (the V's turn); rank 0 would be the loop's. */
+        char *at = strstr(good, "\"chunk\":\t3");
+        char *st = at ? strstr(at, "\"stage\":\t2") : NULL;
+        CHECK(st != NULL);
+        if (st) {
+            st[strlen("\"stage\":\t")] = '0';
+            bad_plan(good, "V");
+            st[strlen("\"stage\":\t")] = '2';
+        }
+        /* The schedule's rule on m passes through: 5 < 2 x 3 for dualpipev. */
+        char *t = subst(good, "\"schedule\":\t\"zb-v\"", "\"schedule\":\t\"dualpipev\"");
+        bad_plan(t, "2 x stages");
+        free(t);
+        free(good);
+    }
     bg_plan_free(&pl);
     bg_costs_free(&co);
     bg_chain_free(&c);
@@ -257,9 +303,11 @@ int main(void)
         return 1;
     }
     test_plan_round_trip();
+    test_plan_v();
     test_profile();
     test_bytes();
     unlink(tmp("plan.json"));
+    unlink(tmp("planv.json"));
     unlink(tmp("prof.json"));
     rmdir(tmpdir);
     return bg_test_finish("test_plan_io");
