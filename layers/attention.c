@@ -318,7 +318,7 @@ static void att_dsum(const bg_att_dims_t *d, const att_bufs_t *bf)
  * Probabilities of one tile from the kept lse (p = exp(s - lse), masked
  * entries 0) in s, and, given dp = dy v^T in ds, dS = p (dp - dsum) in ds.
  */
-static void att_tile_grad(const bg_att_dims_t *d, float *s, float *ds, const float *lse,
+BG_CPU_WIDE static void att_tile_grad(const bg_att_dims_t *d, float *s, float *ds, const float *lse,
                           const float *dsum, int64_t i0, int64_t br, int64_t j0, int64_t bc)
 {
     for (int64_t r = 0; r < br; r++) {

@@ -181,7 +181,7 @@ static bg_status_t classifier_forward(const bg_layer_call_t *c)
 }
 
 /* dz = (exp(z - lse) - onehot) g over a tile, in place. */
-static void cls_dlogits(float *z, int64_t ldz, cls_tile_t t, const float *lse, const int32_t *tg,
+BG_CPU_WIDE static void cls_dlogits(float *z, int64_t ldz, cls_tile_t t, const float *lse, const int32_t *tg,
                         float g)
 {
     for (int64_t r = 0; r < t.br; r++) {
