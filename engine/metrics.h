@@ -17,7 +17,8 @@ typedef struct bg_accuracy {
 } bg_accuracy_t;
 
 /*
- * A bg_rt_output_fn: adds one micro-batch's argmax hits and rows into the
+ * A bg_rt_output_fn: adds one micro-batch's argmax hits (from the logits, or
+ * the per-row argmax a fused classifier reports) and rows into the
  * bg_accuracy_t at `ctx`. Ties go to the lowest class. Cannot fail.
  */
 bg_status_t bg_accuracy_add(void *ctx, const bg_rt_output_t *o);

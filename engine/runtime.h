@@ -78,7 +78,8 @@ bg_status_t bg_rt_step(bg_rt_t *rt, int64_t step, bg_rt_feed_fn feed, void *ctx,
 
 /*
  * What an evaluation shows its caller of one micro-batch, on the rank that
- * computes the loss: the loss layer's inputs, copied to the host. Metrics
+ * computes the loss: the loss layer's logits (or their per-row argmax) and
+ * targets, copied to the host. Metrics
  * beyond the loss (accuracy, engine/metrics.h) are computed from this by
  * the caller. Pointers are valid during the callback only.
  */
@@ -87,6 +88,10 @@ typedef struct bg_rt_output {
     int64_t rows, classes;  /* the loss input's last dimension is `classes` */
     const float *logits;    /* [rows, classes] f32 whatever the compute dtype */
     const int32_t *targets; /* [rows] class ids */
+    /* [rows] each row's highest-scoring class (lowest on ties) when the loss
+     * is a fused classifier, which never stores logits: then logits is NULL
+     * and classes 0. NULL otherwise. */
+    const int32_t *argmax;
 } bg_rt_output_t;
 typedef bg_status_t (*bg_rt_output_fn)(void *ctx, const bg_rt_output_t *o);
 

@@ -261,42 +261,75 @@ static bg_status_t pack_outgoing(bg_rt_t *rt, int lci, rt_slot_t *s)
     return BG_OK;
 }
 
-/* The loss layer's inputs of an evaluated micro-batch, to the host and to
- * the caller's callback (metrics are the caller's business). */
-static bg_status_t emit_output(bg_rt_t *rt, rt_slot_t *s)
+/* Each row's argmax class, from a loss kind that computes its logits
+ * itself (the fused classifier keeps them per row), to the host h [rows]. */
+static bg_status_t fetch_argmax(bg_rt_t *rt, rt_slot_t *s, int lci, int64_t rows, int32_t *h)
+{
+    int l = bg_graph_loss_layer(rt->g);
+    bg_tensor_t tin[BG_MAX_INPUTS], tout, tpar[BG_MAX_PARAMS], tsav, tws;
+    bg_layer_call_t call;
+    layer_call_init(rt, l, s, lci, tin, &tout, tpar, &tsav, &tws, &call);
+    void *d = NULL;
+    bg_status_t st = rt_dalloc(rt, (size_t)rows * 4 + 4, &d);
+    if (st == BG_OK)
+        st = bg_graph_layer(rt->g, l)->spec.kind->row_argmax(&call, d);
+    if (st == BG_OK)
+        st = bg_backend_copy(rt->conf.be, h, d, (size_t)rows * 4, BG_COPY_D2H, rt->compute);
+    if (st == BG_OK)
+        st = bg_stream_synchronize(rt->conf.be, rt->compute);
+    if (d)
+        bg_rt_dfree_(rt, d);
+    return st;
+}
+
+/* The loss layer's logits of an evaluated micro-batch (f32 whatever the
+ * compute dtype), to the host h [rows, V]. */
+static bg_status_t fetch_logits(bg_rt_t *rt, rt_slot_t *s, int lg, int64_t n, float *h)
+{
+    if (rt->conf.dtype == BG_F32)
+        return bg_backend_copy(rt->conf.be, h, s->val[lg], (size_t)n * 4, BG_COPY_D2H,
+                               rt->compute);
+    /* bf16/fp16 widens in place, from the end, so nothing is overwritten early. */
+    uint16_t *h16 = (uint16_t *)h;
+    bg_status_t st =
+        bg_backend_copy(rt->conf.be, h16, s->val[lg], (size_t)n * 2, BG_COPY_D2H, rt->compute);
+    if (st == BG_OK)
+        st = bg_stream_synchronize(rt->conf.be, rt->compute);
+    for (int64_t i = n - 1; st == BG_OK && i >= 0; i--)
+        h[i] = rt->conf.dtype == BG_BF16 ? bg_bf16_to_f32(h16[i]) : bg_f16_to_f32(h16[i]);
+    return st;
+}
+
+/* The loss layer's logits (or, for a fused classifier, its per-row argmax)
+ * and targets of an evaluated micro-batch, to the host and to the caller's
+ * callback (metrics are the caller's business). */
+static bg_status_t emit_output(bg_rt_t *rt, rt_slot_t *s, int lci)
 {
     const bg_graph_layer_t *gl = bg_graph_layer(rt->g, bg_graph_loss_layer(rt->g));
     int lg = gl->in[0], tg = gl->in[1];
+    bool fused = gl->spec.kind->row_argmax != NULL;
     const bg_shape_t *ls = &bg_graph_tensor(rt->g, lg)->shape;
-    int64_t V = ls->d[ls->ndim - 1], rows = bg_shape_numel(ls) / V;
-    float *h = malloc((size_t)(rows * V) * 4 + 4); /* [rows, V] */
-    int32_t *y = malloc((size_t)rows * 4 + 4);     /* [rows] */
+    int64_t rows = bg_shape_numel(&bg_graph_tensor(rt->g, tg)->shape);
+    int64_t V = fused ? 0 : ls->d[ls->ndim - 1];
+    float *h = fused ? NULL : malloc((size_t)(rows * V) * 4 + 4); /* [rows, V] */
+    int32_t *am = fused ? malloc((size_t)rows * 4 + 4) : NULL;    /* [rows] */
+    int32_t *y = malloc((size_t)rows * 4 + 4);                     /* [rows] */
     bg_status_t st = BG_OK;
-    if (!h || !y)
+    if ((!h && !am) || !y)
         st = bg_errorf(BG_ERR_NOMEM, "out of memory for the loss inputs");
-    if (st == BG_OK && rt->conf.dtype == BG_F32)
-        st = bg_backend_copy(rt->conf.be, h, s->val[lg], (size_t)(rows * V) * 4, BG_COPY_D2H,
-                             rt->compute);
-    else if (st == BG_OK) {
-        /* bf16/fp16 widens in place, from the end, so nothing is overwritten early. */
-        uint16_t *h16 = (uint16_t *)h;
-        st = bg_backend_copy(rt->conf.be, h16, s->val[lg], (size_t)(rows * V) * 2, BG_COPY_D2H,
-                             rt->compute);
-        if (st == BG_OK)
-            st = bg_stream_synchronize(rt->conf.be, rt->compute);
-        for (int64_t i = rows * V - 1; st == BG_OK && i >= 0; i--)
-            h[i] = rt->conf.dtype == BG_BF16 ? bg_bf16_to_f32(h16[i]) : bg_f16_to_f32(h16[i]);
-    }
+    if (st == BG_OK)
+        st = fused ? fetch_argmax(rt, s, lci, rows, am) : fetch_logits(rt, s, lg, rows * V, h);
     if (st == BG_OK)
         st =
             bg_backend_copy(rt->conf.be, y, s->val[tg], (size_t)rows * 4, BG_COPY_D2H, rt->compute);
     if (st == BG_OK)
         st = bg_stream_synchronize(rt->conf.be, rt->compute);
     if (st == BG_OK) {
-        bg_rt_output_t o = {s->mb, rows, V, h, y};
+        bg_rt_output_t o = {s->mb, rows, V, h, y, am};
         st = rt->on_output(rt->output_ctx, &o);
     }
     free(h);
+    free(am);
     free(y);
     return st;
 }
@@ -313,7 +346,7 @@ static bg_status_t keep_loss(bg_rt_t *rt, int lci, rt_slot_t *s)
     if (st != BG_OK)
         return st;
     rt->loss_have[s->mb] = 1;
-    return rt->eval && rt->on_output ? emit_output(rt, s) : BG_OK;
+    return rt->eval && rt->on_output ? emit_output(rt, s, lci) : BG_OK;
 }
 
 bg_status_t bg_rt_forward_(bg_rt_t *rt, int mb, int lci)

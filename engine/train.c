@@ -158,6 +158,8 @@ static bg_status_t setup_layout(train_t *t)
                          c->batch, t->D, t->M);
     t->mb_rows = c->batch / (t->D * t->M);
     st = bg_graph_parse_file(c->model, t->mb_rows, &t->g);
+    if (st == BG_OK) /* a linear feeding the loss: logits in tiles, never stored */
+        st = bg_graph_fuse_classifier(t->g, BG_F32, NULL);
     if (st != BG_OK)
         return st;
     int nch = t->S * t->V;

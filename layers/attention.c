@@ -15,6 +15,8 @@
  * (x_i cos - x_{i+hs/2} sin, x_{i+hs/2} cos + x_i sin); angles in double.
  * att = softmax(q k^T / sqrt(hs)) with a causal mask unless causal=false;
  * y = att v (B, T, C) heads concatenated; out = y Wproj^T + bproj.
+ * bias=false (Llama) drops bqkv and bproj: no slots, no add, no gradient;
+ * the slots that remain keep their order (bg_att_dims_t.pq*, pp*).
  *
  * Memory-efficient: F walks score tiles of BG_ATT_CPU_TILE^2 with an
  * online softmax and keeps only y and the per-row log-sum-exp; B
@@ -25,12 +27,14 @@
  * ORDER: W of a micro-batch requires B of that same micro-batch to have run
  * first (it reads the dqkv that B left in saved). B computes dqkv even when
  * din[0] is NULL, so W stays possible for a layer whose input needs no grad.
- * CPU half: f32 only; products through bg_gemm per tile, reductions in a
- * fixed order, each (sequence, head) on its own: a sequence's numbers never
- * depend on which other sequences share its micro-batch. Must not keep
- * state between calls.
+ * CPU half: f32 only; products through bg_gemm per tile, exponentials
+ * through cpu_math.h (vectorised, < 2 ulp), reductions in a fixed order,
+ * each (sequence, head) on its own: a sequence's numbers never depend on
+ * which other sequences share its micro-batch. Must not keep state
+ * between calls.
  */
 #include "layers/attention_impl.h"
+#include "layers/cpu_math.h"
 #include "layers/cpu_util.h"
 #include "layers/kernels_cuda.h"
 #include "layers/layer.h"
@@ -42,6 +46,7 @@ static const bg_key_desc_t attention_keys[] = {
     {"heads", BG_ATTR_INT, true},      {"kv_heads", BG_ATTR_INT, false},
     {"causal", BG_ATTR_BOOL, false},   {"rope", BG_ATTR_BOOL, false},
     {"rope_theta", BG_ATTR_FLOAT, false}, {"std", BG_ATTR_FLOAT, false},
+    {"bias", BG_ATTR_BOOL, false},
 };
 
 /* The head keys: heads divides C, kv_heads divides heads, rope's needs. */
@@ -90,9 +95,9 @@ static int attention_params(const bg_layer_spec_t *spec, bg_param_desc_t *p)
     float std = (float)bg_attrs_float(&spec->attrs, "std", 0.02);
     int64_t qw[2] = {d.Wq, d.C}, qb[1] = {d.Wq}, pw[2] = {d.C, d.C}, pb[1] = {d.C};
     bg_param_slot(p, &n, "qkv.weight", 2, qw, BG_INIT_NORMAL, std, false);
-    bg_param_slot(p, &n, "qkv.bias", 1, qb, BG_INIT_ZEROS, 0.0f, false);
+    if (d.bias) bg_param_slot(p, &n, "qkv.bias", 1, qb, BG_INIT_ZEROS, 0.0f, false);
     bg_param_slot(p, &n, "proj.weight", 2, pw, BG_INIT_NORMAL, std, false);
-    bg_param_slot(p, &n, "proj.bias", 1, pb, BG_INIT_ZEROS, 0.0f, false);
+    if (d.bias) bg_param_slot(p, &n, "proj.bias", 1, pb, BG_INIT_ZEROS, 0.0f, false);
     return n;
 }
 
@@ -111,7 +116,9 @@ static void attention_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg_lay
     c->fwd_flops = 2.0 * N * C * Wq + 4.0 * pairs * hs + 5.0 * pairs + 2.0 * N * C * C + rope;
     c->bwd_input_flops = 2.0 * N * C * C + 2.0 * N * C + 10.0 * pairs * hs + 7.0 * pairs +
                          rope + 2.0 * N * Wq * C;
-    c->bwd_weight_flops = 2.0 * N * Wq * C + 2.0 * N * C * C + N * (Wq + C);
+    double bias = d.bias ? N * (Wq + C) : 0.0;
+    c->fwd_flops += bias;
+    c->bwd_weight_flops = 2.0 * N * Wq * C + 2.0 * N * C * C + bias;
     bg_att_layout_t l = bg_att_layout_of(&d, (int64_t)bg_dtype_size(dtype));
     c->saved_bytes = l.saved;
     c->workspace_bytes = l.workspace;
@@ -165,20 +172,27 @@ static bg_status_t att_gemm(const bg_layer_call_t *c, bool ta, bool tb, int64_t 
  */
 static void att_rope(float *qkv, const bg_att_dims_t *d, bool inverse)
 {
+    enum { RC = 64 }; /* angles per batch: one position's cos/sin, computed once for all B */
+    float co[RC], si[RC];
     int64_t half = d->hs / 2, nh = d->H + d->KV;
-    for (int64_t n = 0; n < d->N; n++) {
-        double t = (double)(n % d->T);
-        float *row = qkv + n * d->Wq;
-        for (int64_t i = 0; i < half; i++) {
-            double a = t * pow(d->theta, -2.0 * (double)i / (double)d->hs);
-            float co = (float)cos(a), si = inverse ? -(float)sin(a) : (float)sin(a);
-            for (int64_t h = 0; h < nh; h++) {
-                float *x = row + h * d->hs, x0 = x[i], x1 = x[i + half];
-                x[i] = x0 * co - x1 * si;
-                x[i + half] = x1 * co + x0 * si;
+    for (int64_t t = 0; t < d->T; t++)
+        for (int64_t i0 = 0; i0 < half; i0 += RC) {
+            int64_t ni = half - i0 < RC ? half - i0 : RC;
+            for (int64_t i = 0; i < ni; i++) {
+                double a = (double)t * pow(d->theta, -2.0 * (double)(i0 + i) / (double)d->hs);
+                co[i] = (float)cos(a);
+                si[i] = inverse ? -(float)sin(a) : (float)sin(a);
             }
+            for (int64_t b = 0; b < d->B; b++)
+                for (int64_t h = 0; h < nh; h++) {
+                    float *x = qkv + (b * d->T + t) * d->Wq + h * d->hs + i0;
+                    for (int64_t i = 0; i < ni; i++) {
+                        float x0 = x[i], x1 = x[i + half];
+                        x[i] = x0 * co[i] - x1 * si[i];
+                        x[i + half] = x1 * co[i] + x0 * si[i];
+                    }
+                }
         }
-    }
 }
 
 /* Pointers of head h of sequence b into a qkv-shaped block. */
@@ -218,11 +232,11 @@ static void att_online_tile(const bg_att_dims_t *d, float *s, int64_t i0, int64_
         int64_t n = att_visible(d, i0 + r, j0, bc);
         float mx = m[r];
         for (int64_t j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
-        float alpha = expf(m[r] - mx); /* m = -inf on the first tile: 0 */
-        double sum = 0.0;
-        for (int64_t j = 0; j < n; j++) sum += row[j] = expf(row[j] - mx);
+        /* m = -inf on the first tile: alpha ~1e-38 scales l = 0 and y = 0 */
+        float alpha = bg_cpu_expf(m[r] - mx);
+        for (int64_t j = 0; j < n; j++) row[j] = bg_cpu_expf(row[j] - mx);
         for (int64_t j = n; j < bc; j++) row[j] = 0.0f;
-        l[r] = l[r] * alpha + (float)sum;
+        l[r] = l[r] * alpha + (float)bg_cpu_sum(row, n);
         m[r] = mx;
         if (alpha != 1.0f)
             for (int64_t e = 0; e < d->hs; e++) y[r * ldy + e] *= alpha;
@@ -274,17 +288,17 @@ static bg_status_t attention_forward(const bg_layer_call_t *c)
     bg_att_dims_t d = bg_att_dims_of(c->spec);
     if (d.N == 0) return BG_OK; /* no rows: no scratch was allocated either */
     att_bufs_t bf = att_bufs(c, &d);
-    st = att_gemm(c, false, true, d.N, d.Wq, d.C, 1.0f, c->in[0]->data, d.C, c->params[0]->data,
-                  d.C, 0.0f, bf.qkv, d.Wq);
+    st = att_gemm(c, false, true, d.N, d.Wq, d.C, 1.0f, c->in[0]->data, d.C,
+                  c->params[d.pqw]->data, d.C, 0.0f, bf.qkv, d.Wq);
     if (st != BG_OK) return st;
-    bg_cpu_add_bias(bf.qkv, c->params[1]->data, d.N, d.Wq);
+    if (d.bias) bg_cpu_add_bias(bf.qkv, c->params[d.pqb]->data, d.N, d.Wq);
     if (d.rope) att_rope(bf.qkv, &d, false);
     for (int64_t b = 0; st == BG_OK && b < d.B; b++)
         for (int64_t h = 0; st == BG_OK && h < d.H; h++) st = att_forward_head(c, &d, &bf, b, h);
     if (st != BG_OK) return st;
-    st = att_gemm(c, false, true, d.N, d.C, d.C, 1.0f, bf.y, d.C, c->params[2]->data, d.C, 0.0f,
-                  c->out->data, d.C);
-    if (st == BG_OK) bg_cpu_add_bias(c->out->data, c->params[3]->data, d.N, d.C);
+    st = att_gemm(c, false, true, d.N, d.C, d.C, 1.0f, bf.y, d.C, c->params[d.ppw]->data, d.C,
+                  0.0f, c->out->data, d.C);
+    if (st == BG_OK && d.bias) bg_cpu_add_bias(c->out->data, c->params[d.ppb]->data, d.N, d.C);
     return st;
 }
 
@@ -304,7 +318,7 @@ static void att_dsum(const bg_att_dims_t *d, const att_bufs_t *bf)
  * Probabilities of one tile from the kept lse (p = exp(s - lse), masked
  * entries 0) in s, and, given dp = dy v^T in ds, dS = p (dp - dsum) in ds.
  */
-static void att_tile_grad(const bg_att_dims_t *d, float *s, float *ds, const float *lse,
+BG_CPU_WIDE static void att_tile_grad(const bg_att_dims_t *d, float *s, float *ds, const float *lse,
                           const float *dsum, int64_t i0, int64_t br, int64_t j0, int64_t bc)
 {
     for (int64_t r = 0; r < br; r++) {
@@ -312,7 +326,7 @@ static void att_tile_grad(const bg_att_dims_t *d, float *s, float *ds, const flo
         int64_t n = att_visible(d, i0 + r, j0, bc);
         float ls = lse[i0 + r], D = dsum[i0 + r];
         for (int64_t j = 0; j < n; j++) {
-            ps[j] = expf(ps[j] - ls);
+            ps[j] = bg_cpu_expf(ps[j] - ls);
             g[j] = ps[j] * (g[j] - D);
         }
         for (int64_t j = n; j < bc; j++) ps[j] = g[j] = 0.0f;
@@ -375,8 +389,8 @@ static bg_status_t attention_backward_input(const bg_layer_call_t *c)
     bg_att_dims_t d = bg_att_dims_of(c->spec);
     if (d.N == 0) return BG_OK; /* no rows: no scratch was allocated either */
     att_bufs_t bf = att_bufs(c, &d);
-    st = att_gemm(c, false, false, d.N, d.C, d.C, 1.0f, c->dout->data, d.C, c->params[2]->data,
-                  d.C, 0.0f, bf.dy, d.C);
+    st = att_gemm(c, false, false, d.N, d.C, d.C, 1.0f, c->dout->data, d.C,
+                  c->params[d.ppw]->data, d.C, 0.0f, bf.dy, d.C);
     if (st != BG_OK) return st;
     att_dsum(&d, &bf);
     memset(bf.dqkv, 0, sizeof(float) * (size_t)(d.N * d.Wq));
@@ -386,13 +400,14 @@ static bg_status_t attention_backward_input(const bg_layer_call_t *c)
     if (st != BG_OK) return st;
     if (d.rope) att_rope(bf.dqkv, &d, true);
     if (!c->din[0]) return BG_OK;
-    return att_gemm(c, false, false, d.N, d.C, d.Wq, 1.0f, bf.dqkv, d.Wq, c->params[0]->data, d.C,
-                    0.0f, c->din[0]->data, d.C);
+    return att_gemm(c, false, false, d.N, d.C, d.Wq, 1.0f, bf.dqkv, d.Wq, c->params[d.pqw]->data,
+                    d.C, 0.0f, c->din[0]->data, d.C);
 }
 
 /*
  * W (after B of the same micro-batch): dWproj (C, C) += dout^T y,
- * dbproj += colsum(dout), dWqkv (Wq, C) += dqkv^T x, dbqkv += colsum(dqkv).
+ * dbproj += colsum(dout), dWqkv (Wq, C) += dqkv^T x, dbqkv += colsum(dqkv)
+ * (the bias sums only when bias=true).
  */
 static bg_status_t attention_backward_weight(const bg_layer_call_t *c)
 {
@@ -405,16 +420,16 @@ static bg_status_t attention_backward_weight(const bg_layer_call_t *c)
     bg_att_dims_t d = bg_att_dims_of(c->spec);
     if (d.N == 0) return BG_OK; /* no rows: no scratch was allocated either */
     att_bufs_t bf = att_bufs(c, &d);
-    if (c->grads[0] &&
-        (st = att_gemm(c, true, false, d.Wq, d.C, d.N, 1.0f, bf.dqkv, d.Wq, c->in[0]->data, d.C,
-                       1.0f, c->grads[0]->data, d.C)) != BG_OK)
+    bg_tensor_t *gqw = c->grads[d.pqw], *gpw = c->grads[d.ppw];
+    bg_tensor_t *gqb = d.bias ? c->grads[d.pqb] : NULL, *gpb = d.bias ? c->grads[d.ppb] : NULL;
+    if (gqw && (st = att_gemm(c, true, false, d.Wq, d.C, d.N, 1.0f, bf.dqkv, d.Wq, c->in[0]->data,
+                              d.C, 1.0f, gqw->data, d.C)) != BG_OK)
         return st;
-    if (c->grads[1]) bg_cpu_colsum_add(bf.dqkv, d.N, d.Wq, c->grads[1]->data);
-    if (c->grads[2] &&
-        (st = att_gemm(c, true, false, d.C, d.C, d.N, 1.0f, c->dout->data, d.C, bf.y, d.C, 1.0f,
-                       c->grads[2]->data, d.C)) != BG_OK)
+    if (gqb) bg_cpu_colsum_add(bf.dqkv, d.N, d.Wq, gqb->data);
+    if (gpw && (st = att_gemm(c, true, false, d.C, d.C, d.N, 1.0f, c->dout->data, d.C, bf.y, d.C,
+                              1.0f, gpw->data, d.C)) != BG_OK)
         return st;
-    if (c->grads[3]) bg_cpu_colsum_add(c->dout->data, d.N, d.C, c->grads[3]->data);
+    if (gpb) bg_cpu_colsum_add(c->dout->data, d.N, d.C, gpb->data);
     return BG_OK;
 }
 
@@ -424,8 +439,8 @@ const bg_layer_kind_t bg_kind_attention = {
     .max_inputs = 1,
     .keys = attention_keys,
     .n_keys = sizeof(attention_keys) / sizeof(attention_keys[0]),
-    .doc = "attention(x, heads=H, kv_heads=H, causal=true, rope=false, rope_theta=10000): "
-           "multi-head self-attention with qkv/proj",
+    .doc = "attention(x, heads=H, kv_heads=H, causal=true, rope=false, rope_theta=10000, "
+           "bias=true): multi-head self-attention with qkv/proj",
     .infer = attention_infer,
     .params = attention_params,
     .cost = attention_cost,

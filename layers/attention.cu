@@ -568,7 +568,7 @@ template <typename T> static bg_status_t att_backward_core(const att_run_t *r)
 }
 
 /* F: qkv = x Wqkv^T + bqkv (rotated when rope); fused attention -> y, lse;
- * out = y Wproj^T + bproj. */
+ * out = y Wproj^T + bproj (no bias adds when bias=false). */
 bg_status_t bg_cuda_attention_forward(const bg_layer_call_t *c)
 {
     att_run_t r;
@@ -577,15 +577,17 @@ bg_status_t bg_cuda_attention_forward(const bg_layer_call_t *c)
         return BG_OK; /* no rows: no scratch was allocated either */
     const bg_att_dims_t &d = r.d;
     BG_TRY_STATUS(att_gemm(c, r.dt, false, true, d.N, d.Wq, d.C, c->in[0]->data, d.C,
-                           c->params[0]->data, d.C, r.qkv, d.Wq, false));
-    BG_TRY_STATUS(bg_cuda_bias_add(r.qkv, c->params[1]->data, r.dt, d.N, d.Wq, r.st));
+                           c->params[d.pqw]->data, d.C, r.qkv, d.Wq, false));
+    if (d.bias)
+        BG_TRY_STATUS(bg_cuda_bias_add(r.qkv, c->params[d.pqb]->data, r.dt, d.N, d.Wq, r.st));
     bool bf = r.dt == BG_BF16;
     if (d.rope)
         BG_TRY_STATUS(bf ? att_rope<__nv_bfloat16>(&r, r.qkv, false) : att_rope<float>(&r, r.qkv, false));
     BG_TRY_STATUS(bf ? att_forward_core<__nv_bfloat16>(&r) : att_forward_core<float>(&r));
-    BG_TRY_STATUS(att_gemm(c, r.dt, false, true, d.N, d.C, d.C, r.y, d.C, c->params[2]->data, d.C,
-                           c->out->data, d.C, false));
-    return bg_cuda_bias_add(c->out->data, c->params[3]->data, r.dt, d.N, d.C, r.st);
+    BG_TRY_STATUS(att_gemm(c, r.dt, false, true, d.N, d.C, d.C, r.y, d.C, c->params[d.ppw]->data,
+                           d.C, c->out->data, d.C, false));
+    return d.bias ? bg_cuda_bias_add(c->out->data, c->params[d.ppb]->data, r.dt, d.N, d.C, r.st)
+                  : BG_OK;
 }
 
 /*
@@ -600,13 +602,13 @@ bg_status_t bg_cuda_attention_backward_input(const bg_layer_call_t *c)
         return BG_OK;
     const bg_att_dims_t &d = r.d;
     BG_TRY_STATUS(att_gemm(c, r.dt, false, false, d.N, d.C, d.C, c->dout->data, d.C,
-                           c->params[2]->data, d.C, r.dy, d.C, false));
+                           c->params[d.ppw]->data, d.C, r.dy, d.C, false));
     BG_TRY_STATUS(r.dt == BG_BF16 ? att_backward_core<__nv_bfloat16>(&r)
                                   : att_backward_core<float>(&r));
     if (!c->din[0])
         return BG_OK;
-    return att_gemm(c, r.dt, false, false, d.N, d.C, d.Wq, r.dqkv, d.Wq, c->params[0]->data, d.C,
-                    c->din[0]->data, d.C, false);
+    return att_gemm(c, r.dt, false, false, d.N, d.C, d.Wq, r.dqkv, d.Wq, c->params[d.pqw]->data,
+                    d.C, c->din[0]->data, d.C, false);
 }
 
 /*
@@ -620,17 +622,18 @@ bg_status_t bg_cuda_attention_backward_weight(const bg_layer_call_t *c)
     if (r.d.N == 0)
         return BG_OK;
     const bg_att_dims_t &d = r.d;
-    if (c->grads[0])
+    bg_tensor_t *gqw = c->grads[d.pqw], *gpw = c->grads[d.ppw];
+    bg_tensor_t *gqb = d.bias ? c->grads[d.pqb] : NULL, *gpb = d.bias ? c->grads[d.ppb] : NULL;
+    if (gqw)
         BG_TRY_STATUS(att_gemm(c, r.dt, true, false, d.Wq, d.C, d.N, r.dqkv, d.Wq, c->in[0]->data,
-                               d.C, c->grads[0]->data, d.C, true));
-    if (c->grads[1])
-        BG_TRY_STATUS(
-            bg_cuda_colsum_add(r.dqkv, r.dt, d.N, d.Wq, (float *)c->grads[1]->data, r.st));
-    if (c->grads[2])
+                               d.C, gqw->data, d.C, true));
+    if (gqb)
+        BG_TRY_STATUS(bg_cuda_colsum_add(r.dqkv, r.dt, d.N, d.Wq, (float *)gqb->data, r.st));
+    if (gpw)
         BG_TRY_STATUS(att_gemm(c, r.dt, true, false, d.C, d.C, d.N, c->dout->data, d.C, r.y, d.C,
-                               c->grads[2]->data, d.C, true));
-    if (c->grads[3])
+                               gpw->data, d.C, true));
+    if (gpb)
         BG_TRY_STATUS(
-            bg_cuda_colsum_add(c->dout->data, r.dt, d.N, d.C, (float *)c->grads[3]->data, r.st));
+            bg_cuda_colsum_add(c->dout->data, r.dt, d.N, d.C, (float *)gpb->data, r.st));
     return BG_OK;
 }

@@ -28,6 +28,9 @@ typedef struct bg_att_dims {
     int64_t Wq;        /* qkv row width: C + 2 * KV * hs */
     int64_t ko, vo;    /* column of k and of v in a qkv row: C and C + KV * hs */
     bool causal, rope;
+    bool bias;         /* bias=false: no qkv.bias / proj.bias slots (Llama) */
+    int pqw, pqb;      /* parameter slots of qkv.weight, qkv.bias (-1: none) */
+    int ppw, ppb;      /* parameter slots of proj.weight, proj.bias (-1: none) */
     double theta;      /* rope base */
     float scale;       /* 1 / sqrt(hs) */
 } bg_att_dims_t;
@@ -48,6 +51,12 @@ static inline bg_att_dims_t bg_att_dims_of(const bg_layer_spec_t *spec)
     d.vo = d.C + d.KV * d.hs;
     d.causal = bg_attrs_bool(&spec->attrs, "causal", true);
     d.rope = bg_attrs_bool(&spec->attrs, "rope", false);
+    d.bias = bg_attrs_bool(&spec->attrs, "bias", true);
+    /* Slot order: qkv.weight, [qkv.bias], proj.weight, [proj.bias]. */
+    d.pqw = 0;
+    d.pqb = d.bias ? 1 : -1;
+    d.ppw = d.bias ? 2 : 1;
+    d.ppb = d.bias ? 3 : -1;
     d.theta = bg_attrs_float(&spec->attrs, "rope_theta", 10000.0);
     d.scale = 1.0f / sqrtf((float)d.hs);
     return d;

@@ -13,6 +13,19 @@
 #include <string.h>
 
 /*
+ * On x86-64 GCC, elementwise loops also get an AVX2 clone picked at load
+ * time (ifunc): 8 lanes instead of SSE2's 4. Each element still goes
+ * through the same IEEE operations in the same order (no FMA: -std=c11
+ * keeps contraction off, and avx2 does not enable fma), so both clones
+ * give the same bits. Only for loops whose elements are independent.
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
+#define BG_CPU_WIDE __attribute__((target_clones("avx2", "default")))
+#else
+#define BG_CPU_WIDE
+#endif
+
+/*
  * x limited to [lo, hi] by bit masks: a `?:` on floats becomes a branch
  * the compiler will not vectorise, and fminf/fmaxf have no SSE2 vector
  * form. NaN compares false both ways and stays NaN.

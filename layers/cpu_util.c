@@ -5,6 +5,7 @@
 #include "layers/cpu_util.h"
 
 #include <math.h>
+#include <stdio.h>
 
 bg_status_t bg_cpu_require_f32(const bg_layer_call_t *c, const char *phase)
 {
@@ -12,6 +13,29 @@ bg_status_t bg_cpu_require_f32(const bg_layer_call_t *c, const char *phase)
         return bg_errorf(BG_ERR_UNSUPPORTED,
                          "layer %s (%s): %s on the cpu backend computes in f32 only, got %s",
                          c->spec->name, c->spec->kind->name, phase, bg_dtype_name(c->dtype));
+    return BG_OK;
+}
+
+bg_status_t bg_cpu_check_targets(const bg_layer_call_t *c, const int32_t *tg, int64_t rows,
+                                 int64_t V)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        if (tg[r] >= 0 && tg[r] < V) continue;
+        const bg_shape_t *s = &c->spec->in[1];
+        char pos[96] = "";
+        int64_t rem = r, idx[BG_MAX_DIMS] = {0};
+        for (int i = s->ndim - 1; i >= 0; i--) {
+            idx[i] = s->d[i] ? rem % s->d[i] : 0;
+            rem = s->d[i] ? rem / s->d[i] : 0;
+        }
+        size_t len = 0;
+        for (int i = 0; i < s->ndim && len < sizeof(pos); i++)
+            len += (size_t)snprintf(pos + len, sizeof(pos) - len, "%s%lld", i ? ", " : "",
+                                    (long long)idx[i]);
+        return bg_errorf(BG_ERR_INVALID,
+                         "layer %s (%s): target %d at position [%s] is outside [0, %lld)",
+                         c->spec->name, c->spec->kind->name, (int)tg[r], pos, (long long)V);
+    }
     return BG_OK;
 }
 

@@ -1,6 +1,6 @@
 /*
  * layers/cpu_util.h -- small CPU loops more than one kind needs: the f32
- * guard of every CPU half, bias add, the bias-gradient column sum, and
+ * guard of every CPU half, the class-id check of the losses, bias add, the bias-gradient column sum, and
  * row sums in BG_CPU_LANES interleaved double lanes (so that -O3 can
  * vectorise them without reassociating anything).
  * Fixed loop orders only (results must not depend on threads or layout).
@@ -16,6 +16,14 @@
 /* BG_OK for f32 calls; BG_ERR_UNSUPPORTED naming layer, kind and phase
  * otherwise: bf16 compute is the CUDA backend's business. */
 bg_status_t bg_cpu_require_f32(const bg_layer_call_t *c, const char *phase);
+
+/*
+ * Every target tg[0..rows) (the call's input 1) must be a class id in
+ * [0, V). BG_ERR_INVALID naming the layer, its kind, the position as a
+ * multi-index of the targets' shape and the value otherwise.
+ */
+bg_status_t bg_cpu_check_targets(const bg_layer_call_t *c, const int32_t *tg, int64_t rows,
+                                 int64_t V);
 
 /* y (rows, cols) += b per row. */
 void bg_cpu_add_bias(float *y, const float *b, int64_t rows, int64_t cols);

@@ -16,30 +16,36 @@
 #include "layers/kernels_cuda.h"
 
 #include <math.h>
-#include <stdio.h>
+#include <string.h>
 
-static bg_status_t cross_entropy_infer(bg_layer_spec_t *spec, bg_errbuf_t *err)
+bg_status_t bg_loss_infer(bg_layer_spec_t *spec, const char *input, bg_errbuf_t *err)
 {
-    const bg_shape_t *lg = &spec->in[0], *tg = &spec->in[1];
-    if (lg->dtype != BG_F32)
-        return bg_errbuf_set(err, "cross_entropy: logits must be a float tensor, got %s",
-                             bg_dtype_name(lg->dtype));
+    const bg_shape_t *x = &spec->in[0], *tg = &spec->in[1];
+    const char *kind = spec->kind->name;
+    if (x->dtype != BG_F32)
+        return bg_errbuf_set(err, "%s: %s must be a float tensor, got %s", kind, input,
+                             bg_dtype_name(x->dtype));
     if (tg->dtype != BG_I32)
-        return bg_errbuf_set(err, "cross_entropy: targets must be i32 class ids, got %s",
+        return bg_errbuf_set(err, "%s: targets must be i32 class ids, got %s", kind,
                              bg_dtype_name(tg->dtype));
-    bool ok = tg->ndim == lg->ndim - 1;
-    for (int i = 0; ok && i < tg->ndim; i++) ok = tg->d[i] == lg->d[i];
+    bool ok = tg->ndim == x->ndim - 1;
+    for (int i = 0; ok && i < tg->ndim; i++) ok = tg->d[i] == x->d[i];
     if (!ok) {
         char a[96], b[96];
-        return bg_errbuf_set(err,
-                             "cross_entropy: targets %s must have the logits' shape %s "
-                             "without its last dimension",
-                             bg_shape_str(tg, b, sizeof(b)), bg_shape_str(lg, a, sizeof(a)));
+        const char *apos = input[strlen(input) - 1] == 's' ? "'" : "'s"; /* logits', input's */
+        return bg_errbuf_set(err, "%s: targets %s must have the %s%s shape %s without its last "
+                             "dimension", kind, bg_shape_str(tg, b, sizeof(b)), input, apos,
+                             bg_shape_str(x, a, sizeof(a)));
     }
     spec->out.dtype = BG_F32;
     spec->out.ndim = 1;
     spec->out.d[0] = 1;
     return BG_OK;
+}
+
+static bg_status_t cross_entropy_infer(bg_layer_spec_t *spec, bg_errbuf_t *err)
+{
+    return bg_loss_infer(spec, "logits", err);
 }
 
 static void cross_entropy_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg_layer_cost_t *c)
@@ -51,34 +57,6 @@ static void cross_entropy_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg
     c->fwd_flops = 4.0 * n;
     c->bwd_input_flops = 4.0 * n;
     c->saved_bytes = (int64_t)(rows * sizeof(float));
-}
-
-/*
- * Every target must be a class id in [0, V). The error names the layer, the
- * position as a multi-index of the targets' shape, and the value.
- */
-static bg_status_t ce_check_targets(const bg_layer_call_t *c, const int32_t *tg, int64_t rows,
-                                    int64_t V)
-{
-    for (int64_t r = 0; r < rows; r++) {
-        if (tg[r] >= 0 && tg[r] < V) continue;
-        const bg_shape_t *s = &c->spec->in[1];
-        char pos[96] = "";
-        int64_t rem = r, idx[BG_MAX_DIMS] = {0};
-        for (int i = s->ndim - 1; i >= 0; i--) {
-            idx[i] = s->d[i] ? rem % s->d[i] : 0;
-            rem = s->d[i] ? rem / s->d[i] : 0;
-        }
-        size_t len = 0;
-        for (int i = 0; i < s->ndim && len < sizeof(pos); i++)
-            len += (size_t)snprintf(pos + len, sizeof(pos) - len, "%s%lld", i ? ", " : "",
-                                    (long long)idx[i]);
-        return bg_errorf(BG_ERR_INVALID,
-                         "layer %s (cross_entropy): target %d at position [%s] is outside "
-                         "[0, %lld)",
-                         c->spec->name, (int)tg[r], pos, (long long)V);
-    }
-    return BG_OK;
 }
 
 /* log(sum_j exp(x_j)) of one row, shifted by its max so exp never overflows. */
@@ -119,7 +97,7 @@ static bg_status_t cross_entropy_forward(const bg_layer_call_t *c)
     int64_t rows = 0, V = 0;
     if (st == BG_OK) st = ce_sizes(c, &rows, &V);
     const int32_t *tg = c->in[1]->data;
-    if (st == BG_OK) st = ce_check_targets(c, tg, rows, V);
+    if (st == BG_OK) st = bg_cpu_check_targets(c, tg, rows, V);
     if (st != BG_OK) return st;
     const float *x = c->in[0]->data;
     float *lse = c->saved->data;
@@ -153,7 +131,7 @@ static bg_status_t cross_entropy_backward_input(const bg_layer_call_t *c)
     int64_t rows = 0, V = 0;
     if (st == BG_OK) st = ce_sizes(c, &rows, &V);
     const int32_t *tg = c->in[1]->data;
-    if (st == BG_OK) st = ce_check_targets(c, tg, rows, V);
+    if (st == BG_OK) st = bg_cpu_check_targets(c, tg, rows, V);
     if (st != BG_OK) return st;
     const float *x = c->in[0]->data, *lse = c->saved->data;
     float *dx = c->din[0]->data;

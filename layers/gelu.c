@@ -41,7 +41,7 @@ static void gelu_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg_layer_co
  * backward (measured 9.5e-8 and 1.0e-7 on a 1e-5 grid over [-12, 12];
  * libm tanhf gave 8.3e-8): tests/layers/test_layers_fast.c asserts both.
  */
-static void gelu_forward_cpu(const float *x, float *y, int64_t n)
+BG_CPU_WIDE static void gelu_forward_cpu(const float *x, float *y, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         float v = x[i];
@@ -55,7 +55,7 @@ static void gelu_forward_cpu(const float *x, float *y, int64_t n)
  * With e = exp(-2u) and s = 1 / (1 + e): 0.5 (1 + t) = s and
  * 0.5 (1 - t^2) = 2 s (1 - s) = 2 e s^2, so d = s + 2 x (e s) s u'.
  */
-static void gelu_backward_cpu(const float *x, const float *dy, float *dx, int64_t n)
+BG_CPU_WIDE static void gelu_backward_cpu(const float *x, const float *dy, float *dx, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         float v = x[i];

@@ -3,7 +3,8 @@
  * every shape inferred, every parameter named, every cost known.
  *
  * The engine and the partitioner read this; the syntax it comes from is
- * docs/graph-format.md. A graph is immutable once parsed and owns all its
+ * docs/graph-format.md. A graph is immutable once parsed (but for the one
+ * rewrite, bg_graph_fuse_classifier, a run applies first) and owns all its
  * memory (no tensors, no parameter values: shapes and names only, so a
  * 175B-parameter model parses in milliseconds and a few hundred KiB).
  * Must not know about schedules, ranks, stages, backends or transport.
@@ -130,10 +131,30 @@ int bg_graph_find_input(const bg_graph_t *g, const char *name);
 int bg_graph_find_layer(const bg_graph_t *g, const char *path);
 int bg_graph_find_param(const bg_graph_t *g, const char *name);
 
-/* The loss: output tensor of the last cross_entropy, and that layer. */
+/* The loss: output tensor of the last cross_entropy (or classifier), and that layer. */
 int bg_graph_loss_tensor(const bg_graph_t *g);
 int bg_graph_loss_layer(const bg_graph_t *g);
 
 const bg_graph_totals_t *bg_graph_totals(const bg_graph_t *g);
+
+/* What bg_graph_fuse_classifier did. */
+typedef struct bg_graph_fusion {
+    int n;               /* linear + cross_entropy pairs fused */
+    int head, loss;      /* layer ids of the first pair (-1 when n = 0) */
+    int64_t kept_before; /* bytes the fused pairs kept from F to W, before */
+    int64_t kept_after;  /* and after (activations in the dtype asked for) */
+} bg_graph_fusion_t;
+
+/*
+ * The one rewrite of a parsed graph (layers/graph_fuse.c), for runs: every
+ * `linear` whose output is read only as a cross_entropy's logits, and is
+ * wider than its input (V > C: otherwise nothing is saved), fuses with it -- the cross_entropy layer becomes a `classifier` (head GEMM and
+ * loss in logits tiles, the linear's parameter slots, names unchanged),
+ * the linear an `identity`. Layer ids, names, tensors and parameter names
+ * stay, so plans and checkpoints of the graph as written apply; costs and
+ * totals are recomputed. Byte accounting in `dtype`; *out (may be NULL) set
+ * on success. BG_ERR_NOMEM when memory runs out (the graph is then unusable).
+ */
+bg_status_t bg_graph_fuse_classifier(bg_graph_t *g, bg_dtype_t dtype, bg_graph_fusion_t *out);
 
 #endif

@@ -1128,7 +1128,9 @@ static bg_status_t check_dataflow(parser_t *p)
 {
     bg_graph_t *g = p->g;
     for (int l = g->n_layers - 1; l >= 0 && g->loss_layer < 0; l--)
-        if (!strcmp(g->layers[l].spec.kind->name, "cross_entropy")) g->loss_layer = l;
+        if (!strcmp(g->layers[l].spec.kind->name, "cross_entropy") ||
+            !strcmp(g->layers[l].spec.kind->name, "classifier"))
+            g->loss_layer = l;
     if (g->loss_layer < 0) {
         const tok_t *e = &p->tok[p->ntok - 1];
         return perr(p, e, "the model has no loss: add `loss = cross_entropy(logits, targets)`");

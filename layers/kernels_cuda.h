@@ -36,6 +36,7 @@ BG_CUDA_KIND(attention)
 BG_CUDA_KIND(cross_entropy)
 BG_CUDA_KIND(rmsnorm)
 BG_CUDA_KIND(swiglu)
+BG_CUDA_KIND(classifier)
 #undef BG_CUDA_KIND
 
 #ifdef __cplusplus

@@ -15,11 +15,12 @@
 extern const bg_layer_kind_t bg_kind_linear, bg_kind_embedding, bg_kind_layernorm, bg_kind_gelu,
     bg_kind_relu, bg_kind_add, bg_kind_attention, bg_kind_cross_entropy;
 extern const bg_layer_kind_t bg_kind_rmsnorm, bg_kind_swiglu; /* Llama family */
+extern const bg_layer_kind_t bg_kind_classifier, bg_kind_identity; /* graph_fuse.c's */
 
 static const bg_layer_kind_t *const all_kinds[] = {
     &bg_kind_linear, &bg_kind_embedding, &bg_kind_layernorm, &bg_kind_gelu,
     &bg_kind_relu,   &bg_kind_add,       &bg_kind_attention, &bg_kind_cross_entropy,
-    &bg_kind_rmsnorm, &bg_kind_swiglu,
+    &bg_kind_rmsnorm, &bg_kind_swiglu,  &bg_kind_classifier, &bg_kind_identity,
 };
 
 const bg_layer_kind_t *const *bg_layer_kinds(int *n)

@@ -153,6 +153,10 @@ struct bg_layer_kind {
     bg_status_t (*forward)(const bg_layer_call_t *c);
     bg_status_t (*backward_input)(const bg_layer_call_t *c);  /* NULL: no input needs grad */
     bg_status_t (*backward_weight)(const bg_layer_call_t *c); /* NULL: no parameters */
+    /* Losses whose first input is not the logits (the fused classifier): after F,
+     * each row's highest-scoring class (lowest on ties), i32 (rows), to `out` on
+     * the call's device, on its stream. NULL: the first input is the logits. */
+    bg_status_t (*row_argmax)(const bg_layer_call_t *c, int32_t *out);
 };
 
 /* The registry of kinds. NULL when unknown. */
@@ -180,5 +184,9 @@ int64_t bg_spec_dtype_bytes(bg_dtype_t logical, bg_dtype_t compute);
  * saved scratch and workspace (bg_layer_cost with it): the CPU computes
  * bf16/fp16 runs in f32 (layers/cpu_mixed.c), CUDA in the dtype itself. */
 bg_dtype_t bg_layer_kernel_dtype(const bg_backend_t *be, bg_dtype_t dtype);
+/* Inference of a mean loss over class ids (cross_entropy, classifier): in[0]
+ * float (..., K) named `input` in messages ("logits"), in[1] i32 targets
+ * with its shape without the last dimension; out f32 [1]. */
+bg_status_t bg_loss_infer(bg_layer_spec_t *spec, const char *input, bg_errbuf_t *err);
 
 #endif

@@ -45,7 +45,7 @@ static void swiglu_cost(const bg_layer_spec_t *spec, bg_dtype_t dtype, bg_layer_
 }
 
 /* y (rows, H) from x (rows, 2H). */
-static void swiglu_forward_cpu(const float *x, float *y, int64_t rows, int64_t H)
+BG_CPU_WIDE static void swiglu_forward_cpu(const float *x, float *y, int64_t rows, int64_t H)
 {
     for (int64_t r = 0; r < rows; r++) {
         const float *a = x + r * 2 * H, *b = a + H;
@@ -59,7 +59,7 @@ static void swiglu_forward_cpu(const float *x, float *y, int64_t rows, int64_t H
  * With e = exp(-a), s = 1 / (1 + e), 1 - s = e s (no cancellation near s = 1):
  * da = dy b s (1 + a e s), db = dy a s.
  */
-static void swiglu_backward_cpu(const float *x, const float *dy, float *dx, int64_t rows, int64_t H)
+BG_CPU_WIDE static void swiglu_backward_cpu(const float *x, const float *dy, float *dx, int64_t rows, int64_t H)
 {
     for (int64_t r = 0; r < rows; r++) {
         const float *a = x + r * 2 * H, *b = a + H, *dyr = dy + r * H;

@@ -318,6 +318,26 @@ static int print_json(const bg_graph_t *g, const check_opts_t *o)
     return 0;
 }
 
+/* What a run does to the head (layers/graph_fuse.c): the bytes the fused
+ * classifier saves. Rewrites g, so it comes last. */
+static int print_fusion(bg_graph_t *g, bg_dtype_t dt)
+{
+    bg_graph_fusion_t f;
+    if (bg_graph_fuse_classifier(g, dt, &f) != BG_OK) {
+        fprintf(stderr, "brigade check: %s\n", bg_last_error());
+        return 1;
+    }
+    if (!f.n) return 0;
+    char a[64], b[64], c[64];
+    printf("fused classifier: %s + %s run as one kind, logits never stored: kept %s -> %s, "
+           "%s less per micro-batch\n",
+           bg_graph_layer(g, f.head)->spec.name, bg_graph_layer(g, f.loss)->spec.name,
+           fmt_bytes((double)f.kept_before, a, sizeof(a)),
+           fmt_bytes((double)f.kept_after, b, sizeof(b)),
+           fmt_bytes((double)(f.kept_before - f.kept_after), c, sizeof(c)));
+    return 0;
+}
+
 static void print_kinds(bool json)
 {
     int n;
@@ -355,6 +375,7 @@ int bg_cmd_check(int argc, char **argv)
     }
     if (o.kinds && !o.json) print_kinds(false); /* --json: stdout holds one JSON value */
     rc = o.json ? print_json(g, &o) : print_table(g, &o);
+    if (!o.json && rc == 0) rc = print_fusion(g, o.dtype);
     bg_graph_free(g);
     if (fflush(stdout) != 0) {
         fprintf(stderr, "brigade check: cannot write output: %s\n", strerror(errno));

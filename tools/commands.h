@@ -36,6 +36,10 @@ int bg_cmd_eval(int argc, char **argv);
 extern const bg_cmd_spec_t bg_data_spec;
 int bg_cmd_data(int argc, char **argv);
 
+/* brigade convert MODEL IN -o OUT: Hugging Face names <-> brigade names (cmd_convert.c) */
+extern const bg_cmd_spec_t bg_convert_spec;
+int bg_cmd_convert(int argc, char **argv);
+
 /* brigade profile MODEL: time every layer's F/B/W, write a JSON profile (cmd_profile.c) */
 extern const bg_cmd_spec_t bg_profile_spec;
 int bg_cmd_profile(int argc, char **argv);

@@ -1,8 +1,9 @@
 #!/bin/sh
-# tests/data/test_cmd_data.sh BRIGADE -- `brigade data` end to end: shards a
-# generated text file, checks file names, sizes and header words, and the
-# exit codes for usage errors (2) and bad input (2). Removes only its own
-# mktemp directory.
+# tests/data/test_cmd_data.sh BRIGADE [SOURCE_DIR] -- `brigade data` end to
+# end: shards a generated text file, checks file names, sizes and header
+# words, and the exit codes for usage errors (2) and bad input (2); with
+# SOURCE_DIR, llama-tiny trains on the shards on two stages and its loss
+# falls well below ln 256 = 5.55. Removes only its own mktemp directory.
 set -u
 B="$1"
 T=$(mktemp -d "${TMPDIR:-/tmp}/bg-cmd-data-XXXXXX") || exit 1
@@ -30,6 +31,15 @@ check '[ "$(od -An -tx1 -N12 "$T/sub/tiny_train_000000.bin" | tr -d " \n")" = "8
 # First token is the first byte of the text ("l" = 0x6c) as uint16.
 check '[ "$(od -An -tx1 -j1024 -N2 "$T/sub/tiny_train_000000.bin" | tr -d " \n")" = "6c00" ]'
 check '! ls "$T"/sub/*.tmp.* > /dev/null 2>&1'
+
+if [ $# -ge 2 ]; then
+    "$B" train "$2/models/llama-tiny.graph" --data "tokens:$T/sub/tiny" --batch 8 --steps 40 \
+        --log-every 40 --stages 2 --micro-batches 2 --lr 3e-3 > "$T/train" 2>&1
+    check '[ $? -eq 0 ]'
+    loss=$(sed -n 's/.*step 40\/40 | loss \([0-9.]*\).*/\1/p' "$T/train")
+    echo "llama-tiny on the shards: loss ${loss:-none} after 40 steps"
+    check 'awk "BEGIN { exit !(${loss:-0} > 0 && ${loss:-0} < 4.0) }"'
+fi
 
 "$B" data > /dev/null 2>&1;                         check '[ $? -eq 2 ]'
 "$B" data "$T/in.txt" > /dev/null 2>&1;             check '[ $? -eq 2 ]'

@@ -4,7 +4,8 @@
  * micro-batch split, every pipeline layout and schedule must end with
  * parameters (and optimizer state) bit-identical to one stage on the CPU;
  * data-parallel layouts must repeat bit for bit and stay within 1e-6
- * relative of one rank. Checkpoints are the witness: they hold every
+ * relative of one rank. llama-tiny runs every schedule of the schedule
+ * table at S = 1, 2, 3. Checkpoints are the witness: they hold every
  * parameter by its global name whatever the layout.
  * argv[1]: the brigade binary. Models come from BRIGADE_SOURCE_DIR.
  */
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "engine/checkpoint.h"
+#include "partition/schedules.h"
 #include "test_util.h"
 
 static const char *brigade, *srcdir;
@@ -222,6 +224,47 @@ static void check_other_m(void)
     }
 }
 
+#define TABLE_MAX_LAYOUTS 64
+
+/*
+ * Every schedule the table lists (at its default chunks) at S = 1, 2, 3,
+ * plus recompute: m = 4 unless the schedule's rule asks for more (the
+ * smallest m it allows), micro-batches of 4 samples; layouts sharing an m
+ * share one reference run.
+ */
+static void check_table_layouts(const char *model, const char *data)
+{
+    static char text[TABLE_MAX_LAYOUTS][128];
+    int ms[TABLE_MAX_LAYOUTS], n = 0;
+    for (int k = 0; k < BG_SCHED_KIND_COUNT; k++) {
+        const bg_sched_desc_t *d = bg_sched_desc((bg_sched_kind_t)k);
+        for (int S = 1; d && S <= 3 && n < TABLE_MAX_LAYOUTS - 1; S++) {
+            ms[n] = bg_sched_round_m(d, S, 4);
+            CHECK_MSG(ms[n] > 0, "%s: no micro-batch count for %d stages", d->name, S);
+            snprintf(text[n], sizeof(text[n]),
+                     "--stages %d --schedule %s --micro-batches %d --batch %d", S, d->name, ms[n],
+                     4 * ms[n]);
+            n += ms[n] > 0;
+        }
+    }
+    CHECK_MSG(n < TABLE_MAX_LAYOUTS - 1, "more schedules than this test has room for");
+    ms[n] = 4;
+    snprintf(text[n++], sizeof(text[0]),
+             "--stages 3 --schedule 1f1b --micro-batches 4 --recompute");
+    for (int i = 0; i < n; i++) {
+        bool first = true;
+        for (int j = 0; j < i; j++) first &= ms[j] != ms[i];
+        if (!first) continue;
+        const char *group[TABLE_MAX_LAYOUTS];
+        char ref[64];
+        int g = 0;
+        for (int j = i; j < n; j++)
+            if (ms[j] == ms[i]) group[g++] = text[j];
+        snprintf(ref, sizeof(ref), "--stages 1 --micro-batches %d --batch %d", ms[i], 4 * ms[i]);
+        check_layouts_vs(model, data, ref, group, g);
+    }
+}
+
 /* A schedule from a file (--schedule file:PATH): a hand-made order, rank 0
  * splitting B and W, rank 1 fusing them. */
 static void check_file_schedule(void)
@@ -292,6 +335,10 @@ int main(int argc, char **argv)
         "--stages 2 --schedule dualpipev --micro-batches 4",
     };
     check_layouts("skip-mlp.graph", "synthetic:images", skip, 4);
+    /* llama-tiny: grouped-query attention with rope, rmsnorm, swiglu, no
+     * biases, an untied head (a fused classifier); every schedule of the
+     * table at S = 1, 2, 3. */
+    check_table_layouts("llama-tiny.graph", "synthetic:tokens");
     check_other_m();
     check_file_schedule();
     check_dp("mlp-fashion.graph", "synthetic:images");

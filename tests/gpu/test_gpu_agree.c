@@ -490,6 +490,24 @@ static void gen_cross_entropy(ga_case_t *k, int i, uint64_t *s)
     k->in_lo = -4.0f, k->in_hi = 4.0f;
 }
 
+/* The fused head + loss: one case spans several logits tiles (rows past
+ * BG_CLS_ROWS, V past BG_CLS_VOCAB) so the online lse and the dx sum over
+ * vocabulary tiles are compared too. */
+static void gen_classifier(ga_case_t *k, int i, uint64_t *s)
+{
+    int64_t V = i == 0 ? 1 : i == 3 ? 4200 : PICK(s, 2, 17, 100, 1000);
+    int64_t d[3] = {i == 3 ? 3 : PICK(s, 1, 2), i == 3 ? 350 : PICK(s, 1, 3, 37),
+                    i == 3 ? 24 : PICK(s, 1, 8, 33, 64)};
+    int nd = 2 + i % 2;
+    ga_shape(&k->spec.in[0], BG_F32, nd, d + 3 - nd);
+    ga_shape(&k->spec.in[1], BG_I32, nd - 1, d + 3 - nd);
+    k->spec.n_in = 2;
+    k->id_range[1] = V;
+    CHECK_OK(bg_attrs_set_int(&k->spec.attrs, "out", V));
+    if (i % 2)
+        CHECK_OK(bg_attrs_set_bool(&k->spec.attrs, "bias", false));
+}
+
 /* Cases for `kind`; 0 when there is no generator (reported as a failure). */
 static int ga_cases(const bg_layer_kind_t *kind, uint64_t *s, ga_case_t *out)
 {
@@ -517,6 +535,10 @@ static int ga_cases(const bg_layer_kind_t *kind, uint64_t *s, ga_case_t *out)
             gen_attention(k, i, s);
         else if (!strcmp(n, "cross_entropy"))
             gen_cross_entropy(k, i, s);
+        else if (!strcmp(n, "classifier"))
+            gen_classifier(k, i, s);
+        else if (!strcmp(n, "identity"))
+            gen_elementwise(k, i, s, 1);
         else
             return 0;
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/graph/cli_test.sh BRIGADE SOURCE_DIR -- `brigade check` as users run
 # it: every example model exits 0 (GPT-2 small reports 124,439,808
-# parameters), every bad/*.graph exits 2 with its expected FILE:L:C message
+# parameters, the Llama files Meta's counts), every bad/*.graph exits 2 with its expected FILE:L:C message
 # on stderr, usage mistakes exit 2, --json is valid JSON.
 # Must not modify anything outside a temporary directory.
 set -u
@@ -16,18 +16,19 @@ bad() { echo "FAIL: $*" >&2; fail=1; }
 for m in "$src"/models/*.graph; do
     "$brigade" check "$m" --batch 4 >"$tmp/out" 2>"$tmp/err"
     rc=$?
-    # The Llama files need grouped-query attention; a build whose attention
-    # kind lacks kv_heads= cannot read them yet (tests/graph/test_model_counts.c).
-    if [ $rc -eq 2 ] && grep -q "attention has no key 'kv_heads'" "$tmp/err"; then
-        echo "SKIP: $m needs attention kv_heads="
-        continue
-    fi
     [ $rc -eq 0 ] || bad "$m: exit $rc: $(cat "$tmp/err")"
     grep -q '^parameters: ' "$tmp/out" || bad "$m: no parameter total"
 done
 
 "$brigade" check "$src/models/gpt2-124m.graph" >"$tmp/out" 2>&1
 grep -q '^parameters: 124,439,808 ' "$tmp/out" || bad "gpt2-124m: $(grep '^parameters' "$tmp/out")"
+# Meta's published counts (no biases anywhere, grouped-query attention).
+"$brigade" check "$src/models/llama3-8b.graph" >"$tmp/out" 2>&1
+grep -q '^parameters: 8,030,261,248 ' "$tmp/out" || bad "llama3-8b: $(grep '^parameters' "$tmp/out")"
+"$brigade" check "$src/models/llama3-70b.graph" >"$tmp/out" 2>&1
+grep -q '^parameters: 70,553,706,496 ' "$tmp/out" || bad "llama3-70b: $(grep '^parameters' "$tmp/out")"
+"$brigade" check "$src/models/llama-tiny.graph" >"$tmp/out" 2>&1
+grep -q '^parameters: 123,712 ' "$tmp/out" || bad "llama-tiny: $(grep '^parameters' "$tmp/out")"
 
 "$brigade" check "$src/models/gpt2-124m.graph" --json >"$tmp/json" 2>&1 || bad "--json failed"
 if command -v python3 >/dev/null; then

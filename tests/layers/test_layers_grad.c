@@ -50,7 +50,7 @@
 #define GC_ATOL 3e-3
 #define GC_RTOL 1e-2
 
-#define GC_MAX_CASES 8
+#define GC_MAX_CASES 10
 #define GC_MAX_NUMEL 400 /* elements of an elementwise kind's input */
 
 typedef struct gc_case {
@@ -200,13 +200,15 @@ static void gen_attention(gc_case_t *k, int i, uint64_t *s)
     CHECK_OK(bg_attrs_set_bool(&k->spec.attrs, "causal", i < 3)); /* each head count both ways */
     k->b_before_w = true;
     if (i == 2) CHECK_OK(bg_attrs_set_int(&k->spec.attrs, "kv_heads", heads)); /* explicit = heads */
-    if (i < 6) return;
+    /* bias=false (Llama): 9 plain, 8 with grouped-query and rotary positions */
+    if (i >= 8) CHECK_OK(bg_attrs_set_bool(&k->spec.attrs, "bias", false));
+    if (i < 6 || i == 9) return;
     /* grouped-query with rotary positions: kv_heads 2 and 1, even head sizes */
     int64_t h2 = i == 6 ? 4 : 2, d2[3] = {PICK(s, 1, 2), PICK(s, 3, 5), h2 * PICK(s, 2, 4)};
     gc_shape(&k->spec.in[0], BG_F32, 3, d2);
     CHECK_OK(bg_attrs_set_int(&k->spec.attrs, "heads", h2));
     CHECK_OK(bg_attrs_set_int(&k->spec.attrs, "kv_heads", i == 6 ? 2 : 1));
-    CHECK_OK(bg_attrs_set_bool(&k->spec.attrs, "causal", i == 6));
+    CHECK_OK(bg_attrs_set_bool(&k->spec.attrs, "causal", i != 7));
     CHECK_OK(bg_attrs_set_bool(&k->spec.attrs, "rope", true));
     CHECK_OK(bg_attrs_set_float(&k->spec.attrs, "rope_theta", 10.0));
 }
@@ -223,11 +225,27 @@ static void gen_cross_entropy(gc_case_t *k, int i, uint64_t *s)
     k->in_scale = 2.0f;
 }
 
+/* The fused head + loss: x (..., C) and targets; bias both ways, a shared
+ * weight slot as linear's. */
+static void gen_classifier(gc_case_t *k, int i, uint64_t *s)
+{
+    int64_t V = i == 0 ? 1 : PICK(s, 2, 3, 17);
+    int64_t d[3] = {PICK(s, 1, 2), PICK(s, 1, 3, 5), PICK(s, 1, 3, 8)};
+    int nd = 2 + i % 2;
+    gc_shape(&k->spec.in[0], BG_F32, nd, d + 3 - nd);
+    gc_shape(&k->spec.in[1], BG_I32, nd - 1, d + 3 - nd);
+    k->spec.n_in = 2;
+    k->id_range[1] = V;
+    CHECK_OK(bg_attrs_set_int(&k->spec.attrs, "out", V));
+    if (i % 2) CHECK_OK(bg_attrs_set_bool(&k->spec.attrs, "bias", false));
+    if (i == 2) CHECK_OK(bg_attrs_set_ref(&k->spec.attrs, "share", "wte.tokens"));
+}
+
 /* Cases for `kind`; 0 when this test has no generator for it (a failure). */
 static int gc_cases(const bg_layer_kind_t *kind, uint64_t *s, gc_case_t *out)
 {
     const char *n = kind->name;
-    int count = !strcmp(n, "attention") ? 8 : 4;
+    int count = !strcmp(n, "attention") ? 10 : 4;
     for (int i = 0; i < count; i++) {
         gc_case_t *k = &out[i];
         gc_case_init(k, kind, i);
@@ -241,6 +259,8 @@ static int gc_cases(const bg_layer_kind_t *kind, uint64_t *s, gc_case_t *out)
         else if (!strcmp(n, "add")) gen_elementwise(k, i, s, 2);
         else if (!strcmp(n, "attention")) gen_attention(k, i, s);
         else if (!strcmp(n, "cross_entropy")) gen_cross_entropy(k, i, s);
+        else if (!strcmp(n, "classifier")) gen_classifier(k, i, s);
+        else if (!strcmp(n, "identity")) gen_elementwise(k, i, s, 1);
         else return 0;
     }
     return count;
