@@ -87,41 +87,30 @@ static bg_status_t ck_init(ck_t *k, const bg_sched_t *s)
     return BG_OK;
 }
 
-/* F(mb, c) at (r, i): each incoming edge's activations are here already. */
-static bg_status_t need_inputs(ck_t *k, int r, long i, int mb, int c)
+/*
+ * F(mb, c) (grad = 0) or B/BW(mb, c) (grad = 1) at (r, i): the data it reads
+ * over every edge is here already -- activations of each incoming edge, or
+ * the gradient of each outgoing gradient edge -- from a local F/B earlier in
+ * the list or from a preceding receive.
+ */
+static bg_status_t need_edge_data(ck_t *k, int r, long i, int mb, int c, int grad)
 {
+    static const char *const what[2] = {"activations", "the gradient"};
+    static const char *const local[2] = {"F", "B"};
+    static const char *const recv[2] = {"RECV_ACT", "RECV_GRAD"};
     const bg_sched_t *s = k->s;
     for (int e = 0; e < s->nedges; e++) {
-        int src = s->edges[e].src;
-        if (s->edges[e].dst != c) continue;
-        if (s->chunk_rank[src] == r) {
-            if (k->f[MC(k, mb, src)] < 0)
-                return fail_at(k, r, i, "needs activations of chunk %d (same rank) but "
-                               "F(mb=%d, c=%d) has not run before it", src, mb, src);
-        } else if (k->recv[XK(k, 0, e, mb)].rank < 0) {
-            return fail_at(k, r, i, "needs activations from chunk %d (rank %d) but no "
-                           "RECV_ACT(mb=%d, %d->%d) precedes it", src, s->chunk_rank[src], mb,
-                           src, c);
-        }
-    }
-    return BG_OK;
-}
-
-/* B/BW(mb, c) at (r, i): each outgoing gradient edge's gradient is here. */
-static bg_status_t need_grads(ck_t *k, int r, long i, int mb, int c)
-{
-    const bg_sched_t *s = k->s;
-    for (int e = 0; e < s->nedges; e++) {
-        int dst = s->edges[e].dst;
-        if (s->edges[e].src != c || !s->edges[e].grad) continue;
-        if (s->chunk_rank[dst] == r) {
-            if (k->b[MC(k, mb, dst)] < 0)
-                return fail_at(k, r, i, "needs the gradient of chunk %d (same rank) but "
-                               "B(mb=%d, c=%d) has not run before it", dst, mb, dst);
-        } else if (k->recv[XK(k, 1, e, mb)].rank < 0) {
-            return fail_at(k, r, i, "needs the gradient from chunk %d (rank %d) but no "
-                           "RECV_GRAD(mb=%d, %d->%d) precedes it", dst, s->chunk_rank[dst], mb,
-                           dst, c);
+        /* The chunk at the edge's other end, which produces the data. */
+        int o = grad ? s->edges[e].dst : s->edges[e].src;
+        if ((grad ? s->edges[e].src : s->edges[e].dst) != c || (grad && !s->edges[e].grad))
+            continue;
+        if (s->chunk_rank[o] == r) {
+            if ((grad ? k->b : k->f)[MC(k, mb, o)] < 0)
+                return fail_at(k, r, i, "needs %s of chunk %d (same rank) but %s(mb=%d, c=%d) "
+                               "has not run before it", what[grad], o, local[grad], mb, o);
+        } else if (k->recv[XK(k, grad, e, mb)].rank < 0) {
+            return fail_at(k, r, i, "needs %s from chunk %d (rank %d) but no %s(mb=%d, %d->%d) "
+                           "precedes it", what[grad], o, s->chunk_rank[o], recv[grad], mb, o, c);
         }
     }
     return BG_OK;
@@ -141,7 +130,7 @@ static bg_status_t check_compute(ck_t *k, int r, long i, const bg_action_t *a)
     switch (a->kind) {
     case BG_ACT_F:
         if (k->f[x] >= 0) return fail_at(k, r, i, "duplicate: F already at action %ld", k->f[x]);
-        if ((st = need_inputs(k, r, i, mb, c))) return st;
+        if ((st = need_edge_data(k, r, i, mb, c, 0))) return st;
         k->f[x] = i;
         if (++k->live[r] > k->peak[r]) k->peak[r] = k->live[r];
         return BG_OK;
@@ -150,7 +139,7 @@ static bg_status_t check_compute(ck_t *k, int r, long i, const bg_action_t *a)
         if (k->b[x] >= 0)
             return fail_at(k, r, i, "duplicate: backward already at action %ld", k->b[x]);
         if (k->f[x] < 0) return fail_at(k, r, i, "runs before F(mb=%d, c=%d)", mb, c);
-        if ((st = need_grads(k, r, i, mb, c))) return st;
+        if ((st = need_edge_data(k, r, i, mb, c, 1))) return st;
         k->b[x] = i;
         k->b_fused[x] = a->kind == BG_ACT_BW;
         if (a->kind == BG_ACT_B) return BG_OK;
