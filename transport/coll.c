@@ -415,6 +415,8 @@ bg_status_t bg_tp_coll_launch(bg_tp_coll_t *c, bg_tp_coll_t **out)
 
 /* ---------------- broadcast ---------------- */
 
+#define BC_LANES 4 /* segments of a broadcast in flight */
+
 static int mod(int a, int n)
 {
     return ((a % n) + n) % n;
@@ -439,7 +441,7 @@ static void bc_post(bg_tp_coll_t *c, bg_tp_lane_t *l)
 static int bc_advance(bg_tp_coll_t *c)
 {
     int moved = 0;
-    for (int i = 0; i < BG_TP_LANES && !c->done; i++) {
+    for (int i = 0; i < BC_LANES && !c->done; i++) {
         bg_tp_lane_t *l = &c->lanes[i];
         if (!l->busy) {
             if (c->next_seg >= c->nseg)

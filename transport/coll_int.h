@@ -19,7 +19,7 @@
 #include "transport/p2p.h"
 #include "transport/reduce.h"
 
-#define BG_TP_LANES 8        /* ring segments in flight per collective */
+#define BG_TP_LANES 16       /* most ring segments in flight per collective */
 #define BG_TP_MAX_SEGS 1024  /* the segment field is 10 bits */
 #define BG_TP_COLL_ERRLEN 400
 
@@ -87,6 +87,7 @@ struct bg_tp_coll {
     bg_tp_dtype_t dt;
     bg_tp_op_t op;
     int step0, step1; /* ring steps run: [0, n-1) reduce-scatter, [n-1, 2n-2) all-gather */
+    int nlanes;       /* ring lanes in use (BRIGADE_TP_LANES, <= BG_TP_LANES) */
     int direct;       /* small message: direct exchange instead of the ring */
     int phase;        /* direct: 0 exchange posted, 1 reducing, 2 gather posted */
     bg_tp_req_t **dreq; /* direct: 2 (n - 1) requests */

@@ -32,21 +32,21 @@
 
 #define DEFAULT_SEGMENT ((size_t)256 << 10)
 #define DEFAULT_SMALL ((size_t)64 << 10)
+#define DEFAULT_LANES 8
 
 static int mod(int a, int n)
 {
     return ((a % n) + n) % n;
 }
 
-/* A size knob from the environment (equal on all ranks), read once. */
-static size_t knob(const char *name, size_t def, size_t *cache)
+/* A knob from the environment (must be equal on all ranks; 0 or unset:
+ * the default). Read at every start (a getenv is noise next to a
+ * collective), so a benchmark can compare settings in one run. */
+static size_t knob(const char *name, size_t def)
 {
-    if (!*cache) {
-        const char *v = getenv(name);
-        unsigned long long x = v && *v ? strtoull(v, NULL, 10) : 0;
-        *cache = x ? (size_t)x : def;
-    }
-    return *cache;
+    const char *v = getenv(name);
+    unsigned long long x = v && *v ? strtoull(v, NULL, 10) : 0;
+    return x ? (size_t)x : def;
 }
 
 /* Elements [*off, *off + *n) of segment `seg` of shard b. */
@@ -185,7 +185,7 @@ static int lane_advance(bg_tp_coll_t *c, bg_tp_lane_t *l)
 static int ring_lanes_advance(bg_tp_coll_t *c)
 {
     int moved = 0;
-    for (int i = 0; i < BG_TP_LANES && !c->done; i++) {
+    for (int i = 0; i < c->nlanes && !c->done; i++) {
         bg_tp_lane_t *l = &c->lanes[i];
         if (!l->busy) {
             if (c->next_seg >= c->nseg)
@@ -307,11 +307,10 @@ int bg_tp_ring_advance(bg_tp_coll_t *c)
 /* Segments, lanes and scratch of a ring; or the direct path's scratch. */
 static bg_status_t ring_plan(bg_tp_coll_t *c)
 {
-    static size_t seg_cache, small_cache;
     int n = c->g->n;
     size_t maxshard = (c->count + (size_t)n - 1) / (size_t)n;
     int reduces = c->kind != COLL_ALLGATHER;
-    if (c->count * c->esz <= knob("BRIGADE_TP_SMALL", DEFAULT_SMALL, &small_cache)) {
+    if (c->count * c->esz <= knob("BRIGADE_TP_SMALL", DEFAULT_SMALL)) {
         c->direct = 1;
         c->dreq = calloc(2 * (size_t)(n - 1), sizeof(*c->dreq));
         if (!c->dreq)
@@ -325,14 +324,19 @@ static bg_status_t ring_plan(bg_tp_coll_t *c)
         c->lanes[0].tmp = tmp;
         return BG_OK;
     }
-    size_t seg_bytes = knob("BRIGADE_TP_SEGMENT", DEFAULT_SEGMENT, &seg_cache);
+    size_t seg_bytes = knob("BRIGADE_TP_SEGMENT", DEFAULT_SEGMENT);
     c->seg_elems = seg_bytes >= c->esz ? seg_bytes / c->esz : 1;
     if (c->seg_elems * BG_TP_MAX_SEGS < maxshard)
         c->seg_elems = (maxshard + BG_TP_MAX_SEGS - 1) / BG_TP_MAX_SEGS;
     c->nseg = (maxshard + c->seg_elems - 1) / c->seg_elems;
+    size_t lanes = knob("BRIGADE_TP_LANES", DEFAULT_LANES);
+    if (lanes > BG_TP_LANES)
+        lanes = BG_TP_LANES;
+    if (lanes > c->nseg)
+        lanes = c->nseg;
+    c->nlanes = (int)lanes;
     if (!reduces)
         return BG_OK;
-    size_t lanes = c->nseg < BG_TP_LANES ? c->nseg : BG_TP_LANES;
     char *tmp = NULL;
     bg_status_t st = bg_tp_coll_scratch(c, lanes * c->seg_elems * c->esz, (void **)&tmp);
     for (size_t i = 0; st == BG_OK && i < lanes; i++)
