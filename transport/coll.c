@@ -219,17 +219,25 @@ bg_status_t bg_tp_coll_scratch(bg_tp_coll_t *c, size_t bytes, void **out)
 }
 
 #ifdef BG_HAVE_CUDA
-bg_status_t bg_tp_lane_event(bg_tp_coll_t *c, bg_tp_lane_t *l)
+bg_status_t bg_tp_group_reducer(bg_tp_group_t *g, bg_tp_cuda_red_t **out)
 {
-    if (l->has_ev)
-        return BG_OK;
-    bg_tp_group_t *g = c->g;
     if (!g->red) {
         bg_status_t st = bg_tp_cuda_red_create(g->device < 0 ? 0 : g->device, &g->red);
         if (st != BG_OK)
             return st;
     }
-    bg_status_t st = bg_tp_cuda_red_event_get(g->red, &l->ev);
+    *out = g->red;
+    return BG_OK;
+}
+
+bg_status_t bg_tp_lane_event(bg_tp_coll_t *c, bg_tp_lane_t *l)
+{
+    if (l->has_ev)
+        return BG_OK;
+    bg_tp_cuda_red_t *red;
+    bg_status_t st = bg_tp_group_reducer(c->g, &red);
+    if (st == BG_OK)
+        st = bg_tp_cuda_red_event_get(red, &l->ev);
     if (st == BG_OK)
         l->has_ev = 1;
     return st;

@@ -142,5 +142,9 @@ int bg_tp_ring_advance(bg_tp_coll_t *c);
 /* Scratch buffers the group has ever allocated (a working cache keeps this
  * flat across repeated collectives). */
 size_t bg_tp_group_scratch_allocs(const bg_tp_group_t *g);
+#ifdef BG_HAVE_CUDA
+/* The group's device reducer, made now if it does not exist yet. */
+bg_status_t bg_tp_group_reducer(bg_tp_group_t *g, bg_tp_cuda_red_t **out);
+#endif
 
 #endif

@@ -57,6 +57,8 @@ bg_status_t bg_tp_cuda_red_div(bg_tp_cuda_red_t *r, void *x, size_t n, bg_tp_dty
  * error (only that one; a real error of someone else stays).
  */
 int bg_tp_cuda_event_done(cudaEvent_t ev, const char *what);
+/* The reducer's stream (tests: block it, check its device). */
+cudaStream_t bg_tp_cuda_red_stream(bg_tp_cuda_red_t *r);
 /* cudaMalloc / cudaFree on `device` (restoring the caller's device). */
 bg_status_t bg_tp_cuda_alloc(int device, size_t bytes, void **out);
 void bg_tp_cuda_free(int device, void *p);

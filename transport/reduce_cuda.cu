@@ -137,6 +137,11 @@ extern "C" void bg_tp_cuda_red_destroy(bg_tp_cuda_red_t *r)
     free(r);
 }
 
+extern "C" cudaStream_t bg_tp_cuda_red_stream(bg_tp_cuda_red_t *r)
+{
+    return r->stream;
+}
+
 extern "C" bg_status_t bg_tp_cuda_red_event_get(bg_tp_cuda_red_t *r, cudaEvent_t *out)
 {
     if (r->npool) {
