@@ -370,6 +370,16 @@ void bg_tp_lane_post(bg_tp_coll_t *c, bg_tp_lane_t *l, uint64_t tag, int to, con
         bg_tp_coll_fail_last(c, st);
 }
 
+int bg_tp_lane_take(bg_tp_coll_t *c, bg_tp_lane_t *l, int step)
+{
+    if (c->next_seg >= c->nseg)
+        return 0;
+    l->busy = 1;
+    l->seg = c->next_seg++;
+    l->step = step;
+    return 1;
+}
+
 /* ---------------- driving ---------------- */
 
 static int bc_advance(bg_tp_coll_t *c);
@@ -452,11 +462,8 @@ static int bc_advance(bg_tp_coll_t *c)
     for (int i = 0; i < BC_LANES && !c->done; i++) {
         bg_tp_lane_t *l = &c->lanes[i];
         if (!l->busy) {
-            if (c->next_seg >= c->nseg)
+            if (!bg_tp_lane_take(c, l, 0))
                 continue;
-            l->busy = 1;
-            l->seg = c->next_seg++;
-            l->step = 0;
             bc_post(c, l);
             moved = 1;
             continue;

@@ -125,6 +125,9 @@ int bg_tp_coll_poll(bg_tp_coll_t *c, bg_tp_req_t **req);
  * on error. */
 void bg_tp_lane_post(bg_tp_coll_t *c, bg_tp_lane_t *l, uint64_t tag, int to, const void *sbuf,
                      size_t sbytes, int from, void *rbuf, size_t rbytes);
+/* An idle lane takes the next segment, starting at `step`: 1 if it did
+ * (busy now), 0 when all segments are taken. */
+int bg_tp_lane_take(bg_tp_coll_t *c, bg_tp_lane_t *l, int step);
 /* Scratch of at least `bytes` in c's memory kind for c (held until freed). */
 bg_status_t bg_tp_coll_scratch(bg_tp_coll_t *c, size_t bytes, void **out);
 #ifdef BG_HAVE_CUDA

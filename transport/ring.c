@@ -188,11 +188,8 @@ static int ring_lanes_advance(bg_tp_coll_t *c)
     for (int i = 0; i < c->nlanes && !c->done; i++) {
         bg_tp_lane_t *l = &c->lanes[i];
         if (!l->busy) {
-            if (c->next_seg >= c->nseg)
+            if (!bg_tp_lane_take(c, l, c->step0))
                 continue;
-            l->busy = 1;
-            l->seg = c->next_seg++;
-            l->step = c->step0;
             ring_post(c, l);
             moved = 1;
         }

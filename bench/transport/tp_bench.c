@@ -304,21 +304,34 @@ static void coll_report(int n, int reps, double t[NCB][NM][MAXREP])
     fflush(stdout);
 }
 
-static int role_coll(void)
+/* A collective role's start: the world group, repetitions, and a buffer
+ * and a receive buffer of `bytes`. NULL if joining failed. */
+static bg_tp_t *bench_join(bg_tp_group_t **g, int *reps, float **x, char **rbuf, size_t bytes)
 {
     bg_tp_t *tp = tph_join();
-    if (!tp) return 1;
+    if (!tp) return NULL;
     int world = bg_tp_world_size(tp), ranks[TPH_MAX];
     for (int i = 0; i < world; i++) ranks[i] = i;
+    bg_tp_group_create(tp, ranks, world, g);
+    *reps = atoi(getenv("TP_BENCH_REPS") ? getenv("TP_BENCH_REPS") : "9");
+    if (*reps < 1 || *reps > MAXREP) *reps = 9;
+    *x = aligned_alloc(4096, bytes);
+    *rbuf = aligned_alloc(4096, bytes);
+    for (size_t i = 0; i < bytes / 4; i++) (*x)[i] = 1.0f;
+    memset(*rbuf, 0, bytes);
+    return tp;
+}
+
+static int role_coll(void)
+{
     bg_tp_group_t *g;
-    bg_tp_group_create(tp, ranks, world, &g);
-    int reps = atoi(getenv("TP_BENCH_REPS") ? getenv("TP_BENCH_REPS") : "9");
-    if (reps < 1 || reps > MAXREP) reps = 9;
+    int reps;
+    float *x;
+    char *rbuf;
     size_t maxb = coll_bytes[NCB - 1];
-    float *x = aligned_alloc(4096, maxb);
-    char *rbuf = aligned_alloc(4096, maxb);
-    for (size_t i = 0; i < maxb / 4; i++) x[i] = 1.0f;
-    memset(rbuf, 0, maxb);
+    bg_tp_t *tp = bench_join(&g, &reps, &x, &rbuf, maxb);
+    if (!tp) return 1;
+    int world = bg_tp_world_size(tp);
     static double t[NCB][NM][MAXREP];
     for (int m = 0; m < NM; m++) measure(tp, g, m, x, rbuf, maxb); /* warm up */
     /* Interleaved: every method of every size once per repetition, so
@@ -339,13 +352,14 @@ static int role_coll(void)
 
 static int role_tune(void)
 {
-    bg_tp_t *tp = tph_join();
-    if (!tp) return 1;
-    int world = bg_tp_world_size(tp), ranks[TPH_MAX];
-    for (int i = 0; i < world; i++) ranks[i] = i;
     bg_tp_group_t *g;
-    bg_tp_group_create(tp, ranks, world, &g);
-    int reps = atoi(getenv("TP_BENCH_REPS"));
+    int reps;
+    float *x;
+    char *rbuf;
+    size_t bytes = 16 << 20;
+    bg_tp_t *tp = bench_join(&g, &reps, &x, &rbuf, bytes);
+    if (!tp) return 1;
+    int world = bg_tp_world_size(tp);
     const char *list = getenv("TP_BENCH_TUNE");
     if (!list || !*list) list = "65536:8,131072:8,262144:4,262144:8,262144:16,524288:8,1048576:4,4194304:4";
     char seg[MAXTUNE][24], lanes[MAXTUNE][8];
@@ -356,10 +370,6 @@ static int role_tune(void)
         if (!p) break;
         p++;
     }
-    size_t bytes = 16 << 20;
-    float *x = aligned_alloc(4096, bytes);
-    char *rbuf = aligned_alloc(4096, bytes);
-    for (size_t i = 0; i < bytes / 4; i++) x[i] = 1.0f;
     static double t[MAXTUNE][NM][MAXREP];
     for (int rep = 0; rep < reps; rep++)
         for (int k = 0; k < nt; k++) {

@@ -28,31 +28,15 @@ static float input(int rank, size_t i)
     return bg_test_uniform(&s, -1.0f, 1.0f) * (1.0f + (float)(i % 5));
 }
 
-static uint16_t to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static float from_bf16(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 /* One element's value as this dtype stores it (bf16: rounded input). */
 static float stored(int bf16, int rank, size_t i)
 {
-    return bf16 ? from_bf16(to_bf16(input(rank, i))) : input(rank, i);
+    return bf16 ? tph_from_bf16(tph_to_bf16(input(rank, i))) : input(rank, i);
 }
 
 static float round_to(int bf16, float v)
 {
-    return bf16 ? from_bf16(to_bf16(v)) : v;
+    return bf16 ? tph_from_bf16(tph_to_bf16(v)) : v;
 }
 
 /* The documented result for element i of shard b: chain b+1, ..., b. */
@@ -68,14 +52,14 @@ static float expected(int bf16, int n, int b, size_t i, bg_tp_op_t op)
 static void fill(void *buf, int bf16, int rank, size_t count)
 {
     for (size_t i = 0; i < count; i++) {
-        if (bf16) ((uint16_t *)buf)[i] = to_bf16(input(rank, i));
+        if (bf16) ((uint16_t *)buf)[i] = tph_to_bf16(input(rank, i));
         else ((float *)buf)[i] = input(rank, i);
     }
 }
 
 static float get(const void *buf, int bf16, size_t i)
 {
-    return bf16 ? from_bf16(((const uint16_t *)buf)[i]) : ((const float *)buf)[i];
+    return bf16 ? tph_from_bf16(((const uint16_t *)buf)[i]) : ((const float *)buf)[i];
 }
 
 /* Elements [lo, hi) of buf against the documented bits; count of misses. */
