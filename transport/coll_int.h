@@ -59,6 +59,7 @@ typedef enum {
 typedef struct {
     int busy;
     int reducing; /* a device reduction of this step is queued (ev) */
+    int received; /* this step's receive is in (and its reduction started) */
     size_t seg;
     int step;
     bg_tp_req_t *sreq, *rreq;

@@ -155,23 +155,26 @@ static int lane_reduced(bg_tp_coll_t *c, bg_tp_lane_t *l)
 }
 
 /* Move a busy lane as far as it goes now (zero-sized steps and host
- * reductions complete at once). Returns 1 if it moved. */
+ * reductions complete at once). The reduction starts as soon as the
+ * receive is in, overlapping the wait for the send's completion; the next
+ * step is posted once both are done (its send reads what was just reduced,
+ * and at most one send per lane is in flight). Returns 1 if it moved. */
 static int lane_advance(bg_tp_coll_t *c, bg_tp_lane_t *l)
 {
     int moved = 0;
     while (!c->done) {
-        if (l->reducing) {
-            if (!lane_reduced(c, l))
+        if (!l->received) {
+            if (!bg_tp_coll_poll(c, &l->rreq))
                 return moved;
-        } else {
-            if (!bg_tp_coll_poll(c, &l->rreq) || !bg_tp_coll_poll(c, &l->sreq))
-                return moved;
-            ring_reduce(c, l);
+            l->received = 1;
             moved = 1;
-            if (l->reducing || c->done)
-                continue;
+            ring_reduce(c, l);
+            continue;
         }
+        if (!lane_reduced(c, l) || !bg_tp_coll_poll(c, &l->sreq))
+            return moved;
         moved = 1;
+        l->received = 0;
         if (++l->step == c->step1) {
             l->busy = 0;
             c->segs_done++;
