@@ -222,7 +222,7 @@ bg_status_t bg_tp_coll_scratch(bg_tp_coll_t *c, size_t bytes, void **out)
 bg_status_t bg_tp_group_reducer(bg_tp_group_t *g, bg_tp_cuda_red_t **out)
 {
     if (!g->red) {
-        bg_status_t st = bg_tp_cuda_red_create(g->device < 0 ? 0 : g->device, &g->red);
+        bg_status_t st = bg_tp_cuda_red_create(g->device, &g->red);
         if (st != BG_OK)
             return st;
     }

@@ -31,7 +31,7 @@ void bg_tp_reduce_div(void *x, size_t n, bg_tp_dtype_t dt, int divisor);
  * of timing-free events, owned by one group (one driving thread). Work is
  * queued without synchronising; completion is an event the caller polls.
  * Every call makes `device` current for its duration and restores the
- * caller's device.
+ * caller's device (device -1: the current device, unchanged).
  */
 typedef struct bg_tp_cuda_red bg_tp_cuda_red_t;
 

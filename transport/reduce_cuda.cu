@@ -75,12 +75,14 @@ unsigned grid(size_t n)
     return (unsigned)(b < 1024 ? (b ? b : 1) : 1024);
 }
 
-/* Make `device` current for a scope and give the caller its own back. */
+/* Make `device` current for a scope (-1: leave the current one) and give
+ * the caller its own back. */
 struct device_guard {
     int prev = -1;
     cudaError_t ce = cudaSuccess;
     explicit device_guard(int device)
     {
+        if (device < 0) return; /* no device named: stay on the current one */
         ce = cudaGetDevice(&prev);
         if (ce == cudaSuccess && prev != device) ce = cudaSetDevice(device);
         else prev = -1;
