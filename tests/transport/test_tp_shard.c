@@ -8,7 +8,9 @@
  *     order (f32 and bf16, SUM and AVG) and compares bit for bit;
  *   - reduce-scatter then all-gather gives exactly allreduce's bits;
  *   - all-gather alone copies each owner's shard to all;
- *   - reduce-scatter and all-gather in flight together, waited out of order.
+ *   - reduce-scatter and all-gather in flight together, waited out of order;
+ *   - the scratch cache allocates nothing for repeated collectives, and a
+ *     group destroyed with a collective still out lives until it finishes.
  * Each group size runs three times: default thresholds, every size forced
  * onto the ring (BRIGADE_TP_SMALL=1) and every size forced onto the direct
  * exchange, with small segments so rings have many segments and lanes.
@@ -178,6 +180,17 @@ static int role_shard(void)
     CHECK_MSG(bg_tp_group_scratch_allocs(g) == before,
               "scratch allocated again for repeated collectives (%zu -> %zu)", before,
               bg_tp_group_scratch_allocs(g));
+    /* Destroying a group with a collective still out keeps the group alive
+     * until the handle is finished (ASan watches the order). */
+    bg_tp_group_t *g2 = NULL;
+    CHECK_OK(bg_tp_group_create(tp, ranks, world, &g2));
+    float *w = malloc(100003 * sizeof(float));
+    fill(w, 0, bg_tp_rank(tp), 100003);
+    bg_tp_coll_t *late = NULL;
+    CHECK_OK(bg_tp_reduce_scatter_start(g2, w, 100003, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST, &late));
+    bg_tp_group_destroy(g2);
+    CHECK_OK(bg_tp_coll_wait(late, 30));
+    free(w);
     CHECK_OK(bg_tp_barrier(g, 30));
     bg_tp_group_destroy(g);
     return tph_leave(tp, "shard");
