@@ -30,7 +30,7 @@
 
 #include "transport/coll_int.h"
 
-#define DEFAULT_SEGMENT ((size_t)256 << 10)
+#define DEFAULT_SEGMENT ((size_t)512 << 10)
 #define DEFAULT_SMALL ((size_t)64 << 10)
 #define DEFAULT_LANES 8
 

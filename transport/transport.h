@@ -275,7 +275,7 @@ size_t bg_tp_shard_offset(size_t count, int n, int i);
  * Start an in-place allreduce of `count` elements: every member ends with
  * the reduction of all members' buffers. Large buffers go round a ring
  * (reduce-scatter then all-gather) in segments (BRIGADE_TP_SEGMENT,
- * default 256 KiB) pipelined 8 deep; buffers up to BRIGADE_TP_SMALL bytes
+ * default 512 KiB) pipelined 8 deep; buffers up to BRIGADE_TP_SMALL bytes
  * (default 64 KiB) take a direct exchange (2 message rounds). Each start is
  * one bucket and many may overlap. Deterministic: every element of shard b
  * is reduced along the fixed chain b+1, b+2, ..., b (mod n) whatever the
