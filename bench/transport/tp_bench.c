@@ -248,6 +248,7 @@ static void run_p2p(const char *self, const char *out, int reps)
     }
     printf("%-10s %10.3f / %7.3f %10.3f / %7.3f  (us: median / best)\n", "lat 8 B",
            median(lat, reps), vmin(lat, reps), median(plat, reps), vmin(plat, reps));
+    fflush(stdout);
 }
 
 /* ---------------- collectives vs the ring bound ---------------- */
