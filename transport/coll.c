@@ -1,13 +1,9 @@
 /*
- * transport/coll.c -- rank groups and the collectives data parallelism
- * needs: ring allreduce (reduce-scatter + allgather), chain broadcast and a
- * dissemination barrier, all non-blocking state machines advanced by
- * bg_tp_progress so they overlap the engine's compute.
- *
- * Determinism: in the ring, block b is reduced along the fixed chain
- * b, b+1, ..., b-1 (each step adds the incoming partial to the local value),
- * and only the final owner's bits travel in the allgather. So every rank
- * ends with identical bits, and runs repeat bit for bit whatever the timing.
+ * transport/coll.c -- rank groups and the machinery every collective
+ * shares (handles, tags, lanes, the group's scratch cache and device
+ * reducer, registration with the progress queue, waiting), plus the two
+ * collectives that reduce nothing: chain broadcast and dissemination
+ * barrier. Reduce-scatter, all-gather and allreduce are ring.c's.
  *
  * Driving: a started collective registers its advance function with the
  * point-to-point layer's progress queue (removed once it is done) and an
@@ -15,85 +11,31 @@
  * point-to-point layer never names this file.
  *
  * Must NOT: know what the buffers hold beyond dtype, block (all waits have
- * deadlines), use p2p internals (only p2p.h), or send outside the
- * collective traffic class.
- *
- * Collective tag (the 44 bits callers own, in class BG_TP_CLASS_COLL):
- *   [43:32] group id (hash of the rank list)  [31:20] op sequence mod 4096
- *   [19:10] step                                [9:0] segment
+ * deadlines), use p2p internals (only p2p.h), send outside the collective
+ * traffic class, or allocate device memory per collective (the group's
+ * scratch cache keeps it).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef BG_HAVE_CUDA
-#include <cuda_runtime_api.h>
-#endif
-
 #include "base/rng.h"
 #include "transport/backoff.h"
-#include "transport/p2p.h"
-#include "transport/reduce.h"
+#include "transport/coll_int.h"
 
-#define LANES 4       /* segments in flight per collective */
-#define MAX_SEGS 1024 /* the segment field is 10 bits */
-#define ERRLEN 400
-
-struct bg_tp_group {
-    bg_tp_t *tp;
-    int n, me;
-    int *ranks;
-    unsigned gid;
-    unsigned seq;
-};
-
-typedef enum { COLL_ALLREDUCE, COLL_BCAST, COLL_BARRIER } coll_kind_t;
-
-typedef struct {
-    int busy;
-    size_t seg;
-    int step;
-    bg_tp_req_t *sreq, *rreq;
-    void *tmp;
-} lane_t;
-
-struct bg_tp_coll {
-    bg_tp_t *tp;
-    bg_tp_group_t *g;
-    coll_kind_t kind;
-    unsigned seq;
-    int done;
-    bg_status_t status;
-    char err[ERRLEN];
-    int waiting_on;                 /* rank last waited for, for timeout messages */
-    uint64_t progress_id, abort_id; /* registrations with the p2p layer */
-    char *buf;
-    bg_tp_mem_t mem;
-    /* allreduce */
-    size_t count, esz, seg_elems;
-    bg_tp_dtype_t dt;
-    bg_tp_op_t op;
-    size_t *boff; /* n + 1 block offsets, in elements */
-    /* bcast */
-    size_t len, seg_bytes;
-    int root;
-    /* shared */
-    size_t nseg, next_seg, segs_done;
-    int nsteps;
-    char pad[8]; /* barrier tokens land here */
-    lane_t lanes[LANES];
-};
-
-static const char *kind_name(coll_kind_t k)
+static const char *kind_name(bg_tp_coll_kind_t k)
 {
-    return k == COLL_ALLREDUCE ? "allreduce" : k == COLL_BCAST ? "broadcast" : "barrier";
+    static const char *names[] = {"allreduce", "reduce-scatter", "all-gather", "broadcast",
+                                  "barrier"};
+    return names[k];
 }
 
 /* ---------------- groups ---------------- */
 
-bg_status_t bg_tp_group_create(bg_tp_t *tp, const int *ranks, int n, bg_tp_group_t **out)
+static bg_status_t group_check(bg_tp_t *tp, const int *ranks, int n, int *me)
 {
-    int me = -1, world = bg_tp_world_size(tp);
+    int world = bg_tp_world_size(tp);
+    *me = -1;
     if (n < 1 || n > 512)
         return bg_errorf(BG_ERR_INVALID, "group: %d ranks (1..512 supported)", n);
     for (int i = 0; i < n; i++) {
@@ -104,10 +46,19 @@ bg_status_t bg_tp_group_create(bg_tp_t *tp, const int *ranks, int n, bg_tp_group
             if (ranks[j] == ranks[i])
                 return bg_errorf(BG_ERR_INVALID, "group: rank %d listed twice", ranks[i]);
         if (ranks[i] == bg_tp_rank(tp))
-            me = i;
+            *me = i;
     }
-    if (me < 0)
+    if (*me < 0)
         return bg_errorf(BG_ERR_INVALID, "group: calling rank %d is not a member", bg_tp_rank(tp));
+    return BG_OK;
+}
+
+bg_status_t bg_tp_group_create(bg_tp_t *tp, const int *ranks, int n, bg_tp_group_t **out)
+{
+    int me;
+    bg_status_t st = group_check(tp, ranks, n, &me);
+    if (st != BG_OK)
+        return st;
     bg_tp_group_t *g = calloc(1, sizeof(*g));
     int *r = malloc((size_t)n * sizeof(int));
     if (!g || !r) {
@@ -129,16 +80,50 @@ bg_status_t bg_tp_group_create(bg_tp_t *tp, const int *ranks, int n, bg_tp_group
     g->me = me;
     g->ranks = r;
     g->gid = (unsigned)(h ^ (h >> 12) ^ (h >> 24) ^ (h >> 36)) & 0xfffu;
+    g->device = bg_tp_cuda_device(tp);
     *out = g;
     return BG_OK;
+}
+
+static void scratch_release(int device, bg_tp_scratch_t *s)
+{
+#ifdef BG_HAVE_CUDA
+    if (s->mem == BG_TP_MEM_CUDA)
+        bg_tp_cuda_free(device, s->ptr);
+    else
+        free(s->ptr);
+#else
+    (void)device;
+    free(s->ptr);
+#endif
+    free(s);
+}
+
+static void group_free(bg_tp_group_t *g)
+{
+    while (g->idle) {
+        bg_tp_scratch_t *s = g->idle;
+        g->idle = s->next;
+        scratch_release(g->device, s);
+    }
+#ifdef BG_HAVE_CUDA
+    bg_tp_cuda_red_destroy(g->red);
+#endif
+    free(g->ranks);
+    free(g);
 }
 
 void bg_tp_group_destroy(bg_tp_group_t *g)
 {
     if (!g)
         return;
-    free(g->ranks);
-    free(g);
+    /* Handles still out (the context's teardown frees them later) keep the
+     * group alive until the last one goes. */
+    if (g->live > 0) {
+        g->destroyed = 1;
+        return;
+    }
+    group_free(g);
 }
 
 int bg_tp_group_size(const bg_tp_group_t *g)
@@ -150,9 +135,118 @@ int bg_tp_group_index(const bg_tp_group_t *g)
     return g->me;
 }
 
-/* ---------------- shared machinery ---------------- */
+size_t bg_tp_group_scratch_allocs(const bg_tp_group_t *g)
+{
+    return g->scratch_allocs;
+}
 
-static uint64_t coll_tag(const bg_tp_coll_t *c, int step, size_t seg)
+size_t bg_tp_shard_offset(size_t count, int n, int i)
+{
+    if (n < 1)
+        return 0;
+    if (i <= 0)
+        return 0;
+    if (i >= n)
+        return count;
+    /* 128-bit product: count * i must not wrap for large buffers. */
+    return (size_t)((unsigned __int128)count * (unsigned)i / (unsigned)n);
+}
+
+/* ---------------- scratch ---------------- */
+
+static bg_status_t scratch_alloc(bg_tp_group_t *g, size_t bytes, bg_tp_mem_t mem,
+                                 bg_tp_scratch_t **out)
+{
+    bg_tp_scratch_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return bg_errorf(BG_ERR_NOMEM, "collective: out of memory");
+    s->cap = bytes;
+    s->mem = mem;
+    bg_status_t st = BG_OK;
+    if (mem == BG_TP_MEM_CUDA) {
+#ifdef BG_HAVE_CUDA
+        st = bg_tp_cuda_alloc(g->device, bytes, &s->ptr);
+#else
+        st = bg_errorf(BG_ERR_UNSUPPORTED, "collective: device buffer but built without CUDA");
+#endif
+    } else {
+        /* Page-aligned: UCX's shared-memory copies like whole pages. */
+        s->ptr = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
+        if (!s->ptr)
+            st = bg_errorf(BG_ERR_NOMEM, "collective: out of memory for %zu bytes of scratch",
+                           bytes);
+    }
+    if (st != BG_OK) {
+        free(s);
+        return st;
+    }
+    g->scratch_allocs++;
+    *out = s;
+    return BG_OK;
+}
+
+bg_status_t bg_tp_coll_scratch(bg_tp_coll_t *c, size_t bytes, void **out)
+{
+    bg_tp_group_t *g = c->g;
+    if (bytes == 0)
+        bytes = 1;
+    /* Smallest idle buffer that fits; a buffer too small is freed rather
+     * than kept, so the cache converges on the sizes in use. */
+    bg_tp_scratch_t **best = NULL;
+    for (bg_tp_scratch_t **p = &g->idle; *p; p = &(*p)->next)
+        if ((*p)->mem == c->mem && (*p)->cap >= bytes && (!best || (*p)->cap < (*best)->cap))
+            best = p;
+    bg_tp_scratch_t *s = NULL;
+    if (best) {
+        s = *best;
+        *best = s->next;
+    } else {
+        for (bg_tp_scratch_t **p = &g->idle; *p; p = &(*p)->next)
+            if ((*p)->mem == c->mem) {
+                bg_tp_scratch_t *small = *p;
+                *p = small->next;
+                scratch_release(g->device, small);
+                break;
+            }
+        bg_status_t st = scratch_alloc(g, bytes, c->mem, &s);
+        if (st != BG_OK)
+            return st;
+    }
+    s->next = NULL;
+    c->scr = s;
+    *out = s->ptr;
+    return BG_OK;
+}
+
+#ifdef BG_HAVE_CUDA
+bg_status_t bg_tp_group_reducer(bg_tp_group_t *g, bg_tp_cuda_red_t **out)
+{
+    if (!g->red) {
+        bg_status_t st = bg_tp_cuda_red_create(g->device, &g->red);
+        if (st != BG_OK)
+            return st;
+    }
+    *out = g->red;
+    return BG_OK;
+}
+
+bg_status_t bg_tp_lane_event(bg_tp_coll_t *c, bg_tp_lane_t *l)
+{
+    if (l->has_ev)
+        return BG_OK;
+    bg_tp_cuda_red_t *red;
+    bg_status_t st = bg_tp_group_reducer(c->g, &red);
+    if (st == BG_OK)
+        st = bg_tp_cuda_red_event_get(red, &l->ev);
+    if (st == BG_OK)
+        l->has_ev = 1;
+    return st;
+}
+#endif
+
+/* ---------------- handles ---------------- */
+
+uint64_t bg_tp_coll_tag(const bg_tp_coll_t *c, int step, size_t seg)
 {
     return ((uint64_t)(c->g->gid & 0xfffu) << 32) | ((uint64_t)(c->seq & 0xfffu) << 20) |
            ((uint64_t)((unsigned)step & 0x3ffu) << 10) | (uint64_t)(seg & 0x3ffu);
@@ -168,27 +262,40 @@ static void coll_settle(bg_tp_coll_t *c)
     c->progress_id = 0;
 }
 
-static void coll_fail(bg_tp_coll_t *c, bg_status_t st, const char *msg)
+static void cancel_req(bg_tp_coll_t *c, bg_tp_req_t **r)
+{
+    if (*r)
+        bg_tp_cancel(c->tp, *r);
+    *r = NULL;
+}
+
+void bg_tp_coll_fail(bg_tp_coll_t *c, bg_status_t st, const char *msg)
 {
     if (c->status != BG_OK)
         return;
     c->status = st;
     snprintf(c->err, sizeof(c->err), "%s", msg);
-    for (int i = 0; i < LANES; i++) {
-        lane_t *l = &c->lanes[i];
-        if (l->sreq)
-            bg_tp_cancel(c->tp, l->sreq);
-        if (l->rreq)
-            bg_tp_cancel(c->tp, l->rreq);
-        l->sreq = l->rreq = NULL;
+    for (int i = 0; i < BG_TP_LANES; i++) {
+        bg_tp_lane_t *l = &c->lanes[i];
+        cancel_req(c, &l->sreq);
+        cancel_req(c, &l->rreq);
         l->busy = 0;
     }
+    if (c->dreq)
+        for (int i = 0; i < 2 * (c->g->n - 1); i++)
+            cancel_req(c, &c->dreq[i]);
     c->done = 1;
     coll_settle(c);
 }
 
-/* Poll one of a lane's requests; 1 when it is finished (NULL counts). */
-static int lane_poll(bg_tp_coll_t *c, bg_tp_req_t **req)
+void bg_tp_coll_fail_last(bg_tp_coll_t *c, bg_status_t st)
+{
+    char msg[BG_TP_COLL_ERRLEN];
+    snprintf(msg, sizeof(msg), "%s: %s", kind_name(c->kind), bg_last_error());
+    bg_tp_coll_fail(c, st, msg);
+}
+
+int bg_tp_coll_poll(bg_tp_coll_t *c, bg_tp_req_t **req)
 {
     if (!*req)
         return 1;
@@ -198,67 +305,42 @@ static int lane_poll(bg_tp_coll_t *c, bg_tp_req_t **req)
         return 0;
     *req = NULL;
     if (st != BG_OK) {
-        char msg[ERRLEN];
-        snprintf(msg, sizeof(msg), "%s: %s", kind_name(c->kind), bg_last_error());
-        coll_fail(c, st, msg);
+        bg_tp_coll_fail_last(c, st);
         return 0;
     }
     return 1;
 }
 
-static void *lane_tmp(bg_tp_coll_t *c, size_t bytes, bg_status_t *st)
+void bg_tp_coll_free(bg_tp_coll_t *c)
 {
-    void *p = NULL;
-    *st = BG_OK;
-    if (bytes == 0)
-        bytes = 1;
-    if (c->mem == BG_TP_MEM_CUDA) {
-#ifdef BG_HAVE_CUDA
-        cudaError_t ce = cudaMalloc(&p, bytes);
-        if (ce != cudaSuccess) {
-            *st = bg_errorf(BG_ERR_CUDA, "allreduce: cudaMalloc(%zu): %s", bytes,
-                            cudaGetErrorString(ce));
-            return NULL;
-        }
-#else
-        *st = bg_errorf(BG_ERR_UNSUPPORTED, "allreduce: device buffer but built without CUDA");
-#endif
-        return p;
-    }
-    p = malloc(bytes);
-    if (!p)
-        *st = bg_errorf(BG_ERR_NOMEM, "allreduce: out of memory for %zu bytes", bytes);
-    return p;
-}
-
-static void lane_tmp_free(bg_tp_coll_t *c, void *p)
-{
-    if (!p)
-        return;
-#ifdef BG_HAVE_CUDA
-    if (c->mem == BG_TP_MEM_CUDA) {
-        cudaFree(p);
-        return;
-    }
-#else
-    (void)c;
-#endif
-    free(p);
-}
-
-static void coll_free(bg_tp_coll_t *c)
-{
+    bg_tp_group_t *g = c->g;
     bg_tp_progress_remove(c->tp, c->progress_id);
     bg_tp_abort_hook_remove(c->tp, c->abort_id);
-    for (int i = 0; i < LANES; i++)
-        lane_tmp_free(c, c->lanes[i].tmp);
-    free(c->boff);
+#ifdef BG_HAVE_CUDA
+    for (int i = 0; i < BG_TP_LANES; i++)
+        if (c->lanes[i].has_ev) {
+            /* A reduction may still run into the scratch: let it finish
+             * before the scratch goes back (failures only). */
+            if (c->lanes[i].reducing)
+                cudaEventSynchronize(c->lanes[i].ev);
+            bg_tp_cuda_red_event_put(g->red, c->lanes[i].ev);
+        }
+#endif
+    if (c->scr) {
+        c->scr->next = g->idle;
+        g->idle = c->scr;
+    }
+    free(c->dreq);
     free(c);
+    if (--g->live == 0 && g->destroyed)
+        group_free(g);
 }
 
-static bg_status_t coll_new(bg_tp_group_t *g, coll_kind_t kind, void *buf, bg_tp_mem_t mem,
-                            bg_tp_coll_t **out)
+bg_status_t bg_tp_coll_new(bg_tp_group_t *g, bg_tp_coll_kind_t kind, void *buf, bg_tp_mem_t mem,
+                           bg_tp_coll_t **out)
 {
+    if (mem != BG_TP_MEM_HOST && mem != BG_TP_MEM_CUDA)
+        return bg_errorf(BG_ERR_INVALID, "%s: unknown memory kind %d", kind_name(kind), (int)mem);
     bg_tp_coll_t *c = calloc(1, sizeof(*c));
     if (!c)
         return bg_errorf(BG_ERR_NOMEM, "%s: out of memory", kind_name(kind));
@@ -269,18 +351,14 @@ static bg_status_t coll_new(bg_tp_group_t *g, coll_kind_t kind, void *buf, bg_tp
     c->buf = buf;
     c->mem = mem;
     c->waiting_on = -1;
+    g->live++;
     *out = c;
     return BG_OK;
 }
 
-/* Post the send/recv pair of one lane step; sizes of 0 post nothing (both
- * sides compute the same sizes, so both skip). */
-static void lane_post(bg_tp_coll_t *c, lane_t *l, int to, const void *sbuf, size_t sbytes, int from,
-                      void *rbuf, size_t rbytes)
+void bg_tp_lane_post(bg_tp_coll_t *c, bg_tp_lane_t *l, uint64_t tag, int to, const void *sbuf,
+                     size_t sbytes, int from, void *rbuf, size_t rbytes)
 {
-    /* A broadcast's receive (step 0) and forward (step 1) are one message
-     * each way, so its tag must not carry the step. */
-    uint64_t tag = coll_tag(c, c->kind == COLL_BCAST ? 0 : l->step, l->seg);
     bg_status_t st = BG_OK;
     if (from >= 0 && rbytes) {
         c->waiting_on = from;
@@ -288,16 +366,22 @@ static void lane_post(bg_tp_coll_t *c, lane_t *l, int to, const void *sbuf, size
     }
     if (st == BG_OK && to >= 0 && sbytes)
         st = bg_tp_send_raw(c->tp, BG_TP_CLASS_COLL, to, tag, sbuf, sbytes, c->mem, &l->sreq);
-    if (st != BG_OK) {
-        char msg[ERRLEN];
-        snprintf(msg, sizeof(msg), "%s: %s", kind_name(c->kind), bg_last_error());
-        coll_fail(c, st, msg);
-    }
+    if (st != BG_OK)
+        bg_tp_coll_fail_last(c, st);
+}
+
+int bg_tp_lane_take(bg_tp_coll_t *c, bg_tp_lane_t *l, int step)
+{
+    if (c->next_seg >= c->nseg)
+        return 0;
+    l->busy = 1;
+    l->seg = c->next_seg++;
+    l->step = step;
+    return 1;
 }
 
 /* ---------------- driving ---------------- */
 
-static int ar_advance(bg_tp_coll_t *c);
 static int bc_advance(bg_tp_coll_t *c);
 static int ba_advance(bg_tp_coll_t *c);
 
@@ -307,17 +391,12 @@ static int coll_progress_cb(void *arg)
     bg_tp_coll_t *c = arg;
     int moved = 0;
     if (!c->done) {
-        switch (c->kind) {
-        case COLL_ALLREDUCE:
-            moved = ar_advance(c);
-            break;
-        case COLL_BCAST:
+        if (c->kind == COLL_BCAST)
             moved = bc_advance(c);
-            break;
-        case COLL_BARRIER:
+        else if (c->kind == COLL_BARRIER)
             moved = ba_advance(c);
-            break;
-        }
+        else
+            moved = bg_tp_ring_advance(c);
     }
     coll_settle(c);
     return moved;
@@ -327,231 +406,69 @@ static int coll_progress_cb(void *arg)
 static int coll_abort_cb(void *arg)
 {
     bg_tp_coll_t *c = arg;
-    coll_fail(c, BG_ERR_CANCELED, "transport context destroyed");
-    coll_free(c);
+    bg_tp_coll_fail(c, BG_ERR_CANCELED, "transport context destroyed");
+    bg_tp_coll_free(c);
     return 0;
 }
 
-/* Hook a new collective into the p2p layer: progress while not done, and
- * abort at teardown. BG_ERR_NOMEM leaves nothing registered. */
-static bg_status_t coll_register(bg_tp_coll_t *c)
+bg_status_t bg_tp_coll_launch(bg_tp_coll_t *c, bg_tp_coll_t **out)
 {
     bg_status_t st = bg_tp_abort_hook_add(c->tp, coll_abort_cb, c, &c->abort_id);
-    if (st != BG_OK)
-        return st;
-    if (c->done)
-        return BG_OK;
-    st = bg_tp_progress_add(c->tp, coll_progress_cb, c, &c->progress_id);
-    if (st != BG_OK) {
-        bg_tp_abort_hook_remove(c->tp, c->abort_id);
-        c->abort_id = 0;
+    if (st == BG_OK && !c->done) {
+        st = bg_tp_progress_add(c->tp, coll_progress_cb, c, &c->progress_id);
+        if (st != BG_OK) {
+            bg_tp_abort_hook_remove(c->tp, c->abort_id);
+            c->abort_id = 0;
+        }
     }
-    return st;
+    if (st != BG_OK) {
+        bg_tp_coll_fail(c, st, "out of memory registering the collective");
+        bg_tp_coll_free(c);
+        return st;
+    }
+    coll_progress_cb(c);
+    *out = c;
+    return BG_OK;
 }
 
-/* ---------------- allreduce ---------------- */
+/* ---------------- broadcast ---------------- */
 
-/* Elements [*off, *off + *n) of segment `seg` of block b. */
-static void ar_range(const bg_tp_coll_t *c, int b, size_t seg, size_t *off, size_t *n)
-{
-    size_t lo = c->boff[b], hi = c->boff[b + 1];
-    size_t s = lo + seg * c->seg_elems;
-    if (s > hi)
-        s = hi;
-    size_t e = s + c->seg_elems;
-    if (e > hi)
-        e = hi;
-    *off = s;
-    *n = e - s;
-}
+#define BC_LANES 4 /* segments of a broadcast in flight */
 
 static int mod(int a, int n)
 {
     return ((a % n) + n) % n;
 }
 
-static void ar_post_step(bg_tp_coll_t *c, lane_t *l)
-{
-    bg_tp_group_t *g = c->g;
-    int n = g->n, me = g->me, s = l->step;
-    int right = g->ranks[mod(me + 1, n)], left = g->ranks[mod(me - 1, n)];
-    int sb, rb;
-    if (s < n - 1) {
-        sb = mod(me - s, n);
-        rb = mod(me - s - 1, n);
-    } else {
-        int t = s - (n - 1);
-        sb = mod(me + 1 - t, n);
-        rb = mod(me - t, n);
-    }
-    size_t so, sn, ro, rn;
-    ar_range(c, sb, l->seg, &so, &sn);
-    ar_range(c, rb, l->seg, &ro, &rn);
-    void *rdst = s < n - 1 ? l->tmp : c->buf + ro * c->esz;
-    lane_post(c, l, right, c->buf + so * c->esz, sn * c->esz, left, rdst, rn * c->esz);
-}
-
-/* Both transfers of the lane's step are done: reduce (reduce-scatter
- * phase), then go on to the next step or finish the segment. */
-static void ar_finish_step(bg_tp_coll_t *c, lane_t *l)
-{
-    int n = c->g->n, s = l->step;
-    if (s < n - 1) {
-        int rb = mod(c->g->me - s - 1, n);
-        size_t ro, rn;
-        ar_range(c, rb, l->seg, &ro, &rn);
-        bg_status_t st = BG_OK;
-        if (rn)
-            st = bg_tp_reduce_sum(c->buf + ro * c->esz, l->tmp, rn, c->dt, c->mem);
-        /* The last reduce-scatter step leaves this rank the final owner of
-         * block rb: averaging here means every rank receives the same bits. */
-        if (st == BG_OK && rn && s == n - 2 && c->op == BG_TP_AVG)
-            st = bg_tp_reduce_div(c->buf + ro * c->esz, rn, c->dt, n, c->mem);
-        if (st != BG_OK) {
-            char msg[ERRLEN];
-            snprintf(msg, sizeof(msg), "allreduce: %s", bg_last_error());
-            coll_fail(c, st, msg);
-            return;
-        }
-    }
-    l->step++;
-}
-
-static int ar_advance(bg_tp_coll_t *c)
-{
-    int moved = 0;
-    for (int i = 0; i < LANES && !c->done; i++) {
-        lane_t *l = &c->lanes[i];
-        if (!l->busy) {
-            if (c->next_seg >= c->nseg)
-                continue;
-            l->busy = 1;
-            l->seg = c->next_seg++;
-            l->step = 0;
-            ar_post_step(c, l);
-            moved = 1;
-            continue;
-        }
-        /* Several steps may complete back to back (zero-sized ones do). */
-        for (;;) {
-            int rd = lane_poll(c, &l->rreq);
-            if (c->done)
-                return 1;
-            int sd = lane_poll(c, &l->sreq);
-            if (c->done)
-                return 1;
-            if (!rd || !sd)
-                break;
-            ar_finish_step(c, l);
-            moved = 1;
-            if (c->done)
-                return 1;
-            if (l->step == c->nsteps) {
-                l->busy = 0;
-                c->segs_done++;
-                break;
-            }
-            ar_post_step(c, l);
-        }
-    }
-    if (!c->done && c->segs_done == c->nseg)
-        c->done = 1;
-    return moved;
-}
-
-bg_status_t bg_tp_allreduce_start(bg_tp_group_t *g, void *buf, size_t count, bg_tp_dtype_t dtype,
-                                  bg_tp_op_t op, bg_tp_mem_t mem, bg_tp_coll_t **out)
-{
-    if (dtype != BG_TP_F32 && dtype != BG_TP_BF16)
-        return bg_errorf(BG_ERR_INVALID, "allreduce: unknown dtype %d", (int)dtype);
-    if (op != BG_TP_SUM && op != BG_TP_AVG)
-        return bg_errorf(BG_ERR_INVALID, "allreduce: unknown op %d", (int)op);
-    bg_tp_coll_t *c = NULL;
-    bg_status_t st = coll_new(g, COLL_ALLREDUCE, buf, mem, &c);
-    if (st != BG_OK)
-        return st;
-    int n = g->n;
-    c->count = count;
-    c->dt = dtype;
-    c->op = op;
-    c->esz = dtype == BG_TP_F32 ? 4 : 2;
-    c->nsteps = 2 * (n - 1);
-    c->boff = malloc((size_t)(n + 1) * sizeof(size_t));
-    if (!c->boff) {
-        st = bg_errorf(BG_ERR_NOMEM, "allreduce: out of memory");
-        goto err_coll;
-    }
-    for (int b = 0; b <= n; b++)
-        c->boff[b] = (size_t)((unsigned __int128)count * (unsigned)b / (unsigned)n);
-    size_t maxblock = (count + (size_t)n - 1) / (size_t)n;
-    size_t seg_bytes = (size_t)strtoull(
-        getenv("BRIGADE_TP_SEGMENT") ? getenv("BRIGADE_TP_SEGMENT") : "1048576", NULL, 10);
-    if (seg_bytes < c->esz)
-        seg_bytes = (size_t)1 << 20;
-    c->seg_elems = seg_bytes / c->esz;
-    if (c->seg_elems * MAX_SEGS < maxblock)
-        c->seg_elems = (maxblock + MAX_SEGS - 1) / MAX_SEGS;
-    c->nseg = n == 1 || maxblock == 0 ? 0 : (maxblock + c->seg_elems - 1) / c->seg_elems;
-    for (int i = 0; i < LANES && (size_t)i < c->nseg; i++) {
-        c->lanes[i].tmp = lane_tmp(c, c->seg_elems * c->esz, &st);
-        if (st != BG_OK)
-            goto err_coll;
-    }
-    if (c->nseg == 0)
-        c->done = 1;
-    st = coll_register(c);
-    if (st != BG_OK)
-        goto err_coll;
-    ar_advance(c);
-    coll_settle(c);
-    *out = c;
-    return BG_OK;
-
-err_coll:
-    coll_free(c);
-    return st;
-}
-
-/* ---------------- broadcast ---------------- */
-
-static void bc_post(bg_tp_coll_t *c, lane_t *l)
+static void bc_post(bg_tp_coll_t *c, bg_tp_lane_t *l)
 {
     bg_tp_group_t *g = c->g;
     int pos = mod(g->me - c->root, g->n);
     size_t off = l->seg * c->seg_bytes;
     size_t len = c->len - off < c->seg_bytes ? c->len - off : c->seg_bytes;
+    /* A broadcast's receive (step 0) and forward (step 1) are one message
+     * each way, so its tag does not carry the step. */
+    uint64_t tag = bg_tp_coll_tag(c, 0, l->seg);
     /* Step 0 receives from the predecessor, step 1 forwards to the successor. */
-    if (l->step == 0 && pos > 0) {
-        lane_post(c, l, -1, NULL, 0, g->ranks[mod(g->me - 1, g->n)], c->buf + off, len);
-    } else if (l->step == 1 && pos < g->n - 1) {
-        lane_post(c, l, g->ranks[mod(g->me + 1, g->n)], c->buf + off, len, -1, NULL, 0);
-    }
+    if (l->step == 0 && pos > 0)
+        bg_tp_lane_post(c, l, tag, -1, NULL, 0, g->ranks[mod(g->me - 1, g->n)], c->buf + off, len);
+    else if (l->step == 1 && pos < g->n - 1)
+        bg_tp_lane_post(c, l, tag, g->ranks[mod(g->me + 1, g->n)], c->buf + off, len, -1, NULL, 0);
 }
 
 static int bc_advance(bg_tp_coll_t *c)
 {
     int moved = 0;
-    for (int i = 0; i < LANES && !c->done; i++) {
-        lane_t *l = &c->lanes[i];
+    for (int i = 0; i < BC_LANES && !c->done; i++) {
+        bg_tp_lane_t *l = &c->lanes[i];
         if (!l->busy) {
-            if (c->next_seg >= c->nseg)
+            if (!bg_tp_lane_take(c, l, 0))
                 continue;
-            l->busy = 1;
-            l->seg = c->next_seg++;
-            l->step = 0;
             bc_post(c, l);
             moved = 1;
             continue;
         }
-        for (;;) {
-            int rd = lane_poll(c, &l->rreq);
-            if (c->done)
-                return 1;
-            int sd = lane_poll(c, &l->sreq);
-            if (c->done)
-                return 1;
-            if (!rd || !sd)
-                break;
+        while (!c->done && bg_tp_coll_poll(c, &l->rreq) && bg_tp_coll_poll(c, &l->sreq)) {
             moved = 1;
             if (++l->step == 2) {
                 l->busy = 0;
@@ -572,51 +489,37 @@ bg_status_t bg_tp_bcast_start(bg_tp_group_t *g, void *buf, size_t len, int root,
     if (root < 0 || root >= g->n)
         return bg_errorf(BG_ERR_INVALID, "broadcast: root index %d not in group of %d", root, g->n);
     bg_tp_coll_t *c = NULL;
-    bg_status_t st = coll_new(g, COLL_BCAST, buf, mem, &c);
+    bg_status_t st = bg_tp_coll_new(g, COLL_BCAST, buf, mem, &c);
     if (st != BG_OK)
         return st;
     c->len = len;
     c->root = root;
     c->seg_bytes = (size_t)1 << 20;
-    if (c->seg_bytes * MAX_SEGS < len)
-        c->seg_bytes = (len + MAX_SEGS - 1) / MAX_SEGS;
+    if (c->seg_bytes * BG_TP_MAX_SEGS < len)
+        c->seg_bytes = (len + BG_TP_MAX_SEGS - 1) / BG_TP_MAX_SEGS;
     c->nseg = g->n == 1 || len == 0 ? 0 : (len + c->seg_bytes - 1) / c->seg_bytes;
     if (c->nseg == 0)
         c->done = 1;
-    st = coll_register(c);
-    if (st != BG_OK) {
-        coll_free(c);
-        return st;
-    }
-    bc_advance(c);
-    coll_settle(c);
-    *out = c;
-    return BG_OK;
+    return bg_tp_coll_launch(c, out);
 }
 
 /* ---------------- barrier ---------------- */
 
-static void ba_post(bg_tp_coll_t *c, lane_t *l)
+static void ba_post(bg_tp_coll_t *c, bg_tp_lane_t *l)
 {
     static char token;
     bg_tp_group_t *g = c->g;
     int d = 1 << l->step;
     /* One byte, not zero: lane_post skips empty transfers. */
-    lane_post(c, l, g->ranks[mod(g->me + d, g->n)], &token, 1, g->ranks[mod(g->me - d, g->n)],
-              c->pad, 1);
+    bg_tp_lane_post(c, l, bg_tp_coll_tag(c, l->step, 0), g->ranks[mod(g->me + d, g->n)], &token,
+                    1, g->ranks[mod(g->me - d, g->n)], c->pad, 1);
 }
 
 static int ba_advance(bg_tp_coll_t *c)
 {
-    lane_t *l = &c->lanes[0];
+    bg_tp_lane_t *l = &c->lanes[0];
     int moved = 0;
-    while (!c->done) {
-        int rd = lane_poll(c, &l->rreq);
-        if (c->done)
-            break;
-        int sd = lane_poll(c, &l->sreq);
-        if (c->done || !rd || !sd)
-            break;
+    while (!c->done && bg_tp_coll_poll(c, &l->rreq) && bg_tp_coll_poll(c, &l->sreq)) {
         moved = 1;
         if (++l->step == c->nsteps) {
             c->done = 1;
@@ -630,23 +533,16 @@ static int ba_advance(bg_tp_coll_t *c)
 bg_status_t bg_tp_barrier_start(bg_tp_group_t *g, bg_tp_coll_t **out)
 {
     bg_tp_coll_t *c = NULL;
-    bg_status_t st = coll_new(g, COLL_BARRIER, NULL, BG_TP_MEM_HOST, &c);
+    bg_status_t st = bg_tp_coll_new(g, COLL_BARRIER, NULL, BG_TP_MEM_HOST, &c);
     if (st != BG_OK)
         return st;
     while ((1 << c->nsteps) < g->n)
         c->nsteps++;
     if (c->nsteps == 0)
         c->done = 1;
-    st = coll_register(c);
-    if (st != BG_OK) {
-        coll_free(c);
-        return st;
-    }
-    if (!c->done)
+    else
         ba_post(c, &c->lanes[0]);
-    coll_settle(c);
-    *out = c;
-    return BG_OK;
+    return bg_tp_coll_launch(c, out);
 }
 
 /* ---------------- waiting ---------------- */
@@ -656,7 +552,7 @@ static bg_status_t coll_finish(bg_tp_coll_t *c)
     bg_status_t st = c->status;
     if (st != BG_OK)
         bg_errorf(st, "rank %d: %s", bg_tp_rank(c->tp), c->err);
-    coll_free(c);
+    bg_tp_coll_free(c);
     return st;
 }
 
@@ -680,47 +576,59 @@ bg_status_t bg_tp_coll_wait(bg_tp_coll_t *c, double timeout_s)
         if (c->done)
             return coll_finish(c);
         idle = moved ? 0 : idle + 1;
-        if ((it & 255) == 0) {
-            if (bg_now_s() >= deadline) {
-                char msg[ERRLEN];
-                snprintf(msg, sizeof(msg),
-                         "%s #%u over a group of %d timed out after %.1f s (%zu of %zu segments "
-                         "done; last waited for rank %d)",
-                         kind_name(c->kind), c->seq, c->g->n, timeout_s, c->segs_done, c->nseg,
-                         c->waiting_on);
-                coll_fail(c, BG_ERR_TIMEOUT, msg);
-                return coll_finish(c);
-            }
+        if ((it & 255) == 0 && bg_now_s() >= deadline) {
+            char msg[BG_TP_COLL_ERRLEN];
+            snprintf(msg, sizeof(msg),
+                     "%s #%u over a group of %d timed out after %.1f s (%zu of %zu segments "
+                     "done; last waited for rank %d)",
+                     kind_name(c->kind), c->seq, c->g->n, timeout_s, c->segs_done, c->nseg,
+                     c->waiting_on);
+            bg_tp_coll_fail(c, BG_ERR_TIMEOUT, msg);
+            return coll_finish(c);
         }
         bg_tp_backoff(idle);
     }
+}
+
+/* ---------------- blocking conveniences ---------------- */
+
+/* `c` by address: the start in the same call sets it (argument order). */
+static bg_status_t start_wait(bg_status_t st, bg_tp_coll_t **c, double timeout_s)
+{
+    return st != BG_OK ? st : bg_tp_coll_wait(*c, timeout_s);
 }
 
 bg_status_t bg_tp_allreduce(bg_tp_group_t *g, void *buf, size_t count, bg_tp_dtype_t dtype,
                             bg_tp_op_t op, bg_tp_mem_t mem, double timeout_s)
 {
     bg_tp_coll_t *c = NULL;
-    bg_status_t st = bg_tp_allreduce_start(g, buf, count, dtype, op, mem, &c);
-    if (st != BG_OK)
-        return st;
-    return bg_tp_coll_wait(c, timeout_s);
+    return start_wait(bg_tp_allreduce_start(g, buf, count, dtype, op, mem, &c), &c, timeout_s);
+}
+
+bg_status_t bg_tp_reduce_scatter(bg_tp_group_t *g, void *buf, size_t count, bg_tp_dtype_t dtype,
+                                 bg_tp_op_t op, bg_tp_mem_t mem, double timeout_s)
+{
+    bg_tp_coll_t *c = NULL;
+    return start_wait(bg_tp_reduce_scatter_start(g, buf, count, dtype, op, mem, &c), &c,
+                      timeout_s);
+}
+
+bg_status_t bg_tp_allgather(bg_tp_group_t *g, void *buf, size_t count, bg_tp_dtype_t dtype,
+                            bg_tp_mem_t mem, double timeout_s)
+{
+    bg_tp_coll_t *c = NULL;
+    return start_wait(bg_tp_allgather_start(g, buf, count, dtype, mem, &c), &c, timeout_s);
 }
 
 bg_status_t bg_tp_bcast(bg_tp_group_t *g, void *buf, size_t len, int root, bg_tp_mem_t mem,
                         double timeout_s)
 {
     bg_tp_coll_t *c = NULL;
-    bg_status_t st = bg_tp_bcast_start(g, buf, len, root, mem, &c);
-    if (st != BG_OK)
-        return st;
-    return bg_tp_coll_wait(c, timeout_s);
+    return start_wait(bg_tp_bcast_start(g, buf, len, root, mem, &c), &c, timeout_s);
 }
 
 bg_status_t bg_tp_barrier(bg_tp_group_t *g, double timeout_s)
 {
     bg_tp_coll_t *c = NULL;
-    bg_status_t st = bg_tp_barrier_start(g, &c);
-    if (st != BG_OK)
-        return st;
-    return bg_tp_coll_wait(c, timeout_s);
+    return start_wait(bg_tp_barrier_start(g, &c), &c, timeout_s);
 }

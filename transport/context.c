@@ -11,6 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef BG_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 #include "transport/p2p_int.h"
 #include "transport/store_int.h"
 
@@ -44,6 +48,10 @@ bg_tp_device_path_t bg_tp_device_path(const bg_tp_t *tp)
 {
     return tp->device_path;
 }
+int bg_tp_cuda_device(const bg_tp_t *tp)
+{
+    return tp->device;
+}
 
 int bg_tp_peer_dead(const bg_tp_t *tp, int rank, const char **why)
 {
@@ -74,6 +82,7 @@ bg_status_t bg_tp_config_from_env(bg_tp_config_t *out)
                          "BRIGADE_TP_DEVICE_PATH='%s' (expected auto, direct or staged)", p);
     c.chunk_bytes = (size_t)strtoull(env_str("BRIGADE_TP_CHUNK", "0"), NULL, 10);
     c.stage_depth = atoi(env_str("BRIGADE_TP_STAGE_DEPTH", "0"));
+    c.device = -1;
     if (c.boot.world_size > 1 && (st = bg_tp_auth_from_env(&c.auth)) != BG_OK)
         return bg_error_prefix(st, "rank %d: ", c.boot.rank);
     *out = c;
@@ -120,6 +129,19 @@ static void apply_config(bg_tp_t *tp, const bg_tp_config_t *cfg)
                   : !strcmp(em, "peer") ? ERRMODE_PEER
                                         : ERRMODE_AUTO;
     tp->device_path = cfg->device_path;
+    tp->device = cfg->device;
+#ifdef BG_HAVE_CUDA
+    /* -1: the device current now, so streams made later (on first use, from
+     * whatever device is current then) still land where this rank works.
+     * Without a usable GPU it stays -1 and the failed query's error is
+     * cleared (it is ours, and would otherwise fail the next launch check). */
+    if (tp->device < 0 && cudaGetDevice(&tp->device) != cudaSuccess) {
+        tp->device = -1;
+        cudaGetLastError();
+    }
+#else
+    tp->device = -1;
+#endif
 }
 
 /* After UCX told what it can move: AUTO becomes a concrete path. */
@@ -161,7 +183,7 @@ bg_status_t bg_tp_create(const bg_tp_config_t *cfg, bg_tp_t **out)
     st = bg_tp_ucx_open(tp);
     if (st != BG_OK)
         goto err_rdv;
-    bg_tp_stage_init(&tp->stage, tp->ctx);
+    bg_tp_stage_init(&tp->stage, tp->ctx, tp->device);
     st = choose_device_path(tp);
     if (st != BG_OK)
         goto err_ucx;

@@ -98,6 +98,7 @@ struct bg_tp {
     int errmode;
     bg_tp_device_path_t device_path;
     int cuda_direct_ok;
+    int device; /* CUDA device for streams, events, scratch; -1 none */
     bg_tp_rdv_t rdv;         /* the store, and rank 0's server */
     bg_tp_rdv_peer_t *addrs; /* [world] published worker addresses */
     ucp_context_h ctx;

@@ -14,11 +14,37 @@
 
 #include "transport/staging.h"
 
-void bg_tp_stage_init(bg_tp_stage_t *sg, ucp_context_h ctx)
+void bg_tp_stage_init(bg_tp_stage_t *sg, ucp_context_h ctx, int device)
 {
     memset(sg, 0, sizeof(*sg));
     sg->ctx = ctx;
+    sg->device = device;
 }
+
+#ifdef BG_HAVE_CUDA
+/* Make the stage's device current (streams and events belong to the device
+ * current when they are created); *prev gets the caller's, -1 if unchanged. */
+static cudaError_t device_enter(const bg_tp_stage_t *sg, int *prev)
+{
+    *prev = -1;
+    if (sg->device < 0)
+        return cudaSuccess;
+    int cur;
+    cudaError_t ce = cudaGetDevice(&cur);
+    if (ce == cudaSuccess && cur != sg->device) {
+        ce = cudaSetDevice(sg->device);
+        if (ce == cudaSuccess)
+            *prev = cur;
+    }
+    return ce;
+}
+
+static void device_leave(int prev)
+{
+    if (prev >= 0)
+        cudaSetDevice(prev);
+}
+#endif
 
 static int size_class(size_t n)
 {
@@ -54,15 +80,25 @@ static void dequeue(bg_tp_stage_t *sg, bg_tp_stage_buf_t *b)
     b->qnext = b->qprev = NULL;
 }
 
-/* Pinned memory and its event, or an error naming the CUDA call. */
-static bg_status_t alloc_pinned(bg_tp_stage_buf_t *b)
+/* Pinned memory and its event (timing off: it only orders; made once per
+ * pooled buffer and reused by every copy through it), on the stage's
+ * device, or an error naming the CUDA call. */
+static bg_status_t alloc_pinned(const bg_tp_stage_t *sg, bg_tp_stage_buf_t *b)
 {
 #ifdef BG_HAVE_CUDA
-    cudaError_t ce = cudaHostAlloc(&b->ptr, b->cap, cudaHostAllocDefault);
+    int prev;
+    cudaError_t ce = device_enter(sg, &prev);
     if (ce != cudaSuccess)
+        return bg_errorf(BG_ERR_CUDA, "staging: cudaSetDevice(%d): %s", sg->device,
+                         cudaGetErrorString(ce));
+    ce = cudaHostAlloc(&b->ptr, b->cap, cudaHostAllocPortable);
+    if (ce != cudaSuccess) {
+        device_leave(prev);
         return bg_errorf(BG_ERR_CUDA, "staging: cudaHostAlloc(%zu): %s", b->cap,
                          cudaGetErrorString(ce));
+    }
     ce = cudaEventCreateWithFlags(&b->ev, cudaEventDisableTiming);
+    device_leave(prev);
     if (ce != cudaSuccess) {
         cudaFreeHost(b->ptr);
         return bg_errorf(BG_ERR_CUDA, "staging: cudaEventCreate: %s", cudaGetErrorString(ce));
@@ -71,7 +107,7 @@ static bg_status_t alloc_pinned(bg_tp_stage_buf_t *b)
     b->pinned = 1;
     return BG_OK;
 #else
-    (void)b;
+    (void)sg, (void)b;
     return bg_errorf(BG_ERR_UNSUPPORTED, "staging: device buffer but built without CUDA");
 #endif
 }
@@ -96,7 +132,7 @@ bg_status_t bg_tp_stage_get(bg_tp_stage_t *sg, size_t n, int device, bg_tp_stage
     b->cap = (size_t)1 << cls;
     b->cls = cls;
     if (device) {
-        bg_status_t st = alloc_pinned(b);
+        bg_status_t st = alloc_pinned(sg, b);
         if (st != BG_OK) {
             free(b);
             return st;
@@ -168,12 +204,19 @@ static bg_status_t ensure_streams(bg_tp_stage_t *sg, char *err, size_t cap)
 {
     if (sg->streams_ok)
         return BG_OK;
-    cudaError_t ce = cudaStreamCreateWithFlags(&sg->s_d2h, cudaStreamNonBlocking);
+    int prev;
+    cudaError_t ce = device_enter(sg, &prev);
+    if (ce != cudaSuccess) {
+        snprintf(err, cap, "staging: cudaSetDevice(%d): %s", sg->device, cudaGetErrorString(ce));
+        return BG_ERR_CUDA;
+    }
+    ce = cudaStreamCreateWithFlags(&sg->s_d2h, cudaStreamNonBlocking);
     if (ce == cudaSuccess) {
         ce = cudaStreamCreateWithFlags(&sg->s_h2d, cudaStreamNonBlocking);
         if (ce != cudaSuccess)
             cudaStreamDestroy(sg->s_d2h);
     }
+    device_leave(prev);
     if (ce != cudaSuccess) {
         snprintf(err, cap, "staging: cudaStreamCreate: %s", cudaGetErrorString(ce));
         return BG_ERR_CUDA;
@@ -219,10 +262,17 @@ int bg_tp_stage_copy_done(bg_tp_stage_buf_t *b, char *err, size_t cap)
         return 1;
 #ifdef BG_HAVE_CUDA
     cudaError_t ce = cudaEventQuery(b->ev);
-    if (ce == cudaErrorNotReady)
+    if (ce == cudaErrorNotReady) {
+        /* Why: NotReady is also left as the thread's last error, and the
+         * next launch check (the engine's or ours) would report it as a
+         * failure. Clear only that one, never someone else's real error. */
+        if (cudaPeekAtLastError() == cudaErrorNotReady)
+            cudaGetLastError();
         return 0;
+    }
     b->pending = 0;
     if (ce != cudaSuccess) {
+        cudaGetLastError();
         snprintf(err, cap, "staging copy: %s", cudaGetErrorString(ce));
         return -1;
     }

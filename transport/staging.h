@@ -49,6 +49,7 @@ typedef struct {
      * order: they go on the wire strictly in this order so that same-tag
      * messages keep their posting order across requests. */
     bg_tp_stage_buf_t *q_head, *q_tail;
+    int device; /* CUDA device the streams and events are created on; -1 none */
 #ifdef BG_HAVE_CUDA
     cudaStream_t s_d2h, s_h2d;
     int streams_ok;
@@ -56,8 +57,10 @@ typedef struct {
 } bg_tp_stage_t;
 
 /* Set up an empty stage for UCX context ctx (buffers are registered with
- * it). Cannot fail: pools and streams are created on first use. */
-void bg_tp_stage_init(bg_tp_stage_t *sg, ucp_context_h ctx);
+ * it) whose streams and events live on CUDA `device` (-1: none known, the
+ * current device at first use). Cannot fail: pools and streams are created
+ * on first use. */
+void bg_tp_stage_init(bg_tp_stage_t *sg, ucp_context_h ctx, int device);
 /* Free every pooled buffer and the streams. Buffers still handed out are the
  * caller's to put back first. Call before ctx is cleaned up. */
 void bg_tp_stage_fini(bg_tp_stage_t *sg);
@@ -79,7 +82,8 @@ void bg_tp_stage_put(bg_tp_stage_t *sg, bg_tp_stage_buf_t *b);
 bg_status_t bg_tp_stage_copy(bg_tp_stage_t *sg, bg_tp_stage_buf_t *b, void *dst, const void *src,
                              size_t n, int to_host, int host, char *err, size_t cap);
 /* 1 when b's copy has finished, 0 while running, -1 on a CUDA error (err
- * filled). */
+ * filled). A running copy leaves no error behind (cudaEventQuery's
+ * cudaErrorNotReady is cleared from the thread's last error). */
 int bg_tp_stage_copy_done(bg_tp_stage_buf_t *b, char *err, size_t cap);
 
 /* Append b (its copy just started) to the copy queue on behalf of owner. */

@@ -4,7 +4,8 @@
  * The public face of the transport room: bootstrap from the launcher's
  * environment, a TCP rendezvous store (key/value + barrier + liveness),
  * UCX tagged point-to-point of host or device buffers, and collectives for
- * data parallelism (ring allreduce, broadcast, barrier) over rank groups.
+ * data parallelism (allreduce, reduce-scatter, all-gather, broadcast,
+ * barrier) over rank groups.
  *
  * Must NOT: know what the bytes mean (no tensors, layers, schedules), include
  * anything outside base/, exit or abort, or block without a deadline.
@@ -202,12 +203,15 @@ typedef struct {
     bg_tp_auth_t auth;        /* the job's credentials (world_size > 1) */
     double heartbeat_s;       /* rank 0's own store: unresponsive after this; 0: 10 */
     double hang_s;            /* rank 0's own store: hung after this; <= 0: off */
+    int device;               /* CUDA device this rank uses: the transport's streams,
+                                 events and scratch live there; -1: the device
+                                 current at bg_tp_create */
 } bg_tp_config_t;
 
 /* Defaults from the environment: bootstrap plus BRIGADE_TP_TIMEOUT,
  * BRIGADE_TP_DEVICE_PATH=auto|direct|staged, BRIGADE_TP_CHUNK,
- * BRIGADE_TP_STAGE_DEPTH, and the job's credentials (bg_tp_auth_from_env)
- * when the job has more than one rank. */
+ * BRIGADE_TP_STAGE_DEPTH, device -1 (the current device), and the job's
+ * credentials (bg_tp_auth_from_env) when the job has more than one rank. */
 bg_status_t bg_tp_config_from_env(bg_tp_config_t *out);
 
 /*
@@ -245,6 +249,8 @@ bg_tp_store_t *bg_tp_store(bg_tp_t *tp);
 int bg_tp_cuda_direct_supported(const bg_tp_t *tp);
 /* Path device buffers take on this context (never AUTO). */
 bg_tp_device_path_t bg_tp_device_path(const bg_tp_t *tp);
+/* The CUDA device of the context's streams (-1: none, e.g. no GPU). */
+int bg_tp_cuda_device(const bg_tp_t *tp);
 /* 1 when `rank` has been reported dead; `why` gets the cause if non-NULL. */
 int bg_tp_peer_dead(const bg_tp_t *tp, int rank, const char **why);
 
@@ -333,22 +339,60 @@ typedef enum { BG_TP_SUM = 0, BG_TP_AVG = 1 } bg_tp_op_t;
  * order (like MPI); up to 4096 may be in flight per group.
  */
 bg_status_t bg_tp_group_create(bg_tp_t *tp, const int *ranks, int n, bg_tp_group_t **out);
+/* Free the group with its scratch cache and device reduction stream. A
+ * collective handle still out keeps them until it is freed. */
 void bg_tp_group_destroy(bg_tp_group_t *g);
 int bg_tp_group_size(const bg_tp_group_t *g);
 int bg_tp_group_index(const bg_tp_group_t *g); /* this rank's position */
 
 /*
- * Start an in-place ring allreduce (reduce-scatter then allgather) of `count`
- * elements. Large buffers move in segments (BRIGADE_TP_SEGMENT, default
- * 1 MiB) pipelined 4 deep; each start is one bucket and many may overlap.
- * Deterministic: every element is reduced along one fixed rank chain and the
- * final bits are copied to all, so every rank holds identical bits and runs
- * repeat bit for bit. AVG divides the sum by the group size. Device buffers
- * are reduced by a CUDA kernel. The buffer must be untouched until done.
+ * Shards: for the reduce-scatter / all-gather of `count` elements over a
+ * group of n, member i owns elements
+ *     [bg_tp_shard_offset(count, n, i), bg_tp_shard_offset(count, n, i + 1))
+ * with bg_tp_shard_offset(count, n, i) = floor(count * i / n) (exact, no
+ * overflow). Shards are contiguous, in member order, cover the buffer,
+ * and differ in size by at most one element; with count < n some are
+ * empty. i <= 0 gives 0, i >= n gives count. Cannot fail.
+ */
+size_t bg_tp_shard_offset(size_t count, int n, int i);
+
+/*
+ * Start an in-place allreduce of `count` elements: every member ends with
+ * the reduction of all members' buffers. Large buffers go round a ring
+ * (reduce-scatter then all-gather) in segments (BRIGADE_TP_SEGMENT,
+ * default 512 KiB) pipelined 8 deep; buffers up to BRIGADE_TP_SMALL bytes
+ * (default 64 KiB) take a direct exchange (2 message rounds). Each start is
+ * one bucket and many may overlap. Deterministic: every element of shard b
+ * is reduced along the fixed chain b+1, b+2, ..., b (mod n) whatever the
+ * path or timing, and the final bits are copied to all, so every rank
+ * holds identical bits and runs repeat bit for bit. AVG divides the sum by
+ * the group size once, on the shard's owner. Device buffers are reduced by
+ * CUDA kernels on the group's stream. The buffer must be untouched until
+ * done. BG_ERR_INVALID for an unknown dtype/op or a NULL buffer.
  */
 bg_status_t bg_tp_allreduce_start(bg_tp_group_t *g, void *buf, size_t count,
                                   bg_tp_dtype_t dtype, bg_tp_op_t op, bg_tp_mem_t mem,
                                   bg_tp_coll_t **out);
+/*
+ * Start an in-place reduce-scatter: on completion this member's shard
+ * (bg_tp_shard_offset above) of buf holds the reduction of every member's
+ * buffer over that shard, with exactly the bits an allreduce would give
+ * there. The rest of buf is scratch afterwards: it may hold partial sums.
+ * Same ordering rules, paths and errors as allreduce.
+ */
+bg_status_t bg_tp_reduce_scatter_start(bg_tp_group_t *g, void *buf, size_t count,
+                                       bg_tp_dtype_t dtype, bg_tp_op_t op, bg_tp_mem_t mem,
+                                       bg_tp_coll_t **out);
+/*
+ * Start an in-place all-gather: every member's shard of buf (same
+ * boundaries) is copied to every other member, so all end with identical
+ * buffers. Only this member's shard is read; the rest is overwritten.
+ * Reduce-scatter then all-gather of one buffer equals an allreduce bit for
+ * bit (ZeRO-1: reduce-scatter gradients, update the owned shard, all-gather
+ * parameters).
+ */
+bg_status_t bg_tp_allgather_start(bg_tp_group_t *g, void *buf, size_t count, bg_tp_dtype_t dtype,
+                                  bg_tp_mem_t mem, bg_tp_coll_t **out);
 /* Start a pipelined chain broadcast of `len` bytes from group index `root`. */
 bg_status_t bg_tp_bcast_start(bg_tp_group_t *g, void *buf, size_t len, int root,
                               bg_tp_mem_t mem, bg_tp_coll_t **out);
@@ -362,6 +406,10 @@ bg_status_t bg_tp_coll_wait(bg_tp_coll_t *c, double timeout_s);
 /* Blocking conveniences: start + wait. */
 bg_status_t bg_tp_allreduce(bg_tp_group_t *g, void *buf, size_t count, bg_tp_dtype_t dtype,
                             bg_tp_op_t op, bg_tp_mem_t mem, double timeout_s);
+bg_status_t bg_tp_reduce_scatter(bg_tp_group_t *g, void *buf, size_t count, bg_tp_dtype_t dtype,
+                                 bg_tp_op_t op, bg_tp_mem_t mem, double timeout_s);
+bg_status_t bg_tp_allgather(bg_tp_group_t *g, void *buf, size_t count, bg_tp_dtype_t dtype,
+                            bg_tp_mem_t mem, double timeout_s);
 bg_status_t bg_tp_bcast(bg_tp_group_t *g, void *buf, size_t len, int root, bg_tp_mem_t mem,
                         double timeout_s);
 bg_status_t bg_tp_barrier(bg_tp_group_t *g, double timeout_s);

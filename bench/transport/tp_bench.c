@@ -1,8 +1,20 @@
 /*
- * bench/transport/tp_bench.c -- brigade transport vs ucx_perftest on this
- * machine, in one run: tagged point-to-point bandwidth (1 KiB .. 64 MiB) and
- * 8-byte latency between two local ranks, with ratios, then ring allreduce
- * bus bandwidth for 2 and 4 ranks.
+ * bench/transport/tp_bench.c -- brigade transport against its references,
+ * measured in one run on this machine:
+ *   p2p:  tagged point-to-point bandwidth (1 KiB .. 64 MiB) and 8-byte
+ *         latency between two local ranks next to ucx_perftest, interleaved
+ *         per repetition; median and best of each.
+ *   coll: allreduce, reduce-scatter and all-gather of 4 KiB .. 16 MiB on 2
+ *         and 4 ranks, interleaved with the point-to-point bandwidth they
+ *         are judged by (one link alone: rank 0 -> 1, and every ring link
+ *         at once), in the same job; median and minimum times, and the
+ *         ratio to the ring bound:
+ *           allreduce              2 (n-1)/n * bytes / p2p bandwidth
+ *           reduce-scatter, gather   (n-1)/n * bytes / p2p bandwidth
+ *   tune: 16 MiB allreduce / reduce-scatter / all-gather on 2 and 4 ranks
+ *         for each "segment:lanes" setting in TP_BENCH_TUNE (default a
+ *         sweep), interleaved, to choose BRIGADE_TP_SEGMENT / _LANES.
+ * Usage: tp_bench [p2p|coll|tune|all] [repetitions]   (default: all, 9)
  *
  * Must NOT: pass or fail on numbers (it reports), or use fixed ports.
  * Both sides use the same UCX environment (UCX_TLS etc. are inherited).
@@ -21,6 +33,7 @@ static uint64_t bench_tag(unsigned kind, unsigned index)
 static const size_t bw_sizes[] = {1024, 16384, 65536, 1 << 20, 4 << 20, 16 << 20, 64 << 20};
 #define NBW (sizeof(bw_sizes) / sizeof(bw_sizes[0]))
 #define WINDOW 16
+#define MAXREP 64
 
 static int iters_for(size_t n)
 {
@@ -39,45 +52,67 @@ static void out_line(const char *fmt, double a, double b)
     fclose(f);
 }
 
-static int role_p2p(void)
+static int cmp_d(const void *a, const void *b)
 {
-    bg_tp_t *tp = tph_join();
-    if (!tp) return 1;
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(const double *v, int n)
+{
+    double s[MAXREP];
+    memcpy(s, v, (size_t)n * sizeof(double));
+    qsort(s, (size_t)n, sizeof(double), cmp_d);
+    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+}
+
+static double vmin(const double *v, int n)
+{
+    double m = v[0];
+    for (int i = 1; i < n; i++) m = v[i] < m ? v[i] : m;
+    return m;
+}
+
+static double vmax(const double *v, int n)
+{
+    double m = v[0];
+    for (int i = 1; i < n; i++) m = v[i] > m ? v[i] : m;
+    return m;
+}
+
+/* ---------------- point-to-point vs ucx_perftest ---------------- */
+
+static void p2p_stream(bg_tp_t *tp, char *buf, size_t n, int it)
+{
     int me = bg_tp_rank(tp), peer = 1 - me;
-    char *buf = aligned_alloc(4096, 64 << 20);
-    memset(buf, 1, 64 << 20);
-    bg_tp_mr_t *mr = NULL;
-    bg_tp_mem_register(tp, buf, 64 << 20, BG_TP_MEM_HOST, &mr);
     char ack = 0;
-    const char *ov = getenv("TP_BENCH_SIZE");
-    size_t only = ov ? (size_t)strtoull(ov, NULL, 10) : 0;
-    for (size_t k = 0; k < NBW && only; k++) {
-        size_t n = bw_sizes[k];
-        if (n != only) continue;
-        int it = iters_for(n);
-        bg_tp_req_t *q[WINDOW] = {0};
-        bg_tp_store_barrier(bg_tp_store(tp), "bench", 60);
-        double t0 = bg_now_s();
-        for (int i = 0; i < it; i++) {
-            bg_tp_req_t **slot = &q[i % WINDOW];
-            if (*slot) bg_tp_wait(tp, *slot, 60);
-            /* Distinct tags per window slot: multi-chunk messages must not
-             * share a tag while in flight. */
-            uint64_t tag = bench_tag(1, (unsigned)(i % WINDOW));
-            if (me == 0) bg_tp_send(tp, peer, tag, buf, n, BG_TP_MEM_HOST, slot);
-            else bg_tp_recv(tp, peer, tag, buf, n, BG_TP_MEM_HOST, slot);
-        }
-        for (int i = 0; i < WINDOW; i++)
-            if (q[i]) bg_tp_wait(tp, q[i], 60);
-        bg_tp_req_t *a;
-        if (me == 0) bg_tp_recv(tp, peer, 99, &ack, 1, BG_TP_MEM_HOST, &a);
-        else bg_tp_send(tp, peer, 99, &ack, 1, BG_TP_MEM_HOST, &a);
-        bg_tp_wait(tp, a, 60);
-        double dt = bg_now_s() - t0;
-        if (me == 0) out_line("bw %.0f %.3f\n", (double)n, (double)n * it / dt / (1 << 20));
+    bg_tp_req_t *q[WINDOW] = {0};
+    bg_tp_store_barrier(bg_tp_store(tp), "bench", 60);
+    double t0 = bg_now_s();
+    for (int i = 0; i < it; i++) {
+        bg_tp_req_t **slot = &q[i % WINDOW];
+        if (*slot) bg_tp_wait(tp, *slot, 60);
+        /* Distinct tags per window slot: multi-chunk messages must not
+         * share a tag while in flight. */
+        uint64_t tag = bench_tag(1, (unsigned)(i % WINDOW));
+        if (me == 0) bg_tp_send(tp, peer, tag, buf, n, BG_TP_MEM_HOST, slot);
+        else bg_tp_recv(tp, peer, tag, buf, n, BG_TP_MEM_HOST, slot);
     }
-    /* Latency: 8-byte ping-pong, one-way = round trip / 2. */
-    for (int rep = 0; rep < 2 && !only; rep++) {
+    for (int i = 0; i < WINDOW; i++)
+        if (q[i]) bg_tp_wait(tp, q[i], 60);
+    bg_tp_req_t *a;
+    if (me == 0) bg_tp_recv(tp, peer, 99, &ack, 1, BG_TP_MEM_HOST, &a);
+    else bg_tp_send(tp, peer, 99, &ack, 1, BG_TP_MEM_HOST, &a);
+    bg_tp_wait(tp, a, 60);
+    double dt = bg_now_s() - t0;
+    if (me == 0) out_line("bw %.0f %.3f\n", (double)n, (double)n * it / dt / (1 << 20));
+}
+
+/* 8-byte ping-pong, one-way = round trip / 2. */
+static void p2p_latency(bg_tp_t *tp, char *buf)
+{
+    int me = bg_tp_rank(tp), peer = 1 - me;
+    for (int rep = 0; rep < 2; rep++) {
         int it = rep ? 20000 : 2000;
         double t0 = bg_now_s();
         for (int i = 0; i < it; i++) {
@@ -97,34 +132,23 @@ static int role_p2p(void)
         double dt = bg_now_s() - t0;
         if (rep && me == 0) out_line("lat %.0f %.4f\n", 8.0, dt / it / 2 * 1e6);
     }
-    bg_tp_mem_deregister(tp, mr);
-    free(buf);
-    return tph_leave(tp, "p2p");
 }
 
-static int role_allreduce(void)
+static int role_p2p(void)
 {
     bg_tp_t *tp = tph_join();
     if (!tp) return 1;
-    int world = bg_tp_world_size(tp), ranks[TPH_MAX];
-    for (int i = 0; i < world; i++) ranks[i] = i;
-    bg_tp_group_t *g;
-    bg_tp_group_create(tp, ranks, world, &g);
-    size_t count = 4 << 20; /* 16 MiB of f32 */
-    float *x = malloc(count * 4);
-    for (size_t i = 0; i < count; i++) x[i] = 1.0f;
-    bg_tp_allreduce(g, x, count, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST, 60);
-    bg_tp_barrier(g, 60);
-    int it = 5;
-    double t0 = bg_now_s();
-    for (int i = 0; i < it; i++) bg_tp_allreduce(g, x, count, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST, 60);
-    double dt = (bg_now_s() - t0) / it;
-    double bytes = (double)count * 4;
-    if (bg_tp_rank(tp) == 0)
-        out_line("ar %.0f %.3f\n", (double)world, bytes / dt * 2.0 * (world - 1) / world / (1 << 20));
-    bg_tp_group_destroy(g);
-    free(x);
-    return tph_leave(tp, "allreduce");
+    char *buf = aligned_alloc(4096, 64 << 20);
+    memset(buf, 1, 64 << 20);
+    bg_tp_mr_t *mr = NULL;
+    bg_tp_mem_register(tp, buf, 64 << 20, BG_TP_MEM_HOST, &mr);
+    const char *ov = getenv("TP_BENCH_SIZE");
+    size_t only = ov ? (size_t)strtoull(ov, NULL, 10) : 0;
+    if (only) p2p_stream(tp, buf, only, iters_for(only));
+    else p2p_latency(tp, buf);
+    bg_tp_mem_deregister(tp, mr);
+    free(buf);
+    return tph_leave(tp, "p2p");
 }
 
 static int free_port(void)
@@ -140,8 +164,7 @@ static int free_port(void)
     return ntohs(sa.sin_port);
 }
 
-/* Run ucx_perftest server + client; return the chosen column of "Final:"
- * (bandwidth MB/s overall for tag_bw, average latency us for tag_lat). */
+/* The value of line "<want> <key> <value>" in the results file. */
 static double result(const char *path, const char *want, double key)
 {
     FILE *f = fopen(path, "r");
@@ -153,6 +176,8 @@ static double result(const char *path, const char *want, double key)
     return v;
 }
 
+/* Run ucx_perftest server + client; the chosen column of "Final:"
+ * (bandwidth MB/s overall for tag_bw, average latency us for tag_lat). */
 static double perftest(const char *test, size_t size, int iters)
 {
     int port = free_port();
@@ -192,10 +217,197 @@ static double perftest(const char *test, size_t size, int iters)
     return v;
 }
 
+static void run_p2p(const char *self, const char *out, int reps)
+{
+    static double ours[NBW][MAXREP], ref[NBW][MAXREP];
+    double lat[MAXREP], plat[MAXREP];
+    /* Ours and perftest back to back per size and repetition: the machine
+     * is shared, and drift hurts ratios more than noise. */
+    for (int rep = 0; rep < reps; rep++) {
+        for (size_t i = 0; i < NBW; i++) {
+            char env[64];
+            snprintf(env, sizeof(env), "TP_BENCH_SIZE=%zu", bw_sizes[i]);
+            const char *extra[] = {env, NULL};
+            unlink(out);
+            tph_run(self, "p2p", 2, extra, 600);
+            ours[i][rep] = result(out, "bw", (double)bw_sizes[i]);
+            ref[i][rep] = perftest("tag_bw", bw_sizes[i], iters_for(bw_sizes[i]));
+        }
+        const char *extra[] = {"TP_BENCH_SIZE=0", NULL};
+        unlink(out);
+        tph_run(self, "p2p", 2, extra, 600);
+        lat[rep] = result(out, "lat", 8);
+        plat[rep] = perftest("tag_lat", 8, 20000);
+    }
+    printf("\npoint-to-point, %d repetitions (MB/s: median / best)\n", reps);
+    printf("%-10s %20s %20s %12s\n", "size", "brigade", "ucx_perftest", "ratio (med)");
+    for (size_t i = 0; i < NBW; i++) {
+        double mo = median(ours[i], reps), mp = median(ref[i], reps);
+        printf("%-10zu %10.1f / %7.1f %10.1f / %7.1f %12.2f\n", bw_sizes[i], mo, vmax(ours[i], reps),
+               mp, vmax(ref[i], reps), mp > 0 ? mo / mp : 0);
+    }
+    printf("%-10s %10.3f / %7.3f %10.3f / %7.3f  (us: median / best)\n", "lat 8 B",
+           median(lat, reps), vmin(lat, reps), median(plat, reps), vmin(plat, reps));
+    fflush(stdout);
+}
+
+/* ---------------- collectives vs the ring bound ---------------- */
+
+static const size_t coll_bytes[] = {4096, 65536, 1 << 20, 16 << 20};
+#define NCB (sizeof(coll_bytes) / sizeof(coll_bytes[0]))
+enum { M_LINK, M_RING, M_AR, M_RS, M_AG, NM };
+static const char *m_name[NM] = {"p2p 0->1", "p2p ring", "allreduce", "reduce-scatter",
+                                 "all-gather"};
+
+/* Every rank sends `bytes` to its right neighbour and receives as much from
+ * its left at once (ring = 1), or rank 0 sends to rank 1 alone (ring = 0). */
+static void links(bg_tp_t *tp, bg_tp_group_t *g, char *sbuf, char *rbuf, size_t bytes, int ring)
+{
+    int n = bg_tp_world_size(tp), me = bg_tp_rank(tp);
+    bg_tp_req_t *s = NULL, *r = NULL;
+    if (ring || me == 0) bg_tp_send(tp, (me + 1) % n, bench_tag(2, 0), sbuf, bytes, BG_TP_MEM_HOST, &s);
+    if (ring || me == 1) bg_tp_recv(tp, (me + n - 1) % n, bench_tag(2, 0), rbuf, bytes, BG_TP_MEM_HOST, &r);
+    if (s) bg_tp_wait(tp, s, 60);
+    if (r) bg_tp_wait(tp, r, 60);
+    if (!ring) bg_tp_barrier(g, 60); /* rank 0's send may finish before the data lands */
+}
+
+/* Seconds one measurement of method m takes on rank 0, after a barrier. */
+static double measure(bg_tp_t *tp, bg_tp_group_t *g, int m, float *x, char *rbuf, size_t bytes)
+{
+    size_t count = bytes / 4;
+    bg_tp_barrier(g, 60);
+    double t0 = bg_now_s();
+    if (m == M_LINK || m == M_RING) links(tp, g, (char *)x, rbuf, bytes, m == M_RING);
+    else if (m == M_AR) bg_tp_allreduce(g, x, count, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST, 60);
+    else if (m == M_RS) bg_tp_reduce_scatter(g, x, count, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST, 60);
+    else bg_tp_allgather(g, x, count, BG_TP_F32, BG_TP_MEM_HOST, 60);
+    return bg_now_s() - t0;
+}
+
+static void coll_report(int n, int reps, double t[NCB][NM][MAXREP])
+{
+    printf("\n%d ranks, %d repetitions, times in us (median / min); ratio = ring bound / median "
+           "time,\n  bound from the p2p 0->1 median (and, in brackets, from all ring links at once)\n",
+           n, reps);
+    printf("%-10s %-15s %22s %16s\n", "bytes", "what", "time us", "ratio to bound");
+    for (size_t b = 0; b < NCB; b++) {
+        double link = median(t[b][M_LINK], reps), ring = median(t[b][M_RING], reps);
+        for (int m = 0; m < NM; m++) {
+            double med = median(t[b][m], reps), mn = vmin(t[b][m], reps);
+            double f = m == M_AR ? 2.0 * (n - 1) / n : (double)(n - 1) / n;
+            printf("%-10zu %-15s %11.1f / %8.1f", coll_bytes[b], m_name[m], med * 1e6, mn * 1e6);
+            if (m >= M_AR) printf(" %7.2f [%5.2f]", f * link / med, f * ring / med);
+            else printf("   %8.1f MB/s", (double)coll_bytes[b] / med / (1 << 20));
+            printf("\n");
+        }
+    }
+    fflush(stdout);
+}
+
+/* A collective role's start: the world group, repetitions, and a buffer
+ * and a receive buffer of `bytes`. NULL if joining failed. */
+static bg_tp_t *bench_join(bg_tp_group_t **g, int *reps, float **x, char **rbuf, size_t bytes)
+{
+    bg_tp_t *tp = tph_join();
+    if (!tp) return NULL;
+    int world = bg_tp_world_size(tp), ranks[TPH_MAX];
+    for (int i = 0; i < world; i++) ranks[i] = i;
+    bg_tp_group_create(tp, ranks, world, g);
+    *reps = atoi(getenv("TP_BENCH_REPS") ? getenv("TP_BENCH_REPS") : "9");
+    if (*reps < 1 || *reps > MAXREP) *reps = 9;
+    *x = aligned_alloc(4096, bytes);
+    *rbuf = aligned_alloc(4096, bytes);
+    for (size_t i = 0; i < bytes / 4; i++) (*x)[i] = 1.0f;
+    memset(*rbuf, 0, bytes);
+    return tp;
+}
+
+static int role_coll(void)
+{
+    bg_tp_group_t *g;
+    int reps;
+    float *x;
+    char *rbuf;
+    size_t maxb = coll_bytes[NCB - 1];
+    bg_tp_t *tp = bench_join(&g, &reps, &x, &rbuf, maxb);
+    if (!tp) return 1;
+    int world = bg_tp_world_size(tp);
+    static double t[NCB][NM][MAXREP];
+    for (int m = 0; m < NM; m++) measure(tp, g, m, x, rbuf, maxb); /* warm up */
+    /* Interleaved: every method of every size once per repetition, so
+     * machine load drifts over all of them alike. */
+    for (int rep = 0; rep < reps; rep++)
+        for (size_t b = 0; b < NCB; b++)
+            for (int m = 0; m < NM; m++) t[b][m][rep] = measure(tp, g, m, x, rbuf, coll_bytes[b]);
+    if (bg_tp_rank(tp) == 0) coll_report(world, reps, t);
+    bg_tp_group_destroy(g);
+    free(x);
+    free(rbuf);
+    return tph_leave(tp, "coll");
+}
+
+/* ---------------- tuning the ring ---------------- */
+
+#define MAXTUNE 16
+
+static int role_tune(void)
+{
+    bg_tp_group_t *g;
+    int reps;
+    float *x;
+    char *rbuf;
+    size_t bytes = 16 << 20;
+    bg_tp_t *tp = bench_join(&g, &reps, &x, &rbuf, bytes);
+    if (!tp) return 1;
+    int world = bg_tp_world_size(tp);
+    const char *list = getenv("TP_BENCH_TUNE");
+    if (!list || !*list) list = "65536:8,131072:8,262144:4,262144:8,262144:16,524288:8,1048576:4,4194304:4";
+    char seg[MAXTUNE][24], lanes[MAXTUNE][8];
+    int nt = 0;
+    for (const char *p = list; *p && nt < MAXTUNE;) {
+        if (sscanf(p, "%23[0-9]:%7[0-9]", seg[nt], lanes[nt]) == 2) nt++;
+        p = strchr(p, ',');
+        if (!p) break;
+        p++;
+    }
+    static double t[MAXTUNE][NM][MAXREP];
+    for (int rep = 0; rep < reps; rep++)
+        for (int k = 0; k < nt; k++) {
+            setenv("BRIGADE_TP_SEGMENT", seg[k], 1);
+            setenv("BRIGADE_TP_LANES", lanes[k], 1);
+            for (int m = 0; m < NM; m++) t[k][m][rep] = measure(tp, g, m, x, rbuf, bytes);
+        }
+    if (bg_tp_rank(tp) == 0) {
+        printf("\n%d ranks, 16 MiB, %d repetitions: median us (ratio to the bound from p2p "
+               "0->1 [all links])\n%-16s %22s %22s %22s\n", world, reps, "segment:lanes",
+               "allreduce", "reduce-scatter", "all-gather");
+        for (int k = 0; k < nt; k++) {
+            double link = median(t[k][M_LINK], reps), ring = median(t[k][M_RING], reps);
+            printf("%9s:%-6s", seg[k], lanes[k]);
+            for (int m = M_AR; m < NM; m++) {
+                double med = median(t[k][m], reps), f = (m == M_AR ? 2.0 : 1.0) * (world - 1) / world;
+                printf(" %9.0f %5.2f [%4.2f]", med * 1e6, f * link / med, f * ring / med);
+            }
+            printf("\n");
+        }
+        fflush(stdout);
+    }
+    bg_tp_group_destroy(g);
+    free(x);
+    free(rbuf);
+    return tph_leave(tp, "tune");
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && !strcmp(argv[1], "--rank"))
-        return !strcmp(argv[2], "p2p") ? role_p2p() : role_allreduce();
+        return !strcmp(argv[2], "p2p")    ? role_p2p()
+               : !strcmp(argv[2], "tune") ? role_tune()
+                                          : role_coll();
+    const char *what = argc > 1 ? argv[1] : "all";
+    int reps = argc > 2 ? atoi(argv[2]) : 9;
+    if (reps < 1 || reps > MAXREP) reps = 9;
     char self[4096];
     ssize_t k = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (k <= 0) return 1;
@@ -205,44 +417,20 @@ int main(int argc, char **argv)
     if (fd < 0) return 1;
     close(fd);
     setenv("TP_BENCH_OUT", out, 1);
+    char rep_env[32];
+    snprintf(rep_env, sizeof(rep_env), "%d", reps);
+    setenv("TP_BENCH_REPS", rep_env, 1);
     printf("UCX_TLS=%s\n", getenv("UCX_TLS") ? getenv("UCX_TLS") : "(default)");
     fflush(stdout);
-    /* Ours and perftest back to back per size, best of two each: the
-     * machine may be shared, and drift hurts ratios more than noise. */
-    printf("\n%-10s %14s %14s %7s\n", "size", "brigade MB/s", "perftest MB/s", "ratio");
-    for (size_t i = 0; i < NBW; i++) {
-        char env[64];
-        snprintf(env, sizeof(env), "TP_BENCH_SIZE=%zu", bw_sizes[i]);
-        const char *extra[] = {env, NULL};
-        double ours = 0, p = 0;
-        for (int rep = 0; rep < 2; rep++) {
-            unlink(out);
-            tph_run(self, "p2p", 2, extra, 600);
-            double o = result(out, "bw", (double)bw_sizes[i]);
-            double q = perftest("tag_bw", bw_sizes[i], iters_for(bw_sizes[i]));
-            if (o > ours) ours = o;
-            if (q > p) p = q;
-        }
-        printf("%-10zu %14.1f %14.1f %7.2f\n", bw_sizes[i], ours, p, p > 0 ? ours / p : 0);
-        fflush(stdout);
+    if (!strcmp(what, "p2p") || !strcmp(what, "all")) run_p2p(self, out, reps);
+    if (!strcmp(what, "coll") || !strcmp(what, "all")) {
+        tph_run(self, "coll", 2, NULL, 600);
+        tph_run(self, "coll", 4, NULL, 600);
     }
-    double lat = 1e9, pl = 1e9;
-    for (int rep = 0; rep < 2; rep++) {
-        const char *extra[] = {"TP_BENCH_SIZE=0", NULL};
-        unlink(out);
-        tph_run(self, "p2p", 2, extra, 600);
-        double o = result(out, "lat", 8);
-        double q = perftest("tag_lat", 8, 20000);
-        if (o > 0 && o < lat) lat = o;
-        if (q > 0 && q < pl) pl = q;
+    if (!strcmp(what, "tune")) {
+        tph_run(self, "tune", 2, NULL, 600);
+        tph_run(self, "tune", 4, NULL, 600);
     }
-    printf("\n%-10s %14s %14s %7s\n", "latency", "brigade us", "perftest us", "diff");
-    printf("%-10s %14.3f %14.3f %+7.3f\n", "8 B", lat, pl, lat - pl);
-    unlink(out);
-    tph_run(self, "allreduce", 2, NULL, 600);
-    tph_run(self, "allreduce", 4, NULL, 600);
-    printf("\nallreduce 16 MiB f32 bus bandwidth: 2 ranks %.1f MB/s, 4 ranks %.1f MB/s\n",
-           result(out, "ar", 2), result(out, "ar", 4));
     unlink(out);
     return 0;
 }

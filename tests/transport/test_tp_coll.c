@@ -19,22 +19,6 @@ static float input(int rank, size_t i, int round)
     return bg_test_uniform(&s, -1.0f, 1.0f) * (1.0f + (float)(i % 7));
 }
 
-static uint16_t to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static float from_bf16(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 /* Every rank publishes the hash of its result; all must be equal. */
 static void check_same_everywhere(bg_tp_t *tp, const char *what, uint64_t h, int round)
 {
@@ -97,14 +81,14 @@ static int role_coll(void)
     /* bf16 average: sum of bf16-rounded inputs, within bf16 precision. */
     size_t cnt = 4099;
     uint16_t *hb = malloc(cnt * 2);
-    for (size_t i = 0; i < cnt; i++) hb[i] = to_bf16(input(me, i, 1));
+    for (size_t i = 0; i < cnt; i++) hb[i] = tph_to_bf16(input(me, i, 1));
     CHECK_OK(bg_tp_allreduce(g, hb, cnt, BG_TP_BF16, BG_TP_AVG, BG_TP_MEM_HOST, 30));
     for (size_t i = 0; i < cnt; i++) {
         double want = 0;
-        for (int r = 0; r < world; r++) want += from_bf16(to_bf16(input(r, i, 1)));
+        for (int r = 0; r < world; r++) want += tph_from_bf16(tph_to_bf16(input(r, i, 1)));
         want /= world;
-        CHECK_MSG(fabs(from_bf16(hb[i]) - want) <= 0.02 * (1 + fabs(want)), "bf16 %zu: %g vs %g",
-                  i, from_bf16(hb[i]), want);
+        CHECK_MSG(fabs(tph_from_bf16(hb[i]) - want) <= 0.02 * (1 + fabs(want)), "bf16 %zu: %g vs %g",
+                  i, tph_from_bf16(hb[i]), want);
     }
     check_same_everywhere(tp, "bf16", tph_fnv(hb, cnt * 2), 0);
     free(hb);

@@ -219,6 +219,23 @@ static inline void tph_fill(unsigned char *p, size_t n, uint64_t seed)
     }
 }
 
+/* bf16 <-> f32 for test references (round to nearest even; finite values). */
+static inline uint16_t tph_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float tph_from_bf16(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 static inline uint64_t tph_fnv(const void *p, size_t n)
 {
     const unsigned char *b = p;
