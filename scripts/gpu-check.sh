@@ -44,13 +44,16 @@ smi=${NVIDIA_SMI:-nvidia-smi}
 # 4 are warm-up and not counted.
 train_steps=12
 train_batch=8
+# Step timeouts: their sum stays within the default budget (checked by
+# tests/tools/gpu_check_test.sh), leaving a minute of the 8 for start-up.
+to_tests=160 to_layers=75 to_att=55 to_train=110
 plan=(
-    "tests|180|ctest -L gpu (per-test timeout 150 s)"
-    "bench_layers|80|bench_layers --device cuda --dtype bf16: GEMM peaks, copy, layers"
-    "attention|60|bench_layers --device cuda --attention-seqs 256,1024,4096"
+    "tests|$to_tests|ctest -L gpu (per-test timeout 150 s)"
+    "bench_layers|$to_layers|bench_layers --device cuda --dtype bf16: GEMM peaks, copy, layers"
+    "attention|$to_att|bench_layers --device cuda --attention-seqs 256,1024,4096"
     "bench_step|0|optimizer step bench: CPU only (no cuda mode), not run"
     "tp_bench|0|transport bench: host memory only (no device mode), not run"
-    "train|120|brigade train gpt2-124m --device cuda --dtype bf16 --batch $train_batch --steps $train_steps"
+    "train|$to_train|brigade train gpt2-124m --device cuda --dtype bf16 --batch $train_batch --steps $train_steps"
 )
 
 if [ "$dry" = 1 ]; then
@@ -122,7 +125,7 @@ status_of() {
 
 # ---- tests ----
 # -V: a test that skips still passes, so its "SKIP: reason" must be seen.
-run_step tests 180 "$logs/tests.log" ctest --test-dir "$build" -L gpu --timeout 150 -V
+run_step tests "$to_tests" "$logs/tests.log" ctest --test-dir "$build" -L gpu --timeout 150 -V
 summary=$(grep -Eo '[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+' "$logs/tests.log")
 skips=$(grep -c 'SKIP' "$logs/tests.log")
 tests_rc=$step_rc
@@ -133,7 +136,7 @@ row "ctest -L gpu" "$st" "${summary:-no ctest summary}" "$step_s"
 
 # ---- layers: measured peaks, then each layer's share of the GEMM peak ----
 bl=$build/bench/layers/bench_layers
-run_step bench_layers 80 "$logs/bench_layers.log" "$bl" --device cuda --dtype bf16
+run_step bench_layers "$to_layers" "$logs/bench_layers.log" "$bl" --device cuda --dtype bf16
 L=$logs/bench_layers.log
 peak_bf16=$(awk '/GEMM bf16/ { for (i = 1; i < NF; i++) if ($(i + 1) == "TFLOP/s") print $i }' "$L")
 peak_f32=$(awk '/GEMM f32/ { for (i = 1; i < NF; i++) if ($(i + 1) == "TFLOP/s") print $i }' "$L")
@@ -158,7 +161,7 @@ row "layers F/B/W (GPT-2 small)" "${nl:-0} rows, mean ${mean:-?}% of GEMM" \
     "best ${best:-?}% of the bf16 GEMM peak above" "-"
 
 # ---- attention at T 256 / 1024 / 4096 ----
-run_step attention 60 "$logs/attention.log" "$bl" --device cuda --dtype bf16 \
+run_step attention "$to_att" "$logs/attention.log" "$bl" --device cuda --dtype bf16 \
     --attention-seqs 256,1024,4096
 st=$(status_of)
 att=$(awk '$2 == "flash" { printf "%sT%s %s ms", sep, $1, $6; sep = ", " }' "$logs/attention.log")
@@ -176,7 +179,7 @@ ctx=$("$build/brigade" check "$model" --json |
 metrics=$logs/train-metrics.jsonl
 rm -f "$metrics"
 tmpd=$(mktemp -d)
-run_step train 120 "$logs/train.log" env -C "$tmpd" "$build/brigade" train "$model" \
+run_step train "$to_train" "$logs/train.log" env -C "$tmpd" "$build/brigade" train "$model" \
     --device cuda --dtype bf16 --batch "$train_batch" --steps "$train_steps" --log-every 1 \
     --data synthetic:tokens --eval-batches 1 --metrics "$metrics"
 rm -rf "$tmpd"
