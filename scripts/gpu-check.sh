@@ -83,6 +83,12 @@ if grep -q '^BG_CUDA:STRING=OFF' "$build/CMakeCache.txt" ||
     exit 2
 fi
 build=$(cd "$build" && pwd)
+# CTest files name the build's absolute path: a build carried to another
+# path finds no test binaries. Say so in the table instead of guessing.
+built_at=$(sed -n 's/^CMAKE_CACHEFILE_DIR:INTERNAL=//p' "$build/CMakeCache.txt")
+moved=
+[ -n "$built_at" ] && [ "$built_at" != "$build" ] && [ ! -d "$built_at" ] &&
+    moved="configured at $built_at, now $build: ctest may not find the tests"
 
 logs=${OUT:+$OUT/gpu-check-logs}
 logs=${logs:-$build/gpu-check-logs}
@@ -130,9 +136,11 @@ summary=$(grep -Eo '[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+' "$l
 skips=$(grep -c 'SKIP' "$logs/tests.log")
 tests_rc=$step_rc
 st=$(status_of)
+# ctest finding no test exits 0: that is no pass.
+[ "$st" = pass ] && [ -z "$summary" ] && st="fail (no gpu test found)" tests_rc=1
 # A GPU test that skipped on a GPU machine did not test anything.
 [ "$st" = pass ] && [ "$skips" -gt 0 ] && st="skip ($skips SKIP lines)" tests_rc=1
-row "ctest -L gpu" "$st" "${summary:-no ctest summary}" "$step_s"
+row "ctest -L gpu" "$st" "${summary:-no ctest summary}${moved:+; $moved}" "$step_s"
 
 # ---- layers: measured peaks, then each layer's share of the GEMM peak ----
 bl=$build/bench/layers/bench_layers
