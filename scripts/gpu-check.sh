@@ -37,6 +37,12 @@ done
 build=${build:-build}
 src=$(cd "$(dirname "$0")/.." && pwd)
 budget=${GPU_CHECK_BUDGET_S:-420}
+case "$budget" in
+'' | *[!0-9]*)
+    echo "gpu-check: GPU_CHECK_BUDGET_S must be whole seconds, got '$budget'" >&2
+    exit 2
+    ;;
+esac
 smi=${NVIDIA_SMI:-nvidia-smi}
 
 # The plan: name, timeout in seconds, what it runs. GPT-2 at batch 8 x 1024
@@ -67,7 +73,9 @@ fi
 
 # The cheapest honest probe: the driver's own tool lists the cards; no
 # listing (no tool, no driver, no card) means no GPU.
-gpu_name=$("$smi" --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
+# Without a driver nvidia-smi prints its failure on stdout: only a
+# successful listing counts (pipefail).
+gpu_name=$("$smi" --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1) || gpu_name=
 if [ -z "$gpu_name" ]; then
     echo "gpu-check: no GPU on this machine ($smi lists none); nothing to run"
     exit 0

@@ -21,6 +21,13 @@ rc=$?
 grep -q '^gpu-check: no GPU on this machine' "$T/o" || bad "no GPU line missing: $(cat "$T/o")"
 [ ! -e "$T/out" ] || bad "no GPU: wrote under \$OUT"
 
+# A probe that fails (nvidia-smi without a driver prints its error on
+# stdout): no GPU too, not a card named by the error text.
+printf '#!/bin/sh\necho "NVIDIA-SMI has failed: no driver"\nexit 9\n' >"$T/failing" &&
+    chmod +x "$T/failing"
+NVIDIA_SMI="$T/failing" bash "$script" "$build" >"$T/o" 2>&1 || bad "failing probe: exit $?"
+grep -q '^gpu-check: no GPU on this machine' "$T/o" || bad "failing probe: $(cat "$T/o")"
+
 # Dry run: every step named with its timeout; the timeouts of the steps that
 # run fit the budget (default and a given one).
 bash "$script" --dry-run "$build" >"$T/p" 2>&1 || bad "--dry-run: exit $?"
