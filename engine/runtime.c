@@ -2,7 +2,9 @@
  * engine/runtime.c -- the executor: runs one rank's schedule list over its
  * chunks, with parameters, gradient accumulators and micro-batch slots.
  * This file ties the parts together (engine/runtime_impl.h lists them):
- * create/free, the action loop, a training step and an evaluation.
+ * create/free, the action loop, a training step and an evaluation. It is
+ * the top: it calls the parts, and no part calls it (their shared helpers
+ * live in the part that owns them, or inline in runtime_impl.h).
  *
  * Layout invariance is kept here, in three rules:
  *  1. every layer call sees the same shapes and inputs whatever the split;
@@ -26,12 +28,6 @@
 #include "base/clock.h"
 #include "engine/nvtx.h"
 #include "engine/runtime_impl.h"
-
-bg_status_t bg_rt_err_(const bg_rt_t *rt, bg_status_t st)
-{
-    return bg_error_prefix(st, "rank %d (stage %d, dp %d): ", rt_peer_rank(rt, rt->conf.stage),
-                           rt->conf.stage, rt->conf.dp);
-}
 
 /* ---------------------------------------------------------------- the loop */
 
@@ -307,16 +303,6 @@ static bg_status_t setup_buffers(bg_rt_t *rt)
     if ((st = rt_dalloc(rt, 4, (void **)&rt->dloss)) != BG_OK)
         return st;
     return bg_rt_dloss_upload_(rt);
-}
-
-bg_status_t bg_rt_dloss_upload_(bg_rt_t *rt)
-{
-    /* d(objective)/d(loss of one micro-batch): the mean over all of the
-     * step's micro-batches, on every replica, times the loss scale. */
-    float dl = 1.0f / (float)(bg_sched_microbatches(rt->conf.sched) * rt->conf.dps);
-    dl *= rt->loss_scale;
-    bg_status_t st = bg_backend_copy(rt->conf.be, rt->dloss, &dl, 4, BG_COPY_H2D, rt->compute);
-    return st == BG_OK ? bg_stream_synchronize(rt->conf.be, rt->compute) : st;
 }
 
 static bg_status_t setup_groups(bg_rt_t *rt)

@@ -2,7 +2,8 @@
  * engine/runtime_impl.h -- the inside of bg_rt_t, shared by the executor's
  * parts (engine/runtime*.c) and nothing else:
  *
- *   runtime.c          create/free, the action loop, step and eval
+ *   runtime.c          create/free, the action loop, step and eval: the
+ *                      top, which calls the parts; no part calls it
  *   runtime_cache.c    device buffer cache
  *   runtime_slots.c    micro-batch slots and the per-micro-batch loss slots
  *   runtime_timing.c   per-action events and their device times
@@ -11,7 +12,7 @@
  *   runtime_grad.c     gradient sync (allreduce, tied weights) and the
  *                      optimizer step on the backend, loss scaling
  *   runtime_params.c   parameters: flat buffers, views, upload, tied-weight
- *                      holders
+ *                      holders, the loss scale and its device dloss
  *
  * Shared functions end in '_' (private to the engine). Must NOT be included
  * outside engine/runtime*.c: everyone else uses engine/runtime.h.
@@ -244,11 +245,12 @@ static inline int rt_edge_out(const rt_chunk_t *ch, int e)
     return -1;
 }
 
-/* rt->dloss = 1 / (micro-batches * replicas) * loss scale. Synchronises. */
-bg_status_t bg_rt_dloss_upload_(bg_rt_t *rt);
-
 /* Prefix the recorded message with this rank's identity; returns st. */
-bg_status_t bg_rt_err_(const bg_rt_t *rt, bg_status_t st);
+static inline bg_status_t bg_rt_err_(const bg_rt_t *rt, bg_status_t st)
+{
+    return bg_error_prefix(st, "rank %d (stage %d, dp %d): ", rt_peer_rank(rt, rt->conf.stage),
+                           rt->conf.stage, rt->conf.dp);
+}
 
 /* ------------------------------------------------------------- runtime_cache.c */
 
@@ -347,5 +349,9 @@ void bg_rt_params_free_(bg_rt_t *rt);
 /* Masters (f32) to the compute copy: one cast over the flat buffer, on the
  * compute stream, no host sync. */
 bg_status_t bg_rt_params_cast_(bg_rt_t *rt);
+/* rt->dloss = 1 / (micro-batches * replicas) * loss scale (the loss scale
+ * is this file's). Synchronises the compute stream; fails on a device
+ * error. */
+bg_status_t bg_rt_dloss_upload_(bg_rt_t *rt);
 
 #endif

@@ -268,3 +268,13 @@ void bg_rt_param_get(bg_rt_t *rt, int i, bg_rt_param_view_t *out)
     out->state[0] = p->state[0];
     out->state[1] = p->state[1];
 }
+
+bg_status_t bg_rt_dloss_upload_(bg_rt_t *rt)
+{
+    /* d(objective)/d(loss of one micro-batch): the mean over all of the
+     * step's micro-batches, on every replica, times the loss scale. */
+    float dl = 1.0f / (float)(bg_sched_microbatches(rt->conf.sched) * rt->conf.dps);
+    dl *= rt->loss_scale;
+    bg_status_t st = bg_backend_copy(rt->conf.be, rt->dloss, &dl, 4, BG_COPY_H2D, rt->compute);
+    return st == BG_OK ? bg_stream_synchronize(rt->conf.be, rt->compute) : st;
+}

@@ -12,8 +12,9 @@
  *
  * Must NOT: know what the buffers hold beyond dtype, block (all waits have
  * deadlines), use p2p internals (only p2p.h), send outside the collective
- * traffic class, or allocate device memory per collective (the group's
- * scratch cache keeps it).
+ * traffic class, allocate device memory per collective (the group's
+ * scratch cache keeps it), or name ring.c (the ring registers its advance
+ * function on the handle and calls down into this file, never back).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -336,8 +337,8 @@ void bg_tp_coll_free(bg_tp_coll_t *c)
         group_free(g);
 }
 
-bg_status_t bg_tp_coll_new(bg_tp_group_t *g, bg_tp_coll_kind_t kind, void *buf, bg_tp_mem_t mem,
-                           bg_tp_coll_t **out)
+bg_status_t bg_tp_coll_new(bg_tp_group_t *g, bg_tp_coll_kind_t kind, bg_tp_coll_advance_fn advance,
+                           void *buf, bg_tp_mem_t mem, bg_tp_coll_t **out)
 {
     if (mem != BG_TP_MEM_HOST && mem != BG_TP_MEM_CUDA)
         return bg_errorf(BG_ERR_INVALID, "%s: unknown memory kind %d", kind_name(kind), (int)mem);
@@ -347,6 +348,7 @@ bg_status_t bg_tp_coll_new(bg_tp_group_t *g, bg_tp_coll_kind_t kind, void *buf, 
     c->tp = g->tp;
     c->g = g;
     c->kind = kind;
+    c->advance = advance;
     c->seq = g->seq++;
     c->buf = buf;
     c->mem = mem;
@@ -382,22 +384,13 @@ int bg_tp_lane_take(bg_tp_coll_t *c, bg_tp_lane_t *l, int step)
 
 /* ---------------- driving ---------------- */
 
-static int bc_advance(bg_tp_coll_t *c);
-static int ba_advance(bg_tp_coll_t *c);
-
 /* Progress callback: advance one collective; 1 if it moved. */
 static int coll_progress_cb(void *arg)
 {
     bg_tp_coll_t *c = arg;
     int moved = 0;
-    if (!c->done) {
-        if (c->kind == COLL_BCAST)
-            moved = bc_advance(c);
-        else if (c->kind == COLL_BARRIER)
-            moved = ba_advance(c);
-        else
-            moved = bg_tp_ring_advance(c);
-    }
+    if (!c->done)
+        moved = c->advance(c);
     coll_settle(c);
     return moved;
 }
@@ -489,7 +482,7 @@ bg_status_t bg_tp_bcast_start(bg_tp_group_t *g, void *buf, size_t len, int root,
     if (root < 0 || root >= g->n)
         return bg_errorf(BG_ERR_INVALID, "broadcast: root index %d not in group of %d", root, g->n);
     bg_tp_coll_t *c = NULL;
-    bg_status_t st = bg_tp_coll_new(g, COLL_BCAST, buf, mem, &c);
+    bg_status_t st = bg_tp_coll_new(g, COLL_BCAST, bc_advance, buf, mem, &c);
     if (st != BG_OK)
         return st;
     c->len = len;
@@ -533,7 +526,7 @@ static int ba_advance(bg_tp_coll_t *c)
 bg_status_t bg_tp_barrier_start(bg_tp_group_t *g, bg_tp_coll_t **out)
 {
     bg_tp_coll_t *c = NULL;
-    bg_status_t st = bg_tp_coll_new(g, COLL_BARRIER, NULL, BG_TP_MEM_HOST, &c);
+    bg_status_t st = bg_tp_coll_new(g, COLL_BARRIER, ba_advance, NULL, BG_TP_MEM_HOST, &c);
     if (st != BG_OK)
         return st;
     while ((1 << c->nsteps) < g->n)
@@ -593,42 +586,20 @@ bg_status_t bg_tp_coll_wait(bg_tp_coll_t *c, double timeout_s)
 /* ---------------- blocking conveniences ---------------- */
 
 /* `c` by address: the start in the same call sets it (argument order). */
-static bg_status_t start_wait(bg_status_t st, bg_tp_coll_t **c, double timeout_s)
+bg_status_t bg_tp_coll_start_wait(bg_status_t st, bg_tp_coll_t **c, double timeout_s)
 {
     return st != BG_OK ? st : bg_tp_coll_wait(*c, timeout_s);
-}
-
-bg_status_t bg_tp_allreduce(bg_tp_group_t *g, void *buf, size_t count, bg_tp_dtype_t dtype,
-                            bg_tp_op_t op, bg_tp_mem_t mem, double timeout_s)
-{
-    bg_tp_coll_t *c = NULL;
-    return start_wait(bg_tp_allreduce_start(g, buf, count, dtype, op, mem, &c), &c, timeout_s);
-}
-
-bg_status_t bg_tp_reduce_scatter(bg_tp_group_t *g, void *buf, size_t count, bg_tp_dtype_t dtype,
-                                 bg_tp_op_t op, bg_tp_mem_t mem, double timeout_s)
-{
-    bg_tp_coll_t *c = NULL;
-    return start_wait(bg_tp_reduce_scatter_start(g, buf, count, dtype, op, mem, &c), &c,
-                      timeout_s);
-}
-
-bg_status_t bg_tp_allgather(bg_tp_group_t *g, void *buf, size_t count, bg_tp_dtype_t dtype,
-                            bg_tp_mem_t mem, double timeout_s)
-{
-    bg_tp_coll_t *c = NULL;
-    return start_wait(bg_tp_allgather_start(g, buf, count, dtype, mem, &c), &c, timeout_s);
 }
 
 bg_status_t bg_tp_bcast(bg_tp_group_t *g, void *buf, size_t len, int root, bg_tp_mem_t mem,
                         double timeout_s)
 {
     bg_tp_coll_t *c = NULL;
-    return start_wait(bg_tp_bcast_start(g, buf, len, root, mem, &c), &c, timeout_s);
+    return bg_tp_coll_start_wait(bg_tp_bcast_start(g, buf, len, root, mem, &c), &c, timeout_s);
 }
 
 bg_status_t bg_tp_barrier(bg_tp_group_t *g, double timeout_s)
 {
     bg_tp_coll_t *c = NULL;
-    return start_wait(bg_tp_barrier_start(g, &c), &c, timeout_s);
+    return bg_tp_coll_start_wait(bg_tp_barrier_start(g, &c), &c, timeout_s);
 }

@@ -8,6 +8,9 @@
  *   [43:32] group id (hash of the rank list)  [31:20] op sequence mod 4096
  *   [19:10] step                                [9:0] segment
  *
+ * Direction: ring.c calls coll.c, never the reverse; coll.c drives each
+ * handle through the advance function its starter registered.
+ *
  * Must NOT be included outside coll.c, ring.c and tests/transport.
  */
 #ifndef BG_TP_COLL_INT_H
@@ -70,8 +73,12 @@ typedef struct {
 #endif
 } bg_tp_lane_t;
 
+/* Advance one collective; 1 if anything moved. */
+typedef int (*bg_tp_coll_advance_fn)(bg_tp_coll_t *c);
+
 struct bg_tp_coll {
     bg_tp_t *tp;
+    bg_tp_coll_advance_fn advance; /* set by the starter: ring, broadcast, barrier */
     bg_tp_group_t *g;
     bg_tp_coll_kind_t kind;
     unsigned seq;
@@ -104,9 +111,13 @@ struct bg_tp_coll {
 
 /* ---- coll.c, for ring.c ---- */
 
-/* A new handle for group g (sequence number taken); BG_ERR_NOMEM. */
-bg_status_t bg_tp_coll_new(bg_tp_group_t *g, bg_tp_coll_kind_t kind, void *buf, bg_tp_mem_t mem,
-                           bg_tp_coll_t **out);
+/* A new handle for group g (sequence number taken) that the progress loop
+ * drives with `advance`; BG_ERR_NOMEM. */
+bg_status_t bg_tp_coll_new(bg_tp_group_t *g, bg_tp_coll_kind_t kind, bg_tp_coll_advance_fn advance,
+                           void *buf, bg_tp_mem_t mem, bg_tp_coll_t **out);
+/* Wait for the handle a start just made: st is that start's status (the
+ * handle is only waited on when it is BG_OK), *c its output. */
+bg_status_t bg_tp_coll_start_wait(bg_status_t st, bg_tp_coll_t **c, double timeout_s);
 /* Register with the p2p layer, run the first advance, hand out: on error
  * the handle is freed and the status returned. */
 bg_status_t bg_tp_coll_launch(bg_tp_coll_t *c, bg_tp_coll_t **out);
@@ -135,11 +146,6 @@ bg_status_t bg_tp_coll_scratch(bg_tp_coll_t *c, size_t bytes, void **out);
 /* The group's device reducer (made on first use) and an event for lane l. */
 bg_status_t bg_tp_lane_event(bg_tp_coll_t *c, bg_tp_lane_t *l);
 #endif
-
-/* ---- ring.c, for coll.c ---- */
-
-/* Advance a reduce-scatter / all-gather / allreduce; 1 if anything moved. */
-int bg_tp_ring_advance(bg_tp_coll_t *c);
 
 /* ---- for tests ---- */
 

@@ -297,7 +297,9 @@ static int direct_advance(bg_tp_coll_t *c)
     return 1;
 }
 
-int bg_tp_ring_advance(bg_tp_coll_t *c)
+/* Advance a reduce-scatter / all-gather / allreduce; 1 if anything moved
+ * (the handle's advance function, called by coll.c's progress loop). */
+static int ring_advance(bg_tp_coll_t *c)
 {
     return c->direct ? direct_advance(c) : ring_lanes_advance(c);
 }
@@ -364,7 +366,7 @@ static bg_status_t ring_start(bg_tp_group_t *g, bg_tp_coll_kind_t kind, void *bu
         return bg_errorf(BG_ERR_UNSUPPORTED, "%s: device buffer but built without CUDA", what);
 #endif
     bg_tp_coll_t *c = NULL;
-    bg_status_t st = bg_tp_coll_new(g, kind, buf, mem, &c);
+    bg_status_t st = bg_tp_coll_new(g, kind, ring_advance, buf, mem, &c);
     if (st != BG_OK)
         return st;
     int n = g->n;
@@ -402,4 +404,30 @@ bg_status_t bg_tp_allgather_start(bg_tp_group_t *g, void *buf, size_t count, bg_
                                   bg_tp_mem_t mem, bg_tp_coll_t **out)
 {
     return ring_start(g, COLL_ALLGATHER, buf, count, dtype, BG_TP_SUM, mem, out);
+}
+
+/* ---------------- blocking conveniences ---------------- */
+
+bg_status_t bg_tp_allreduce(bg_tp_group_t *g, void *buf, size_t count, bg_tp_dtype_t dtype,
+                            bg_tp_op_t op, bg_tp_mem_t mem, double timeout_s)
+{
+    bg_tp_coll_t *c = NULL;
+    return bg_tp_coll_start_wait(bg_tp_allreduce_start(g, buf, count, dtype, op, mem, &c), &c,
+                                 timeout_s);
+}
+
+bg_status_t bg_tp_reduce_scatter(bg_tp_group_t *g, void *buf, size_t count, bg_tp_dtype_t dtype,
+                                 bg_tp_op_t op, bg_tp_mem_t mem, double timeout_s)
+{
+    bg_tp_coll_t *c = NULL;
+    return bg_tp_coll_start_wait(bg_tp_reduce_scatter_start(g, buf, count, dtype, op, mem, &c),
+                                 &c, timeout_s);
+}
+
+bg_status_t bg_tp_allgather(bg_tp_group_t *g, void *buf, size_t count, bg_tp_dtype_t dtype,
+                            bg_tp_mem_t mem, double timeout_s)
+{
+    bg_tp_coll_t *c = NULL;
+    return bg_tp_coll_start_wait(bg_tp_allgather_start(g, buf, count, dtype, mem, &c), &c,
+                                 timeout_s);
 }

@@ -6,14 +6,15 @@
  * (store_auth.h) and named this store's job; a stranger's messages are
  * small, it may not read, write or take a rank's slot, it is closed after a
  * failed proof or AUTH_TIMEOUT_S, and at most MAX_UNAUTH are held at once.
- * Faults: besides a connection closing without goodbye (store_server.c), a
+ * Faults: besides a connection closing without goodbye (store_conn.c), a
  * rank's own failure report (MSG_FAIL), missing heartbeats and a progress
  * count that stops moving make the store tell every other rank, the first
  * fault recorded for the launcher (bg_tp_server_fault).
  *
  * Must NOT: serve a key, a barrier or a rank's slot to a connection before
  * it proved the secret, echo a stranger's bytes unprintable, or declare a
- * rank faulty for anything but those causes.
+ * rank faulty for anything but those causes, or call store_server.c (its
+ * primitives are store_conn.c's, beneath both).
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -21,54 +22,6 @@
 
 #include "base/clock.h"
 #include "transport/store_srv.h"
-
-static const char *fault_verb(bg_tp_fault_kind_t k)
-{
-    switch (k) {
-    case BG_TP_FAULT_FAILED:
-        return "failed";
-    case BG_TP_FAULT_UNRESPONSIVE:
-        return "is unresponsive";
-    case BG_TP_FAULT_HUNG:
-        return "is hung";
-    default:
-        return "died";
-    }
-}
-
-/*
- * Rank r is faulty: record it (the first fault is the job's), stop waiting
- * for it, and tell every other rank ("<verb>: <why>") so their transports
- * fail what waits on it at once. A rank already faulty, or gone with a
- * goodbye, is not news.
- */
-void bg_tp_srv_fault(bg_tp_server_t *s, int r, bg_tp_fault_kind_t kind, bg_status_t status,
-                      const char *why)
-{
-    pthread_mutex_lock(&s->mu);
-    int was = s->rank_state[r];
-    if (was == RANK_GONE || was == RANK_LEFT) {
-        pthread_mutex_unlock(&s->mu);
-        return;
-    }
-    s->rank_state[r] = RANK_GONE;
-    snprintf(s->why[r], sizeof(s->why[r]), "%s: %s", fault_verb(kind), why);
-    if (s->fault.kind == BG_TP_FAULT_NONE) {
-        s->fault.rank = r;
-        s->fault.kind = kind;
-        s->fault.status = status;
-        snprintf(s->fault.host, sizeof(s->fault.host), "%s", s->ranks[r].host);
-        snprintf(s->fault.why, sizeof(s->fault.why), "%s", why);
-    }
-    char note[WHY_LEN];
-    snprintf(note, sizeof(note), "%s", s->why[r]);
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    bg_log(BG_LOG_INFO, "store: rank %d %s", r, note);
-    for (srv_conn_t *o = s->conns; o; o = o->next)
-        if (o->fd >= 0 && o->rank >= 0 && o->rank != r)
-            bg_tp_wire_send(o->fd, MSG_DEAD, 0, (uint32_t)r, NULL, note, strlen(note));
-}
 
 /* A handshake refused: say why, then close once the reply is out. */
 void bg_tp_srv_refuse_handshake(srv_conn_t *c, uint32_t seq, uint32_t code, const char *msg)

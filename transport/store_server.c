@@ -16,8 +16,11 @@
  * yet full, wait -- and the client bounds those with its deadline.
  *
  * Who may talk to it (the handshake) and what it concludes about the ranks
- * (failure reports, heartbeats, progress, faults) is store_guard.c's; the
- * state both share is store_srv.h.
+ * (failure reports, heartbeats, progress) is store_guard.c's; the
+ * primitives both use (error replies, rank state, faults, closing a
+ * connection) are store_conn.c's; the state all three share is store_srv.h.
+ * Direction: server -> guard -> conn and server -> conn; neither of the
+ * others calls this file.
  *
  * Must NOT: touch UCX, exit, block the serving thread on one client, drop a
  * request without a reply, serve anything to a connection before it proved
@@ -29,7 +32,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,55 +43,12 @@
 #include "transport/backoff.h"
 #include "transport/store_srv.h"
 
-/* ---------------- replies ---------------- */
-
-void bg_tp_srv_reply_error(srv_conn_t *c, uint32_t seq, uint32_t code, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    bg_log(BG_LOG_INFO, "store: refused a request of rank %d: %s", c->rank, msg);
-    bg_tp_wire_send(c->fd, MSG_ERROR, seq, code, NULL, msg, strlen(msg));
-}
-
-void bg_tp_srv_mark_rank(bg_tp_server_t *s, int rank, int state)
-{
-    pthread_mutex_lock(&s->mu);
-    s->rank_state[rank] = state;
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-}
-
-int bg_tp_srv_rank_state(bg_tp_server_t *s, int rank)
-{
-    pthread_mutex_lock(&s->mu);
-    int st = s->rank_state[rank];
-    pthread_mutex_unlock(&s->mu);
-    return st;
-}
-
 static kv_t *srv_find_kv(bg_tp_server_t *s, const char *key)
 {
     for (kv_t *k = s->kvs; k; k = k->next)
         if (!strcmp(k->key, key))
             return k;
     return NULL;
-}
-
-static void srv_drop_waiters_of(waiter_t **list, srv_conn_t *c)
-{
-    for (waiter_t **w = list; *w;) {
-        if ((*w)->conn == c) {
-            waiter_t *d = *w;
-            *w = d->next;
-            free(d->key);
-            free(d);
-        } else {
-            w = &(*w)->next;
-        }
-    }
 }
 
 /* Text listing who is missing, for timeout messages on the client side:
@@ -123,27 +82,6 @@ static void srv_status_text(bg_tp_server_t *s, const char *barrier, char *out, s
     }
     if (n == 0)
         snprintf(out, cap, "every rank is connected");
-}
-
-void bg_tp_srv_close_conn(bg_tp_server_t *s, srv_conn_t *c, int said_bye)
-{
-    srv_drop_waiters_of(&s->gets, c);
-    for (barrier_t *b = s->barriers; b; b = b->next)
-        srv_drop_waiters_of(&b->waiters, c);
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
-    if (c->state != CONN_RANK)
-        s->n_unauth--;
-    if (c->rank < 0)
-        return;
-    if (said_bye) {
-        if (bg_tp_srv_rank_state(s, c->rank) == RANK_LIVE)
-            bg_tp_srv_mark_rank(s, c->rank, RANK_LEFT);
-        return;
-    }
-    bg_tp_srv_fault(s, c->rank, BG_TP_FAULT_DIED, BG_ERR_PEER,
-              "its rendezvous connection closed without goodbye (process died?)");
 }
 
 /* ---------------- requests ---------------- */

@@ -1,13 +1,15 @@
 /*
- * transport/store_srv.h -- the store server's state, shared by its two
+ * transport/store_srv.h -- the store server's state, shared by its three
  * files only: store_server.c (connections, requests, the serving thread,
- * the public calls) and store_guard.c (who may talk to it -- the handshake
+ * the public calls), store_guard.c (who may talk to it -- the handshake
  * -- and what it concludes about the ranks: failure reports, heartbeats,
- * progress, faults).
+ * progress) and store_conn.c (the primitives both use: error replies, rank
+ * state, faults, closing a connection). One direction: server -> guard ->
+ * conn, server -> conn.
  *
  * Everything here runs on the serving thread unless its comment says
  * otherwise; fields under `mu` are also read by bg_tp_server_wait/_fault.
- * Must NOT be included outside those two files.
+ * Must NOT be included outside those three files.
  */
 #ifndef BG_TP_STORE_SRV_H
 #define BG_TP_STORE_SRV_H
@@ -104,7 +106,7 @@ struct bg_tp_server {
     size_t pf_cap, pc_cap;
 };
 
-/* ---- store_server.c ---- */
+/* ---- store_conn.c, for store_server.c and store_guard.c ---- */
 
 /* Answer request `seq` with MSG_ERROR; the message reaches the client's
  * caller as "store at ADDR:PORT: <message>". Never fails silently on our
@@ -118,9 +120,6 @@ int bg_tp_srv_rank_state(bg_tp_server_t *s, int rank);
 /* Close c (reaped later). A ranked connection closing without goodbye is
  * the rank's death (bg_tp_srv_fault). */
 void bg_tp_srv_close_conn(bg_tp_server_t *s, srv_conn_t *c, int said_bye);
-
-/* ---- store_guard.c ---- */
-
 /*
  * Rank r is faulty: record it (the first fault is the job's), stop waiting
  * for it, and tell every other rank ("<verb>: <why>") so their transports
@@ -129,6 +128,9 @@ void bg_tp_srv_close_conn(bg_tp_server_t *s, srv_conn_t *c, int said_bye);
  */
 void bg_tp_srv_fault(bg_tp_server_t *s, int r, bg_tp_fault_kind_t kind, bg_status_t status,
                      const char *why);
+
+/* ---- store_guard.c, for store_server.c ---- */
+
 /* A handshake refused: say why, then close once the reply is out. */
 void bg_tp_srv_refuse_handshake(srv_conn_t *c, uint32_t seq, uint32_t code, const char *msg);
 /* A message of a connection still in its handshake: only the next step of
