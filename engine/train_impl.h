@@ -6,10 +6,12 @@
 #ifndef BG_TRAIN_IMPL_H
 #define BG_TRAIN_IMPL_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
+#include "engine/checkpoint.h"
 #include "engine/data.h"
 #include "engine/net.h"
 #include "engine/runtime.h"
@@ -76,5 +78,56 @@ void bg_train_log_eval_(train_t *t, int64_t step, double loss, double acc, int64
 bg_status_t bg_train_metrics_open_(train_t *t);
 /* The one-line summary of the run before it starts. */
 void bg_train_banner_(train_t *t);
+
+/* ---- engine/train_ckpt.c: checkpoints of the run ---- */
+
+/* Write step `step`'s checkpoint (every rank its stage file, then the
+ * manifest and `latest`), with barriers; an error names the file. */
+bg_status_t bg_train_save_(train_t *t, int64_t step);
+/* --resume: load the latest checkpoint (any layout) and check that its
+ * records of the step agree; starting afresh when there is none. */
+bg_status_t bg_train_resume_(train_t *t);
+/* Parameters (and, with_state, optimizer state) of this rank from ck, or
+ * from the single file f (--init); refuses non-finite values naming the
+ * file and tensor. */
+bg_status_t bg_train_load_params_(train_t *t, bg_ckpt_t *ck, bg_st_file_t *f, bool with_state);
+
+/* ---- small helpers every part of the run uses ---- */
+
+/* The bound of every wait for a peer: past the hang and heartbeat
+ * timeouts, so the store's verdict, which names the rank at fault, always
+ * comes first; BRIGADE_TP_TIMEOUT when hang detection is off. */
+static inline double wait_bound(const train_t *t)
+{
+    const bg_train_conf_t *c = t->c;
+    if (c->hang_timeout > 0)
+        return c->hang_timeout + c->heartbeat_timeout + 1.0;
+    return t->tp ? bg_tp_timeout(t->tp) : 60.0;
+}
+
+/* Sum `n` floats over every rank (stats, losses). */
+static inline bg_status_t world_sum(train_t *t, float *v, int n)
+{
+    if (!t->world_group)
+        return BG_OK;
+    return bg_tp_allreduce(t->world_group, v, (size_t)n, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST,
+                           wait_bound(t));
+}
+
+static inline bg_status_t world_barrier(train_t *t)
+{
+    return t->world_group ? bg_tp_barrier(t->world_group, wait_bound(t)) : BG_OK;
+}
+
+
+/* Index of the first value that is not finite (or negative, with nonneg)
+ * in x[n]; -1 when none. */
+static inline int64_t first_invalid(const float *x, int64_t n, bool nonneg)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i]) || (nonneg && x[i] < 0))
+            return i;
+    return -1;
+}
 
 #endif
