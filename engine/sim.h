@@ -55,8 +55,26 @@ double bg_sim_busy(const bg_sim_t *sim, int rank);
 double bg_sim_idle(const bg_sim_t *sim, int rank);
 /* Part of idle spent blocked in RECV. */
 double bg_sim_wait(const bg_sim_t *sim, int rank);
-/* Bubble fraction: sum of idle / (p * makespan). 0 for an empty timeline. */
+/* Bubble fraction of the simulated step: bg_bubble over its ranks. */
 double bg_sim_bubble(const bg_sim_t *sim);
+
+/*
+ * One rank's part of one step, for the bubble: when its first action started
+ * (t0), when its last ended (t1, allreduces and the optimizer included) and
+ * how long it computed (busy: F, B, W, BW and OPTIMIZER), on a clock shared
+ * by the ranks passed together.
+ */
+typedef struct {
+    double t0, t1, busy;
+} bg_bubble_rank_t;
+
+/*
+ * The one bubble (docs/schedules.md, "Bubble") of one pipeline's step: the
+ * step's global span is min t0 to max t1 over the n ranks; each rank's idle
+ * fraction is 1 - busy / span; the bubble is their plain mean (every rank
+ * weighs the same). 0 when n < 1 or the span is not > 0. Cannot fail.
+ */
+double bg_bubble(const bg_bubble_rank_t *r, int n);
 /* Peak live activations of rank ((mb, chunk) pairs with F done, W not). */
 int bg_sim_peak_live(const bg_sim_t *sim, int rank);
 /* Peak full stash of rank ((mb, chunk) pairs with F done, B not). */
