@@ -146,6 +146,8 @@ void bg_train_bubble_note_(train_t *t)
             r.t1 = o + ev[i].t1;
         if (bg_act_is_compute(ev[i].kind) || ev[i].kind == BG_ACT_OPTIMIZER)
             r.busy += ev[i].t1 - ev[i].t0;
+        else if (ev[i].wait) /* inside the OPTIMIZER's slice, and not compute */
+            r.busy -= ev[i].t1 - ev[i].t0;
     }
     if (bg_grow(&t->bub, &t->capbub, t->nbub + 1, sizeof(*t->bub)) == 0)
         t->bub[t->nbub++] = r;

@@ -84,6 +84,8 @@ static int parse_trace(const char *path, int p, measured_t *m)
         const char *k = cat->valuestring;
         if (!strcmp(k, "OPTIMIZER"))
             rk[r].busy += dur;
+        else if (!strcmp(k, "ALLREDUCE_WAIT")) /* inside the OPTIMIZER's slice */
+            rk[r].busy -= dur;
         else if (!strcmp(k, "F"))
             m->f[c] += dur, m->nf[c]++, rk[r].busy += dur;
         else if (!strcmp(k, "B"))
