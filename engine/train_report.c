@@ -2,11 +2,14 @@
  * engine/train_report.c -- what a training run shows: the banner, the
  * progress line (a bar rewritten in place on a terminal), eval lines, and
  * the --metrics file (a header line per run, then one JSON object per
- * logged step or evaluation, each tagged with the run's id). Rank 0 only.
+ * logged step or evaluation, each tagged with the run's id). Rank 0 only,
+ * but for the bubble's note and pack, which every rank runs.
  * Opening the metrics file can fail (BG_ERR_IO, naming the file); printing
  * cannot (a full disk shows in the metrics file's own error on close).
- * Must NOT compute what it prints beyond formatting (train.c sums over
- * ranks) or print anything a user did not ask for.
+ * Also packs each rank's step timings for the world sum at log points and
+ * turns the sum into the bubble (bg_bubble, defined once in engine/sim.c).
+ * Must NOT compute what it prints beyond formatting and that bubble
+ * (train.c sums over ranks) or print anything a user did not ask for.
  */
 #include <errno.h>
 #include <stdint.h>
