@@ -4,7 +4,9 @@
  * `brigade train --trace`, take the last step's timeline, and print
  *   - the measured pipeline span next to the simulator's makespan for the
  *     same lists with the per-action costs measured in that very run,
- *   - the measured bubble next to the simulator's and the closed form.
+ *   - the measured bubble next to the simulator's and the closed form, all
+ *     three the one bubble of docs/schedules.md (bg_bubble: the step's
+ *     global span, from the first action's start to the last's end).
  * usage: bench_pipeline BRIGADE [MODEL] [--stages P] [--micro-batches M] [--batch N]
  * Must not judge: it prints ratios; CI never runs it.
  */
