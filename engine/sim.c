@@ -288,6 +288,12 @@ bg_status_t bg_sim_write_trace(const bg_sim_t *sim, FILE *f, double us_per_unit)
                            "\"pid\":0,\"tid\":%d,\"ts\":%.3f,\"id\":%ld}", r, ts + dur, x);
         }
     }
+    /* Per-rank summary, as the training trace's: busy, receive wait, idle. */
+    for (int r = 0; r < s->p; r++)
+        fprintf(f, ",\n{\"name\":\"summary\",\"cat\":\"summary\",\"ph\":\"i\",\"s\":\"t\","
+                   "\"pid\":0,\"tid\":%d,\"ts\":%.3f,\"args\":{\"busy\":%g,\"comm_wait\":%g,"
+                   "\"idle\":%g,\"bubble\":%g}}", r, sim->makespan * us_per_unit, sim->busy[r],
+                sim->wait[r], sim->makespan - sim->busy[r], bg_sim_bubble(sim));
     fprintf(f, "\n]}\n");
     if (ferror(f)) return bg_errorf(BG_ERR_IO, "simulator trace: write failed");
     return BG_OK;
