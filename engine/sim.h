@@ -90,8 +90,9 @@ bg_status_t bg_sim_action_time(const bg_sim_t *sim, int rank, size_t i, double *
 /*
  * Chrome-trace / Perfetto JSON: one track per rank (compute, sends and
  * receives), one per rank for allreduces, flow arrows from each SEND to its
- * RECV, a "summary" instant per rank (busy, comm_wait, idle, bubble). Event names follow the NVTX names ("F mb3 c1"). us_per_unit scales
- * cost units to the trace's microseconds (> 0). BG_ERR_IO if writing fails.
+ * RECV, a "summary" instant per rank (busy, comm_wait, idle, bubble).
+ * Event names follow the NVTX names ("F mb3 c1"). us_per_unit scales cost
+ * units to the trace's microseconds (> 0). BG_ERR_IO if writing fails.
  */
 bg_status_t bg_sim_write_trace(const bg_sim_t *sim, FILE *f, double us_per_unit);
 
