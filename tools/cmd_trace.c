@@ -5,7 +5,8 @@
  * docs/schedules.md) and the slowest rank with the action kind that
  * dominates it; --json for the same as one JSON document.
  * Must NOT write anything but standard output, or define the bubble again.
- * Exit codes: 0 ok, 1 unreadable trace, 2 bad usage.
+ * Exit codes: 0 ok, 1 unreadable trace, 2 bad usage or a file that is no
+ * training trace.
  */
 #include <math.h>
 #include <stdbool.h>
@@ -304,7 +305,7 @@ int bg_cmd_trace(int argc, char **argv)
     free(rep.r);
     if (st != BG_OK) {
         fprintf(stderr, "brigade trace: %s\n", bg_last_error());
-        return 1;
+        return st == BG_ERR_INVALID ? 2 : 1;
     }
     return 0;
 }

@@ -120,6 +120,9 @@ int main(int argc, char **argv)
                      "'%s' trace report t.json --json > report.json",
                      wd, brigade, brigade) == 0);
     CHECK(bg_test_sh("cd %s && '%s' trace nothing t.json > /dev/null 2>&1", wd, brigade) == 2);
+    CHECK(bg_test_sh("cd %s && echo '{\"x\":1' > bad.json && '%s' trace report bad.json "
+                     "> /dev/null 2>&1", wd, brigade) == 2);
+    CHECK(bg_test_sh("cd %s && '%s' trace report missing.json > /dev/null 2>&1", wd, brigade) == 1);
     snprintf(path, sizeof(path), "%s/report.json", wd);
     cJSON *rep = load_json(path);
     CHECK_MSG(rep != NULL, "no report at %s", path);
