@@ -128,11 +128,17 @@ bg_status_t bg_rt_params_download(bg_rt_t *rt);
 float bg_rt_loss_scale(const bg_rt_t *rt, int64_t *good);
 bg_status_t bg_rt_loss_scale_set(bg_rt_t *rt, float scale, int64_t good);
 
-/* Per-action timing of the last step, for traces: kind, mb, chunk, start, end (s). */
+/* Per-action timing of the last step, for traces: kind, mb, chunk, start,
+ * end (s). Sends and receives carry their peer's global rank and the
+ * transfer's tag key (equal on both ends); peer is -1 otherwise. wait = 1
+ * marks the optimizer's wait for one chunk's allreduce (kind ALLREDUCE),
+ * a slice inside the OPTIMIZER's. */
 typedef struct bg_rt_event {
     bg_act_kind_t kind;
     int mb, chunk;
     double t0, t1;
+    int peer, wait;
+    uint64_t tag;
 } bg_rt_event_t;
 const bg_rt_event_t *bg_rt_events(const bg_rt_t *rt, int *n);
 /* CLOCK_MONOTONIC seconds the last step's event times are relative to. */

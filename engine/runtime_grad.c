@@ -17,6 +17,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "base/grow.h"
 #include "engine/runtime_impl.h"
 #include "engine/tag.h"
@@ -27,7 +28,10 @@ static bg_status_t allreduces_wait(bg_rt_t *rt)
     for (int i = 0; i < rt->nlc; i++) {
         rt_chunk_t *ch = &rt->lc[i];
         if (ch->ar) {
+            double t0 = bg_now_s();
             bg_status_t st = bg_tp_coll_wait(ch->ar, rt->conf.timeout_s);
+            if (!rt->eval)
+                bg_rt_event_wait_(rt, ch->c, t0, bg_now_s()); /* the trace's wait slice */
             ch->ar = NULL;
             if (st != BG_OK)
                 return st;

@@ -296,6 +296,9 @@ void bg_rt_slots_free_(bg_rt_t *rt);
 /* Record action `a`'s host times and its event pair `mark` (-1: none).
  * Best effort: out of memory drops the event, never fails the step. */
 void bg_rt_event_add_(bg_rt_t *rt, const bg_action_t *a, double t0, double t1, int mark);
+/* The optimizer's wait (t0..t1, bg_now_s) for global chunk c's allreduce;
+ * best effort like bg_rt_event_add_. */
+void bg_rt_event_wait_(bg_rt_t *rt, int c, double t0, double t1);
 /* Record the opening event of a compute action; returns the pair's index,
  * or -1 (then the action is timed on the host). Cannot fail. */
 int bg_rt_mark_begin_(bg_rt_t *rt);

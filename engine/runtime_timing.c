@@ -14,15 +14,37 @@
 
 #include "base/grow.h"
 #include "engine/runtime_impl.h"
+#include "engine/tag.h"
 
-void bg_rt_event_add_(bg_rt_t *rt, const bg_action_t *a, double t0, double t1, int mark)
+/* Room for one more event, or 0 when there is none (best effort). */
+static bg_rt_event_t *event_slot(bg_rt_t *rt, int mark)
 {
     if (bg_grow(&rt->ev, &rt->capev, rt->nev + 1, sizeof(*rt->ev)) ||
         bg_grow(&rt->ev_mark, &rt->capevmark, rt->nev + 1, sizeof(*rt->ev_mark)))
-        return; /* tracing is best effort: losing events never fails a step */
+        return NULL; /* tracing is best effort: losing events never fails a step */
     rt->ev_mark[rt->nev] = mark;
-    rt->ev[rt->nev++] =
-        (bg_rt_event_t){a->kind, a->mb, a->chunk, t0 - rt->t_origin, t1 - rt->t_origin};
+    return &rt->ev[rt->nev++];
+}
+
+void bg_rt_event_add_(bg_rt_t *rt, const bg_action_t *a, double t0, double t1, int mark)
+{
+    bg_rt_event_t *e = event_slot(rt, mark);
+    if (!e)
+        return;
+    *e = (bg_rt_event_t){a->kind, a->mb, a->chunk, t0 - rt->t_origin, t1 - rt->t_origin, -1, 0, 0};
+    if (bg_act_is_send(a->kind) || bg_act_is_recv(a->kind)) {
+        int act = a->kind == BG_ACT_SEND_ACT || a->kind == BG_ACT_RECV_ACT;
+        e->peer = rt_peer_rank(rt, a->peer);
+        if (bg_tag_edge(act ? BG_TAG_ACT : BG_TAG_GRAD, a->mb, a->src, a->dst, &e->tag) != BG_OK)
+            e->tag = 0; /* the transfer itself reported it */
+    }
+}
+
+void bg_rt_event_wait_(bg_rt_t *rt, int c, double t0, double t1)
+{
+    bg_rt_event_t *e = event_slot(rt, -1);
+    if (e)
+        *e = (bg_rt_event_t){BG_ACT_ALLREDUCE, -1, c, t0 - rt->t_origin, t1 - rt->t_origin, -1, 1, 0};
 }
 
 /* Events are made once and reused by later steps. */

@@ -191,12 +191,40 @@ double bg_sim_idle(const bg_sim_t *sim, int r)
     return rank_ok(sim, r) ? sim->makespan - sim->busy[r] : 0;
 }
 
+double bg_bubble(const bg_bubble_rank_t *r, int n)
+{
+    if (n < 1) return 0;
+    double lo = r[0].t0, hi = r[0].t1, idle = 0;
+    for (int i = 1; i < n; i++) {
+        if (r[i].t0 < lo) lo = r[i].t0;
+        if (r[i].t1 > hi) hi = r[i].t1;
+    }
+    double span = hi - lo;
+    if (!(span > 0)) return 0;
+    for (int i = 0; i < n; i++) idle += 1.0 - r[i].busy / span;
+    return idle / n;
+}
+
+/* Each rank from its first action's start to its last's end: the global
+ * span is then the makespan, as the first actions start at 0. */
 double bg_sim_bubble(const bg_sim_t *sim)
 {
-    double idle = 0;
-    if (!(sim->makespan > 0)) return 0;
-    for (int r = 0; r < sim->s->p; r++) idle += sim->makespan - sim->busy[r];
-    return idle / (sim->s->p * sim->makespan);
+    int p = sim->s->p;
+    bg_bubble_rank_t *rk = calloc((size_t)p, sizeof(*rk));
+    if (!rk || !(sim->makespan > 0)) {
+        free(rk);
+        return 0;
+    }
+    for (int r = 0; r < p; r++) {
+        rk[r] = (bg_bubble_rank_t){0, 0, sim->busy[r]};
+        size_t n = sim->s->lists[r].len;
+        if (n) rk[r].t0 = sim->t0[r][0];
+        for (size_t i = 0; i < n; i++)
+            if (sim->t1[r][i] > rk[r].t1) rk[r].t1 = sim->t1[r][i];
+    }
+    double b = bg_bubble(rk, p);
+    free(rk);
+    return b;
 }
 
 bg_status_t bg_sim_action_time(const bg_sim_t *sim, int r, size_t i, double *start, double *end)
@@ -260,6 +288,12 @@ bg_status_t bg_sim_write_trace(const bg_sim_t *sim, FILE *f, double us_per_unit)
                            "\"pid\":0,\"tid\":%d,\"ts\":%.3f,\"id\":%ld}", r, ts + dur, x);
         }
     }
+    /* Per-rank summary, as the training trace's: busy, receive wait, idle. */
+    for (int r = 0; r < s->p; r++)
+        fprintf(f, ",\n{\"name\":\"summary\",\"cat\":\"summary\",\"ph\":\"i\",\"s\":\"t\","
+                   "\"pid\":0,\"tid\":%d,\"ts\":%.3f,\"args\":{\"busy\":%g,\"comm_wait\":%g,"
+                   "\"idle\":%g,\"bubble\":%g}}", r, sim->makespan * us_per_unit, sim->busy[r],
+                sim->wait[r], sim->makespan - sim->busy[r], bg_sim_bubble(sim));
     fprintf(f, "\n]}\n");
     if (ferror(f)) return bg_errorf(BG_ERR_IO, "simulator trace: write failed");
     return BG_OK;

@@ -55,8 +55,26 @@ double bg_sim_busy(const bg_sim_t *sim, int rank);
 double bg_sim_idle(const bg_sim_t *sim, int rank);
 /* Part of idle spent blocked in RECV. */
 double bg_sim_wait(const bg_sim_t *sim, int rank);
-/* Bubble fraction: sum of idle / (p * makespan). 0 for an empty timeline. */
+/* Bubble fraction of the simulated step: bg_bubble over its ranks. */
 double bg_sim_bubble(const bg_sim_t *sim);
+
+/*
+ * One rank's part of one step, for the bubble: when its first action started
+ * (t0), when its last ended (t1, allreduces and the optimizer included) and
+ * how long it computed (busy: F, B, W, BW and OPTIMIZER), on a clock shared
+ * by the ranks passed together.
+ */
+typedef struct {
+    double t0, t1, busy;
+} bg_bubble_rank_t;
+
+/*
+ * The one bubble (docs/schedules.md, "Bubble") of one pipeline's step: the
+ * step's global span is min t0 to max t1 over the n ranks; each rank's idle
+ * fraction is 1 - busy / span; the bubble is their plain mean (every rank
+ * weighs the same). 0 when n < 1 or the span is not > 0. Cannot fail.
+ */
+double bg_bubble(const bg_bubble_rank_t *r, int n);
 /* Peak live activations of rank ((mb, chunk) pairs with F done, W not). */
 int bg_sim_peak_live(const bg_sim_t *sim, int rank);
 /* Peak full stash of rank ((mb, chunk) pairs with F done, B not). */
@@ -72,8 +90,9 @@ bg_status_t bg_sim_action_time(const bg_sim_t *sim, int rank, size_t i, double *
 /*
  * Chrome-trace / Perfetto JSON: one track per rank (compute, sends and
  * receives), one per rank for allreduces, flow arrows from each SEND to its
- * RECV. Event names follow the NVTX names ("F mb3 c1"). us_per_unit scales
- * cost units to the trace's microseconds (> 0). BG_ERR_IO if writing fails.
+ * RECV, a "summary" instant per rank (busy, comm_wait, idle, bubble).
+ * Event names follow the NVTX names ("F mb3 c1"). us_per_unit scales cost
+ * units to the trace's microseconds (> 0). BG_ERR_IO if writing fails.
  */
 bg_status_t bg_sim_write_trace(const bg_sim_t *sim, FILE *f, double us_per_unit);
 

@@ -1,7 +1,9 @@
 /*
  * engine/trace.c -- write and merge Chrome-trace JSON ("traceEvents" with
- * complete "X" slices in microseconds). Parts are plain JSON fragments so a
- * merge is concatenation, with no JSON parsing of our own output.
+ * complete "X" slices in microseconds, process and thread names, flow
+ * arrows from each send to its receive, a per-rank summary). Parts are
+ * plain JSON fragments so a merge is concatenation, with no JSON parsing of
+ * our own output.
  * Must not be called on the hot path: it does file I/O.
  */
 #include "engine/trace.h"
@@ -23,6 +25,82 @@ static bg_status_t side_path(char *buf, size_t n, const char *path, int rank)
     return BG_OK;
 }
 
+/* Names: the process is the rank, thread 0 its actions, thread 1 its
+ * waits for data-parallel allreduces. */
+static void write_names(FILE *f, int rank, int stage, int dp)
+{
+    fprintf(f,
+            "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":\"rank %d "
+            "(stage %d, dp %d)\",\"rank\":%d,\"stage\":%d,\"dp\":%d}},\n{\"name\":\"process_sort_"
+            "index\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"sort_index\":%d}},\n{\"name\":\"thread_"
+            "name\",\"ph\":\"M\",\"pid\":%d,\"tid\":0,\"args\":{\"name\":\"rank %d actions\"}},\n"
+            "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":1,\"args\":{\"name\":\"rank "
+            "%d allreduce wait\"}}",
+            rank, rank, stage, dp, rank, stage, dp, rank, rank, rank, rank, rank, rank);
+}
+
+/* One action's slice; for a send or receive also its flow event, whose id
+ * (replica and tag key) is the same on both ends. */
+static void write_event(FILE *f, int rank, int dp, const bg_rt_event_t *e, double origin_s)
+{
+    char name[64];
+    const char *k = e->wait ? "ALLREDUCE_WAIT" : bg_act_kind_name(e->kind);
+    double ts = (origin_s + e->t0) * 1e6, dur = (e->t1 - e->t0) * 1e6;
+    if (e->kind == BG_ACT_OPTIMIZER)
+        snprintf(name, sizeof(name), "%s", k);
+    else if (e->kind == BG_ACT_ALLREDUCE)
+        snprintf(name, sizeof(name), "%s c%d", e->wait ? "ALLREDUCE wait" : k, e->chunk);
+    else if (e->peer >= 0)
+        snprintf(name, sizeof(name), "%s mb%d c%d %s %d", k, e->mb, e->chunk,
+                 bg_act_is_send(e->kind) ? "to" : "from", e->peer);
+    else
+        snprintf(name, sizeof(name), "%s mb%d c%d", k, e->mb, e->chunk);
+    fprintf(f,
+            ",\n{\"name\":\"%s\",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":%d,\"tid\":%d,"
+            "\"ts\":%.3f,\"dur\":%.3f,\"args\":{\"mb\":%d,\"chunk\":%d",
+            name, k, rank, e->wait, ts, dur, e->mb, e->chunk);
+    if (e->peer >= 0)
+        fprintf(f, ",\"peer\":%d,\"tag\":\"%llx\"", e->peer, (unsigned long long)e->tag);
+    fputs("}}", f);
+    if (e->peer < 0)
+        return;
+    if (bg_act_is_send(e->kind))
+        fprintf(f,
+                ",\n{\"name\":\"xfer\",\"cat\":\"flow\",\"ph\":\"s\",\"pid\":%d,\"tid\":0,"
+                "\"ts\":%.3f,\"id\":\"d%d-%llx\"}",
+                rank, ts, dp, (unsigned long long)e->tag);
+    else
+        fprintf(f,
+                ",\n{\"name\":\"xfer\",\"cat\":\"flow\",\"ph\":\"f\",\"bp\":\"e\",\"pid\":%d,"
+                "\"tid\":0,\"ts\":%.3f,\"id\":\"d%d-%llx\"}",
+                rank, ts + dur, dp, (unsigned long long)e->tag);
+}
+
+/* The rank's summary as an instant event at its last action's end: busy
+ * (F, B, W, BW, OPTIMIZER less its allreduce waits), communication wait
+ * (sends, receives, allreduce waits) and idle over its own span, in ms. */
+static void write_summary(FILE *f, int rank, const bg_rt_event_t *ev, int n, double origin_s)
+{
+    double lo = 0, hi = 0, busy = 0, comm = 0;
+    for (int i = 0; i < n; i++) {
+        const bg_rt_event_t *e = &ev[i];
+        double d = e->t1 - e->t0;
+        lo = i == 0 || e->t0 < lo ? e->t0 : lo;
+        hi = i == 0 || e->t1 > hi ? e->t1 : hi;
+        if (bg_act_is_compute(e->kind) || e->kind == BG_ACT_OPTIMIZER)
+            busy += d;
+        else if (e->wait)
+            busy -= d, comm += d;
+        else if (e->peer >= 0)
+            comm += d;
+    }
+    fprintf(f,
+            ",\n{\"name\":\"summary\",\"cat\":\"summary\",\"ph\":\"i\",\"s\":\"p\",\"pid\":%d,"
+            "\"tid\":0,\"ts\":%.3f,\"args\":{\"busy_ms\":%.6f,\"comm_wait_ms\":%.6f,"
+            "\"idle_ms\":%.6f}}",
+            rank, (origin_s + hi) * 1e6, busy * 1e3, comm * 1e3, (hi - lo - busy) * 1e3);
+}
+
 bg_status_t bg_trace_write_part(const char *path, int rank, int stage, int dp,
                                 const bg_rt_event_t *ev, int n, double origin_s)
 {
@@ -33,26 +111,10 @@ bg_status_t bg_trace_write_part(const char *path, int rank, int stage, int dp,
     FILE *f = fopen(part, "w");
     if (!f)
         return bg_errorf(BG_ERR_IO, "trace: cannot write %s: %s", part, strerror(errno));
-    fprintf(f,
-            "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":\"rank %d "
-            "(stage %d, dp %d)\"}},\n{\"name\":\"process_sort_index\",\"ph\":\"M\",\"pid\":%d,"
-            "\"args\":{\"sort_index\":%d}}",
-            rank, rank, stage, dp, rank, rank);
-    for (int i = 0; i < n; i++) {
-        const bg_rt_event_t *e = &ev[i];
-        char name[64];
-        const char *k = bg_act_kind_name(e->kind);
-        if (e->kind == BG_ACT_OPTIMIZER)
-            snprintf(name, sizeof(name), "%s", k);
-        else if (e->kind == BG_ACT_ALLREDUCE)
-            snprintf(name, sizeof(name), "%s c%d", k, e->chunk);
-        else
-            snprintf(name, sizeof(name), "%s mb%d c%d", k, e->mb, e->chunk);
-        fprintf(f,
-                ",\n{\"name\":\"%s\",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":%d,\"tid\":0,"
-                "\"ts\":%.3f,\"dur\":%.3f,\"args\":{\"mb\":%d,\"chunk\":%d}}",
-                name, k, rank, (origin_s + e->t0) * 1e6, (e->t1 - e->t0) * 1e6, e->mb, e->chunk);
-    }
+    write_names(f, rank, stage, dp);
+    for (int i = 0; i < n; i++)
+        write_event(f, rank, dp, &ev[i], origin_s);
+    write_summary(f, rank, ev, n, origin_s);
     bool bad = ferror(f) != 0;
     if (fclose(f) != 0 || bad)
         return bg_errorf(BG_ERR_IO, "trace: writing %s failed", part);

@@ -86,6 +86,22 @@ static bg_status_t feed(void *ctx, int mb, int input, void *dst, size_t bytes)
     return bg_data_fetch(t->ds, t->split, t->data_step, row0, t->mb_rows, dst, NULL);
 }
 
+/* The bubble of the steps noted since the last log point: every rank's
+ * timings reach every rank through one world sum (train_report.c). */
+static bg_status_t bubble_sum(train_t *t, double *out)
+{
+    float *v = NULL;
+    size_t n = 0;
+    bg_status_t st = bg_train_bubble_pack_(t, &v, &n);
+    if (st == BG_OK && t->world_group && n)
+        st = bg_tp_allreduce(t->world_group, v, n, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST,
+                             wait_bound(t));
+    if (st == BG_OK)
+        *out = bg_train_bubble_unpack_(t, v);
+    free(v);
+    return st;
+}
+
 /* ---------------------------------------------------------------- setup */
 
 /* The chunk boundaries of `brigade plan -o`, after checking that the plan
@@ -435,12 +451,14 @@ static bg_status_t train_loop(train_t *t)
         for (int i = 0; i < 5; i++)
             sums[i] += v[i];
         window++;
+        bg_train_bubble_note_(t);
         bool last = step + 1 == t->steps;
         if ((step + 1) % c->log_every == 0 || last) {
-            if ((st = world_sum(t, sums, 5)) != BG_OK)
+            double bubble = 0;
+            if ((st = world_sum(t, sums, 5)) != BG_OK || (st = bubble_sum(t, &bubble)) != BG_OK)
                 return st;
             if (t->rank == 0)
-                bg_train_log_step_(t, step, sums, window, bg_now_s() - t0, done, &s);
+                bg_train_log_step_(t, step, sums, window, bubble, bg_now_s() - t0, done, &s);
             memset(sums, 0, sizeof(sums));
             window = 0;
         }
@@ -471,6 +489,7 @@ static bg_status_t train_loop(train_t *t)
 static void train_free(train_t *t)
 {
     bg_rt_free(t->rt);
+    free(t->bub);
     bg_backend_destroy(t->be);
     bg_data_close(t->ds);
     bg_net_free(t->net);

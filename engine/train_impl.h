@@ -16,6 +16,7 @@
 #include "engine/net.h"
 #include "engine/runtime.h"
 #include "engine/schedule.h"
+#include "engine/sim.h"
 #include "engine/train.h"
 #include "layers/graph.h"
 #include "transport/transport.h"
@@ -40,6 +41,8 @@ typedef struct train {
     int64_t skipped; /* steps skipped for overflowed gradients (loss scaling) */
     float saved_scale[2]; /* the checkpoint's loss scale, alive until it is written */
     bool tty;
+    bg_bubble_rank_t *bub; /* this rank's steps since the last log point */
+    size_t nbub, capbub;
     bool bar_open; /* a \r progress bar is on the terminal's last line */
     /* feed state */
     bg_split_t split;
@@ -67,9 +70,18 @@ bg_status_t bg_train_data_fits_(const bg_train_conf_t *c, const bg_graph_t *g,
 /* End the progress bar's line, if one is open, so the next line starts
  * clean. Rank 0; cannot fail. */
 void bg_train_bar_end_(train_t *t);
+/* Note this rank's part of the step just run (bg_rt_events) for the bubble;
+ * out of memory only loses the note (the bubble then counts fewer steps). */
+void bg_train_bubble_note_(train_t *t);
+/* The noted steps packed for a world sum: *n floats in a new *out (caller
+ * frees), this rank's slots filled, the others 0. BG_ERR_NOMEM. */
+bg_status_t bg_train_bubble_pack_(train_t *t, float **out, size_t *n);
+/* The window's bubble from the summed pack: per step and pipeline bg_bubble,
+ * averaged over pipelines and steps; clears the notes. Cannot fail. */
+double bg_train_bubble_unpack_(train_t *t, const float *sum);
 /* The progress line of `window` logged steps ending at `step` (sums over
- * ranks: loss, count, busy, pipeline, step time) and its metrics line. */
-void bg_train_log_step_(train_t *t, int64_t step, const float *sums, int64_t window,
+ * ranks: loss, count, busy, pipeline, step time; the window's bubble) and its metrics line. */
+void bg_train_log_step_(train_t *t, int64_t step, const float *sums, int64_t window, double bubble,
                         double t_elapsed, int64_t steps_done, const bg_rt_stats_t *s);
 /* The eval line of `step` and its metrics line. */
 void bg_train_log_eval_(train_t *t, int64_t step, double loss, double acc, int64_t samples);

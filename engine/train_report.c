@@ -2,19 +2,25 @@
  * engine/train_report.c -- what a training run shows: the banner, the
  * progress line (a bar rewritten in place on a terminal), eval lines, and
  * the --metrics file (a header line per run, then one JSON object per
- * logged step or evaluation, each tagged with the run's id). Rank 0 only.
+ * logged step or evaluation, each tagged with the run's id). Rank 0 only,
+ * but for the bubble's note and pack, which every rank runs.
  * Opening the metrics file can fail (BG_ERR_IO, naming the file); printing
  * cannot (a full disk shows in the metrics file's own error on close).
- * Must NOT compute what it prints beyond formatting (train.c sums over
- * ranks) or print anything a user did not ask for.
+ * Also packs each rank's step timings for the world sum at log points and
+ * turns the sum into the bubble (bg_bubble, defined once in engine/sim.c).
+ * Must NOT compute what it prints beyond formatting and that bubble
+ * (train.c sums over ranks) or print anything a user did not ask for.
  */
 #include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "base/grow.h"
 #include "engine/train_impl.h"
 
 static void fmt_eta(double s, char *buf, size_t n)
@@ -74,7 +80,7 @@ void bg_train_log_eval_(train_t *t, int64_t step, double loss, double acc, int64
     fflush(stdout);
 }
 
-void bg_train_log_step_(train_t *t, int64_t step, const float *sums, int64_t window,
+void bg_train_log_step_(train_t *t, int64_t step, const float *sums, int64_t window, double bubble,
                         double t_elapsed, int64_t steps_done, const bg_rt_stats_t *s)
 {
     const bg_data_info_t *info = bg_data_info(t->ds);
@@ -82,7 +88,6 @@ void bg_train_log_step_(train_t *t, int64_t step, const float *sums, int64_t win
     /* sums: loss, count, busy, pipeline time over ranks and logged steps;
      * sums[4] the step time (over ranks and steps). */
     double step_s = sums[4] / (t->world * (double)window);
-    double bubble = sums[3] > 0 ? 1.0 - sums[2] / sums[3] : 0;
     double per_step = t_elapsed / (double)steps_done;
     double rate = (double)t->c->batch / per_step;
     if (info->kind == BG_DATA_TOKENS)
@@ -122,6 +127,86 @@ void bg_train_log_step_(train_t *t, int64_t step, const float *sums, int64_t win
                 jnum(b[4], 32, "%.4f", bubble), jnum(b[5], 32, "%.6g", s->grad_norm));
         fflush(t->metrics);
     }
+}
+
+/* ---------------------------------------------------------------- bubble */
+
+/* Floats per (step, rank) in the pack: t0 and t1 each as whole seconds
+ * plus fraction (a float holds neither CLOCK_MONOTONIC reading whole, but
+ * whole seconds below 2^24 and a fraction to 1e-7 s it does), busy, dp + 1. */
+#define BUB_SLOT 6
+
+void bg_train_bubble_note_(train_t *t)
+{
+    int n;
+    const bg_rt_event_t *ev = bg_rt_events(t->rt, &n);
+    double o = bg_rt_time_origin(t->rt);
+    bg_bubble_rank_t r = {o, o, 0};
+    for (int i = 0; i < n; i++) {
+        if (i == 0 || o + ev[i].t0 < r.t0)
+            r.t0 = o + ev[i].t0;
+        if (o + ev[i].t1 > r.t1)
+            r.t1 = o + ev[i].t1;
+        if (bg_act_is_compute(ev[i].kind) || ev[i].kind == BG_ACT_OPTIMIZER)
+            r.busy += ev[i].t1 - ev[i].t0;
+        else if (ev[i].wait) /* inside the OPTIMIZER's slice, and not compute */
+            r.busy -= ev[i].t1 - ev[i].t0;
+    }
+    if (bg_grow(&t->bub, &t->capbub, t->nbub + 1, sizeof(*t->bub)) == 0)
+        t->bub[t->nbub++] = r;
+}
+
+static void split_time(double v, float *out)
+{
+    double w = floor(v);
+    out[0] = (float)w;
+    out[1] = (float)(v - w);
+}
+
+bg_status_t bg_train_bubble_pack_(train_t *t, float **out, size_t *n)
+{
+    size_t per = (size_t)t->world * BUB_SLOT;
+    if (t->nbub && per > SIZE_MAX / sizeof(float) / t->nbub)
+        return bg_errorf(BG_ERR_NOMEM, "bubble: %zu steps of %d ranks overflow", t->nbub, t->world);
+    float *v = calloc(t->nbub * per + 1, sizeof(float));
+    if (!v)
+        return bg_errorf(BG_ERR_NOMEM, "bubble: out of memory for %zu steps", t->nbub);
+    for (size_t k = 0; k < t->nbub; k++) {
+        float *s = v + k * per + (size_t)t->rank * BUB_SLOT;
+        split_time(t->bub[k].t0, s);
+        split_time(t->bub[k].t1, s + 2);
+        s[4] = (float)t->bub[k].busy;
+        s[5] = (float)(t->dp + 1);
+    }
+    *out = v;
+    *n = t->nbub * per;
+    return BG_OK;
+}
+
+/* Ranks of replica d in one step's summed slots into r[]; returns how many. */
+static int pipeline_ranks(const train_t *t, const float *s, int d, bg_bubble_rank_t *r)
+{
+    int n = 0;
+    for (int i = 0; i < t->world; i++, s += BUB_SLOT)
+        if ((int)s[5] == d + 1)
+            r[n++] = (bg_bubble_rank_t){(double)s[0] + s[1], (double)s[2] + s[3], s[4]};
+    return n;
+}
+
+double bg_train_bubble_unpack_(train_t *t, const float *sum)
+{
+    bg_bubble_rank_t *r = calloc((size_t)t->world, sizeof(*r));
+    double total = 0;
+    int count = 0;
+    for (size_t k = 0; r && k < t->nbub; k++)
+        for (int d = 0; d < t->D; d++) {
+            int n = pipeline_ranks(t, sum + k * (size_t)t->world * BUB_SLOT, d, r);
+            if (n)
+                total += bg_bubble(r, n), count++;
+        }
+    free(r);
+    t->nbub = 0;
+    return count ? total / count : 0;
 }
 
 /* A JSON string literal: quotes, backslashes and control bytes escaped. */

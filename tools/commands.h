@@ -52,4 +52,8 @@ int bg_cmd_plot(int argc, char **argv);
 extern const bg_cmd_spec_t bg_schedule_spec;
 int bg_cmd_schedule(int argc, char **argv);
 
+/* brigade trace report TRACE.json: busy, idle, communication per rank (cmd_trace.c) */
+extern const bg_cmd_spec_t bg_trace_spec;
+int bg_cmd_trace(int argc, char **argv);
+
 #endif

@@ -18,7 +18,7 @@
 static const bg_cmd_spec_t *const commands[] = {
     &bg_check_spec,    &bg_plan_spec,  &bg_profile_spec,
     &bg_schedule_spec, &bg_train_spec, &bg_eval_spec,
-    &bg_data_spec,     &bg_plot_spec,  &bg_convert_spec, NULL,
+    &bg_data_spec,     &bg_plot_spec,  &bg_convert_spec, &bg_trace_spec, NULL,
 };
 
 /* Commands without options, for completion. */

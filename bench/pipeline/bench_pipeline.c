@@ -4,7 +4,9 @@
  * `brigade train --trace`, take the last step's timeline, and print
  *   - the measured pipeline span next to the simulator's makespan for the
  *     same lists with the per-action costs measured in that very run,
- *   - the measured bubble next to the simulator's and the closed form.
+ *   - the measured bubble next to the simulator's and the closed form, all
+ *     three the one bubble of docs/schedules.md (bg_bubble: the step's
+ *     global span, from the first action's start to the last's end).
  * usage: bench_pipeline BRIGADE [MODEL] [--stages P] [--micro-batches M] [--batch N]
  * Must not judge: it prints ratios; CI never runs it.
  */
@@ -61,9 +63,10 @@ static int parse_trace(const char *path, int p, measured_t *m)
         cJSON_Delete(root);
         return 0;
     }
-    double t0[MAXR], opt[MAXR], busy = 0;
+    bg_bubble_rank_t rk[MAXR];
+    double busy = 0;
     for (int r = 0; r < MAXR; r++)
-        t0[r] = INFINITY, opt[r] = -1;
+        rk[r] = (bg_bubble_rank_t){INFINITY, -INFINITY, 0};
     cJSON *e;
     cJSON_ArrayForEach(e, ev)
     {
@@ -76,32 +79,36 @@ static int parse_trace(const char *path, int p, measured_t *m)
         int c = cJSON_GetObjectItem(cJSON_GetObjectItem(e, "args"), "chunk")->valueint;
         if (r < 0 || r >= MAXR || c >= MAXC)
             continue;
-        if (ts < t0[r])
-            t0[r] = ts;
+        if (ts < rk[r].t0)
+            rk[r].t0 = ts;
+        if (ts + dur > rk[r].t1)
+            rk[r].t1 = ts + dur;
         const char *k = cat->valuestring;
         if (!strcmp(k, "OPTIMIZER"))
-            opt[r] = ts;
+            rk[r].busy += dur;
+        else if (!strcmp(k, "ALLREDUCE_WAIT")) /* inside the OPTIMIZER's slice */
+            rk[r].busy -= dur;
         else if (!strcmp(k, "F"))
-            m->f[c] += dur, m->nf[c]++, busy += dur;
+            m->f[c] += dur, m->nf[c]++, rk[r].busy += dur;
         else if (!strcmp(k, "B"))
-            m->b[c] += dur, m->nb[c]++, busy += dur;
+            m->b[c] += dur, m->nb[c]++, rk[r].busy += dur;
         else if (!strcmp(k, "W"))
-            m->w[c] += dur, m->nw[c]++, busy += dur;
+            m->w[c] += dur, m->nw[c]++, rk[r].busy += dur;
         else if (!strcmp(k, "BW"))
-            m->bw[c] += dur, m->nbw[c]++, busy += dur;
+            m->bw[c] += dur, m->nbw[c]++, rk[r].busy += dur;
         else if (!strncmp(k, "SEND", 4))
             m->send_s += dur, m->nsend++;
     }
-    double start = INFINITY, end = -1;
+    /* The one bubble (docs/schedules.md): the step's global span over ranks. */
+    double start = INFINITY, end = -INFINITY;
     for (int r = 0; r < p; r++) {
-        if (t0[r] < start)
-            start = t0[r];
-        if (opt[r] > end)
-            end = opt[r];
+        start = rk[r].t0 < start ? rk[r].t0 : start;
+        end = rk[r].t1 > end ? rk[r].t1 : end;
+        busy += rk[r].busy;
     }
     m->span_s = end - start;
     m->busy_s = busy;
-    m->bubble = 1.0 - busy / ((double)p * m->span_s);
+    m->bubble = bg_bubble(rk, p);
     for (int c = 0; c < MAXC; c++) {
         if (m->nf[c])
             m->f[c] /= m->nf[c];
