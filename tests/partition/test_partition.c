@@ -6,7 +6,10 @@
  * (bottleneck, total) must equal the lexicographic minimum over every
  * split that fits, bit for bit; when nothing fits it must say so with a
  * useful message. Also: cut and activation accounting against their
- * definitions, baselines, determinism. Must not use the engine.
+ * definitions, baselines, determinism. The step-minimising split must
+ * never be beaten by a fitting baseline under its own model, for every
+ * schedule of the table, p in 2..6, with and without memory caps. Must not
+ * use the engine.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -191,6 +194,18 @@ static void prob_free(prob_t *q)
     bg_chain_free(&q->chain);
 }
 
+/* The knobs every random problem draws (dp, recompute, optimizer state,
+ * a device); returns the micro-batch size. */
+static int random_knobs(uint64_t *s, bg_part_config_t *cfg, bg_device_desc_t *d)
+{
+    cfg->dp = rnd(s, 1, 4);
+    cfg->recompute = rnd(s, 0, 1);
+    cfg->opt_state_bytes = rnd(s, 0, 1) ? 8 : 0;
+    int mb = rnd(s, 1, 3);
+    random_device(s, d);
+    return mb;
+}
+
 static void random_problem(uint64_t *s, prob_t *q, bool hetero)
 {
     memset(q, 0, sizeof(*q));
@@ -205,12 +220,8 @@ static void random_problem(uint64_t *s, prob_t *q, bool hetero)
     cfg->micro_batches = rnd(s, 1, 8);
     if (cfg->schedule == BG_SCHED_INTERLEAVED)
         cfg->micro_batches = cfg->stages * rnd(s, 1, 3);
-    cfg->dp = rnd(s, 1, 4);
-    cfg->recompute = rnd(s, 0, 1);
-    cfg->opt_state_bytes = rnd(s, 0, 1) ? 8 : 0;
-    int mb = rnd(s, 1, 3);
     bg_device_desc_t d;
-    random_device(s, &d);
+    int mb = random_knobs(s, cfg, &d);
     for (int r = 0; r < cfg->stages; r++) {
         if (hetero && r > 0) random_device(s, &d);
         if (hetero || r == 0) {
@@ -239,7 +250,7 @@ static void test_dp_vs_brute(bool hetero, int iters, uint64_t seed)
         brute_t bf;
         brute(&q.pb, &bf);
         bg_plan_t pl;
-        bg_status_t st = bg_partition_optimal(&q.pb, &pl);
+        bg_status_t st = bg_partition_bottleneck(&q.pb, &pl);
         double peak = NAN;
         CHECK_OK(bg_partition_min_peak(&q.pb, &peak, NULL, NULL));
         CHECK_MSG(peak == bf.min_peak, "iter %d: min peak %.17g vs brute %.17g", it, peak,
@@ -259,7 +270,7 @@ static void test_dp_vs_brute(bool hetero, int iters, uint64_t seed)
                 for (int g = 0; g < pl.n_chunks; g++) CHECK(pl.chunk[g].mem <= pl.chunk[g].mem_cap);
                 /* deterministic: the same problem gives the same split */
                 bg_plan_t again;
-                CHECK_OK(bg_partition_optimal(&q.pb, &again));
+                CHECK_OK(bg_partition_bottleneck(&q.pb, &again));
                 CHECK(!memcmp(again.bounds, pl.bounds, sizeof(int) * (size_t)(pl.n_chunks + 1)));
                 CHECK(again.step_s == pl.step_s);
                 bg_plan_free(&again);
@@ -483,11 +494,84 @@ static void test_bad_config(void)
     prob_free(&q);
 }
 
+/* A random problem for the step test: p in 2..6, schedule `k` of the
+ * table, v its smallest chunk count, m rounded to what it accepts; caps
+ * near an even split's need when `capped`, else unlimited. false when the
+ * drawn shape is not valid for the schedule. */
+static bool random_step_problem(uint64_t *s, prob_t *q, bg_sched_kind_t k, bool capped)
+{
+    memset(q, 0, sizeof(*q));
+    bg_part_config_t *cfg = &q->pb.cfg;
+    cfg->schedule = k;
+    cfg->stages = rnd(s, 2, 6);
+    cfg->chunks = bg_sched_desc(k)->chunks_min;
+    int G = cfg->stages * cfg->chunks;
+    int L = G + rnd(s, 0, 16);
+    random_chain(s, L, &q->chain);
+    int m = bg_sched_round_m(bg_sched_desc(k), cfg->stages, rnd(s, 1, 16));
+    cfg->micro_batches = m;
+    bg_device_desc_t d;
+    int mb = random_knobs(s, cfg, &d);
+    int64_t params = 0;
+    for (int l = 0; l < L; l++) params += q->chain.layer[l].params;
+    if (capped)
+        d.mem_bytes = (int64_t)((params * 16 / cfg->stages + 4000 * mb) *
+                                (0.5 + 1.5 * bg_test_uniform(s, 0, 1))) + 1;
+    CHECK_OK(bg_costs_build(&q->chain, &d, mb, NULL, &q->costs[0]));
+    for (int r = 0; r < cfg->stages; r++) q->cp[r] = &q->costs[0];
+    q->pb.chain = &q->chain;
+    q->pb.costs = q->cp;
+    return m > 0 && bg_part_config_check(cfg, L) == BG_OK;
+}
+
+static void test_step_vs_baselines(int iters, uint64_t seed)
+{
+    uint64_t s = seed;
+    int checked = 0, beat = 0;
+    for (int it = 0; it < iters; it++) {
+        prob_t q;
+        bg_sched_kind_t k = (bg_sched_kind_t)(it % BG_SCHED_KIND_COUNT);
+        if (!random_step_problem(&s, &q, k, (it / BG_SCHED_KIND_COUNT) % 2)) {
+            prob_free(&q);
+            continue;
+        }
+        bg_plan_t opt, uni, par, bot;
+        CHECK_OK(bg_partition_uniform(&q.pb, &uni));
+        CHECK_OK(bg_partition_params(&q.pb, &par));
+        bg_status_t st = bg_partition_optimal(&q.pb, &opt);
+        if (uni.fits || par.fits) CHECK_MSG(st == BG_OK, "iter %d: %s", it, bg_last_error());
+        if (st == BG_OK) {
+            double base = INFINITY;
+            if (uni.fits) base = uni.step_s;
+            if (par.fits && par.step_s < base) base = par.step_s;
+            CHECK(opt.fits);
+            CHECK_MSG(opt.step_s <= base * (1 + 1e-12),
+                      "iter %d (%s p=%d m=%d L=%d): optimal %.17g > baseline %.17g", it,
+                      bg_sched_kind_name(k), q.pb.cfg.stages, q.pb.cfg.micro_batches,
+                      q.chain.n_layers, opt.step_s, base);
+            CHECK_OK(bg_partition_bottleneck(&q.pb, &bot));
+            /* within the 0.5% tie band that prefers splits near uniform */
+            CHECK(opt.step_s <= bot.step_s * 1.005);
+            beat += opt.step_s < bot.step_s;
+            checked++;
+            bg_plan_free(&bot);
+            bg_plan_free(&opt);
+        }
+        bg_plan_free(&uni);
+        bg_plan_free(&par);
+        prob_free(&q);
+    }
+    CHECK(checked > iters / 4);
+    printf("step vs baselines: %d checked, step split better than bottleneck split in %d\n",
+           checked, beat);
+}
+
 int main(void)
 {
     test_accounting();
     test_dp_vs_brute(false, 600, 1);
     test_dp_vs_brute(true, 600, 2);
+    test_step_vs_baselines(1200, 3);
     test_baselines();
     test_heterogeneous_share();
     test_closed_forms();
