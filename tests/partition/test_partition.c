@@ -14,8 +14,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "partition/partition.h"
+#include "partition/profile.h"
+#include "partition/trace_profile.h"
 #include "test_util.h"
 
 static int rnd(uint64_t *s, int lo, int hi) /* [lo, hi] */
@@ -566,6 +569,63 @@ static void test_step_vs_baselines(int iters, uint64_t seed)
            checked, beat);
 }
 
+/* Closed loop: chunk medians of a synthetic trace spread by roofline
+ * shares; a chunk without B is refused by name. */
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_from_trace(void)
+{
+    uint64_t s = 11;
+    bg_chain_t c;
+    random_chain(&s, 5, &c);
+    bg_device_desc_t d;
+    random_device(&s, &d);
+    bg_costs_t roof;
+    CHECK_OK(bg_costs_build(&c, &d, 2, NULL, &roof));
+    int bounds[3] = {0, 2, 5};
+    char path[] = "/tmp/bg_test_trace_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    close(fd);
+#define EV(k, mb, ch, dur)                                                                         \
+    "{\"name\":\"x\",\"cat\":\"" k "\",\"ph\":\"X\",\"pid\":0,\"tid\":0,\"ts\":1,\"dur\":" #dur \
+    ",\"args\":{\"mb\":" #mb ",\"chunk\":" #ch "}}"
+    write_text(path, "{\"traceEvents\":[{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":0},"
+               EV("F", 0, 0, 1000) "," EV("F", 1, 0, 5000) "," EV("F", 2, 0, 2000) ","
+               EV("B", 0, 0, 500) "," EV("W", 0, 0, 250) "," EV("SEND_ACT", 0, 0, 9e9) ","
+               EV("F", 0, 1, 1000) "," EV("BW", 0, 1, 4000) "]}");
+    bg_profile_t p;
+    CHECK_OK(bg_profile_from_trace(path, &roof, bounds, 2, &p));
+    double f0 = p.layer[0].f + p.layer[1].f, bw1 = 0, b1 = 0;
+    for (int l = 2; l < 5; l++) {
+        bw1 += p.layer[l].b + p.layer[l].w;
+        b1 += p.layer[l].b;
+    }
+    CHECK_MSG(fabs(f0 - 2e-3) < 1e-12, "chunk 0 F median %.17g", f0);
+    CHECK(fabs(p.layer[0].b + p.layer[1].b - 5e-4) < 1e-12);
+    CHECK(fabs(bw1 - 4e-3) < 1e-12);
+    double rb = roof.pb[5] - roof.pb[2], rw = roof.pw[5] - roof.pw[2];
+    CHECK(fabs(b1 - 4e-3 * rb / (rb + rw)) < 1e-12);
+    CHECK(p.micro_batch == 2 && !strcmp(p.layer[3].name, c.layer[3].name));
+    bg_profile_free(&p);
+    write_text(path, "{\"traceEvents\":[" EV("F", 0, 0, 1) "," EV("B", 0, 0, 1) ","
+               EV("F", 0, 1, 1) "]}");
+    CHECK(bg_profile_from_trace(path, &roof, bounds, 2, &p) == BG_ERR_INVALID);
+    CHECK(strstr(bg_last_error(), "chunk 1") != NULL);
+#undef EV
+    unlink(path);
+    bg_costs_free(&roof);
+    bg_chain_free(&c);
+}
+
 int main(void)
 {
     test_accounting();
@@ -573,6 +633,7 @@ int main(void)
     test_dp_vs_brute(true, 600, 2);
     test_step_vs_baselines(1200, 3);
     test_baselines();
+    test_from_trace();
     test_heterogeneous_share();
     test_closed_forms();
     test_bad_config();
