@@ -862,6 +862,9 @@ static bg_status_t split_bottleneck(const span_ctx_t *c, bool diagnose, double *
  * improve the best step (the step is mostly unimodal in the threshold:
  * more cap buys a smaller total and fill, and costs m * T). */
 #define STEP_PATIENCE 2
+/* ...and never runs more than this many threshold DPs (planning time: the
+ * shape search splits dozens of shapes of 100+ layers). */
+#define STEP_PASSES 6
 /* Predicted steps within this fraction of the best are a tie, settled
  * towards the split closest to uniform (profile noise must not flip it). */
 #define STEP_TIE 0.005
@@ -968,6 +971,7 @@ static bg_status_t split_step(const span_ctx_t *c, double bott, double *best, in
 {
     double s_lex, s_uni, s_par, *th = NULL;
     int nth = 0;
+    size_t g1 = (size_t)c->G + 1;
     bg_status_t st = cand_add(c, cs, b, &s_lex);
     if (!st) st = split_params_balanced(c->pb->costs[0]->pparams, c->L, c->G, b);
     if (!st) st = cand_add(c, cs, b, &s_par);
@@ -977,14 +981,17 @@ static bg_status_t split_step(const span_ctx_t *c, double bott, double *best, in
     double base = s_uni < s_par ? s_uni : s_par;
     double top = s_lex < base ? s_lex : base, m = c->pb->cfg.micro_batches;
     st = step_thresholds(c, bott, top / m, &th, &nth);
-    for (int k = 0, idle = 0; !st && k < nth && idle < STEP_PATIENCE; k++) {
+    for (int k = 0, idle = 0; !st && k < nth && k < STEP_PASSES && idle < STEP_PATIENCE; k++) {
         double s;
         if (m * th[k] >= top) break;
         dp_pass(c, true, th[k], best, from);
-        idle++;
         if (from[IDX(c->G - 1, c->L)] < 0) continue;
         b[c->G] = c->L;
         for (int g = c->G - 1; g >= 0; g--) b[g] = from[IDX(g, b[g + 1])];
+        /* a threshold that returns the last split again tells nothing new */
+        if (cs->n && !memcmp(b, cs->b + (size_t)(cs->n - 1) * (c->G + 1), sizeof(int) * g1))
+            continue;
+        idle++;
         st = cand_add(c, cs, b, &s);
         if (!st && s < top) {
             top = s;
