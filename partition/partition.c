@@ -864,7 +864,7 @@ static bg_status_t split_bottleneck(const span_ctx_t *c, bool diagnose, double *
 #define STEP_PATIENCE 2
 /* ...and never runs more than this many threshold DPs (planning time: the
  * shape search splits dozens of shapes of 100+ layers). */
-#define STEP_PASSES 6
+#define STEP_PASSES 4
 /* Predicted steps within this fraction of the best are a tie, settled
  * towards the split closest to uniform (profile noise must not flip it). */
 #define STEP_TIE 0.005
@@ -938,13 +938,14 @@ static long split_dist(const int *b, const int *u, int G)
 /* Pick among the candidates: those within STEP_TIE of the best and no
  * worse than the best baseline (`cap_step`) tie; the one closest to the
  * uniform split u wins, then the lower step. Returns its index. */
-static int cand_pick(const step_cands_t *cs, double cap_step, const int *u)
+static int cand_pick(const step_cands_t *cs, double cap_step, const int *u, double *lim_out)
 {
     int best = 0;
     for (int k = 1; k < cs->n; k++)
         if (cs->step[k] < cs->step[best]) best = k;
     double lim = cs->step[best] * (1.0 + STEP_TIE);
     if (lim > cap_step) lim = cap_step;
+    *lim_out = lim;
     int pick = best;
     long pd = split_dist(cs->b + (size_t)best * (cs->G + 1), u, cs->G);
     for (int k = 0; k < cs->n; k++) {
@@ -956,6 +957,32 @@ static int cand_pick(const step_cands_t *cs, double cap_step, const int *u)
         }
     }
     return pick;
+}
+
+/* Move the cuts of b [G+1] one layer at a time towards the uniform split
+ * u while the step stays <= lim and the split fits: near-ties settle on the
+ * split closest to uniform, not on whichever one noise made the DP find.
+ * Each accepted move shortens the distance to u, so it ends. */
+static bg_status_t walk_to_uniform(const span_ctx_t *c, int *b, const int *u, double lim)
+{
+    for (bool moved = true; moved;) {
+        moved = false;
+        for (int g = 1; g < c->G; g++) {
+            int old = b[g], nb = old + (u[g] > old) - (u[g] < old);
+            if (nb == old || nb <= b[g - 1] || nb >= b[g + 1]) continue;
+            b[g] = nb;
+            bg_plan_t pl;
+            bg_status_t st = plan_build(c, b, &pl);
+            if (st) {
+                b[g] = old;
+                return st;
+            }
+            if (pl.fits && pl.step_s <= lim) moved = true;
+            else b[g] = old;
+            bg_plan_free(&pl);
+        }
+    }
+    return BG_OK;
 }
 
 /*
@@ -1000,9 +1027,10 @@ static bg_status_t split_step(const span_ctx_t *c, double bott, double *best, in
     }
     free(th);
     if (st) return st;
-    int k = cand_pick(cs, base, u);
+    double lim;
+    int k = cand_pick(cs, base, u, &lim);
     memcpy(b, cs->b + (size_t)k * (c->G + 1), sizeof(int) * ((size_t)c->G + 1));
-    return BG_OK;
+    return walk_to_uniform(c, b, u, lim);
 }
 
 static bg_status_t partition_optimal(const bg_part_problem_t *pb, bool diagnose, bool by_step,
