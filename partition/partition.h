@@ -118,9 +118,9 @@ bg_status_t bg_plan_evaluate(const bg_part_problem_t *pb, const int *bounds, bg_
 /*
  * The split with the lowest predicted step_s over fitting splits: the best
  * of the lexicographic split, the baselines and the min-total split under
- * each of up to 32 bottleneck thresholds (docs/partition.md). Never worse
- * than a fitting baseline; steps within 0.5% of the best tie and the one
- * closest to the uniform split wins. BG_ERR_NOMEM with a message saying by
+ * a few bottleneck thresholds (docs/partition.md). Never worse than a
+ * fitting baseline; steps within 0.5% of the best tie, the one closest to
+ * the uniform split wins and then walks towards it inside that band. BG_ERR_NOMEM with a message saying by
  * how much the best split misses and what would help when no split fits;
  * BG_ERR_INVALID on bad config.
  */
