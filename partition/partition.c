@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/grow.h"
+
 /* ---- names ---- */
 
 static const char *method_names[] = {"optimal", "uniform", "params"};
@@ -829,52 +831,254 @@ static bg_status_t infeasible_error(const bg_part_problem_t *pb)
                      100.0 * ratio, help[0] ? help : "nothing this tool can change (tensor parallelism)");
 }
 
-static bg_status_t partition_optimal(const bg_part_problem_t *pb, bool diagnose, bg_plan_t *out);
-
-bg_status_t bg_partition_optimal(const bg_part_problem_t *pb, bg_plan_t *out)
+/* The lexicographic (bottleneck, total) split into b [G+1]; *bott_out is
+ * its bottleneck. `best`/`from` are [G*(L+1)] scratch. BG_ERR_NOMEM (with
+ * the diagnosis when asked) when nothing fits. */
+static bg_status_t split_bottleneck(const span_ctx_t *c, bool diagnose, double *best, int *from,
+                                    int *b, double *bott_out)
 {
-    return partition_optimal(pb, true, out);
-}
-
-bg_status_t bg_partition_try(const bg_part_problem_t *pb, bg_plan_t *out)
-{
-    return partition_optimal(pb, false, out);
-}
-
-static bg_status_t partition_optimal(const bg_part_problem_t *pb, bool diagnose, bg_plan_t *out)
-{
-    span_ctx_t cc;
-    bg_status_t st = ctx_init(pb, &cc);
-    if (st) return st;
-    const span_ctx_t *c = &cc;
-    size_t n = (size_t)c->G * (size_t)(c->L + 1);
-    double *best = malloc(sizeof(double) * n);
-    int *from = malloc(sizeof(int) * n);
-    int *b = malloc(sizeof(int) * ((size_t)c->G + 1));
-    if (!best || !from || !b) {
-        st = bg_errorf(BG_ERR_NOMEM, "partition: out of memory for %d chunks x %d layers", c->G,
-                       c->L);
-        goto err_free;
-    }
     double bott = INFINITY;
     if (greedy_may_fit(c)) {
         dp_pass(c, false, upper_bound(c, b), best, NULL);
         bott = best[IDX(c->G - 1, c->L)];
     }
-    if (bott == INFINITY) {
-        st = diagnose ? infeasible_error(pb)
-                      : bg_errorf(BG_ERR_NOMEM, "does not fit in %s memory", pb->costs[0]->dev.name);
-        goto err_free;
-    }
+    if (bott == INFINITY)
+        return diagnose ? infeasible_error(c->pb)
+                        : bg_errorf(BG_ERR_NOMEM, "does not fit in %s memory", c->pb->costs[0]->dev.name);
     dp_pass(c, true, bott, best, from);
-    if (from[IDX(c->G - 1, c->L)] < 0) {
-        st = bg_errorf(BG_ERR_INTERNAL, "partition: second pass lost the optimum");
-        goto err_free;
-    }
+    if (from[IDX(c->G - 1, c->L)] < 0)
+        return bg_errorf(BG_ERR_INTERNAL, "partition: second pass lost the optimum");
     b[c->G] = c->L;
     for (int g = c->G - 1; g >= 0; g--) b[g] = from[IDX(g, b[g + 1])];
-    st = plan_build(c, b, out);
+    *bott_out = bott;
+    return BG_OK;
+}
+
+/* Bottleneck thresholds tried by the step search: at most this many,
+ * spread evenly over the distinct chunk times in range (a search budget:
+ * the shape search calls the planner for every shape). */
+#define STEP_THRESHOLDS 16
+/* ...and the scan over them stops after this many in a row that do not
+ * improve the best step (the step is mostly unimodal in the threshold:
+ * more cap buys a smaller total and fill, and costs m * T). */
+#define STEP_PATIENCE 2
+/* ...and never runs more than this many threshold DPs (planning time: the
+ * shape search splits dozens of shapes of 100+ layers). */
+#define STEP_PASSES 4
+/* Predicted steps within this fraction of the best are a tie, settled
+ * towards the split closest to uniform (profile noise must not flip it). */
+#define STEP_TIE 0.005
+
+typedef struct step_cands {
+    int G, n, cap;
+    int *b;       /* [cap][G+1] */
+    double *step; /* [cap] */
+} step_cands_t;
+
+/* Evaluate split b and record it when it fits; its step in *step_out
+ * (INFINITY when it does not fit). Fails only for lack of memory. */
+static bg_status_t cand_add(const span_ctx_t *c, step_cands_t *cs, const int *b, double *step_out)
+{
+    bg_plan_t pl;
+    bg_status_t st = plan_build(c, b, &pl);
+    if (st) return st;
+    *step_out = pl.fits ? pl.step_s : INFINITY;
+    if (pl.fits && cs->n < cs->cap) {
+        memcpy(cs->b + (size_t)cs->n * (cs->G + 1), b, sizeof(int) * ((size_t)cs->G + 1));
+        cs->step[cs->n++] = pl.step_s;
+    }
+    bg_plan_free(&pl);
+    return BG_OK;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Distinct chunk times in (lo, hi), ascending, subsampled evenly to at
+ * most STEP_THRESHOLDS into th (caller frees *th). Chunk compute only grows
+ * with the span, so each scan stops past hi. */
+static bg_status_t step_thresholds(const span_ctx_t *c, double lo, double hi, double **th, int *n)
+{
+    double *v = NULL;
+    size_t cap = 0, len = 0;
+    for (int g = 0; g < c->G; g++)
+        for (int i = g; i <= c->L - (c->G - g); i++)
+            for (int j = i + 1; j <= c->L - (c->G - 1 - g); j++) {
+                span_time_t t = span_time(c, g, i, j);
+                if (t.comp >= hi) break;
+                if (t.time <= lo || t.time >= hi) continue;
+                if (bg_grow(&v, &cap, len + 1, sizeof(double))) {
+                    free(v);
+                    return bg_errorf(BG_ERR_NOMEM, "partition: out of memory for thresholds");
+                }
+                v[len++] = t.time;
+            }
+    if (len) qsort(v, len, sizeof(double), cmp_double);
+    size_t d = 0;
+    for (size_t k = 0; k < len; k++)
+        if (!d || v[k] != v[d - 1]) v[d++] = v[k];
+    size_t keep = d < STEP_THRESHOLDS ? d : STEP_THRESHOLDS;
+    for (size_t k = 0; k < keep; k++) v[k] = v[keep == d ? k : k * (d - 1) / (keep - 1)];
+    *th = v;
+    *n = (int)keep;
+    return BG_OK;
+}
+
+/* L1 distance of split b from the uniform count split u. */
+static long split_dist(const int *b, const int *u, int G)
+{
+    long d = 0;
+    for (int g = 0; g <= G; g++) d += labs((long)b[g] - u[g]);
+    return d;
+}
+
+/* Pick among the candidates: those within STEP_TIE of the best and no
+ * worse than the best baseline (`cap_step`) tie; the one closest to the
+ * uniform split u wins, then the lower step. Returns its index. */
+static int cand_pick(const step_cands_t *cs, double cap_step, const int *u, double *lim_out)
+{
+    int best = 0;
+    for (int k = 1; k < cs->n; k++)
+        if (cs->step[k] < cs->step[best]) best = k;
+    double lim = cs->step[best] * (1.0 + STEP_TIE);
+    if (lim > cap_step) lim = cap_step;
+    *lim_out = lim;
+    int pick = best;
+    long pd = split_dist(cs->b + (size_t)best * (cs->G + 1), u, cs->G);
+    for (int k = 0; k < cs->n; k++) {
+        if (cs->step[k] > lim) continue;
+        long d = split_dist(cs->b + (size_t)k * (cs->G + 1), u, cs->G);
+        if (d < pd || (d == pd && cs->step[k] < cs->step[pick])) {
+            pick = k;
+            pd = d;
+        }
+    }
+    return pick;
+}
+
+/* Move the cuts of b [G+1] one layer at a time towards the uniform split
+ * u while the step stays <= lim and the split fits: near-ties settle on the
+ * split closest to uniform, not on whichever one noise made the DP find.
+ * Each accepted move shortens the distance to u, so it ends. */
+static bg_status_t walk_to_uniform(const span_ctx_t *c, int *b, const int *u, double lim)
+{
+    for (bool moved = true; moved;) {
+        moved = false;
+        for (int g = 1; g < c->G; g++) {
+            int old = b[g], nb = old + (u[g] > old) - (u[g] < old);
+            if (nb == old || nb <= b[g - 1] || nb >= b[g + 1]) continue;
+            b[g] = nb;
+            bg_plan_t pl;
+            bg_status_t st = plan_build(c, b, &pl);
+            if (st) {
+                b[g] = old;
+                return st;
+            }
+            if (pl.fits && pl.step_s <= lim) moved = true;
+            else b[g] = old;
+            bg_plan_free(&pl);
+        }
+    }
+    return BG_OK;
+}
+
+/*
+ * The split minimising the predicted step (docs/partition.md): candidates
+ * are the lexicographic (bottleneck, total) split, the two baselines, and
+ * for each bottleneck threshold T above the optimal bottleneck (while
+ * m*T, a lower bound of any such step, can still beat the best) the
+ * min-total split under cap T; each is evaluated in full by plan_build and
+ * cand_pick chooses. Never worse than a fitting baseline by construction.
+ */
+static bg_status_t split_step(const span_ctx_t *c, double bott, double *best, int *from,
+                              step_cands_t *cs, int *u, int *b)
+{
+    double s_lex, s_uni, s_par, *th = NULL;
+    int nth = 0;
+    size_t g1 = (size_t)c->G + 1;
+    bg_status_t st = cand_add(c, cs, b, &s_lex);
+    if (!st) st = split_params_balanced(c->pb->costs[0]->pparams, c->L, c->G, b);
+    if (!st) st = cand_add(c, cs, b, &s_par);
+    split_uniform(c->L, c->G, u);
+    if (!st) st = cand_add(c, cs, u, &s_uni);
+    if (st) return st;
+    double base = s_uni < s_par ? s_uni : s_par;
+    double top = s_lex < base ? s_lex : base, m = c->pb->cfg.micro_batches;
+    st = step_thresholds(c, bott, top / m, &th, &nth);
+    for (int k = 0, idle = 0; !st && k < nth && k < STEP_PASSES && idle < STEP_PATIENCE; k++) {
+        double s;
+        if (m * th[k] >= top) break;
+        dp_pass(c, true, th[k], best, from);
+        if (from[IDX(c->G - 1, c->L)] < 0) continue;
+        b[c->G] = c->L;
+        for (int g = c->G - 1; g >= 0; g--) b[g] = from[IDX(g, b[g + 1])];
+        /* a threshold that returns the last split again tells nothing new */
+        if (cs->n && !memcmp(b, cs->b + (size_t)(cs->n - 1) * (c->G + 1), sizeof(int) * g1))
+            continue;
+        idle++;
+        st = cand_add(c, cs, b, &s);
+        if (!st && s < top) {
+            top = s;
+            idle = 0;
+        }
+    }
+    free(th);
+    if (st) return st;
+    double lim;
+    int k = cand_pick(cs, base, u, &lim);
+    memcpy(b, cs->b + (size_t)k * (c->G + 1), sizeof(int) * ((size_t)c->G + 1));
+    return walk_to_uniform(c, b, u, lim);
+}
+
+static bg_status_t partition_optimal(const bg_part_problem_t *pb, bool diagnose, bool by_step,
+                                     bg_plan_t *out);
+
+bg_status_t bg_partition_optimal(const bg_part_problem_t *pb, bg_plan_t *out)
+{
+    return partition_optimal(pb, true, true, out);
+}
+
+bg_status_t bg_partition_try(const bg_part_problem_t *pb, bg_plan_t *out)
+{
+    return partition_optimal(pb, false, true, out);
+}
+
+bg_status_t bg_partition_bottleneck(const bg_part_problem_t *pb, bg_plan_t *out)
+{
+    return partition_optimal(pb, true, false, out);
+}
+
+static bg_status_t partition_optimal(const bg_part_problem_t *pb, bool diagnose, bool by_step,
+                                     bg_plan_t *out)
+{
+    span_ctx_t cc;
+    bg_status_t st = ctx_init(pb, &cc);
+    if (st) return st;
+    const span_ctx_t *c = &cc;
+    size_t n = (size_t)c->G * (size_t)(c->L + 1), g1 = (size_t)c->G + 1;
+    step_cands_t cs = {.G = c->G, .cap = STEP_THRESHOLDS + 3};
+    double *best = malloc(sizeof(double) * n);
+    int *from = malloc(sizeof(int) * n);
+    int *b = malloc(sizeof(int) * g1);
+    int *u = malloc(sizeof(int) * g1);
+    cs.b = malloc(sizeof(int) * g1 * (size_t)cs.cap);
+    cs.step = malloc(sizeof(double) * (size_t)cs.cap);
+    if (!best || !from || !b || !u || !cs.b || !cs.step) {
+        st = bg_errorf(BG_ERR_NOMEM, "partition: out of memory for %d chunks x %d layers", c->G,
+                       c->L);
+        goto err_free;
+    }
+    double bott = INFINITY;
+    st = split_bottleneck(c, diagnose, best, from, b, &bott);
+    if (!st && by_step) st = split_step(c, bott, best, from, &cs, u, b);
+    if (!st) st = plan_build(c, b, out);
 err_free:
+    free(cs.step);
+    free(cs.b);
+    free(u);
     free(best);
     free(from);
     free(b);

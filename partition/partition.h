@@ -13,11 +13,14 @@
  * (partition/schedules.h); partition/ never includes the engine's schedule
  * generators. Everything is pure and deterministic.
  *
- * Objective of the exact split (bg_partition_optimal): lexicographically
- * minimise (bottleneck, total) = (max_g t_g, sum_g t_g) over splits whose
- * chunks all fit their memory cap, where t_g is chunk g's per-micro-batch
- * time including its point-to-point sends. Must not depend on engine/ or
- * transport/.
+ * Objective of the split (bg_partition_optimal): the predicted step
+ * (plan->step_s: pipeline with the schedule's fill/drain, point-to-point,
+ * allreduce, optimizer) over splits whose chunks all fit their memory cap,
+ * searched over bottleneck thresholds and never worse than a baseline.
+ * bg_partition_bottleneck is the exact lexicographic minimum of
+ * (bottleneck, total) = (max_g t_g, sum_g t_g), t_g being chunk g's
+ * per-micro-batch time including its point-to-point sends. Must not depend
+ * on engine/ or transport/.
  */
 #ifndef BG_PARTITION_H
 #define BG_PARTITION_H
@@ -113,12 +116,18 @@ void bg_split_prefix(const double *pre, int L, int G, int *bounds);
 bg_status_t bg_plan_evaluate(const bg_part_problem_t *pb, const int *bounds, bg_plan_t *out);
 
 /*
- * The exact split: lexicographic minimum of (bottleneck, total) over all
- * splits that fit memory (two dynamic programmes, docs/partition.md).
- * BG_ERR_NOMEM with a message saying by how much the best split misses
- * and what would help when no split fits; BG_ERR_INVALID on bad config.
+ * The split with the lowest predicted step_s over fitting splits: the best
+ * of the lexicographic split, the baselines and the min-total split under
+ * a few bottleneck thresholds (docs/partition.md). Never worse than a
+ * fitting baseline; steps within 0.5% of the best tie, the one closest to
+ * the uniform split wins and then walks towards it inside that band. BG_ERR_NOMEM with a message saying by
+ * how much the best split misses and what would help when no split fits;
+ * BG_ERR_INVALID on bad config.
  */
 bg_status_t bg_partition_optimal(const bg_part_problem_t *pb, bg_plan_t *out);
+/* The exact lexicographic minimum of (bottleneck, total) over all splits
+ * that fit memory (two dynamic programmes); errors as above. */
+bg_status_t bg_partition_bottleneck(const bg_part_problem_t *pb, bg_plan_t *out);
 /* The same split without the diagnosis (for searches that try many
  * shapes): BG_ERR_NOMEM with a short message when nothing fits. */
 bg_status_t bg_partition_try(const bg_part_problem_t *pb, bg_plan_t *out);

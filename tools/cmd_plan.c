@@ -26,6 +26,7 @@
 #include "partition/plan_io.h"
 #include "partition/profile.h"
 #include "partition/search.h"
+#include "partition/trace_profile.h"
 #include "tools/commands.h"
 #include "tools/output.h"
 
@@ -44,6 +45,8 @@ typedef struct plan_opts {
     const char *device;            /* comma list of presets */
     int64_t device_memory;         /* 0 = preset's */
     const char *profile;
+    const char *from_trace;        /* brigade train --trace output */
+    const char *traced_plan;       /* the plan that traced run used */
     bg_split_method_t method;
     bool recompute_flag;
     int recompute;                 /* 1 forced on, 0 off, AUTO: search both */
@@ -105,6 +108,13 @@ static const bg_opt_t plan_opts[] = {
     {.name = "profile", .kind = BG_OPT_PATH, .metavar = "FILE",
      .help = "measured per-layer times (brigade profile) instead of rates",
      .off = offsetof(plan_opts_t, profile)},
+    {.name = "from-trace", .kind = BG_OPT_PATH, .metavar = "TRACE",
+     .help = "re-split from the per-chunk times a brigade train --trace run measured "
+             "(needs --traced-plan)",
+     .off = offsetof(plan_opts_t, from_trace)},
+    {.name = "traced-plan", .kind = BG_OPT_PATH, .metavar = "PLAN",
+     .help = "the plan file the traced run trained with (its split and micro-batch size)",
+     .off = offsetof(plan_opts_t, traced_plan)},
     {.name = "method", .kind = BG_OPT_CUSTOM, .metavar = "optimal|uniform|params",
      .help = "optimal split or a DeepSpeed-style baseline", .def = "optimal",
      .off = offsetof(plan_opts_t, method), .parse = parse_method},
@@ -168,6 +178,10 @@ static int parse_opts(int argc, char **argv, plan_opts_t *o)
         return bg_opt_usage_error(&bg_plan_spec, "--json and -o - both write to standard output");
     if (bg_sched_resolve_chunks(sd, o->chunks, &o->chunks))
         return bg_opt_usage_error(&bg_plan_spec, "%s", bg_last_error());
+    if (!o->from_trace != !o->traced_plan)
+        return bg_opt_usage_error(&bg_plan_spec, "--from-trace and --traced-plan go together");
+    if (o->from_trace && o->profile)
+        return bg_opt_usage_error(&bg_plan_spec, "--from-trace and --profile both give times");
     return 0;
 }
 
@@ -439,6 +453,29 @@ static int plan_write(plan_run_t *r, const bg_plan_t *pl)
     return bg_out_cat("plan", tmp);
 }
 
+/* Times measured by a traced training run (docs/partition.md, closed
+ * loop): its chunks' medians spread over their layers by roofline shares,
+ * priced at the traced micro-batch size. Fills r->prof on success. */
+static bg_status_t profile_from_trace(plan_run_t *r)
+{
+    bg_plan_file_t pf;
+    bg_status_t st = bg_plan_load(r->o.traced_plan, &pf);
+    if (st) return st;
+    bg_costs_t roof;
+    if (pf.n_layers != r->chain.n_layers) {
+        st = bg_errorf(BG_ERR_INVALID, "%s: a plan of %d layers, but %s has %d", r->o.traced_plan,
+                       pf.n_layers, r->o.model, r->chain.n_layers);
+        goto err_pf;
+    }
+    if ((st = bg_costs_build(&r->chain, &r->dev->d[0], pf.micro_batch, NULL, &roof)))
+        goto err_pf;
+    st = bg_profile_from_trace(r->o.from_trace, &roof, pf.bounds, pf.n_chunks, &r->prof);
+    bg_costs_free(&roof);
+err_pf:
+    bg_plan_file_free(&pf);
+    return st;
+}
+
 static int plan_body(plan_run_t *r)
 {
     plan_opts_t *o = &r->o;
@@ -453,12 +490,17 @@ static int plan_body(plan_run_t *r)
             return fail(st);
         r->have_prof = true;
     }
+    if (o->from_trace) {
+        if ((st = profile_from_trace(r)))
+            return fail(st);
+        r->have_prof = true;
+    }
     char cap[32], pc[32];
     fprintf(
         r->txt, "model %s: %d layers, %s parameters; device %s (%s activations), %s per device%s\n",
         o->model, r->chain.n_layers, human_count(bg_graph_totals(r->graph)->params, pc, sizeof(pc)),
         o->device, bg_dtype_name(dt), gib((double)r->dev->d[0].mem_bytes, cap, sizeof(cap)),
-        r->have_prof ? ", times from profile" : "");
+        o->from_trace ? ", times from trace" : r->have_prof ? ", times from profile" : "");
     bg_part_config_t cfg;
     int mb;
     int64_t gb;

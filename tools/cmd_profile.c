@@ -123,7 +123,8 @@ static bg_status_t make_call(bg_backend_t *be, bg_dtype_t dt, const bg_graph_lay
 }
 
 /* One warm-up round, then `repeat` timed ones of F, B, W in order (attention's
- * W needs its B: the order a schedule uses); summed seconds into t[3]. */
+ * W needs its B: the order a schedule uses); round r's seconds into
+ * t[3*(r-1) .. 3*(r-1)+2] (t holds 3*repeat). */
 static bg_status_t time_fbw(bg_backend_t *be, const bg_layer_call_t *c, int repeat, double *t)
 {
     bg_status_t st = BG_OK;
@@ -144,9 +145,24 @@ static bg_status_t time_fbw(bg_backend_t *be, const bg_layer_call_t *c, int repe
             st = bg_backend_synchronize(be);
         double t3 = bg_now_s();
         if (r)
-            t[0] += t1 - t0, t[1] += t2 - t1, t[2] += t3 - t2;
+            t[3 * (r - 1)] = t1 - t0, t[3 * (r - 1) + 1] = t2 - t1, t[3 * (r - 1) + 2] = t3 - t2;
     }
     return st;
+}
+
+static int cmp_seconds(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median of column k of the [repeat][3] rounds in t (reorders scratch):
+ * the planner's split must not follow one slow round (docs/partition.md). */
+static double median_col(const double *t, int repeat, int k, double *scratch)
+{
+    for (int r = 0; r < repeat; r++) scratch[r] = t[3 * r + k];
+    qsort(scratch, (size_t)repeat, sizeof(double), cmp_seconds);
+    return repeat % 2 ? scratch[repeat / 2] : 0.5 * (scratch[repeat / 2 - 1] + scratch[repeat / 2]);
 }
 
 static bg_status_t time_layer(bg_backend_t *be, bg_dtype_t dt, const bg_graph_layer_t *gl,
@@ -160,19 +176,23 @@ static bg_status_t time_layer(bg_backend_t *be, bg_dtype_t dt, const bg_graph_la
     c.spec = &gl->spec;
     c.be = be;
     c.dtype = dt;
-    double t[3] = {0, 0, 0};
-    bg_status_t st = make_call(be, dt, gl, b, &c);
+    double *t = calloc((size_t)repeat * 4, sizeof(double)); /* [repeat][3] + scratch */
+    bg_status_t st = t ? make_call(be, dt, gl, b, &c) : bg_errorf(BG_ERR_NOMEM, "out of memory");
     if (st == BG_OK)
         st = time_fbw(be, &c, repeat, t);
     for (int i = 0; i < b->nm; i++)
         bg_backend_free(be, b->mem[i]);
     free(b);
-    if (st != BG_OK)
+    if (st != BG_OK) {
+        free(t);
         return bg_error_prefix(st, "layer %s: ", gl->spec.name);
+    }
     snprintf(out->name, sizeof(out->name), "%s", gl->spec.name);
-    out->f = t[0] / repeat;
-    out->b = gl->spec.kind->backward_input ? t[1] / repeat : 0;
-    out->w = gl->spec.kind->backward_weight ? t[2] / repeat : 0;
+    double *scratch = t + 3 * (size_t)repeat;
+    out->f = median_col(t, repeat, 0, scratch);
+    out->b = gl->spec.kind->backward_input ? median_col(t, repeat, 1, scratch) : 0;
+    out->w = gl->spec.kind->backward_weight ? median_col(t, repeat, 2, scratch) : 0;
+    free(t);
     return BG_OK;
 }
 

@@ -80,13 +80,17 @@ static void test_gpt2_chain(void)
     CHECK_OK(bg_costs_build(&c1, &d, 2, NULL, &co));
     const bg_costs_t *cp[4] = {&co, &co, &co, &co};
     bg_part_problem_t pb = {&c1, cp, {BG_SCHED_1F1B, 4, 1, 8, 1, false, 8, 0}};
-    bg_plan_t opt, uni, par;
+    bg_plan_t opt, uni, par, bot;
     CHECK_OK(bg_partition_optimal(&pb, &opt));
+    CHECK_OK(bg_partition_bottleneck(&pb, &bot));
     CHECK_OK(bg_partition_uniform(&pb, &uni));
     CHECK_OK(bg_partition_params(&pb, &par));
     CHECK(opt.fits);
-    CHECK(opt.bottleneck <= uni.bottleneck || !uni.fits);
-    CHECK(opt.bottleneck <= par.bottleneck || !par.fits);
+    CHECK(bot.bottleneck <= uni.bottleneck || !uni.fits);
+    CHECK(bot.bottleneck <= par.bottleneck || !par.fits);
+    CHECK(opt.step_s <= uni.step_s || !uni.fits);
+    CHECK(opt.step_s <= par.step_s || !par.fits);
+    bg_plan_free(&bot);
     printf("gpt2-124m, 4 stages 1f1b, cpu preset: optimal %.3f s, uniform %.3f s, params %.3f s\n",
            opt.step_s, uni.step_s, par.step_s);
     bg_plan_free(&opt);

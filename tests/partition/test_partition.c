@@ -6,13 +6,19 @@
  * (bottleneck, total) must equal the lexicographic minimum over every
  * split that fits, bit for bit; when nothing fits it must say so with a
  * useful message. Also: cut and activation accounting against their
- * definitions, baselines, determinism. Must not use the engine.
+ * definitions, baselines, determinism. The step-minimising split must
+ * never be beaten by a fitting baseline under its own model, for every
+ * schedule of the table, p in 2..6, with and without memory caps. Must not
+ * use the engine.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "partition/partition.h"
+#include "partition/profile.h"
+#include "partition/trace_profile.h"
 #include "test_util.h"
 
 static int rnd(uint64_t *s, int lo, int hi) /* [lo, hi] */
@@ -191,6 +197,18 @@ static void prob_free(prob_t *q)
     bg_chain_free(&q->chain);
 }
 
+/* The knobs every random problem draws (dp, recompute, optimizer state,
+ * a device); returns the micro-batch size. */
+static int random_knobs(uint64_t *s, bg_part_config_t *cfg, bg_device_desc_t *d)
+{
+    cfg->dp = rnd(s, 1, 4);
+    cfg->recompute = rnd(s, 0, 1);
+    cfg->opt_state_bytes = rnd(s, 0, 1) ? 8 : 0;
+    int mb = rnd(s, 1, 3);
+    random_device(s, d);
+    return mb;
+}
+
 static void random_problem(uint64_t *s, prob_t *q, bool hetero)
 {
     memset(q, 0, sizeof(*q));
@@ -205,12 +223,8 @@ static void random_problem(uint64_t *s, prob_t *q, bool hetero)
     cfg->micro_batches = rnd(s, 1, 8);
     if (cfg->schedule == BG_SCHED_INTERLEAVED)
         cfg->micro_batches = cfg->stages * rnd(s, 1, 3);
-    cfg->dp = rnd(s, 1, 4);
-    cfg->recompute = rnd(s, 0, 1);
-    cfg->opt_state_bytes = rnd(s, 0, 1) ? 8 : 0;
-    int mb = rnd(s, 1, 3);
     bg_device_desc_t d;
-    random_device(s, &d);
+    int mb = random_knobs(s, cfg, &d);
     for (int r = 0; r < cfg->stages; r++) {
         if (hetero && r > 0) random_device(s, &d);
         if (hetero || r == 0) {
@@ -239,7 +253,7 @@ static void test_dp_vs_brute(bool hetero, int iters, uint64_t seed)
         brute_t bf;
         brute(&q.pb, &bf);
         bg_plan_t pl;
-        bg_status_t st = bg_partition_optimal(&q.pb, &pl);
+        bg_status_t st = bg_partition_bottleneck(&q.pb, &pl);
         double peak = NAN;
         CHECK_OK(bg_partition_min_peak(&q.pb, &peak, NULL, NULL));
         CHECK_MSG(peak == bf.min_peak, "iter %d: min peak %.17g vs brute %.17g", it, peak,
@@ -259,7 +273,7 @@ static void test_dp_vs_brute(bool hetero, int iters, uint64_t seed)
                 for (int g = 0; g < pl.n_chunks; g++) CHECK(pl.chunk[g].mem <= pl.chunk[g].mem_cap);
                 /* deterministic: the same problem gives the same split */
                 bg_plan_t again;
-                CHECK_OK(bg_partition_optimal(&q.pb, &again));
+                CHECK_OK(bg_partition_bottleneck(&q.pb, &again));
                 CHECK(!memcmp(again.bounds, pl.bounds, sizeof(int) * (size_t)(pl.n_chunks + 1)));
                 CHECK(again.step_s == pl.step_s);
                 bg_plan_free(&again);
@@ -483,12 +497,143 @@ static void test_bad_config(void)
     prob_free(&q);
 }
 
+/* A random problem for the step test: p in 2..6, schedule `k` of the
+ * table, v its smallest chunk count, m rounded to what it accepts; caps
+ * near an even split's need when `capped`, else unlimited. false when the
+ * drawn shape is not valid for the schedule. */
+static bool random_step_problem(uint64_t *s, prob_t *q, bg_sched_kind_t k, bool capped)
+{
+    memset(q, 0, sizeof(*q));
+    bg_part_config_t *cfg = &q->pb.cfg;
+    cfg->schedule = k;
+    cfg->stages = rnd(s, 2, 6);
+    cfg->chunks = bg_sched_desc(k)->chunks_min;
+    int G = cfg->stages * cfg->chunks;
+    int L = G + rnd(s, 0, 16);
+    random_chain(s, L, &q->chain);
+    int m = bg_sched_round_m(bg_sched_desc(k), cfg->stages, rnd(s, 1, 16));
+    cfg->micro_batches = m;
+    bg_device_desc_t d;
+    int mb = random_knobs(s, cfg, &d);
+    int64_t params = 0;
+    for (int l = 0; l < L; l++) params += q->chain.layer[l].params;
+    if (capped)
+        d.mem_bytes = (int64_t)((params * 16 / cfg->stages + 4000 * mb) *
+                                (0.5 + 1.5 * bg_test_uniform(s, 0, 1))) + 1;
+    CHECK_OK(bg_costs_build(&q->chain, &d, mb, NULL, &q->costs[0]));
+    for (int r = 0; r < cfg->stages; r++) q->cp[r] = &q->costs[0];
+    q->pb.chain = &q->chain;
+    q->pb.costs = q->cp;
+    return m > 0 && bg_part_config_check(cfg, L) == BG_OK;
+}
+
+static void test_step_vs_baselines(int iters, uint64_t seed)
+{
+    uint64_t s = seed;
+    int checked = 0, beat = 0;
+    for (int it = 0; it < iters; it++) {
+        prob_t q;
+        bg_sched_kind_t k = (bg_sched_kind_t)(it % BG_SCHED_KIND_COUNT);
+        if (!random_step_problem(&s, &q, k, (it / BG_SCHED_KIND_COUNT) % 2)) {
+            prob_free(&q);
+            continue;
+        }
+        bg_plan_t opt, uni, par, bot;
+        CHECK_OK(bg_partition_uniform(&q.pb, &uni));
+        CHECK_OK(bg_partition_params(&q.pb, &par));
+        bg_status_t st = bg_partition_optimal(&q.pb, &opt);
+        if (uni.fits || par.fits) CHECK_MSG(st == BG_OK, "iter %d: %s", it, bg_last_error());
+        if (st == BG_OK) {
+            double base = INFINITY;
+            if (uni.fits) base = uni.step_s;
+            if (par.fits && par.step_s < base) base = par.step_s;
+            CHECK(opt.fits);
+            CHECK_MSG(opt.step_s <= base * (1 + 1e-12),
+                      "iter %d (%s p=%d m=%d L=%d): optimal %.17g > baseline %.17g", it,
+                      bg_sched_kind_name(k), q.pb.cfg.stages, q.pb.cfg.micro_batches,
+                      q.chain.n_layers, opt.step_s, base);
+            CHECK_OK(bg_partition_bottleneck(&q.pb, &bot));
+            /* within the 0.5% tie band that prefers splits near uniform */
+            CHECK(opt.step_s <= bot.step_s * 1.005);
+            beat += opt.step_s < bot.step_s;
+            checked++;
+            bg_plan_free(&bot);
+            bg_plan_free(&opt);
+        }
+        bg_plan_free(&uni);
+        bg_plan_free(&par);
+        prob_free(&q);
+    }
+    CHECK(checked > iters / 4);
+    printf("step vs baselines: %d checked, step split better than bottleneck split in %d\n",
+           checked, beat);
+}
+
+/* Closed loop: chunk medians of a synthetic trace spread by roofline
+ * shares; a chunk without B is refused by name. */
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_from_trace(void)
+{
+    uint64_t s = 11;
+    bg_chain_t c;
+    random_chain(&s, 5, &c);
+    bg_device_desc_t d;
+    random_device(&s, &d);
+    bg_costs_t roof;
+    CHECK_OK(bg_costs_build(&c, &d, 2, NULL, &roof));
+    int bounds[3] = {0, 2, 5};
+    char path[] = "/tmp/bg_test_trace_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    close(fd);
+#define EV(k, mb, ch, dur)                                                                         \
+    "{\"name\":\"x\",\"cat\":\"" k "\",\"ph\":\"X\",\"pid\":0,\"tid\":0,\"ts\":1,\"dur\":" #dur \
+    ",\"args\":{\"mb\":" #mb ",\"chunk\":" #ch "}}"
+    write_text(path, "{\"traceEvents\":[{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":0},"
+               EV("F", 0, 0, 1000) "," EV("F", 1, 0, 5000) "," EV("F", 2, 0, 2000) ","
+               EV("B", 0, 0, 500) "," EV("W", 0, 0, 250) "," EV("SEND_ACT", 0, 0, 9e9) ","
+               EV("F", 0, 1, 1000) "," EV("BW", 0, 1, 4000) "]}");
+    bg_profile_t p;
+    CHECK_OK(bg_profile_from_trace(path, &roof, bounds, 2, &p));
+    double f0 = p.layer[0].f + p.layer[1].f, bw1 = 0, b1 = 0;
+    for (int l = 2; l < 5; l++) {
+        bw1 += p.layer[l].b + p.layer[l].w;
+        b1 += p.layer[l].b;
+    }
+    CHECK_MSG(fabs(f0 - 2e-3) < 1e-12, "chunk 0 F median %.17g", f0);
+    CHECK(fabs(p.layer[0].b + p.layer[1].b - 5e-4) < 1e-12);
+    CHECK(fabs(bw1 - 4e-3) < 1e-12);
+    double rb = roof.pb[5] - roof.pb[2], rw = roof.pw[5] - roof.pw[2];
+    CHECK(fabs(b1 - 4e-3 * rb / (rb + rw)) < 1e-12);
+    CHECK(p.micro_batch == 2 && !strcmp(p.layer[3].name, c.layer[3].name));
+    bg_profile_free(&p);
+    write_text(path, "{\"traceEvents\":[" EV("F", 0, 0, 1) "," EV("B", 0, 0, 1) ","
+               EV("F", 0, 1, 1) "]}");
+    CHECK(bg_profile_from_trace(path, &roof, bounds, 2, &p) == BG_ERR_INVALID);
+    CHECK(strstr(bg_last_error(), "chunk 1") != NULL);
+#undef EV
+    unlink(path);
+    bg_costs_free(&roof);
+    bg_chain_free(&c);
+}
+
 int main(void)
 {
     test_accounting();
     test_dp_vs_brute(false, 600, 1);
     test_dp_vs_brute(true, 600, 2);
+    test_step_vs_baselines(1200, 3);
     test_baselines();
+    test_from_trace();
     test_heterogeneous_share();
     test_closed_forms();
     test_bad_config();

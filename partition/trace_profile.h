@@ -1,0 +1,28 @@
+/*
+ * partition/trace_profile.h -- per-layer F/B/W times recovered from a
+ * `brigade train --trace` Chrome-trace file, for re-planning (closed loop).
+ *
+ * The trace times whole chunks: events named by kind (cat "F", "B", "W",
+ * "BW") with args {"mb", "chunk"} and "dur" in microseconds. Each chunk's
+ * median F/B/W over its micro-batches and replicas is spread over its
+ * layers by the roofline shares of the priced chain; a fused BW is split
+ * into B and W the same way. Must not read the engine's structures: the
+ * file is the only interface, and only fields that exist today are used.
+ */
+#ifndef BG_PARTITION_TRACE_PROFILE_H
+#define BG_PARTITION_TRACE_PROFILE_H
+
+#include "partition/cost.h"
+
+/*
+ * Read `path` and build a profile of `roof->chain`'s layers at
+ * roof->micro_batch (the traced run's micro-batch size). `bounds`
+ * [n_chunks+1] is the split the traced run used. BG_ERR_IO (unreadable),
+ * BG_ERR_INVALID naming the file and what is wrong (no F or B event for a
+ * chunk, a chunk outside the split). On success *out is owned by the
+ * caller (bg_profile_free).
+ */
+bg_status_t bg_profile_from_trace(const char *path, const bg_costs_t *roof, const int *bounds,
+                                  int n_chunks, bg_profile_t *out);
+
+#endif
