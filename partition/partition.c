@@ -1046,6 +1046,11 @@ bg_status_t bg_partition_try(const bg_part_problem_t *pb, bg_plan_t *out)
     return partition_optimal(pb, false, true, out);
 }
 
+bg_status_t bg_partition_try_bottleneck(const bg_part_problem_t *pb, bg_plan_t *out)
+{
+    return partition_optimal(pb, false, false, out);
+}
+
 bg_status_t bg_partition_bottleneck(const bg_part_problem_t *pb, bg_plan_t *out)
 {
     return partition_optimal(pb, true, false, out);

@@ -131,6 +131,10 @@ bg_status_t bg_partition_bottleneck(const bg_part_problem_t *pb, bg_plan_t *out)
 /* The same split without the diagnosis (for searches that try many
  * shapes): BG_ERR_NOMEM with a short message when nothing fits. */
 bg_status_t bg_partition_try(const bg_part_problem_t *pb, bg_plan_t *out);
+/* The lexicographic (bottleneck, total) split without the diagnosis: one
+ * pass of two dynamic programmes, for ranking many shapes quickly (its
+ * predicted step bounds bg_partition_try's from above). */
+bg_status_t bg_partition_try_bottleneck(const bg_part_problem_t *pb, bg_plan_t *out);
 
 /* Baselines (DeepSpeed's `uniform` and `parameters`): they ignore times
  * and memory when cutting; the plan reports whether they fit. */

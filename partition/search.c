@@ -131,7 +131,12 @@ static double step_lower_bound(const search_ctx_t *s, const bg_costs_t *co, cons
     return (pipe + tail) * (1.0 - 1e-9); /* margin for summation order */
 }
 
-/* Split one candidate exactly and keep it if it is among the best. */
+/*
+ * Split one candidate and keep it if it is among the best. Shapes are
+ * ranked with the fast bottleneck split (whose predicted step bounds the
+ * step-minimising split's from above, so pruning stays sound); the kept
+ * few are re-split by predicted step at the end (resplit_top).
+ */
 static bg_status_t solve_candidate(search_ctx_t *s, const cand_t *c)
 {
     const bg_search_opts_t *o = s->o;
@@ -143,7 +148,7 @@ static bg_status_t solve_candidate(search_ctx_t *s, const cand_t *c)
                             {o->schedule, c->S, o->chunks, c->m, c->D, c->rc, o->opt_state_bytes, 0}};
     bg_plan_t pl;
     s->st.solved++;
-    st = bg_partition_try(&pb, &pl);
+    st = bg_partition_try_bottleneck(&pb, &pl);
     if (st == BG_ERR_NOMEM) {
         s->st.no_fit++;
         bg_clear_error();
@@ -155,6 +160,32 @@ static bg_status_t solve_candidate(search_ctx_t *s, const cand_t *c)
     insert_result(s->res, s->n_res, o->top, &r);
     bg_plan_free(&pl);
     return BG_OK;
+}
+
+/* The kept results, split by predicted step (bg_partition_try) and sorted
+ * again: what `brigade plan` will then print for the chosen shape. */
+static bg_status_t resplit_top(search_ctx_t *s, int n)
+{
+    bg_search_result_t *tmp = malloc(sizeof(*tmp) * (size_t)n + 1);
+    if (!tmp) return bg_errorf(BG_ERR_NOMEM, "search: out of memory");
+    int m = 0;
+    bg_status_t st = BG_OK;
+    for (int i = 0; i < n && !st; i++) {
+        const bg_costs_t *co;
+        bg_search_result_t r = s->res[i];
+        if ((st = cache_get(s->pc, s->ch, s->dev, s->prof, r.micro_batch, &co))) break;
+        for (int k = 0; k < r.cfg.stages; k++) s->cp[k] = co;
+        bg_part_problem_t pb = {s->ch, s->cp, r.cfg};
+        bg_plan_t pl;
+        if ((st = bg_partition_try(&pb, &pl))) break;
+        r.step_s = pl.step_s, r.pipe_s = pl.pipe_s, r.bubble = pl.bubble;
+        r.samples_per_s = (double)s->o->global_batch / pl.step_s, r.peak_mem = pl.peak_mem;
+        bg_plan_free(&pl);
+        insert_result(tmp, &m, n, &r);
+    }
+    if (!st) memcpy(s->res, tmp, sizeof(*tmp) * (size_t)m);
+    free(tmp);
+    return st;
 }
 
 typedef struct cand_list {
@@ -259,6 +290,7 @@ bg_status_t bg_search_shapes(const bg_chain_t *chain, const bg_device_desc_t *de
         if ((st = collect_shape(&s, S, D, &cl))) break;
     }
     if (!st) st = solve_all(&s, &cl);
+    if (!st && n) st = resplit_top(&s, n);
     free(cl.v);
     if (st) goto err_cache;
     if (stats) *stats = s.st;
