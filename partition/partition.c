@@ -735,22 +735,11 @@ static void help_clause(char *msg, size_t n, const char *what, double ratio)
              100.0 * ratio, ratio <= 1.0 ? ": fits" : "");
 }
 
-/* Build the "does not fit" error: by how much, and what would help. */
-static bg_status_t infeasible_error(const bg_part_problem_t *pb)
+/* "--stages N" (with or without recompute) that would fit: the first
+ * doubling of the stage count that does, on a homogeneous pipeline. */
+static void help_more_stages(const bg_part_problem_t *pb, char *help, size_t n)
 {
     const bg_part_config_t *cfg = &pb->cfg;
-    double ratio = NAN;
-    int64_t need = 0, cap = 0;
-    bg_status_t st = bg_partition_min_peak(pb, &ratio, &need, &cap);
-    if (st) return st;
-    char help[768] = "";
-    if (!cfg->recompute) {
-        bg_part_config_t k = *cfg;
-        k.recompute = true;
-        help_clause(help, sizeof(help), "--recompute", try_peak(pb, &k, pb->costs));
-    }
-    /* More stages of the same device (only when homogeneous): the first
-     * doubling that fits, with and without recompute. */
     bool homo = true;
     for (int r = 1; r < cfg->stages; r++) homo &= pb->costs[r] == pb->costs[0];
     int smax = pb->chain->n_layers / cfg->chunks;
@@ -777,44 +766,66 @@ static bg_status_t infeasible_error(const bg_part_problem_t *pb)
             char what[64];
             snprintf(what, sizeof(what), "--stages %d%s", s2,
                      rc && !cfg->recompute ? " with --recompute" : "");
-            help_clause(help, sizeof(help), what, ratio);
+            help_clause(help, n, what, ratio);
         }
     }
     free(cs);
-    /* A smaller micro-batch: activations scale with it. */
-    int mb = pb->costs[0]->micro_batch;
-    if (mb > 1) {
-        int mb2 = mb / 2;
-        bg_costs_t *nc = calloc((size_t)cfg->stages, sizeof(bg_costs_t));
-        const bg_costs_t **cs = malloc(sizeof(*cs) * (size_t)cfg->stages);
-        bool ok = nc && cs;
-        int built = 0;
-        for (int r = 0; ok && r < cfg->stages; r++) {
-            int same = -1;
-            for (int q = 0; q < r; q++)
-                if (pb->costs[q] == pb->costs[r]) same = q;
-            if (same >= 0) {
-                cs[r] = cs[same];
-                continue;
-            }
-            ok = bg_costs_build(pb->chain, &pb->costs[r]->dev, mb2, pb->costs[r]->prof, &nc[r]) == BG_OK;
-            if (ok) {
-                cs[r] = &nc[r];
-                built = r + 1;
-            }
+}
+
+/* A micro-batch half the size (activations scale with it), priced again. */
+static void help_smaller_mb(const bg_part_problem_t *pb, char *help, size_t n)
+{
+    const bg_part_config_t *cfg = &pb->cfg;
+    int mb2 = pb->costs[0]->micro_batch / 2;
+    if (mb2 < 1) return;
+    bg_costs_t *nc = calloc((size_t)cfg->stages, sizeof(bg_costs_t));
+    const bg_costs_t **cs = malloc(sizeof(*cs) * (size_t)cfg->stages);
+    bool ok = nc && cs;
+    int built = 0;
+    for (int r = 0; ok && r < cfg->stages; r++) {
+        int same = -1;
+        for (int q = 0; q < r; q++)
+            if (pb->costs[q] == pb->costs[r]) same = q;
+        if (same >= 0) {
+            cs[r] = cs[same];
+            continue;
         }
+        ok = bg_costs_build(pb->chain, &pb->costs[r]->dev, mb2, pb->costs[r]->prof, &nc[r]) == BG_OK;
         if (ok) {
-            bg_part_config_t k = *cfg;
-            k.micro_batches = cfg->micro_batches * 2;
-            char what[96];
-            snprintf(what, sizeof(what), "micro-batch size %d (--micro-batches %d)", mb2,
-                     k.micro_batches);
-            help_clause(help, sizeof(help), what, try_peak(pb, &k, cs));
+            cs[r] = &nc[r];
+            built = r + 1;
         }
-        for (int r = 0; nc && r < built; r++) bg_costs_free(&nc[r]);
-        free(nc);
-        free(cs);
     }
+    if (ok) {
+        bg_part_config_t k = *cfg;
+        k.micro_batches = cfg->micro_batches * 2;
+        char what[96];
+        snprintf(what, sizeof(what), "micro-batch size %d (--micro-batches %d)", mb2,
+                 k.micro_batches);
+        help_clause(help, n, what, try_peak(pb, &k, cs));
+    }
+    for (int r = 0; nc && r < built; r++) bg_costs_free(&nc[r]);
+    free(nc);
+    free(cs);
+}
+
+/* Build the "does not fit" error: by how much, and what would help. */
+static bg_status_t infeasible_error(const bg_part_problem_t *pb)
+{
+    const bg_part_config_t *cfg = &pb->cfg;
+    double ratio = NAN;
+    int64_t need = 0, cap = 0;
+    bg_status_t st = bg_partition_min_peak(pb, &ratio, &need, &cap);
+    if (st) return st;
+    char help[768] = "";
+    if (!cfg->recompute) {
+        bg_part_config_t k = *cfg;
+        k.recompute = true;
+        help_clause(help, sizeof(help), "--recompute", try_peak(pb, &k, pb->costs));
+    }
+    help_more_stages(pb, help, sizeof(help));
+    help_smaller_mb(pb, help, sizeof(help));
+    int mb = pb->costs[0]->micro_batch;
     char needs[32], caps[32], over[32];
     fmt_gib(needs, sizeof(needs), (double)need);
     fmt_gib(caps, sizeof(caps), (double)cap);
