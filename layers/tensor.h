@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "base/bf16.h"
 #include "base/status.h"
 
 #define BG_MAX_DIMS 4
@@ -59,28 +60,10 @@ bool bg_tensor_is_contiguous(const bg_tensor_t *t);
 int64_t bg_tensor_rows(const bg_tensor_t *t);
 int64_t bg_tensor_cols(const bg_tensor_t *t);
 
-/* bf16 <-> f32 on the host, round-to-nearest-even, NaN kept NaN. IEEE
+/* bf16 <-> f32 on the host: base/bf16.h. IEEE
  * half <-> f32: to half rounds to nearest even (overflow gives inf, like
  * CUDA's __float2half_rn); to f32 is exact (subnormals, inf, NaN). Inline:
  * the casts of whole flat buffers vectorise around them. */
-static inline uint16_t bg_f32_to_bf16(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static inline float bg_bf16_to_f32(uint16_t x)
-{
-    uint32_t u = (uint32_t)x << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 /* Round-to-nearest-even into half: the mantissa is cut at the half's
  * precision for its exponent (fewer bits for subnormals). */
 static inline uint16_t bg_f32_to_f16(float x)
