@@ -429,7 +429,7 @@ static bg_status_t train_loop(train_t *t)
     const bg_train_conf_t *c = t->c;
     double t0 = bg_now_s();
     int64_t done = 0;
-    float sums[5] = {0, 0, 0, 0, 0};
+    float sums[3] = {0, 0, 0}; /* loss sum, losses, step seconds */
     int64_t window = 0;
     bg_rt_stats_t s;
     memset(&s, 0, sizeof(s));
@@ -446,16 +446,15 @@ static bg_status_t train_loop(train_t *t)
             printf("step %lld: gradients overflowed at loss scale %g: update skipped (%lld so "
                    "far)\n",
                    (long long)step + 1, (double)s.loss_scale, (long long)++t->skipped);
-        float v[5] = {(float)s.loss_sum, (float)s.loss_count, (float)s.busy_s, (float)s.pipe_s,
-                      (float)s.step_s};
-        for (int i = 0; i < 5; i++)
-            sums[i] += v[i];
+        sums[0] += (float)s.loss_sum;
+        sums[1] += (float)s.loss_count;
+        sums[2] += (float)s.step_s;
         window++;
         bg_train_bubble_note_(t);
         bool last = step + 1 == t->steps;
         if ((step + 1) % c->log_every == 0 || last) {
             double bubble = 0;
-            if ((st = world_sum(t, sums, 5)) != BG_OK || (st = bubble_sum(t, &bubble)) != BG_OK)
+            if ((st = world_sum(t, sums, 3)) != BG_OK || (st = bubble_sum(t, &bubble)) != BG_OK)
                 return st;
             if (t->rank == 0)
                 bg_train_log_step_(t, step, sums, window, bubble, bg_now_s() - t0, done, &s);

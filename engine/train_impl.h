@@ -80,7 +80,7 @@ bg_status_t bg_train_bubble_pack_(train_t *t, float **out, size_t *n);
  * averaged over pipelines and steps; clears the notes. Cannot fail. */
 double bg_train_bubble_unpack_(train_t *t, const float *sum);
 /* The progress line of `window` logged steps ending at `step` (sums over
- * ranks: loss, count, busy, pipeline, step time; the window's bubble) and its metrics line. */
+ * ranks: loss sum, losses, step time; the window's bubble) and its metrics line. */
 void bg_train_log_step_(train_t *t, int64_t step, const float *sums, int64_t window, double bubble,
                         double t_elapsed, int64_t steps_done, const bg_rt_stats_t *s);
 /* The eval line of `step` and its metrics line. */

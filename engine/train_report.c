@@ -85,9 +85,9 @@ void bg_train_log_step_(train_t *t, int64_t step, const float *sums, int64_t win
 {
     const bg_data_info_t *info = bg_data_info(t->ds);
     double loss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
-    /* sums: loss, count, busy, pipeline time over ranks and logged steps;
-     * sums[4] the step time (over ranks and steps). */
-    double step_s = sums[4] / (t->world * (double)window);
+    /* sums over ranks and logged steps: loss, losses, step time (the
+     * bubble comes from every rank's timings, bg_bubble). */
+    double step_s = sums[2] / (t->world * (double)window);
     double per_step = t_elapsed / (double)steps_done;
     double rate = (double)t->c->batch / per_step;
     if (info->kind == BG_DATA_TOKENS)
