@@ -31,14 +31,20 @@ bg_sim_costs_t bg_sim_costs_uniform(double f, double b, double w)
     return c;
 }
 
-void bg_sim_free(bg_sim_t *sim)
+/* Everything sim owns but sim itself. */
+static void sim_free_parts(bg_sim_t *sim)
 {
-    if (!sim) return;
     if (sim->s && sim->t0)
         for (int r = 0; r < sim->s->p; r++) free(sim->t0[r]), free(sim->t1[r]);
     free(sim->t0), free(sim->t1), free(sim->busy), free(sim->wait), free(sim->peak);
     free(sim->stash);
     bg_sched_free(sim->s);
+}
+
+void bg_sim_free(bg_sim_t *sim)
+{
+    if (!sim) return;
+    sim_free_parts(sim);
     free(sim);
 }
 
@@ -158,6 +164,47 @@ out:
     return st;
 }
 
+/* Steps a flush-free schedule is run for, and the one reported: far enough
+ * from the first step's fill and the drain to be steady. */
+#define FF_STEPS 4
+#define FF_MARK 2
+
+/*
+ * A flush-free schedule (2bw) has no flush to stop at: run it unrolled and
+ * report step FF_MARK, with times shifted so that step's first action
+ * starts at 0. Its span then runs from rank 0's first forward to the last
+ * rank's end, as train measures a step (docs/schedules.md, "Bubble").
+ */
+static bg_status_t sim_time_steady(bg_sim_t *sim, const bg_sim_costs_t *c)
+{
+    const bg_sched_t *s = sim->s;
+    size_t *start = calloc((size_t)s->p, sizeof(size_t));
+    bg_sim_t u = {0};
+    bg_status_t st = start ? BG_OK : bg_errorf(BG_ERR_NOMEM, "simulator: out of memory");
+    if (!st) st = bg_sched_unroll_(s, FF_STEPS, 1, FF_MARK, start, &u.s);
+    if (!st) st = sim_alloc(&u);
+    if (!st) st = sim_time(&u, c);
+    double lo = INFINITY;
+    for (int r = 0; r < s->p && !st; r++)
+        if (s->lists[r].len && u.t0[r][start[r]] < lo) lo = u.t0[r][start[r]];
+    sim->makespan = 0;
+    for (int r = 0; r < s->p && !st; r++) {
+        sim->busy[r] = sim->wait[r] = 0;
+        for (size_t i = 0; i < s->lists[r].len; i++) {
+            const bg_action_t *a = &s->lists[r].a[i];
+            double t0 = u.t0[r][start[r] + i] - lo, t1 = u.t1[r][start[r] + i] - lo;
+            sim->t0[r][i] = t0, sim->t1[r][i] = t1;
+            if (bg_act_is_recv(a->kind)) sim->wait[r] += t1 - t0;
+            else if (bg_act_is_compute(a->kind) || a->kind == BG_ACT_OPTIMIZER)
+                sim->busy[r] += t1 - t0;
+            if (t1 > sim->makespan) sim->makespan = t1;
+        }
+    }
+    free(start);
+    sim_free_parts(&u);
+    return st;
+}
+
 bg_status_t bg_sim_run(const bg_sched_t *s, const bg_sim_costs_t *costs, bg_sim_t **out)
 {
     bg_status_t st = check_costs(costs, s->nchunks);
@@ -168,7 +215,7 @@ bg_status_t bg_sim_run(const bg_sched_t *s, const bg_sim_costs_t *costs, bg_sim_
     if ((st = sim_alloc(sim))) goto err;
     if ((st = bg_sched_check(sim->s, sim->peak))) goto err;
     bg_sched_peaks(sim->s, NULL, sim->stash);
-    if ((st = sim_time(sim, costs))) goto err;
+    if ((st = s->flush_free ? sim_time_steady(sim, costs) : sim_time(sim, costs))) goto err;
     *out = sim;
     return BG_OK;
 err:
