@@ -5,12 +5,12 @@
  * A step's list on rank r is m pairs (F of this step's micro-batch k, then
  * the oldest backward not yet run). The first c_r = min(p-r-1, m) backwards
  * belong to the previous step's last micro-batches (written mb + m: carried
- * over the boundary), the rest to this step's first m - c_r. The OPTIMIZER
- * stands right after the last carried W: at that point the previous step's
- * gradient is complete and this step's has not started, so one set of
- * gradient accumulators suffices; it applies the previous step's gradient
- * (on the last rank, c = 0: this step's, at the end). Micro-batches keep the
- * weight version they entered with, hence two versions (docs/schedules.md).
+ * over the boundary), the rest to this step's first m - c_r. After the
+ * carried ones the previous step's gradient is complete: its ALLREDUCE
+ * starts there, and the OPTIMIZER, last on every rank, applies it (one step
+ * of delay; this step's gradient meanwhile accumulates into a second set of
+ * accumulators). Micro-batches keep the weight version they entered with,
+ * hence two versions (docs/schedules.md, "2bw").
  *
  * The lists are checked by unrolling: three steps and the drain as one plain
  * schedule, which the ordinary checker proves complete and deadlock-free.
@@ -61,12 +61,6 @@ static bg_status_t put_forward(bg_sched_t *s, int r, int mb)
     return st;
 }
 
-static bg_status_t put_update(bg_sched_t *s, int r)
-{
-    bg_status_t st = put(s, r, bg_action_compute(BG_ACT_ALLREDUCE, -1, r));
-    return st ? st : put(s, r, bg_action_compute(BG_ACT_OPTIMIZER, -1, -1));
-}
-
 /* Steady-state lists, one chunk per rank on rank = chunk (v = 1, LOOP). */
 bg_status_t bg_sched_gen_2bw_(bg_sched_t *s, int split)
 {
@@ -77,14 +71,17 @@ bg_status_t bg_sched_gen_2bw_(bg_sched_t *s, int split)
     bg_status_t st = BG_OK;
     for (int r = 0; r < s->p && !st; r++) {
         int c = carry_of(s, r), m = s->m;
+        /* the previous step's gradient is complete after the carried
+         * backwards: its allreduce starts there (first when none is carried) */
+        if (c == 0) st = put(s, r, bg_action_compute(BG_ACT_ALLREDUCE, -1, r));
         for (int k = 0; k < m && !st; k++) {
             st = put_forward(s, r, k);
             /* the k-th backward of the step: carried (previous step's
              * micro-batch m - c + k, written + m) or this step's k - c */
             if (!st) st = put_backward(s, r, k < c ? 2 * m - c + k : k - c, split);
-            if (!st && c > 0 && k == c - 1) st = put_update(s, r);
+            if (!st && k == c - 1) st = put(s, r, bg_action_compute(BG_ACT_ALLREDUCE, -1, r));
         }
-        if (!st && c == 0) st = put_update(s, r);
+        if (!st) st = put(s, r, bg_action_compute(BG_ACT_OPTIMIZER, -1, -1));
     }
     return st;
 }
@@ -100,22 +97,23 @@ static int unrolled_mb(const bg_sched_t *s, const bg_action_t *a, int t, int ste
     return t == steps ? -1 : t * s->m + a->mb;
 }
 
+/* W run per gradient (step parity) not yet applied: per chunk and in all. */
 typedef struct {
-    int *wsince; /* per chunk: W run since its last ALLREDUCE */
-    int wtotal;  /* W run since the last OPTIMIZER */
+    int *wc[2];
+    int wtotal[2], n;
 } upd_t;
 
-/* Whether ALLREDUCE / OPTIMIZER `a` runs: only after some W (the rule the
- * executor follows, so the first step and the drain skip the empty ones). */
-static int update_runs(upd_t *u, const bg_action_t *a)
+/* Whether ALLREDUCE / OPTIMIZER `a` of step t runs: they serve step t-1's
+ * gradient and run only when some of its W ran here and it is not applied
+ * yet (the rule the executor follows: the first step has none, a step after
+ * a drain has it applied already). */
+static int update_runs(upd_t *u, const bg_action_t *a, int t)
 {
-    if (a->kind == BG_ACT_ALLREDUCE) {
-        int run = u->wsince[a->chunk] > 0;
-        u->wsince[a->chunk] = 0;
-        return run;
-    }
-    int run = u->wtotal > 0;
-    u->wtotal = 0;
+    int g = (t + 1) & 1; /* parity of t - 1 */
+    if (a->kind == BG_ACT_ALLREDUCE) return u->wc[g][a->chunk] > 0;
+    int run = u->wtotal[g] > 0;
+    u->wtotal[g] = 0;
+    for (int c = 0; c < u->n; c++) u->wc[g][c] = 0;
     return run;
 }
 
@@ -130,11 +128,12 @@ static bg_status_t unroll_rank(const bg_sched_t *s, int r, int steps, int keep, 
         for (size_t i = 0; i < l->len && !st; i++) {
             bg_action_t a = l->a[i];
             if (a.kind == BG_ACT_ALLREDUCE || a.kind == BG_ACT_OPTIMIZER) {
-                if (keep && update_runs(u, &a)) st = bg_sched_append(o, r, a);
+                if (keep && update_runs(u, &a, t)) st = bg_sched_append(o, r, a);
                 continue;
             }
+            int g = (a.mb >= s->m ? t + 1 : t) & 1; /* the gradient it adds to */
             if ((a.mb = unrolled_mb(s, &a, t, steps)) < 0) continue;
-            if (a.kind == BG_ACT_W || a.kind == BG_ACT_BW) u->wsince[a.chunk]++, u->wtotal++;
+            if (a.kind == BG_ACT_W || a.kind == BG_ACT_BW) u->wc[g][a.chunk]++, u->wtotal[g]++;
             st = bg_sched_append(o, r, a);
         }
     }
@@ -163,13 +162,14 @@ bg_status_t bg_sched_unroll_(const bg_sched_t *s, int steps, int keep_updates, i
     memcpy(e, s->edges, (size_t)s->nedges * sizeof(*e));
     free(o->edges);
     o->edges = e, o->nedges = s->nedges, o->cap_edges = (size_t)(s->nedges ? s->nedges : 1);
-    upd_t u = {calloc((size_t)s->nchunks, sizeof(int)), 0};
-    if (!u.wsince) st = bg_errorf(BG_ERR_NOMEM, "%s: out of memory unrolling", s->name);
+    upd_t u = {{calloc((size_t)s->nchunks, sizeof(int)), calloc((size_t)s->nchunks, sizeof(int))},
+               {0, 0}, s->nchunks};
+    if (!u.wc[0] || !u.wc[1]) st = bg_errorf(BG_ERR_NOMEM, "%s: out of memory unrolling", s->name);
     for (int r = 0; r < s->p && !st; r++) {
-        u.wtotal = 0;
+        u.wtotal[0] = u.wtotal[1] = 0;
         st = unroll_rank(s, r, steps, keep_updates, mark, starts ? &starts[r] : NULL, &u, o);
     }
-    free(u.wsince);
+    free(u.wc[0]), free(u.wc[1]);
     if (st) {
         bg_sched_free(o);
         return st;
@@ -190,19 +190,17 @@ static bg_status_t fail(const bg_sched_t *s, int r, size_t i, const char *why)
 
 /*
  * What unrolling cannot see, on one rank's step list: carried actions are
- * backwards and gradient transfers of micro-batches m..2m-1; exactly one
- * OPTIMIZER, after every carried W and before every current one (so one set
- * of accumulators holds one step's gradient), or last when nothing is
- * carried; one ALLREDUCE per local chunk, after the W it syncs and before
- * the OPTIMIZER.
+ * backwards and gradient transfers of micro-batches m..2m-1 (so they come
+ * from the previous step only: two weight versions suffice); one OPTIMIZER,
+ * last; one ALLREDUCE per local chunk, after the last carried W (the
+ * gradient it syncs, the previous step's, is complete there).
  */
 static bg_status_t check_updates(const bg_sched_t *s, int r)
 {
     const bg_sched_list_t *l = &s->lists[r];
-    long opt = -1, last_carried_w = -1, first_cur_w = -1, last_w = -1;
+    long opt = -1, last_carried_w = -1;
     for (size_t i = 0; i < l->len; i++) {
         const bg_action_t *a = &l->a[i];
-        int w = a->kind == BG_ACT_W || a->kind == BG_ACT_BW;
         if (a->kind == BG_ACT_OPTIMIZER) {
             if (opt >= 0) return fail(s, r, i, "a second OPTIMIZER");
             opt = (long)i;
@@ -212,19 +210,12 @@ static bg_status_t check_updates(const bg_sched_t *s, int r)
             if (carried && (a->kind == BG_ACT_F || a->kind == BG_ACT_SEND_ACT ||
                             a->kind == BG_ACT_RECV_ACT))
                 return fail(s, r, i, "only backwards and gradients are carried into a step");
-            if (w) last_w = (long)i;
-            if (w && carried) last_carried_w = (long)i;
-            if (w && !carried && first_cur_w < 0) first_cur_w = (long)i;
+            if (carried && (a->kind == BG_ACT_W || a->kind == BG_ACT_BW)) last_carried_w = (long)i;
         }
     }
-    if (opt < 0) return bg_errorf(BG_ERR_INVALID, "schedule check (%s): rank %d has no "
-                                  "OPTIMIZER", s->name, r);
-    if (opt < last_carried_w) return fail(s, r, (size_t)opt, "runs before a carried W");
-    if (last_carried_w >= 0 && first_cur_w >= 0 && opt > first_cur_w)
-        return fail(s, r, (size_t)opt, "runs after this step's first W: two steps' gradients "
-                                       "would mix in one set of accumulators");
-    if (last_carried_w < 0 && opt != (long)l->len - 1)
-        return fail(s, r, (size_t)opt, "nothing is carried, so it must be last");
+    if (opt != (long)l->len - 1 || opt < 0)
+        return bg_errorf(BG_ERR_INVALID, "schedule check (%s): rank %d: OPTIMIZER must be last "
+                         "(it applies the previous step's gradient)", s->name, r);
     for (int c = 0; c < s->nchunks; c++) {
         if (s->chunk_rank[c] != r) continue;
         long ar = -1;
@@ -233,10 +224,10 @@ static bg_status_t check_updates(const bg_sched_t *s, int r)
                 if (ar >= 0) return fail(s, r, i, "duplicate ALLREDUCE");
                 ar = (long)i;
             }
-        if (ar < 0 || ar > opt)
-            return fail(s, r, (size_t)opt, "needs its chunks' ALLREDUCE before it");
-        if (ar < (last_carried_w >= 0 ? last_carried_w : last_w))
-            return fail(s, r, (size_t)ar, "runs before the last W of the gradient it syncs");
+        if (ar < 0) return fail(s, r, (size_t)opt, "needs its chunks' ALLREDUCE before it");
+        if (ar < last_carried_w)
+            return fail(s, r, (size_t)ar, "runs before the last carried W: the previous "
+                                          "step's gradient is not complete");
     }
     return BG_OK;
 }

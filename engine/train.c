@@ -466,9 +466,13 @@ static bg_status_t train_loop(train_t *t)
                 return st;
         if (c->checkpoint_dir &&
             ((c->checkpoint_every > 0 && (step + 1) % c->checkpoint_every == 0) || last))
-            if ((st = bg_train_save_(t, step + 1)) != BG_OK)
+            if ((st = bg_rt_drain(t->rt)) != BG_OK || (st = bg_train_save_(t, step + 1)) != BG_OK)
                 return st;
     }
+    /* 2bw: the last step's carried backwards and their update */
+    bg_status_t drained = bg_rt_drain(t->rt);
+    if (drained != BG_OK)
+        return drained;
     double acc = NAN;
     bool have_eval = eval_batches(t) > 0; /* else check_eval printed why not */
     bg_status_t st = have_eval ? evaluate(t, t->steps, &acc) : BG_OK;
