@@ -140,7 +140,9 @@ static bg_status_t run_list(bg_rt_t *rt, const bg_action_t *acts, size_t n, int6
         bg_status_t s2 = st == BG_OK ? bg_rt_defer_progress_(rt, true) : BG_OK;
         if (st == BG_OK)
             st = s2;
-        s2 = bg_rt_pend_progress_(rt, true);
+        /* 2bw: a carried gradient's send completes when its receiver posts
+         * it, in that rank's next step; waiting here could deadlock */
+        s2 = bg_rt_pend_progress_(rt, !bg_rt_2bw_sends_cross_(rt));
         if (st == BG_OK)
             st = s2;
     }

@@ -271,6 +271,11 @@ int bg_rt_2bw_feed_mb_(const bg_rt_t *rt, int slot_mb)
     return rt->tbw && !rt->eval ? slot_mb % rt->tbw->m : slot_mb;
 }
 
+bool bg_rt_2bw_sends_cross_(const bg_rt_t *rt)
+{
+    return rt->tbw && !rt->tbw->drain && !rt->eval;
+}
+
 bool bg_rt_2bw_carrying_(const bg_rt_t *rt)
 {
     return rt->tbw && rt->tbw->carry_live;

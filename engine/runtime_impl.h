@@ -115,7 +115,7 @@ typedef struct rt_deferred {
     int lci; /* allreduce: local chunk */
     int peer;
     uint64_t tag;
-    void *buf;
+    void *buf; /* the message (owned); allreduce: the bucket as of the issue */
     size_t bytes;
 } rt_deferred_t;
 
@@ -388,6 +388,9 @@ const void *bg_rt_2bw_param_dev_(bg_rt_t *rt, const rt_slot_t *s, const rt_param
 bg_status_t bg_rt_2bw_optimizer_(bg_rt_t *rt, int64_t step);
 /* The data loader's micro-batch of slot id slot_mb. */
 int bg_rt_2bw_feed_mb_(const bg_rt_t *rt, int slot_mb);
+/* Whether sends may stay in flight past the end of this list (a 2bw
+ * training step, not its drain nor an evaluation). */
+bool bg_rt_2bw_sends_cross_(const bg_rt_t *rt);
 /* Whether carried micro-batches are open (a drain has work). */
 bool bg_rt_2bw_carrying_(const bg_rt_t *rt);
 /* End of a list: close slots (keeping carried ones after a good step);
