@@ -1,0 +1,117 @@
+/*
+ * tests/engine/test_2bw_train.c -- 2bw trains, through `brigade train`:
+ *  - the loss falls over 60 steps on two stages (mlp-fashion, synthetic);
+ *  - step t runs on W(t-1): the second step's loss (batch 1 on W(0)) is the
+ *    one 1f1b measures on batch 1 when nothing moves the weights (--lr 0);
+ *  - resuming is refused with the reason, both a 2bw run and a 2bw
+ *    checkpoint under another schedule (checkpoints hold one version).
+ * Bit-identity across layouts is test_layout_equiv's. argv[1]: the brigade
+ * binary. Models come from BRIGADE_SOURCE_DIR.
+ * Must NOT depend on timing.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+static const char *brigade, *srcdir;
+static char wd[256];
+
+/* Run brigade train on mlp-fashion with `args` in wd, output to `log`;
+ * returns the exit status (-1 if it did not exit). */
+static int run(const char *args, const char *log)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd),
+             "cd '%s' && '%s' train '%s/models/mlp-fashion.graph' --data synthetic:images "
+             "--seed 7 --micro-batches 4 %s > '%s' 2>&1",
+             wd, brigade, srcdir, args, log);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/* The "loss" of every line of metrics file `name` in wd that has a
+ * "step", in order, into out (at most cap); returns how many. */
+static int losses(const char *name, double *out, int cap)
+{
+    char path[512], line[4096];
+    snprintf(path, sizeof(path), "%s/%s", wd, name);
+    FILE *f = fopen(path, "r");
+    CHECK_MSG(f != NULL, "no metrics file %s", path);
+    int n = 0;
+    while (f && n < cap && fgets(line, sizeof(line), f)) {
+        const char *l = strstr(line, "\"loss\":");
+        if (strstr(line, "\"step\":") && l) out[n++] = atof(l + 7);
+    }
+    if (f) fclose(f);
+    return n;
+}
+
+/* Whether log file `name` in wd contains `needle`. */
+static int log_has(const char *name, const char *needle)
+{
+    char cmd[768];
+    snprintf(cmd, sizeof(cmd), "grep -q -- '%s' '%s/%s'", needle, wd, name);
+    return system(cmd) == 0;
+}
+
+static void loss_falls(void)
+{
+    CHECK(run("--stages 2 --schedule 2bw --batch 32 --steps 60 --log-every 10 --metrics fall.jsonl",
+              "fall.log") == 0);
+    double l[8];
+    int n = losses("fall.jsonl", l, 8);
+    CHECK_MSG(n == 6, "%d loss lines", n);
+    if (n == 6) CHECK_MSG(l[5] < 0.8 * l[0], "loss %.4f -> %.4f does not fall", l[0], l[5]);
+}
+
+static void runs_on_previous_version(void)
+{
+    CHECK(run("--stages 2 --schedule 2bw --batch 16 --steps 2 --log-every 1 --metrics d.jsonl "
+              "--checkpoint-dir ck",
+              "d.log") == 0);
+    CHECK(run("--stages 1 --schedule 1f1b --batch 16 --steps 2 --log-every 1 --lr 0 "
+              "--metrics z.jsonl",
+              "z.log") == 0);
+    double d[4], z[4];
+    int nd = losses("d.jsonl", d, 4), nz = losses("z.jsonl", z, 4);
+    CHECK(nd == 2 && nz == 2);
+    if (nd == 2 && nz == 2)
+        CHECK_MSG(d[0] == z[0] && d[1] == z[1], "2bw losses %.6f %.6f, W(0)'s %.6f %.6f", d[0],
+                  d[1], z[0], z[1]);
+}
+
+static void resume_refused(void)
+{
+    CHECK(run("--stages 2 --schedule 2bw --batch 16 --steps 3 --checkpoint-dir ck --resume",
+              "r1.log") == 2);
+    CHECK(log_has("r1.log", "cannot resume a 2bw run"));
+    CHECK(run("--stages 2 --schedule 1f1b --batch 16 --steps 3 --checkpoint-dir ck --resume",
+              "r2.log") == 2);
+    CHECK(log_has("r2.log", "under another schedule"));
+    CHECK(log_has("r2.log", "--init"));
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_2bw_train BRIGADE\n");
+        return 2;
+    }
+    brigade = argv[1];
+    srcdir = getenv("BRIGADE_SOURCE_DIR") ? getenv("BRIGADE_SOURCE_DIR") : ".";
+    snprintf(wd, sizeof(wd), "/tmp/bg_2bw_%d", (int)getpid());
+    char mk[600];
+    snprintf(mk, sizeof(mk), "rm -rf %s && mkdir -p %s", wd, wd);
+    if (system(mk)) return 1;
+    loss_falls();
+    runs_on_previous_version();
+    resume_refused();
+    snprintf(mk, sizeof(mk), "rm -rf %s", wd);
+    if (system(mk)) {
+    }
+    return bg_test_finish("test_2bw_train");
+}
