@@ -164,9 +164,8 @@ static bg_status_t run_step(bg_rt_t *rt, int64_t step, bool drain, bg_rt_stats_t
     size_t n = bg_sched_len(rt->conf.sched, rt->conf.stage);
     const bg_action_t *acts = bg_sched_actions(rt->conf.sched, rt->conf.stage);
     rt->nmark = 0;
-    bg_rt_2bw_begin_(rt, step, drain);
-    bg_status_t st = BG_OK;
-    if (!rt->evorigin)
+    bg_status_t st = bg_rt_2bw_begin_(rt, step, drain);
+    if (st == BG_OK && !rt->evorigin)
         st = bg_event_create(rt->conf.be, &rt->evorigin);
     if (st == BG_OK)
         st = bg_event_record(rt->conf.be, rt->evorigin, rt->compute);

@@ -38,6 +38,7 @@ struct rt_2bw {
     int64_t step;       /* the step being run (the drain: last step + 1) */
     int64_t newest;     /* version index of the weights in the flat buffers */
     bool fresh;         /* stash just refilled: the next step numbers the versions */
+    unsigned weights_seen; /* rt->weights_set the stash was filled at */
     bool carry_live;    /* the last step left carried micro-batches open */
     bool drain;         /* running the drain: carried actions only */
     bool bad_version;   /* a slot asked for a version that is not held (a bug) */
@@ -122,7 +123,8 @@ bg_status_t bg_rt_2bw_setup_(bg_rt_t *rt)
     bg_status_t st = gset_second(rt);
     if (st == BG_OK)
         st = rt_dalloc(rt, (size_t)rt->flat.n * bg_dtype_size(rt->conf.dtype) + 4, &b->stash);
-    return st == BG_OK ? bg_rt_2bw_restash_(rt) : st;
+    b->weights_seen = rt->weights_set - 1; /* the first step fills the stash */
+    return st;
 }
 
 void bg_rt_2bw_free_(bg_rt_t *rt)
@@ -153,11 +155,12 @@ static bg_status_t stash_newest(bg_rt_t *rt)
                            rt->compute);
 }
 
-bg_status_t bg_rt_2bw_restash_(bg_rt_t *rt)
+/* The stash := the current weights, and the versions renumbered at the
+ * next step (after create or an upload: W(-1) = W(0)). */
+static bg_status_t restash(bg_rt_t *rt)
 {
-    if (!rt->tbw)
-        return BG_OK;
     rt->tbw->fresh = true;
+    rt->tbw->weights_seen = rt->weights_set;
     return stash_newest(rt);
 }
 
@@ -166,16 +169,20 @@ int bg_rt_2bw_slot_factor_(const bg_rt_t *rt)
     return rt->tbw ? 2 : 1;
 }
 
-void bg_rt_2bw_begin_(bg_rt_t *rt, int64_t step, bool drain)
+bg_status_t bg_rt_2bw_begin_(bg_rt_t *rt, int64_t step, bool drain)
 {
     rt_2bw_t *b = rt->tbw;
     if (!b)
-        return;
+        return BG_OK;
+    bg_status_t st = BG_OK;
+    if (b->weights_seen != rt->weights_set)
+        st = restash(rt);
     if (b->fresh && !drain)
         b->newest = step; /* step `step` runs on W(step - 1), the stash */
-    b->fresh = false;
+    b->fresh = b->fresh && drain;
     b->step = step;
     b->drain = drain;
+    return st;
 }
 
 /* Step whose micro-batch sits in slot id (0 <= id < 2m). */

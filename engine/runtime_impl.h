@@ -13,6 +13,8 @@
  *                      optimizer step on the backend, loss scaling
  *   runtime_params.c   parameters: flat buffers, views, upload, tied-weight
  *                      holders, the loss scale and its device dloss
+ *   runtime_2bw.c      a flush-free schedule's (2bw) weight versions,
+ *                      gradient sets, carried micro-batches and drain
  *
  * Shared functions end in '_' (private to the engine). Must NOT be included
  * outside engine/runtime*.c: everyone else uses engine/runtime.h.
@@ -182,6 +184,7 @@ struct bg_rt {
     bg_sched_t *eval_sched; /* forward-only lists of the last evaluation's size */
     rt_2bw_t *tbw;          /* flush-free schedule (2bw) state; NULL otherwise */
     int64_t last_step;      /* the last training step run (the drain follows it) */
+    unsigned weights_set;   /* bumped when the weights are set from outside (upload) */
 };
 
 /* ------------------------------------------------------- small shared helpers */
@@ -369,13 +372,12 @@ bg_status_t bg_rt_dloss_upload_(bg_rt_t *rt);
  * bookkeeping. Fails on out-of-memory. */
 bg_status_t bg_rt_2bw_setup_(bg_rt_t *rt);
 void bg_rt_2bw_free_(bg_rt_t *rt);
-/* The stash := the current weights (after create or an upload: W(-1) =
- * W(0)); queued on the compute stream. Device errors pass through. */
-bg_status_t bg_rt_2bw_restash_(bg_rt_t *rt);
 /* Slot table size in units of m: 2 for a flush-free schedule, else 1. */
 int bg_rt_2bw_slot_factor_(const bg_rt_t *rt);
-/* Start running `step`'s list (drain: the carried actions only). */
-void bg_rt_2bw_begin_(bg_rt_t *rt, int64_t step, bool drain);
+/* Start running `step`'s list (drain: the carried actions only); after
+ * weights were set from outside, the stash restarts from them (W(-1) =
+ * W(0)). Device errors pass through. */
+bg_status_t bg_rt_2bw_begin_(bg_rt_t *rt, int64_t step, bool drain);
 /* Whether action a runs now (0: skipped), with its micro-batch turned into
  * a slot id in *out. Cannot fail. */
 int bg_rt_2bw_admit_(bg_rt_t *rt, const bg_action_t *a, bg_action_t *out);
