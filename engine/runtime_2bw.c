@@ -75,7 +75,8 @@ static void gset_take(bg_rt_t *rt, int k)
     b->set[k].uacc_host = rt->uacc_host;
 }
 
-/* The second set: the buckets set up once more into fresh view arrays. */
+/* The second set: the buckets set up once more into fresh view arrays.
+ * Whatever it got is recorded as set 1 even on failure (freed with it). */
 static bg_status_t gset_second(bg_rt_t *rt)
 {
     rt_2bw_t *b = rt->tbw;
@@ -87,21 +88,17 @@ static bg_status_t gset_second(bg_rt_t *rt)
             return bg_errorf(BG_ERR_NOMEM, "2bw: out of memory");
     }
     gset_take(rt, 0);
-    rt->uacc_dev = calloc(nv, sizeof(float *));
-    rt->uacc_host = calloc(nv, sizeof(float *));
-    b->set[1].uacc_dev = rt->uacc_dev, b->set[1].uacc_host = rt->uacc_host;
-    if (!rt->uacc_dev || !rt->uacc_host) {
-        gset_use(rt, 0);
+    b->set[1].uacc_dev = calloc(nv, sizeof(float *));
+    b->set[1].uacc_host = calloc(nv, sizeof(float *));
+    if (!b->set[1].uacc_dev || !b->set[1].uacc_host)
         return bg_errorf(BG_ERR_NOMEM, "2bw: out of memory");
-    }
-    for (int i = 0; i < rt->nlc; i++)
+    rt->uacc_dev = b->set[1].uacc_dev, rt->uacc_host = b->set[1].uacc_host;
+    for (int i = 0; i < rt->nlc; i++) {
         rt->lc[i].grad_len = 0; /* bg_rt_buckets_setup_ sums it afresh */
+        rt->lc[i].grad_dev = rt->lc[i].grad_host = NULL;
+    }
     bg_status_t st = bg_rt_buckets_setup_(rt);
-    if (st == BG_OK)
-        gset_take(rt, 1);
-    /* set 1's host mirrors (device backends) are freed with set 1 */
-    for (int i = 0; i < rt->nlc && st != BG_OK; i++)
-        b->set[1].grad_host[i] = rt->lc[i].grad_host;
+    gset_take(rt, 1);
     gset_use(rt, 0);
     return st;
 }
@@ -132,14 +129,13 @@ void bg_rt_2bw_free_(bg_rt_t *rt)
     rt_2bw_t *b = rt->tbw;
     if (!b)
         return;
-    if (b->set[0].grad_dev && b->set[1].uacc_dev) {
-        gset_use(rt, 0); /* the executor frees set 0 as its own */
-        for (int i = 0; i < rt->nlc; i++)
-            if (b->set[1].grad_host[i] != b->set[1].grad_dev[i])
+    if (b->set[0].uacc_dev) { /* set 0 taken: the executor frees it as its own */
+        gset_use(rt, 0);
+        for (int i = 0; b->set[1].grad_host && i < rt->nlc; i++)
+            if (b->set[1].grad_host[i] && b->set[1].grad_host[i] != b->set[1].grad_dev[i])
                 free(b->set[1].grad_host[i]);
     }
-    if (b->set[1].uacc_dev != b->set[0].uacc_dev)
-        free(b->set[1].uacc_dev), free(b->set[1].uacc_host);
+    free(b->set[1].uacc_dev), free(b->set[1].uacc_host);
     for (int k = 0; k < 2; k++)
         free(b->set[k].grad_dev), free(b->set[k].grad_host), free(b->wc[k]);
     free(b->pending);
