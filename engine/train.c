@@ -284,6 +284,11 @@ static bg_status_t setup_runtime(train_t *t)
         return st;
     if ((st = bg_train_loss_scale(c, rc.dtype, &rc.loss_scale, &rc.scale_dynamic)) != BG_OK)
         return st;
+    /* 2bw: a step's carried backwards run after the previous update, which
+     * may change a dynamic scale: one gradient would mix two scales */
+    if (rc.scale_dynamic && bg_sched_flush_free(t->sched))
+        return bg_errorf(BG_ERR_INVALID, "--schedule 2bw cannot use a dynamic loss scale (a "
+                         "step's gradient would mix two scales); give a fixed --loss-scale N");
     rc.scale_window = c->loss_scale_window;
     rc.tp = t->tp;
     rc.optim = c->optim;

@@ -3,6 +3,8 @@
  *  - the loss falls over 60 steps on two stages (mlp-fashion, synthetic);
  *  - step t runs on W(t-1): the second step's loss (batch 1 on W(0)) is the
  *    one 1f1b measures on batch 1 when nothing moves the weights (--lr 0);
+ *  - evaluations (each after a drain) change no loss; a dynamic loss
+ *    scale is refused;
  *  - resuming is refused with the reason, both a 2bw run and a 2bw
  *    checkpoint under another schedule (checkpoints hold one version).
  * Bit-identity across layouts is test_layout_equiv's. argv[1]: the brigade
@@ -84,6 +86,25 @@ static void runs_on_previous_version(void)
                   d[1], z[0], z[1]);
 }
 
+/* The drain before an evaluation changes no number: the same losses with
+ * an evaluation after every step as without; a dynamic loss scale is
+ * refused. */
+static void drain_changes_nothing(void)
+{
+    CHECK(run("--stages 3 --schedule 2bw --batch 16 --steps 4 --log-every 1 --metrics a.jsonl",
+              "a.log") == 0);
+    CHECK(run("--stages 3 --schedule 2bw --batch 16 --steps 4 --log-every 1 --eval-every 1 "
+              "--eval-batches 1 --metrics b.jsonl",
+              "b.log") == 0);
+    double a[8], b[8];
+    int na = losses("a.jsonl", a, 8), nb = losses("b.jsonl", b, 8);
+    CHECK(na == 4 && nb == 4);
+    for (int i = 0; i < na && i < nb; i++)
+        CHECK_MSG(a[i] == b[i], "step %d: %.6f without evaluations, %.6f with", i + 1, a[i], b[i]);
+    CHECK(run("--stages 2 --schedule 2bw --batch 16 --steps 2 --loss-scale dynamic", "s.log") == 2);
+    CHECK(log_has("s.log", "dynamic loss scale"));
+}
+
 static void resume_refused(void)
 {
     CHECK(run("--stages 2 --schedule 2bw --batch 16 --steps 3 --checkpoint-dir ck --resume",
@@ -109,6 +130,7 @@ int main(int argc, char **argv)
     if (system(mk)) return 1;
     loss_falls();
     runs_on_previous_version();
+    drain_changes_nothing();
     resume_refused();
     snprintf(mk, sizeof(mk), "rm -rf %s", wd);
     if (system(mk)) {
