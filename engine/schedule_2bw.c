@@ -159,7 +159,7 @@ bg_status_t bg_sched_unroll_(const bg_sched_t *s, int steps, int keep_updates, i
         bg_sched_free(o);
         return bg_errorf(BG_ERR_NOMEM, "%s: out of memory unrolling", s->name);
     }
-    memcpy(e, s->edges, (size_t)s->nedges * sizeof(*e));
+    if (s->nedges) memcpy(e, s->edges, (size_t)s->nedges * sizeof(*e));
     free(o->edges);
     o->edges = e, o->nedges = s->nedges, o->cap_edges = (size_t)(s->nedges ? s->nedges : 1);
     upd_t u = {{calloc((size_t)s->nchunks, sizeof(int)), calloc((size_t)s->nchunks, sizeof(int))},
