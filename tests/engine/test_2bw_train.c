@@ -70,20 +70,31 @@ static void loss_falls(void)
     if (n == 6) CHECK_MSG(l[5] < 0.8 * l[0], "loss %.4f -> %.4f does not fall", l[0], l[5]);
 }
 
+/* Runs `a` and `b` (each with --log-every 1 and a metrics file) log the
+ * same `steps` losses, bit for bit as printed; `what` names the check. */
+static void same_losses(const char *a, const char *b, int steps, const char *what)
+{
+    char args[512];
+    snprintf(args, sizeof(args), "%s/a.jsonl", wd);
+    remove(args); /* metrics files are appended to */
+    snprintf(args, sizeof(args), "%s/b.jsonl", wd);
+    remove(args);
+    snprintf(args, sizeof(args), "%s --log-every 1 --metrics a.jsonl", a);
+    CHECK(run(args, "a.log") == 0);
+    snprintf(args, sizeof(args), "%s --log-every 1 --metrics b.jsonl", b);
+    CHECK(run(args, "b.log") == 0);
+    double la[16], lb[16];
+    int na = losses("a.jsonl", la, 16), nb = losses("b.jsonl", lb, 16);
+    CHECK_MSG(na == steps && nb == steps, "%s: %d and %d loss lines", what, na, nb);
+    for (int i = 0; i < na && i < nb; i++)
+        CHECK_MSG(la[i] == lb[i], "%s, step %d: %.6f against %.6f", what, i + 1, la[i], lb[i]);
+}
+
 static void runs_on_previous_version(void)
 {
-    CHECK(run("--stages 2 --schedule 2bw --batch 16 --steps 2 --log-every 1 --metrics d.jsonl "
-              "--checkpoint-dir ck",
-              "d.log") == 0);
-    CHECK(run("--stages 1 --schedule 1f1b --batch 16 --steps 2 --log-every 1 --lr 0 "
-              "--metrics z.jsonl",
-              "z.log") == 0);
-    double d[4], z[4];
-    int nd = losses("d.jsonl", d, 4), nz = losses("z.jsonl", z, 4);
-    CHECK(nd == 2 && nz == 2);
-    if (nd == 2 && nz == 2)
-        CHECK_MSG(d[0] == z[0] && d[1] == z[1], "2bw losses %.6f %.6f, W(0)'s %.6f %.6f", d[0],
-                  d[1], z[0], z[1]);
+    same_losses("--stages 2 --schedule 2bw --batch 16 --steps 2 --checkpoint-dir ck",
+                "--stages 1 --schedule 1f1b --batch 16 --steps 2 --lr 0", 2,
+                "2bw against 1f1b on W(0)");
 }
 
 /* The drain before an evaluation changes no number: the same losses with
@@ -91,16 +102,9 @@ static void runs_on_previous_version(void)
  * refused. */
 static void drain_changes_nothing(void)
 {
-    CHECK(run("--stages 3 --schedule 2bw --batch 16 --steps 4 --log-every 1 --metrics a.jsonl",
-              "a.log") == 0);
-    CHECK(run("--stages 3 --schedule 2bw --batch 16 --steps 4 --log-every 1 --eval-every 1 "
-              "--eval-batches 1 --metrics b.jsonl",
-              "b.log") == 0);
-    double a[8], b[8];
-    int na = losses("a.jsonl", a, 8), nb = losses("b.jsonl", b, 8);
-    CHECK(na == 4 && nb == 4);
-    for (int i = 0; i < na && i < nb; i++)
-        CHECK_MSG(a[i] == b[i], "step %d: %.6f without evaluations, %.6f with", i + 1, a[i], b[i]);
+    same_losses("--stages 3 --schedule 2bw --batch 16 --steps 4",
+                "--stages 3 --schedule 2bw --batch 16 --steps 4 --eval-every 1 --eval-batches 1",
+                4, "2bw without and with evaluations");
     CHECK(run("--stages 2 --schedule 2bw --batch 16 --steps 2 --loss-scale dynamic", "s.log") == 2);
     CHECK(log_has("s.log", "dynamic loss scale"));
 }
