@@ -54,7 +54,7 @@ static bg_status_t run_action(bg_rt_t *rt, const bg_action_t *a, int64_t step)
     case BG_ACT_ALLREDUCE:
         return bg_rt_allreduce_start_(rt, lci);
     case BG_ACT_OPTIMIZER:
-        return bg_rt_optimizer_(rt, step);
+        return bg_rt_2bw_optimizer_(rt, step);
     default:
         return bg_errorf(BG_ERR_INTERNAL, "unknown action kind %d", (int)a->kind);
     }
@@ -90,6 +90,9 @@ static bg_status_t collect_losses(bg_rt_t *rt)
  * steps are timed (events and marks); evaluations are not. */
 static bg_status_t run_one(bg_rt_t *rt, const bg_action_t *a, int64_t step)
 {
+    bg_action_t slot_a; /* a with its micro-batch as a slot id (2bw; else a itself) */
+    if (!bg_rt_2bw_admit_(rt, a, &slot_a))
+        return BG_OK;
     double t0 = bg_now_s();
     if (a->kind == BG_ACT_OPTIMIZER && !rt->eval)
         rt->stats->pipe_s = t0 - rt->t_origin;
@@ -97,8 +100,10 @@ static bg_status_t run_one(bg_rt_t *rt, const bg_action_t *a, int64_t step)
     bg_action_str(a, name, sizeof(name));
     int mark = bg_act_is_compute(a->kind) && !rt->eval ? bg_rt_mark_begin_(rt) : -1;
     bg_nvtx_push_action(name, (int)a->kind, a->mb);
-    bg_status_t st = run_action(rt, a, step);
+    bg_status_t st = run_action(rt, &slot_a, step);
     bg_nvtx_pop();
+    if (st == BG_OK)
+        bg_rt_2bw_ran_(rt, &slot_a);
     if (mark >= 0 && st == BG_OK)
         st = bg_rt_mark_end_(rt, mark);
     double t1 = bg_now_s();
@@ -123,9 +128,11 @@ static bg_status_t run_list(bg_rt_t *rt, const bg_action_t *acts, size_t n, int6
     bg_status_t st = BG_OK;
     for (size_t i = 0; i < n && st == BG_OK; i++) {
         /* Post receives early so data lands while we compute. */
-        for (size_t j = i; j < n && j <= i + RT_LOOKAHEAD && st == BG_OK; j++)
-            if (bg_act_is_recv(acts[j].kind))
-                st = bg_rt_recv_post_(rt, &acts[j]);
+        for (size_t j = i; j < n && j <= i + RT_LOOKAHEAD && st == BG_OK; j++) {
+            bg_action_t r;
+            if (bg_act_is_recv(acts[j].kind) && bg_rt_2bw_admit_(rt, &acts[j], &r))
+                st = bg_rt_recv_post_(rt, &r);
+        }
         if (st == BG_OK)
             st = run_one(rt, &acts[i], step);
     }
@@ -133,7 +140,9 @@ static bg_status_t run_list(bg_rt_t *rt, const bg_action_t *acts, size_t n, int6
         bg_status_t s2 = st == BG_OK ? bg_rt_defer_progress_(rt, true) : BG_OK;
         if (st == BG_OK)
             st = s2;
-        s2 = bg_rt_pend_progress_(rt, true);
+        /* 2bw: a carried gradient's send completes when its receiver posts
+         * it, in that rank's next step; waiting here could deadlock */
+        s2 = bg_rt_pend_progress_(rt, !bg_rt_2bw_sends_cross_(rt));
         if (st == BG_OK)
             st = s2;
     }
@@ -142,22 +151,21 @@ static bg_status_t run_list(bg_rt_t *rt, const bg_action_t *acts, size_t n, int6
     return st;
 }
 
-bg_status_t bg_rt_step(bg_rt_t *rt, int64_t step, bg_rt_feed_fn feed, void *ctx, bg_rt_stats_t *out)
+/* Run this rank's list as step `step` (drain: only what the last step
+ * carried over) into *stats. */
+static bg_status_t run_step(bg_rt_t *rt, int64_t step, bool drain, bg_rt_stats_t *stats)
 {
-    bg_rt_stats_t stats;
-    memset(&stats, 0, sizeof(stats));
-    rt->feed = feed;
-    rt->feed_ctx = ctx;
+    memset(stats, 0, sizeof(*stats));
     rt->on_output = NULL;
-    rt->stats = &stats;
+    rt->stats = stats;
     rt->eval = false;
     rt->nev = 0;
     rt->t_origin = bg_now_s();
     size_t n = bg_sched_len(rt->conf.sched, rt->conf.stage);
     const bg_action_t *acts = bg_sched_actions(rt->conf.sched, rt->conf.stage);
     rt->nmark = 0;
-    bg_status_t st = BG_OK;
-    if (!rt->evorigin)
+    bg_status_t st = bg_rt_2bw_begin_(rt, step, drain);
+    if (st == BG_OK && !rt->evorigin)
         st = bg_event_create(rt->conf.be, &rt->evorigin);
     if (st == BG_OK)
         st = bg_event_record(rt->conf.be, rt->evorigin, rt->compute);
@@ -165,14 +173,32 @@ bg_status_t bg_rt_step(bg_rt_t *rt, int64_t step, bg_rt_feed_fn feed, void *ctx,
         st = run_list(rt, acts, n, step);
     if (st == BG_OK)
         st = bg_rt_marks_resolve_(rt);
-    stats.step_s = bg_now_s() - rt->t_origin;
-    if (!stats.pipe_s)
-        stats.pipe_s = stats.step_s;
-    bg_rt_slots_reset_(rt);
+    stats->step_s = bg_now_s() - rt->t_origin;
+    if (!stats->pipe_s)
+        stats->pipe_s = stats->step_s;
+    return bg_rt_2bw_end_(rt, st); /* closes the slots (2bw: all but carried ones) */
+}
+
+bg_status_t bg_rt_step(bg_rt_t *rt, int64_t step, bg_rt_feed_fn feed, void *ctx, bg_rt_stats_t *out)
+{
+    bg_rt_stats_t stats;
+    rt->feed = feed;
+    rt->feed_ctx = ctx;
+    rt->last_step = step;
+    bg_status_t st = run_step(rt, step, false, &stats);
     if (st != BG_OK)
         return bg_rt_err_(rt, st);
     *out = stats;
     return BG_OK;
+}
+
+bg_status_t bg_rt_drain(bg_rt_t *rt)
+{
+    if (!bg_rt_2bw_carrying_(rt))
+        return BG_OK;
+    bg_rt_stats_t stats;
+    bg_status_t st = run_step(rt, rt->last_step + 1, true, &stats);
+    return st == BG_OK ? BG_OK : bg_rt_err_(rt, st);
 }
 
 /* The forward-only lists for `mb` micro-batches of this layout, made by
@@ -201,7 +227,10 @@ bg_status_t bg_rt_eval(bg_rt_t *rt, int mb, bg_rt_feed_fn feed, void *ctx,
 {
     if (mb < 1)
         return bg_rt_err_(rt, bg_errorf(BG_ERR_INVALID, "evaluation with %d micro-batches", mb));
-    bg_status_t st = eval_lists(rt, mb);
+    bg_status_t st = bg_rt_drain(rt); /* evaluate one consistent version */
+    if (st != BG_OK)
+        return st;
+    st = eval_lists(rt, mb);
     if (st != BG_OK)
         return bg_rt_err_(rt, st);
     bg_rt_stats_t stats;
@@ -285,7 +314,8 @@ static bg_status_t setup_chunks(bg_rt_t *rt)
 /* Slots for a step, the shared layer workspace and d(loss). */
 static bg_status_t setup_buffers(bg_rt_t *rt)
 {
-    bg_status_t st = bg_rt_slots_reserve_(rt, bg_sched_microbatches(rt->conf.sched));
+    bg_status_t st = bg_rt_slots_reserve_(rt, bg_sched_microbatches(rt->conf.sched) *
+                                                  bg_rt_2bw_slot_factor_(rt));
     if (st != BG_OK)
         return st;
     size_t ws = 0;
@@ -353,6 +383,8 @@ bg_status_t bg_rt_create(const bg_rt_conf_t *conf, bg_rt_t **out)
     if (st == BG_OK)
         st = bg_rt_buckets_setup_(rt);
     if (st == BG_OK)
+        st = bg_rt_2bw_setup_(rt);
+    if (st == BG_OK)
         st = setup_buffers(rt);
     if (st == BG_OK)
         st = setup_groups(rt);
@@ -374,6 +406,7 @@ void bg_rt_free(bg_rt_t *rt)
     if (rt->conf.tp)
         bg_rt_pend_progress_(rt, true);
     bg_rt_slots_free_(rt);
+    bg_rt_2bw_free_(rt);
     bg_rt_params_free_(rt);
     for (int i = 0; rt->lc && i < rt->nlc; i++) {
         if (rt->lc[i].grad_host != rt->lc[i].grad_dev)

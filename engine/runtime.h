@@ -77,6 +77,17 @@ bg_status_t bg_rt_step(bg_rt_t *rt, int64_t step, bg_rt_feed_fn feed, void *ctx,
                        bg_rt_stats_t *out);
 
 /*
+ * A flush-free schedule (2bw) leaves the backwards of the step's last
+ * micro-batches for the next step. The drain runs them and applies the
+ * update they complete, so every rank holds one consistent weight version
+ * (checkpoints, the end of training; bg_rt_eval drains by itself). It
+ * changes no numbers: the next step then starts without carried work. A
+ * no-op for other schedules and when nothing is carried. Collective over
+ * the pipeline like a step; errors as bg_rt_step.
+ */
+bg_status_t bg_rt_drain(bg_rt_t *rt);
+
+/*
  * What an evaluation shows its caller of one micro-batch, on the rank that
  * computes the loss: the loss layer's logits (or their per-row argmax) and
  * targets, copied to the host. Metrics

@@ -96,7 +96,8 @@ static bg_status_t feed_inputs(bg_rt_t *rt, int lci, rt_slot_t *s)
             void *host = malloc(host_bytes ? host_bytes : 1);
             if (!host)
                 return bg_errorf(BG_ERR_NOMEM, "out of memory for input %s", gt->name);
-            bg_status_t st = rt->feed(rt->feed_ctx, s->mb, gt->input, host, host_bytes);
+            bg_status_t st = rt->feed(rt->feed_ctx, bg_rt_2bw_feed_mb_(rt, s->mb), gt->input,
+                                      host, host_bytes);
             if (st == BG_OK)
                 st = rt_dalloc(rt, rt_tensor_bytes(rt, t), &s->val[t]);
             if (st == BG_OK) {
@@ -162,7 +163,8 @@ static bg_status_t layer_call_init(bg_rt_t *rt, int l, rt_slot_t *s, int lci, bg
         rt_param_t *p = &rt->par[rt->param_local[gl->param[j]]];
         bg_shape_t ps = p->p >= 0 ? bg_graph_param(rt->g, p->p)->desc.shape : gl->slot[j].shape;
         ps.dtype = rt->conf.dtype;
-        tparam[j] = bg_tensor_from_shape(p->dev, rt->dev, &ps);
+        /* 2bw: the version this micro-batch entered with */
+        tparam[j] = bg_tensor_from_shape((void *)bg_rt_2bw_param_dev_(rt, s, p), rt->dev, &ps);
         call->params[j] = &tparam[j];
     }
     bg_layer_cost_t cost;

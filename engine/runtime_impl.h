@@ -13,6 +13,8 @@
  *                      optimizer step on the backend, loss scaling
  *   runtime_params.c   parameters: flat buffers, views, upload, tied-weight
  *                      holders, the loss scale and its device dloss
+ *   runtime_2bw.c      a flush-free schedule's (2bw) weight versions,
+ *                      gradient sets, carried micro-batches and drain
  *
  * Shared functions end in '_' (private to the engine). Must NOT be included
  * outside engine/runtime*.c: everyone else uses engine/runtime.h.
@@ -115,7 +117,7 @@ typedef struct rt_deferred {
     int lci; /* allreduce: local chunk */
     int peer;
     uint64_t tag;
-    void *buf;
+    void *buf; /* the message (owned); allreduce: the bucket as of the issue */
     size_t bytes;
 } rt_deferred_t;
 
@@ -123,6 +125,8 @@ typedef struct rt_deferred {
 typedef struct rt_mark {
     bg_event_t *begin, *end;
 } rt_mark_t;
+
+typedef struct rt_2bw rt_2bw_t; /* runtime_2bw.c */
 
 struct bg_rt {
     bg_rt_conf_t conf;
@@ -178,6 +182,9 @@ struct bg_rt {
     bg_rt_stats_t *stats;
     bool eval;
     bg_sched_t *eval_sched; /* forward-only lists of the last evaluation's size */
+    rt_2bw_t *tbw;          /* flush-free schedule (2bw) state; NULL otherwise */
+    int64_t last_step;      /* the last training step run (the drain follows it) */
+    unsigned weights_set;   /* bumped when the weights are set from outside (upload) */
 };
 
 /* ------------------------------------------------------- small shared helpers */
@@ -356,5 +363,40 @@ bg_status_t bg_rt_params_cast_(bg_rt_t *rt);
  * is this file's). Synchronises the compute stream; fails on a device
  * error. */
 bg_status_t bg_rt_dloss_upload_(bg_rt_t *rt);
+
+/* --------------------------------------------------------------- runtime_2bw.c */
+
+/* Each is a no-op (or the identity) unless the schedule is flush-free. */
+
+/* After the parameters: the stash (previous weight version) and the
+ * bookkeeping. Fails on out-of-memory. */
+bg_status_t bg_rt_2bw_setup_(bg_rt_t *rt);
+void bg_rt_2bw_free_(bg_rt_t *rt);
+/* Slot table size in units of m: 2 for a flush-free schedule, else 1. */
+int bg_rt_2bw_slot_factor_(const bg_rt_t *rt);
+/* Start running `step`'s list (drain: the carried actions only); after
+ * weights were set from outside, the stash restarts from them (W(-1) =
+ * W(0)). Device errors pass through. */
+bg_status_t bg_rt_2bw_begin_(bg_rt_t *rt, int64_t step, bool drain);
+/* Whether action a runs now (0: skipped), with its micro-batch turned into
+ * a slot id in *out. Cannot fail. */
+int bg_rt_2bw_admit_(bg_rt_t *rt, const bg_action_t *a, bg_action_t *out);
+/* Bookkeeping after admitted action a (slot ids) ran. */
+void bg_rt_2bw_ran_(bg_rt_t *rt, const bg_action_t *a);
+/* The compute copy of parameter p for the version slot s's micro-batch
+ * entered with. Cannot fail (a missing version is reported at the end). */
+const void *bg_rt_2bw_param_dev_(bg_rt_t *rt, const rt_slot_t *s, const rt_param_t *p);
+/* OPTIMIZER: stash the newest version, then step on the delayed gradient. */
+bg_status_t bg_rt_2bw_optimizer_(bg_rt_t *rt, int64_t step);
+/* The data loader's micro-batch of slot id slot_mb. */
+int bg_rt_2bw_feed_mb_(const bg_rt_t *rt, int slot_mb);
+/* Whether sends may stay in flight past the end of this list (a 2bw
+ * training step, not its drain nor an evaluation). */
+bool bg_rt_2bw_sends_cross_(const bg_rt_t *rt);
+/* Whether carried micro-batches are open (a drain has work). */
+bool bg_rt_2bw_carrying_(const bg_rt_t *rt);
+/* End of a list: close slots (keeping carried ones after a good step);
+ * returns st, or an internal error when a version was missing. */
+bg_status_t bg_rt_2bw_end_(bg_rt_t *rt, bg_status_t st);
 
 #endif

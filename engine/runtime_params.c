@@ -224,6 +224,8 @@ void bg_rt_params_free_(bg_rt_t *rt)
 bg_status_t bg_rt_params_upload(bg_rt_t *rt)
 {
     bg_status_t st = params_push(rt);
+    if (st == BG_OK)
+        rt->weights_set++; /* 2bw restarts its versions from these: W(-1) = W(0) */
     return st == BG_OK ? BG_OK : bg_rt_err_(rt, st);
 }
 

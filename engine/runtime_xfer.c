@@ -178,7 +178,7 @@ static bg_status_t defer_start(bg_rt_t *rt, rt_deferred_t *d)
 {
     if (d->allreduce) {
         rt_chunk_t *ch = &rt->lc[d->lci];
-        return bg_tp_allreduce_start(rt->dp_group, ch->grad_dev, ch->grad_len, BG_TP_F32, BG_TP_SUM,
+        return bg_tp_allreduce_start(rt->dp_group, d->buf, ch->grad_len, BG_TP_F32, BG_TP_SUM,
                                      rt->mem, &ch->ar);
     }
     bg_tp_req_t *req;
@@ -241,7 +241,8 @@ bg_status_t bg_rt_allreduce_start_(bg_rt_t *rt, int lci)
 {
     /* Starts once the chunk's last W has run on the device. */
     if (rt->conf.dps > 1 && rt->lc[lci].grad_len)
-        return defer_add(rt, (rt_deferred_t){NULL, true, lci, -1, 0, NULL, 0});
+        /* the bucket as of now: 2bw switches buckets before this starts */
+        return defer_add(rt, (rt_deferred_t){NULL, true, lci, -1, 0, rt->lc[lci].grad_dev, 0});
     return BG_OK;
 }
 

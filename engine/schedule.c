@@ -135,6 +135,7 @@ bg_status_t bg_sched_clone(const bg_sched_t *s, bg_sched_t **out)
     bg_status_t st = bg_sched_create(s->p, s->m, s->v, s->chunk_rank, &c);
     if (st) return st;
     memcpy(c->name, s->name, sizeof(c->name));
+    c->flush_free = s->flush_free;
     c->nedges = 0;
     for (int i = 0; i < s->nedges; i++)
         if ((st = push_edge(c, s->edges[i].src, s->edges[i].dst, s->edges[i].grad))) goto err;
@@ -163,6 +164,7 @@ int bg_sched_microbatches(const bg_sched_t *s) { return s->m; }
 int bg_sched_chunks_per_rank(const bg_sched_t *s) { return s->v; }
 int bg_sched_chunks(const bg_sched_t *s) { return s->nchunks; }
 const char *bg_sched_name(const bg_sched_t *s) { return s->name; }
+int bg_sched_flush_free(const bg_sched_t *s) { return s->flush_free; }
 
 int bg_sched_chunk_rank(const bg_sched_t *s, int chunk)
 {
@@ -270,24 +272,32 @@ typedef struct {
     long *f, *b; /* [m] each */
 } anchors_t;
 
+/* Micro-batch numbers an edge's anchors span: a flush-free step also
+ * holds carried backwards, written mb + m. */
+static int anchor_mbs(const bg_sched_t *s)
+{
+    return s->flush_free ? 2 * s->m : s->m;
+}
+
 static bg_status_t find_anchors(const bg_sched_t *s, int rank, int fchunk, int bchunk,
                                 anchors_t *an)
 {
     const bg_sched_list_t *l = &s->lists[rank];
-    long *bw = malloc(3 * (size_t)s->m * sizeof(long));
+    int n = anchor_mbs(s);
+    long *bw = malloc(3 * (size_t)n * sizeof(long));
     if (!bw) return bg_errorf(BG_ERR_NOMEM, "schedule: out of memory for rank %d", rank);
-    an->blk = bw, an->f = bw + s->m, an->b = bw + 2 * (size_t)s->m;
-    for (int mb = 0; mb < s->m; mb++) an->f[mb] = an->b[mb] = bw[mb] = -1;
+    an->blk = bw, an->f = bw + n, an->b = bw + 2 * (size_t)n;
+    for (int mb = 0; mb < n; mb++) an->f[mb] = an->b[mb] = bw[mb] = -1;
     for (size_t i = 0; i < l->len; i++) {
         const bg_action_t *a = &l->a[i];
-        if (a->mb < 0 || a->mb >= s->m) continue;
+        if (a->mb < 0 || a->mb >= n) continue;
         long *slot = a->kind == BG_ACT_F && a->chunk == fchunk   ? &an->f[a->mb]
                      : a->kind == BG_ACT_B && a->chunk == bchunk  ? &an->b[a->mb]
                      : a->kind == BG_ACT_BW && a->chunk == bchunk ? &bw[a->mb]
                                                                   : NULL;
         if (slot && *slot < 0) *slot = (long)i;
     }
-    for (int mb = 0; mb < s->m; mb++)
+    for (int mb = 0; mb < n; mb++)
         if (an->b[mb] < 0) an->b[mb] = bw[mb];
     return BG_OK;
 }
@@ -307,6 +317,7 @@ static bg_status_t splice_side(bg_sched_t *s, const side_t *sd, bg_sched_edge_t 
 {
     bg_sched_list_t *l = &s->lists[sd->rank];
     size_t add = (size_t)s->m * (e.grad ? 2 : 1), n = 0;
+    int nmb = anchor_mbs(s);
     /* at[i]: which transfers sit next to action i (bit 0 F-before, 1 F-after,
      * 2 B-before, 3 B-after) and for which micro-batch. */
     unsigned char *at = calloc(l->len + 1, 1);
@@ -317,9 +328,10 @@ static bg_status_t splice_side(bg_sched_t *s, const side_t *sd, bg_sched_edge_t 
         st = bg_errorf(BG_ERR_NOMEM, "schedule: out of memory for rank %d", sd->rank);
         goto err_free;
     }
-    for (int mb = 0; mb < s->m; mb++) {
-        at[sd->an.f[mb]] |= sd->f_after ? 2 : 1, atmb[sd->an.f[mb]] = mb;
-        if (e.grad) at[sd->an.b[mb]] |= sd->b_after ? 8 : 4, atmb[sd->an.b[mb]] = mb;
+    for (int mb = 0; mb < nmb; mb++) { /* anchors checked: -1 only for absent carried ones */
+        if (sd->an.f[mb] >= 0) at[sd->an.f[mb]] |= sd->f_after ? 2 : 1, atmb[sd->an.f[mb]] = mb;
+        if (e.grad && sd->an.b[mb] >= 0)
+            at[sd->an.b[mb]] |= sd->b_after ? 8 : 4, atmb[sd->an.b[mb]] = mb;
     }
     for (size_t i = 0; i < l->len; i++) {
         int mb = atmb[i];
@@ -339,17 +351,26 @@ err_free:
     return st;
 }
 
+/* Index of the backward anchor of micro-batch mb on a side: in a flush-free
+ * step a micro-batch's backward is either this step's (mb) or carried
+ * (mb + m), never both; -1 when neither. */
+static long b_anchor(const bg_sched_t *s, const side_t *sd, int mb)
+{
+    if (!s->flush_free || sd->an.b[mb] >= 0) return sd->an.b[mb];
+    return sd->an.b[mb + s->m];
+}
+
 /* The first missing anchor in the order a micro-batch-by-micro-batch
  * insertion would meet it, as BG_ERR_INVALID; BG_OK when none is missing. */
 static bg_status_t check_anchors(const bg_sched_t *s, const side_t *src, const side_t *dst,
                                  bg_sched_edge_t e)
 {
     for (int mb = 0; mb < s->m; mb++) {
-        const side_t *miss = src->an.f[mb] < 0                ? src
-                             : dst->an.f[mb] < 0              ? dst
-                             : e.grad && dst->an.b[mb] < 0    ? dst
-                             : e.grad && src->an.b[mb] < 0    ? src
-                                                              : NULL;
+        const side_t *miss = src->an.f[mb] < 0                    ? src
+                             : dst->an.f[mb] < 0                  ? dst
+                             : e.grad && b_anchor(s, dst, mb) < 0 ? dst
+                             : e.grad && b_anchor(s, src, mb) < 0 ? src
+                                                                  : NULL;
         if (!miss) continue;
         int f_missing = miss->an.f[mb] < 0;
         bg_act_kind_t k = f_missing ? miss->f_kind : miss->b_kind;

@@ -184,6 +184,13 @@ int bg_sched_microbatches(const bg_sched_t *s);   /* m */
 int bg_sched_chunks_per_rank(const bg_sched_t *s); /* v */
 int bg_sched_chunks(const bg_sched_t *s);         /* p * v */
 int bg_sched_chunk_rank(const bg_sched_t *s, int chunk); /* -1 if out of range */
+/*
+ * 1 for a schedule whose lists are one step of a pipeline that never
+ * flushes (2bw): an action on micro-batch mb >= m belongs to micro-batch
+ * mb - m of the previous step, carried over the step boundary, and the
+ * OPTIMIZER may stand mid-list (docs/schedules.md, "2bw"). 0 otherwise.
+ */
+int bg_sched_flush_free(const bg_sched_t *s);
 /* Name given by the generator ("1f1b", ...), "custom" for bg_sched_create. */
 const char *bg_sched_name(const bg_sched_t *s);
 

@@ -376,6 +376,7 @@ static bg_status_t check(const bg_sched_t *s, int fwd, int *peak_live, pos_t *ba
 
 bg_status_t bg_sched_check(const bg_sched_t *s, int *peak_live)
 {
+    if (s->flush_free) return bg_sched_check_2bw_(s, peak_live);
     return check(s, 0, peak_live, NULL);
 }
 
@@ -387,7 +388,7 @@ bg_status_t bg_sched_check_forward(const bg_sched_t *s)
 bg_status_t bg_sched_check_at_(const bg_sched_t *s, int *bad_rank, long *bad_index)
 {
     pos_t bad = {-1, -1};
-    bg_status_t st = check(s, 0, NULL, &bad);
+    bg_status_t st = s->flush_free ? bg_sched_check_2bw_(s, NULL) : check(s, 0, NULL, &bad);
     *bad_rank = bad.rank;
     *bad_index = bad.idx;
     return st;
@@ -398,6 +399,14 @@ void bg_sched_peaks(const bg_sched_t *s, int *peak_live, int *peak_stash)
     for (int r = 0; r < s->p; r++) {
         int live = 0, stash = 0, pl = 0, ps = 0;
         const bg_sched_list_t *l = &s->lists[r];
+        /* A flush-free step starts with its carried micro-batches live. */
+        for (size_t i = 0; s->flush_free && i < l->len; i++) {
+            bg_act_kind_t k = l->a[i].kind;
+            if (l->a[i].mb < s->m || !bg_act_is_compute(k)) continue;
+            live += k == BG_ACT_W || k == BG_ACT_BW;
+            stash += k == BG_ACT_B || k == BG_ACT_BW;
+        }
+        pl = live, ps = stash;
         for (size_t i = 0; i < l->len; i++) {
             switch (l->a[i].kind) {
             case BG_ACT_F: live++, stash++; break;

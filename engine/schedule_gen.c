@@ -422,7 +422,7 @@ bg_status_t bg_sched_generate(bg_sched_kind_t kind, int p, int m, int v, unsigne
     for (int c = 0; c < s->nchunks; c++) s->chunk_rank[c] = bg_sched_chunk_rank_of(d, p, c);
     snprintf(s->name, sizeof(s->name), "%s", d->name);
     st = generators[kind](s, (flags & BG_SCHED_SPLIT_BW) != 0);
-    if (!st) st = bg_sched_finish_(s);
+    if (!st && !s->flush_free) st = bg_sched_finish_(s); /* 2bw places its own */
     if (st) goto err;
     *out = s;
     return BG_OK;

@@ -31,6 +31,10 @@ struct bg_sched {
     int nedges;
     size_t cap_edges;
     char name[32];
+    /* 2bw: the lists are one step of a pipeline that never flushes; an
+     * action on mb >= m is micro-batch mb - m of the previous step, carried
+     * over (engine/schedule_2bw.c). 0 for every other schedule. */
+    int flush_free;
 };
 
 /* Index of edge src -> dst, or -1. */
@@ -66,5 +70,28 @@ bg_status_t bg_sched_finish_(bg_sched_t *s);
 /* Insert the transfers of every declared edge into compute-only lists
  * (generators). Leaves s partly edited on failure. */
 bg_status_t bg_sched_insert_all_transfers_(bg_sched_t *s);
+
+/* ------------------------------------------------ 2bw (engine/schedule_2bw.c) */
+
+/* The 2bw generator: whole lists (compute, transfers, ALLREDUCE,
+ * OPTIMIZER), marks s flush-free. */
+bg_status_t bg_sched_gen_2bw_(bg_sched_t *s, int split);
+
+/*
+ * A flush-free schedule run for `steps` steps then drained, as one plain
+ * schedule of steps * m micro-batches (step t's micro-batch k is t*m + k):
+ * the first step without carried actions, the drain holding only them.
+ * keep_updates: ALLREDUCE and OPTIMIZER stay where they are, dropped where
+ * no W ran since the previous one (as the executor does); otherwise they are
+ * dropped and one ALLREDUCE per chunk and OPTIMIZER end each rank (the form
+ * bg_sched_check accepts). When `starts` is not NULL, starts[r] receives the
+ * index in the unrolled list of rank r where step `mark` (0 < mark < steps)
+ * begins. BG_ERR_NOMEM / BG_ERR_INVALID (too many micro-batches).
+ */
+bg_status_t bg_sched_unroll_(const bg_sched_t *s, int steps, int keep_updates, int mark,
+                             size_t *starts, bg_sched_t **out);
+
+/* bg_sched_check of a flush-free schedule (its checker). */
+bg_status_t bg_sched_check_2bw_(const bg_sched_t *s, int *peak_live);
 
 #endif

@@ -31,14 +31,20 @@ bg_sim_costs_t bg_sim_costs_uniform(double f, double b, double w)
     return c;
 }
 
-void bg_sim_free(bg_sim_t *sim)
+/* Everything sim owns but sim itself. */
+static void sim_free_parts(bg_sim_t *sim)
 {
-    if (!sim) return;
     if (sim->s && sim->t0)
         for (int r = 0; r < sim->s->p; r++) free(sim->t0[r]), free(sim->t1[r]);
     free(sim->t0), free(sim->t1), free(sim->busy), free(sim->wait), free(sim->peak);
     free(sim->stash);
     bg_sched_free(sim->s);
+}
+
+void bg_sim_free(bg_sim_t *sim)
+{
+    if (!sim) return;
+    sim_free_parts(sim);
     free(sim);
 }
 
@@ -96,8 +102,41 @@ err:
     return bg_errorf(BG_ERR_NOMEM, "simulator: out of memory");
 }
 
-/* Time every action. The schedule is checked, so this always finishes. */
-static bg_status_t sim_time(bg_sim_t *sim, const bg_sim_costs_t *c)
+/*
+ * OPTIMIZER as a barrier over the pipeline (flush-free runs: the executor's
+ * optimizer sums the gradient norm over all stages, so each rank's k-th
+ * update waits for every rank's k-th): all ranks start it at the latest
+ * arrival. Only one barrier can be open: none passes k+1 before all passed k.
+ */
+typedef struct {
+    double *arr; /* [p] arrival at the next barrier, NAN when not waiting */
+    int *n;      /* [p] barriers passed */
+    int rel_k;   /* the barrier released last (-1 none) and its start */
+    double rel_t;
+} barrier_t;
+
+/* Whether rank r, free at t0, passes its next barrier now; *start then. */
+static int opt_barrier(barrier_t *b, int p, int r, double t0, double *start)
+{
+    int k = b->n[r];
+    if (b->rel_k != k) {
+        b->arr[r] = t0;
+        double hi = t0;
+        for (int q = 0; q < p; q++) {
+            if (isnan(b->arr[q]) || b->n[q] != k) return 0;
+            if (b->arr[q] > hi) hi = b->arr[q];
+        }
+        b->rel_k = k, b->rel_t = hi;
+    }
+    b->arr[r] = NAN;
+    b->n[r]++;
+    *start = b->rel_t;
+    return 1;
+}
+
+/* Time every action. The schedule is checked, so this always finishes.
+ * barrier: OPTIMIZERs synchronise the ranks (opt_barrier). */
+static bg_status_t sim_time(bg_sim_t *sim, const bg_sim_costs_t *c, int barrier)
 {
     const bg_sched_t *s = sim->s;
     int p = s->p;
@@ -106,11 +145,13 @@ static bg_status_t sim_time(bg_sim_t *sim, const bg_sim_costs_t *c)
     double *arrive = malloc((nx ? nx : 1) * sizeof(double));
     double *clock = calloc((size_t)p, sizeof(double)), *ar_free = calloc((size_t)p, sizeof(double));
     size_t *pc = calloc((size_t)p, sizeof(size_t));
-    if (!arrive || !clock || !ar_free || !pc) {
+    barrier_t bar = {malloc((size_t)p * sizeof(double)), calloc((size_t)p, sizeof(int)), -1, 0};
+    if (!arrive || !clock || !ar_free || !pc || !bar.arr || !bar.n) {
         st = bg_errorf(BG_ERR_NOMEM, "simulator: out of memory");
         goto out;
     }
     for (size_t x = 0; x < nx; x++) arrive[x] = NAN;
+    for (int r = 0; r < p; r++) bar.arr[r] = NAN;
     for (int progress = 1; progress;) {
         progress = 0;
         for (int r = 0; r < p; r++) {
@@ -135,6 +176,8 @@ static bg_status_t sim_time(bg_sim_t *sim, const bg_sim_costs_t *c)
                     continue;
                 } else {
                     if (a->kind == BG_ACT_OPTIMIZER && ar_free[r] > t0) t0 = ar_free[r];
+                    if (a->kind == BG_ACT_OPTIMIZER && barrier && !opt_barrier(&bar, p, r, t0, &t0))
+                        break;
                     t1 = t0 + cost_of(c, a);
                     sim->busy[r] += t1 - t0;
                 }
@@ -154,7 +197,49 @@ static bg_status_t sim_time(bg_sim_t *sim, const bg_sim_costs_t *c)
         if (ar_free[r] > sim->makespan) sim->makespan = ar_free[r];
     }
 out:
-    free(arrive), free(clock), free(ar_free), free(pc);
+    free(arrive), free(clock), free(ar_free), free(pc), free(bar.arr), free(bar.n);
+    return st;
+}
+
+/* Steps a flush-free schedule is run for, and the one reported: far enough
+ * from the first step's fill and the drain to be steady. */
+#define FF_STEPS 4
+#define FF_MARK 2
+
+/*
+ * A flush-free schedule (2bw) has no flush to stop at: run it unrolled and
+ * report step FF_MARK, with times shifted so that step's first action
+ * starts at 0. Its span then runs from rank 0's first forward to the last
+ * rank's end, as train measures a step (docs/schedules.md, "Bubble"). The
+ * OPTIMIZERs, last on every rank, are timed as the barrier they are.
+ */
+static bg_status_t sim_time_steady(bg_sim_t *sim, const bg_sim_costs_t *c)
+{
+    const bg_sched_t *s = sim->s;
+    size_t *start = calloc((size_t)s->p, sizeof(size_t));
+    bg_sim_t u = {0};
+    bg_status_t st = start ? BG_OK : bg_errorf(BG_ERR_NOMEM, "simulator: out of memory");
+    if (!st) st = bg_sched_unroll_(s, FF_STEPS, 1, FF_MARK, start, &u.s);
+    if (!st) st = sim_alloc(&u);
+    if (!st) st = sim_time(&u, c, 1);
+    double lo = INFINITY;
+    for (int r = 0; r < s->p && !st; r++)
+        if (s->lists[r].len && u.t0[r][start[r]] < lo) lo = u.t0[r][start[r]];
+    sim->makespan = 0;
+    for (int r = 0; r < s->p && !st; r++) {
+        sim->busy[r] = sim->wait[r] = 0;
+        for (size_t i = 0; i < s->lists[r].len; i++) {
+            const bg_action_t *a = &s->lists[r].a[i];
+            double t0 = u.t0[r][start[r] + i] - lo, t1 = u.t1[r][start[r] + i] - lo;
+            sim->t0[r][i] = t0, sim->t1[r][i] = t1;
+            if (bg_act_is_recv(a->kind)) sim->wait[r] += t1 - t0;
+            else if (bg_act_is_compute(a->kind) || a->kind == BG_ACT_OPTIMIZER)
+                sim->busy[r] += t1 - t0;
+            if (t1 > sim->makespan) sim->makespan = t1;
+        }
+    }
+    free(start);
+    sim_free_parts(&u);
     return st;
 }
 
@@ -168,7 +253,7 @@ bg_status_t bg_sim_run(const bg_sched_t *s, const bg_sim_costs_t *costs, bg_sim_
     if ((st = sim_alloc(sim))) goto err;
     if ((st = bg_sched_check(sim->s, sim->peak))) goto err;
     bg_sched_peaks(sim->s, NULL, sim->stash);
-    if ((st = sim_time(sim, costs))) goto err;
+    if ((st = s->flush_free ? sim_time_steady(sim, costs) : sim_time(sim, costs, 0))) goto err;
     *out = sim;
     return BG_OK;
 err:

@@ -284,6 +284,11 @@ static bg_status_t setup_runtime(train_t *t)
         return st;
     if ((st = bg_train_loss_scale(c, rc.dtype, &rc.loss_scale, &rc.scale_dynamic)) != BG_OK)
         return st;
+    /* 2bw: a step's carried backwards run after the previous update, which
+     * may change a dynamic scale: one gradient would mix two scales */
+    if (rc.scale_dynamic && bg_sched_flush_free(t->sched))
+        return bg_errorf(BG_ERR_INVALID, "--schedule 2bw cannot use a dynamic loss scale (a "
+                         "step's gradient would mix two scales); give a fixed --loss-scale N");
     rc.scale_window = c->loss_scale_window;
     rc.tp = t->tp;
     rc.optim = c->optim;
@@ -466,9 +471,13 @@ static bg_status_t train_loop(train_t *t)
                 return st;
         if (c->checkpoint_dir &&
             ((c->checkpoint_every > 0 && (step + 1) % c->checkpoint_every == 0) || last))
-            if ((st = bg_train_save_(t, step + 1)) != BG_OK)
+            if ((st = bg_rt_drain(t->rt)) != BG_OK || (st = bg_train_save_(t, step + 1)) != BG_OK)
                 return st;
     }
+    /* 2bw: the last step's carried backwards and their update */
+    bg_status_t drained = bg_rt_drain(t->rt);
+    if (drained != BG_OK)
+        return drained;
     double acc = NAN;
     bool have_eval = eval_batches(t) > 0; /* else check_eval printed why not */
     bg_status_t st = have_eval ? evaluate(t, t->steps, &acc) : BG_OK;

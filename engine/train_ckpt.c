@@ -86,6 +86,8 @@ bg_status_t bg_train_save_(train_t *t, int64_t step)
         if (st == BG_OK)
             st = bg_st_writer_meta(w, "seed", buf);
         if (st == BG_OK)
+            st = bg_st_writer_meta(w, "schedule", bg_sched_name(t->sched));
+        if (st == BG_OK)
             st = bg_st_writer_write(w, file);
     }
     /* Every stage's file is complete before `latest` moves. */
@@ -217,6 +219,26 @@ static bg_status_t load_loss_scale(train_t *t, bg_ckpt_t *ck)
     return st == BG_OK ? bg_rt_loss_scale_set(t->rt, ls[0], (int64_t)ls[1]) : st;
 }
 
+/*
+ * 2bw's next step runs on the weight version before the newest, which a
+ * checkpoint does not hold (it holds the drained newest and the optimizer
+ * state): resuming would not continue the run. So a 2bw run does not
+ * resume, and a 2bw checkpoint does not resume under another schedule;
+ * --init starts afresh from its weights either way.
+ */
+static bg_status_t refuse_2bw_resume(const train_t *t, const char *step_path, const bg_ckpt_t *ck)
+{
+    const char *was = bg_ckpt_meta(ck, "schedule");
+    bool ck_2bw = was && !strcmp(was, "2bw");
+    if (!bg_sched_flush_free(t->sched) && !ck_2bw)
+        return BG_OK;
+    return bg_errorf(BG_ERR_INVALID, "%s: cannot resume %s%s: 2bw checkpoints hold the newest "
+                     "weights but not the previous version its next step would run on; start "
+                     "afresh from them with --init STAGE-FILE instead of --resume", step_path,
+                     ck_2bw ? "a 2bw run" : "with --schedule 2bw",
+                     ck_2bw && !bg_sched_flush_free(t->sched) ? " under another schedule" : "");
+}
+
 bg_status_t bg_train_resume_(train_t *t)
 {
     const bg_train_conf_t *c = t->c;
@@ -242,6 +264,8 @@ bg_status_t bg_train_resume_(train_t *t)
     }
     bg_ckpt_t *ck = NULL;
     st = bg_ckpt_open(step_path, &ck);
+    if (st == BG_OK)
+        st = refuse_2bw_resume(t, step_path, ck);
     if (st == BG_OK)
         st = bg_train_load_params_(t, ck, NULL, true);
     if (st == BG_OK)

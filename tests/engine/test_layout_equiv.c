@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "engine/checkpoint.h"
+#include "engine/schedule.h"
 #include "partition/schedules.h"
 #include "test_util.h"
 
@@ -224,21 +225,57 @@ static void check_other_m(void)
     }
 }
 
+/*
+ * 2bw beyond the table's S = 1..3, against itself on one stage: S = 4 (the
+ * first rank carries three backwards over each step boundary) and split
+ * B/W, with a head tied across the first and last stage (gpt-tiny) and a
+ * skip connection (skip-mlp). Its first update is the flushing schedules'
+ * (W(1) = W(0) - lr g_0, computed on W(-1) = W(0)): one step of 2bw at
+ * S = 3 equals one step of 1f1b on one stage.
+ */
+static void check_2bw(void)
+{
+    static const char *const layouts[] = {
+        "--stages 4 --schedule 2bw --micro-batches 4",
+        "--stages 3 --schedule 2bw --micro-batches 4 --split-bw",
+    };
+    const char *ref = "--stages 1 --schedule 2bw --micro-batches 4";
+    check_layouts_vs("gpt-tiny.graph", "synthetic:tokens", ref, layouts, 2);
+    check_layouts_vs("skip-mlp.graph", "synthetic:images", ref, layouts, 2);
+    static const char *const one[] = {"--stages 3 --schedule 2bw --micro-batches 4 --steps 1"};
+    check_layouts_vs("mlp-fashion.graph", "synthetic:images", "--stages 1 --micro-batches 4 --steps 1",
+                     one, 1);
+}
+
 #define TABLE_MAX_LAYOUTS 64
+
+/* Whether row d's schedule never flushes (2bw): its updates are delayed by
+ * a step, so its reference is itself on one stage, not the flushing one. */
+static const char *semantics_of(const bg_sched_desc_t *d)
+{
+    bg_sched_t *s = NULL;
+    int ff = bg_sched_generate(d->kind, 1, 4, d->chunks_default, 0, &s) == BG_OK &&
+             bg_sched_flush_free(s);
+    bg_sched_free(s);
+    return ff ? d->name : "";
+}
 
 /*
  * Every schedule the table lists (at its default chunks) at S = 1, 2, 3,
  * plus recompute: m = 4 unless the schedule's rule asks for more (the
  * smallest m it allows), micro-batches of 4 samples; layouts sharing an m
- * share one reference run.
+ * (and the update semantics: flush-free rows against themselves on one
+ * stage) share one reference run.
  */
 static void check_table_layouts(const char *model, const char *data)
 {
     static char text[TABLE_MAX_LAYOUTS][128];
     int ms[TABLE_MAX_LAYOUTS], n = 0;
+    const char *sem[TABLE_MAX_LAYOUTS];
     for (int k = 0; k < BG_SCHED_KIND_COUNT; k++) {
         const bg_sched_desc_t *d = bg_sched_desc((bg_sched_kind_t)k);
         for (int S = 1; d && S <= 3 && n < TABLE_MAX_LAYOUTS - 1; S++) {
+            sem[n] = semantics_of(d);
             ms[n] = bg_sched_round_m(d, S, 4);
             CHECK_MSG(ms[n] > 0, "%s: no micro-batch count for %d stages", d->name, S);
             snprintf(text[n], sizeof(text[n]),
@@ -248,19 +285,20 @@ static void check_table_layouts(const char *model, const char *data)
         }
     }
     CHECK_MSG(n < TABLE_MAX_LAYOUTS - 1, "more schedules than this test has room for");
-    ms[n] = 4;
+    ms[n] = 4, sem[n] = "";
     snprintf(text[n++], sizeof(text[0]),
              "--stages 3 --schedule 1f1b --micro-batches 4 --recompute");
     for (int i = 0; i < n; i++) {
         bool first = true;
-        for (int j = 0; j < i; j++) first &= ms[j] != ms[i];
+        for (int j = 0; j < i; j++) first &= ms[j] != ms[i] || strcmp(sem[j], sem[i]);
         if (!first) continue;
         const char *group[TABLE_MAX_LAYOUTS];
-        char ref[64];
+        char ref[96];
         int g = 0;
         for (int j = i; j < n; j++)
-            if (ms[j] == ms[i]) group[g++] = text[j];
-        snprintf(ref, sizeof(ref), "--stages 1 --micro-batches %d --batch %d", ms[i], 4 * ms[i]);
+            if (ms[j] == ms[i] && !strcmp(sem[j], sem[i])) group[g++] = text[j];
+        snprintf(ref, sizeof(ref), "--stages 1 --micro-batches %d --batch %d%s%s", ms[i],
+                 4 * ms[i], *sem[i] ? " --schedule " : "", sem[i]);
         check_layouts_vs(model, data, ref, group, g);
     }
 }
@@ -340,6 +378,7 @@ int main(int argc, char **argv)
      * table at S = 1, 2, 3. */
     check_table_layouts("llama-tiny.graph", "synthetic:tokens");
     check_other_m();
+    check_2bw();
     check_file_schedule();
     check_dp("mlp-fashion.graph", "synthetic:images");
     check_dp("gpt-tiny.graph", "synthetic:tokens");
