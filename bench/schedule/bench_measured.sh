@@ -46,15 +46,16 @@ import statistics as st, sys
 rows = {}
 for line in open(sys.argv[1]):
     m, s, meas, sim, ran = line.split()
-    rows.setdefault((int(m), s), []).append((float(meas), float(meas) / float(sim), ran))
-print("%3s %-12s %-22s %3s %10s %10s %9s %9s %9s" % ("m", "schedule", "ran", "n", "median ms",
-      "min ms", "meas/sim", "vs 1f1b", "min vs"))
+    rows.setdefault((int(m), s), []).append((float(meas), float(meas) / float(sim), ran,
+                                              float(sim)))
+print("%3s %-12s %-22s %3s %10s %10s %9s %9s %9s %9s" % ("m", "schedule", "ran", "n",
+      "median ms", "min ms", "sim ms", "meas/sim", "vs 1f1b", "min vs"))
 med = {k: st.median(x[0] for x in v) for k, v in rows.items()}
 mn = {k: min(x[0] for x in v) for k, v in rows.items()}
 for (m, s), v in rows.items():
     b = (m, "1f1b")
-    print("%3d %-12s %-22s %3d %10.2f %10.2f %9.3f %9.3f %9.3f" % (m, s, v[-1][2], len(v),
-          med[m, s], mn[m, s], st.median(x[1] for x in v),
+    print("%3d %-12s %-22s %3d %10.2f %10.2f %9.2f %9.3f %9.3f %9.3f" % (m, s, v[-1][2], len(v),
+          med[m, s], mn[m, s], st.median(x[3] for x in v), st.median(x[1] for x in v),
           med[m, s] / med[b] if b in med else float("nan"),
           mn[m, s] / mn[b] if b in mn else float("nan")))
 for m in sorted({k[0] for k in rows}):
