@@ -135,9 +135,14 @@ static bg_status_t print_text(const bg_sched_t *s, const bg_sim_t *sim, const sc
     bg_status_t st = bg_sched_print(s, stdout, a->comm ? BG_PRINT_COMM : 0);
     if (st != BG_OK)
         return st;
-    printf("%s, p=%d m=%d v=%d, F=%g B=%g W=%g: makespan %g, bubble %.1f%%, peak live:",
-           bg_sched_name(s), a->p, a->m, a->v, a->f, a->b, a->w, bg_sim_makespan(sim),
-           100 * bg_sim_bubble(sim));
+    if (a->profile)
+        printf("%s, p=%d m=%d v=%d, costs of %s: makespan %g, bubble %.1f%%, peak live:",
+               bg_sched_name(s), a->p, a->m, a->v, a->profile, bg_sim_makespan(sim),
+               100 * bg_sim_bubble(sim));
+    else
+        printf("%s, p=%d m=%d v=%d, F=%g B=%g W=%g: makespan %g, bubble %.1f%%, peak live:",
+               bg_sched_name(s), a->p, a->m, a->v, a->f, a->b, a->w, bg_sim_makespan(sim),
+               100 * bg_sim_bubble(sim));
     for (int r = 0; r < a->p; r++)
         printf(" %d", bg_sim_peak_live(sim, r));
     printf("\n");
