@@ -440,7 +440,9 @@ bg_status_t bg_sched_auto(int p, int m, int chunks, const bg_sched_auto_opts_t *
                           bg_sched_t **out, bg_sched_auto_report_t *report)
 {
     if (p < 1 || m < 1 || chunks < 0)
-        return bg_errorf(BG_ERR_INVALID, "auto: needs p, m >= 1 (got p=%d m=%d)", p, m);
+        return bg_errorf(BG_ERR_INVALID, "auto: needs p, m >= 1 and chunks >= 0 (got p=%d m=%d "
+                                         "chunks=%d)",
+                         p, m, chunks);
     if (!(o->comm >= 0) || isinf(o->comm) || isnan(o->mem_cap))
         return bg_errorf(BG_ERR_INVALID, "auto: comm must be finite and >= 0");
     bg_sched_auto_report_t rep = {.n = BG_SCHED_KIND_COUNT + N_VARIANTS, .best = -1};
