@@ -139,7 +139,8 @@ bg_status_t bg_sched_generate(bg_sched_kind_t kind, int p, int m, int v, unsigne
  * A schedule by name, where a run asks for one: "file:PATH" loads a
  * schedule file (bg_sched_load_file) and refuses one whose ranks,
  * micro-batches or (when chunks != 0) chunks per rank differ from p, m,
- * chunks; any other name is a table row (bg_sched_lookup), generated with
+ * chunks; "auto" is bg_sched_auto (engine/schedule_auto.h) with equal
+ * costs, 1F1B's memory cap and flags; any other name is a table row (bg_sched_lookup), generated with
  * chunks resolved by bg_sched_resolve_chunks (0: the row's default) and
  * flags. flags do not apply to files (a file says B and W itself).
  * BG_ERR_INVALID / BG_ERR_IO with the reason; *out set only on success.

@@ -1,7 +1,8 @@
 /*
  * engine/schedule_file.c -- schedules from text files (`--schedule
  * file:PATH`) and the one place a schedule name becomes a schedule
- * (bg_sched_resolve): a table row's generator, or a file.
+ * (bg_sched_resolve): a table row's generator, "auto" (engine/schedule_auto.c)
+ * or a file.
  *
  * A file lists compute actions per rank (format in docs/schedules.md,
  * "Schedule files"); transfers, ALLREDUCE and OPTIMIZER are placed by the
@@ -19,6 +20,7 @@
 #include <string.h>
 
 #include "base/grow.h"
+#include "engine/schedule_auto.h"
 
 /* Parser state: the header so far, then the schedule and each action's line. */
 typedef struct {
@@ -371,6 +373,11 @@ bg_status_t bg_sched_resolve(const char *name, int p, int m, int chunks, unsigne
         }
         *out = s;
         return BG_OK;
+    }
+    if (name && !strcmp(name, "auto")) { /* equal costs, 1F1B's memory */
+        bg_sched_auto_opts_t o = bg_sched_auto_defaults();
+        o.flags = flags;
+        return bg_sched_auto(p, m, chunks, &o, out, NULL);
     }
     const bg_sched_desc_t *d;
     int v;

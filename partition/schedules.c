@@ -56,7 +56,7 @@ const char bg_sched_names_sep[] =
 const char bg_sched_names_file_sep[] =
 #define BG_SCHED_ROW(id, name, ...) " | " name
 #include "partition/schedules.def"
-    " | file:PATH";
+    " | auto | file:PATH";
 
 int bg_sched_place_rank(bg_sched_place_t place, int p, int g)
 {

@@ -66,7 +66,8 @@ typedef struct bg_sched_desc {
  * " | "), so static option tables can use it. */
 extern const char bg_sched_names_sep[];
 #define BG_SCHED_NAMES (bg_sched_names_sep + 3)
-/* The same followed by " | file:PATH" (engine/schedule_file.c), for the
+/* The same followed by " | auto | file:PATH" (engine/schedule_auto.c,
+ * engine/schedule_file.c), for the
  * commands that resolve a schedule by name. */
 extern const char bg_sched_names_file_sep[];
 #define BG_SCHED_NAMES_FILE (bg_sched_names_file_sep + 3)

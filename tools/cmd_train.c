@@ -332,7 +332,9 @@ static int preflight(const bg_cmd_spec_t *cmd, const bg_train_args_t *a)
     bg_graph_t *g = NULL;
     int v = 1;
     int64_t rank_bytes = 0;
-    bg_status_t st = bg_sched_resolve(c->schedule, c->stages, c->micro_batches, c->chunks, 0, &s);
+    /* The flags the ranks use: auto may choose differently with them. */
+    bg_status_t st = bg_sched_resolve(c->schedule, c->stages, c->micro_batches, c->chunks,
+                                      c->split_bw ? BG_SCHED_SPLIT_BW : 0, &s);
     if (st == BG_OK)
         v = bg_sched_chunks_per_rank(s);
     if (st == BG_OK)

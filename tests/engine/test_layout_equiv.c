@@ -325,6 +325,25 @@ static void check_file_schedule(void)
     }
 }
 
+/* --schedule auto against 1f1b at the same stages: auto is only another
+ * valid order, so the result must not move by a bit. At p = 4, m = 4 it
+ * picks a built (greedy) V schedule, at p = 2 and 3 a table row. */
+static void check_auto(void)
+{
+    static const struct {
+        const char *ref, *layout;
+    } pairs[] = {
+        {"--stages 2 --schedule 1f1b --micro-batches 4", "--stages 2 --schedule auto --micro-batches 4"},
+        {"--stages 3 --schedule 1f1b --micro-batches 4", "--stages 3 --schedule auto --micro-batches 4"},
+        {"--stages 4 --schedule 1f1b --micro-batches 4", "--stages 4 --schedule auto --micro-batches 4"},
+    };
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+        check_layouts_vs("mlp-fashion.graph", "synthetic:images", pairs[i].ref, &pairs[i].layout,
+                         1);
+        check_layouts_vs("gpt-tiny.graph", "synthetic:tokens", pairs[i].ref, &pairs[i].layout, 1);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -380,6 +399,7 @@ int main(int argc, char **argv)
     check_other_m();
     check_2bw();
     check_file_schedule();
+    check_auto();
     check_dp("mlp-fashion.graph", "synthetic:images");
     check_dp("gpt-tiny.graph", "synthetic:tokens");
     snprintf(mk, sizeof(mk), "rm -rf %s", workdir);
