@@ -325,7 +325,8 @@ static bg_status_t save_sync(train_t *t, train_ckpt_t *k)
     return st == BG_OK ? s2 : st;
 }
 
-bg_status_t bg_train_save_(train_t *t, int64_t step)
+/* bg_train_save_ without the timing. */
+static bg_status_t save_step(train_t *t, int64_t step)
 {
     train_ckpt_t *k = NULL;
     char *step_path = NULL;
@@ -345,6 +346,16 @@ bg_status_t bg_train_save_(train_t *t, int64_t step)
         return st == BG_OK ? save_sync(t, k) : st;
     k->pending = step;
     return k->w ? bg_ckpt_async_start(k->bg, job_write, k) : BG_OK;
+}
+
+bg_status_t bg_train_save_(train_t *t, int64_t step)
+{
+    double t0 = bg_now_s();
+    bg_status_t st = save_step(t, step);
+    bg_log(BG_LOG_DEBUG, "rank %d: checkpoint of step %lld held training for %.2f ms (%s)", t->rank,
+           (long long)step, 1e3 * (bg_now_s() - t0),
+           t->c->async_checkpoint ? "snapshot; written in the background" : "written");
+    return st;
 }
 
 bg_status_t bg_train_ckpt_finish_(train_t *t)
