@@ -484,7 +484,10 @@ static bg_status_t train_loop(train_t *t)
     if (st == BG_OK)
         st = bg_train_ckpt_finish_(t); /* the last save overlapped the evaluation */
     if (t->rank == 0) {
-        printf("trained %lld steps in %.1f s\n", (long long)done, bg_now_s() - t0);
+        printf("trained %lld steps in %.1f s", (long long)done, bg_now_s() - t0);
+        if (c->checkpoint_dir) /* what checkpointing cost: docs/checkpoints.md */
+            printf(" (checkpoints held training %.3f s)", bg_train_ckpt_held_s_(t));
+        printf("\n");
         fflush(stdout);
     }
     return st;

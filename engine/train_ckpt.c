@@ -33,6 +33,7 @@ typedef struct train_ckpt {
     int64_t pending;       /* a save whose stage files are still being written; -1 */
     const char *dir, *sched, *model;
     int S, D;
+    double held_s; /* training time spent in saves, polls and the final wait */
 } train_ckpt_t;
 
 static const char *state_suffix(bg_optim_kind_t k, int i)
@@ -262,10 +263,17 @@ bg_status_t bg_train_ckpt_poll_(train_t *t)
     train_ckpt_t *k = t->ckpt;
     if (!k)
         return BG_OK;
-    if (k->pending >= 0)
-        return settle_pending(t, k, false, NULL);
+    double t0 = bg_now_s();
     bool busy; /* rank 0 publishing: only its outcome matters here */
-    return bg_ckpt_async_poll(k->bg, &busy);
+    bg_status_t st = k->pending >= 0 ? settle_pending(t, k, false, NULL)
+                                     : bg_ckpt_async_poll(k->bg, &busy);
+    k->held_s += bg_now_s() - t0;
+    return st;
+}
+
+double bg_train_ckpt_held_s_(const train_t *t)
+{
+    return t->ckpt ? t->ckpt->held_s : 0.0;
 }
 
 /*
@@ -352,8 +360,11 @@ bg_status_t bg_train_save_(train_t *t, int64_t step)
 {
     double t0 = bg_now_s();
     bg_status_t st = save_step(t, step);
+    double dt = bg_now_s() - t0;
+    if (t->ckpt)
+        t->ckpt->held_s += dt;
     bg_log(BG_LOG_DEBUG, "rank %d: checkpoint of step %lld held training for %.2f ms (%s)", t->rank,
-           (long long)step, 1e3 * (bg_now_s() - t0),
+           (long long)step, 1e3 * dt,
            t->c->async_checkpoint ? "snapshot; written in the background" : "written");
     return st;
 }
@@ -363,8 +374,10 @@ bg_status_t bg_train_ckpt_finish_(train_t *t)
     train_ckpt_t *k = t->ckpt;
     if (!k)
         return BG_OK;
+    double t0 = bg_now_s();
     bg_status_t st = k->pending >= 0 ? settle_pending(t, k, true, NULL) : BG_OK;
     bg_status_t s2 = bg_ckpt_async_wait(k->bg, NULL);
+    k->held_s += bg_now_s() - t0;
     return st == BG_OK ? s2 : st;
 }
 

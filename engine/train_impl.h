@@ -104,6 +104,9 @@ bg_status_t bg_train_save_(train_t *t, int64_t step);
 bg_status_t bg_train_ckpt_poll_(train_t *t);
 /* Every rank, before the run ends: wait until the last save is published. */
 bg_status_t bg_train_ckpt_finish_(train_t *t);
+/* Seconds this rank's training waited on checkpoints so far: saves, polls
+ * and the final wait (not the background writes themselves). Cannot fail. */
+double bg_train_ckpt_held_s_(const train_t *t);
 /* Wait for a write in flight (outcome dropped) and free the writer state. */
 void bg_train_ckpt_free_(train_t *t);
 /* --resume: load the latest checkpoint (any layout) and check that its
