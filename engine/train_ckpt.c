@@ -1,9 +1,13 @@
 /*
- * engine/train_ckpt.c -- the training run's checkpoints: writing a step's
- * stage files, manifest and `latest`; loading --init weights and --resume
- * state into the runtime, refusing non-finite values and records that
- * disagree. Must NOT decide when to save (the loop does) nor print
- * progress; errors name the file and tensor.
+ * engine/train_ckpt.c -- the training run's checkpoints: a step's state
+ * snapshotted at the step boundary, its stage files written (on a
+ * background thread with --async-checkpoint on, the default), then the
+ * manifest and `latest` published once every stage file is complete;
+ * loading --init weights and --resume state into the runtime, refusing
+ * non-finite values and records that disagree. Must NOT decide when to
+ * save (the loop does), print progress, or use the transport from the
+ * writer thread (collectives stay on the training thread); errors name the
+ * file and tensor.
  */
 #include <errno.h>
 #include <math.h>
