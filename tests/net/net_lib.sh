@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/net/net_lib.sh -- sourced by the network tests: two "hosts" made of
 # network namespaces joined by a veth pair, and ranks started in them
 # through the srun-style environment (SLURM_PROCID/NTASKS/LOCALID,

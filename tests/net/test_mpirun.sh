@@ -19,7 +19,8 @@ ARGS=("$SRC/models/gpt-tiny.graph" --data synthetic:tokens --stages 2 --dp 2 --b
 # need --oversubscribe. The secret travels in the environment (-x), never argv.
 root=()
 [ "$(id -u)" -eq 0 ] && root=(--allow-run-as-root)
-export BRIGADE_JOB_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+BRIGADE_JOB_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+export BRIGADE_JOB_SECRET
 export MASTER_ADDR=127.0.0.1 MASTER_PORT=$((20000 + RANDOM % 20000))
 timeout 240 mpirun "${root[@]}" --oversubscribe -np 4 -x BRIGADE_JOB_SECRET -x MASTER_ADDR \
     -x MASTER_PORT "$B" train "${ARGS[@]}" --checkpoint-dir "$W/mpi" > "$W/mpi.log" 2>&1 ||
