@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static char *dup_printf(const char *a, const char *b, long n)
@@ -120,9 +121,29 @@ void bg_atomic_abort(bg_atomic_file_t *f)
     atomic_release(f);
 }
 
+/*
+ * Test-only: BRIGADE_TEST_CKPT_STALL_S=X holds every safetensors file for
+ * X seconds between its last byte and its rename, so tests can kill a run
+ * in the middle of a checkpoint write and check that `latest` still loads.
+ */
+static void test_stall(const char *path)
+{
+    const char *v = getenv("BRIGADE_TEST_CKPT_STALL_S");
+    size_t n = strlen(path), k = strlen(".safetensors");
+    if (!v || !*v || n < k || strcmp(path + n - k, ".safetensors"))
+        return;
+    double s = strtod(v, NULL);
+    if (s > 0 && s < 3600) {
+        struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+    }
+}
+
 bg_status_t bg_atomic_commit(bg_atomic_file_t *f)
 {
     bg_status_t st = BG_OK;
+    test_stall(f->path);
     if (fsync(f->fd) != 0) {
         st = bg_errorf(BG_ERR_IO, "%s: fsync failed: %s", f->tmp, strerror(errno));
         goto err_abort;

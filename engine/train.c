@@ -53,6 +53,7 @@ void bg_train_conf_default(bg_train_conf_t *c)
     c->log_every = 10;
     c->heartbeat_timeout = 10;
     c->hang_timeout = 300;
+    c->async_checkpoint = true;
     bg_optim_conf_default(&c->optim);
 }
 
@@ -444,6 +445,8 @@ static bg_status_t train_loop(train_t *t)
         bg_status_t st = bg_rt_step(t->rt, step, feed, t, &s);
         if (st == BG_OK)
             st = check_finite_step(t, step, &s);
+        if (st == BG_OK)
+            st = bg_train_ckpt_poll_(t);
         if (st != BG_OK)
             return st;
         done++;
@@ -487,8 +490,13 @@ static bg_status_t train_loop(train_t *t)
         printf("final test accuracy: %.2f%%\n", 100.0 * acc);
     if (st == BG_OK && c->trace)
         st = write_trace(t);
+    if (st == BG_OK)
+        st = bg_train_ckpt_finish_(t); /* the last save overlapped the evaluation */
     if (t->rank == 0) {
-        printf("trained %lld steps in %.1f s\n", (long long)done, bg_now_s() - t0);
+        printf("trained %lld steps in %.1f s", (long long)done, bg_now_s() - t0);
+        if (c->checkpoint_dir) /* what checkpointing cost: docs/checkpoints.md */
+            printf(" (checkpoints held training %.3f s)", bg_train_ckpt_held_s_(t));
+        printf("\n");
         fflush(stdout);
     }
     return st;
@@ -496,6 +504,7 @@ static bg_status_t train_loop(train_t *t)
 
 static void train_free(train_t *t)
 {
+    bg_train_ckpt_free_(t);
     bg_rt_free(t->rt);
     free(t->bub);
     bg_backend_destroy(t->be);

@@ -35,6 +35,7 @@ typedef struct bg_train_conf {
     const char *checkpoint_dir;
     int64_t checkpoint_every;
     bool resume;
+    bool async_checkpoint; /* write checkpoints on a background thread */
     const char *init;    /* safetensors to load weights from */
     const char *trace;   /* Chrome-trace JSON output (per rank suffix) */
     const char *metrics; /* JSONL metrics file */

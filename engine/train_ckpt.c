@@ -1,9 +1,13 @@
 /*
- * engine/train_ckpt.c -- the training run's checkpoints: writing a step's
- * stage files, manifest and `latest`; loading --init weights and --resume
- * state into the runtime, refusing non-finite values and records that
- * disagree. Must NOT decide when to save (the loop does) nor print
- * progress; errors name the file and tensor.
+ * engine/train_ckpt.c -- the training run's checkpoints: a step's state
+ * snapshotted at the step boundary, its stage files written (on a
+ * background thread with --async-checkpoint on, the default), then the
+ * manifest and `latest` published once every stage file is complete;
+ * loading --init weights and --resume state into the runtime, refusing
+ * non-finite values and records that disagree. Must NOT decide when to
+ * save (the loop does), print progress, or use the transport from the
+ * writer thread (collectives stay on the training thread); errors name the
+ * file and tensor.
  */
 #include <errno.h>
 #include <math.h>
@@ -12,11 +16,29 @@
 #include <string.h>
 
 #include "base/checked.h"
+#include "base/clock.h"
 #include "engine/checkpoint.h"
+#include "engine/checkpoint_async.h"
 #include "engine/data.h"
 #include "engine/runtime.h"
 #include "engine/train_impl.h"
 
+
+/* One rank's checkpointing: the snapshot of the save in flight, the
+ * thread that writes it, and what publishing it needs. */
+typedef struct train_ckpt {
+    bg_ckpt_async_t *bg;
+    float *arena; /* snapshot copies (async), kept between saves */
+    size_t cap;   /* floats in arena */
+    float scale[2];        /* the loss scale and its good steps, as saved */
+    bg_st_writer_t *w;     /* the snapshot; NULL on dp > 0 or once written */
+    char *file;            /* this rank's stage file of the save */
+    int64_t step;          /* of the last save */
+    int64_t pending;       /* a save whose stage files are still being written; -1 */
+    const char *dir, *sched, *model;
+    int S, D;
+    double held_s; /* training time spent in saves, polls and the final wait */
+} train_ckpt_t;
 
 static const char *state_suffix(bg_optim_kind_t k, int i)
 {
@@ -25,89 +47,357 @@ static const char *state_suffix(bg_optim_kind_t k, int i)
     return i == 0 ? BG_CKPT_ADAM_M : BG_CKPT_ADAM_V;
 }
 
-/* The loss scale and its good steps: one copy (every rank has the same,
- * stage 0 writes it), and only when loss scaling is on. The writer keeps
- * a pointer to the data until it writes: it lives in t. */
-static bg_status_t write_loss_scale(train_t *t, bg_st_writer_t *w)
+/* ------------------------------------------------------------- snapshot */
+
+/* The floats one save copies: every owned parameter and its optimizer
+ * state, plus the loss scale pair. BG_ERR_INVALID on overflow. */
+static bg_status_t snapshot_floats(train_t *t, int ns, size_t *out)
 {
-    int64_t n = 2, good;
-    t->saved_scale[0] = bg_rt_loss_scale(t->rt, &good);
-    t->saved_scale[1] = (float)good;
-    if (t->stage != 0 || t->saved_scale[0] == 0.0f)
-        return BG_OK;
-    return bg_st_writer_add(w, BG_CKPT_LOSS_SCALE, BG_ST_F32, 1, &n, t->saved_scale);
+    size_t n = 2;
+    for (int i = 0; i < bg_rt_param_count(t->rt); i++) {
+        bg_rt_param_view_t v;
+        bg_rt_param_get(t->rt, i, &v);
+        size_t k;
+        if (v.owned && (!bg_mul_size((size_t)v.numel, (size_t)ns + 1, &k) ||
+                        !bg_add_size(n, k, &n)))
+            return bg_errorf(BG_ERR_INVALID, "checkpoint: state of '%s' overflows size_t", v.name);
+    }
+    *out = n;
+    return BG_OK;
 }
 
-bg_status_t bg_train_save_(train_t *t, int64_t step)
+/* `n` floats of host memory for the copy (async): the arena is kept from
+ * save to save, since the layout never changes within a run. */
+static bg_status_t snapshot_room(train_ckpt_t *k, size_t n, float **out)
+{
+    if (n > k->cap) {
+        float *p = n <= SIZE_MAX / sizeof(float) ? malloc(n * sizeof(float)) : NULL;
+        if (!p)
+            return bg_errorf(BG_ERR_NOMEM, "checkpoint: no host memory for a %zu MiB snapshot",
+                             n * sizeof(float) >> 20);
+        free(k->arena);
+        k->arena = p;
+        k->cap = n;
+    }
+    *out = k->arena;
+    return BG_OK;
+}
+
+/* x[n] floats for the writer: copied into the arena at *at (async), or the
+ * live buffer itself (sync: written before training touches it again). */
+static const float *snap_data(const float *x, int64_t n, float *arena, size_t *at)
+{
+    if (!arena)
+        return x;
+    float *dst = arena + *at;
+    memcpy(dst, x, (size_t)n * sizeof(float));
+    *at += (size_t)n;
+    return dst;
+}
+
+/* The metadata strings of step `step`'s stage file. */
+static bg_status_t snapshot_meta(train_t *t, int64_t step, bg_st_writer_t *w)
+{
+    char buf[256];
+    bg_data_state_t ds = bg_data_state_at(t->ds, step);
+    bg_status_t st = bg_data_state_format(&ds, buf, sizeof(buf));
+    if (st == BG_OK)
+        st = bg_st_writer_meta(w, "data_state", buf);
+    snprintf(buf, sizeof(buf), "%lld", (long long)step);
+    if (st == BG_OK)
+        st = bg_st_writer_meta(w, "step", buf);
+    if (st == BG_OK)
+        st = bg_st_writer_meta(w, "optimizer", bg_optim_kind_name(t->c->optim.kind));
+    snprintf(buf, sizeof(buf), "%llu", (unsigned long long)t->c->seed);
+    if (st == BG_OK)
+        st = bg_st_writer_meta(w, "seed", buf);
+    if (st == BG_OK)
+        st = bg_st_writer_meta(w, "schedule", bg_sched_name(t->sched));
+    return st;
+}
+
+/*
+ * THE snapshot: everything step `step`'s stage file holds -- parameters,
+ * optimizer state, loss scale (stage 0, when scaling is on), data state --
+ * into a new writer *out, at the step boundary. With `copy` the tensors
+ * are copied into host memory of k's (training may then go on while a
+ * thread writes); without, the writer points at the live state. Every rank
+ * calls it (state that is sharded across replicas is gathered here); only
+ * dp rank 0 gets a writer (*out stays NULL elsewhere).
+ */
+static bg_status_t snapshot_take(train_t *t, train_ckpt_t *k, int64_t step, bool copy,
+                                 bg_st_writer_t **out)
 {
     const bg_train_conf_t *c = t->c;
-    char *step_path = NULL, *file = NULL;
+    int ns = bg_optim_state_count(c->optim.kind);
+    bg_status_t st = bg_rt_params_download(t->rt);
+    if (st != BG_OK || t->dp != 0)
+        return st;
+    size_t nf = 0, at = 0;
+    float *arena = NULL;
     bg_st_writer_t *w = NULL;
-    bg_status_t st = BG_OK;
-    if (t->rank == 0)
-        st = bg_ckpt_begin(c->checkpoint_dir, step, &step_path);
-    if (st == BG_OK)
-        st = world_barrier(t);
-    if (st == BG_OK && !step_path)
-        st = bg_ckpt_step_path(c->checkpoint_dir, step, &step_path);
-    if (st == BG_OK)
-        st = bg_rt_params_download(t->rt);
-    if (st == BG_OK && t->dp == 0) {
-        st = bg_ckpt_stage_path(step_path, t->stage, &file);
-        if (st == BG_OK)
-            st = bg_st_writer_new(&w);
-        if (st == BG_OK)
-            st = write_loss_scale(t, w);
-        int ns = bg_optim_state_count(c->optim.kind);
-        for (int i = 0; st == BG_OK && i < bg_rt_param_count(t->rt); i++) {
-            bg_rt_param_view_t v;
-            bg_rt_param_get(t->rt, i, &v);
-            if (!v.owned)
-                continue;
-            st = bg_st_writer_add(w, v.name, BG_ST_F32, v.shape->ndim, v.shape->d, v.master);
-            for (int s = 0; st == BG_OK && s < ns; s++) {
-                char key[BG_NAME_MAX + 16];
-                snprintf(key, sizeof(key), "%s%s", v.name, state_suffix(c->optim.kind, s));
-                st = bg_st_writer_add(w, key, BG_ST_F32, v.shape->ndim, v.shape->d, v.state[s]);
-            }
+    if (copy && ((st = snapshot_floats(t, ns, &nf)) != BG_OK ||
+                 (st = snapshot_room(k, nf, &arena)) != BG_OK))
+        return st;
+    if ((st = bg_st_writer_new(&w)) != BG_OK)
+        return st;
+    int64_t good, two = 2;
+    k->scale[0] = bg_rt_loss_scale(t->rt, &good);
+    k->scale[1] = (float)good;
+    if (t->stage == 0 && k->scale[0] != 0.0f)
+        st = bg_st_writer_add(w, BG_CKPT_LOSS_SCALE, BG_ST_F32, 1, &two,
+                              snap_data(k->scale, 2, arena, &at));
+    for (int i = 0; st == BG_OK && i < bg_rt_param_count(t->rt); i++) {
+        bg_rt_param_view_t v;
+        bg_rt_param_get(t->rt, i, &v);
+        if (!v.owned)
+            continue;
+        st = bg_st_writer_add(w, v.name, BG_ST_F32, v.shape->ndim, v.shape->d,
+                              snap_data(v.master, v.numel, arena, &at));
+        for (int s = 0; st == BG_OK && s < ns; s++) {
+            char key[BG_NAME_MAX + 16];
+            snprintf(key, sizeof(key), "%s%s", v.name, state_suffix(c->optim.kind, s));
+            st = bg_st_writer_add(w, key, BG_ST_F32, v.shape->ndim, v.shape->d,
+                                  snap_data(v.state[s], v.numel, arena, &at));
         }
-        char buf[256];
-        bg_data_state_t ds = bg_data_state_at(t->ds, step);
-        if (st == BG_OK)
-            st = bg_data_state_format(&ds, buf, sizeof(buf));
-        if (st == BG_OK)
-            st = bg_st_writer_meta(w, "data_state", buf);
-        snprintf(buf, sizeof(buf), "%lld", (long long)step);
-        if (st == BG_OK)
-            st = bg_st_writer_meta(w, "step", buf);
-        if (st == BG_OK)
-            st = bg_st_writer_meta(w, "optimizer", bg_optim_kind_name(c->optim.kind));
-        snprintf(buf, sizeof(buf), "%llu", (unsigned long long)c->seed);
-        if (st == BG_OK)
-            st = bg_st_writer_meta(w, "seed", buf);
-        if (st == BG_OK)
-            st = bg_st_writer_meta(w, "schedule", bg_sched_name(t->sched));
-        if (st == BG_OK)
-            st = bg_st_writer_write(w, file);
     }
+    if (st == BG_OK)
+        st = snapshot_meta(t, step, w);
+    if (st != BG_OK) {
+        bg_st_writer_free(w);
+        return st;
+    }
+    *out = w;
+    return BG_OK;
+}
+
+/* ----------------------------------------------------- background writer */
+
+/* Test-only fault injection: BRIGADE_TEST_CKPT_FAIL_STEP=N makes the
+ * stage-file write of step N fail, so tests can watch the error surface
+ * and `latest` stay on the previous checkpoint. */
+static bool inject_failure(int64_t step)
+{
+    const char *v = getenv("BRIGADE_TEST_CKPT_FAIL_STEP");
+    return v && *v && strtoll(v, NULL, 10) == step;
+}
+
+/* Job: write this rank's stage file (k->w to k->file); then the writer is
+ * done with the snapshot. Runs on the writer thread (or inline). */
+static bg_status_t job_write(void *ctx)
+{
+    train_ckpt_t *k = ctx;
+    bg_status_t st = inject_failure(k->step)
+                         ? bg_errorf(BG_ERR_IO, "%s: write failed: injected by "
+                                                "BRIGADE_TEST_CKPT_FAIL_STEP", k->file)
+                         : bg_st_writer_write(k->w, k->file);
+    if (st != BG_OK)
+        bg_error_prefix(st, "checkpoint step %lld: ", (long long)k->step);
+    return st;
+}
+
+/* Job (rank 0): the manifest and `latest`, once every stage file is written. */
+static bg_status_t job_publish(void *ctx)
+{
+    train_ckpt_t *k = ctx;
+    return bg_ckpt_publish(k->dir, k->step, k->S, k->D, k->sched, k->model);
+}
+
+/* Forget the written snapshot's writer and file name (the arena stays). */
+static void snapshot_release(train_ckpt_t *k)
+{
+    bg_st_writer_free(k->w);
+    free(k->file);
+    k->w = NULL;
+    k->file = NULL;
+}
+
+static bg_status_t ckpt_state(train_t *t, train_ckpt_t **out)
+{
+    if (!t->ckpt) {
+        train_ckpt_t *k = calloc(1, sizeof(*k));
+        if (!k)
+            return bg_errorf(BG_ERR_NOMEM, "checkpoint: out of memory");
+        bg_status_t st = bg_ckpt_async_new(&k->bg);
+        if (st != BG_OK) {
+            free(k);
+            return st;
+        }
+        k->pending = -1;
+        k->dir = t->c->checkpoint_dir;
+        k->S = t->S, k->D = t->D;
+        k->sched = bg_sched_name(t->sched);
+        k->model = bg_graph_model_name(t->g);
+        t->ckpt = k;
+    }
+    *out = t->ckpt;
+    return BG_OK;
+}
+
+/*
+ * The pending save (stage files being written) is published once every
+ * rank's write has finished: a world sum of the writers still busy (every
+ * rank calls this at the same step boundaries while a save is pending).
+ * `block`: wait for this rank's writer first, so the save completes now.
+ */
+static bg_status_t settle_pending(train_t *t, train_ckpt_t *k, bool block, double *waited)
+{
+    bool busy = false;
+    bg_status_t st = block ? bg_ckpt_async_wait(k->bg, waited) : bg_ckpt_async_poll(k->bg, &busy);
+    if (!busy)
+        snapshot_release(k);
+    /* A failed write takes part in the sum (as not done), so no peer waits
+     * on this rank and none publishes; bg_tp_fail then stops them. */
+    float n[1] = {busy || st != BG_OK ? 1.0f : 0.0f};
+    bg_status_t s2 = world_sum(t, n, 1);
+    if (st != BG_OK || (st = s2) != BG_OK)
+        return st;
+    if (n[0] != 0)
+        return block ? bg_errorf(BG_ERR_PEER,
+                                 "checkpoint step %lld: %d rank(s) could not write their stage "
+                                 "file (their own errors say why)",
+                                 (long long)k->pending, (int)n[0])
+                     : BG_OK;
+    k->pending = -1;
+    if (t->rank == 0)
+        st = bg_ckpt_async_start(k->bg, job_publish, k);
+    return st;
+}
+
+bg_status_t bg_train_ckpt_poll_(train_t *t)
+{
+    train_ckpt_t *k = t->ckpt;
+    if (!k)
+        return BG_OK;
+    double t0 = bg_now_s();
+    bool busy; /* rank 0 publishing: only its outcome matters here */
+    bg_status_t st = k->pending >= 0 ? settle_pending(t, k, false, NULL)
+                                     : bg_ckpt_async_poll(k->bg, &busy);
+    k->held_s += bg_now_s() - t0;
+    return st;
+}
+
+double bg_train_ckpt_held_s_(const train_t *t)
+{
+    return t->ckpt ? t->ckpt->held_s : 0.0;
+}
+
+/*
+ * Before a new save: the previous one must be written and published (its
+ * `latest` first, and the snapshot memory is reused). Time spent waiting is
+ * training lost, so it is logged.
+ */
+static bg_status_t finish_previous(train_t *t, train_ckpt_t *k, int64_t step)
+{
+    double w1 = 0, w2 = 0, t0 = bg_now_s();
+    int64_t prev = k->pending >= 0 ? k->pending : k->step;
+    bool was = k->pending >= 0 || bg_ckpt_async_pending(k->bg);
+    bg_status_t st = k->pending >= 0 ? settle_pending(t, k, true, &w1) : BG_OK;
+    if (st == BG_OK)
+        st = bg_ckpt_async_wait(k->bg, &w2); /* rank 0: the publish */
+    if (st == BG_OK && was && w1 + w2 > 0)
+        bg_log(BG_LOG_WARN,
+               "rank %d: checkpoint of step %lld still being written when step %lld's save was "
+               "due: waited %.3f s (%.3f s in all)",
+               t->rank, (long long)prev, (long long)step, w1 + w2, bg_now_s() - t0);
+    return st;
+}
+
+/* Every rank: rank 0 makes step `step`'s directory (moving `latest` off it
+ * if it names it), the others wait for that; *step_path its path. */
+static bg_status_t begin_step(train_t *t, int64_t step, char **step_path)
+{
+    bg_status_t st = BG_OK;
+    char *sp = NULL;
+    if (t->rank == 0)
+        st = bg_ckpt_begin(t->c->checkpoint_dir, step, &sp);
+    bg_status_t s2 = world_barrier(t);
+    if (st == BG_OK)
+        st = s2;
+    if (st == BG_OK && !sp)
+        st = bg_ckpt_step_path(t->c->checkpoint_dir, step, &sp);
+    if (st != BG_OK) {
+        free(sp);
+        return st;
+    }
+    *step_path = sp;
+    return BG_OK;
+}
+
+/* --async-checkpoint off: write, barrier, publish, barrier, all here. */
+static bg_status_t save_sync(train_t *t, train_ckpt_t *k)
+{
+    bg_status_t st = k->w ? job_write(k) : BG_OK;
+    snapshot_release(k);
     /* Every stage's file is complete before `latest` moves. */
     bg_status_t s2 = world_barrier(t);
     if (st == BG_OK)
         st = s2;
     if (st == BG_OK && t->rank == 0)
-        st = bg_ckpt_publish(c->checkpoint_dir, step, t->S, t->D, bg_sched_name(t->sched),
-                             bg_graph_model_name(t->g));
+        st = job_publish(k);
     s2 = world_barrier(t);
+    return st == BG_OK ? s2 : st;
+}
+
+/* bg_train_save_ without the timing. */
+static bg_status_t save_step(train_t *t, int64_t step)
+{
+    train_ckpt_t *k = NULL;
+    char *step_path = NULL;
+    bg_status_t st = ckpt_state(t, &k);
+    if (st != BG_OK)
+        return st;
+    st = finish_previous(t, k, step);
     if (st == BG_OK)
-        st = s2;
-    bg_st_writer_free(w);
-    free(file);
+        st = begin_step(t, step, &step_path);
+    k->step = step;
+    if (st == BG_OK)
+        st = snapshot_take(t, k, step, t->c->async_checkpoint, &k->w);
+    if (st == BG_OK && k->w)
+        st = bg_ckpt_stage_path(step_path, t->stage, &k->file);
     free(step_path);
+    if (st != BG_OK || !t->c->async_checkpoint)
+        return st == BG_OK ? save_sync(t, k) : st;
+    k->pending = step;
+    return k->w ? bg_ckpt_async_start(k->bg, job_write, k) : BG_OK;
+}
+
+bg_status_t bg_train_save_(train_t *t, int64_t step)
+{
+    double t0 = bg_now_s();
+    bg_status_t st = save_step(t, step);
+    double dt = bg_now_s() - t0;
+    if (t->ckpt)
+        t->ckpt->held_s += dt;
+    bg_log(BG_LOG_DEBUG, "rank %d: checkpoint of step %lld held training for %.2f ms (%s)", t->rank,
+           (long long)step, 1e3 * dt,
+           t->c->async_checkpoint ? "snapshot; written in the background" : "written");
     return st;
 }
 
-/* Index of the first element of x[n] that is NaN or infinite (or, with
- * `nonneg`, negative), or -1 when every one is valid. */
+bg_status_t bg_train_ckpt_finish_(train_t *t)
+{
+    train_ckpt_t *k = t->ckpt;
+    if (!k)
+        return BG_OK;
+    double t0 = bg_now_s();
+    bg_status_t st = k->pending >= 0 ? settle_pending(t, k, true, NULL) : BG_OK;
+    bg_status_t s2 = bg_ckpt_async_wait(k->bg, NULL);
+    k->held_s += bg_now_s() - t0;
+    return st == BG_OK ? s2 : st;
+}
+
+void bg_train_ckpt_free_(train_t *t)
+{
+    train_ckpt_t *k = t->ckpt;
+    if (!k)
+        return;
+    bg_ckpt_async_free(k->bg); /* a write in flight completes (or fails) first */
+    snapshot_release(k);
+    free(k->arena);
+    free(k);
+    t->ckpt = NULL;
+}
 
 /* BG_ERR_INVALID naming `file` and `name` when x[n] holds a value no
  * training state can have: NaN/Inf anywhere, a negative second moment. */
@@ -283,5 +573,3 @@ bg_status_t bg_train_resume_(train_t *t)
     free(step_path);
     return st;
 }
-
-/* ---------------------------------------------------------------- the loop */

@@ -39,7 +39,7 @@ typedef struct train {
     char run_id[48]; /* tags every metrics line of this run */
     bool resumed;    /* parameters and step came from a checkpoint */
     int64_t skipped; /* steps skipped for overflowed gradients (loss scaling) */
-    float saved_scale[2]; /* the checkpoint's loss scale, alive until it is written */
+    struct train_ckpt *ckpt; /* checkpoint writer state (train_ckpt.c); NULL until a save */
     bool tty;
     bg_bubble_rank_t *bub; /* this rank's steps since the last log point */
     size_t nbub, capbub;
@@ -93,9 +93,22 @@ void bg_train_banner_(train_t *t);
 
 /* ---- engine/train_ckpt.c: checkpoints of the run ---- */
 
-/* Write step `step`'s checkpoint (every rank its stage file, then the
- * manifest and `latest`), with barriers; an error names the file. */
+/* Save step `step` (every rank, at the step boundary): the state is
+ * snapshotted, then each stage file is written -- by a background thread
+ * with --async-checkpoint on, else here -- and rank 0 publishes the
+ * manifest and `latest` once all are written. A save still in flight is
+ * first waited for (the wait is logged). An error names the file. */
 bg_status_t bg_train_save_(train_t *t, int64_t step);
+/* Every rank, after every step: surface a background write's error (naming
+ * the file) and publish a save once every stage file is written. */
+bg_status_t bg_train_ckpt_poll_(train_t *t);
+/* Every rank, before the run ends: wait until the last save is published. */
+bg_status_t bg_train_ckpt_finish_(train_t *t);
+/* Seconds this rank's training waited on checkpoints so far: saves, polls
+ * and the final wait (not the background writes themselves). Cannot fail. */
+double bg_train_ckpt_held_s_(const train_t *t);
+/* Wait for a write in flight (outcome dropped) and free the writer state. */
+void bg_train_ckpt_free_(train_t *t);
 /* --resume: load the latest checkpoint (any layout) and check that its
  * records of the step agree; starting afresh when there is none. */
 bg_status_t bg_train_resume_(train_t *t);

@@ -4,7 +4,8 @@
 # `ctest --test-dir build -L slow`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh dataset-fashion-mnist  # real data for the IDX reader tests
+# real data for the IDX reader tests; namespaces and mpirun for tests/net
+scripts/deps.sh dataset-fashion-mnist iproute2 openmpi-bin
 scripts/build.sh
 jobs=$(nproc 2>/dev/null || echo 2)
 ctest --test-dir build -LE slow --output-on-failure -j"$jobs"

@@ -34,6 +34,15 @@ static bg_status_t parse_optimizer(const char *s, void *dst)
     return bg_optim_kind_parse(s, (bg_optim_kind_t *)dst);
 }
 
+/* "on" | "off" into a bool. */
+static bg_status_t parse_on_off(const char *s, void *dst)
+{
+    if (strcmp(s, "on") && strcmp(s, "off"))
+        return bg_errorf(BG_ERR_INVALID, "expected 'on' or 'off', got '%s'", s);
+    *(bool *)dst = !strcmp(s, "on");
+    return BG_OK;
+}
+
 /* clang-format off */
 const bg_opt_t bg_train_layout_opts[] = {
     {.name = "stages", .kind = BG_OPT_INT, .metavar = "S", .help = "pipeline stages", .def = "1",
@@ -150,6 +159,9 @@ static const bg_opt_t train_save_opts[] = {
     {.name = "checkpoint-every", .kind = BG_OPT_I64, .metavar = "N",
      .help = "write a checkpoint every N steps", .def = "only at the end",
      .off = ARG(c.checkpoint_every), .min = 1, .max = STEPS_MAX},
+    {.name = "async-checkpoint", .kind = BG_OPT_CUSTOM, .metavar = "on|off",
+     .help = "write checkpoints on a background thread while training goes on", .def = "on",
+     .off = ARG(c.async_checkpoint), .parse = parse_on_off},
     {0},
 };
 /* clang-format on */

@@ -189,6 +189,33 @@ static void srv_drop_rank(bg_tp_server_t *s, int r)
             bg_tp_srv_close_conn(s, c, 1); /* already marked: no second notice */
 }
 
+/* "host H (ranks 1, 3)": every rank that said hello from the host of rank
+ * r, since a lost host takes all its ranks and the user should see them
+ * together. A list too long for buf ends in "...". */
+static void host_ranks(bg_tp_server_t *s, int r, char *buf, size_t cap)
+{
+    const char *host = s->ranks[r].host;
+    if (!*host) {
+        snprintf(buf, cap, "its host");
+        return;
+    }
+    int count = 0;
+    for (int i = 0; i < s->world; i++)
+        count += !strcmp(s->ranks[i].host, host);
+    size_t n = (size_t)snprintf(buf, cap, "host %s (rank%s", host, count > 1 ? "s" : "");
+    const char *sep = " ";
+    for (int i = 0; i < s->world && n + 8 < cap; i++) {
+        if (strcmp(s->ranks[i].host, host))
+            continue;
+        n += (size_t)snprintf(buf + n, cap - n, "%s%d", sep, i);
+        sep = ", ";
+    }
+    if (n + 8 >= cap)
+        snprintf(buf + cap - 5, 5, "...)");
+    else
+        snprintf(buf + n, cap - n, ")");
+}
+
 /*
  * The liveness checks, every poll round: a live rank without a heartbeat for
  * hb_s is unresponsive; when some live rank's progress count has not moved
@@ -205,11 +232,13 @@ void bg_tp_srv_watch(bg_tp_server_t *s, double now)
             continue;
         srv_rank_t *sr = &s->ranks[r];
         if (hb_s > 0 && now - sr->last_hb > hb_s) {
-            char why[200];
+            char why[320], on[160];
+            host_ranks(s, r, on, sizeof(on));
+            /* Host first: callers keep only the first ~150 characters. */
             snprintf(why, sizeof(why),
-                     "no heartbeat for %.1f s (--heartbeat-timeout %.1f s; stopped, swapping, or "
-                     "its host unreachable?)",
-                     now - sr->last_hb, hb_s);
+                     "no heartbeat for %.1f s from %s (--heartbeat-timeout %.1f s; stopped, "
+                     "swapping, or the host unreachable?)",
+                     now - sr->last_hb, on, hb_s);
             bg_tp_srv_fault(s, r, BG_TP_FAULT_UNRESPONSIVE, BG_ERR_PEER, why);
             srv_drop_rank(s, r);
             return;
