@@ -549,7 +549,13 @@ static int run_rank(const bg_train_conf_t *c)
     if (st == BG_OK)
         return 0;
     fprintf(stderr, "brigade: %s\n", bg_last_error());
-    return st == BG_ERR_INVALID ? 2 : 1;
+    if (st == BG_ERR_INVALID)
+        return 2;
+    /* Our launcher decides restarts itself (and keeps its ranks' codes 0/1/2);
+     * a scheduler learns from the code whether requeueing makes sense. */
+    int retry = st == BG_ERR_PEER || st == BG_ERR_TIMEOUT || st == BG_ERR_UCX ||
+                st == BG_ERR_IO || st == BG_ERR_CUDA;
+    return retry && !getenv("BRIGADE_WORKER") ? BG_EXIT_RETRY : 1;
 }
 
 /* The workers' command line: ours without --hosts/--hostfile (and their

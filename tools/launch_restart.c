@@ -352,7 +352,7 @@ static int before_restart(restart_state_t *st, int no_step_runs)
         wait *= 2;
     if (wait > BG_RESTART_BACKOFF_MAX_S)
         wait = BG_RESTART_BACKOFF_MAX_S;
-    fprintf(stderr, "brigade: restart %d of %d in %.1f s (cause: %s)\n", st->k + 1,
+    fprintf(stderr, "brigade: restart %d of %d in %.2g s (cause: %s)\n", st->k + 1,
             st->rc->max_restarts, wait, st->cause);
     int sig = backoff_wait(wait);
     if (sig)
@@ -385,10 +385,12 @@ int bg_launch_restart_run(const bg_launch_conf_t *base, const bg_restart_conf_t 
                 fprintf(stderr, "brigade: giving up after %d restart(s)\n", st.k);
             break;
         }
-        st.t_fail = res.t_fail;
-        snprintf(st.cause, sizeof(st.cause), "%s", res.cause);
         /* The first run stepped unless it says otherwise (it prints no mark). */
         int stepped = st.k == 0 || res.stepped;
+        /* Time is lost from the first failure since the job last stepped. */
+        if (stepped || st.t_fail == 0)
+            st.t_fail = res.t_fail;
+        snprintf(st.cause, sizeof(st.cause), "%s", res.cause);
         no_step_runs = stepped ? 1 : no_step_runs + 1;
         int lost = !stepped ? res.rank : -1, avail = st.cur.S * st.cur.D;
         if (rc->elastic && (lost >= 0 || base->hosts))
