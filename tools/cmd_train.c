@@ -386,6 +386,9 @@ int bg_train_cli_validate(const bg_cmd_spec_t *cmd, const bg_train_args_t *a)
     if ((a->max_restarts > 0 || a->elastic) && !c->checkpoint_dir)
         return bg_opt_usage_error(cmd, "--max-restarts and --elastic resume from checkpoints: "
                                        "they need --checkpoint-dir");
+    if (a->elastic && a->max_restarts == 0)
+        return bg_opt_usage_error(cmd, "--elastic re-plans when the job restarts: give "
+                                       "--max-restarts N too");
     if (access(c->model, R_OK) != 0)
         return bg_opt_usage_error(cmd, "cannot read %s: %s", c->model, strerror(errno));
     if (is_worker())
@@ -540,6 +543,15 @@ static int test_fail_rank(void)
     return 1;
 }
 
+/* BRIGADE_RETRY_EXIT (3..125, e.g. 75) when set and valid, else 1. */
+static int retry_exit_code(void)
+{
+    const char *v = getenv("BRIGADE_RETRY_EXIT");
+    char *end = NULL;
+    long code = v ? strtol(v, &end, 10) : 1;
+    return v && *end == 0 && code >= 3 && code <= 125 ? (int)code : 1;
+}
+
 /* This process is one rank: run it; the exit code. */
 static int run_rank(const bg_train_conf_t *c)
 {
@@ -551,11 +563,11 @@ static int run_rank(const bg_train_conf_t *c)
     fprintf(stderr, "brigade: %s\n", bg_last_error());
     if (st == BG_ERR_INVALID)
         return 2;
-    /* Our launcher decides restarts itself (and keeps its ranks' codes 0/1/2);
-     * a scheduler learns from the code whether requeueing makes sense. */
+    /* A scheduler's script learns from a code of its choice that requeueing
+     * makes sense; without BRIGADE_RETRY_EXIT runtime failures stay 1. */
     int retry = st == BG_ERR_PEER || st == BG_ERR_TIMEOUT || st == BG_ERR_UCX ||
                 st == BG_ERR_IO || st == BG_ERR_CUDA;
-    return retry && !getenv("BRIGADE_WORKER") ? BG_EXIT_RETRY : 1;
+    return retry ? retry_exit_code() : 1;
 }
 
 /* The workers' command line: ours without --hosts/--hostfile (and their

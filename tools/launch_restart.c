@@ -347,13 +347,13 @@ static int run_once(restart_state_t *st, bg_launch_result_t *res)
 /* Wait before restart st->k + 1 and say why; 0, or 128 + a signal. */
 static int before_restart(restart_state_t *st, int no_step_runs)
 {
-    double wait = st->rc->backoff_s > 0 ? st->rc->backoff_s : 1.0;
-    for (int i = 1; i < no_step_runs && wait < BG_RESTART_BACKOFF_MAX_S; i++)
+    double wait = st->rc->backoff_s; /* 0: none (bench/fault) */
+    for (int i = 1; i < no_step_runs && wait > 0 && wait < BG_RESTART_BACKOFF_MAX_S; i++)
         wait *= 2;
     if (wait > BG_RESTART_BACKOFF_MAX_S)
         wait = BG_RESTART_BACKOFF_MAX_S;
-    fprintf(stderr, "brigade: restart %d of %d in %.2g s (cause: %s)\n", st->k + 1,
-            st->rc->max_restarts, wait, st->cause);
+    fprintf(stderr, "brigade: restart %d of %d in %.2g s (cause: %s; ranks stopped %.2f s after it)\n",
+            st->k + 1, st->rc->max_restarts, wait, st->cause, bg_now_s() - st->t_fail);
     int sig = backoff_wait(wait);
     if (sig)
         fprintf(stderr, "brigade: interrupted by signal %d (%s) before restart %d\n", sig,

@@ -15,13 +15,6 @@
 #include "engine/train.h"
 #include "tools/launch.h"
 
-/* A worker's exit code under srun or mpirun (the scheduler owns the
- * processes) when a restart from `latest` may cure the failure: a peer,
- * the network, the store, a deadline, I/O or the GPU failed. 2 stays bad
- * input (never retry), 1 a failure a restart would repeat (non-finite
- * values, out of memory, a bug). EX_TEMPFAIL of sysexits.h. */
-#define BG_EXIT_RETRY 75
-
 /* The longest wait between two restarts, whatever the backoff grew to. */
 #define BG_RESTART_BACKOFF_MAX_S 30.0
 

@@ -8,7 +8,9 @@
  *            finishes, again bit-identical;
  *   elastic: a 2 stages x 2 dp job that loses a replica for good
  *            (BRIGADE_TEST_FAIL_RANK) finishes as 2 x 1 with the same global
- *            batch, its loss curve going on from the checkpoint.
+ *            batch, its loss curve going on from the checkpoint;
+ *   hosts:   with --hosts, a host that stops answering ssh takes its
+ *            slots away: the job re-plans the same way.
  * argv[1]: the brigade binary; argv[2]: the mode; argv[3]: kills (kill).
  * Must not be run with the others' working directories: it works in /tmp.
  */
@@ -266,10 +268,45 @@ static void test_elastic(void)
     cJSON_Delete(m);
 }
 
+/*
+ * --hosts 127.0.0.1:2,localhost:2 through an `ssh` stand-in (first on
+ * PATH) that runs the command here, until `down` exists: then host
+ * localhost no longer answers. A 2 x 2 job whose replica on localhost is
+ * killed after the host went down re-plans to 2 x 1 on 127.0.0.1.
+ */
+static void test_hosts(void)
+{
+    char bin[300], dir[300], log[300], down[300], args[1024], env[1024];
+    snprintf(bin, sizeof(bin), "%s/bin", wd);
+    snprintf(dir, sizeof(dir), "%s/hosts", wd);
+    snprintf(log, sizeof(log), "%s/hosts.log", wd);
+    snprintf(down, sizeof(down), "%s/down", wd);
+    CHECK(bg_test_sh("mkdir -p %s && printf '%%s\\n' '#!/bin/sh' "
+                     "'for a; do host=$last; last=$a; done' "
+                     "'[ \"$host\" = localhost ] && [ -e %s ] && exit 255' "
+                     "'exec sh -c \"$last\"' > %s/ssh && chmod 700 %s/ssh",
+                     bin, down, bin, bin) == 0);
+    snprintf(env, sizeof(env), "PATH=%s:%s", bin, getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
+    snprintf(args, sizeof(args),
+             "--stages 2 --dp 2 --micro-batches 4 --steps 60 --checkpoint-every 10 "
+             "--checkpoint-dir %s --max-restarts 2 --elastic --hosts 127.0.0.1:2,localhost:2",
+             dir);
+    pid_t job = start(args, log, env), ranks[16];
+    CHECK(wait_new_ranks(job, NULL, 0, ranks, 4) == 0);
+    while (latest_step(dir) < 20 && !ended(job))
+        usleep(1000);
+    CHECK(bg_test_sh("touch %s", down) == 0);
+    CHECK(kill(ranks[3], SIGKILL) == 0); /* rank 3's ssh: stage 1, dp 1, on localhost */
+    CHECK_MSG(finish(job) == 0, "see %s", log);
+    CHECK(count_lines(log, "brigade: host localhost", "does not answer ssh") == 1);
+    CHECK(count_lines(log, "brigade: elastic", "-> 2 stages x 1 dp, 8 micro-batches") == 1);
+    CHECK(latest_step(dir) == 60);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s BRIGADE kill N [SEED] | stop | elastic\n", argv[0]);
+        fprintf(stderr, "usage: %s BRIGADE kill N [SEED] | stop | elastic | hosts\n", argv[0]);
         return 2;
     }
     brigade = argv[1];
@@ -285,6 +322,8 @@ int main(int argc, char **argv)
         test_stop();
     } else if (!strcmp(argv[2], "elastic")) {
         test_elastic();
+    } else if (!strcmp(argv[2], "hosts")) {
+        test_hosts();
     }
     if (!bg_test_failures)
         bg_test_sh("rm -rf %s", wd);
