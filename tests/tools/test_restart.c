@@ -10,7 +10,8 @@
  *            (BRIGADE_TEST_FAIL_RANK) finishes as 2 x 1 with the same global
  *            batch, its loss curve going on from the checkpoint;
  *   hosts:   with --hosts, a host that stops answering ssh takes its
- *            slots away: the job re-plans the same way.
+ *            slots away: the job re-plans the same way;
+ *   exit:    BRIGADE_RETRY_EXIT gives a worker's retryable failure its code.
  * argv[1]: the brigade binary; argv[2]: the mode; argv[3]: kills (kill).
  * Must not be run with the others' working directories: it works in /tmp.
  */
@@ -303,10 +304,28 @@ static void test_hosts(void)
     CHECK(latest_step(dir) == 60);
 }
 
+/*
+ * A worker under a scheduler (rank variables, no launcher) whose store
+ * never comes: a retryable failure, so BRIGADE_RETRY_EXIT=75 makes it exit
+ * 75; without the variable it exits 1 as always.
+ */
+static void test_exit_code(void)
+{
+    const char *env = "BRIGADE_JOB_SECRET=0123456789abcdef0123 BRIGADE_RANK=1 "
+                      "BRIGADE_WORLD_SIZE=2 BRIGADE_MASTER_ADDR=127.0.0.1 BRIGADE_MASTER_PORT=1 "
+                      "BRIGADE_TP_TIMEOUT=1";
+    for (int with = 0; with < 2; with++) {
+        int rc = bg_test_sh("env %s %s '%s' train %s/models/mlp-fashion.graph --stages 2 --steps 1 "
+                            "--data synthetic:images > %s/exit.log 2>&1",
+                            env, with ? "BRIGADE_RETRY_EXIT=75" : "", brigade, srcdir, wd);
+        CHECK_MSG(rc == (with ? 75 : 1), "exit %d with%s BRIGADE_RETRY_EXIT", rc, with ? "" : "out");
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s BRIGADE kill N [SEED] | stop | elastic | hosts\n", argv[0]);
+        fprintf(stderr, "usage: %s BRIGADE kill N [SEED] | stop | elastic | hosts | exit\n", argv[0]);
         return 2;
     }
     brigade = argv[1];
@@ -324,6 +343,8 @@ int main(int argc, char **argv)
         test_elastic();
     } else if (!strcmp(argv[2], "hosts")) {
         test_hosts();
+    } else if (!strcmp(argv[2], "exit")) {
+        test_exit_code();
     }
     if (!bg_test_failures)
         bg_test_sh("rm -rf %s", wd);
