@@ -248,7 +248,7 @@ static int host_answers(const char *host)
 {
     pid_t pid = fork();
     if (pid == 0) {
-        int null = open("/dev/null", 0);
+        int null = open("/dev/null", O_RDWR);
         dup2(null, STDIN_FILENO), dup2(null, STDOUT_FILENO), dup2(null, STDERR_FILENO);
         execlp("ssh", "ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", host, "true",
                (char *)NULL);

@@ -15,6 +15,7 @@
  * argv[1]: the brigade binary; argv[2]: the mode; argv[3]: kills (kill).
  * Must not be run with the others' working directories: it works in /tmp.
  */
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,7 +227,8 @@ static double num(const cJSON *o, const char *k)
 /*
  * 2 x 2 loses rank 3 for good after a kill: it re-plans to 2 x 1 with 8
  * micro-batches (same global batch 16) and resumes from the checkpoint; the
- * resumed run's first loss point follows that checkpoint's step.
+ * resumed run's first loss point follows that checkpoint's step and equals
+ * an uninterrupted 2 x 2 run's there (to summation order).
  */
 static void test_elastic(void)
 {
@@ -266,6 +268,27 @@ static void test_elastic(void)
     CHECK(from >= 20 && rec && num(rec, "resumed_from") == from);
     CHECK(after && num(after, "step") == from + 10 && num(after, "loss") >= 0);
     CHECK(latest_step(dir) == 60);
+    CHECK(bg_test_sh("'%s' plot %s --json > /dev/null", brigade, metrics) == 0);
+    /* The curve itself: an uninterrupted 2 x 2 run's loss at that point is
+     * the same up to summation order (same global batch and micro-batch). */
+    char ref[300];
+    snprintf(ref, sizeof(ref), "%s/ref-elastic", wd);
+    CHECK(bg_test_sh("'%s' train %s/models/mlp-fashion.graph " COMMON
+                     " --stages 2 --dp 2 --micro-batches 4 --steps 60 --metrics %s.jsonl "
+                     "> %s.log 2>&1",
+                     brigade, srcdir, ref, ref) == 0);
+    strcat(ref, ".jsonl");
+    cJSON *r = read_metrics(ref);
+    double want = -1, got = after ? num(after, "loss") : -2;
+    cJSON_ArrayForEach(o, r)
+    {
+        if (cJSON_GetObjectItem(o, "loss") && num(o, "step") == from + 10)
+            want = num(o, "loss");
+    }
+    printf("elastic: loss at step %.0f: %.6f resumed as 2 x 1, %.6f uninterrupted 2 x 2\n",
+           from + 10, got, want);
+    CHECK(want >= 0 && fabs(got - want) <= 1e-4 + 1e-3 * want);
+    cJSON_Delete(r);
     cJSON_Delete(m);
 }
 
