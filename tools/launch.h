@@ -42,7 +42,8 @@ typedef struct bg_launch_conf {
     double heartbeat_s;      /* a rank silent this long is stopped and named; <= 0: 10 */
     double hang_s;           /* a rank without progress this long likewise; <= 0: off */
     const char *const *env;  /* NULL-terminated "KEY=VALUE" for every rank; may be NULL */
-    bg_launch_result_t *result; /* NULL, or filled when the run ends */
+    /* NULL, or filled when the run ends. */
+    bg_launch_result_t *result;
     /* Called (launcher thread) when rank 0 prints BG_LAUNCH_STEP_MARK:
      * `step` is the step it finished, `from` the step it resumed from. */
     void (*on_step)(void *arg, long long step, long long from);

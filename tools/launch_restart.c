@@ -48,8 +48,8 @@ typedef struct restart_state {
     char env_restart[32]; /* BRIGADE_RESTART=k for the ranks */
 } restart_state_t;
 
-char **bg_argv_edit(char *const *argv, const char *const *drop_val,
-                    const char *const *drop_flag, const char *const *add)
+char **bg_argv_edit(char *const *argv, const char *const *drop_val, const char *const *drop_flag,
+                    const char *const *add)
 {
     size_t n = 0, na = 0;
     while (argv[n])
@@ -169,8 +169,9 @@ static int replan(restart_state_t *st, int avail)
                 next = L;
         }
     if (!next.S) {
-        fprintf(stderr, "brigade: elastic: no layout of the model runs on %d rank(s) with global "
-                        "batch %d; restarting as %d stages x %d dp\n",
+        fprintf(stderr,
+                "brigade: elastic: no layout of the model runs on %d rank(s) with global "
+                "batch %d; restarting as %d stages x %d dp\n",
                 avail, c->batch, cur.S, cur.D);
         return -1;
     }
@@ -310,8 +311,8 @@ static int slots_left(restart_state_t *st, int lost_rank)
 /* One run of the job in the current layout; its exit code, *res filled. */
 static int run_once(restart_state_t *st, bg_launch_result_t *res)
 {
-    static const char *const layout_opts[] = {"stages", "dp",   "micro-batches", "chunks",
-                                              "schedule", "plan", NULL};
+    static const char *const layout_opts[] = {"stages", "dp", "micro-batches", "chunks", "schedule",
+                                              "plan",   NULL};
     static const char *const resume_flag[] = {"resume", NULL};
     const bg_launch_conf_t *b = st->base;
     const char *add[4] = {NULL}, *env[2] = {NULL};
@@ -344,16 +345,18 @@ static int run_once(restart_state_t *st, bg_launch_result_t *res)
     return rc;
 }
 
-/* Wait before restart st->k + 1 and say why; 0, or 128 + a signal. */
-static int before_restart(restart_state_t *st, int no_step_runs)
+/* Wait before restart st->k + 1 and say why (the ranks were stopped
+ * `stop_s` after the failure); 0, or 128 + a signal. */
+static int before_restart(restart_state_t *st, int no_step_runs, double stop_s)
 {
     double wait = st->rc->backoff_s; /* 0: none (bench/fault) */
     for (int i = 1; i < no_step_runs && wait > 0 && wait < BG_RESTART_BACKOFF_MAX_S; i++)
         wait *= 2;
     if (wait > BG_RESTART_BACKOFF_MAX_S)
         wait = BG_RESTART_BACKOFF_MAX_S;
-    fprintf(stderr, "brigade: restart %d of %d in %.2g s (cause: %s; ranks stopped %.2f s after it)\n",
-            st->k + 1, st->rc->max_restarts, wait, st->cause, bg_now_s() - st->t_fail);
+    fprintf(stderr,
+            "brigade: restart %d of %d in %.2g s (cause: %s; ranks stopped %.2f s after it)\n",
+            st->k + 1, st->rc->max_restarts, wait, st->cause, stop_s);
     int sig = backoff_wait(wait);
     if (sig)
         fprintf(stderr, "brigade: interrupted by signal %d (%s) before restart %d\n", sig,
@@ -377,6 +380,7 @@ int bg_launch_restart_run(const bg_launch_conf_t *base, const bg_restart_conf_t 
     for (;;) {
         bg_launch_result_t res;
         code = run_once(&st, &res);
+        double stop_s = bg_now_s() - res.t_fail;
         /* Only a runtime failure may go away on its own. */
         if (code != 1 || bg_launch_interrupted() || res.t_fail == 0)
             break;
@@ -397,12 +401,14 @@ int bg_launch_restart_run(const bg_launch_conf_t *base, const bg_restart_conf_t 
             avail = slots_left(&st, lost);
         if (rc->elastic && avail < st.cur.S * st.cur.D) {
             if (lost >= 0)
-                fprintf(stderr, "brigade: elastic: rank %d failed again before a step: its slot "
-                                "is lost\n", lost);
+                fprintf(stderr,
+                        "brigade: elastic: rank %d failed again before a step: its slot "
+                        "is lost\n",
+                        lost);
             if (replan(&st, avail) == 0)
                 no_step_runs = 1; /* a new layout starts a fresh backoff */
         }
-        if ((code = before_restart(&st, no_step_runs)) != 0)
+        if ((code = before_restart(&st, no_step_runs, stop_s)) != 0)
             break;
         st.k++;
     }

@@ -19,9 +19,9 @@
 #define BG_RESTART_BACKOFF_MAX_S 30.0
 
 typedef struct bg_restart_conf {
-    int max_restarts;  /* restarts after the first run; 0: run once */
-    double backoff_s;  /* first wait; doubles after each failure before a step */
-    bool elastic;      /* re-plan for the ranks that remain when one cannot come back */
+    int max_restarts;             /* restarts after the first run; 0: run once */
+    double backoff_s;             /* first wait; doubles after each failure before a step */
+    bool elastic;                 /* re-plan for the ranks that remain when one cannot come back */
     const bg_train_conf_t *train; /* layout, model, batch, device, checkpoint dir, metrics */
 } bg_restart_conf_t;
 
@@ -43,7 +43,7 @@ int bg_launch_restart_run(const bg_launch_conf_t *base, const bg_restart_conf_t 
  * the array (not the strings, which are argv's or add's). NULL when out of
  * memory.
  */
-char **bg_argv_edit(char *const *argv, const char *const *drop_val,
-                    const char *const *drop_flag, const char *const *add);
+char **bg_argv_edit(char *const *argv, const char *const *drop_val, const char *const *drop_flag,
+                    const char *const *add);
 
 #endif

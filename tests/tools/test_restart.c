@@ -35,7 +35,7 @@ static char wd[256];
 
 /* Tiny and fast; constant lr so nothing depends on where a run started. */
 #define COMMON                                                                                     \
-    "--data synthetic:images --batch 16 --log-every 10 --eval-batches 1 --seed 5 "             \
+    "--data synthetic:images --batch 16 --log-every 10 --eval-batches 1 --seed 5 "                 \
     "--min-lr-frac 1 --restart-backoff 0.05"
 
 /* Children of `pid` (the launcher's ranks) into out; how many. */
@@ -259,8 +259,8 @@ static void test_elastic(void)
         else if (hdr && !after && cJSON_GetObjectItem(o, "loss"))
             after = o;
     }
-    CHECK(rec && num(rec, "dp") == 1 && num(rec, "stages") == 2 &&
-          num(rec, "micro_batches") == 8 && num(rec, "lost_s") > 0);
+    CHECK(rec && num(rec, "dp") == 1 && num(rec, "stages") == 2 && num(rec, "micro_batches") == 8 &&
+          num(rec, "lost_s") > 0);
     CHECK(rec && cJSON_GetObjectItem(rec, "replanned_from") != NULL);
     CHECK(hdr && num(hdr, "batch") == 16 && num(hdr, "micro_batches") == 8);
     /* The curve goes on from the checkpoint: the first point after it is its next log point. */
@@ -310,7 +310,8 @@ static void test_hosts(void)
                      "'[ \"$host\" = localhost ] && [ -e %s ] && exit 255' "
                      "'exec sh -c \"$last\"' > %s/ssh && chmod 700 %s/ssh",
                      bin, down, bin, bin) == 0);
-    snprintf(env, sizeof(env), "PATH=%s:%s", bin, getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
+    snprintf(env, sizeof(env), "PATH=%s:%s", bin,
+             getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
     snprintf(args, sizeof(args),
              "--stages 2 --dp 2 --micro-batches 4 --steps 60 --checkpoint-every 10 "
              "--checkpoint-dir %s --max-restarts 2 --elastic --hosts 127.0.0.1:2,localhost:2",
@@ -341,14 +342,16 @@ static void test_exit_code(void)
         int rc = bg_test_sh("env %s %s '%s' train %s/models/mlp-fashion.graph --stages 2 --steps 1 "
                             "--data synthetic:images > %s/exit.log 2>&1",
                             env, with ? "BRIGADE_RETRY_EXIT=75" : "", brigade, srcdir, wd);
-        CHECK_MSG(rc == (with ? 75 : 1), "exit %d with%s BRIGADE_RETRY_EXIT", rc, with ? "" : "out");
+        CHECK_MSG(rc == (with ? 75 : 1), "exit %d with%s BRIGADE_RETRY_EXIT", rc,
+                  with ? "" : "out");
     }
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s BRIGADE kill N [SEED] | stop | elastic | hosts | exit\n", argv[0]);
+        fprintf(stderr, "usage: %s BRIGADE kill N [SEED] | stop | elastic | hosts | exit\n",
+                argv[0]);
         return 2;
     }
     brigade = argv[1];
