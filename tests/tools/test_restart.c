@@ -130,9 +130,10 @@ static int wait_new_ranks(pid_t job, const pid_t *old, int nold, pid_t *now, int
 }
 
 /*
- * SIGKILL a random rank `kills` times: each at a random step target (past
- * the last one, well before the end) plus a random delay, so kills land in
- * steps, checkpoints and start-up alike. The final checkpoint must equal an
+ * SIGKILL a random rank `kills` times: the first during start-up, before
+ * any checkpoint; the others at a random step target (past the last one,
+ * well before the end) plus a random delay, so kills land in steps,
+ * checkpoints and start-up alike. The final checkpoint must equal an
  * uninterrupted run's.
  */
 static void test_kills(int kills, uint64_t seed)
@@ -156,7 +157,8 @@ static void test_kills(int kills, uint64_t seed)
             break;
         nold = 2;
         memcpy(old, ranks, sizeof(old));
-        long target = 2 + 24 * k + (long)(bg_test_next(&seed) % 16);
+        /* The first kill comes before any checkpoint: the restart starts afresh. */
+        long target = k == 0 ? -1 : 24 * k + (long)(bg_test_next(&seed) % 16);
         while (latest_step(dir) < target && !ended(job))
             usleep(1000);
         useconds_t delay = (useconds_t)(bg_test_next(&seed) % 30000);
@@ -172,6 +174,9 @@ static void test_kills(int kills, uint64_t seed)
     CHECK_MSG(finish(job) == 0, "see %s", log);
     CHECK(count_lines(log, "brigade: rank", "died: killed by signal 9") == kills);
     CHECK(count_lines(log, "brigade: restart ", "time lost") >= kills);
+    char out[320];
+    snprintf(out, sizeof(out), "%s.out", log);
+    CHECK(count_lines(out, "[r0] no checkpoint in", "starting from step 0") == 1);
     CHECK(bg_test_same_checkpoints(ref, dir));
 }
 
