@@ -450,6 +450,13 @@ static bg_status_t train_loop(train_t *t)
         if (st != BG_OK)
             return st;
         done++;
+        /* A restarted job's launcher times the restart up to this line
+         * (tools/launch.h, BG_LAUNCH_STEP_MARK). */
+        if (done == 1 && t->rank == 0 && getenv("BRIGADE_RESTART")) {
+            printf("brigade: first step after restart: step %lld, resumed from step %lld\n",
+                   (long long)step + 1, (long long)t->start_step);
+            fflush(stdout);
+        }
         if (s.skipped && t->rank == 0)
             printf("step %lld: gradients overflowed at loss scale %g: update skipped (%lld so "
                    "far)\n",

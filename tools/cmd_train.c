@@ -21,6 +21,7 @@
 #include "partition/plan_io.h"
 #include "tools/commands.h"
 #include "tools/launch.h"
+#include "tools/launch_restart.h"
 #include "tools/train_cli.h"
 
 #define ARG(field) offsetof(bg_train_args_t, field)
@@ -185,10 +186,25 @@ const bg_opt_t bg_train_launch_opts[] = {
 };
 /* clang-format on */
 
+/* clang-format off */
+static const bg_opt_t train_restart_opts[] = {
+    {.name = "max-restarts", .kind = BG_OPT_INT, .metavar = "N",
+     .help = "after a runtime failure, restart every rank from DIR/latest, up to N times",
+     .def = "0", .off = ARG(max_restarts), .min = 0, .max = 100000, .group = "Fault tolerance"},
+    {.name = "restart-backoff", .kind = BG_OPT_DOUBLE, .metavar = "S",
+     .help = "wait before a restart; doubles after each failure before a step (at most 30)",
+     .def = "1", .off = ARG(restart_backoff), .dmin = 0, .dmax = BG_RESTART_BACKOFF_MAX_S},
+    {.name = "elastic", .kind = BG_OPT_FLAG,
+     .help = "when a rank cannot come back, re-plan for the ranks that remain (same batch)",
+     .off = ARG(elastic)},
+    {0},
+};
+/* clang-format on */
+
 static const bg_opt_t *const train_tables[] = {
     bg_train_layout_opts, train_run_opts,       bg_train_data_opts,
     train_optim_opts,     bg_train_device_opts, bg_train_load_opts,
-    train_save_opts,      bg_train_launch_opts, NULL,
+    train_save_opts,      bg_train_launch_opts, train_restart_opts, NULL,
 };
 
 const bg_cmd_spec_t bg_train_spec = {
@@ -208,6 +224,7 @@ int bg_train_cli_parse(const bg_cmd_spec_t *cmd, int argc, char **argv, bg_train
 {
     memset(a, 0, sizeof(*a));
     bg_train_conf_default(&a->c);
+    a->restart_backoff = 1.0;
     char *pos[1];
     int npos, rc = bg_opt_parse(cmd, argc, argv, a, pos, &npos);
     if (rc == 0)
@@ -380,6 +397,12 @@ int bg_train_cli_validate(const bg_cmd_spec_t *cmd, const bg_train_args_t *a)
                                        "kernels are f32/bf16): use --dtype bf16 on cuda");
     if (c->resume && !c->checkpoint_dir)
         return bg_opt_usage_error(cmd, "--resume needs --checkpoint-dir");
+    if ((a->max_restarts > 0 || a->elastic) && !c->checkpoint_dir)
+        return bg_opt_usage_error(cmd, "--max-restarts and --elastic resume from checkpoints: "
+                                       "they need --checkpoint-dir");
+    if (a->elastic && a->max_restarts == 0)
+        return bg_opt_usage_error(cmd, "--elastic re-plans when the job restarts: give "
+                                       "--max-restarts N too");
     if (access(c->model, R_OK) != 0)
         return bg_opt_usage_error(cmd, "cannot read %s: %s", c->model, strerror(errno));
     if (is_worker())
@@ -515,14 +538,50 @@ static int parse_hosts(const char *cmd, const bg_train_args_t *a, int nranks, ho
 
 /* ---- start ---- */
 
+/*
+ * Test-only (docs/fault-tolerance.md): BRIGADE_TEST_FAIL_RANK=R[@K] makes
+ * rank R exit 1 at start, in every run of the job from restart K on (0:
+ * every run), as a slot that cannot come back would. 1 when this rank is
+ * the one.
+ */
+static int test_fail_rank(void)
+{
+    const char *v = getenv("BRIGADE_TEST_FAIL_RANK"), *rank = getenv("BRIGADE_RANK");
+    const char *restart = getenv("BRIGADE_RESTART");
+    long r = -1, from = 0;
+    if (!v || !rank || sscanf(v, "%ld@%ld", &r, &from) < 1)
+        return 0;
+    if (atol(rank) != r || (restart ? atol(restart) : 0) < from)
+        return 0;
+    fprintf(stderr, "brigade: rank %ld fails at start (BRIGADE_TEST_FAIL_RANK, test only)\n", r);
+    return 1;
+}
+
+/* BRIGADE_RETRY_EXIT (3..125, e.g. 75) when set and valid, else 1. */
+static int retry_exit_code(void)
+{
+    const char *v = getenv("BRIGADE_RETRY_EXIT");
+    char *end = NULL;
+    long code = v ? strtol(v, &end, 10) : 1;
+    return v && *end == 0 && code >= 3 && code <= 125 ? (int)code : 1;
+}
+
 /* This process is one rank: run it; the exit code. */
 static int run_rank(const bg_train_conf_t *c)
 {
+    if (test_fail_rank())
+        return 1;
     bg_status_t st = bg_train_run(c);
     if (st == BG_OK)
         return 0;
     fprintf(stderr, "brigade: %s\n", bg_last_error());
-    return st == BG_ERR_INVALID ? 2 : 1;
+    if (st == BG_ERR_INVALID)
+        return 2;
+    /* A scheduler's script learns from a code of its choice that requeueing
+     * makes sense; without BRIGADE_RETRY_EXIT runtime failures stay 1. */
+    int retry = st == BG_ERR_PEER || st == BG_ERR_TIMEOUT || st == BG_ERR_UCX ||
+                st == BG_ERR_IO || st == BG_ERR_CUDA;
+    return retry ? retry_exit_code() : 1;
 }
 
 /* The workers' command line: ours without --hosts/--hostfile (and their
@@ -600,7 +659,13 @@ int bg_train_cli_start(const bg_cmd_spec_t *cmd, int argc, char **argv, const bg
         remote_setup(&h, &lc, self_exe, sizeof(self_exe), master, sizeof(master));
     if (!wargv)
         fprintf(stderr, "brigade %s: out of memory\n", cmd->name);
-    rc = wargv ? bg_launch_run(&lc) : 1;
+    bg_restart_conf_t rs = {a->max_restarts, a->restart_backoff, a->elastic, &a->c};
+    if (!wargv)
+        rc = 1;
+    else if (a->max_restarts > 0)
+        rc = bg_launch_restart_run(&lc, &rs);
+    else
+        rc = bg_launch_run(&lc);
     free(wargv);
     hosts_free(&h);
     return rc;

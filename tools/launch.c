@@ -62,8 +62,12 @@ static void set_env_int(const char *k, long v)
     setenv(k, buf, 1);
 }
 
-/* Host index of rank r: hosts fill their slots in order. */
-static int host_of(const bg_launch_conf_t *c, int r, int *local)
+int bg_launch_interrupted(void)
+{
+    return (int)launch_interrupted;
+}
+
+int bg_launch_host_of(const bg_launch_conf_t *c, int r, int *local)
 {
     int first = 0;
     for (int h = 0; h < c->nhosts; h++) {
@@ -127,6 +131,8 @@ static void remote_command(const bg_launch_conf_t *c, int r, int local, int port
         snprintf(a, sizeof(a), "%s=%s", kv[i][0], kv[i][1]);
         shq(buf, cap, a);
     }
+    for (int i = 0; c->env && c->env[i]; i++)
+        shq(buf, cap, c->env[i]);
     snprintf(tmp, sizeof(tmp), "BRIGADE_RANK=%d", r), shq(buf, cap, tmp);
     snprintf(tmp, sizeof(tmp), "BRIGADE_WORLD_SIZE=%d", c->nranks), shq(buf, cap, tmp);
     snprintf(tmp, sizeof(tmp), "BRIGADE_LOCAL_RANK=%d", local), shq(buf, cap, tmp);
@@ -153,7 +159,7 @@ static void child_exec(const bg_launch_conf_t *c, const launch_job_t *j, int ran
         _exit(127); /* the launcher died before we got here */
     dup2(out_w, STDOUT_FILENO);
     dup2(err_w, STDERR_FILENO);
-    int local = rank, h = c->hosts ? host_of(c, rank, &local) : -1;
+    int local = rank, h = c->hosts ? bg_launch_host_of(c, rank, &local) : -1;
     if (h >= 0) {
         static char cmd[16384];
         dup2(in_r, STDIN_FILENO);
@@ -178,6 +184,8 @@ static void child_exec(const bg_launch_conf_t *c, const launch_job_t *j, int ran
         setenv("UCX_NET_DEVICES", "lo", 1);
     if (c->tty)
         setenv("BRIGADE_TTY", "1", 1);
+    for (int i = 0; c->env && c->env[i]; i++)
+        putenv((char *)c->env[i]); /* lives until exec; putenv keeps the pointer */
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     execv(c->exe ? c->exe : c->argv[0], c->argv);
@@ -192,6 +200,23 @@ static void rank_name(const bg_launch_conf_t *c, int r, char *buf, size_t len)
     snprintf(buf, len, "rank %d (stage %d, dp %d)", r, r % s, r / s);
 }
 
+/* Rank 0's line saying it finished its first step after a restart. */
+static void note_line(const bg_launch_conf_t *c, int r, const char *line, size_t len)
+{
+    size_t ml = strlen(BG_LAUNCH_STEP_MARK);
+    if (r != 0 || len <= ml || memcmp(line, BG_LAUNCH_STEP_MARK, ml) != 0)
+        return;
+    char tail[64];
+    long long step = -1, from = -1;
+    snprintf(tail, sizeof(tail), "%.*s", (int)(len - ml), line + ml);
+    if (sscanf(tail, " step %lld, resumed from step %lld", &step, &from) != 2)
+        return;
+    if (c->result)
+        c->result->stepped = 1;
+    if (c->on_step)
+        c->on_step(c->on_step_arg, step, from);
+}
+
 /* Forward complete lines (or \r-terminated progress updates) with a prefix. */
 static void flush_lines(const bg_launch_conf_t *c, int r, char *buf, size_t *len, FILE *to,
                         int final)
@@ -200,6 +225,7 @@ static void flush_lines(const bg_launch_conf_t *c, int r, char *buf, size_t *len
     for (size_t i = 0; i < *len; i++) {
         if (buf[i] != '\n' && buf[i] != '\r')
             continue;
+        note_line(c, r, buf + start, i - start);
         if (c->quiet_prefix)
             fprintf(to, "%.*s%c", (int)(i - start), buf + start, buf[i]);
         else
@@ -383,7 +409,7 @@ static int watch(const bg_launch_conf_t *c, rank_proc_t *p, struct pollfd *fds, 
 /* Where rank r runs, for messages. */
 static void rank_host(const bg_launch_conf_t *c, int r, const char *said, char *buf, size_t len)
 {
-    int local = 0, h = c->hosts ? host_of(c, r, &local) : -1;
+    int local = 0, h = c->hosts ? bg_launch_host_of(c, r, &local) : -1;
     if (said && *said)
         snprintf(buf, len, "%s", said);
     else if (h >= 0)
@@ -418,6 +444,15 @@ static void stop_for_fault(const bg_launch_conf_t *c, rank_proc_t *p, pid_t pgid
     stop_all(p, n, pgid, 0.5);
 }
 
+/* The fault for a caller that may restart the job. */
+static void note_cause(const bg_launch_conf_t *c, int rank, const char *msg)
+{
+    if (!c->result)
+        return;
+    c->result->rank = rank;
+    snprintf(c->result->cause, sizeof(c->result->cause), "%s", msg);
+}
+
 /* The message and exit code for the store's verdict: the rank's own words
  * for a failure (its exit code: 2 when it refused its input), the store's
  * account for an unresponsive or hung rank. */
@@ -433,7 +468,10 @@ static int report_fault(const bg_launch_conf_t *c, const bg_tp_fault_t *f)
     const char *what = f->kind == BG_TP_FAULT_FAILED         ? "failed"
                        : f->kind == BG_TP_FAULT_UNRESPONSIVE ? "is unresponsive"
                                                              : "is hung";
-    fprintf(stderr, "brigade: %s on host %s %s: %s; all ranks stopped\n", who, host, what, why);
+    char msg[sizeof(c->result->cause)];
+    snprintf(msg, sizeof(msg), "%s on host %s %s: %s", who, host, what, why);
+    fprintf(stderr, "brigade: %s; all ranks stopped\n", msg);
+    note_cause(c, f->rank, msg);
     return f->kind == BG_TP_FAULT_FAILED && f->status == BG_ERR_INVALID ? 2 : 1;
 }
 
@@ -453,7 +491,10 @@ static int report(const bg_launch_conf_t *c, const rank_proc_t *p, int first_bad
     rank_name(c, first_bad, who, sizeof(who));
     describe_exit(p[first_bad].status, how, sizeof(how));
     rank_host(c, first_bad, NULL, host, sizeof(host));
-    fprintf(stderr, "brigade: %s died: %s on host %s; all ranks stopped\n", who, how, host);
+    char msg[sizeof(c->result->cause)];
+    snprintf(msg, sizeof(msg), "%s died: %s on host %s", who, how, host);
+    fprintf(stderr, "brigade: %s; all ranks stopped\n", msg);
+    note_cause(c, first_bad, msg);
     /* A rank that refused its input (exit 2) makes the job a usage error. */
     return WIFEXITED(p[first_bad].status) && WEXITSTATUS(p[first_bad].status) == 2 ? 2 : 1;
 }
@@ -515,6 +556,8 @@ static int host_store(const bg_launch_conf_t *c, launch_job_t *j, bg_tp_server_t
 int bg_launch_run(const bg_launch_conf_t *c)
 {
     int n = c->nranks, rc = 0, started = 0;
+    if (c->result)
+        *c->result = (bg_launch_result_t){.rank = -1};
     bg_tp_server_t *srv = NULL;
     launch_job_t job = {0};
     bg_tp_fault_t fault = {0};
@@ -539,6 +582,8 @@ int bg_launch_run(const bg_launch_conf_t *c)
         goto out;
     }
     int first_bad = watch(c, p, fds, map, srv, &fault);
+    if (c->result && (first_bad >= 0 || fault.kind != BG_TP_FAULT_NONE))
+        c->result->t_fail = bg_now_s();
     /* A survivor may report a peer's death (seen by UCX) before the store
      * sees the dead rank's connection close: the signal is the root cause. */
     if (fault.kind == BG_TP_FAULT_FAILED && fault.status == BG_ERR_PEER && first_bad >= 0 &&

@@ -10,6 +10,19 @@
 
 #include <stddef.h>
 
+/* What one run of the job came to, for a caller that may restart it
+ * (tools/launch_restart.c). Filled by bg_launch_run when conf.result is set. */
+typedef struct bg_launch_result {
+    int rank;        /* the rank at fault, -1 when none was named */
+    char cause[768]; /* e.g. "rank 1 (stage 1, dp 0) died: killed by signal 9 (Killed) on host h" */
+    double t_fail;   /* bg_now_s() when the fault was seen; 0: none */
+    int stepped;     /* rank 0 said (BG_LAUNCH_STEP_MARK) that it finished a step */
+} bg_launch_result_t;
+
+/* The line rank 0 prints after its first step when BRIGADE_RESTART is set:
+ * "<mark> step S, resumed from step R"; the launcher calls on_step for it. */
+#define BG_LAUNCH_STEP_MARK "brigade: first step after restart:"
+
 typedef struct bg_launch_conf {
     int nranks;
     int stages;          /* to name ranks as (stage, dp) in messages */
@@ -28,6 +41,13 @@ typedef struct bg_launch_conf {
     int port;                /* store port; 0: any free one */
     double heartbeat_s;      /* a rank silent this long is stopped and named; <= 0: 10 */
     double hang_s;           /* a rank without progress this long likewise; <= 0: off */
+    const char *const *env;  /* NULL-terminated "KEY=VALUE" for every rank; may be NULL */
+    /* NULL, or filled when the run ends. */
+    bg_launch_result_t *result;
+    /* Called (launcher thread) when rank 0 prints BG_LAUNCH_STEP_MARK:
+     * `step` is the step it finished, `from` the step it resumed from. */
+    void (*on_step)(void *arg, long long step, long long from);
+    void *on_step_arg;
 } bg_launch_conf_t;
 
 /*
@@ -36,6 +56,15 @@ typedef struct bg_launch_conf {
  * that address only. 0, or -1 when `host` does not resolve or has no route.
  */
 int bg_launch_route_addr(const char *host, char *out, size_t cap);
+
+/* Host index of rank r (hosts fill their slots in order; a host with 0
+ * slots gets none), *local its index there; -1 and *local = r when r is
+ * past every slot or there are no hosts. Cannot fail. */
+int bg_launch_host_of(const bg_launch_conf_t *c, int r, int *local);
+
+/* The signal (SIGINT, SIGTERM, SIGHUP) that asked the launcher to stop
+ * since its first run, or 0. */
+int bg_launch_interrupted(void);
 
 /*
  * Run the job to completion. Returns 0 when every rank exited 0, 1 when a

@@ -17,6 +17,9 @@ typedef struct bg_train_args {
     const char *hosts, *hostfile;
     bool force; /* start more local ranks than the memory estimate allows */
     char plan_sched[32]; /* the schedule a --plan names; c.schedule then points here */
+    int max_restarts;       /* train: restarts after a runtime failure (launch_restart.h) */
+    double restart_backoff; /* train: first wait before a restart, seconds */
+    bool elastic;           /* train: re-plan for fewer ranks when one cannot come back */
 } bg_train_args_t;
 
 /* Rows train and eval both accept (offsets into bg_train_args_t). */
