@@ -178,6 +178,7 @@ struct bg_rt {
     bg_rt_stats_t *stats;
     bool eval;
     bg_sched_t *eval_sched; /* forward-only lists of the last evaluation's size */
+    struct rt_ps *ps;       /* parameter-server client (runtime_ps.c), made at the first step */
 };
 
 /* ------------------------------------------------------- small shared helpers */
@@ -341,6 +342,15 @@ bg_status_t bg_rt_optimizer_(bg_rt_t *rt, int64_t step);
 /* Every local chunk's gradient bucket and the per-use accumulators in it
  * (rt->uacc_*, allocated by bg_rt_params_setup_). */
 bg_status_t bg_rt_buckets_setup_(bg_rt_t *rt);
+
+/* ---------------------------------------------------------------- runtime_ps.c */
+
+/* OPTIMIZER in ps mode: push the accumulators, install the versions the
+ * staleness rule asks for; *overflow: the newest installed update was
+ * skipped. Fills rt->stats like bg_rt_optimizer_. Transport errors (a dead
+ * server is named by the transport), out of memory. */
+bg_status_t bg_rt_ps_step_(bg_rt_t *rt, int64_t step, bool *overflow);
+void bg_rt_ps_free_(bg_rt_t *rt);
 
 /* ------------------------------------------------------------ runtime_params.c */
 
