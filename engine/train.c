@@ -438,6 +438,7 @@ static bg_status_t train_loop(train_t *t)
     for (int64_t step = t->start_step; step < t->steps; step++) {
         t->split = BG_SPLIT_TRAIN;
         t->data_step = step;
+        bg_train_test_delay_(t, step);
         bg_status_t st = bg_rt_step(t->rt, step, feed, t, &s);
         if (st == BG_OK)
             st = check_finite_step(t, step, &s);

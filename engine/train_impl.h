@@ -109,6 +109,9 @@ bg_status_t bg_train_resume_(train_t *t);
 bg_status_t bg_train_ps_setup_(train_t *t);
 bg_status_t bg_train_serve_(train_t *t);
 bg_status_t bg_train_ps_report_(train_t *t);
+/* The test-only straggler (BRIGADE_TEST_STEP_DELAY, engine/ps_train.c):
+ * sleeps before step `step` when it names this rank. Cannot fail. */
+void bg_train_test_delay_(const train_t *t, int64_t step);
 /* Parameters (and, with_state, optimizer state) of this rank from ck, or
  * from the single file f (--init); refuses non-finite values naming the
  * file and tensor. */
