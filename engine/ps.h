@@ -2,7 +2,8 @@
  * engine/ps.h -- parameter servers (--dp-mode ps): what the training loop
  * and the runtime need to know of them. In ps mode every stage's parameters
  * are sharded over K server ranks (global ranks S*D .. S*D+K-1, after the
- * workers; parameter p lives on server p % K). Workers push the gradients
+ * workers, or inside workers 0 .. K-1 with --ps-colocate; parameter p lives
+ * on server p % K). Workers push the gradients
  * of each server's parameters after their step and pull the updated masters
  * back; servers sum the D replicas in the ring allreduce's order, compute
  * the same global norm and run the same fused optimizer step, so staleness
@@ -28,7 +29,8 @@
 
 typedef struct bg_ps_conf {
     int servers;         /* K; 0: parameter servers off (allreduce) */
-    int first_rank;      /* global rank of server 0 (S * D) */
+    int first_rank;      /* global rank of server 0: S * D, or 0 when colocated */
+    bool colocate;       /* server k runs inside worker rank k (runtime_ps.c drives it) */
     int64_t staleness;   /* S >= 0, or BG_PS_STALE_INF */
     bool deterministic;  /* every step t uses exactly version max(start, t - S) */
     int64_t sync_every;  /* checkpoint period in steps (0: none): full-sync steps */

@@ -74,4 +74,20 @@ static inline int64_t ps_reply_floats(const ps_layout_t *l, int s, int k, bool s
     return l->reply_n[s * l->K + k] * (state ? 1 + l->nst : 1);
 }
 
+/* ------------------------------------------------ engine/ps_server.c */
+
+/* A server's state: dedicated (bg_ps_serve runs it to the end) or colocated
+ * inside a worker (engine/runtime_ps.c drives it at each OPTIMIZER). */
+typedef struct srv srv_t;
+
+/* Layout, buffers, the server group, then the starting parameters and
+ * state from the workers (blocking). Errors name the server. */
+bg_status_t bg_ps_srv_create_(const bg_ps_serve_conf_t *c, srv_t **out);
+/* Serve the next updates up to `upto`: waiting for the pushes of those up
+ * to `block_upto`, the later ones only if their pushes are all here. */
+bg_status_t bg_ps_srv_serve_(srv_t *v, int64_t upto, int64_t block_upto);
+/* Wait until every reply sent has been taken. */
+bg_status_t bg_ps_srv_finish_(srv_t *v);
+void bg_ps_srv_free_(srv_t *v); /* NULL is fine */
+
 #endif

@@ -40,8 +40,11 @@ typedef struct srv_send {
     void *buf;
 } srv_send_t;
 
-typedef struct srv {
+struct srv {
+    bg_ps_serve_conf_t conf; /* a copy: a colocated server outlives its caller's */
     const bg_ps_serve_conf_t *c;
+    int64_t next; /* the next update to serve */
+    bool posted;  /* its pushes' receives are posted */
     ps_layout_t L;
     int S, D, K, k, nst;
     bool cpu;
@@ -63,7 +66,7 @@ typedef struct srv {
     size_t nsends, capsends;
     bg_tp_group_t *group; /* all servers, K > 1 */
     float *ss;            /* [np] sums of squares in global parameter order */
-} srv_t;
+};
 
 static int worker_rank(const srv_t *v, int s, int d)
 {
@@ -239,14 +242,14 @@ static bg_status_t srv_post_pushes(srv_t *v, int64_t u)
     return st;
 }
 
-/* Wait for the pushes of step u, naming a straggler once it holds the
+/* Wait (`block`; else only look once) for the pushes of step u, naming a straggler once it holds the
  * update up for a second, and failing after the run's wait bound. */
-static bg_status_t srv_wait_pushes(srv_t *v, int64_t u)
+static bg_status_t srv_wait_pushes(srv_t *v, int64_t u, bool block, bool *ready)
 {
     double t0 = bg_now_s();
     bool named = false;
     size_t nw = (size_t)v->S * (size_t)v->D;
-    for (;;) {
+    for (;; block = true) {
         int left = -1;
         for (size_t w = 0; w < nw; w++) {
             int done = 0;
@@ -260,7 +263,8 @@ static bg_status_t srv_wait_pushes(srv_t *v, int64_t u)
             if (!done)
                 left = (int)w;
         }
-        if (left < 0)
+        *ready = left < 0;
+        if (left < 0 || !block)
             return srv_sends_progress(v, false);
         double dt = bg_now_s() - t0;
         if (!named && dt > 1.0 && v->k == 0) {
@@ -434,25 +438,35 @@ static const ps_head_t *srv_head(const srv_t *v)
     return &none;
 }
 
-static bg_status_t srv_loop(srv_t *v)
+bg_status_t bg_ps_srv_serve_(srv_t *v, int64_t upto, int64_t block_upto)
 {
-    bg_status_t st = srv_receive_initial(v);
-    for (int64_t u = v->c->start_step; u < v->c->ps.steps && st == BG_OK; u++) {
+    bg_status_t st = BG_OK;
+    for (; v->next <= upto && v->next < v->c->ps.steps && st == BG_OK; v->next++) {
+        bool ready = false;
+        if (!v->posted && (st = srv_post_pushes(v, v->next)) != BG_OK)
+            break;
+        v->posted = true;
+        if ((st = srv_wait_pushes(v, v->next, v->next <= block_upto, &ready)) != BG_OK || !ready)
+            break;
         ps_head_t out;
-        if ((st = srv_post_pushes(v, u)) == BG_OK && (st = srv_wait_pushes(v, u)) == BG_OK) {
-            srv_fold(v);
-            st = srv_update(v, u, srv_head(v), &out);
-        }
-        if (st == BG_OK)
+        v->posted = false;
+        srv_fold(v);
+        if ((st = srv_update(v, v->next, srv_head(v), &out)) == BG_OK)
             st = srv_reply(v, &out);
         bg_tp_note_progress(v->c->tp);
     }
-    bg_status_t s2 = srv_sends_progress(v, st == BG_OK);
-    return st == BG_OK ? s2 : st;
+    return st;
 }
 
-static void srv_free(srv_t *v)
+bg_status_t bg_ps_srv_finish_(srv_t *v)
 {
+    return srv_sends_progress(v, true);
+}
+
+void bg_ps_srv_free_(srv_t *v)
+{
+    if (!v)
+        return;
     for (size_t i = 0; i < v->nsends; i++)
         bg_tp_cancel(v->c->tp, v->sends[i].req), free(v->sends[i].buf);
     size_t nw = (size_t)v->S * (size_t)v->D;
@@ -476,29 +490,53 @@ static void srv_free(srv_t *v)
     free(v->sends), free(v->push), free(v->preq), free(v->ss), free(v->tmp), free(v->x);
     free(v->mine), free(v->off_h), free(v->decay_h);
     bg_ps_layout_free_(&v->L);
+    free(v);
+}
+
+bg_status_t bg_ps_srv_create_(const bg_ps_serve_conf_t *c, srv_t **out)
+{
+    srv_t *v = calloc(1, sizeof(*v));
+    if (!v)
+        return bg_errorf(BG_ERR_NOMEM, "out of memory on parameter server %d", c->index);
+    v->conf = *c;
+    v->c = &v->conf;
+    v->S = c->stages, v->D = c->dps, v->K = c->ps.servers, v->k = c->index;
+    v->next = c->start_step;
+    v->nst = bg_optim_state_count(c->optim.kind);
+    v->cpu = bg_backend_device(c->be) == BG_DEV_CPU;
+    bg_status_t st = bg_stream_create(c->be, "ps", &v->stream);
+    if (st == BG_OK)
+        st = bg_ps_layout_create_(c->g, c->net, c->sched, v->S, v->K, v->nst, &v->L);
+    if (st == BG_OK)
+        st = srv_layout(v);
+    if (st == BG_OK)
+        st = srv_buffers(v);
+    if (st == BG_OK)
+        st = srv_group(v);
+    if (st == BG_OK)
+        st = srv_receive_initial(v);
+    if (st != BG_OK) {
+        bg_ps_srv_free_(v);
+        return bg_error_prefix(st, "ps server %d (rank %d): ", c->index,
+                               c->ps.first_rank + c->index);
+    }
+    *out = v;
+    return BG_OK;
 }
 
 bg_status_t bg_ps_serve(const bg_ps_serve_conf_t *c)
 {
-    srv_t v = {.c = c, .S = c->stages, .D = c->dps, .K = c->ps.servers, .k = c->index};
-    v.nst = bg_optim_state_count(c->optim.kind);
-    v.cpu = bg_backend_device(c->be) == BG_DEV_CPU;
-    bg_status_t st = BG_OK;
-    if (c->start_step < c->ps.steps) { /* else the workers never push: nothing to serve */
-        st = bg_stream_create(c->be, "ps", &v.stream);
-        if (st == BG_OK)
-            st = bg_ps_layout_create_(c->g, c->net, c->sched, v.S, v.K, v.nst, &v.L);
-        if (st == BG_OK)
-            st = srv_layout(&v);
-        if (st == BG_OK)
-            st = srv_buffers(&v);
-        if (st == BG_OK)
-            st = srv_group(&v);
-        if (st == BG_OK)
-            st = srv_loop(&v);
-    }
-    srv_free(&v);
-    return st == BG_OK ? BG_OK
-                       : bg_error_prefix(st, "ps server %d (rank %d): ", c->index,
-                                         c->ps.first_rank + c->index);
+    if (c->start_step >= c->ps.steps)
+        return BG_OK; /* the workers never push: nothing to serve */
+    srv_t *v = NULL;
+    bg_status_t st = bg_ps_srv_create_(c, &v);
+    if (st == BG_OK)
+        st = bg_ps_srv_serve_(v, c->ps.steps - 1, c->ps.steps - 1);
+    if (st == BG_OK)
+        st = bg_ps_srv_finish_(v);
+    bg_ps_srv_free_(v);
+    return st == BG_OK || strstr(bg_last_error(), "ps server")
+               ? st
+               : bg_error_prefix(st, "ps server %d (rank %d): ", c->index,
+                                 c->ps.first_rank + c->index);
 }

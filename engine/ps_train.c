@@ -47,6 +47,11 @@ int bg_train_ps_servers(const bg_train_conf_t *c)
     return !bg_train_ps_on(c) ? 0 : c->ps_servers > 0 ? c->ps_servers : 1;
 }
 
+int bg_train_ps_ranks(const bg_train_conf_t *c)
+{
+    return c->ps_colocate ? 0 : bg_train_ps_servers(c);
+}
+
 bg_status_t bg_train_ps_setup_(train_t *t)
 {
     const bg_train_conf_t *c = t->c;
@@ -54,7 +59,11 @@ bg_status_t bg_train_ps_setup_(train_t *t)
     t->ps.servers = bg_train_ps_servers(c);
     if (!t->ps.servers)
         return BG_OK;
-    t->ps.first_rank = c->stages * c->dp;
+    t->ps.colocate = c->ps_colocate;
+    t->ps.first_rank = c->ps_colocate ? 0 : c->stages * c->dp;
+    if (c->ps_colocate && t->ps.servers > c->stages * c->dp)
+        return bg_errorf(BG_ERR_INVALID, "--ps-colocate: %d servers need as many workers, the "
+                         "job has %d", t->ps.servers, c->stages * c->dp);
     t->ps.deterministic = c->deterministic;
     t->ps.sync_every = c->checkpoint_dir ? c->checkpoint_every : 0;
     return bg_train_staleness_parse(c->staleness, &t->ps.staleness);

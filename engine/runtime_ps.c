@@ -17,6 +17,12 @@
  * on) is counted in a histogram. On the first call replica 0 of each stage
  * sends the servers the starting parameters and state it is the lowest
  * holder of (from the seed, --init or a checkpoint of any mode).
+ * With --ps-colocate, worker rank k < K hosts server k (engine/ps_server.c)
+ * and serves it here, before pulling: updates up to the version it needs,
+ * waiting for their pushes, then (one server only) any later one already
+ * complete. Every
+ * rank pushes before it serves or pulls, and servers serve in update
+ * order, so no rank waits on a rank that waits on it.
  * Must NOT sum, clip or update anything itself.
  */
 #include <stdio.h>
@@ -45,6 +51,7 @@ struct rt_ps {
     bool installed;      /* something was installed in this call */
     bool state;          /* ... with optimizer state */
     bool warned;         /* the straggler notice was printed */
+    srv_t *srv;          /* the server this rank hosts (--ps-colocate), or NULL */
     int64_t hist[BG_PS_HIST];
 };
 
@@ -189,7 +196,17 @@ static bg_status_t ps_start(bg_rt_t *rt, int64_t step)
             return bg_errorf(BG_ERR_NOMEM, "out of memory for the parameter servers");
         st = post_reply(rt, k);
     }
-    return st == BG_OK ? send_initial(rt, step) : st;
+    if (st == BG_OK)
+        st = send_initial(rt, step);
+    int me = rt_peer_rank(rt, c->s);
+    if (st != BG_OK || !rt->conf.ps.colocate || me >= c->K)
+        return st;
+    bg_ps_serve_conf_t sc = {.ps = rt->conf.ps, .index = me, .stages = rt->conf.stages,
+                             .dps = rt->conf.dps, .tp = rt->conf.tp, .be = rt->conf.be,
+                             .g = rt->g, .net = rt->net, .sched = rt->conf.sched,
+                             .optim = rt->conf.optim, .start_step = step,
+                             .timeout_s = rt->conf.timeout_s};
+    return bg_ps_srv_create_(&sc, &c->srv);
 }
 
 /* Step t's gradients: this stage's uses of server k's parameters. */
@@ -326,11 +343,19 @@ bg_status_t bg_rt_ps_step_(bg_rt_t *rt, int64_t t, bool *overflow)
     bool exact;
     int64_t need = version_needed(rt, t, &exact);
     c->installed = c->state = false;
+    /* A hosted server serves what this rank is about to need (waiting),
+     * before the pull waits for it; alone, also whatever else is complete.
+     * With more servers an update ends in their norm allreduce, which may
+     * only start where every host starts it (the same bound). */
+    if (st == BG_OK && c->srv)
+        st = bg_ps_srv_serve_(c->srv, c->K == 1 ? t : need - 1, need - 1);
     for (int k = 0; k < c->K && st == BG_OK; k++)
         if (talks(rt, k))
             st = pull(rt, k, need, exact);
     if (st == BG_OK) /* after the last push, every push has been taken */
         st = sends_progress(rt, t + 1 == rt->conf.ps.steps);
+    if (st == BG_OK && c->srv && t + 1 == rt->conf.ps.steps)
+        st = bg_ps_srv_finish_(c->srv);
     if (st == BG_OK && c->installed)
         st = refresh(rt);
     if (st != BG_OK)
@@ -356,6 +381,7 @@ void bg_rt_ps_free_(bg_rt_t *rt)
         if (c->rbuf)
             free(c->rbuf[k]);
     }
+    bg_ps_srv_free_(c->srv);
     free(c->sends), free(c->have), free(c->rbuf), free(c->rreq);
     bg_ps_layout_free_(&c->L);
     free(c);

@@ -512,7 +512,7 @@ static bg_status_t join(train_t *t)
     bg_status_t st = bg_tp_config_from_env(&tc);
     if (st != BG_OK)
         return st;
-    int total = tc.boot.world_size, servers = bg_train_ps_servers(c);
+    int total = tc.boot.world_size, servers = bg_train_ps_ranks(c);
     t->rank = tc.boot.rank;
     t->world = c->stages * c->dp; /* the workers; parameter servers come after them */
     if (total != t->world + servers)

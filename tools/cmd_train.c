@@ -187,6 +187,9 @@ static const bg_opt_t train_dp_opts[] = {
     {.name = "staleness", .kind = BG_OPT_STRING, .metavar = "S|inf",
      .help = "ps: a replica may be S steps ahead of the slowest (0: synchronous)", .def = "0",
      .off = ARG(c.staleness)},
+    {.name = "ps-colocate", .kind = BG_OPT_FLAG,
+     .help = "ps: run server k inside worker rank k instead of extra ranks",
+     .off = ARG(c.ps_colocate)},
     {.name = "deterministic", .kind = BG_OPT_FLAG,
      .help = "ps: step t uses exactly the parameters of step t - S (replayable)",
      .off = ARG(c.deterministic)},
@@ -381,11 +384,20 @@ static int check_dp_mode(const bg_cmd_spec_t *cmd, const bg_train_conf_t *c)
     const char *alone = c->staleness      ? "--staleness"
                         : c->ps_servers   ? "--ps-servers"
                         : c->deterministic ? "--deterministic"
+                        : c->ps_colocate   ? "--ps-colocate"
                                            : NULL;
     if (!ps && alone)
         return bg_opt_usage_error(cmd, "%s needs --dp-mode ps", alone);
     if (bg_train_staleness_parse(c->staleness, &s) != BG_OK)
         return bg_opt_usage_error(cmd, "%s", bg_last_error());
+    if (c->ps_colocate && bg_train_ps_servers(c) > c->stages * c->dp)
+        return bg_opt_usage_error(cmd, "--ps-colocate: --ps-servers %d needs as many workers "
+                                       "(stages x dp = %d)",
+                                  bg_train_ps_servers(c), c->stages * c->dp);
+    if (c->ps_colocate && s == BG_PS_STALE_INF && bg_train_ps_servers(c) > 1)
+        return bg_opt_usage_error(cmd, "--ps-colocate --staleness inf needs --ps-servers 1 "
+                                       "(colocated servers update together, when their workers "
+                                       "reach the staleness bound: use dedicated servers)");
     if (c->deterministic && s == BG_PS_STALE_INF)
         return bg_opt_usage_error(cmd, "--deterministic needs a finite --staleness (an "
                                        "asynchronous run has no fixed order to replay)");
@@ -607,7 +619,7 @@ int bg_train_cli_start(const bg_cmd_spec_t *cmd, int argc, char **argv, const bg
 {
     if (is_worker())
         return run_rank(&a->c);
-    int nranks = a->c.stages * a->c.dp + bg_train_ps_servers(&a->c), rc = 0;
+    int nranks = a->c.stages * a->c.dp + bg_train_ps_ranks(&a->c), rc = 0;
     hosts_t h = {0};
     if ((a->hosts || a->hostfile) && (rc = parse_hosts(cmd->name, a, nranks, &h)) != 0) {
         hosts_free(&h);

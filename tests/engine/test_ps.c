@@ -1,8 +1,9 @@
 /*
  * tests/engine/test_ps.c -- parameter servers end to end through
  * `brigade train --dp-mode ps`: staleness 0 gives the allreduce's bits
- * (S in {1, 2}, D in {2, 3}, one to three servers, a weight tied across
- * stages); --deterministic staleness replays bit for bit; stale and
+ * (S in {1, 2}, D in {2, 3}, one to three servers, dedicated or colocated,
+ * a weight tied across stages); --deterministic staleness replays bit for
+ * bit, with a straggler and with colocated servers; stale and
  * asynchronous runs finish and report their staleness histogram; a
  * checkpoint resumes across modes bit-identically; flags that make no
  * sense together are refused with exit 2; a server that dies is named.
@@ -42,16 +43,17 @@ static int same(const char *a, const char *b)
 static void test_sync_equals_allreduce(void)
 {
     static const struct {
-        int S, D, K;
-    } lay[] = {{1, 2, 1}, {1, 3, 2}, {2, 2, 2}, {2, 3, 1}, {2, 3, 3}};
+        int S, D, K, colocate;
+    } lay[] = {{1, 2, 1, 0}, {1, 3, 2, 0}, {2, 2, 2, 0}, {2, 3, 1, 0}, {2, 3, 3, 0}, {2, 3, 3, 1}};
     for (size_t i = 0; i < sizeof(lay) / sizeof(lay[0]); i++) {
         char ar[200], ps[300];
         snprintf(ar, sizeof(ar), "--stages %d --dp %d --steps 3", lay[i].S, lay[i].D);
-        snprintf(ps, sizeof(ps), "%s --dp-mode ps --ps-servers %d", ar, lay[i].K);
+        snprintf(ps, sizeof(ps), "%s --dp-mode ps --ps-servers %d%s", ar, lay[i].K,
+                 lay[i].colocate ? " --ps-colocate" : "");
         CHECK(train("mlp-fashion.graph", "synthetic:images", ar, "ar"));
         CHECK(train("mlp-fashion.graph", "synthetic:images", ps, "ps"));
-        CHECK_MSG(same("ar", "ps"), "ps at staleness 0 differs from allreduce: S=%d D=%d K=%d",
-                  lay[i].S, lay[i].D, lay[i].K);
+        CHECK_MSG(same("ar", "ps"), "ps at staleness 0 differs from allreduce: S=%d D=%d K=%d%s",
+                  lay[i].S, lay[i].D, lay[i].K, lay[i].colocate ? " colocated" : "");
     }
     /* GPT's embedding is tied to its head across the two stages. */
     const char *g = "--stages 2 --dp 2 --micro-batches 2 --steps 2";
@@ -69,8 +71,8 @@ static void test_stale(void)
     char x[600];
     snprintf(x, sizeof(x), "%s --staleness 2 --deterministic --metrics %s/d1.jsonl", a, wd);
     CHECK(train("mlp-fashion.graph", "synthetic:images", x, "d1"));
-    /* Replayed with a straggler: the same bits whatever the timing. */
-    snprintf(x, sizeof(x), "%s --staleness 2 --deterministic", a);
+    /* Replayed with a straggler and colocated servers: the same bits. */
+    snprintf(x, sizeof(x), "%s --staleness 2 --deterministic --ps-colocate", a);
     CHECK(bg_test_sh("BRIGADE_TEST_STEP_DELAY=1:30:3 sh -c \"'%s' train %s/models/mlp-fashion.graph "
                      "--data synthetic:images " COMMON " --checkpoint-dir %s/d2 %s\" > %s/d2.log "
                      "2>&1",
@@ -109,7 +111,9 @@ static void test_bad_flags(void)
 {
     static const char *bad[] = {"--staleness 2", "--ps-servers 2", "--deterministic",
                                 "--dp-mode ps --ps-servers 0", "--dp-mode ps --staleness -1",
-                                "--dp-mode ps --staleness inf --deterministic"};
+                                "--dp-mode ps --staleness inf --deterministic",
+                                "--dp-mode ps --ps-colocate --ps-servers 2",
+                                "--ps-colocate"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int rc = bg_test_sh("'%s' train %s/models/mlp-fashion.graph --data synthetic:images %s "
                             "> %s/bad.log 2>&1",
