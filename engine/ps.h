@@ -28,13 +28,13 @@
 #define BG_PS_STALE_INF (-1)
 
 typedef struct bg_ps_conf {
-    int servers;         /* K; 0: parameter servers off (allreduce) */
-    int first_rank;      /* global rank of server 0: S * D, or 0 when colocated */
-    bool colocate;       /* server k runs inside worker rank k (runtime_ps.c drives it) */
-    int64_t staleness;   /* S >= 0, or BG_PS_STALE_INF */
-    bool deterministic;  /* every step t uses exactly version max(start, t - S) */
-    int64_t sync_every;  /* checkpoint period in steps (0: none): full-sync steps */
-    int64_t steps;       /* the run's last step + 1 (a full-sync step) */
+    int servers;        /* K; 0: parameter servers off (allreduce) */
+    int first_rank;     /* global rank of server 0: S * D, or 0 when colocated */
+    bool colocate;      /* server k runs inside worker rank k (runtime_ps.c drives it) */
+    int64_t staleness;  /* S >= 0, or BG_PS_STALE_INF */
+    bool deterministic; /* every step t uses exactly version max(start, t - S) */
+    int64_t sync_every; /* checkpoint period in steps (0: none): full-sync steps */
+    int64_t steps;      /* the run's last step + 1 (a full-sync step) */
 } bg_ps_conf_t;
 
 /* True after step `step` (0-based) workers wait for the update of that very
@@ -53,10 +53,10 @@ static inline bool bg_ps_sync_step(const bg_ps_conf_t *c, int64_t step)
 /* One server rank's job. */
 typedef struct bg_ps_serve_conf {
     bg_ps_conf_t ps;
-    int index;          /* this server, 0 .. K-1 */
-    int stages, dps;    /* the workers' layout */
+    int index;       /* this server, 0 .. K-1 */
+    int stages, dps; /* the workers' layout */
     bg_tp_t *tp;
-    bg_backend_t *be;   /* where the optimizer runs */
+    bg_backend_t *be; /* where the optimizer runs */
     const bg_graph_t *g;
     const bg_net_t *net;
     const bg_sched_t *sched;

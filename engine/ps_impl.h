@@ -23,7 +23,7 @@ typedef struct ps_par {
     int server;
     int64_t n;
     int nu;
-    ps_use_t *use; /* [nu]: the graph's user order (ascending layers) */
+    ps_use_t *use;    /* [nu]: the graph's user order (ascending layers) */
     int first_holder; /* lowest stage holding it: sends it at start */
 } ps_par_t;
 
@@ -36,11 +36,11 @@ typedef struct ps_layout {
 
 /* The header of every message, both ways (then f32 payload). */
 typedef struct ps_head {
-    int64_t step;   /* push: the step; reply: the version (updates applied) */
-    int64_t used;   /* push: the version the gradient was computed on */
-    double norm;    /* reply: the step's global norm (scaled) */
-    float scale;    /* push: loss scale; reply: learning rate */
-    int32_t flags;  /* PS_F_* */
+    int64_t step;  /* push: the step; reply: the version (updates applied) */
+    int64_t used;  /* push: the version the gradient was computed on */
+    double norm;   /* reply: the step's global norm (scaled) */
+    float scale;   /* push: loss scale; reply: learning rate */
+    int32_t flags; /* PS_F_* */
 } ps_head_t;
 
 enum { PS_F_SCALING = 1, PS_F_OVERFLOW = 2, PS_F_STATE = 4 };
@@ -51,9 +51,8 @@ enum { PS_PUSH = 1, PS_REPLY = 2, PS_INIT = 3 };
 /* Build the layout for this graph, chunking and schedule: S stages, K
  * servers, `nst` optimizer state arrays. BG_ERR_NOMEM; free with
  * ps_layout_free (also after a failure). */
-bg_status_t bg_ps_layout_create_(const bg_graph_t *g, const bg_net_t *net,
-                                 const bg_sched_t *sched, int S, int K, int nst,
-                                 ps_layout_t *out);
+bg_status_t bg_ps_layout_create_(const bg_graph_t *g, const bg_net_t *net, const bg_sched_t *sched,
+                                 int S, int K, int nst, ps_layout_t *out);
 void bg_ps_layout_free_(ps_layout_t *l);
 
 /* Does stage s hold parameter p (run one of its users)? */

@@ -60,9 +60,8 @@ static bg_status_t fill_uses(const bg_graph_t *g, const bg_net_t *net, const bg_
     return BG_OK;
 }
 
-bg_status_t bg_ps_layout_create_(const bg_graph_t *g, const bg_net_t *net,
-                                 const bg_sched_t *sched, int S, int K, int nst,
-                                 ps_layout_t *out)
+bg_status_t bg_ps_layout_create_(const bg_graph_t *g, const bg_net_t *net, const bg_sched_t *sched,
+                                 int S, int K, int nst, ps_layout_t *out)
 {
     *out = (ps_layout_t){.S = S, .K = K, .np = net->n_params, .nst = nst};
     size_t nkeys = (size_t)net->n_layers * BG_MAX_PARAMS + 1;

@@ -49,19 +49,19 @@ struct srv {
     int S, D, K, k, nst;
     bool cpu;
     int nmine;
-    int *mine;       /* [nmine] global parameter ids, ascending */
-    int64_t *off_h;  /* [nmine + 1] flat offsets */
+    int *mine;      /* [nmine] global parameter ids, ascending */
+    int64_t *off_h; /* [nmine + 1] flat offsets */
     uint8_t *decay_h;
     void *segs_dev;
     bg_flat_segs_t segs;
     int64_t n;
-    float *master, *state[2], *grad, *ssq;          /* backend memory */
+    float *master, *state[2], *grad, *ssq;         /* backend memory */
     float *h_master, *h_state[2], *h_grad, *h_ssq; /* host (aliases on the CPU) */
-    float *tmp;                                     /* one use's replica sum */
-    float **x;                                      /* [D] one use's replica gradients */
+    float *tmp;                                    /* one use's replica sum */
+    float **x;                                     /* [D] one use's replica gradients */
     bg_stream_t *stream;
-    void **push;          /* [S * D] receive buffers; NULL: that worker does not talk to us */
-    bg_tp_req_t **preq;   /* [S * D] */
+    void **push;        /* [S * D] receive buffers; NULL: that worker does not talk to us */
+    bg_tp_req_t **preq; /* [S * D] */
     srv_send_t *sends;
     size_t nsends, capsends;
     bg_tp_group_t *group; /* all servers, K > 1 */
@@ -119,8 +119,9 @@ static bg_status_t srv_layout(srv_t *v)
                                  BG_COPY_H2D, v->stream);
         if (st == BG_OK)
             st = bg_stream_synchronize(v->c->be, v->stream);
-        v->segs = (bg_flat_segs_t){v->nmine, (const int64_t *)d, (const uint8_t *)(d + 2 * ob),
-                                   v->off_h, (const int64_t *)(d + ob), nch};
+        v->segs =
+            (bg_flat_segs_t){v->nmine, (const int64_t *)d,        (const uint8_t *)(d + 2 * ob),
+                             v->off_h, (const int64_t *)(d + ob), nch};
     }
     free(chunk0);
     return st;
@@ -179,7 +180,8 @@ static bg_status_t srv_receive_initial(srv_t *v)
     for (int s = 0; s < v->S && st == BG_OK; s++) {
         int64_t fl = 0;
         for (int i = 0; i < v->nmine; i++)
-            fl += v->L.par[v->mine[i]].first_holder == s ? v->L.par[v->mine[i]].n * (1 + v->nst) : 0;
+            fl +=
+                v->L.par[v->mine[i]].first_holder == s ? v->L.par[v->mine[i]].n * (1 + v->nst) : 0;
         if (!fl)
             continue;
         float *buf = malloc((size_t)fl * 4), *at = buf;
@@ -214,9 +216,8 @@ static bg_status_t srv_sends_progress(srv_t *v, bool wait)
     for (size_t i = 0; i < v->nsends; i++) {
         int done = 0;
         bg_status_t s2 = st != BG_OK ? BG_OK
-                         : wait      ? (done = 1, bg_tp_wait(v->c->tp, v->sends[i].req,
-                                                             v->c->timeout_s))
-                                     : bg_tp_test(v->c->tp, v->sends[i].req, &done);
+                         : wait ? (done = 1, bg_tp_wait(v->c->tp, v->sends[i].req, v->c->timeout_s))
+                                : bg_tp_test(v->c->tp, v->sends[i].req, &done);
         if (st == BG_OK && s2 != BG_OK)
             st = s2, done = 1;
         if (done)
@@ -242,32 +243,48 @@ static bg_status_t srv_post_pushes(srv_t *v, int64_t u)
     return st;
 }
 
-/* Wait (`block`; else only look once) for the pushes of step u, naming a straggler once it holds the
- * update up for a second, and failing after the run's wait bound. */
+/* Look once at every posted push of step u; *left: a worker still
+ * missing, or -1. */
+static bg_status_t srv_test_pushes(srv_t *v, int *left)
+{
+    *left = -1;
+    for (size_t w = 0; w < (size_t)v->S * (size_t)v->D; w++) {
+        int done = 0;
+        if (!v->preq[w])
+            continue;
+        bg_status_t st = bg_tp_test(v->c->tp, v->preq[w], &done);
+        if (done)
+            v->preq[w] = NULL;
+        if (st != BG_OK)
+            return st;
+        if (!done)
+            *left = (int)w;
+    }
+    return BG_OK;
+}
+
+/* Wait (`block`; else only look once) for the pushes of step u, naming a
+ * straggler once it holds the update up for a second, and failing after
+ * the run's wait bound. Waits in the transport's own wait (it backs off to
+ * sleeping), so a waiting server leaves the cores to the workers. */
 static bg_status_t srv_wait_pushes(srv_t *v, int64_t u, bool block, bool *ready)
 {
     double t0 = bg_now_s();
     bool named = false;
-    size_t nw = (size_t)v->S * (size_t)v->D;
-    for (;; block = true) {
-        int left = -1;
-        for (size_t w = 0; w < nw; w++) {
-            int done = 0;
-            if (!v->preq[w])
-                continue;
-            bg_status_t st = bg_tp_test(v->c->tp, v->preq[w], &done);
-            if (done)
-                v->preq[w] = NULL;
-            if (st != BG_OK)
-                return st;
-            if (!done)
-                left = (int)w;
+    int left;
+    bg_status_t st = srv_test_pushes(v, &left);
+    while (st == BG_OK && left >= 0 && block) {
+        st = bg_tp_wait(v->c->tp, v->preq[left], 1.0);
+        if (st == BG_OK) {
+            v->preq[left] = NULL;
+            st = srv_test_pushes(v, &left);
+            continue;
         }
-        *ready = left < 0;
-        if (left < 0 || !block)
-            return srv_sends_progress(v, false);
+        if (st != BG_ERR_TIMEOUT)
+            return st;
+        st = BG_OK;
         double dt = bg_now_s() - t0;
-        if (!named && dt > 1.0 && v->k == 0) {
+        if (!named && v->k == 0) {
             printf("ps server %d: step %lld waits for replica %d (stage %d): a straggler\n", v->k,
                    (long long)u + 1, left / v->S, left % v->S);
             fflush(stdout);
@@ -278,9 +295,11 @@ static bg_status_t srv_wait_pushes(srv_t *v, int64_t u, bool block, bool *ready)
                              "ps server %d: no gradients of step %lld from replica %d (stage %d) "
                              "in %.0f s",
                              v->k, (long long)u + 1, left / v->S, left % v->S, dt);
-        if (!bg_tp_progress(v->c->tp))
-            bg_tp_progress(v->c->tp);
     }
+    if (st != BG_OK)
+        return st;
+    *ready = left < 0;
+    return srv_sends_progress(v, false);
 }
 
 /* out[i] = the D replicas' gradients of one use summed along the ring's
@@ -311,8 +330,9 @@ static void srv_fold(srv_t *v)
         for (int u = 0; u < pp->nu; u++) {
             const ps_use_t *us = &pp->use[u];
             for (int d = 0; d < v->D; d++)
-                x[d] = (float *)((char *)v->push[worker_rank(v, us->stage, d)] +
-                                 sizeof(ps_head_t)) + us->poff;
+                x[d] =
+                    (float *)((char *)v->push[worker_rank(v, us->stage, d)] + sizeof(ps_head_t)) +
+                    us->poff;
             ring_sum(u == 0 ? g : v->tmp, x, v->D, us->boff, pp->n, us->blen);
             for (int64_t e = 0; u > 0 && e < pp->n; e++)
                 g[e] += v->tmp[e];
@@ -341,8 +361,8 @@ static bg_status_t srv_norm(srv_t *v, double *out)
     for (int i = 0; i < v->nmine; i++)
         v->ss[v->mine[i]] = v->h_ssq[i];
     if (v->group)
-        st = bg_tp_allreduce(v->group, v->ss, (size_t)v->L.np, BG_TP_F32, BG_TP_SUM,
-                             BG_TP_MEM_HOST, v->c->timeout_s);
+        st = bg_tp_allreduce(v->group, v->ss, (size_t)v->L.np, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST,
+                             v->c->timeout_s);
     double tot = 0;
     for (int p = 0; p < v->L.np; p++)
         tot += v->ss[p];
@@ -362,7 +382,8 @@ static bg_status_t srv_update(srv_t *v, int64_t u, const ps_head_t *in, ps_head_
     bool scaling = in->flags & PS_F_SCALING, overflow = scaling && !isfinite(norm);
     float scale = scaling ? in->scale : 1.0f, lr = bg_optim_lr(&v->c->optim, u);
     bool state = bg_ps_sync_step(&v->c->ps, u);
-    *out = (ps_head_t){u + 1, u, norm, lr, (overflow ? PS_F_OVERFLOW : 0) | (state ? PS_F_STATE : 0)};
+    *out =
+        (ps_head_t){u + 1, u, norm, lr, (overflow ? PS_F_OVERFLOW : 0) | (state ? PS_F_STATE : 0)};
     if (!overflow && v->nmine) {
         bg_step_args_t a;
         float gs = bg_optim_clip_scale(&v->c->optim, norm / scale) / scale;
@@ -370,12 +391,12 @@ static bg_status_t srv_update(srv_t *v, int64_t u, const ps_head_t *in, ps_head_
         st = bg_step_update(v->c->be, v->stream, &a, &v->segs, v->master, v->grad, v->state[0],
                             v->state[1]);
         if (st == BG_OK && !v->cpu)
-            st = bg_backend_copy(v->c->be, v->h_master, v->master, (size_t)v->n * 4,
-                                 BG_COPY_D2H, v->stream);
+            st = bg_backend_copy(v->c->be, v->h_master, v->master, (size_t)v->n * 4, BG_COPY_D2H,
+                                 v->stream);
     }
     for (int s = 0; s < v->nst && state && st == BG_OK && !v->cpu; s++)
-        st = bg_backend_copy(v->c->be, v->h_state[s], v->state[s], (size_t)v->n * 4,
-                             BG_COPY_D2H, v->stream);
+        st = bg_backend_copy(v->c->be, v->h_state[s], v->state[s], (size_t)v->n * 4, BG_COPY_D2H,
+                             v->stream);
     return st == BG_OK ? bg_stream_synchronize(v->c->be, v->stream) : st;
 }
 

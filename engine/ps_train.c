@@ -62,8 +62,10 @@ bg_status_t bg_train_ps_setup_(train_t *t)
     t->ps.colocate = c->ps_colocate;
     t->ps.first_rank = c->ps_colocate ? 0 : c->stages * c->dp;
     if (c->ps_colocate && t->ps.servers > c->stages * c->dp)
-        return bg_errorf(BG_ERR_INVALID, "--ps-colocate: %d servers need as many workers, the "
-                         "job has %d", t->ps.servers, c->stages * c->dp);
+        return bg_errorf(BG_ERR_INVALID,
+                         "--ps-colocate: %d servers need as many workers, the "
+                         "job has %d",
+                         t->ps.servers, c->stages * c->dp);
     t->ps.deterministic = c->deterministic;
     t->ps.sync_every = c->checkpoint_dir ? c->checkpoint_every : 0;
     return bg_train_staleness_parse(c->staleness, &t->ps.staleness);
@@ -142,8 +144,8 @@ void bg_train_test_delay_(const train_t *t, int64_t step)
 {
     const char *v = getenv("BRIGADE_TEST_STEP_DELAY");
     int r = -1, ms = 0, every = 1;
-    if (!v || sscanf(v, "%d:%d:%d", &r, &ms, &every) < 2 || r != t->rank || ms <= 0 ||
-        every < 1 || step % every)
+    if (!v || sscanf(v, "%d:%d:%d", &r, &ms, &every) < 2 || r != t->rank || ms <= 0 || every < 1 ||
+        step % every)
         return;
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);

@@ -42,16 +42,16 @@ typedef struct ps_send {
 struct rt_ps {
     ps_layout_t L;
     int K, s;
-    int64_t *have;       /* [K] newest version installed from server k */
-    void **rbuf;         /* [K] reply buffers (room for the state) */
-    bg_tp_req_t **rreq;  /* [K] receive of version have[k] + 1, or NULL */
-    ps_send_t *sends;    /* pushes in flight */
+    int64_t *have;      /* [K] newest version installed from server k */
+    void **rbuf;        /* [K] reply buffers (room for the state) */
+    bg_tp_req_t **rreq; /* [K] receive of version have[k] + 1, or NULL */
+    ps_send_t *sends;   /* pushes in flight */
     size_t nsends, capsends;
-    ps_head_t last;      /* the newest reply installed */
-    bool installed;      /* something was installed in this call */
-    bool state;          /* ... with optimizer state */
-    bool warned;         /* the straggler notice was printed */
-    srv_t *srv;          /* the server this rank hosts (--ps-colocate), or NULL */
+    ps_head_t last; /* the newest reply installed */
+    bool installed; /* something was installed in this call */
+    bool state;     /* ... with optimizer state */
+    bool warned;    /* the straggler notice was printed */
+    srv_t *srv;     /* the server this rank hosts (--ps-colocate), or NULL */
     int64_t hist[BG_PS_HIST];
 };
 
@@ -75,8 +75,8 @@ static bg_status_t ps_send(bg_rt_t *rt, int k, uint64_t tag, void *buf, size_t l
     }
     ps_send_t *x = &c->sends[c->nsends];
     x->buf = buf;
-    bg_status_t st = bg_tp_send(rt->conf.tp, server_rank(rt, k), tag, buf, len, BG_TP_MEM_HOST,
-                                &x->req);
+    bg_status_t st =
+        bg_tp_send(rt->conf.tp, server_rank(rt, k), tag, buf, len, BG_TP_MEM_HOST, &x->req);
     if (st != BG_OK)
         free(buf);
     else
@@ -201,10 +201,17 @@ static bg_status_t ps_start(bg_rt_t *rt, int64_t step)
     int me = rt_peer_rank(rt, c->s);
     if (st != BG_OK || !rt->conf.ps.colocate || me >= c->K)
         return st;
-    bg_ps_serve_conf_t sc = {.ps = rt->conf.ps, .index = me, .stages = rt->conf.stages,
-                             .dps = rt->conf.dps, .tp = rt->conf.tp, .be = rt->conf.be,
-                             .g = rt->g, .net = rt->net, .sched = rt->conf.sched,
-                             .optim = rt->conf.optim, .start_step = step,
+    bg_ps_serve_conf_t sc = {.ps = rt->conf.ps,
+                             .index = me,
+                             .stages = rt->conf.stages,
+                             .dps = rt->conf.dps,
+                             .tp = rt->conf.tp,
+                             .be = rt->conf.be,
+                             .g = rt->g,
+                             .net = rt->net,
+                             .sched = rt->conf.sched,
+                             .optim = rt->conf.optim,
+                             .start_step = step,
                              .timeout_s = rt->conf.timeout_s};
     return bg_ps_srv_create_(&sc, &c->srv);
 }

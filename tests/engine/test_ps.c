@@ -73,10 +73,11 @@ static void test_stale(void)
     CHECK(train("mlp-fashion.graph", "synthetic:images", x, "d1"));
     /* Replayed with a straggler and colocated servers: the same bits. */
     snprintf(x, sizeof(x), "%s --staleness 2 --deterministic --ps-colocate", a);
-    CHECK(bg_test_sh("BRIGADE_TEST_STEP_DELAY=1:30:3 sh -c \"'%s' train %s/models/mlp-fashion.graph "
-                     "--data synthetic:images " COMMON " --checkpoint-dir %s/d2 %s\" > %s/d2.log "
-                     "2>&1",
-                     brigade, srcdir, wd, x, wd) == 0);
+    CHECK(
+        bg_test_sh("BRIGADE_TEST_STEP_DELAY=1:30:3 sh -c \"'%s' train %s/models/mlp-fashion.graph "
+                   "--data synthetic:images " COMMON " --checkpoint-dir %s/d2 %s\" > %s/d2.log "
+                   "2>&1",
+                   brigade, srcdir, wd, x, wd) == 0);
     CHECK_MSG(same("d1", "d2"), "a deterministic stale run did not replay bit for bit");
     CHECK_MSG(bg_test_sh("grep -q '\"ps_staleness\":\\[6,6,48,' %s/d1.jsonl", wd) == 0,
               "deterministic staleness 2: not every later step was 2 updates stale");
@@ -109,8 +110,11 @@ static void test_resume_across_modes(void)
 
 static void test_bad_flags(void)
 {
-    static const char *bad[] = {"--staleness 2", "--ps-servers 2", "--deterministic",
-                                "--dp-mode ps --ps-servers 0", "--dp-mode ps --staleness -1",
+    static const char *bad[] = {"--staleness 2",
+                                "--ps-servers 2",
+                                "--deterministic",
+                                "--dp-mode ps --ps-servers 0",
+                                "--dp-mode ps --staleness -1",
                                 "--dp-mode ps --staleness inf --deterministic",
                                 "--dp-mode ps --ps-colocate --ps-servers 2",
                                 "--ps-colocate"};
