@@ -283,6 +283,9 @@ static bg_status_t srv_wait_pushes(srv_t *v, int64_t u, bool block, bool *ready)
         if (st != BG_ERR_TIMEOUT)
             return st;
         st = BG_OK;
+        /* Waiting on workers is not a hang of ours: a stalled worker stays
+         * the longest stalled rank and is the one named. */
+        bg_tp_note_progress(v->c->tp);
         double dt = bg_now_s() - t0;
         if (!named && v->k == 0) {
             printf("ps server %d: step %lld waits for replica %d (stage %d): a straggler\n", v->k,

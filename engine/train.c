@@ -515,10 +515,14 @@ static bg_status_t join(train_t *t)
     int total = tc.boot.world_size, servers = bg_train_ps_ranks(c);
     t->rank = tc.boot.rank;
     t->world = c->stages * c->dp; /* the workers; parameter servers come after them */
+    if (total != t->world + servers && !servers)
+        return bg_errorf(BG_ERR_INVALID,
+                         "rank %d of %d: the job has %d ranks but --stages %d x --dp %d needs %d",
+                         t->rank, total, total, c->stages, c->dp, t->world);
     if (total != t->world + servers)
         return bg_errorf(BG_ERR_INVALID,
-                         "rank %d of %d: the job has %d ranks but --stages %d x --dp %d (+ %d "
-                         "parameter servers) needs %d",
+                         "rank %d of %d: the job has %d ranks but --stages %d x --dp %d + %d "
+                         "parameter servers needs %d",
                          t->rank, total, total, c->stages, c->dp, servers, t->world + servers);
     t->stage = t->rank % c->stages;
     t->dp = t->rank / c->stages;
