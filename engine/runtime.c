@@ -407,6 +407,7 @@ void bg_rt_free(bg_rt_t *rt)
         bg_rt_pend_progress_(rt, true);
     bg_rt_slots_free_(rt);
     bg_rt_2bw_free_(rt);
+    bg_rt_ps_free_(rt);
     bg_rt_params_free_(rt);
     for (int i = 0; rt->lc && i < rt->nlc; i++) {
         if (rt->lc[i].grad_host != rt->lc[i].grad_dev)

@@ -20,6 +20,7 @@
 
 #include "engine/net.h"
 #include "engine/optim.h"
+#include "engine/ps.h"
 #include "engine/schedule.h"
 #include "layers/backend.h"
 #include "transport/transport.h"
@@ -45,6 +46,7 @@ typedef struct bg_rt_conf {
     float loss_scale;
     bool scale_dynamic;
     int64_t scale_window;
+    bg_ps_conf_t ps; /* parameter servers (servers 0: off, allreduce) */
 } bg_rt_conf_t;
 
 /*
@@ -70,6 +72,11 @@ typedef struct bg_rt_stats {
  * and buffers. Errors name the stage and dp. */
 bg_status_t bg_rt_create(const bg_rt_conf_t *conf, bg_rt_t **out);
 void bg_rt_free(bg_rt_t *rt);
+
+/* The staleness of this rank's steps in ps mode (engine/runtime_ps.c):
+ * hist[i] steps whose gradient was computed on parameters i updates old
+ * (the last bucket: that many or more). All 0 in allreduce mode. */
+void bg_rt_ps_staleness(const bg_rt_t *rt, int64_t hist[BG_PS_HIST]);
 
 /* One training step: run the list, then allreduce and update. `step` is
  * 0-based and drives the learning-rate schedule and AdamW's bias correction. */

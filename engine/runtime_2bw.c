@@ -210,7 +210,7 @@ int bg_rt_2bw_admit_(bg_rt_t *rt, const bg_action_t *a, bg_action_t *out)
 {
     rt_2bw_t *b = rt->tbw;
     *out = *a;
-    if (!b)
+    if (!b || rt->eval) /* an evaluation runs its own list on the drained weights */
         return 1;
     if (a->kind == BG_ACT_ALLREDUCE || a->kind == BG_ACT_OPTIMIZER)
         return update_admit(rt, a);
@@ -229,7 +229,7 @@ void bg_rt_2bw_ran_(bg_rt_t *rt, const bg_action_t *a)
 {
     rt_2bw_t *b = rt->tbw;
     int lci = rt_local_of(rt, a->chunk);
-    if (!b || lci < 0 || !bg_act_is_compute(a->kind))
+    if (!b || rt->eval || lci < 0 || !bg_act_is_compute(a->kind))
         return;
     size_t at = (size_t)a->mb * (size_t)rt->nlc + (size_t)lci;
     if (a->kind == BG_ACT_F)

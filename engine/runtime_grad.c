@@ -262,9 +262,24 @@ static bg_status_t apply_update(bg_rt_t *rt, int64_t step, float lr, float gscal
     return st == BG_OK ? bg_rt_params_cast_(rt) : st;
 }
 
+/* After an update (or a skipped one): the loss scale, zeroed buckets. */
+static bg_status_t step_end(bg_rt_t *rt, bool overflow)
+{
+    bg_status_t st = rt->conf.loss_scale > 0 ? scale_adjust(rt, overflow) : BG_OK;
+    if (st == BG_OK)
+        st = buckets_zero(rt);
+    return st == BG_OK ? bg_stream_synchronize(rt->conf.be, rt->compute) : st;
+}
+
 bg_status_t bg_rt_optimizer_(bg_rt_t *rt, int64_t step)
 {
     bg_status_t st = bg_rt_defer_progress_(rt, true);
+    bool overflow = false;
+    if (rt->conf.ps.servers > 0) { /* parameter servers update (runtime_ps.c) */
+        if (st == BG_OK)
+            st = bg_rt_ps_step_(rt, step, &overflow);
+        return st == BG_OK ? step_end(rt, overflow) : st;
+    }
     if (st == BG_OK)
         st = allreduces_wait(rt);
     if (st == BG_OK)
@@ -278,20 +293,15 @@ bg_status_t bg_rt_optimizer_(bg_rt_t *rt, int64_t step)
         return st;
     const bg_optim_conf_t *oc = &rt->conf.optim;
     float scale = rt->loss_scale, lr = bg_optim_lr(oc, step);
-    bool scaling = rt->conf.loss_scale > 0, overflow = scaling && !isfinite(norm);
+    bool scaling = rt->conf.loss_scale > 0;
+    overflow = scaling && !isfinite(norm);
     rt->stats->lr = lr;
     rt->stats->loss_scale = scale;
     rt->stats->skipped = overflow;
     rt->stats->grad_norm = overflow ? 0.0 : norm / scale;
     if (!overflow)
         st = apply_update(rt, step, lr, bg_optim_clip_scale(oc, norm / scale) / scale);
-    if (st == BG_OK && scaling)
-        st = scale_adjust(rt, overflow);
-    if (st == BG_OK)
-        st = buckets_zero(rt);
-    if (st == BG_OK)
-        st = bg_stream_synchronize(rt->conf.be, rt->compute);
-    return st;
+    return st == BG_OK ? step_end(rt, overflow) : st;
 }
 
 /* One contiguous accumulator region per local chunk (the allreduce bucket),

@@ -185,6 +185,7 @@ struct bg_rt {
     rt_2bw_t *tbw;          /* flush-free schedule (2bw) state; NULL otherwise */
     int64_t last_step;      /* the last training step run (the drain follows it) */
     unsigned weights_set;   /* bumped when the weights are set from outside (upload) */
+    struct rt_ps *ps;       /* parameter-server client (runtime_ps.c), made at the first step */
 };
 
 /* ------------------------------------------------------- small shared helpers */
@@ -348,6 +349,15 @@ bg_status_t bg_rt_optimizer_(bg_rt_t *rt, int64_t step);
 /* Every local chunk's gradient bucket and the per-use accumulators in it
  * (rt->uacc_*, allocated by bg_rt_params_setup_). */
 bg_status_t bg_rt_buckets_setup_(bg_rt_t *rt);
+
+/* ---------------------------------------------------------------- runtime_ps.c */
+
+/* OPTIMIZER in ps mode: push the accumulators, install the versions the
+ * staleness rule asks for; *overflow: the newest installed update was
+ * skipped. Fills rt->stats like bg_rt_optimizer_. Transport errors (a dead
+ * server is named by the transport), out of memory. */
+bg_status_t bg_rt_ps_step_(bg_rt_t *rt, int64_t step, bool *overflow);
+void bg_rt_ps_free_(bg_rt_t *rt);
 
 /* ------------------------------------------------------------ runtime_params.c */
 

@@ -240,7 +240,7 @@ bg_status_t bg_rt_send_(bg_rt_t *rt, const bg_action_t *a)
 bg_status_t bg_rt_allreduce_start_(bg_rt_t *rt, int lci)
 {
     /* Starts once the chunk's last W has run on the device. */
-    if (rt->conf.dps > 1 && rt->lc[lci].grad_len)
+    if (rt->conf.dps > 1 && rt->lc[lci].grad_len && !rt->conf.ps.servers) /* ps: servers sum */
         /* the bucket as of now: 2bw switches buckets before this starts */
         return defer_add(rt, (rt_deferred_t){NULL, true, lci, -1, 0, rt->lc[lci].grad_dev, 0});
     return BG_OK;

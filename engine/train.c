@@ -297,6 +297,8 @@ static bg_status_t setup_runtime(train_t *t)
     rc.seed = c->seed;
     rc.recompute = c->recompute;
     rc.timeout_s = wait_bound(t);
+    rc.ps = t->ps;
+    rc.ps.steps = t->steps;
     return bg_rt_create(&rc, &t->rt);
 }
 
@@ -442,6 +444,7 @@ static bg_status_t train_loop(train_t *t)
     for (int64_t step = t->start_step; step < t->steps; step++) {
         t->split = BG_SPLIT_TRAIN;
         t->data_step = step;
+        bg_train_test_delay_(t, step);
         bg_status_t st = bg_rt_step(t->rt, step, feed, t, &s);
         if (st == BG_OK)
             st = check_finite_step(t, step, &s);
@@ -495,6 +498,8 @@ static bg_status_t train_loop(train_t *t)
         bg_train_bar_end_(t);
     if (st == BG_OK && have_eval && t->rank == 0 && bg_data_info(t->ds)->kind == BG_DATA_IMAGES)
         printf("final test accuracy: %.2f%%\n", 100.0 * acc);
+    if (st == BG_OK)
+        st = bg_train_ps_report_(t);
     if (st == BG_OK && c->trace)
         st = write_trace(t);
     if (st == BG_OK)
@@ -532,20 +537,28 @@ static bg_status_t join(train_t *t)
     bg_status_t st = bg_tp_config_from_env(&tc);
     if (st != BG_OK)
         return st;
-    t->world = tc.boot.world_size;
+    int total = tc.boot.world_size, servers = bg_train_ps_ranks(c);
     t->rank = tc.boot.rank;
-    if (t->world != c->stages * c->dp)
+    t->world = c->stages * c->dp; /* the workers; parameter servers come after them */
+    if (total != t->world + servers && !servers)
         return bg_errorf(BG_ERR_INVALID,
                          "rank %d of %d: the job has %d ranks but --stages %d x --dp %d needs %d",
-                         t->rank, t->world, t->world, c->stages, c->dp, c->stages * c->dp);
+                         t->rank, total, total, c->stages, c->dp, t->world);
+    if (total != t->world + servers)
+        return bg_errorf(BG_ERR_INVALID,
+                         "rank %d of %d: the job has %d ranks but --stages %d x --dp %d + %d "
+                         "parameter servers needs %d",
+                         t->rank, total, total, c->stages, c->dp, servers, t->world + servers);
     t->stage = t->rank % c->stages;
     t->dp = t->rank / c->stages;
-    if (t->world == 1)
-        return BG_OK;
+    if ((st = bg_train_ps_setup_(t)) != BG_OK || total == 1)
+        return st;
     tc.heartbeat_s = c->heartbeat_timeout;
     tc.hang_s = c->hang_timeout;
     if ((st = bg_tp_create(&tc, &t->tp)) != BG_OK)
         return st;
+    if (t->rank >= t->world || t->world == 1)
+        return BG_OK; /* servers are in no worker collective */
     int *r = malloc(sizeof(int) * (size_t)t->world);
     if (!r)
         return bg_errorf(BG_ERR_NOMEM, "out of memory");
@@ -585,21 +598,26 @@ bg_status_t bg_train_run(const bg_train_conf_t *c)
         st = check_eval(&t);
     if (st == BG_OK)
         st = bg_train_check_outputs(c);
-    if (st == BG_OK)
+    bool server = placed && t.rank >= t.world;
+    if (st == BG_OK && server)
+        st = bg_train_serve_(&t);
+    if (st == BG_OK && !server)
         st = bind_rank(&t);
-    if (st == BG_OK)
+    if (st == BG_OK && !server)
         st = setup_runtime(&t);
-    if (st == BG_OK)
+    if (st == BG_OK && !server)
         st = bg_train_resume_(&t);
-    if (st == BG_OK)
+    if (st == BG_OK && !server)
         st = bg_train_metrics_open_(&t);
     if (st == BG_OK && t.rank == 0)
         bg_train_banner_(&t);
-    if (st == BG_OK)
+    if (st == BG_OK && !server)
         st = c->eval_only ? eval_only(&t) : train_loop(&t);
     bg_train_bar_end_(&t); /* errors follow on a line of their own */
     fflush(stdout);
-    if (st != BG_OK && !strstr(bg_last_error(), "rank ") && placed)
+    if (st != BG_OK && !strstr(bg_last_error(), "rank ") && server)
+        bg_error_prefix(st, "ps server %d (rank %d): ", t.rank - t.world, t.rank);
+    else if (st != BG_OK && !strstr(bg_last_error(), "rank ") && placed)
         bg_error_prefix(st, "rank %d (stage %d, dp %d): ", t.rank, t.stage, t.dp);
     else if (st != BG_OK && !strstr(bg_last_error(), "rank "))
         bg_error_prefix(st, "rank %d of %d: ", t.rank, t.world);

@@ -46,9 +46,24 @@ typedef struct bg_train_conf {
     int eval_only; /* 1: evaluate once (no step, no checkpoint), then exit */
     double heartbeat_timeout; /* s without a heartbeat before a rank is unresponsive */
     double hang_timeout;      /* s without a finished action before a rank is hung; 0: off */
+    /* Data parallelism (docs/engine.md, "Parameter servers"). */
+    const char *dp_mode;   /* NULL or "allreduce" | "ps" */
+    int ps_servers;        /* ps: server ranks after the workers; 0: 1 */
+    const char *staleness; /* ps: "N" or "inf"; NULL: 0 (bulk-synchronous) */
+    bool deterministic;    /* ps: step t uses exactly the parameters of step t - staleness */
+    bool ps_colocate;      /* ps: server k runs inside worker rank k (no extra ranks) */
 } bg_train_conf_t;
 
 void bg_train_conf_default(bg_train_conf_t *c);
+
+/* --dp-mode ps asked for; the servers (0 without it); the ranks they add
+ * to stages x dp (0 when colocated). Pure. */
+bool bg_train_ps_on(const bg_train_conf_t *c);
+int bg_train_ps_servers(const bg_train_conf_t *c);
+int bg_train_ps_ranks(const bg_train_conf_t *c);
+/* --staleness: NULL is 0, "inf" is BG_PS_STALE_INF (engine/ps.h), else a
+ * step count; BG_ERR_INVALID names the bad value. */
+bg_status_t bg_train_staleness_parse(const char *s, int64_t *out);
 
 /* Bytes every rank process needs besides model and data (libraries,
  * transport buffers, allocator slack): a measured floor for estimates. */

@@ -14,6 +14,7 @@
 #include "engine/checkpoint.h"
 #include "engine/data.h"
 #include "engine/net.h"
+#include "engine/ps.h"
 #include "engine/runtime.h"
 #include "engine/schedule.h"
 #include "engine/sim.h"
@@ -33,6 +34,7 @@ typedef struct train {
     bg_backend_t *be;
     bg_data_t *ds;
     bg_rt_t *rt;
+    bg_ps_conf_t ps; /* parameter servers (servers 0: off); ranks >= world serve */
     int target_input; /* graph input fed with targets; -1 if none */
     int64_t steps, start_step;
     FILE *metrics;
@@ -112,6 +114,17 @@ void bg_train_ckpt_free_(train_t *t);
 /* --resume: load the latest checkpoint (any layout) and check that its
  * records of the step agree; starting afresh when there is none. */
 bg_status_t bg_train_resume_(train_t *t);
+
+/* engine/ps_train.c: t->ps from the flags (BG_ERR_INVALID for a bad
+ * --staleness); a server rank's whole run after setup; rank 0 prints and
+ * writes the staleness histogram summed over the workers (a no-op without
+ * servers; the others join the sum). */
+bg_status_t bg_train_ps_setup_(train_t *t);
+bg_status_t bg_train_serve_(train_t *t);
+bg_status_t bg_train_ps_report_(train_t *t);
+/* The test-only straggler (BRIGADE_TEST_STEP_DELAY, engine/ps_train.c):
+ * sleeps before step `step` when it names this rank. Cannot fail. */
+void bg_train_test_delay_(const train_t *t, int64_t step);
 /* Parameters (and, with_state, optimizer state) of this rank from ck, or
  * from the single file f (--init); refuses non-finite values naming the
  * file and tensor. */

@@ -15,10 +15,12 @@
 #include <unistd.h>
 
 #include "base/grow.h"
+#include "engine/ps.h"
 #include "engine/schedule.h"
 #include "layers/backend.h"
 #include "layers/graph.h"
 #include "partition/plan_io.h"
+#include "partition/schedules.h"
 #include "tools/commands.h"
 #include "tools/launch.h"
 #include "tools/launch_restart.h"
@@ -201,10 +203,34 @@ static const bg_opt_t train_restart_opts[] = {
 };
 /* clang-format on */
 
+static const char *const dp_modes[] = {"allreduce", "ps", NULL};
+
+/* clang-format off */
+static const bg_opt_t train_dp_opts[] = {
+    {.name = "dp-mode", .kind = BG_OPT_CHOICE, .choices = dp_modes,
+     .help = "replicas sum gradients by allreduce, or through parameter servers",
+     .def = "allreduce", .off = ARG(c.dp_mode), .group = "Data parallelism"},
+    {.name = "ps-servers", .kind = BG_OPT_INT, .metavar = "K",
+     .help = "ps: server ranks holding the parameters' shards", .def = "1",
+     .off = ARG(c.ps_servers), .min = 1, .max = 256},
+    {.name = "staleness", .kind = BG_OPT_STRING, .metavar = "S|inf",
+     .help = "ps: a replica may be S steps ahead of the slowest (0: synchronous)", .def = "0",
+     .off = ARG(c.staleness)},
+    {.name = "ps-colocate", .kind = BG_OPT_FLAG,
+     .help = "ps: run server k inside worker rank k instead of extra ranks",
+     .off = ARG(c.ps_colocate)},
+    {.name = "deterministic", .kind = BG_OPT_FLAG,
+     .help = "ps: step t uses exactly the parameters of step t - S (replayable)",
+     .off = ARG(c.deterministic)},
+    {0},
+};
+/* clang-format on */
+
 static const bg_opt_t *const train_tables[] = {
     bg_train_layout_opts, train_run_opts,       bg_train_data_opts,
     train_optim_opts,     bg_train_device_opts, bg_train_load_opts,
-    train_save_opts,      bg_train_launch_opts, train_restart_opts, NULL,
+    train_save_opts,      train_dp_opts,        bg_train_launch_opts, train_restart_opts,
+    NULL,
 };
 
 const bg_cmd_spec_t bg_train_spec = {
@@ -383,6 +409,40 @@ static int preflight(const bg_cmd_spec_t *cmd, const bg_train_args_t *a)
     return check_local_memory(cmd, a, rank_bytes);
 }
 
+/* Parameter-server flags only mean something together. 0 or 2. */
+static int check_dp_mode(const bg_cmd_spec_t *cmd, const bg_train_conf_t *c)
+{
+    int64_t s = 0;
+    bool ps = bg_train_ps_on(c);
+    const char *alone = c->staleness      ? "--staleness"
+                        : c->ps_servers   ? "--ps-servers"
+                        : c->deterministic ? "--deterministic"
+                        : c->ps_colocate   ? "--ps-colocate"
+                                           : NULL;
+    if (!ps && alone)
+        return bg_opt_usage_error(cmd, "%s needs --dp-mode ps", alone);
+    if (bg_train_staleness_parse(c->staleness, &s) != BG_OK)
+        return bg_opt_usage_error(cmd, "%s", bg_last_error());
+    if (c->ps_colocate && bg_train_ps_servers(c) > c->stages * c->dp)
+        return bg_opt_usage_error(cmd, "--ps-colocate: --ps-servers %d needs as many workers "
+                                       "(stages x dp = %d)",
+                                  bg_train_ps_servers(c), c->stages * c->dp);
+    if (c->ps_colocate && s == BG_PS_STALE_INF && bg_train_ps_servers(c) > 1)
+        return bg_opt_usage_error(cmd, "--ps-colocate --staleness inf needs --ps-servers 1 "
+                                       "(colocated servers update together, when their workers "
+                                       "reach the staleness bound: use dedicated servers)");
+    const bg_sched_desc_t *d = NULL;
+    if (ps && c->schedule && bg_sched_lookup(c->schedule, &d) == BG_OK &&
+        d->kind == BG_SCHED_TWO_BW)
+        return bg_opt_usage_error(cmd, "--dp-mode ps with --schedule 2bw: 2bw delays its own "
+                                       "updates by a step on two weight versions, the servers "
+                                       "by their staleness; use one of them");
+    if (c->deterministic && s == BG_PS_STALE_INF)
+        return bg_opt_usage_error(cmd, "--deterministic needs a finite --staleness (an "
+                                       "asynchronous run has no fixed order to replay)");
+    return 0;
+}
+
 int bg_train_cli_validate(const bg_cmd_spec_t *cmd, const bg_train_args_t *a)
 {
     const bg_train_conf_t *c = &a->c;
@@ -403,6 +463,8 @@ int bg_train_cli_validate(const bg_cmd_spec_t *cmd, const bg_train_args_t *a)
     if (a->elastic && a->max_restarts == 0)
         return bg_opt_usage_error(cmd, "--elastic re-plans when the job restarts: give "
                                        "--max-restarts N too");
+    if (check_dp_mode(cmd, c) != 0)
+        return 2;
     if (access(c->model, R_OK) != 0)
         return bg_opt_usage_error(cmd, "cannot read %s: %s", c->model, strerror(errno));
     if (is_worker())
@@ -638,7 +700,7 @@ int bg_train_cli_start(const bg_cmd_spec_t *cmd, int argc, char **argv, const bg
 {
     if (is_worker())
         return run_rank(&a->c);
-    int nranks = a->c.stages * a->c.dp, rc = 0;
+    int nranks = a->c.stages * a->c.dp + bg_train_ps_ranks(&a->c), rc = 0;
     hosts_t h = {0};
     if ((a->hosts || a->hostfile) && (rc = parse_hosts(cmd->name, a, nranks, &h)) != 0) {
         hosts_free(&h);
@@ -648,6 +710,7 @@ int bg_train_cli_start(const bg_cmd_spec_t *cmd, int argc, char **argv, const bg
     bg_launch_conf_t lc = {
         .nranks = nranks,
         .stages = a->c.stages,
+        .workers = a->c.stages * a->c.dp,
         .heartbeat_s = a->c.heartbeat_timeout,
         .hang_s = a->c.hang_timeout,
         .argv = wargv,

@@ -197,7 +197,10 @@ static void child_exec(const bg_launch_conf_t *c, const launch_job_t *j, int ran
 static void rank_name(const bg_launch_conf_t *c, int r, char *buf, size_t len)
 {
     int s = c->stages > 0 ? c->stages : 1;
-    snprintf(buf, len, "rank %d (stage %d, dp %d)", r, r % s, r / s);
+    if (c->workers > 0 && r >= c->workers)
+        snprintf(buf, len, "rank %d (ps server %d)", r, r - c->workers);
+    else
+        snprintf(buf, len, "rank %d (stage %d, dp %d)", r, r % s, r / s);
 }
 
 /* Rank 0's line saying it finished its first step after a restart. */

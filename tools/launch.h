@@ -26,6 +26,7 @@ typedef struct bg_launch_result {
 typedef struct bg_launch_conf {
     int nranks;
     int stages;          /* to name ranks as (stage, dp) in messages */
+    int workers;         /* ranks from here on are parameter servers; 0: none are */
     char *const *argv;   /* the worker command line (argv[0] is exec'd) */
     const char *exe;     /* path to exec; NULL: argv[0] */
     double term_grace_s; /* SIGTERM -> SIGKILL delay; <= 0: 3 s */

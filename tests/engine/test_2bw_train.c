@@ -105,6 +105,17 @@ static void drain_changes_nothing(void)
     same_losses("--stages 3 --schedule 2bw --batch 16 --steps 4",
                 "--stages 3 --schedule 2bw --batch 16 --steps 4 --eval-every 1 --eval-batches 1",
                 4, "2bw without and with evaluations");
+    /* ...and the evaluation itself runs: on W(0) (--lr 0) it reports what
+     * 1f1b's does, samples included (it once ran no action at all). */
+    CHECK(run("--stages 2 --schedule 2bw --batch 16 --steps 2 --lr 0 --eval-batches 2",
+              "e1.log") == 0);
+    CHECK(run("--stages 2 --schedule 1f1b --batch 16 --steps 2 --lr 0 --eval-batches 2",
+              "e2.log") == 0);
+    char cmp[1024];
+    snprintf(cmp, sizeof(cmp),
+             "cd '%s' && grep -q 'eval .*(32 samples)' e1.log && "
+             "[ \"$(grep 'eval ' e1.log)\" = \"$(grep 'eval ' e2.log)\" ]", wd);
+    CHECK_MSG(system(cmp) == 0, "2bw's evaluation differs from 1f1b's on W(0) (see %s/e1.log)", wd);
     CHECK(run("--stages 2 --schedule 2bw --batch 16 --steps 2 --loss-scale dynamic", "s.log") == 2);
     CHECK(log_has("s.log", "dynamic loss scale"));
 }
