@@ -45,11 +45,36 @@ net_setup() {
     }
 }
 
+# The same hosts, each cabled to a switch (a bridge in namespace NS_S)
+# instead of to each other: a host whose link goes down takes only its own
+# carrier, as on a real network, so the other's NIC stays up (a direct
+# veth pair would lose carrier on both ends).
+net_setup_switched() {
+    net_setup
+    NS_S="bgnetS$$"
+    ip -n "$NS_A" link del "$DEV_A" && ip netns add "$NS_S" &&
+        ip -n "$NS_S" link add bgbr type bridge && ip -n "$NS_S" link set bgbr up &&
+        net_cable "$NS_A" "$DEV_A" "$ADDR_A" "bgsa$$" && net_cable "$NS_B" "$DEV_B" "$ADDR_B" "bgsb$$" || {
+        echo "SKIP: could not build the switched namespaces (no bridge support?)"
+        exit $NET_SKIP
+    }
+}
+
+# net_cable NS DEV ADDR PORT: a veth from NS (DEV, ADDR/24, up) to the
+# switch's bridge (PORT).
+net_cable() {
+    ip link add "$2" type veth peer name "$4" && ip link set "$2" netns "$1" &&
+        ip link set "$4" netns "$NS_S" && ip -n "$NS_S" link set "$4" master bgbr &&
+        ip -n "$NS_S" link set "$4" up && ip -n "$1" addr add "$3/24" dev "$2" &&
+        ip -n "$1" link set "$2" up
+}
+
 net_cleanup() {
     for p in $NET_PIDS; do kill -9 "$p" 2> /dev/null; done
     wait 2> /dev/null
     ip netns del "$NS_A" 2> /dev/null
     ip netns del "$NS_B" 2> /dev/null
+    [ -z "${NS_S:-}" ] || ip netns del "$NS_S" 2> /dev/null
     return 0
 }
 
