@@ -349,13 +349,13 @@ bg_status_t bg_rt_create(const bg_rt_conf_t *conf, bg_rt_t **out)
     if (st == BG_OK)
         st = setup_chunks(rt);
     if (st == BG_OK)
+        st = setup_groups(rt); /* before the parameters: ZeRO-1 all-gathers them */
+    if (st == BG_OK)
         st = bg_rt_params_setup_(rt);
     if (st == BG_OK)
         st = bg_rt_buckets_setup_(rt);
     if (st == BG_OK)
         st = setup_buffers(rt);
-    if (st == BG_OK)
-        st = setup_groups(rt);
     if (st != BG_OK) {
         bg_rt_err_(rt, st);
         bg_rt_free(rt);

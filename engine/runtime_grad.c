@@ -250,15 +250,17 @@ static bg_status_t scale_adjust(bg_rt_t *rt, bool overflow)
     return bg_rt_dloss_upload_(rt);
 }
 
-/* The update itself, on the backend: fused optimizer over the flat
- * buffers, then the compute copy from the new masters. */
+/* The update itself, on the backend: fused optimizer over the elements
+ * [z0, z1) the masters hold (all, or this replica's ZeRO-1 shard: the
+ * update is elementwise, so the shard's bits are the whole's), then the
+ * compute copy from the new masters (all-gathered under ZeRO-1). */
 static bg_status_t apply_update(bg_rt_t *rt, int64_t step, float lr, float gscale)
 {
     rt_flat_t *f = &rt->flat;
     bg_step_args_t a;
     bg_optim_step_args(&rt->conf.optim, step, lr, gscale, &a);
-    bg_status_t st = bg_step_update(rt->conf.be, rt->compute, &a, &f->segs, f->master, f->grad,
-                                    f->state[0], f->state[1]);
+    bg_status_t st = bg_step_update(rt->conf.be, rt->compute, &a, &f->zsegs, f->master,
+                                    f->grad + f->z0, f->state[0], f->state[1]);
     return st == BG_OK ? bg_rt_params_cast_(rt) : st;
 }
 

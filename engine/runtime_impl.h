@@ -13,6 +13,9 @@
  *                      optimizer step on the backend, loss scaling
  *   runtime_params.c   parameters: flat buffers, views, upload, tied-weight
  *                      holders, the loss scale and its device dloss
+ *   runtime_zero.c     ZeRO-1: this replica's shard of the optimizer's
+ *                      buffers, the parameter all-gather, the full views a
+ *                      checkpoint reads (gather) and writes (scatter)
  *
  * Shared functions end in '_' (private to the engine). Must NOT be included
  * outside engine/runtime*.c: everyone else uses engine/runtime.h.
@@ -74,9 +77,13 @@ typedef struct rt_param {
  * Everything the step touches, as flat buffers over the held parameters in
  * global parameter order (each parameter's range starts at a multiple of
  * RT_FLAT_ALIGN elements; the gaps are zeros and stay zeros). Backend
- * memory: master, state, grad (f32) and dev (compute dtype; master itself
- * on a CPU f32 run). Host mirrors of master and state back the checkpoint
- * views on a device backend; on the CPU they are the buffers themselves.
+ * memory: grad (f32, all n) and dev (compute dtype, all n; master itself
+ * on a CPU f32 run without ZeRO); master and state (f32) hold the elements
+ * [z0, z1) only: everything without ZeRO, this replica's shard under
+ * ZeRO-1 (runtime_zero.c). Host mirrors of master and state (all n) back
+ * the checkpoint views: on a device backend always without ZeRO, under
+ * ZeRO-1 only between a gather and its release; on the CPU without ZeRO
+ * they are the buffers themselves.
  */
 #define RT_FLAT_ALIGN 64
 typedef struct rt_flat {
@@ -89,6 +96,12 @@ typedef struct rt_flat {
     void *segs_dev;         /* offsets then decay flags, backend memory */
     bg_flat_segs_t segs;    /* one segment per held parameter */
     float *ssq_dev, *ssq_h; /* [nparam] sums of squares of the gradient */
+    bool zero;              /* ZeRO-1: master and state are this replica's shard */
+    bool host_own;          /* host_master/host_state are allocations of their own */
+    int64_t z0, z1;         /* the elements master and state hold */
+    bg_flat_segs_t zsegs;   /* segs cut to [z0, z1), rebased to z0 (the update's) */
+    void *zsegs_dev;
+    int64_t *zoff_h;
 } rt_flat_t;
 
 typedef struct rt_pending {
@@ -349,9 +362,36 @@ bg_status_t bg_rt_buckets_setup_(bg_rt_t *rt);
  * the parameter; partial state is freed by bg_rt_params_free_. */
 bg_status_t bg_rt_params_setup_(bg_rt_t *rt);
 void bg_rt_params_free_(bg_rt_t *rt);
-/* Masters (f32) to the compute copy: one cast over the flat buffer, on the
- * compute stream, no host sync. */
+/* Masters (f32) to the compute copy: one cast over [z0, z1) of the flat
+ * buffer, on the compute stream; under ZeRO-1 then the all-gather of the
+ * compute copy over the replicas (host sync, collective). */
 bg_status_t bg_rt_params_cast_(bg_rt_t *rt);
+/* Offsets and decay flags (host, [n + 1] and [n]) to backend memory and
+ * a segment table over them; *dev is the allocation (rt's cache). */
+bg_status_t bg_rt_segs_make_(bg_rt_t *rt, int n, const int64_t *off_h, const uint8_t *decay_h,
+                             void **dev, bg_flat_segs_t *out);
+/* Point every parameter's views into the host mirrors (NULL when none). */
+void bg_rt_views_point_(bg_rt_t *rt);
+
+/* -------------------------------------------------------------- runtime_zero.c */
+
+/* The shard [z0, z1) of the flat buffer (f->n known) and the update's
+ * segment table; without ZeRO (or with one replica) all of it. Fails on
+ * out of memory. */
+bg_status_t bg_rt_zero_setup_(bg_rt_t *rt);
+/* The compute copy's shard to every replica (no-op without ZeRO):
+ * collective over the stage's replicas; transport errors pass through. */
+bg_status_t bg_rt_zero_allgather_(bg_rt_t *rt);
+/* Full host views for parameter initialisation (ZeRO-1: the masters only,
+ * zeroed; the state shards start zeroed). Released by the scatter. */
+bg_status_t bg_rt_zero_init_views_(bg_rt_t *rt);
+/* ZeRO-1 checkpoint views: gather allocates full host masters and state
+ * and all-gathers every replica's shard into them (collective); scatter
+ * takes this replica's shard from them, recasts and all-gathers the
+ * compute copy, then releases them. Both wait for the device. */
+bg_status_t bg_rt_optstate_gather_(bg_rt_t *rt);
+bg_status_t bg_rt_optstate_scatter_(bg_rt_t *rt);
+void bg_rt_zero_free_(bg_rt_t *rt);
 /* rt->dloss = 1 / (micro-batches * replicas) * loss scale (the loss scale
  * is this file's). Synchronises the compute stream; fails on a device
  * error. */

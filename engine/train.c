@@ -290,6 +290,7 @@ static bg_status_t setup_runtime(train_t *t)
     rc.optim.total = t->steps;
     rc.seed = c->seed;
     rc.recompute = c->recompute;
+    rc.zero = c->zero;
     rc.timeout_s = wait_bound(t);
     return bg_rt_create(&rc, &t->rt);
 }
@@ -398,7 +399,7 @@ static bg_status_t check_finite_step(train_t *t, int64_t step, const bg_rt_stats
     for (int i = 0; *what && i < bg_rt_param_count(t->rt); i++) {
         bg_rt_param_view_t v;
         bg_rt_param_get(t->rt, i, &v);
-        int64_t at = first_invalid(v.master, v.numel, false);
+        int64_t at = v.master ? first_invalid(v.master, v.numel, false) : -1; /* ZeRO-1: NULL */
         size_t n = strlen(what);
         if (at < 0)
             continue;

@@ -99,6 +99,7 @@ bg_status_t bg_train_save_(train_t *t, int64_t step)
     if (st == BG_OK)
         st = s2;
     bg_st_writer_free(w);
+    bg_rt_params_release(t->rt); /* ZeRO-1: the gathered full views */
     free(file);
     free(step_path);
     return st;
@@ -136,6 +137,9 @@ static const char *holder(const bg_ckpt_t *ck, const bg_st_file_t *f, const char
 bg_status_t bg_train_load_params_(train_t *t, bg_ckpt_t *ck, bg_st_file_t *f, bool with_state)
 {
     int ns = bg_optim_state_count(t->c->optim.kind);
+    bg_status_t st0 = bg_rt_params_download(t->rt); /* ZeRO-1: full views to load into */
+    if (st0 != BG_OK)
+        return st0;
     for (int i = 0; i < bg_rt_param_count(t->rt); i++) {
         bg_rt_param_view_t v;
         bg_rt_param_get(t->rt, i, &v);
