@@ -271,10 +271,10 @@ void bg_train_banner_(train_t *t)
         snprintf(what, sizeof(what), "evaluation only");
     else
         snprintf(what, sizeof(what), "%lld steps", (long long)t->steps);
-    printf("brigade: %s | %d stages x %d dp | %s, %d micro-batches of %lld | %s %s | data %s "
+    printf("brigade: %s | %d stages x %d dp%s | %s, %d micro-batches of %lld | %s %s | data %s "
            "| %s\n",
            bg_graph_model_name(t->g)[0] ? bg_graph_model_name(t->g) : c->model, t->S, t->D,
-           bg_sched_name(t->sched), t->M, (long long)t->mb_rows, c->device, c->dtype, info->name,
+           c->zero && t->D > 1 ? " (ZeRO-1)" : "", bg_sched_name(t->sched), t->M, (long long)t->mb_rows, c->device, c->dtype, info->name,
            what);
     fflush(stdout);
 }
