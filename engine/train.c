@@ -479,6 +479,8 @@ static bg_status_t train_loop(train_t *t)
         printf("final test accuracy: %.2f%%\n", 100.0 * acc);
     if (st == BG_OK && c->trace)
         st = write_trace(t);
+    if (st == BG_OK)
+        st = bg_train_report_rss_(t, t->start_step + done);
     if (t->rank == 0) {
         printf("trained %lld steps in %.1f s\n", (long long)done, bg_now_s() - t0);
         fflush(stdout);
