@@ -376,8 +376,8 @@ void bg_rt_free(bg_rt_t *rt)
     bg_rt_slots_free_(rt);
     bg_rt_params_free_(rt);
     for (int i = 0; rt->lc && i < rt->nlc; i++) {
-        if (rt->lc[i].grad_host != rt->lc[i].grad_dev)
-            free(rt->lc[i].grad_host);
+        if (rt->lc[i].tied_host != rt->lc[i].tied_dev)
+            free(rt->lc[i].tied_host);
         free(rt->lc[i].in_edge), free(rt->lc[i].out_edge), free(rt->lc[i].w_needs);
     }
     if (rt->dp_group)

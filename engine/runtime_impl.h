@@ -55,10 +55,19 @@ typedef struct rt_chunk {
     int l0, l1;
     int n_in, n_out; /* edges (net indices) ending / starting here */
     int *in_edge, *out_edge;
-    float *grad_dev;  /* this chunk's accumulators, contiguous (allreduce bucket) */
-    float *grad_host; /* host mirror for the tied-weight exchange (alias on the CPU) */
+    /* The data-parallel bucket: the range [f0, f0 + grad_len) of the flat
+     * gradient buffer that holds the parameters only this chunk uses (their
+     * accumulators are their gradients: no copy). */
+    float *grad_dev;
+    int64_t f0;
     size_t grad_len;
-    bg_tp_coll_t *ar;       /* allreduce in flight */
+    /* Accumulators of this chunk's uses of parameters with several users
+     * (tied), contiguous, and their host mirror for the tied-weight
+     * exchange (an alias on the CPU); folded into the flat buffer at the
+     * step. */
+    float *tied_dev, *tied_host;
+    size_t tied_len;
+    bg_tp_coll_t *ar, *ar_tied; /* data-parallel sync in flight */
     unsigned char *w_needs; /* [n_tensors]: some layer's W here reads this value */
 } rt_chunk_t;
 
@@ -74,16 +83,34 @@ typedef struct rt_param {
 } rt_param_t;
 
 /*
- * Everything the step touches, as flat buffers over the held parameters in
- * global parameter order (each parameter's range starts at a multiple of
- * RT_FLAT_ALIGN elements; the gaps are zeros and stay zeros). Backend
- * memory: grad (f32, all n) and dev (compute dtype, all n; master itself
- * on a CPU f32 run without ZeRO); master and state (f32) hold the elements
- * [z0, z1) only: everything without ZeRO, this replica's shard under
- * ZeRO-1 (runtime_zero.c). Host mirrors of master and state (all n) back
- * the checkpoint views: on a device backend always without ZeRO, under
- * ZeRO-1 only between a gather and its release; on the CPU without ZeRO
- * they are the buffers themselves.
+ * One range of the flat buffer the update works on: the group range
+ * [g0, g0 + glen) (a chunk's bucket, or the tied parameters' region) and
+ * the part of it this replica updates, [s0, s0 + slen), whose masters and
+ * state sit at [c0, c0 + slen) of the compact buffers. Without ZeRO one
+ * range covers everything (g = s, c0 = 0); under ZeRO-1 s is the replica's
+ * transport shard of g (bg_tp_shard_offset over glen).
+ */
+typedef struct rt_zrange {
+    int64_t g0, glen, s0, slen, c0;
+    bg_flat_segs_t segs; /* the held parameters' cuts of [s0, s0 + slen), rebased to s0 */
+    void *segs_dev;
+    int64_t *off_h;
+    uint8_t *decay_h;
+} rt_zrange_t;
+
+/*
+ * Everything the step touches, as flat buffers over the held parameters
+ * (each parameter's range starts at a multiple of RT_FLAT_ALIGN elements;
+ * the gaps are zeros and stay zeros) in a fixed order: for each local chunk
+ * the parameters only it uses (global order; the chunk's bucket), then the
+ * parameters with several users (global order). Backend memory: grad (f32,
+ * all n) and dev (compute dtype, all n; master itself on a CPU f32 run
+ * without ZeRO); master and state (f32) hold the update ranges' parts only
+ * (zn elements, compact: everything without ZeRO, this replica's shards
+ * under ZeRO-1, runtime_zero.c). Host mirrors of master and state (all n)
+ * back the checkpoint views: on a device backend always without ZeRO,
+ * under ZeRO-1 only between a gather and its release; on the CPU without
+ * ZeRO they are the buffers themselves.
  */
 #define RT_FLAT_ALIGN 64
 typedef struct rt_flat {
@@ -91,17 +118,18 @@ typedef struct rt_flat {
     float *master, *state[2], *grad;
     void *dev;
     float *host_master, *host_state[2];
-    int64_t *off_h;         /* [nparam + 1] */
+    int64_t *off_h;         /* [nparam + 1] segment k's first element, flat order */
     uint8_t *decay_h;       /* [nparam] */
+    int *seg_par;           /* [nparam] segment k is parameter par[seg_par[k]] */
+    int64_t t0;             /* first element of the tied parameters' region */
     void *segs_dev;         /* offsets then decay flags, backend memory */
-    bg_flat_segs_t segs;    /* one segment per held parameter */
-    float *ssq_dev, *ssq_h; /* [nparam] sums of squares of the gradient */
-    bool zero;              /* ZeRO-1: master and state are this replica's shard */
+    bg_flat_segs_t segs;    /* one segment per held parameter, flat order */
+    float *ssq_dev, *ssq_h; /* [nparam] sums of squares of the gradient, per segment */
+    bool zero;              /* ZeRO-1: master and state are this replica's shards */
     bool host_own;          /* host_master/host_state are allocations of their own */
-    int64_t z0, z1;         /* the elements master and state hold */
-    bg_flat_segs_t zsegs;   /* segs cut to [z0, z1), rebased to z0 (the update's) */
-    void *zsegs_dev;
-    int64_t *zoff_h;
+    int nz;                 /* update ranges */
+    rt_zrange_t *zr;        /* [nz] */
+    int64_t zn;             /* elements of master and state: sum of the slen */
 } rt_flat_t;
 
 typedef struct rt_pending {
@@ -348,9 +376,13 @@ void bg_rt_xfer_free_(bg_rt_t *rt);
 
 /* -------------------------------------------------------------- runtime_grad.c */
 
-/* OPTIMIZER: wait for allreduces, fold tied gradients, clip, update, zero
- * the accumulators. Fills rt->stats' grad_norm and lr. */
+/* OPTIMIZER: wait for the data-parallel sync, fold tied gradients, clip,
+ * update, zero the accumulators. Fills rt->stats' grad_norm and lr. */
 bg_status_t bg_rt_optimizer_(bg_rt_t *rt, int64_t step);
+/* Start chunk lci's data-parallel sync (its ready event has passed): the
+ * bucket's allreduce (zero 0) or reduce-scatter (ZeRO-1), and the tied
+ * accumulators' allreduce. One function per mode behind this entry. */
+bg_status_t bg_rt_dp_sync_start_(bg_rt_t *rt, int lci);
 /* Every local chunk's gradient bucket and the per-use accumulators in it
  * (rt->uacc_*, allocated by bg_rt_params_setup_). */
 bg_status_t bg_rt_buckets_setup_(bg_rt_t *rt);
@@ -375,10 +407,18 @@ void bg_rt_views_point_(bg_rt_t *rt);
 
 /* -------------------------------------------------------------- runtime_zero.c */
 
-/* The shard [z0, z1) of the flat buffer (f->n known) and the update's
- * segment table; without ZeRO (or with one replica) all of it. Fails on
- * out of memory. */
+/* The update ranges (f->n, the layout and the chunks' buckets known):
+ * without ZeRO (or with one replica) one over everything; under ZeRO-1 this
+ * replica's shard of each chunk's bucket and of the tied region. Fails on
+ * out of memory or a device error. */
 bg_status_t bg_rt_zero_setup_(bg_rt_t *rt);
+/* Under ZeRO-1, after the buckets' reduce-scatters: every parameter's sum
+ * of squares is computed by one replica, its norm owner (the one whose
+ * shard holds its first element), which first receives the other
+ * replicas' reduced pieces of it; keep[k] says whether segment k's sum is
+ * this replica's to contribute. Without ZeRO keep[k] = 1 and nothing
+ * moves. Transport errors and timeouts pass through. */
+bg_status_t bg_rt_zero_norm_pieces_(bg_rt_t *rt, unsigned char *keep);
 /* The compute copy's shard to every replica (no-op without ZeRO):
  * collective over the stage's replicas; transport errors pass through. */
 bg_status_t bg_rt_zero_allgather_(bg_rt_t *rt);

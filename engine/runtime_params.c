@@ -77,24 +77,45 @@ bg_status_t bg_rt_segs_make_(bg_rt_t *rt, int n, const int64_t *off_h, const uin
     return st;
 }
 
-/* Offsets and decay flags of the held parameters, on the host and (for
- * the backend's kernels) in backend memory; then this replica's shard. */
+/* The local chunk whose bucket holds held parameter p: its only user's;
+ * -1 for a parameter with several users (the tied region). */
+static int param_bucket(const bg_rt_t *rt, const rt_param_t *p)
+{
+    const bg_net_param_t *np = &rt->net->params[p->p];
+    return np->n_users == 1 ? rt_local_of(rt, rt->net->layer_chunk[np->users[0]]) : -1;
+}
+
+/* Offsets and decay flags of the held parameters in flat order (each local
+ * chunk's bucket, then the tied region), on the host and (for the
+ * backend's kernels) in backend memory; then the update ranges. */
 static bg_status_t flat_layout(bg_rt_t *rt)
 {
     rt_flat_t *f = &rt->flat;
-    int np = rt->nparam;
+    int np = rt->nparam, k = 0;
     f->off_h = malloc(sizeof(int64_t) * ((size_t)np + 1));
     f->decay_h = calloc((size_t)np + 1, 1);
-    if (!f->off_h || !f->decay_h)
+    f->seg_par = calloc((size_t)np + 1, sizeof(int));
+    if (!f->off_h || !f->decay_h || !f->seg_par)
         return bg_errorf(BG_ERR_NOMEM, "out of memory for the parameter layout");
     int64_t off = 0;
-    for (int i = 0; i < np; i++) {
-        rt_param_t *p = &rt->par[i];
-        p->off = f->off_h[i] = off;
-        f->decay_h[i] = bg_graph_param(rt->g, p->p)->desc.shape.ndim >= 2;
-        if (p->n > INT64_MAX - off - RT_FLAT_ALIGN)
-            return bg_errorf(BG_ERR_INVALID, "parameters do not fit one flat buffer");
-        off += (p->n + RT_FLAT_ALIGN - 1) / RT_FLAT_ALIGN * RT_FLAT_ALIGN;
+    for (int b = 0; b <= rt->nlc; b++) {
+        int want = b < rt->nlc ? b : -1;
+        int64_t first = off;
+        for (int i = 0; i < np; i++) {
+            rt_param_t *p = &rt->par[i];
+            if (param_bucket(rt, p) != want)
+                continue;
+            p->off = f->off_h[k] = off;
+            f->decay_h[k] = bg_graph_param(rt->g, p->p)->desc.shape.ndim >= 2;
+            f->seg_par[k++] = i;
+            if (p->n > INT64_MAX - off - RT_FLAT_ALIGN)
+                return bg_errorf(BG_ERR_INVALID, "parameters do not fit one flat buffer");
+            off += (p->n + RT_FLAT_ALIGN - 1) / RT_FLAT_ALIGN * RT_FLAT_ALIGN;
+        }
+        if (b < rt->nlc)
+            rt->lc[b].f0 = first, rt->lc[b].grad_len = (size_t)(off - first);
+        else
+            f->t0 = first;
     }
     f->off_h[np] = f->n = off;
     bg_status_t st = bg_rt_segs_make_(rt, np, f->off_h, f->decay_h, &f->segs_dev, &f->segs);
@@ -120,7 +141,7 @@ static bg_status_t flat_setup(bg_rt_t *rt)
     bg_status_t st = flat_layout(rt);
     size_t nst = (size_t)bg_optim_state_count(rt->conf.optim.kind);
     bool cpu = rt->dev == BG_DEV_CPU;
-    size_t zbytes = (size_t)(f->z1 - f->z0) * 4; /* master and state: the shard */
+    size_t zbytes = (size_t)f->zn * 4; /* master and state: the update ranges' parts */
     if (st == BG_OK)
         st = flat_alloc(rt, zbytes, (void **)&f->master);
     for (size_t s = 0; s < nst && st == BG_OK; s++)
@@ -163,10 +184,11 @@ bg_status_t bg_rt_params_cast_(bg_rt_t *rt)
     rt_flat_t *f = &rt->flat;
     if (f->dev == (void *)f->master)
         return BG_OK;
-    bg_status_t st =
-        bg_step_cast(rt->conf.be, rt->compute,
-                     (char *)f->dev + (size_t)f->z0 * bg_dtype_size(rt->conf.dtype),
-                     rt->conf.dtype, f->master, BG_F32, f->z1 - f->z0);
+    size_t es = bg_dtype_size(rt->conf.dtype);
+    bg_status_t st = BG_OK;
+    for (int r = 0; r < f->nz && st == BG_OK; r++)
+        st = bg_step_cast(rt->conf.be, rt->compute, (char *)f->dev + (size_t)f->zr[r].s0 * es,
+                          rt->conf.dtype, f->master + f->zr[r].c0, BG_F32, f->zr[r].slen);
     return st == BG_OK ? bg_rt_zero_allgather_(rt) : st;
 }
 
@@ -255,7 +277,7 @@ void bg_rt_params_free_(bg_rt_t *rt)
     if (rt->dev != BG_DEV_CPU)
         free(f->ssq_h);
     bg_rt_zero_free_(rt);
-    free(f->off_h), free(f->decay_h);
+    free(f->off_h), free(f->decay_h), free(f->seg_par);
     free(rt->par), free(rt->param_local), free(rt->uacc_dev), free(rt->uacc_host);
 }
 

@@ -176,11 +176,8 @@ static bg_status_t defer_add(bg_rt_t *rt, rt_deferred_t d)
 /* Start one deferred entry whose event has passed. */
 static bg_status_t defer_start(bg_rt_t *rt, rt_deferred_t *d)
 {
-    if (d->allreduce) {
-        rt_chunk_t *ch = &rt->lc[d->lci];
-        return bg_tp_allreduce_start(rt->dp_group, ch->grad_dev, ch->grad_len, BG_TP_F32, BG_TP_SUM,
-                                     rt->mem, &ch->ar);
-    }
+    if (d->allreduce)
+        return bg_rt_dp_sync_start_(rt, d->lci);
     bg_tp_req_t *req;
     bg_status_t st = bg_tp_send(rt->conf.tp, d->peer, d->tag, d->buf, d->bytes, rt->mem, &req);
     if (st == BG_OK)
@@ -240,7 +237,7 @@ bg_status_t bg_rt_send_(bg_rt_t *rt, const bg_action_t *a)
 bg_status_t bg_rt_allreduce_start_(bg_rt_t *rt, int lci)
 {
     /* Starts once the chunk's last W has run on the device. */
-    if (rt->conf.dps > 1 && rt->lc[lci].grad_len)
+    if (rt->conf.dps > 1 && (rt->lc[lci].grad_len || rt->lc[lci].tied_len))
         return defer_add(rt, (rt_deferred_t){NULL, true, lci, -1, 0, NULL, 0});
     return BG_OK;
 }

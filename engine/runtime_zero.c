@@ -1,60 +1,85 @@
 /*
- * engine/runtime_zero.c -- ZeRO-1 (docs/engine.md, "ZeRO-1"): within a
- * stage's D replicas, each keeps the f32 masters and optimizer state of
- * its shard of the flat buffer only, [z0, z1) with the transport's shard
- * boundaries (bg_tp_shard_offset over the flat buffer's n elements, shard
- * index = replica), updates that shard and all-gathers the compute copy.
- * Checkpoints see full views: a gather assembles them from the shards
- * before a save, a scatter hands each replica its shard after a load.
- *
- * The gradients stay whole (the data-parallel allreduce, the tied folds
- * and the global norm are zero-0's, so the bits are too): only what the
- * update reads and writes is sharded, and an update is elementwise.
+ * engine/runtime_zero.c -- the update ranges of the flat buffer and ZeRO-1
+ * (docs/engine.md, "ZeRO-1"). Without ZeRO one range covers everything.
+ * Under ZeRO-1 (D > 1 replicas per stage) each chunk's bucket is
+ * reduce-scattered and each replica keeps the f32 masters and optimizer
+ * state of its transport shard (bg_tp_shard_offset, shard index = replica)
+ * of every bucket and of the tied region only, updates them, and
+ * all-gathers the compute copy range by range. The global norm stays
+ * zero-0's: each parameter's sum of squares is taken whole by one replica
+ * (its norm owner), which receives the other replicas' reduced pieces of
+ * it first. Checkpoints see full views: a gather assembles them from the
+ * shards before a save, a scatter hands each replica its shard after a
+ * load.
  * Must NOT change any sum or its order (runtime_grad.c owns them), nor
  * decide when to gather (the checkpoint code calls download/upload).
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/grow.h"
 #include "engine/runtime_impl.h"
+#include "engine/tag.h"
+
+/* Range r's segment table: the held parameters' cuts of [s0, s0 + slen),
+ * rebased to s0. */
+static bg_status_t range_segs(bg_rt_t *rt, rt_zrange_t *z)
+{
+    const rt_flat_t *f = &rt->flat;
+    int np = rt->nparam, k = 0;
+    z->off_h = malloc(sizeof(int64_t) * ((size_t)np + 1));
+    z->decay_h = calloc((size_t)np + 1, 1);
+    if (!z->off_h || !z->decay_h)
+        return bg_errorf(BG_ERR_NOMEM, "out of memory for the ZeRO shard's layout");
+    int64_t lo = z->s0, hi = z->s0 + z->slen;
+    for (int i = 0; i < np; i++) { /* segments tile [0, n), so their cuts tile [lo, hi) */
+        int64_t a = f->off_h[i] > lo ? f->off_h[i] : lo;
+        int64_t b = f->off_h[i + 1] < hi ? f->off_h[i + 1] : hi;
+        if (a >= b)
+            continue;
+        z->off_h[k] = a - lo;
+        z->decay_h[k++] = f->decay_h[i];
+    }
+    z->off_h[k] = z->slen;
+    return bg_rt_segs_make_(rt, k, z->off_h, z->decay_h, &z->segs_dev, &z->segs);
+}
 
 bg_status_t bg_rt_zero_setup_(bg_rt_t *rt)
 {
     rt_flat_t *f = &rt->flat;
     f->zero = rt->conf.zero > 0 && rt->conf.dps > 1;
-    f->z0 = 0;
-    f->z1 = f->n;
-    f->zsegs = f->segs;
-    if (!f->zero)
+    f->nz = f->zero ? rt->nlc + 1 : 1;
+    f->zr = calloc((size_t)f->nz, sizeof(rt_zrange_t));
+    if (!f->zr)
+        return bg_errorf(BG_ERR_NOMEM, "out of memory for the update ranges");
+    if (!f->zero) {
+        f->zr[0] = (rt_zrange_t){0, f->n, 0, f->n, 0, f->segs, NULL, NULL, NULL};
+        f->zn = f->n;
         return BG_OK;
-    int D = rt->conf.dps, np = rt->nparam, k = 0;
-    f->z0 = (int64_t)bg_tp_shard_offset((size_t)f->n, D, rt->conf.dp);
-    f->z1 = (int64_t)bg_tp_shard_offset((size_t)f->n, D, rt->conf.dp + 1);
-    f->zoff_h = malloc(sizeof(int64_t) * ((size_t)np + 1));
-    uint8_t *decay = calloc((size_t)np + 1, 1);
-    if (!f->zoff_h || !decay) {
-        free(decay);
-        return bg_errorf(BG_ERR_NOMEM, "out of memory for the ZeRO shard's layout");
     }
-    /* the parameters' ranges tile [0, n), so their cuts tile [z0, z1) */
-    for (int i = 0; i < np; i++) {
-        int64_t a = f->off_h[i] > f->z0 ? f->off_h[i] : f->z0;
-        int64_t b = f->off_h[i + 1] < f->z1 ? f->off_h[i + 1] : f->z1;
-        if (a >= b)
-            continue;
-        f->zoff_h[k] = a - f->z0;
-        decay[k++] = f->decay_h[i];
+    int D = rt->conf.dps, d = rt->conf.dp;
+    bg_status_t st = BG_OK;
+    f->zn = 0;
+    for (int r = 0; r < f->nz && st == BG_OK; r++) {
+        rt_zrange_t *z = &f->zr[r];
+        z->g0 = r < rt->nlc ? rt->lc[r].f0 : f->t0;
+        z->glen = r < rt->nlc ? (int64_t)rt->lc[r].grad_len : f->n - f->t0;
+        z->s0 = z->g0 + (int64_t)bg_tp_shard_offset((size_t)z->glen, D, d);
+        z->slen = z->g0 + (int64_t)bg_tp_shard_offset((size_t)z->glen, D, d + 1) - z->s0;
+        z->c0 = f->zn;
+        f->zn += z->slen;
+        st = range_segs(rt, z);
     }
-    f->zoff_h[k] = f->z1 - f->z0;
-    bg_status_t st = bg_rt_segs_make_(rt, k, f->zoff_h, decay, &f->zsegs_dev, &f->zsegs);
-    free(decay);
     return st;
 }
 
 void bg_rt_zero_free_(bg_rt_t *rt)
 {
-    free(rt->flat.zoff_h);
-    rt->flat.zoff_h = NULL;
+    rt_flat_t *f = &rt->flat;
+    for (int r = 0; f->zero && r < f->nz; r++)
+        free(f->zr[r].off_h), free(f->zr[r].decay_h);
+    free(f->zr);
+    f->zr = NULL;
 }
 
 /* Transport dtype moving elements of the compute dtype: an all-gather only
@@ -69,10 +94,13 @@ bg_status_t bg_rt_zero_allgather_(bg_rt_t *rt)
     rt_flat_t *f = &rt->flat;
     if (!f->zero)
         return BG_OK;
+    size_t es = bg_dtype_size(rt->conf.dtype);
     bg_status_t st = bg_stream_synchronize(rt->conf.be, rt->compute); /* the cast wrote it */
-    if (st == BG_OK)
-        st = bg_tp_allgather(rt->dp_group, f->dev, (size_t)f->n, gather_dtype(rt->conf.dtype),
-                             rt->mem, rt->conf.timeout_s);
+    for (int r = 0; r < f->nz && st == BG_OK; r++)
+        if (f->zr[r].glen)
+            st = bg_tp_allgather(rt->dp_group, (char *)f->dev + (size_t)f->zr[r].g0 * es,
+                                 (size_t)f->zr[r].glen, gather_dtype(rt->conf.dtype), rt->mem,
+                                 rt->conf.timeout_s);
     return st;
 }
 
@@ -115,7 +143,12 @@ bg_status_t bg_rt_zero_init_views_(bg_rt_t *rt)
     return rt->flat.zero ? views_alloc(rt, false) : BG_OK;
 }
 
-/* The shard buffers (master, then each state) and their full host views. */
+void bg_rt_params_release(bg_rt_t *rt)
+{
+    views_release(rt);
+}
+
+/* The compact buffers (master, then each state) and their full host views. */
 static int shard_pairs(bg_rt_t *rt, float **dev, float **host)
 {
     rt_flat_t *f = &rt->flat;
@@ -126,34 +159,50 @@ static int shard_pairs(bg_rt_t *rt, float **dev, float **host)
     return n;
 }
 
+/* Every range's part between the compact buffer and the full view
+ * (kind D2H: to the view, H2D: from it), on the compute stream. */
+static bg_status_t shards_copy(bg_rt_t *rt, float *dev, float *host, bg_copy_kind_t kind)
+{
+    const rt_flat_t *f = &rt->flat;
+    bg_status_t st = BG_OK;
+    for (int r = 0; r < f->nz && st == BG_OK; r++) {
+        const rt_zrange_t *z = &f->zr[r];
+        if (!z->slen)
+            continue;
+        float *d = dev + z->c0, *h = host + z->s0;
+        st = bg_backend_copy(rt->conf.be, kind == BG_COPY_D2H ? (void *)h : (void *)d,
+                             kind == BG_COPY_D2H ? (void *)d : (void *)h, (size_t)z->slen * 4,
+                             kind, rt->compute);
+    }
+    return st;
+}
+
 bg_status_t bg_rt_optstate_gather_(bg_rt_t *rt)
 {
     rt_flat_t *f = &rt->flat;
     bg_status_t st = views_alloc(rt, true);
     float *dev[3], *host[3];
     int n = shard_pairs(rt, dev, host);
-    size_t zb = (size_t)(f->z1 - f->z0) * 4;
     for (int i = 0; i < n && st == BG_OK; i++)
-        st = bg_backend_copy(rt->conf.be, host[i] + f->z0, dev[i], zb, BG_COPY_D2H, rt->compute);
+        st = shards_copy(rt, dev[i], host[i], BG_COPY_D2H);
     if (st == BG_OK)
         st = bg_stream_synchronize(rt->conf.be, rt->compute);
     for (int i = 0; i < n && st == BG_OK; i++)
-        st = bg_tp_allgather(rt->dp_group, host[i], (size_t)f->n, BG_TP_F32, BG_TP_MEM_HOST,
-                             rt->conf.timeout_s);
+        for (int r = 0; r < f->nz && st == BG_OK; r++)
+            if (f->zr[r].glen)
+                st = bg_tp_allgather(rt->dp_group, host[i] + f->zr[r].g0, (size_t)f->zr[r].glen,
+                                     BG_TP_F32, BG_TP_MEM_HOST, rt->conf.timeout_s);
     return st;
 }
 
 bg_status_t bg_rt_optstate_scatter_(bg_rt_t *rt)
 {
-    rt_flat_t *f = &rt->flat;
     float *dev[3], *host[3];
     int n = shard_pairs(rt, dev, host);
-    size_t zb = (size_t)(f->z1 - f->z0) * 4;
     bg_status_t st = BG_OK;
     for (int i = 0; i < n && st == BG_OK; i++)
         if (host[i]) /* no state views after initialisation: the shards stay zero */
-            st = bg_backend_copy(rt->conf.be, dev[i], host[i] + f->z0, zb, BG_COPY_H2D,
-                                 rt->compute);
+            st = shards_copy(rt, dev[i], host[i], BG_COPY_H2D);
     if (st == BG_OK)
         st = bg_rt_params_cast_(rt); /* waits for the device, then all-gathers */
     if (st == BG_OK)
@@ -163,7 +212,85 @@ bg_status_t bg_rt_optstate_scatter_(bg_rt_t *rt)
     return st;
 }
 
-void bg_rt_params_release(bg_rt_t *rt)
+/* ---------------------------------------------------------- the norm's pieces */
+
+/* Requests of one piece exchange, grown as they are posted. */
+typedef struct pieces {
+    bg_tp_req_t **req;
+    size_t n, cap;
+} pieces_t;
+
+/* Send (this replica is `from`) or receive (it is `to`) flat elements
+ * [a, b) of the gradient of parameter `param`. */
+static bg_status_t piece_post(bg_rt_t *rt, pieces_t *x, int param, int from, int to, int64_t a,
+                              int64_t b)
 {
-    views_release(rt);
+    uint64_t tag;
+    bg_status_t st = bg_tag_param(BG_TAG_ZERO_PIECE + from, param, &tag);
+    if (st != BG_OK)
+        return st;
+    if (bg_grow(&x->req, &x->cap, x->n + 1, sizeof(*x->req)))
+        return bg_errorf(BG_ERR_NOMEM, "out of memory exchanging gradient pieces");
+    float *buf = rt->flat.grad + a;
+    size_t bytes = (size_t)(b - a) * 4;
+    bool out = from == rt->conf.dp;
+    int peer = rt_global_rank(rt, out ? to : from, rt->conf.stage);
+    x->req[x->n] = NULL;
+    st = out ? bg_tp_send(rt->conf.tp, peer, tag, buf, bytes, rt->mem, &x->req[x->n])
+             : bg_tp_recv(rt->conf.tp, peer, tag, buf, bytes, rt->mem, &x->req[x->n]);
+    x->n++;
+    return st;
+}
+
+/* Segment k = [a, b) inside range z: its norm owner (the replica whose
+ * shard holds a) and, in a reduce-scattered bucket, the pieces the other
+ * replicas hold, sent to the owner. */
+static bg_status_t segment_pieces(bg_rt_t *rt, const rt_zrange_t *z, bool bucket, int k,
+                                  pieces_t *x, unsigned char *keep)
+{
+    const rt_flat_t *f = &rt->flat;
+    int D = rt->conf.dps, me = rt->conf.dp, owner = 0;
+    int64_t a = f->off_h[k], b = f->off_h[k + 1];
+    for (int d = 1; d < D; d++)
+        if (z->g0 + (int64_t)bg_tp_shard_offset((size_t)z->glen, D, d) <= a)
+            owner = d;
+    keep[k] = owner == me;
+    bg_status_t st = BG_OK;
+    for (int d = 0; bucket && d < D && st == BG_OK; d++) {
+        int64_t lo = z->g0 + (int64_t)bg_tp_shard_offset((size_t)z->glen, D, d);
+        int64_t hi = z->g0 + (int64_t)bg_tp_shard_offset((size_t)z->glen, D, d + 1);
+        lo = lo > a ? lo : a;
+        hi = hi < b ? hi : b;
+        if (d == owner || lo >= hi || (me != d && me != owner))
+            continue;
+        st = piece_post(rt, x, rt->par[f->seg_par[k]].p, d, owner, lo, hi);
+    }
+    return st;
+}
+
+bg_status_t bg_rt_zero_norm_pieces_(bg_rt_t *rt, unsigned char *keep)
+{
+    const rt_flat_t *f = &rt->flat;
+    if (!f->zero) {
+        memset(keep, 1, (size_t)rt->nparam);
+        return BG_OK;
+    }
+    pieces_t x = {NULL, 0, 0};
+    bg_status_t st = BG_OK;
+    int r = 0;
+    for (int k = 0; k < rt->nparam && st == BG_OK; k++) {
+        while (f->off_h[k] >= f->zr[r].g0 + f->zr[r].glen) /* ranges tile [0, n) in order */
+            r++;
+        st = segment_pieces(rt, &f->zr[r], r < rt->nlc, k, &x, keep);
+    }
+    for (size_t i = 0; i < x.n; i++) {
+        if (!x.req[i])
+            continue;
+        bg_status_t s2 = st == BG_OK ? bg_tp_wait(rt->conf.tp, x.req[i], rt->conf.timeout_s)
+                                     : (bg_tp_cancel(rt->conf.tp, x.req[i]), BG_OK);
+        if (st == BG_OK)
+            st = s2;
+    }
+    free(x.req);
+    return st;
 }

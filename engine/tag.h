@@ -7,6 +7,9 @@
  *                  3 tied-parameter gradient exchange
  *   ACT/GRAD: [41:24] micro-batch  [23:12] destination chunk  [11:0] source chunk
  *   PARAM:    [41:24] user index   [23:0]  parameter id
+ *             (user index BG_TAG_ZERO_PIECE + d: replica d's reduced piece
+ *             of a gradient, sent to the parameter's norm owner, ZeRO-1;
+ *             between replicas of one stage, never between stages)
  *
  * Must NOT mask: a value that does not fit its field is BG_ERR_INVALID
  * naming the field and its limit (runs that large need a wider layout,
@@ -25,6 +28,7 @@ enum { BG_TAG_ACT = 1, BG_TAG_GRAD = 2, BG_TAG_PARAM = 3 };
 #define BG_TAG_MB_MAX ((1 << 18) - 1)
 #define BG_TAG_CHUNK_MAX ((1 << 12) - 1)
 #define BG_TAG_PARAM_MAX ((1 << 24) - 1)
+#define BG_TAG_ZERO_PIECE (1 << 17) /* + replica: above any real user index */
 
 _Static_assert(BG_TP_TAG_BITS >= 44, "engine tag layout needs 44 bits");
 
