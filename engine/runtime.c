@@ -53,8 +53,9 @@ static bg_status_t run_action(bg_rt_t *rt, const bg_action_t *a, int64_t step)
         return bg_rt_recv_wait_(rt, a);
     case BG_ACT_ALLREDUCE:
         return bg_rt_allreduce_start_(rt, lci);
-    case BG_ACT_OPTIMIZER:
-        return bg_rt_optimizer_(rt, step);
+    case BG_ACT_OPTIMIZER: /* every queued sync handed over first */
+        st = bg_rt_defer_progress_(rt, true);
+        return st == BG_OK ? bg_rt_optimizer_(rt, step) : st;
     default:
         return bg_errorf(BG_ERR_INTERNAL, "unknown action kind %d", (int)a->kind);
     }

@@ -321,9 +321,7 @@ static bg_status_t apply_update(bg_rt_t *rt, int64_t step, float lr, float gscal
 
 bg_status_t bg_rt_optimizer_(bg_rt_t *rt, int64_t step)
 {
-    bg_status_t st = bg_rt_defer_progress_(rt, true);
-    if (st == BG_OK)
-        st = allreduces_wait(rt);
+    bg_status_t st = allreduces_wait(rt);
     if (st == BG_OK)
         st = tied_to_host(rt);
     if (st == BG_OK)

@@ -13,9 +13,11 @@
  *                      optimizer step on the backend, loss scaling
  *   runtime_params.c   parameters: flat buffers, views, upload, tied-weight
  *                      holders, the loss scale and its device dloss
- *   runtime_zero.c     ZeRO-1: this replica's shard of the optimizer's
- *                      buffers, the parameter all-gather, the full views a
- *                      checkpoint reads (gather) and writes (scatter)
+ *   runtime_zero.c     the update ranges and the masters' cast to the
+ *                      compute copy; ZeRO-1: this replica's shards, the
+ *                      compute copy's all-gather, the norm's pieces, the
+ *                      full views a checkpoint reads (gather) and writes
+ *                      (scatter)
  *
  * Shared functions end in '_' (private to the engine). Must NOT be included
  * outside engine/runtime*.c: everyone else uses engine/runtime.h.
@@ -376,7 +378,8 @@ void bg_rt_xfer_free_(bg_rt_t *rt);
 
 /* -------------------------------------------------------------- runtime_grad.c */
 
-/* OPTIMIZER: wait for the data-parallel sync, fold tied gradients, clip,
+/* OPTIMIZER (once every deferred sync has started: bg_rt_defer_progress_
+ * with wait): wait for the data-parallel sync, fold tied gradients, clip,
  * update, zero the accumulators. Fills rt->stats' grad_norm and lr. */
 bg_status_t bg_rt_optimizer_(bg_rt_t *rt, int64_t step);
 /* Start chunk lci's data-parallel sync (its ready event has passed): the
@@ -394,9 +397,12 @@ bg_status_t bg_rt_buckets_setup_(bg_rt_t *rt);
  * the parameter; partial state is freed by bg_rt_params_free_. */
 bg_status_t bg_rt_params_setup_(bg_rt_t *rt);
 void bg_rt_params_free_(bg_rt_t *rt);
-/* Masters (f32) to the compute copy: one cast over [z0, z1) of the flat
- * buffer, on the compute stream; under ZeRO-1 then the all-gather of the
- * compute copy over the replicas (host sync, collective). */
+
+/* -------------------------------------------------------------- runtime_zero.c */
+
+/* Masters (f32) to the compute copy: one cast per update range, on the
+ * compute stream; under ZeRO-1 then the all-gather of the compute copy
+ * over the replicas (host sync, collective). */
 bg_status_t bg_rt_params_cast_(bg_rt_t *rt);
 /* Offsets and decay flags (host, [n + 1] and [n]) to backend memory and
  * a segment table over them; *dev is the allocation (rt's cache). */
@@ -404,8 +410,6 @@ bg_status_t bg_rt_segs_make_(bg_rt_t *rt, int n, const int64_t *off_h, const uin
                              void **dev, bg_flat_segs_t *out);
 /* Point every parameter's views into the host mirrors (NULL when none). */
 void bg_rt_views_point_(bg_rt_t *rt);
-
-/* -------------------------------------------------------------- runtime_zero.c */
 
 /* The update ranges (f->n, the layout and the chunks' buckets known):
  * without ZeRO (or with one replica) one over everything; under ZeRO-1 this
@@ -419,9 +423,6 @@ bg_status_t bg_rt_zero_setup_(bg_rt_t *rt);
  * this replica's to contribute. Without ZeRO keep[k] = 1 and nothing
  * moves. Transport errors and timeouts pass through. */
 bg_status_t bg_rt_zero_norm_pieces_(bg_rt_t *rt, unsigned char *keep);
-/* The compute copy's shard to every replica (no-op without ZeRO):
- * collective over the stage's replicas; transport errors pass through. */
-bg_status_t bg_rt_zero_allgather_(bg_rt_t *rt);
 /* Full host views for parameter initialisation (ZeRO-1: the masters only,
  * zeroed; the state shards start zeroed). Released by the scatter. */
 bg_status_t bg_rt_zero_init_views_(bg_rt_t *rt);

@@ -1,7 +1,8 @@
 /*
  * engine/runtime_params.c -- the parameters this rank holds: flat buffers
- * in global parameter order on the rank's backend (f32 masters,
- * authoritative; optimizer state; gradients; the compute-dtype copy), host
+ * on the rank's backend (f32 masters, authoritative; optimizer state;
+ * gradients; the compute-dtype copy) laid out bucket by bucket (each local
+ * chunk's one-user parameters, then those with several users), host
  * mirrors and views for checkpoints, which other pipeline ranks hold a tied
  * copy of each, and the loss scale.
  *
@@ -51,32 +52,6 @@ static bg_status_t flat_alloc(bg_rt_t *rt, size_t bytes, void **out)
     return st;
 }
 
-bg_status_t bg_rt_segs_make_(bg_rt_t *rt, int n, const int64_t *off_h, const uint8_t *decay_h,
-                             void **dev, bg_flat_segs_t *out)
-{
-    size_t ob = sizeof(int64_t) * ((size_t)n + 1);
-    int64_t *chunk0 = malloc(ob);
-    if (!chunk0)
-        return bg_errorf(BG_ERR_NOMEM, "out of memory for the parameter layout");
-    int64_t nch = bg_flat_chunks(off_h, n, chunk0);
-    bg_status_t st = rt_dalloc(rt, 2 * ob + (size_t)n + 1, dev);
-    char *d = st == BG_OK ? *dev : NULL;
-    if (st == BG_OK)
-        st = bg_backend_copy(rt->conf.be, d, off_h, ob, BG_COPY_H2D, rt->compute);
-    if (st == BG_OK)
-        st = bg_backend_copy(rt->conf.be, d + ob, chunk0, ob, BG_COPY_H2D, rt->compute);
-    if (st == BG_OK && n > 0)
-        st = bg_backend_copy(rt->conf.be, d + 2 * ob, decay_h, (size_t)n, BG_COPY_H2D,
-                             rt->compute);
-    if (st == BG_OK)
-        st = bg_stream_synchronize(rt->conf.be, rt->compute); /* chunk0 is freed next */
-    free(chunk0);
-    if (st == BG_OK)
-        *out = (bg_flat_segs_t){n,     (const int64_t *)d,        (const uint8_t *)(d + 2 * ob),
-                                off_h, (const int64_t *)(d + ob), nch};
-    return st;
-}
-
 /* The local chunk whose bucket holds held parameter p: its only user's;
  * -1 for a parameter with several users (the tied region). */
 static int param_bucket(const bg_rt_t *rt, const rt_param_t *p)
@@ -120,17 +95,6 @@ static bg_status_t flat_layout(bg_rt_t *rt)
     f->off_h[np] = f->n = off;
     bg_status_t st = bg_rt_segs_make_(rt, np, f->off_h, f->decay_h, &f->segs_dev, &f->segs);
     return st == BG_OK ? bg_rt_zero_setup_(rt) : st;
-}
-
-void bg_rt_views_point_(bg_rt_t *rt)
-{
-    rt_flat_t *f = &rt->flat;
-    for (int i = 0; i < rt->nparam; i++) {
-        rt_param_t *p = &rt->par[i];
-        p->master = f->host_master ? f->host_master + p->off : NULL;
-        for (int s = 0; s < 2; s++)
-            p->state[s] = f->host_state[s] ? f->host_state[s] + p->off : NULL;
-    }
 }
 
 /* The flat buffers, their host mirrors (without ZeRO), and every
@@ -177,19 +141,6 @@ static bg_status_t flat_setup(bg_rt_t *rt)
         p->dev = (char *)f->dev + (size_t)p->off * bg_dtype_size(rt->conf.dtype);
     }
     return BG_OK;
-}
-
-bg_status_t bg_rt_params_cast_(bg_rt_t *rt)
-{
-    rt_flat_t *f = &rt->flat;
-    if (f->dev == (void *)f->master)
-        return BG_OK;
-    size_t es = bg_dtype_size(rt->conf.dtype);
-    bg_status_t st = BG_OK;
-    for (int r = 0; r < f->nz && st == BG_OK; r++)
-        st = bg_step_cast(rt->conf.be, rt->compute, (char *)f->dev + (size_t)f->zr[r].s0 * es,
-                          rt->conf.dtype, f->master + f->zr[r].c0, BG_F32, f->zr[r].slen);
-    return st == BG_OK ? bg_rt_zero_allgather_(rt) : st;
 }
 
 /* Host mirrors <-> backend buffers without ZeRO (no-ops on the CPU: they

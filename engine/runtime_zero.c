@@ -21,6 +21,80 @@
 #include "engine/runtime_impl.h"
 #include "engine/tag.h"
 
+bg_status_t bg_rt_segs_make_(bg_rt_t *rt, int n, const int64_t *off_h, const uint8_t *decay_h,
+                             void **dev, bg_flat_segs_t *out)
+{
+    size_t ob = sizeof(int64_t) * ((size_t)n + 1);
+    int64_t *chunk0 = malloc(ob);
+    if (!chunk0)
+        return bg_errorf(BG_ERR_NOMEM, "out of memory for the parameter layout");
+    int64_t nch = bg_flat_chunks(off_h, n, chunk0);
+    bg_status_t st = rt_dalloc(rt, 2 * ob + (size_t)n + 1, dev);
+    char *d = st == BG_OK ? *dev : NULL;
+    if (st == BG_OK)
+        st = bg_backend_copy(rt->conf.be, d, off_h, ob, BG_COPY_H2D, rt->compute);
+    if (st == BG_OK)
+        st = bg_backend_copy(rt->conf.be, d + ob, chunk0, ob, BG_COPY_H2D, rt->compute);
+    if (st == BG_OK && n > 0)
+        st = bg_backend_copy(rt->conf.be, d + 2 * ob, decay_h, (size_t)n, BG_COPY_H2D,
+                             rt->compute);
+    if (st == BG_OK)
+        st = bg_stream_synchronize(rt->conf.be, rt->compute); /* chunk0 is freed next */
+    free(chunk0);
+    if (st == BG_OK)
+        *out = (bg_flat_segs_t){n,     (const int64_t *)d,        (const uint8_t *)(d + 2 * ob),
+                                off_h, (const int64_t *)(d + ob), nch};
+    return st;
+}
+
+void bg_rt_views_point_(bg_rt_t *rt)
+{
+    rt_flat_t *f = &rt->flat;
+    for (int i = 0; i < rt->nparam; i++) {
+        rt_param_t *p = &rt->par[i];
+        p->master = f->host_master ? f->host_master + p->off : NULL;
+        for (int s = 0; s < 2; s++)
+            p->state[s] = f->host_state[s] ? f->host_state[s] + p->off : NULL;
+    }
+}
+
+/* Transport dtype moving elements of the compute dtype: an all-gather only
+ * copies, so any 2-byte type travels as BF16. */
+static bg_tp_dtype_t gather_dtype(bg_dtype_t dt)
+{
+    return bg_dtype_size(dt) == 4 ? BG_TP_F32 : BG_TP_BF16;
+}
+
+/* The compute copy's shards to every replica (no-op without ZeRO):
+ * collective over the stage's replicas; transport errors pass through. */
+static bg_status_t zero_allgather(bg_rt_t *rt)
+{
+    rt_flat_t *f = &rt->flat;
+    if (!f->zero)
+        return BG_OK;
+    size_t es = bg_dtype_size(rt->conf.dtype);
+    bg_status_t st = bg_stream_synchronize(rt->conf.be, rt->compute); /* the cast wrote it */
+    for (int r = 0; r < f->nz && st == BG_OK; r++)
+        if (f->zr[r].glen)
+            st = bg_tp_allgather(rt->dp_group, (char *)f->dev + (size_t)f->zr[r].g0 * es,
+                                 (size_t)f->zr[r].glen, gather_dtype(rt->conf.dtype), rt->mem,
+                                 rt->conf.timeout_s);
+    return st;
+}
+
+bg_status_t bg_rt_params_cast_(bg_rt_t *rt)
+{
+    rt_flat_t *f = &rt->flat;
+    if (f->dev == (void *)f->master)
+        return BG_OK;
+    size_t es = bg_dtype_size(rt->conf.dtype);
+    bg_status_t st = BG_OK;
+    for (int r = 0; r < f->nz && st == BG_OK; r++)
+        st = bg_step_cast(rt->conf.be, rt->compute, (char *)f->dev + (size_t)f->zr[r].s0 * es,
+                          rt->conf.dtype, f->master + f->zr[r].c0, BG_F32, f->zr[r].slen);
+    return st == BG_OK ? zero_allgather(rt) : st;
+}
+
 /* Range r's segment table: the held parameters' cuts of [s0, s0 + slen),
  * rebased to s0. */
 static bg_status_t range_segs(bg_rt_t *rt, rt_zrange_t *z)
@@ -80,28 +154,6 @@ void bg_rt_zero_free_(bg_rt_t *rt)
         free(f->zr[r].off_h), free(f->zr[r].decay_h);
     free(f->zr);
     f->zr = NULL;
-}
-
-/* Transport dtype moving elements of the compute dtype: an all-gather only
- * copies, so any 2-byte type travels as BF16. */
-static bg_tp_dtype_t gather_dtype(bg_dtype_t dt)
-{
-    return bg_dtype_size(dt) == 4 ? BG_TP_F32 : BG_TP_BF16;
-}
-
-bg_status_t bg_rt_zero_allgather_(bg_rt_t *rt)
-{
-    rt_flat_t *f = &rt->flat;
-    if (!f->zero)
-        return BG_OK;
-    size_t es = bg_dtype_size(rt->conf.dtype);
-    bg_status_t st = bg_stream_synchronize(rt->conf.be, rt->compute); /* the cast wrote it */
-    for (int r = 0; r < f->nz && st == BG_OK; r++)
-        if (f->zr[r].glen)
-            st = bg_tp_allgather(rt->dp_group, (char *)f->dev + (size_t)f->zr[r].g0 * es,
-                                 (size_t)f->zr[r].glen, gather_dtype(rt->conf.dtype), rt->mem,
-                                 rt->conf.timeout_s);
-    return st;
 }
 
 /* Full host views (masters, and the state when `with_state`), zeroed, of

@@ -285,14 +285,13 @@ static void stage_extras(const span_ctx_t *c, int r, bg_stage_eval_t *s)
 {
     const bg_costs_t *co = c->pb->costs[r];
     int D = c->pb->cfg.dp;
+    const bg_part_config_t *cf = &c->pb->cfg;
     double grad_bytes = 4.0 * (double)s->params;
     s->allreduce = D > 1 ? 2.0 * (D - 1) / D * grad_bytes / co->dev.dp_bw + 2.0 * (D - 1) * co->dev.dp_lat
                          : 0.0;
-    const bg_part_config_t *cf = &c->pb->cfg;
-    bool zero = cf->zero && D > 1;
-    if (zero) /* the all-gather of the compute copy after the sharded update */
-        s->allreduce += (double)(D - 1) / D * (double)s->params * bg_dtype_size(c->ch->dtype) /
-                            co->dev.dp_bw + (D - 1) * co->dev.dp_lat;
+    if (cf->zero && D > 1) /* reduce-scatter of the gradient + all-gather of the compute copy */
+        s->allreduce = (double)(D - 1) / D * (grad_bytes + (double)s->params * bg_dtype_size(c->ch->dtype)) /
+                           co->dev.dp_bw + 2.0 * (D - 1) * co->dev.dp_lat;
     /* the optimizer reads and writes every per-parameter byte once */
     s->optim = 2.0 * (double)bg_param_bytes(c->ch->dtype, cf->opt_state_bytes, cf->zero, D, s->params) /
                co->dev.mem_bw;

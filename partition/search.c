@@ -127,7 +127,11 @@ static double step_lower_bound(const search_ctx_t *s, const bg_costs_t *co, cons
     double P = (double)s->total_params, D = c->D;
     double tail = 2.0 * (double)bg_param_bytes(s->ch->dtype, o->opt_state_bytes, o->zero, c->D,
                                                s->total_params) / s->dev->mem_bw / S;
-    if (c->D > 1) tail += 2.0 * (D - 1) / D * 4.0 * P / s->dev->dp_bw / S + 2.0 * (D - 1) * s->dev->dp_lat;
+    if (c->D > 1 && o->zero) /* stage_extras': reduce-scatter + all-gather of the compute copy */
+        tail += (D - 1) / D * (4.0 + (double)bg_dtype_size(s->ch->dtype)) * P / s->dev->dp_bw / S +
+                2.0 * (D - 1) * s->dev->dp_lat;
+    else if (c->D > 1)
+        tail += 2.0 * (D - 1) / D * 4.0 * P / s->dev->dp_bw / S + 2.0 * (D - 1) * s->dev->dp_lat;
     return (pipe + tail) * (1.0 - 1e-9); /* margin for summation order */
 }
 

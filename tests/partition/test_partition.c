@@ -646,8 +646,9 @@ static void param_chain(int L, int64_t params, bg_chain_t *ch)
 
 /* ZeRO-1 in the memory model: masters and moments divided by D, the
  * compute copy and gradients whole; the plan's memory drops by exactly
- * that, its data-parallel time grows (the all-gather), and the search
- * finds shapes that only fit with it. */
+ * that, its data-parallel time stays (an f32 run's reduce-scatter plus
+ * all-gather is the allreduce's volume), and the search finds shapes that
+ * only fit with it. */
 static void test_zero(void)
 {
     CHECK(bg_param_bytes(BG_F32, 8, 0, 4, 1000) == 1000 * bg_bytes_per_param(BG_F32, 8));
@@ -672,7 +673,8 @@ static void test_zero(void)
         int64_t drop = bg_param_bytes(BG_F32, 8, 0, 4, n) - bg_param_bytes(BG_F32, 8, 1, 4, n);
         CHECK_MSG(p0.stage[r].mem - p1.stage[r].mem == drop, "stage %d: memory %lld -> %lld", r,
                   (long long)p0.stage[r].mem, (long long)p1.stage[r].mem);
-        CHECK(p1.stage[r].allreduce > p0.stage[r].allreduce);
+        CHECK(fabs(p1.stage[r].allreduce - p0.stage[r].allreduce) <= 1e-9 * p0.stage[r].allreduce &&
+              p0.stage[r].allreduce > 0);
     }
     CHECK(p1.peak_mem < p0.peak_mem);
     bg_plan_free(&p0), bg_plan_free(&p1);
