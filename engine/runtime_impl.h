@@ -423,9 +423,13 @@ bg_status_t bg_rt_zero_setup_(bg_rt_t *rt);
  * this replica's to contribute. Without ZeRO keep[k] = 1 and nothing
  * moves. Transport errors and timeouts pass through. */
 bg_status_t bg_rt_zero_norm_pieces_(bg_rt_t *rt, unsigned char *keep);
-/* Full host views for parameter initialisation (ZeRO-1: the masters only,
- * zeroed; the state shards start zeroed). Released by the scatter. */
-bg_status_t bg_rt_zero_init_views_(bg_rt_t *rt);
+/* ZeRO-1's parameter initialisation: each held parameter's initial value
+ * (from the seed and its global name) into a buffer of its size, its
+ * parts in this replica's shards into the masters, then the compute
+ * copy's cast and all-gather: no full copy of the parameters is ever
+ * made (the state shards start zeroed). Fails on out of memory, device
+ * and transport errors. */
+bg_status_t bg_rt_zero_init_(bg_rt_t *rt);
 /* ZeRO-1 checkpoint views: gather allocates full host masters and state
  * and all-gathers every replica's shard into them (collective); scatter
  * takes this replica's shard from them, recasts and all-gathers the

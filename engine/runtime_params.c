@@ -176,9 +176,8 @@ static bg_status_t params_push(bg_rt_t *rt)
  * pushed to the backend. */
 static bg_status_t params_init(bg_rt_t *rt)
 {
-    bg_status_t st = bg_rt_zero_init_views_(rt);
-    if (st != BG_OK)
-        return st;
+    if (rt->flat.zero)
+        return bg_rt_zero_init_(rt);
     for (int i = 0; i < rt->nparam; i++) {
         rt_param_t *p = &rt->par[i];
         const bg_graph_param_t *gp = bg_graph_param(rt->g, p->p);

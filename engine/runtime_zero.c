@@ -190,9 +190,43 @@ static void views_release(bg_rt_t *rt)
     bg_rt_views_point_(rt);
 }
 
-bg_status_t bg_rt_zero_init_views_(bg_rt_t *rt)
+/* Parameter p's elements [a, b) of the flat buffer that this replica's
+ * shards hold, from `val` (p's value, host) into the masters. */
+static bg_status_t param_to_shards(bg_rt_t *rt, const rt_param_t *p, const float *val)
 {
-    return rt->flat.zero ? views_alloc(rt, false) : BG_OK;
+    const rt_flat_t *f = &rt->flat;
+    bg_status_t st = BG_OK;
+    for (int r = 0; r < f->nz && st == BG_OK; r++) {
+        const rt_zrange_t *z = &f->zr[r];
+        int64_t a = p->off > z->s0 ? p->off : z->s0;
+        int64_t b = p->off + p->n < z->s0 + z->slen ? p->off + p->n : z->s0 + z->slen;
+        if (a < b)
+            st = bg_backend_copy(rt->conf.be, f->master + z->c0 + (a - z->s0), val + (a - p->off),
+                                 (size_t)(b - a) * 4, BG_COPY_H2D, rt->compute);
+    }
+    return st == BG_OK ? bg_stream_synchronize(rt->conf.be, rt->compute) : st; /* val is reused */
+}
+
+bg_status_t bg_rt_zero_init_(bg_rt_t *rt)
+{
+    int64_t most = 1;
+    for (int i = 0; i < rt->nparam; i++)
+        most = rt->par[i].n > most ? rt->par[i].n : most;
+    float *val = malloc((size_t)most * 4);
+    if (!val)
+        return bg_errorf(BG_ERR_NOMEM, "out of memory initialising parameters (%lld elements)",
+                         (long long)most);
+    bg_status_t st = BG_OK;
+    for (int i = 0; i < rt->nparam && st == BG_OK; i++) {
+        const rt_param_t *p = &rt->par[i];
+        const bg_graph_param_t *gp = bg_graph_param(rt->g, p->p);
+        bg_param_init_host(&gp->desc, gp->name, rt->conf.seed, val);
+        st = param_to_shards(rt, p, val);
+    }
+    free(val);
+    if (st == BG_OK)
+        st = bg_rt_params_cast_(rt);
+    return st == BG_OK ? bg_stream_synchronize(rt->conf.be, rt->compute) : st;
 }
 
 void bg_rt_params_release(bg_rt_t *rt)
