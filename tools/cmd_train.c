@@ -113,9 +113,9 @@ static const bg_opt_t train_optim_opts[] = {
      .help = "clip gradients to global norm X", .def = "off", .off = ARG(c.optim.clip),
      .dmin = 0, .dmax = 1e9},
     {.name = "zero", .kind = BG_OPT_INT, .metavar = "0|1",
-     .help = "1: each of a stage's D replicas keeps f32 masters and optimizer state for its "
-             "1/D shard only and all-gathers the weights after the update (same bits as 0; "
-             "accepted and a no-op with --dp 1)",
+     .help = "1 (ZeRO-1): gradients are reduce-scattered, each of a stage's D replicas keeps "
+             "f32 masters and optimizer state for its 1/D shard only and all-gathers the "
+             "weights after the update (same bits as 0; accepted and a no-op with --dp 1)",
      .def = "0", .off = ARG(c.zero), .min = 0, .max = 1},
     {0},
 };
