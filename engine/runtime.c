@@ -53,8 +53,9 @@ static bg_status_t run_action(bg_rt_t *rt, const bg_action_t *a, int64_t step)
         return bg_rt_recv_wait_(rt, a);
     case BG_ACT_ALLREDUCE:
         return bg_rt_allreduce_start_(rt, lci);
-    case BG_ACT_OPTIMIZER:
-        return bg_rt_2bw_optimizer_(rt, step);
+    case BG_ACT_OPTIMIZER: /* every queued sync handed over first */
+        st = bg_rt_defer_progress_(rt, true);
+        return st == BG_OK ? bg_rt_2bw_optimizer_(rt, step) : st;
     default:
         return bg_errorf(BG_ERR_INTERNAL, "unknown action kind %d", (int)a->kind);
     }
@@ -379,6 +380,8 @@ bg_status_t bg_rt_create(const bg_rt_conf_t *conf, bg_rt_t **out)
     if (st == BG_OK)
         st = setup_chunks(rt);
     if (st == BG_OK)
+        st = setup_groups(rt); /* before the parameters: ZeRO-1 all-gathers them */
+    if (st == BG_OK)
         st = bg_rt_params_setup_(rt);
     if (st == BG_OK)
         st = bg_rt_buckets_setup_(rt);
@@ -386,8 +389,6 @@ bg_status_t bg_rt_create(const bg_rt_conf_t *conf, bg_rt_t **out)
         st = bg_rt_2bw_setup_(rt);
     if (st == BG_OK)
         st = setup_buffers(rt);
-    if (st == BG_OK)
-        st = setup_groups(rt);
     if (st != BG_OK) {
         bg_rt_err_(rt, st);
         bg_rt_free(rt);
@@ -410,8 +411,8 @@ void bg_rt_free(bg_rt_t *rt)
     bg_rt_ps_free_(rt);
     bg_rt_params_free_(rt);
     for (int i = 0; rt->lc && i < rt->nlc; i++) {
-        if (rt->lc[i].grad_host != rt->lc[i].grad_dev)
-            free(rt->lc[i].grad_host);
+        if (rt->lc[i].tied_host != rt->lc[i].tied_dev)
+            free(rt->lc[i].tied_host);
         free(rt->lc[i].in_edge), free(rt->lc[i].out_edge), free(rt->lc[i].w_needs);
     }
     if (rt->dp_group)

@@ -47,6 +47,10 @@ typedef struct bg_rt_conf {
     bool scale_dynamic;
     int64_t scale_window;
     bg_ps_conf_t ps; /* parameter servers (servers 0: off, allreduce) */
+    /* ZeRO stage: 0 off; 1: each of the stage's dps replicas keeps the f32
+     * masters and optimizer state of its 1/dps shard only, updates it and
+     * all-gathers the compute copy (same bits as 0). No-op with dps = 1. */
+    int zero;
 } bg_rt_conf_t;
 
 /*
@@ -130,16 +134,24 @@ typedef struct bg_rt_param_view {
     const bg_shape_t *shape;
     int64_t numel;
     bool owned;      /* this rank holds the owner layer (writes it to checkpoints) */
-    float *master;   /* f32 host copy, authoritative */
+    float *master;   /* f32 host copy, authoritative; NULL under ZeRO-1 outside a
+                        download..release/upload window */
     float *state[2]; /* optimizer states (NULL where the optimizer has fewer) */
 } bg_rt_param_view_t;
 void bg_rt_param_get(bg_rt_t *rt, int i, bg_rt_param_view_t *out);
 /* After changing masters or state through the views (resume, --init):
- * push them to the backend's flat buffers and the compute copy. */
+ * push them to the backend's flat buffers and the compute copy. Under
+ * ZeRO-1 each replica takes its shard, the compute copy is all-gathered
+ * and the full views are released: every replica of the stage calls it. */
 bg_status_t bg_rt_params_upload(bg_rt_t *rt);
-/* Before reading the views (checkpoint): bring masters and state from the
- * backend (a no-op on the CPU, where the views are the buffers). */
+/* Before reading or writing the views (checkpoint save or load): bring
+ * masters and state from the backend (a no-op on the CPU without ZeRO,
+ * where the views are the buffers). Under ZeRO-1 this gathers every
+ * replica's shard into full host views (a collective: every replica of the
+ * stage calls it), held until bg_rt_params_release or an upload. */
 bg_status_t bg_rt_params_download(bg_rt_t *rt);
+/* Free the full views a ZeRO-1 download made (no-op otherwise). Cannot fail. */
+void bg_rt_params_release(bg_rt_t *rt);
 /* The current loss scale (0 when loss scaling is off) and its good steps
  * in a row; setting both (resume). Setting fails on a scale that is not
  * positive and finite. */

@@ -26,10 +26,13 @@
 
 #include "engine/runtime_impl.h"
 
-/* One set of gradient accumulators: every chunk's bucket and the per-use
- * views into it (the fields runtime_grad.c sets up). */
+/* One set of gradient accumulators: the flat gradient (every chunk's
+ * bucket is a range of it), the tied users' buckets, and the per-use views
+ * (the fields runtime_grad.c's bg_rt_buckets_setup_ sets). */
 typedef struct {
-    float **grad_dev, **grad_host; /* [nlc] */
+    float *grad;                   /* flat gradient, rt->flat.n floats */
+    float **grad_dev;              /* [nlc] */
+    float **tied_dev, **tied_host; /* [nlc] */
     float **uacc_dev, **uacc_host; /* [layers * BG_MAX_PARAMS] */
 } gset_t;
 
@@ -54,37 +57,45 @@ struct rt_2bw {
 static void gset_use(bg_rt_t *rt, int k)
 {
     rt_2bw_t *b = rt->tbw;
+    gset_t *g = &b->set[k];
+    rt->flat.grad = g->grad;
     for (int i = 0; i < rt->nlc; i++) {
-        rt->lc[i].grad_dev = b->set[k].grad_dev[i];
-        rt->lc[i].grad_host = b->set[k].grad_host[i];
+        rt->lc[i].grad_dev = g->grad_dev[i];
+        rt->lc[i].tied_dev = g->tied_dev[i];
+        rt->lc[i].tied_host = g->tied_host[i];
     }
-    rt->uacc_dev = b->set[k].uacc_dev;
-    rt->uacc_host = b->set[k].uacc_host;
+    rt->uacc_dev = g->uacc_dev;
+    rt->uacc_host = g->uacc_host;
     b->active = k;
 }
 
 /* Remember the executor's current gradient fields as set k. */
 static void gset_take(bg_rt_t *rt, int k)
 {
-    rt_2bw_t *b = rt->tbw;
+    gset_t *g = &rt->tbw->set[k];
+    g->grad = rt->flat.grad;
     for (int i = 0; i < rt->nlc; i++) {
-        b->set[k].grad_dev[i] = rt->lc[i].grad_dev;
-        b->set[k].grad_host[i] = rt->lc[i].grad_host;
+        g->grad_dev[i] = rt->lc[i].grad_dev;
+        g->tied_dev[i] = rt->lc[i].tied_dev;
+        g->tied_host[i] = rt->lc[i].tied_host;
     }
-    b->set[k].uacc_dev = rt->uacc_dev;
-    b->set[k].uacc_host = rt->uacc_host;
+    g->uacc_dev = rt->uacc_dev;
+    g->uacc_host = rt->uacc_host;
 }
 
-/* The second set: the buckets set up once more into fresh view arrays.
- * Whatever it got is recorded as set 1 even on failure (freed with it). */
+/* The second set: a second flat gradient, and the buckets set up once more
+ * into fresh view arrays. Whatever it got is recorded as set 1 even on
+ * failure (freed with it). */
 static bg_status_t gset_second(bg_rt_t *rt)
 {
     rt_2bw_t *b = rt->tbw;
-    size_t nv = (size_t)rt->net->n_layers * BG_MAX_PARAMS + 1;
+    size_t nv = (size_t)rt->net->n_layers * BG_MAX_PARAMS + 1, nc = (size_t)rt->nlc + 1;
     for (int k = 0; k < 2; k++) {
-        b->set[k].grad_dev = calloc((size_t)rt->nlc + 1, sizeof(float *));
-        b->set[k].grad_host = calloc((size_t)rt->nlc + 1, sizeof(float *));
-        if (!b->set[k].grad_dev || !b->set[k].grad_host)
+        gset_t *g = &b->set[k];
+        g->grad_dev = calloc(nc, sizeof(float *));
+        g->tied_dev = calloc(nc, sizeof(float *));
+        g->tied_host = calloc(nc, sizeof(float *));
+        if (!g->grad_dev || !g->tied_dev || !g->tied_host)
             return bg_errorf(BG_ERR_NOMEM, "2bw: out of memory");
     }
     gset_take(rt, 0);
@@ -93,11 +104,14 @@ static bg_status_t gset_second(bg_rt_t *rt)
     if (!b->set[1].uacc_dev || !b->set[1].uacc_host)
         return bg_errorf(BG_ERR_NOMEM, "2bw: out of memory");
     rt->uacc_dev = b->set[1].uacc_dev, rt->uacc_host = b->set[1].uacc_host;
-    for (int i = 0; i < rt->nlc; i++) {
-        rt->lc[i].grad_len = 0; /* bg_rt_buckets_setup_ sums it afresh */
-        rt->lc[i].grad_dev = rt->lc[i].grad_host = NULL;
-    }
-    bg_status_t st = bg_rt_buckets_setup_(rt);
+    for (int i = 0; i < rt->nlc; i++)
+        rt->lc[i].tied_dev = rt->lc[i].tied_host = NULL;
+    bg_status_t st = rt_dalloc(rt, (size_t)rt->flat.n * 4 + 4, (void **)&rt->flat.grad);
+    if (st == BG_OK)
+        st = bg_backend_memset(rt->conf.be, rt->flat.grad, 0, (size_t)rt->flat.n * 4,
+                               rt->compute);
+    if (st == BG_OK)
+        st = bg_rt_buckets_setup_(rt);
     gset_take(rt, 1);
     gset_use(rt, 0);
     return st;
@@ -131,13 +145,14 @@ void bg_rt_2bw_free_(bg_rt_t *rt)
         return;
     if (b->set[0].uacc_dev) { /* set 0 taken: the executor frees it as its own */
         gset_use(rt, 0);
-        for (int i = 0; b->set[1].grad_host && i < rt->nlc; i++)
-            if (b->set[1].grad_host[i] && b->set[1].grad_host[i] != b->set[1].grad_dev[i])
-                free(b->set[1].grad_host[i]);
+        for (int i = 0; b->set[1].tied_host && i < rt->nlc; i++)
+            if (b->set[1].tied_host[i] != b->set[1].tied_dev[i])
+                free(b->set[1].tied_host[i]);
     }
     free(b->set[1].uacc_dev), free(b->set[1].uacc_host);
     for (int k = 0; k < 2; k++)
-        free(b->set[k].grad_dev), free(b->set[k].grad_host), free(b->wc[k]);
+        free(b->set[k].grad_dev), free(b->set[k].tied_dev), free(b->set[k].tied_host),
+            free(b->wc[k]);
     free(b->pending);
     free(b);
     rt->tbw = NULL; /* device buffers (stash, buckets) belong to the cache */

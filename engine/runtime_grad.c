@@ -1,15 +1,17 @@
 /*
- * engine/runtime_grad.c -- the OPTIMIZER action: gradient sync and the
- * optimizer step.
+ * engine/runtime_grad.c -- the data-parallel gradient sync and the
+ * OPTIMIZER action.
  *
- * Waits for the chunks' data-parallel allreduces, folds each parameter's
- * users into its range of the flat gradient buffer (exchanging accumulators
- * with the other pipeline ranks holding a tied copy), computes the
- * layout-independent global norm, skips the step when loss-scaled
- * gradients overflowed, clips, runs the fused optimizer over the flat
- * buffers and casts the masters to the compute copy, all on the rank's
- * backend (the host reads one float per parameter), then zeroes the
- * buckets. Any step can fail (transport, device, out of memory); the
+ * Starts each chunk's sync when ALLREDUCE runs (one function per mode:
+ * allreduce, or ZeRO-1's reduce-scatter), waits for them at OPTIMIZER, folds
+ * the users of parameters with several users into their range of the flat
+ * gradient buffer (exchanging accumulators with the other pipeline ranks
+ * holding a tied copy; a parameter with one user accumulates in its range
+ * directly), computes the layout-independent global norm, skips the step
+ * when loss-scaled gradients overflowed, clips, runs the fused optimizer
+ * over the update ranges and casts the masters to the compute copy, all on
+ * the rank's backend (the host reads one float per parameter), then zeroes
+ * the accumulators. Any step can fail (transport, device, out of memory); the
  * parameters are then partly updated and the run must stop.
  * Must NOT change the order of any sum (docs/engine.md, "Numerics do not
  * depend on the layout").
@@ -22,22 +24,53 @@
 #include "engine/runtime_impl.h"
 #include "engine/tag.h"
 
-/* Wait for every chunk's data-parallel allreduce. */
+/* The bucket's allreduce: every replica ends with the whole sum. */
+static bg_status_t dp_sync_allreduce(bg_rt_t *rt, rt_chunk_t *ch, float *grad)
+{
+    return bg_tp_allreduce_start(rt->dp_group, grad, ch->grad_len, BG_TP_F32, BG_TP_SUM, rt->mem,
+                                 &ch->ar);
+}
+
+/* ZeRO-1: the bucket's reduce-scatter: each replica ends with its shard's
+ * sum (the allreduce's bits there); the rest is scratch until zeroed. */
+static bg_status_t dp_sync_reduce_scatter(bg_rt_t *rt, rt_chunk_t *ch, float *grad)
+{
+    return bg_tp_reduce_scatter_start(rt->dp_group, grad, ch->grad_len, BG_TP_F32, BG_TP_SUM,
+                                      rt->mem, &ch->ar);
+}
+
+/* `grad` and `tied` are the chunk's buckets as of the issue: 2bw switches
+ * gradient sets between the issue and the start. */
+bg_status_t bg_rt_dp_sync_start_(bg_rt_t *rt, int lci, float *grad, float *tied)
+{
+    rt_chunk_t *ch = &rt->lc[lci];
+    bg_status_t st = BG_OK;
+    if (ch->grad_len)
+        st = rt->flat.zero ? dp_sync_reduce_scatter(rt, ch, grad) : dp_sync_allreduce(rt, ch, grad);
+    if (st == BG_OK && ch->tied_len) /* every replica folds tied users whole */
+        st = bg_tp_allreduce_start(rt->dp_group, tied, ch->tied_len, BG_TP_F32, BG_TP_SUM,
+                                   rt->mem, &ch->ar_tied);
+    return st;
+}
+
+/* Wait for every chunk's data-parallel sync. */
 static bg_status_t allreduces_wait(bg_rt_t *rt)
 {
+    bg_status_t st = BG_OK;
     for (int i = 0; i < rt->nlc; i++) {
         rt_chunk_t *ch = &rt->lc[i];
-        if (ch->ar) {
-            double t0 = bg_now_s();
-            bg_status_t st = bg_tp_coll_wait(ch->ar, rt->conf.timeout_s);
-            if (!rt->eval)
-                bg_rt_event_wait_(rt, ch->c, t0, bg_now_s()); /* the trace's wait slice */
-            ch->ar = NULL;
-            if (st != BG_OK)
-                return st;
-        }
+        if (!ch->ar && !ch->ar_tied)
+            continue;
+        double t0 = bg_now_s();
+        bg_status_t s1 = ch->ar ? bg_tp_coll_wait(ch->ar, rt->conf.timeout_s) : BG_OK;
+        bg_status_t s2 = ch->ar_tied ? bg_tp_coll_wait(ch->ar_tied, rt->conf.timeout_s) : BG_OK;
+        if (!rt->eval)
+            bg_rt_event_wait_(rt, ch->c, t0, bg_now_s()); /* the trace's wait slice */
+        ch->ar = ch->ar_tied = NULL;
+        if (st == BG_OK)
+            st = s1 != BG_OK ? s1 : s2;
     }
-    return BG_OK;
+    return st;
 }
 
 /* The local users' accumulators of parameters tied across ranks, to the
@@ -154,9 +187,10 @@ static bg_status_t fold_param(bg_rt_t *rt, const rt_param_t *p, float *const *re
     return st;
 }
 
-/* Fold every held parameter's users into the flat gradient buffer,
- * exchanging accumulators with the other pipeline ranks that hold a tied
- * copy. */
+/* Fold the users of every held parameter with several users into the
+ * flat gradient buffer, exchanging accumulators with the other pipeline
+ * ranks that hold a tied copy (a parameter with one user accumulated in
+ * its range already). */
 static bg_status_t fold_param_grads(bg_rt_t *rt)
 {
     size_t nkeys = (size_t)rt->net->n_layers * BG_MAX_PARAMS;
@@ -176,7 +210,8 @@ static bg_status_t fold_param_grads(bg_rt_t *rt)
             st = s2;
     }
     for (int i = 0; i < rt->nparam && st == BG_OK; i++)
-        st = fold_param(rt, &rt->par[i], x.remote);
+        if (rt->net->params[rt->par[i].p].n_users > 1)
+            st = fold_param(rt, &rt->par[i], x.remote);
     for (size_t k = 0; k < nkeys; k++)
         free(x.remote[k]);
     free(x.remote);
@@ -186,26 +221,38 @@ static bg_status_t fold_param_grads(bg_rt_t *rt)
 
 /* Global gradient norm (of the scaled gradients): each parameter's sum of
  * squares (double, fixed chunks, then f32) computed on the backend by its
- * owner, summed over the pipeline in global parameter order. */
+ * owner stage (under ZeRO-1 by one replica of it, over the whole reduced
+ * gradient: bg_rt_zero_norm_pieces_), summed over the pipeline in global
+ * parameter order. Every other contribution to an entry is 0, so the
+ * replicas' and stages' sums are exact and the bits are zero-0's. */
 static bg_status_t global_norm(bg_rt_t *rt, double *out)
 {
     rt_flat_t *f = &rt->flat;
     int np = rt->net->n_params;
-    bg_status_t st = bg_step_sumsq(rt->conf.be, rt->compute, &f->segs, f->grad, f->ssq_dev);
+    unsigned char *keep = malloc((size_t)rt->nparam + 1);
+    if (!keep)
+        return bg_errorf(BG_ERR_NOMEM, "out of memory for the gradient norm");
+    bg_status_t st = bg_rt_zero_norm_pieces_(rt, keep);
+    if (st == BG_OK)
+        st = bg_step_sumsq(rt->conf.be, rt->compute, &f->segs, f->grad, f->ssq_dev);
     if (st == BG_OK && f->ssq_h != f->ssq_dev)
         st = bg_backend_copy(rt->conf.be, f->ssq_h, f->ssq_dev, sizeof(float) * (size_t)rt->nparam,
                              BG_COPY_D2H, rt->compute);
     if (st == BG_OK)
         st = bg_stream_synchronize(rt->conf.be, rt->compute);
     float *ss = st == BG_OK ? calloc((size_t)np + 1, sizeof(float)) : NULL;
-    if (st != BG_OK)
-        return st;
-    if (!ss)
-        return bg_errorf(BG_ERR_NOMEM, "out of memory for the gradient norm");
-    for (int i = 0; i < rt->nparam; i++)
-        if (rt->par[i].owned)
-            ss[rt->par[i].p] = f->ssq_h[i];
-    if (rt->pp_group && rt->conf.stages > 1)
+    if (st != BG_OK || !ss) {
+        free(keep);
+        return st != BG_OK ? st : bg_errorf(BG_ERR_NOMEM, "out of memory for the gradient norm");
+    }
+    for (int k = 0; k < rt->nparam; k++)
+        if (keep[k] && rt->par[f->seg_par[k]].owned)
+            ss[rt->par[f->seg_par[k]].p] = f->ssq_h[k];
+    free(keep);
+    if (f->zero)
+        st = bg_tp_allreduce(rt->dp_group, ss, (size_t)np, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST,
+                             rt->conf.timeout_s);
+    if (st == BG_OK && rt->pp_group && rt->conf.stages > 1)
         st = bg_tp_allreduce(rt->pp_group, ss, (size_t)np, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST,
                              rt->conf.timeout_s);
     double tot = 0;
@@ -221,9 +268,13 @@ static bg_status_t global_norm(bg_rt_t *rt, double *out)
 static bg_status_t buckets_zero(bg_rt_t *rt)
 {
     bg_status_t st = BG_OK;
-    for (int i = 0; i < rt->nlc && st == BG_OK; i++)
-        st = bg_backend_memset(rt->conf.be, rt->lc[i].grad_dev, 0, rt->lc[i].grad_len * 4,
-                               rt->compute);
+    for (int i = 0; i < rt->nlc && st == BG_OK; i++) {
+        const rt_chunk_t *ch = &rt->lc[i];
+        if (ch->grad_len)
+            st = bg_backend_memset(rt->conf.be, ch->grad_dev, 0, ch->grad_len * 4, rt->compute);
+        if (st == BG_OK && ch->tied_len)
+            st = bg_backend_memset(rt->conf.be, ch->tied_dev, 0, ch->tied_len * 4, rt->compute);
+    }
     return st;
 }
 
@@ -250,15 +301,23 @@ static bg_status_t scale_adjust(bg_rt_t *rt, bool overflow)
     return bg_rt_dloss_upload_(rt);
 }
 
-/* The update itself, on the backend: fused optimizer over the flat
- * buffers, then the compute copy from the new masters. */
+/* The update itself, on the backend: fused optimizer over each update
+ * range (everything, or this replica's ZeRO-1 shards: the update is
+ * elementwise, so a shard's bits are the whole's), then the compute copy
+ * from the new masters (all-gathered under ZeRO-1). */
 static bg_status_t apply_update(bg_rt_t *rt, int64_t step, float lr, float gscale)
 {
     rt_flat_t *f = &rt->flat;
     bg_step_args_t a;
     bg_optim_step_args(&rt->conf.optim, step, lr, gscale, &a);
-    bg_status_t st = bg_step_update(rt->conf.be, rt->compute, &a, &f->segs, f->master, f->grad,
-                                    f->state[0], f->state[1]);
+    bg_status_t st = BG_OK;
+    for (int r = 0; r < f->nz && st == BG_OK; r++) {
+        const rt_zrange_t *z = &f->zr[r];
+        if (z->slen)
+            st = bg_step_update(rt->conf.be, rt->compute, &a, &z->segs, f->master + z->c0,
+                                f->grad + z->s0, f->state[0] ? f->state[0] + z->c0 : NULL,
+                                f->state[1] ? f->state[1] + z->c0 : NULL);
+    }
     return st == BG_OK ? bg_rt_params_cast_(rt) : st;
 }
 
@@ -273,15 +332,13 @@ static bg_status_t step_end(bg_rt_t *rt, bool overflow)
 
 bg_status_t bg_rt_optimizer_(bg_rt_t *rt, int64_t step)
 {
-    bg_status_t st = bg_rt_defer_progress_(rt, true);
+    bg_status_t st = BG_OK;
     bool overflow = false;
     if (rt->conf.ps.servers > 0) { /* parameter servers update (runtime_ps.c) */
-        if (st == BG_OK)
-            st = bg_rt_ps_step_(rt, step, &overflow);
+        st = bg_rt_ps_step_(rt, step, &overflow);
         return st == BG_OK ? step_end(rt, overflow) : st;
     }
-    if (st == BG_OK)
-        st = allreduces_wait(rt);
+    st = allreduces_wait(rt);
     if (st == BG_OK)
         st = tied_to_host(rt);
     if (st == BG_OK)
@@ -304,35 +361,60 @@ bg_status_t bg_rt_optimizer_(bg_rt_t *rt, int64_t step)
     return st == BG_OK ? step_end(rt, overflow) : st;
 }
 
-/* One contiguous accumulator region per local chunk (the allreduce bucket),
- * cut into one accumulator per (layer, parameter slot) in layer order. */
-bg_status_t bg_rt_buckets_setup_(bg_rt_t *rt)
+/* This chunk's uses of parameters with several users: their accumulators,
+ * contiguous (held parameters in order, their local users in order), and
+ * the host mirror the tied-weight exchange reads. */
+static bg_status_t tied_setup(bg_rt_t *rt, rt_chunk_t *ch)
 {
-    bg_status_t st;
-    for (int i = 0; i < rt->nlc; i++) {
-        rt_chunk_t *ch = &rt->lc[i];
-        for (int l = ch->l0; l < ch->l1; l++) {
-            const bg_graph_layer_t *gl = bg_graph_layer(rt->g, l);
-            for (int j = 0; j < gl->n_params; j++)
-                ch->grad_len += (size_t)bg_shape_numel(&gl->slot[j].shape);
-        }
-        if ((st = rt_dalloc(rt, ch->grad_len * 4 + 4, (void **)&ch->grad_dev)) != BG_OK)
-            return st;
-        if ((st = bg_backend_memset(rt->conf.be, ch->grad_dev, 0, ch->grad_len * 4, rt->compute)) !=
-            BG_OK)
-            return st;
-        ch->grad_host = rt->dev == BG_DEV_CPU ? ch->grad_dev : malloc(ch->grad_len * 4 + 4);
-        if (!ch->grad_host)
-            return bg_errorf(BG_ERR_NOMEM, "out of memory for chunk %d's gradients", ch->c);
+    const bg_net_t *n = rt->net;
+    for (int pass = 0; pass < 2; pass++) {
         size_t off = 0;
-        for (int l = ch->l0; l < ch->l1; l++) {
-            const bg_graph_layer_t *gl = bg_graph_layer(rt->g, l);
-            for (int j = 0; j < gl->n_params; j++) {
-                rt->uacc_dev[l * BG_MAX_PARAMS + j] = ch->grad_dev + off;
-                rt->uacc_host[l * BG_MAX_PARAMS + j] = ch->grad_host + off;
-                off += (size_t)bg_shape_numel(&gl->slot[j].shape);
+        for (int i = 0; i < rt->nparam; i++) {
+            const rt_param_t *p = &rt->par[i];
+            const bg_net_param_t *np = &n->params[p->p];
+            for (int u = 0; np->n_users > 1 && u < np->n_users; u++) {
+                if (n->layer_chunk[np->users[u]] != ch->c)
+                    continue;
+                int key = np->users[u] * BG_MAX_PARAMS + np->user_slot[u];
+                if (pass) {
+                    rt->uacc_dev[key] = ch->tied_dev + off;
+                    rt->uacc_host[key] = ch->tied_host + off;
+                }
+                off += (size_t)p->n;
             }
         }
+        if (pass || !(ch->tied_len = off))
+            return BG_OK;
+        bg_status_t st = rt_dalloc(rt, off * 4 + 4, (void **)&ch->tied_dev);
+        if (st == BG_OK)
+            st = bg_backend_memset(rt->conf.be, ch->tied_dev, 0, off * 4, rt->compute);
+        if (st != BG_OK)
+            return st;
+        ch->tied_host = rt->dev == BG_DEV_CPU ? ch->tied_dev : malloc(off * 4 + 4);
+        if (!ch->tied_host)
+            return bg_errorf(BG_ERR_NOMEM, "out of memory for chunk %d's tied gradients", ch->c);
+    }
+    return BG_OK;
+}
+
+/* Each local chunk's bucket is its range of the flat gradient buffer, and
+ * a parameter with one user accumulates in its own range there; the uses
+ * of parameters with several users get accumulators of their own
+ * (tied_setup). */
+bg_status_t bg_rt_buckets_setup_(bg_rt_t *rt)
+{
+    for (int i = 0; i < rt->nlc; i++) {
+        rt_chunk_t *ch = &rt->lc[i];
+        ch->grad_dev = rt->flat.grad + ch->f0;
+        bg_status_t st = tied_setup(rt, ch);
+        if (st != BG_OK)
+            return st;
+    }
+    for (int i = 0; i < rt->nparam; i++) {
+        const rt_param_t *p = &rt->par[i];
+        const bg_net_param_t *np = &rt->net->params[p->p];
+        if (np->n_users == 1)
+            rt->uacc_dev[np->users[0] * BG_MAX_PARAMS + np->user_slot[0]] = rt->flat.grad + p->off;
     }
     return BG_OK;
 }

@@ -15,6 +15,11 @@
  *                      holders, the loss scale and its device dloss
  *   runtime_2bw.c      a flush-free schedule's (2bw) weight versions,
  *                      gradient sets, carried micro-batches and drain
+ *   runtime_zero.c     the update ranges and the masters' cast to the
+ *                      compute copy; ZeRO-1: this replica's shards, the
+ *                      compute copy's all-gather, the norm's pieces, the
+ *                      full views a checkpoint reads (gather) and writes
+ *                      (scatter)
  *
  * Shared functions end in '_' (private to the engine). Must NOT be included
  * outside engine/runtime*.c: everyone else uses engine/runtime.h.
@@ -54,10 +59,19 @@ typedef struct rt_chunk {
     int l0, l1;
     int n_in, n_out; /* edges (net indices) ending / starting here */
     int *in_edge, *out_edge;
-    float *grad_dev;  /* this chunk's accumulators, contiguous (allreduce bucket) */
-    float *grad_host; /* host mirror for the tied-weight exchange (alias on the CPU) */
+    /* The data-parallel bucket: the range [f0, f0 + grad_len) of the flat
+     * gradient buffer that holds the parameters only this chunk uses (their
+     * accumulators are their gradients: no copy). */
+    float *grad_dev;
+    int64_t f0;
     size_t grad_len;
-    bg_tp_coll_t *ar;       /* allreduce in flight */
+    /* Accumulators of this chunk's uses of parameters with several users
+     * (tied), contiguous, and their host mirror for the tied-weight
+     * exchange (an alias on the CPU); folded into the flat buffer at the
+     * step. */
+    float *tied_dev, *tied_host;
+    size_t tied_len;
+    bg_tp_coll_t *ar, *ar_tied; /* data-parallel sync in flight */
     unsigned char *w_needs; /* [n_tensors]: some layer's W here reads this value */
 } rt_chunk_t;
 
@@ -73,12 +87,34 @@ typedef struct rt_param {
 } rt_param_t;
 
 /*
- * Everything the step touches, as flat buffers over the held parameters in
- * global parameter order (each parameter's range starts at a multiple of
- * RT_FLAT_ALIGN elements; the gaps are zeros and stay zeros). Backend
- * memory: master, state, grad (f32) and dev (compute dtype; master itself
- * on a CPU f32 run). Host mirrors of master and state back the checkpoint
- * views on a device backend; on the CPU they are the buffers themselves.
+ * One range of the flat buffer the update works on: the group range
+ * [g0, g0 + glen) (a chunk's bucket, or the tied parameters' region) and
+ * the part of it this replica updates, [s0, s0 + slen), whose masters and
+ * state sit at [c0, c0 + slen) of the compact buffers. Without ZeRO one
+ * range covers everything (g = s, c0 = 0); under ZeRO-1 s is the replica's
+ * transport shard of g (bg_tp_shard_offset over glen).
+ */
+typedef struct rt_zrange {
+    int64_t g0, glen, s0, slen, c0;
+    bg_flat_segs_t segs; /* the held parameters' cuts of [s0, s0 + slen), rebased to s0 */
+    void *segs_dev;
+    int64_t *off_h;
+    uint8_t *decay_h;
+} rt_zrange_t;
+
+/*
+ * Everything the step touches, as flat buffers over the held parameters
+ * (each parameter's range starts at a multiple of RT_FLAT_ALIGN elements;
+ * the gaps are zeros and stay zeros) in a fixed order: for each local chunk
+ * the parameters only it uses (global order; the chunk's bucket), then the
+ * parameters with several users (global order). Backend memory: grad (f32,
+ * all n) and dev (compute dtype, all n; master itself on a CPU f32 run
+ * without ZeRO); master and state (f32) hold the update ranges' parts only
+ * (zn elements, compact: everything without ZeRO, this replica's shards
+ * under ZeRO-1, runtime_zero.c). Host mirrors of master and state (all n)
+ * back the checkpoint views: on a device backend always without ZeRO,
+ * under ZeRO-1 only between a gather and its release; on the CPU without
+ * ZeRO they are the buffers themselves.
  */
 #define RT_FLAT_ALIGN 64
 typedef struct rt_flat {
@@ -86,11 +122,18 @@ typedef struct rt_flat {
     float *master, *state[2], *grad;
     void *dev;
     float *host_master, *host_state[2];
-    int64_t *off_h;         /* [nparam + 1] */
+    int64_t *off_h;         /* [nparam + 1] segment k's first element, flat order */
     uint8_t *decay_h;       /* [nparam] */
+    int *seg_par;           /* [nparam] segment k is parameter par[seg_par[k]] */
+    int64_t t0;             /* first element of the tied parameters' region */
     void *segs_dev;         /* offsets then decay flags, backend memory */
-    bg_flat_segs_t segs;    /* one segment per held parameter */
-    float *ssq_dev, *ssq_h; /* [nparam] sums of squares of the gradient */
+    bg_flat_segs_t segs;    /* one segment per held parameter, flat order */
+    float *ssq_dev, *ssq_h; /* [nparam] sums of squares of the gradient, per segment */
+    bool zero;              /* ZeRO-1: master and state are this replica's shards */
+    bool host_own;          /* host_master/host_state are allocations of their own */
+    int nz;                 /* update ranges */
+    rt_zrange_t *zr;        /* [nz] */
+    int64_t zn;             /* elements of master and state: sum of the slen */
 } rt_flat_t;
 
 typedef struct rt_pending {
@@ -119,6 +162,7 @@ typedef struct rt_deferred {
     uint64_t tag;
     void *buf; /* the message (owned); allreduce: the bucket as of the issue */
     size_t bytes;
+    float *tied; /* allreduce: the tied users' bucket as of the issue */
 } rt_deferred_t;
 
 /* Compute-stream events around one compute action, made once and reused. */
@@ -343,9 +387,14 @@ void bg_rt_xfer_free_(bg_rt_t *rt);
 
 /* -------------------------------------------------------------- runtime_grad.c */
 
-/* OPTIMIZER: wait for allreduces, fold tied gradients, clip, update, zero
- * the accumulators. Fills rt->stats' grad_norm and lr. */
+/* OPTIMIZER (once every deferred sync has started: bg_rt_defer_progress_
+ * with wait): wait for the data-parallel sync, fold tied gradients, clip,
+ * update, zero the accumulators. Fills rt->stats' grad_norm and lr. */
 bg_status_t bg_rt_optimizer_(bg_rt_t *rt, int64_t step);
+/* Start chunk lci's data-parallel sync (its ready event has passed): the
+ * bucket's allreduce (zero 0) or reduce-scatter (ZeRO-1), and the tied
+ * accumulators' allreduce. One function per mode behind this entry. */
+bg_status_t bg_rt_dp_sync_start_(bg_rt_t *rt, int lci, float *grad, float *tied);
 /* Every local chunk's gradient bucket and the per-use accumulators in it
  * (rt->uacc_*, allocated by bg_rt_params_setup_). */
 bg_status_t bg_rt_buckets_setup_(bg_rt_t *rt);
@@ -366,9 +415,46 @@ void bg_rt_ps_free_(bg_rt_t *rt);
  * the parameter; partial state is freed by bg_rt_params_free_. */
 bg_status_t bg_rt_params_setup_(bg_rt_t *rt);
 void bg_rt_params_free_(bg_rt_t *rt);
-/* Masters (f32) to the compute copy: one cast over the flat buffer, on the
- * compute stream, no host sync. */
+
+/* -------------------------------------------------------------- runtime_zero.c */
+
+/* Masters (f32) to the compute copy: one cast per update range, on the
+ * compute stream; under ZeRO-1 then the all-gather of the compute copy
+ * over the replicas (host sync, collective). */
 bg_status_t bg_rt_params_cast_(bg_rt_t *rt);
+/* Offsets and decay flags (host, [n + 1] and [n]) to backend memory and
+ * a segment table over them; *dev is the allocation (rt's cache). */
+bg_status_t bg_rt_segs_make_(bg_rt_t *rt, int n, const int64_t *off_h, const uint8_t *decay_h,
+                             void **dev, bg_flat_segs_t *out);
+/* Point every parameter's views into the host mirrors (NULL when none). */
+void bg_rt_views_point_(bg_rt_t *rt);
+
+/* The update ranges (f->n, the layout and the chunks' buckets known):
+ * without ZeRO (or with one replica) one over everything; under ZeRO-1 this
+ * replica's shard of each chunk's bucket and of the tied region. Fails on
+ * out of memory or a device error. */
+bg_status_t bg_rt_zero_setup_(bg_rt_t *rt);
+/* Under ZeRO-1, after the buckets' reduce-scatters: every parameter's sum
+ * of squares is computed by one replica, its norm owner (the one whose
+ * shard holds its first element), which first receives the other
+ * replicas' reduced pieces of it; keep[k] says whether segment k's sum is
+ * this replica's to contribute. Without ZeRO keep[k] = 1 and nothing
+ * moves. Transport errors and timeouts pass through. */
+bg_status_t bg_rt_zero_norm_pieces_(bg_rt_t *rt, unsigned char *keep);
+/* ZeRO-1's parameter initialisation: each held parameter's initial value
+ * (from the seed and its global name) into a buffer of its size, its
+ * parts in this replica's shards into the masters, then the compute
+ * copy's cast and all-gather: no full copy of the parameters is ever
+ * made (the state shards start zeroed). Fails on out of memory, device
+ * and transport errors. */
+bg_status_t bg_rt_zero_init_(bg_rt_t *rt);
+/* ZeRO-1 checkpoint views: gather allocates full host masters and state
+ * and all-gathers every replica's shard into them (collective); scatter
+ * takes this replica's shard from them, recasts and all-gathers the
+ * compute copy, then releases them. Both wait for the device. */
+bg_status_t bg_rt_optstate_gather_(bg_rt_t *rt);
+bg_status_t bg_rt_optstate_scatter_(bg_rt_t *rt);
+void bg_rt_zero_free_(bg_rt_t *rt);
 /* rt->dloss = 1 / (micro-batches * replicas) * loss scale (the loss scale
  * is this file's). Synchronises the compute stream; fails on a device
  * error. */

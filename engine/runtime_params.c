@@ -1,7 +1,8 @@
 /*
  * engine/runtime_params.c -- the parameters this rank holds: flat buffers
- * in global parameter order on the rank's backend (f32 masters,
- * authoritative; optimizer state; gradients; the compute-dtype copy), host
+ * on the rank's backend (f32 masters, authoritative; optimizer state;
+ * gradients; the compute-dtype copy) laid out bucket by bucket (each local
+ * chunk's one-user parameters, then those with several users), host
  * mirrors and views for checkpoints, which other pipeline ranks hold a tied
  * copy of each, and the loss scale.
  *
@@ -51,99 +52,103 @@ static bg_status_t flat_alloc(bg_rt_t *rt, size_t bytes, void **out)
     return st;
 }
 
-/* Offsets and decay flags of the held parameters, on the host and (for
- * the backend's kernels) in backend memory. */
+/* The local chunk whose bucket holds held parameter p: its only user's;
+ * -1 for a parameter with several users (the tied region). */
+static int param_bucket(const bg_rt_t *rt, const rt_param_t *p)
+{
+    const bg_net_param_t *np = &rt->net->params[p->p];
+    return np->n_users == 1 ? rt_local_of(rt, rt->net->layer_chunk[np->users[0]]) : -1;
+}
+
+/* Offsets and decay flags of the held parameters in flat order (each local
+ * chunk's bucket, then the tied region), on the host and (for the
+ * backend's kernels) in backend memory; then the update ranges. */
 static bg_status_t flat_layout(bg_rt_t *rt)
 {
     rt_flat_t *f = &rt->flat;
-    int np = rt->nparam;
+    int np = rt->nparam, k = 0;
     f->off_h = malloc(sizeof(int64_t) * ((size_t)np + 1));
     f->decay_h = calloc((size_t)np + 1, 1);
-    if (!f->off_h || !f->decay_h)
+    f->seg_par = calloc((size_t)np + 1, sizeof(int));
+    if (!f->off_h || !f->decay_h || !f->seg_par)
         return bg_errorf(BG_ERR_NOMEM, "out of memory for the parameter layout");
     int64_t off = 0;
-    for (int i = 0; i < np; i++) {
-        rt_param_t *p = &rt->par[i];
-        p->off = f->off_h[i] = off;
-        f->decay_h[i] = bg_graph_param(rt->g, p->p)->desc.shape.ndim >= 2;
-        if (p->n > INT64_MAX - off - RT_FLAT_ALIGN)
-            return bg_errorf(BG_ERR_INVALID, "parameters do not fit one flat buffer");
-        off += (p->n + RT_FLAT_ALIGN - 1) / RT_FLAT_ALIGN * RT_FLAT_ALIGN;
+    for (int b = 0; b <= rt->nlc; b++) {
+        int want = b < rt->nlc ? b : -1;
+        int64_t first = off;
+        for (int i = 0; i < np; i++) {
+            rt_param_t *p = &rt->par[i];
+            if (param_bucket(rt, p) != want)
+                continue;
+            p->off = f->off_h[k] = off;
+            f->decay_h[k] = bg_graph_param(rt->g, p->p)->desc.shape.ndim >= 2;
+            f->seg_par[k++] = i;
+            if (p->n > INT64_MAX - off - RT_FLAT_ALIGN)
+                return bg_errorf(BG_ERR_INVALID, "parameters do not fit one flat buffer");
+            off += (p->n + RT_FLAT_ALIGN - 1) / RT_FLAT_ALIGN * RT_FLAT_ALIGN;
+        }
+        if (b < rt->nlc)
+            rt->lc[b].f0 = first, rt->lc[b].grad_len = (size_t)(off - first);
+        else
+            f->t0 = first;
     }
     f->off_h[np] = f->n = off;
-    /* backend memory: offsets, chunk table, decay flags */
-    size_t ob = sizeof(int64_t) * ((size_t)np + 1);
-    int64_t *chunk0 = malloc(ob);
-    if (!chunk0)
-        return bg_errorf(BG_ERR_NOMEM, "out of memory for the parameter layout");
-    int64_t nch = bg_flat_chunks(f->off_h, np, chunk0);
-    bg_status_t st = rt_dalloc(rt, 2 * ob + (size_t)np + 1, &f->segs_dev);
-    char *d = f->segs_dev;
-    if (st == BG_OK)
-        st = bg_backend_copy(rt->conf.be, d, f->off_h, ob, BG_COPY_H2D, rt->compute);
-    if (st == BG_OK)
-        st = bg_backend_copy(rt->conf.be, d + ob, chunk0, ob, BG_COPY_H2D, rt->compute);
-    if (st == BG_OK)
-        st = bg_backend_copy(rt->conf.be, d + 2 * ob, f->decay_h, (size_t)np, BG_COPY_H2D,
-                             rt->compute);
-    if (st == BG_OK)
-        st = bg_stream_synchronize(rt->conf.be, rt->compute); /* chunk0 is freed next */
-    free(chunk0);
-    f->segs = (bg_flat_segs_t){np,       (const int64_t *)d,        (const uint8_t *)(d + 2 * ob),
-                               f->off_h, (const int64_t *)(d + ob), nch};
-    return st;
+    bg_status_t st = bg_rt_segs_make_(rt, np, f->off_h, f->decay_h, &f->segs_dev, &f->segs);
+    return st == BG_OK ? bg_rt_zero_setup_(rt) : st;
 }
 
-/* The flat buffers, their host mirrors, and every parameter's views. */
+/* The flat buffers, their host mirrors (without ZeRO), and every
+ * parameter's views. */
 static bg_status_t flat_setup(bg_rt_t *rt)
 {
     rt_flat_t *f = &rt->flat;
     bg_status_t st = flat_layout(rt);
-    size_t bytes = (size_t)f->n * 4, nst = (size_t)bg_optim_state_count(rt->conf.optim.kind);
+    size_t nst = (size_t)bg_optim_state_count(rt->conf.optim.kind);
     bool cpu = rt->dev == BG_DEV_CPU;
+    size_t zbytes = (size_t)f->zn * 4; /* master and state: the update ranges' parts */
     if (st == BG_OK)
-        st = flat_alloc(rt, bytes, (void **)&f->master);
+        st = flat_alloc(rt, zbytes, (void **)&f->master);
     for (size_t s = 0; s < nst && st == BG_OK; s++)
-        st = flat_alloc(rt, bytes, (void **)&f->state[s]);
+        st = flat_alloc(rt, zbytes, (void **)&f->state[s]);
     if (st == BG_OK)
-        st = flat_alloc(rt, bytes, (void **)&f->grad);
+        st = flat_alloc(rt, (size_t)f->n * 4, (void **)&f->grad);
     if (st == BG_OK)
         st = rt_dalloc(rt, sizeof(float) * ((size_t)rt->nparam + 1), (void **)&f->ssq_dev);
     if (st != BG_OK)
         return st;
     f->ssq_h = cpu ? f->ssq_dev : malloc(sizeof(float) * ((size_t)rt->nparam + 1));
-    f->host_master = cpu ? f->master : calloc(bytes + 4, 1);
-    for (size_t s = 0; s < nst; s++)
-        f->host_state[s] = cpu ? f->state[s] : calloc(bytes + 4, 1);
-    if (!f->ssq_h || !f->host_master || (nst && !f->host_state[nst - 1]) || !f->host_state[0])
-        return bg_errorf(BG_ERR_NOMEM, "out of memory for the host copy of the parameters");
-    if (cpu && rt->conf.dtype == BG_F32)
+    if (!f->ssq_h)
+        return bg_errorf(BG_ERR_NOMEM, "out of memory for the gradient norm");
+    if (!f->zero && cpu) {
+        f->host_master = f->master;
+        for (size_t s = 0; s < nst; s++)
+            f->host_state[s] = f->state[s];
+    } else if (!f->zero) {
+        f->host_own = true;
+        f->host_master = calloc(zbytes + 4, 1);
+        for (size_t s = 0; s < nst; s++)
+            f->host_state[s] = calloc(zbytes + 4, 1);
+        if (!f->host_master || (nst && !f->host_state[nst - 1]) || !f->host_state[0])
+            return bg_errorf(BG_ERR_NOMEM, "out of memory for the host copy of the parameters");
+    }
+    if (cpu && rt->conf.dtype == BG_F32 && !f->zero)
         f->dev = f->master;
     else if ((st = flat_alloc(rt, (size_t)f->n * bg_dtype_size(rt->conf.dtype), &f->dev)) != BG_OK)
         return st;
+    bg_rt_views_point_(rt);
     for (int i = 0; i < rt->nparam; i++) {
         rt_param_t *p = &rt->par[i];
-        p->master = f->host_master + p->off;
-        for (size_t s = 0; s < nst; s++)
-            p->state[s] = f->host_state[s] + p->off;
         p->dev = (char *)f->dev + (size_t)p->off * bg_dtype_size(rt->conf.dtype);
     }
     return BG_OK;
 }
 
-bg_status_t bg_rt_params_cast_(bg_rt_t *rt)
-{
-    rt_flat_t *f = &rt->flat;
-    if (f->dev == (void *)f->master)
-        return BG_OK;
-    return bg_step_cast(rt->conf.be, rt->compute, f->dev, rt->conf.dtype, f->master, BG_F32, f->n);
-}
-
-/* Host mirrors <-> backend buffers (no-ops on the CPU: they are one). */
+/* Host mirrors <-> backend buffers without ZeRO (no-ops on the CPU: they
+ * are one). */
 static bg_status_t params_mirror(bg_rt_t *rt, bg_copy_kind_t kind)
 {
     rt_flat_t *f = &rt->flat;
-    if (rt->dev == BG_DEV_CPU)
+    if (!f->host_own)
         return BG_OK;
     size_t bytes = (size_t)f->n * 4;
     bool up = kind == BG_COPY_H2D;
@@ -159,6 +164,8 @@ static bg_status_t params_mirror(bg_rt_t *rt, bg_copy_kind_t kind)
 /* Host views -> backend buffers -> compute copy, then wait. */
 static bg_status_t params_push(bg_rt_t *rt)
 {
+    if (rt->flat.zero)
+        return bg_rt_optstate_scatter_(rt);
     bg_status_t st = params_mirror(rt, BG_COPY_H2D);
     if (st == BG_OK)
         st = bg_rt_params_cast_(rt);
@@ -169,6 +176,8 @@ static bg_status_t params_push(bg_rt_t *rt)
  * pushed to the backend. */
 static bg_status_t params_init(bg_rt_t *rt)
 {
+    if (rt->flat.zero)
+        return bg_rt_zero_init_(rt);
     for (int i = 0; i < rt->nparam; i++) {
         rt_param_t *p = &rt->par[i];
         const bg_graph_param_t *gp = bg_graph_param(rt->g, p->p);
@@ -213,11 +222,12 @@ void bg_rt_params_free_(bg_rt_t *rt)
     rt_flat_t *f = &rt->flat;
     for (int i = 0; rt->par && i < rt->nparam; i++)
         free(rt->par[i].remote_rank);
-    if (rt->dev != BG_DEV_CPU) { /* on the CPU these alias backend memory */
+    if (f->host_own) /* otherwise NULL or aliases of backend memory */
         free(f->host_master), free(f->host_state[0]), free(f->host_state[1]);
+    if (rt->dev != BG_DEV_CPU)
         free(f->ssq_h);
-    }
-    free(f->off_h), free(f->decay_h);
+    bg_rt_zero_free_(rt);
+    free(f->off_h), free(f->decay_h), free(f->seg_par);
     free(rt->par), free(rt->param_local), free(rt->uacc_dev), free(rt->uacc_host);
 }
 
@@ -231,6 +241,10 @@ bg_status_t bg_rt_params_upload(bg_rt_t *rt)
 
 bg_status_t bg_rt_params_download(bg_rt_t *rt)
 {
+    if (rt->flat.zero) {
+        bg_status_t st = bg_rt_optstate_gather_(rt);
+        return st == BG_OK ? BG_OK : bg_rt_err_(rt, st);
+    }
     bg_status_t st = params_mirror(rt, BG_COPY_D2H);
     if (st == BG_OK)
         st = bg_stream_synchronize(rt->conf.be, rt->compute);

@@ -52,6 +52,7 @@ struct rt_ps {
     bool state;     /* ... with optimizer state */
     bool warned;    /* the straggler notice was printed */
     srv_t *srv;     /* the server this rank hosts (--ps-colocate), or NULL */
+    float *grad_host; /* off the CPU: the flat gradient's host copy */
     int64_t hist[BG_PS_HIST];
 };
 
@@ -216,6 +217,17 @@ static bg_status_t ps_start(bg_rt_t *rt, int64_t step)
     return bg_ps_srv_create_(&sc, &c->srv);
 }
 
+/* Where the host reads use `key`'s accumulator: a tied use has its own; a
+ * one-user parameter's lies in the flat gradient (off the CPU, in its host
+ * copy). */
+static const float *acc_host(const bg_rt_t *rt, int key)
+{
+    if (rt->uacc_host[key])
+        return rt->uacc_host[key];
+    const float *base = rt->dev == BG_DEV_CPU ? rt->flat.grad : rt->ps->grad_host;
+    return base + (rt->uacc_dev[key] - rt->flat.grad);
+}
+
 /* Step t's gradients: this stage's uses of server k's parameters. */
 static bg_status_t push(bg_rt_t *rt, int k, int64_t t, int64_t used)
 {
@@ -232,7 +244,7 @@ static bg_status_t push(bg_rt_t *rt, int k, int64_t t, int64_t used)
         const ps_par_t *pp = &c->L.par[p];
         for (int u = 0; pp->server == k && u < pp->nu; u++)
             if (pp->use[u].stage == c->s)
-                memcpy(g + pp->use[u].poff, rt->uacc_host[pp->use[u].key], (size_t)pp->n * 4);
+                memcpy(g + pp->use[u].poff, acc_host(rt, pp->use[u].key), (size_t)pp->n * 4);
     }
     uint64_t tag = 0;
     bg_status_t st = bg_tag_ps(PS_PUSH, t, &tag);
@@ -320,15 +332,22 @@ static int64_t version_needed(const bg_rt_t *rt, int64_t t, bool *exact)
     return t + 1 - ps->staleness;
 }
 
-/* Every chunk's accumulators where the host can read them. */
+/* Every accumulator where the host can read them: the flat gradient and
+ * the tied users' buckets. */
 static bg_status_t grads_to_host(bg_rt_t *rt)
 {
     if (rt->dev == BG_DEV_CPU)
         return BG_OK;
-    bg_status_t st = BG_OK;
+    struct rt_ps *c = rt->ps;
+    size_t bytes = (size_t)rt->flat.n * 4;
+    if (!c->grad_host && !(c->grad_host = malloc(bytes + 4)))
+        return bg_errorf(BG_ERR_NOMEM, "out of memory for the gradients' host copy");
+    bg_status_t st = bg_backend_copy(rt->conf.be, c->grad_host, rt->flat.grad, bytes,
+                                     BG_COPY_D2H, rt->compute);
     for (int i = 0; i < rt->nlc && st == BG_OK; i++)
-        st = bg_backend_copy(rt->conf.be, rt->lc[i].grad_host, rt->lc[i].grad_dev,
-                             rt->lc[i].grad_len * 4, BG_COPY_D2H, rt->compute);
+        if (rt->lc[i].tied_len)
+            st = bg_backend_copy(rt->conf.be, rt->lc[i].tied_host, rt->lc[i].tied_dev,
+                                 rt->lc[i].tied_len * 4, BG_COPY_D2H, rt->compute);
     return st == BG_OK ? bg_stream_synchronize(rt->conf.be, rt->compute) : st;
 }
 
@@ -389,7 +408,7 @@ void bg_rt_ps_free_(bg_rt_t *rt)
             free(c->rbuf[k]);
     }
     bg_ps_srv_free_(c->srv);
-    free(c->sends), free(c->have), free(c->rbuf), free(c->rreq);
+    free(c->sends), free(c->have), free(c->rbuf), free(c->rreq), free(c->grad_host);
     bg_ps_layout_free_(&c->L);
     free(c);
     rt->ps = NULL;

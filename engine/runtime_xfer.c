@@ -176,11 +176,8 @@ static bg_status_t defer_add(bg_rt_t *rt, rt_deferred_t d)
 /* Start one deferred entry whose event has passed. */
 static bg_status_t defer_start(bg_rt_t *rt, rt_deferred_t *d)
 {
-    if (d->allreduce) {
-        rt_chunk_t *ch = &rt->lc[d->lci];
-        return bg_tp_allreduce_start(rt->dp_group, d->buf, ch->grad_len, BG_TP_F32, BG_TP_SUM,
-                                     rt->mem, &ch->ar);
-    }
+    if (d->allreduce)
+        return bg_rt_dp_sync_start_(rt, d->lci, d->buf, d->tied);
     bg_tp_req_t *req;
     bg_status_t st = bg_tp_send(rt->conf.tp, d->peer, d->tag, d->buf, d->bytes, rt->mem, &req);
     if (st == BG_OK)
@@ -231,7 +228,7 @@ bg_status_t bg_rt_send_(bg_rt_t *rt, const bg_action_t *a)
         return bg_errorf(BG_ERR_INTERNAL,
                          "%s(mb=%d, %d->%d): nothing to send (compute did not run)",
                          bg_act_kind_name(a->kind), a->mb, a->src, a->dst);
-    st = defer_add(rt, (rt_deferred_t){NULL, false, x.lci, x.peer, x.tag, *x.buf, x.bytes});
+    st = defer_add(rt, (rt_deferred_t){NULL, false, x.lci, x.peer, x.tag, *x.buf, x.bytes, NULL});
     if (st == BG_OK)
         *x.buf = NULL; /* the send (then the pending list) owns it now */
     return st;
@@ -240,9 +237,10 @@ bg_status_t bg_rt_send_(bg_rt_t *rt, const bg_action_t *a)
 bg_status_t bg_rt_allreduce_start_(bg_rt_t *rt, int lci)
 {
     /* Starts once the chunk's last W has run on the device. */
-    if (rt->conf.dps > 1 && rt->lc[lci].grad_len && !rt->conf.ps.servers) /* ps: servers sum */
-        /* the bucket as of now: 2bw switches buckets before this starts */
-        return defer_add(rt, (rt_deferred_t){NULL, true, lci, -1, 0, rt->lc[lci].grad_dev, 0});
+    rt_chunk_t *ch = &rt->lc[lci];
+    if (rt->conf.dps > 1 && (ch->grad_len || ch->tied_len) && !rt->conf.ps.servers) /* ps: servers sum */
+        /* the buckets as of now: 2bw switches gradient sets before this starts */
+        return defer_add(rt, (rt_deferred_t){NULL, true, lci, -1, 0, ch->grad_dev, 0, ch->tied_dev});
     return BG_OK;
 }
 

@@ -8,6 +8,9 @@
  *   ACT/GRAD: [41:24] micro-batch  [23:12] destination chunk  [11:0] source chunk
  *   PARAM:    [41:24] user index   [23:0]  parameter id
  *   PS:       [41:40] message (push, reply, initial state)  [39:0] step
+ *             (user index BG_TAG_ZERO_PIECE + d: replica d's reduced piece
+ *             of a gradient, sent to the parameter's norm owner, ZeRO-1;
+ *             between replicas of one stage, never between stages)
  *
  * Must NOT mask: a value that does not fit its field is BG_ERR_INVALID
  * naming the field and its limit (runs that large need a wider layout,
@@ -27,6 +30,7 @@ enum { BG_TAG_PS = 0, BG_TAG_ACT = 1, BG_TAG_GRAD = 2, BG_TAG_PARAM = 3 };
 #define BG_TAG_CHUNK_MAX ((1 << 12) - 1)
 #define BG_TAG_PARAM_MAX ((1 << 24) - 1)
 #define BG_TAG_STEP_MAX ((INT64_C(1) << 40) - 1)
+#define BG_TAG_ZERO_PIECE (1 << 17) /* + replica: above any real user index */
 
 _Static_assert(BG_TP_TAG_BITS >= 44, "engine tag layout needs 44 bits");
 

@@ -296,6 +296,7 @@ static bg_status_t setup_runtime(train_t *t)
     rc.optim.total = t->steps;
     rc.seed = c->seed;
     rc.recompute = c->recompute;
+    rc.zero = c->zero;
     rc.timeout_s = wait_bound(t);
     rc.ps = t->ps;
     rc.ps.steps = t->steps;
@@ -406,7 +407,7 @@ static bg_status_t check_finite_step(train_t *t, int64_t step, const bg_rt_stats
     for (int i = 0; *what && i < bg_rt_param_count(t->rt); i++) {
         bg_rt_param_view_t v;
         bg_rt_param_get(t->rt, i, &v);
-        int64_t at = first_invalid(v.master, v.numel, false);
+        int64_t at = v.master ? first_invalid(v.master, v.numel, false) : -1; /* ZeRO-1: NULL */
         size_t n = strlen(what);
         if (at < 0)
             continue;
@@ -504,6 +505,8 @@ static bg_status_t train_loop(train_t *t)
         st = write_trace(t);
     if (st == BG_OK)
         st = bg_train_ckpt_finish_(t); /* the last save overlapped the evaluation */
+    if (st == BG_OK)
+        st = bg_train_report_rss_(t, t->start_step + done);
     if (t->rank == 0) {
         printf("trained %lld steps in %.1f s", (long long)done, bg_now_s() - t0);
         if (c->checkpoint_dir) /* what checkpointing cost: docs/checkpoints.md */

@@ -42,6 +42,7 @@ typedef struct bg_train_conf {
     const char *plan;    /* plan JSON from `brigade plan -o` */
     bool recompute;
     bool split_bw; /* run B and W as separate actions in every schedule */
+    int zero;      /* ZeRO stage, 0 or 1 (bg_rt_conf_t.zero) */
     bg_optim_conf_t optim;
     int eval_only; /* 1: evaluate once (no step, no checkpoint), then exit */
     double heartbeat_timeout; /* s without a heartbeat before a rank is unresponsive */

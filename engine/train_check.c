@@ -240,7 +240,8 @@ static int64_t data_resident(const bg_data_info_t *info)
 
 /*
  * Per rank: its share of parameters as f32 master, gradient, compute copy
- * and optimizer state; the activations of the micro-batches in flight; the
+ * and optimizer state (master and state divided by dp under --zero 1);
+ * the activations of the micro-batches in flight; the
  * data reader; and the process itself (libraries, transport).
  */
 static int64_t rank_bytes(const bg_train_conf_t *c, const bg_graph_t *g, int chunks,
@@ -248,7 +249,8 @@ static int64_t rank_bytes(const bg_train_conf_t *c, const bg_graph_t *g, int chu
 {
     const bg_graph_totals_t *tot = bg_graph_totals(g);
     int states = bg_optim_state_count(c->optim.kind);
-    double params = (double)tot->params * 4.0 * (3 + states) / c->stages;
+    double sharded = (1.0 + states) / (c->zero && c->dp > 1 ? c->dp : 1);
+    double params = (double)tot->params * 4.0 * (2.0 + sharded) / c->stages;
     int in_flight = c->micro_batches < c->stages * chunks ? c->micro_batches : c->stages * chunks;
     double acts = (double)tot->kept_bytes * in_flight / c->stages;
     double b = params + acts + (double)data_resident(info) + BG_TRAIN_RANK_OVERHEAD;

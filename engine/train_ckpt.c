@@ -328,6 +328,7 @@ static bg_status_t begin_step(train_t *t, int64_t step, char **step_path)
 static bg_status_t save_sync(train_t *t, train_ckpt_t *k)
 {
     bg_status_t st = k->w ? job_write(k) : BG_OK;
+    bg_rt_params_release(t->rt); /* ZeRO-1: the views the write read */
     snapshot_release(k);
     /* Every stage's file is complete before `latest` moves. */
     bg_status_t s2 = world_barrier(t);
@@ -355,6 +356,11 @@ static bg_status_t save_step(train_t *t, int64_t step)
         st = snapshot_take(t, k, step, t->c->async_checkpoint, &k->w);
     if (st == BG_OK && k->w)
         st = bg_ckpt_stage_path(step_path, t->stage, &k->file);
+    /* ZeRO-1: the gathered full views go once nothing reads them: now when
+     * the snapshot copied them (or this replica writes nothing), after the
+     * write otherwise (save_sync). */
+    if (t->c->async_checkpoint || !k->w)
+        bg_rt_params_release(t->rt);
     free(step_path);
     if (st != BG_OK || !t->c->async_checkpoint)
         return st == BG_OK ? save_sync(t, k) : st;
@@ -428,6 +434,9 @@ static const char *holder(const bg_ckpt_t *ck, const bg_st_file_t *f, const char
 bg_status_t bg_train_load_params_(train_t *t, bg_ckpt_t *ck, bg_st_file_t *f, bool with_state)
 {
     int ns = bg_optim_state_count(t->c->optim.kind);
+    bg_status_t st0 = bg_rt_params_download(t->rt); /* ZeRO-1: full views to load into */
+    if (st0 != BG_OK)
+        return st0;
     for (int i = 0; i < bg_rt_param_count(t->rt); i++) {
         bg_rt_param_view_t v;
         bg_rt_param_get(t->rt, i, &v);

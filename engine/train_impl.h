@@ -92,6 +92,11 @@ void bg_train_log_eval_(train_t *t, int64_t step, double loss, double acc, int64
 bg_status_t bg_train_metrics_open_(train_t *t);
 /* The one-line summary of the run before it starts. */
 void bg_train_banner_(train_t *t);
+/* With --metrics: every rank's peak resident memory (getrusage's maxrss,
+ * i.e. VmHWM) summed over the world, and rank 0 writes one record
+ * {"run","step","peak_rss_mib":[per global rank]}. Collective: every rank
+ * calls it; transport errors and out of memory pass through. */
+bg_status_t bg_train_report_rss_(train_t *t, int64_t step);
 
 /* ---- engine/train_ckpt.c: checkpoints of the run ---- */
 

@@ -7,7 +7,9 @@
  * Opening the metrics file can fail (BG_ERR_IO, naming the file); printing
  * cannot (a full disk shows in the metrics file's own error on close).
  * Also packs each rank's step timings for the world sum at log points and
- * turns the sum into the bubble (bg_bubble, defined once in engine/sim.c).
+ * turns the sum into the bubble (bg_bubble, defined once in engine/sim.c),
+ * and at the end of a run with --metrics sums every rank's peak resident
+ * memory into one record.
  * Must NOT compute what it prints beyond formatting and that bubble
  * (train.c sums over ranks) or print anything a user did not ask for.
  */
@@ -17,6 +19,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -271,10 +274,33 @@ void bg_train_banner_(train_t *t)
         snprintf(what, sizeof(what), "evaluation only");
     else
         snprintf(what, sizeof(what), "%lld steps", (long long)t->steps);
-    printf("brigade: %s | %d stages x %d dp | %s, %d micro-batches of %lld | %s %s | data %s "
+    printf("brigade: %s | %d stages x %d dp%s | %s, %d micro-batches of %lld | %s %s | data %s "
            "| %s\n",
            bg_graph_model_name(t->g)[0] ? bg_graph_model_name(t->g) : c->model, t->S, t->D,
-           bg_sched_name(t->sched), t->M, (long long)t->mb_rows, c->device, c->dtype, info->name,
+           c->zero && t->D > 1 ? " (ZeRO-1)" : "", bg_sched_name(t->sched), t->M, (long long)t->mb_rows, c->device, c->dtype, info->name,
            what);
     fflush(stdout);
+}
+
+bg_status_t bg_train_report_rss_(train_t *t, int64_t step)
+{
+    if (!t->c->metrics)
+        return BG_OK;
+    float *mib = calloc((size_t)t->world + 1, sizeof(float));
+    if (!mib)
+        return bg_errorf(BG_ERR_NOMEM, "out of memory for the ranks' peak memory");
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) /* Linux: ru_maxrss is VmHWM, in KiB */
+        mib[t->rank] = (float)ru.ru_maxrss / 1024.0f;
+    bg_status_t st = world_sum(t, mib, t->world);
+    if (st == BG_OK && t->metrics) {
+        fprintf(t->metrics, "{\"run\":\"%s\",\"step\":%lld,\"peak_rss_mib\":[", t->run_id,
+                (long long)step);
+        for (int r = 0; r < t->world; r++)
+            fprintf(t->metrics, "%s%.1f", r ? "," : "", (double)mib[r]);
+        fputs("]}\n", t->metrics);
+        fflush(t->metrics);
+    }
+    free(mib);
+    return st;
 }

@@ -74,6 +74,14 @@ int64_t bg_bytes_per_param(bg_dtype_t dtype, int opt_state_bytes)
     return 4 + 4 + (dtype == BG_BF16 ? 2 : 0) + opt_state_bytes;
 }
 
+int64_t bg_param_bytes(bg_dtype_t dtype, int opt_state_bytes, int zero, int dp, int64_t n)
+{
+    if (!zero || dp <= 1)
+        return n * bg_bytes_per_param(dtype, opt_state_bytes);
+    int64_t copy = dtype == BG_BF16 ? 2 : 4, shard = 4 + opt_state_bytes;
+    return n * (copy + 4) + (n * shard + dp - 1) / dp;
+}
+
 /* ---- chain ---- */
 
 bg_status_t bg_chain_alloc(int n_layers, int n_tensors, bg_dtype_t dtype, bg_chain_t *out)

@@ -157,4 +157,11 @@ void bg_costs_free(bg_costs_t *c);
  * f32 master. opt_state_bytes is 8 for AdamW (two f32 moments), 0 for SGD. */
 int64_t bg_bytes_per_param(bg_dtype_t dtype, int opt_state_bytes);
 
+/* Bytes one replica holds for `n` parameters: n * bg_bytes_per_param
+ * without ZeRO (zero 0 or dp <= 1). Under ZeRO-1 (engine --zero 1) the
+ * compute copy (its dtype's size; f32 runs then keep it apart from the
+ * master) and the gradient stay whole, and the f32 master and optimizer
+ * state are split over the dp replicas (rounded up). Cannot fail. */
+int64_t bg_param_bytes(bg_dtype_t dtype, int opt_state_bytes, int zero, int dp, int64_t n);
+
 #endif

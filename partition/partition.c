@@ -47,6 +47,8 @@ bg_status_t bg_part_config_check(const bg_part_config_t *cfg, int n_layers)
         return bg_errorf(BG_ERR_INVALID, "micro-batches must be >= 1 (got %d)", cfg->micro_batches);
     if (cfg->dp < 1) return bg_errorf(BG_ERR_INVALID, "dp must be >= 1 (got %d)", cfg->dp);
     if (cfg->opt_state_bytes < 0) return bg_errorf(BG_ERR_INVALID, "negative optimizer state");
+    if (cfg->zero < 0 || cfg->zero > 1)
+        return bg_errorf(BG_ERR_INVALID, "ZeRO stage %d: only 0 and 1 exist", cfg->zero);
     const bg_sched_desc_t *sd = bg_sched_desc(cfg->schedule);
     if (!sd) return bg_errorf(BG_ERR_INVALID, "bad schedule %d", (int)cfg->schedule);
     bg_status_t st = bg_sched_check_shape(sd, cfg->stages, cfg->micro_batches, cfg->chunks);
@@ -73,8 +75,6 @@ typedef struct span_ctx {
     const bg_part_problem_t *pb;
     const bg_chain_t *ch;
     int p, v, G, L, mb;
-    int64_t bpp;        /* bytes per owned parameter */
-    int64_t bpp_shared; /* per tied parameter used here: a copy + its gradient */
     int64_t *cap;    /* [G] per-chunk memory cap */
     int *k;          /* [G] in-flight */
     int *rank;       /* [G] rank of chunk g: the schedule's placement */
@@ -109,8 +109,6 @@ static bg_status_t ctx_init(const bg_part_problem_t *pb, span_ctx_t *out)
             return bg_errorf(BG_ERR_INVALID,
                              "stage %d: costs missing or priced for another chain/micro-batch", r);
     }
-    c.bpp = bg_bytes_per_param(c.ch->dtype, cfg->opt_state_bytes);
-    c.bpp_shared = bg_bytes_per_param(c.ch->dtype, 0);
     c.cap = malloc(sizeof(int64_t) * (size_t)c.G);
     c.k = malloc(sizeof(int) * (size_t)c.G);
     c.rank = malloc(sizeof(int) * (size_t)c.G);
@@ -168,7 +166,7 @@ static span_time_t span_time(const span_ctx_t *c, int g, int i, int j)
 
 typedef struct span_mem {
     int64_t lb;     /* monotone lower bound: grows with the range */
-    int64_t stat;   /* params*bpp + workspace + comm buffers */
+    int64_t stat;   /* parameter bytes (bg_param_bytes) + workspace + comm buffers */
     int64_t act;
     int64_t total;
     int64_t params;
@@ -183,7 +181,9 @@ static span_mem_t span_mem(const span_ctx_t *c, int g, int i, int j, int64_t act
     span_mem_t m;
     m.params = co->pparams[j] - co->pparams[i];
     int64_t shared = co->pshared[j] - co->pshared[i];
-    int64_t base = m.params * c->bpp + shared * c->bpp_shared + mb * ws_ps;
+    const bg_part_config_t *cf = &c->pb->cfg;
+    int64_t base = bg_param_bytes(c->ch->dtype, cf->opt_state_bytes, cf->zero, cf->dp, m.params) +
+                   bg_param_bytes(c->ch->dtype, 0, cf->zero, cf->dp, shared) + mb * ws_ps;
     int64_t bufs = mb * (c->ch->cut_bytes[i] + c->ch->cut_bytes[j]);
     if (c->pb->cfg.recompute) {
         int64_t keep = c->ch->cut_bytes[i] + (c->pext[j] - c->pext[i]);
@@ -285,11 +285,16 @@ static void stage_extras(const span_ctx_t *c, int r, bg_stage_eval_t *s)
 {
     const bg_costs_t *co = c->pb->costs[r];
     int D = c->pb->cfg.dp;
+    const bg_part_config_t *cf = &c->pb->cfg;
     double grad_bytes = 4.0 * (double)s->params;
     s->allreduce = D > 1 ? 2.0 * (D - 1) / D * grad_bytes / co->dev.dp_bw + 2.0 * (D - 1) * co->dev.dp_lat
                          : 0.0;
+    if (cf->zero && D > 1) /* reduce-scatter of the gradient + all-gather of the compute copy */
+        s->allreduce = (double)(D - 1) / D * (grad_bytes + (double)s->params * bg_dtype_size(c->ch->dtype)) /
+                           co->dev.dp_bw + 2.0 * (D - 1) * co->dev.dp_lat;
     /* the optimizer reads and writes every per-parameter byte once */
-    s->optim = 2.0 * (double)s->params * (double)c->bpp / co->dev.mem_bw;
+    s->optim = 2.0 * (double)bg_param_bytes(c->ch->dtype, cf->opt_state_bytes, cf->zero, D, s->params) /
+               co->dev.mem_bw;
 }
 
 static bg_status_t plan_build(const span_ctx_t *c, const int *bounds, bg_plan_t *out)

@@ -46,6 +46,9 @@ typedef struct bg_part_config {
     int cores;           /* CPU runs: cores the stages*dp ranks share on one machine
                             (rank r on core r % cores, as placement binds them);
                             0: a device per rank */
+    int zero;            /* ZeRO stage (0 or 1): 1 splits masters and optimizer
+                            state over dp (bg_param_bytes) and adds the weights'
+                            all-gather to the data-parallel time */
 } bg_part_config_t;
 
 typedef struct bg_part_problem {

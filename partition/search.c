@@ -97,7 +97,6 @@ typedef struct search_ctx {
     bg_search_result_t *res;
     int *n_res;
     bg_search_stats_t st;
-    int64_t bpp;
     int64_t total_params, total_shared;
     int shapes; /* (S, D) pairs that divide the batch */
 } search_ctx_t;
@@ -126,8 +125,13 @@ static double step_lower_bound(const search_ctx_t *s, const bg_costs_t *co, cons
     double k = bg_sched_fill_floor(bg_sched_desc(o->schedule), c->m, o->chunks);
     double pipe = (m - k) * T / S + k * T;
     double P = (double)s->total_params, D = c->D;
-    double tail = 2.0 * P * (double)s->bpp / s->dev->mem_bw / S;
-    if (c->D > 1) tail += 2.0 * (D - 1) / D * 4.0 * P / s->dev->dp_bw / S + 2.0 * (D - 1) * s->dev->dp_lat;
+    double tail = 2.0 * (double)bg_param_bytes(s->ch->dtype, o->opt_state_bytes, o->zero, c->D,
+                                               s->total_params) / s->dev->mem_bw / S;
+    if (c->D > 1 && o->zero) /* stage_extras': reduce-scatter + all-gather of the compute copy */
+        tail += (D - 1) / D * (4.0 + (double)bg_dtype_size(s->ch->dtype)) * P / s->dev->dp_bw / S +
+                2.0 * (D - 1) * s->dev->dp_lat;
+    else if (c->D > 1)
+        tail += 2.0 * (D - 1) / D * 4.0 * P / s->dev->dp_bw / S + 2.0 * (D - 1) * s->dev->dp_lat;
     return (pipe + tail) * (1.0 - 1e-9); /* margin for summation order */
 }
 
@@ -145,7 +149,8 @@ static bg_status_t solve_candidate(search_ctx_t *s, const cand_t *c)
     if (st) return st;
     for (int r = 0; r < c->S; r++) s->cp[r] = co;
     bg_part_problem_t pb = {s->ch, s->cp,
-                            {o->schedule, c->S, o->chunks, c->m, c->D, c->rc, o->opt_state_bytes, 0}};
+                            {o->schedule, c->S, o->chunks, c->m, c->D, c->rc, o->opt_state_bytes, 0,
+                             o->zero}};
     bg_plan_t pl;
     s->st.solved++;
     st = bg_partition_try_bottleneck(&pb, &pl);
@@ -214,7 +219,8 @@ static bg_status_t collect_shape(search_ctx_t *s, int S, int D, cand_list_t *out
     int64_t per = o->global_batch / D;
     s->shapes++;
     /* parameters, gradients and optimizer state alone: max stage >= mean */
-    if ((s->total_params * s->bpp) / S > s->dev->mem_bytes) {
+    if (bg_param_bytes(s->ch->dtype, o->opt_state_bytes, o->zero, D, s->total_params) / S >
+        s->dev->mem_bytes) {
         s->st.no_fit++;
         return BG_OK;
     }
@@ -276,10 +282,9 @@ bg_status_t bg_search_shapes(const bg_chain_t *chain, const bg_device_desc_t *de
         st = bg_errorf(BG_ERR_NOMEM, "search: out of memory");
         goto err_free;
     }
-    search_ctx_t s = {chain, dev, prof, opts, pc, cp, res, NULL, {0}, 0, 0, 0, 0};
+    search_ctx_t s = {chain, dev, prof, opts, pc, cp, res, NULL, {0}, 0, 0, 0};
     int n = 0;
     s.n_res = &n;
-    s.bpp = bg_bytes_per_param(chain->dtype, opts->opt_state_bytes);
     for (int l = 0; l < L; l++) s.total_params += chain->layer[l].params;
     cand_list_t cl = {0, 0, NULL};
     for (int S = 1; S <= opts->gpus; S++) {
@@ -303,7 +308,9 @@ bg_status_t bg_search_shapes(const bg_chain_t *chain, const bg_device_desc_t *de
     }
     if (!n) {
         int smax = L / opts->chunks < opts->gpus ? L / opts->chunks : opts->gpus;
-        double gib = (double)(s.total_params * s.bpp) / smax / (1024.0 * 1024 * 1024);
+        int64_t pb = bg_param_bytes(chain->dtype, opts->opt_state_bytes, opts->zero,
+                                    opts->gpus / smax, s.total_params);
+        double gib = (double)pb / smax / (1024.0 * 1024 * 1024);
         st = bg_errorf(BG_ERR_NOMEM,
                        "no shape of %d devices fits in %.1f GiB each (%d candidates tried; "
                        "parameters, gradients and optimizer state alone are %.1f GiB per stage "

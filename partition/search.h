@@ -25,6 +25,7 @@ typedef struct bg_search_opts {
     int chunks;            /* v, within the schedule's range */
     int opt_state_bytes;   /* 8 = AdamW */
     int top;               /* results to keep (>= 1) */
+    int zero;              /* ZeRO stage (bg_part_config_t.zero) */
 } bg_search_opts_t;
 
 typedef struct bg_search_result {

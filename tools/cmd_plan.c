@@ -53,6 +53,7 @@ typedef struct plan_opts {
     const char *dtype_name;        /* NULL = by device */
     int dtype;                     /* -1 = by device */
     int top;
+    int zero;                      /* ZeRO stage the run will use (train --zero) */
     const char *out;
     bool json;
 } plan_opts_t;
@@ -124,6 +125,10 @@ static const bg_opt_t plan_opts[] = {
      .off = offsetof(plan_opts_t, recompute_flag)},
     {.name = "dtype", .kind = BG_OPT_CHOICE, .choices = dtypes, .help = "activation dtype",
      .def = "bf16 on GPUs, f32 on cpu", .off = offsetof(plan_opts_t, dtype_name)},
+    {.name = "zero", .kind = BG_OPT_INT, .metavar = "0|1",
+     .help = "the run's `train --zero`: 1 splits f32 masters and optimizer state over the dp "
+             "replicas (memory) and adds the weights' all-gather (time)",
+     .def = "0", .off = offsetof(plan_opts_t, zero), .min = 0, .max = 1},
     {.name = "top", .kind = BG_OPT_INT, .metavar = "K", .help = "shapes listed by the search",
      .def = "5", .off = offsetof(plan_opts_t, top), .min = 1, .max = 100},
     {.name = "output", .short_name = 'o', .kind = BG_OPT_PATH, .metavar = "FILE",
@@ -346,7 +351,8 @@ static int choose_shape(plan_run_t *r, bg_part_config_t *cfg, int *mb, int64_t *
                     (long long)per, m);
             return 2;
         }
-        *cfg = (bg_part_config_t){o->schedule, o->stages, o->chunks, m, dp, o->recompute == 1, 8, 0};
+        *cfg = (bg_part_config_t){o->schedule, o->stages,         o->chunks, m, dp,
+                                  o->recompute == 1, 8, 0, o->zero};
         *mb = (int)(per / m);
         return 0;
     }
@@ -358,7 +364,8 @@ static int choose_shape(plan_run_t *r, bg_part_config_t *cfg, int *mb, int64_t *
     int sdp = o->dp == AUTO || (!o->dp && o->stages == AUTO) ? 0 : dp;
     bg_search_opts_t so = {gpus, o->stages == AUTO ? 0 : o->stages, sdp,
                            o->micro_batches == AUTO ? 0 : o->micro_batches, *gb,
-                           o->recompute == 1 ? 1 : AUTO, o->schedule, o->chunks, 8, o->top};
+                           o->recompute == 1 ? 1 : AUTO, o->schedule, o->chunks, 8, o->top,
+                           o->zero};
     bg_search_result_t res[100];
     int n = 0;
     bg_search_stats_t stats;
@@ -518,9 +525,10 @@ static int plan_body(plan_run_t *r)
     if ((st = bg_partition(&pb, o->method, &pl)))
         return fail(st);
     fprintf(r->txt,
-            "layout: %d stage(s) x %d dp, %s%s, %d micro-batches of %d (global batch %lld), "
+            "layout: %d stage(s) x %d dp%s, %s%s, %d micro-batches of %d (global batch %lld), "
             "recompute %s, split %s\n",
-            cfg.stages, cfg.dp, bg_sched_kind_name(cfg.schedule),
+            cfg.stages, cfg.dp, cfg.zero && cfg.dp > 1 ? " (ZeRO-1)" : "",
+            bg_sched_kind_name(cfg.schedule),
             cfg.chunks > 1 ? " (chunks per stage below)" : "", cfg.micro_batches, mb, (long long)gb,
             cfg.recompute ? "on" : "off", bg_split_method_name(o->method));
     print_plan(r->txt, &r->chain, &pl, gb);

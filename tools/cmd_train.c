@@ -124,6 +124,11 @@ static const bg_opt_t train_optim_opts[] = {
     {.name = "clip", .kind = BG_OPT_FLOAT, .metavar = "X",
      .help = "clip gradients to global norm X", .def = "off", .off = ARG(c.optim.clip),
      .dmin = 0, .dmax = 1e9},
+    {.name = "zero", .kind = BG_OPT_INT, .metavar = "0|1",
+     .help = "1 (ZeRO-1): gradients are reduce-scattered, each of a stage's D replicas keeps "
+             "f32 masters and optimizer state for its 1/D shard only and all-gathers the "
+             "weights after the update (same bits as 0; accepted and a no-op with --dp 1)",
+     .def = "0", .off = ARG(c.zero), .min = 0, .max = 1},
     {0},
 };
 /* clang-format on */
@@ -431,6 +436,9 @@ static int check_dp_mode(const bg_cmd_spec_t *cmd, const bg_train_conf_t *c)
         return bg_opt_usage_error(cmd, "--ps-colocate --staleness inf needs --ps-servers 1 "
                                        "(colocated servers update together, when their workers "
                                        "reach the staleness bound: use dedicated servers)");
+    if (ps && c->zero)
+        return bg_opt_usage_error(cmd, "--dp-mode ps with --zero 1: the servers already hold "
+                                       "the masters and optimizer state; use one of them");
     const bg_sched_desc_t *d = NULL;
     if (ps && c->schedule && bg_sched_lookup(c->schedule, &d) == BG_OK &&
         d->kind == BG_SCHED_TWO_BW)

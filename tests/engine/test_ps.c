@@ -118,6 +118,7 @@ static void test_bad_flags(void)
                                 "--dp-mode ps --staleness inf --deterministic",
                                 "--dp-mode ps --ps-colocate --ps-servers 2",
                                 "--dp-mode ps --schedule 2bw",
+                                "--dp-mode ps --zero 1",
                                 "--ps-colocate"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int rc = bg_test_sh("'%s' train %s/models/mlp-fashion.graph --data synthetic:images %s "

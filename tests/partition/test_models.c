@@ -79,7 +79,7 @@ static void test_gpt2_chain(void)
     bg_costs_t co;
     CHECK_OK(bg_costs_build(&c1, &d, 2, NULL, &co));
     const bg_costs_t *cp[4] = {&co, &co, &co, &co};
-    bg_part_problem_t pb = {&c1, cp, {BG_SCHED_1F1B, 4, 1, 8, 1, false, 8, 0}};
+    bg_part_problem_t pb = {&c1, cp, {BG_SCHED_1F1B, 4, 1, 8, 1, false, 8, 0, 0}};
     bg_plan_t opt, uni, par, bot;
     CHECK_OK(bg_partition_optimal(&pb, &opt));
     CHECK_OK(bg_partition_bottleneck(&pb, &bot));
@@ -126,7 +126,7 @@ static void test_gpt3_auto(void)
     bg_device_desc_t d;
     CHECK_OK(bg_device_preset("h100", &d));
     d.mem_bytes = 80LL << 30;
-    bg_search_opts_t o = {1024, 0, 0, 0, 1536, -1, BG_SCHED_1F1B, 1, 8, 5};
+    bg_search_opts_t o = {1024, 0, 0, 0, 1536, -1, BG_SCHED_1F1B, 1, 8, 5, 0};
     bg_search_result_t res[5];
     int n = 0;
     bg_search_stats_t stats;
@@ -181,7 +181,7 @@ static void test_search_exhaustive(void)
     bg_device_desc_t d;
     CHECK_OK(bg_device_preset("cpu", &d));
     d.mem_bytes = 64LL << 20;
-    bg_search_opts_t o = {8, 0, 0, 0, 32, -1, BG_SCHED_1F1B, 1, 8, 3};
+    bg_search_opts_t o = {8, 0, 0, 0, 32, -1, BG_SCHED_1F1B, 1, 8, 3, 0};
     bg_search_result_t res[3];
     int n = 0;
     bg_status_t st = bg_search_shapes(&c, &d, NULL, &o, res, &n, NULL);
@@ -196,7 +196,7 @@ static void test_search_exhaustive(void)
                 CHECK_OK(bg_costs_build(&c, &d, 32 / D / m, NULL, &co));
                 const bg_costs_t *cp[8];
                 for (int r = 0; r < S; r++) cp[r] = &co;
-                bg_part_problem_t pb = {&c, cp, {BG_SCHED_1F1B, S, 1, m, D, rc, 8, 0}};
+                bg_part_problem_t pb = {&c, cp, {BG_SCHED_1F1B, S, 1, m, D, rc, 8, 0, 0}};
                 bg_plan_t pl;
                 if (bg_partition_try(&pb, &pl) == BG_OK) {
                     if (pl.step_s < best) best = pl.step_s;

@@ -18,6 +18,7 @@
 
 #include "partition/partition.h"
 #include "partition/profile.h"
+#include "partition/search.h"
 #include "partition/trace_profile.h"
 #include "test_util.h"
 
@@ -372,7 +373,7 @@ static void test_heterogeneous_share(void)
     CHECK_OK(bg_costs_build(&c, &slow, 1, NULL, &cs));
     CHECK_OK(bg_costs_build(&c, &fast, 1, NULL, &cf));
     const bg_costs_t *cp[2] = {&cs, &cf};
-    bg_part_problem_t pb = {&c, cp, {BG_SCHED_1F1B, 2, 1, 8, 1, false, 8, 0}};
+    bg_part_problem_t pb = {&c, cp, {BG_SCHED_1F1B, 2, 1, 8, 1, false, 8, 0, 0}};
     bg_plan_t pl;
     CHECK_OK(bg_partition_optimal(&pb, &pl));
     CHECK_MSG(pl.bounds[1] == 10, "slow device got %d layers, want 10 of 30", pl.bounds[1]);
@@ -399,7 +400,7 @@ static void test_heterogeneous_share(void)
  * (p-1)/(m+p-1); interleaved divides the fill by v; in-flight counts. */
 static void test_closed_forms(void)
 {
-    bg_part_config_t c = {BG_SCHED_1F1B, 4, 1, 8, 1, false, 8, 0};
+    bg_part_config_t c = {BG_SCHED_1F1B, 4, 1, 8, 1, false, 8, 0, 0};
     CHECK(bg_in_flight(&c, 0) == 4 && bg_in_flight(&c, 3) == 1);
     c.micro_batches = 2;
     CHECK(bg_in_flight(&c, 0) == 2);
@@ -435,7 +436,7 @@ static void test_closed_forms(void)
     bg_costs_t co;
     CHECK_OK(bg_costs_build(&ch, &d, 1, NULL, &co));
     const bg_costs_t *cp[4] = {&co, &co, &co, &co};
-    bg_part_problem_t pb = {&ch, cp, {BG_SCHED_1F1B, 4, 1, 8, 1, false, 8, 0}};
+    bg_part_problem_t pb = {&ch, cp, {BG_SCHED_1F1B, 4, 1, 8, 1, false, 8, 0, 0}};
     bg_plan_t pl;
     CHECK_OK(bg_partition_optimal(&pb, &pl));
     double t = 2 * 3 * 1e9 / d.flops; /* two layers per stage */
@@ -626,6 +627,70 @@ static void test_from_trace(void)
     bg_chain_free(&c);
 }
 
+/* A chain of L layers of `params` f32 parameters each, 1 GFLOP per pass. */
+static void param_chain(int L, int64_t params, bg_chain_t *ch)
+{
+    CHECK_OK(bg_chain_alloc(L, L + 1, BG_F32, ch));
+    ch->tensor[0].producer = -1;
+    for (int i = 0; i < L; i++) {
+        snprintf(ch->layer[i].name, BG_NAME_MAX, "l%d", i);
+        ch->layer[i].fwd_flops = ch->layer[i].bwd_input_flops = ch->layer[i].bwd_weight_flops = 1e9;
+        ch->layer[i].params = params;
+        ch->layer[i].n_in = 1;
+        ch->layer[i].in_tensor[0] = i;
+        ch->tensor[i + 1].producer = i;
+        ch->tensor[i + 1].bytes = 1024;
+    }
+    CHECK_OK(bg_chain_finalize(ch));
+}
+
+/* ZeRO-1 in the memory model: masters and moments divided by D, the
+ * compute copy and gradients whole; the plan's memory drops by exactly
+ * that, its data-parallel time stays (an f32 run's reduce-scatter plus
+ * all-gather is the allreduce's volume), and the search finds shapes that
+ * only fit with it. */
+static void test_zero(void)
+{
+    CHECK(bg_param_bytes(BG_F32, 8, 0, 4, 1000) == 1000 * bg_bytes_per_param(BG_F32, 8));
+    CHECK(bg_param_bytes(BG_F32, 8, 1, 1, 1000) == 1000 * bg_bytes_per_param(BG_F32, 8));
+    CHECK(bg_param_bytes(BG_F32, 8, 1, 4, 1000) == 1000 * 8 + 1000 * 12 / 4);
+    CHECK(bg_param_bytes(BG_BF16, 8, 1, 4, 1000) == 1000 * 6 + 1000 * 12 / 4);
+    CHECK(bg_param_bytes(BG_BF16, 0, 1, 3, 1000) == 1000 * 6 + 1334); /* rounded up */
+    bg_chain_t ch;
+    param_chain(8, 1000000, &ch);
+    bg_device_desc_t d;
+    CHECK_OK(bg_device_preset("cpu", &d));
+    bg_costs_t co;
+    CHECK_OK(bg_costs_build(&ch, &d, 1, NULL, &co));
+    const bg_costs_t *cp[2] = {&co, &co};
+    bg_plan_t p0, p1;
+    bg_part_problem_t pb = {&ch, cp, {BG_SCHED_1F1B, 2, 1, 4, 4, false, 8, 0, 0}};
+    CHECK_OK(bg_partition(&pb, BG_SPLIT_UNIFORM, &p0));
+    pb.cfg.zero = 1;
+    CHECK_OK(bg_partition(&pb, BG_SPLIT_UNIFORM, &p1));
+    for (int r = 0; r < 2; r++) {
+        int64_t n = p0.stage[r].params;
+        int64_t drop = bg_param_bytes(BG_F32, 8, 0, 4, n) - bg_param_bytes(BG_F32, 8, 1, 4, n);
+        CHECK_MSG(p0.stage[r].mem - p1.stage[r].mem == drop, "stage %d: memory %lld -> %lld", r,
+                  (long long)p0.stage[r].mem, (long long)p1.stage[r].mem);
+        CHECK(fabs(p1.stage[r].allreduce - p0.stage[r].allreduce) <= 1e-9 * p0.stage[r].allreduce &&
+              p0.stage[r].allreduce > 0);
+    }
+    CHECK(p1.peak_mem < p0.peak_mem);
+    bg_plan_free(&p0), bg_plan_free(&p1);
+    /* 8M parameters at S = 1, D = 4: 128 MB without ZeRO, 88 MB with */
+    d.mem_bytes = 100 << 20;
+    bg_search_opts_t o = {4, 1, 4, 0, 32, 0, BG_SCHED_1F1B, 1, 8, 1, 0};
+    bg_search_result_t res[1];
+    int n = 0;
+    CHECK(bg_search_shapes(&ch, &d, NULL, &o, res, &n, NULL) == BG_ERR_NOMEM);
+    o.zero = 1;
+    CHECK_OK(bg_search_shapes(&ch, &d, NULL, &o, res, &n, NULL));
+    CHECK(n == 1 && res[0].cfg.zero == 1 && res[0].peak_mem <= d.mem_bytes);
+    bg_costs_free(&co);
+    bg_chain_free(&ch);
+}
+
 int main(void)
 {
     test_accounting();
@@ -637,5 +702,6 @@ int main(void)
     test_heterogeneous_share();
     test_closed_forms();
     test_bad_config();
+    test_zero();
     return bg_test_finish("test_partition");
 }

@@ -104,7 +104,7 @@ static void test_plan_round_trip(void)
     bg_chain_t c;
     bg_costs_t co;
     bg_plan_t pl;
-    plan_saved("plan.json", (bg_part_config_t){BG_SCHED_INTERLEAVED, 3, 2, 6, 2, true, 8, 0}, &c,
+    plan_saved("plan.json", (bg_part_config_t){BG_SCHED_INTERLEAVED, 3, 2, 6, 2, true, 8, 0, 0}, &c,
                &co, &pl);
     bg_plan_file_t pf;
     CHECK_OK(bg_plan_load(tmp("plan.json"), &pf));
@@ -178,7 +178,7 @@ static void test_plan_v(void)
     bg_chain_t c;
     bg_costs_t co;
     bg_plan_t pl;
-    plan_saved("planv.json", (bg_part_config_t){BG_SCHED_ZB_V, 3, 2, 5, 1, false, 8, 0}, &c, &co,
+    plan_saved("planv.json", (bg_part_config_t){BG_SCHED_ZB_V, 3, 2, 5, 1, false, 8, 0, 0}, &c, &co,
                &pl);
     for (int g = 0; g < 6; g++) CHECK(pl.chunk[g].stage == (g < 3 ? g : 5 - g));
     bg_plan_file_t pf;
