@@ -44,6 +44,7 @@ struct srv {
     bg_ps_serve_conf_t conf; /* a copy: a colocated server outlives its caller's */
     const bg_ps_serve_conf_t *c;
     int64_t next; /* the next update to serve */
+    bool named;   /* a straggler was named in this episode of waits */
     bool posted;  /* its pushes' receives are posted */
     ps_layout_t L;
     int S, D, K, k, nst;
@@ -264,13 +265,14 @@ static bg_status_t srv_test_pushes(srv_t *v, int *left)
 }
 
 /* Wait (`block`; else only look once) for the pushes of step u, naming a
- * straggler once it holds the update up for a second, and failing after
+ * straggler once per episode of updates it holds up for a second (the
+ * episode ends at an update not held up), and failing after
  * the run's wait bound. Waits in the transport's own wait (it backs off to
  * sleeping), so a waiting server leaves the cores to the workers. */
 static bg_status_t srv_wait_pushes(srv_t *v, int64_t u, bool block, bool *ready)
 {
     double t0 = bg_now_s();
-    bool named = false;
+    bool timed = false;
     int left;
     bg_status_t st = srv_test_pushes(v, &left);
     while (st == BG_OK && left >= 0 && block) {
@@ -287,11 +289,13 @@ static bg_status_t srv_wait_pushes(srv_t *v, int64_t u, bool block, bool *ready)
          * the longest stalled rank and is the one named. */
         bg_tp_note_progress(v->c->tp);
         double dt = bg_now_s() - t0;
-        if (!named && v->k == 0) {
-            printf("ps server %d: step %lld waits for replica %d (stage %d): a straggler\n", v->k,
-                   (long long)u + 1, left / v->S, left % v->S);
+        timed = true;
+        if (!v->named && v->k == 0) {
+            printf("ps server %d: step %lld waits for stage %d dp %d (rank %d), which pushed "
+                   "step %lld: a straggler\n",
+                   v->k, (long long)u + 1, left % v->S, left / v->S, left, (long long)u);
             fflush(stdout);
-            named = true;
+            v->named = true;
         }
         if (v->c->timeout_s >= 0 && dt > v->c->timeout_s)
             return bg_errorf(BG_ERR_TIMEOUT,
@@ -302,6 +306,7 @@ static bg_status_t srv_wait_pushes(srv_t *v, int64_t u, bool block, bool *ready)
     if (st != BG_OK)
         return st;
     *ready = left < 0;
+    v->named &= !*ready || timed; /* an update not held up ends the episode */
     return srv_sends_progress(v, false);
 }
 

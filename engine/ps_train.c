@@ -115,12 +115,14 @@ bg_status_t bg_train_ps_report_(train_t *t)
 {
     if (!t->ps.servers)
         return BG_OK;
-    int64_t h[BG_PS_HIST];
-    float v[BG_PS_HIST];
+    int64_t h[BG_PS_HIST], e, g;
+    float v[BG_PS_HIST + 2]; /* the histogram, straggler episodes, their gaps' sum */
     bg_rt_ps_staleness(t->rt, h);
+    bg_rt_ps_stragglers(t->rt, &e, &g);
     for (int i = 0; i < BG_PS_HIST; i++)
         v[i] = (float)h[i]; /* exact below 2^24 steps x ranks */
-    bg_status_t st = t->world_group ? bg_tp_allreduce(t->world_group, v, BG_PS_HIST, BG_TP_F32,
+    v[BG_PS_HIST] = (float)e, v[BG_PS_HIST + 1] = (float)g;
+    bg_status_t st = t->world_group ? bg_tp_allreduce(t->world_group, v, BG_PS_HIST + 2, BG_TP_F32,
                                                       BG_TP_SUM, BG_TP_MEM_HOST, wait_bound(t))
                                     : BG_OK;
     if (st != BG_OK || t->rank != 0)
@@ -135,6 +137,9 @@ bg_status_t bg_train_ps_report_(train_t *t)
         for (int i = 0; i < BG_PS_HIST; i++)
             fprintf(t->metrics, "%s%.0f", i ? "," : "", (double)v[i]);
         fprintf(t->metrics, "]}\n");
+        if (v[BG_PS_HIST] > 0) /* episodes over all ranks, the mean step gap */
+            fprintf(t->metrics, "{\"run\":\"%s\",\"ps_stragglers\":%.0f,\"ps_gap\":%.1f}\n",
+                    t->run_id, (double)v[BG_PS_HIST], (double)(v[BG_PS_HIST + 1] / v[BG_PS_HIST]));
         fflush(t->metrics);
     }
     return BG_OK;

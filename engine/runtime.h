@@ -81,6 +81,9 @@ void bg_rt_free(bg_rt_t *rt);
  * hist[i] steps whose gradient was computed on parameters i updates old
  * (the last bucket: that many or more). All 0 in allreduce mode. */
 void bg_rt_ps_staleness(const bg_rt_t *rt, int64_t hist[BG_PS_HIST]);
+/* Straggler episodes this rank reported in ps mode and the sum of their
+ * step gaps (engine/runtime_ps.c); 0 and 0 otherwise. Cannot fail. */
+void bg_rt_ps_stragglers(const bg_rt_t *rt, int64_t *episodes, int64_t *gaps);
 
 /* One training step: run the list, then allreduce and update. `step` is
  * 0-based and drives the learning-rate schedule and AdamW's bias correction. */

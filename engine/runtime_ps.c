@@ -50,7 +50,8 @@ struct rt_ps {
     ps_head_t last; /* the newest reply installed */
     bool installed; /* something was installed in this call */
     bool state;     /* ... with optimizer state */
-    bool warned;    /* the straggler notice was printed */
+    bool warned;    /* in a straggler episode, already reported */
+    int64_t episodes, gaps; /* straggler episodes reported, their gaps' sum */
     srv_t *srv;     /* the server this rank hosts (--ps-colocate), or NULL */
     float *grad_host; /* off the CPU: the flat gradient's host copy */
     int64_t hist[BG_PS_HIST];
@@ -273,27 +274,46 @@ static bg_status_t install(bg_rt_t *rt, int k)
     return post_reply(rt, k);
 }
 
-/* Install server k's versions up to `need` (waiting for them), then, unless
+/* Report a straggler once per episode: an episode starts when a pull is
+ * held over a second by the staleness bound and ends at the first pull
+ * that needs no wait. Version v is out once every replica pushed steps
+ * 1..v: when this one had finished t + 1 steps it held version `had`, so
+ * some replica's push of step had + 1 was missing (or in flight). A gap of
+ * S or less is no straggler. Only the servers know which replica is slow;
+ * they name it. */
+static void straggler_note(bg_rt_t *rt, int64_t t, int64_t need, int64_t had, double waited)
+{
+    struct rt_ps *c = rt->ps;
+    int64_t S = rt->conf.ps.staleness, at = t + 1, gap = at - had;
+    c->warned &= had < need;
+    if (waited <= 1.0 || S <= 0 || S == BG_PS_STALE_INF || gap <= S || c->warned)
+        return;
+    printf("ps straggler: stage %d dp %d finished step %lld and was held %.1f s: it held "
+           "parameter version %lld (gap %lld > staleness %lld); the ps server names the replica "
+           "it waits for\n",
+           c->s, rt->conf.dp, (long long)at, waited, (long long)had, (long long)gap,
+           (long long)S);
+    fflush(stdout);
+    c->warned = true;
+    c->episodes++;
+    c->gaps += gap;
+}
+
+/* Before step t + 1: install server k's versions up to `need` (waiting for them), then, unless
  * `exact`, any newer one that has already arrived. */
-static bg_status_t pull(bg_rt_t *rt, int k, int64_t need, bool exact)
+static bg_status_t pull(bg_rt_t *rt, int k, int64_t t, int64_t need, bool exact)
 {
     struct rt_ps *c = rt->ps;
     bg_status_t st = BG_OK;
     double t0 = bg_now_s();
+    int64_t had = c->have[k]; /* every replica had finished this many steps */
     while (st == BG_OK && c->have[k] < need && c->rreq[k]) {
         bg_tp_req_t *r = c->rreq[k];
         c->rreq[k] = NULL;
         if ((st = bg_tp_wait(rt->conf.tp, r, rt->conf.timeout_s)) == BG_OK)
             st = install(rt, k);
     }
-    double waited = bg_now_s() - t0;
-    if (waited > 1.0 && rt->conf.ps.staleness > 0 && !c->warned) {
-        printf("replica %d (stage %d) waited %.1f s for parameter version %lld: the slowest "
-               "replica is more than %lld steps behind (a straggler)\n",
-               rt->conf.dp, c->s, waited, (long long)need, (long long)rt->conf.ps.staleness);
-        fflush(stdout);
-        c->warned = true;
-    }
+    straggler_note(rt, t, need, had, bg_now_s() - t0);
     while (st == BG_OK && !exact && c->rreq[k]) {
         int done = 0;
         if ((st = bg_tp_test(rt->conf.tp, c->rreq[k], &done)) != BG_OK || !done)
@@ -377,7 +397,7 @@ bg_status_t bg_rt_ps_step_(bg_rt_t *rt, int64_t t, bool *overflow)
         st = bg_ps_srv_serve_(c->srv, c->K == 1 ? t : need - 1, need - 1);
     for (int k = 0; k < c->K && st == BG_OK; k++)
         if (talks(rt, k))
-            st = pull(rt, k, need, exact);
+            st = pull(rt, k, t, need, exact);
     if (st == BG_OK) /* after the last push, every push has been taken */
         st = sends_progress(rt, t + 1 == rt->conf.ps.steps);
     if (st == BG_OK && c->srv && t + 1 == rt->conf.ps.steps)
@@ -418,4 +438,10 @@ void bg_rt_ps_staleness(const bg_rt_t *rt, int64_t hist[BG_PS_HIST])
 {
     for (int i = 0; i < BG_PS_HIST; i++)
         hist[i] = rt->ps ? rt->ps->hist[i] : 0;
+}
+
+void bg_rt_ps_stragglers(const bg_rt_t *rt, int64_t *episodes, int64_t *gaps)
+{
+    *episodes = rt->ps ? rt->ps->episodes : 0;
+    *gaps = rt->ps ? rt->ps->gaps : 0;
 }

@@ -5,6 +5,8 @@
  * a weight tied across stages); --deterministic staleness replays bit for
  * bit, with a straggler and with colocated servers; stale and
  * asynchronous runs finish and report their staleness histogram; a
+ * straggler held back by the staleness bound is reported once with its
+ * step gap; a
  * checkpoint resumes across modes bit-identically; flags that make no
  * sense together are refused with exit 2; a server that dies is named.
  * argv[1]: the brigade binary. Models come from BRIGADE_SOURCE_DIR.
@@ -89,6 +91,35 @@ static void test_stale(void)
     printf("deterministic replay, ssp and asynchronous runs: checked\n");
 }
 
+/* Replica 1 (rank 1) sleeps 1.5 s a step: replica 0, held by staleness 1,
+ * reports it once with a step gap above 1, and the metrics count it. */
+static void test_straggler_report(void)
+{
+    const char *x = "--dp 2 --steps 5 --dp-mode ps --staleness 1";
+    char log[300];
+    long long gap = 0, s = 0;
+    snprintf(log, sizeof(log), "%s/strag.log", wd);
+    CHECK(bg_test_sh("BRIGADE_TEST_STEP_DELAY=1:1500 '%s' train %s/models/mlp-fashion.graph "
+                     "--data synthetic:images " COMMON " %s --metrics %s/strag.jsonl > %s 2>&1",
+                     brigade, srcdir, x, wd, log) == 0);
+    FILE *f = fopen(log, "r");
+    char line[512];
+    int n = 0;
+    while (f && fgets(line, sizeof(line), f)) {
+        const char *p = strstr(line, "(gap ");
+        if (strstr(line, "ps straggler: stage 0 dp 0") && p &&
+            sscanf(p, "(gap %lld > staleness %lld)", &gap, &s) == 2)
+            n++;
+    }
+    if (f)
+        fclose(f);
+    CHECK_MSG(n == 1, "%d straggler reports, not one (see %s)", n, log);
+    CHECK_MSG(s == 1 && gap > s, "straggler gap %lld at staleness %lld (see %s)", gap, s, log);
+    CHECK_MSG(bg_test_sh("grep -q '\"ps_stragglers\":[1-9]' %s/strag.jsonl", wd) == 0,
+              "the straggler is not in the metrics file");
+    printf("straggler reported with gap %lld > %lld\n", gap, s);
+}
+
 static void test_resume_across_modes(void)
 {
     const char *a = "--stages 2 --dp 2 --steps 6 --checkpoint-every 3";
@@ -162,6 +193,7 @@ int main(int argc, char **argv)
     test_bad_flags();
     test_sync_equals_allreduce();
     test_stale();
+    test_straggler_report();
     test_resume_across_modes();
     test_server_dies();
     if (!bg_test_failures)
