@@ -310,6 +310,7 @@ bg_status_t bg_costs_build(const bg_chain_t *chain, const bg_device_desc_t *dev,
             c.b[i] = roofline(mb * l->bwd_input_flops, bytes, dev, false);
             c.w[i] = roofline(mb * l->bwd_weight_flops, bytes, dev, false);
         }
+        if (l->no_input_grad) c.b[i] = 0; /* the profile timed a dX training skips */
         c.pf[i + 1] = c.pf[i] + c.f[i];
         c.pb[i + 1] = c.pb[i] + c.b[i];
         c.pw[i + 1] = c.pw[i] + c.w[i];

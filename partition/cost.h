@@ -65,6 +65,8 @@ typedef struct bg_chain_layer {
                               the stage holds a copy and its gradient */
     int n_in;
     int in_tensor[BG_MAX_INPUTS]; /* index into chain tensors */
+    bool no_input_grad; /* no input carries a gradient (all are data): training
+                           skips B's dX, so B costs nothing (docs/partition.md) */
 } bg_chain_layer_t;
 
 typedef struct bg_chain_tensor {
