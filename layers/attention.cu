@@ -486,9 +486,9 @@ static att_kdims_t att_kdims(const bg_att_dims_t *d, int R)
 }
 
 /* A GEMM in the call's dtype (C in dtype too unless f32_c). */
-static bg_status_t att_gemm(const bg_layer_call_t *c, bg_dtype_t dt, bool ta, bool tb, int64_t m,
-                            int64_t n, int64_t k, const void *a, int64_t lda, const void *b,
-                            int64_t ldb, void *out, int64_t ldc, bool f32_acc)
+static bg_gemm_args_t att_gemm_args(bg_dtype_t dt, bool ta, bool tb, int64_t m, int64_t n,
+                                    int64_t k, const void *a, int64_t lda, const void *b,
+                                    int64_t ldb, void *out, int64_t ldc, bool f32_acc)
 {
     bg_gemm_args_t g = {};
     g.trans_a = ta, g.trans_b = tb;
@@ -496,7 +496,24 @@ static bg_status_t att_gemm(const bg_layer_call_t *c, bg_dtype_t dt, bool ta, bo
     g.alpha = 1.0f, g.beta = f32_acc ? 1.0f : 0.0f;
     g.a = a, g.lda = lda, g.b = b, g.ldb = ldb, g.c = out, g.ldc = ldc;
     g.ab = dt, g.c_dtype = f32_acc ? BG_F32 : dt;
+    return g;
+}
+
+static bg_status_t att_gemm(const bg_layer_call_t *c, bg_dtype_t dt, bool ta, bool tb, int64_t m,
+                            int64_t n, int64_t k, const void *a, int64_t lda, const void *b,
+                            int64_t ldb, void *out, int64_t ldc, bool f32_acc)
+{
+    bg_gemm_args_t g = att_gemm_args(dt, ta, tb, m, n, k, a, lda, b, ldb, out, ldc, f32_acc);
     return bg_gemm(c->be, c->stream, &g);
+}
+
+/* out (m, n) = a (m, k) @ w^T + bias (NULL: none), rounded once
+ * (bg_cuda_gemm_bias: the CPU reference rounds once too). */
+static bg_status_t att_linear(const bg_layer_call_t *c, const att_run_t &r, int64_t m, int64_t n,
+                              int64_t k, const void *a, const void *w, const void *bias, void *out)
+{
+    bg_gemm_args_t g = att_gemm_args(r.dt, false, true, m, n, k, a, k, w, k, out, n, false);
+    return bg_cuda_gemm_bias(c->be, c->stream, &g, bias, r.dt, r.st);
 }
 
 template <typename T> static bg_status_t att_rope(const att_run_t *r, void *x, bool inverse)
@@ -576,18 +593,14 @@ bg_status_t bg_cuda_attention_forward(const bg_layer_call_t *c)
     if (r.d.N == 0)
         return BG_OK; /* no rows: no scratch was allocated either */
     const bg_att_dims_t &d = r.d;
-    BG_TRY_STATUS(att_gemm(c, r.dt, false, true, d.N, d.Wq, d.C, c->in[0]->data, d.C,
-                           c->params[d.pqw]->data, d.C, r.qkv, d.Wq, false));
-    if (d.bias)
-        BG_TRY_STATUS(bg_cuda_bias_add(r.qkv, c->params[d.pqb]->data, r.dt, d.N, d.Wq, r.st));
+    BG_TRY_STATUS(att_linear(c, r, d.N, d.Wq, d.C, c->in[0]->data, c->params[d.pqw]->data,
+                             d.bias ? c->params[d.pqb]->data : NULL, r.qkv));
     bool bf = r.dt == BG_BF16;
     if (d.rope)
         BG_TRY_STATUS(bf ? att_rope<__nv_bfloat16>(&r, r.qkv, false) : att_rope<float>(&r, r.qkv, false));
     BG_TRY_STATUS(bf ? att_forward_core<__nv_bfloat16>(&r) : att_forward_core<float>(&r));
-    BG_TRY_STATUS(att_gemm(c, r.dt, false, true, d.N, d.C, d.C, r.y, d.C, c->params[d.ppw]->data,
-                           d.C, c->out->data, d.C, false));
-    return d.bias ? bg_cuda_bias_add(c->out->data, c->params[d.ppb]->data, r.dt, d.N, d.C, r.st)
-                  : BG_OK;
+    return att_linear(c, r, d.N, d.C, d.C, r.y, c->params[d.ppw]->data,
+                      d.bias ? c->params[d.ppb]->data : NULL, c->out->data);
 }
 
 /*

@@ -215,4 +215,15 @@ bg_status_t bg_cuda_colsum_add(const void *x, bg_dtype_t dt, int64_t rows, int64
 bg_status_t bg_cuda_bias_add(void *y, const void *b, bg_dtype_t dt, int64_t rows, int64_t cols,
                              cudaStream_t st);
 
+/*
+ * C (m, n) = the GEMM g (g->c contiguous: ldc == n) + bias[j] (NULL: none),
+ * rounded once to `dt`: for bf16/fp16 the GEMM writes f32 into a stream-
+ * ordered scratch and one kernel adds the bias and rounds (a low-precision
+ * GEMM output plus a separate bias add would round twice). Implemented in
+ * linear.cu; used by linear and attention. g->c and g->c_dtype may be
+ * changed.
+ */
+bg_status_t bg_cuda_gemm_bias(bg_backend_t *be, bg_stream_t *s, bg_gemm_args_t *g,
+                              const void *bias, bg_dtype_t dt, cudaStream_t st);
+
 #endif

@@ -126,28 +126,32 @@ static bg_status_t bias_round_t(void *y, const float *acc, const void *b, int64_
     return BG_OK;
 }
 
-/*
- * Low-precision forward with a bias: the GEMM writes f32 into a scratch
- * from the stream-ordered pool, and one kernel adds the bias and rounds
- * once (a bf16 GEMM output plus a separate bias add would round twice).
- */
-static bg_status_t linear_forward_round_once(const bg_layer_call_t *c, bg_gemm_args_t *g,
-                                             cudaStream_t st)
+/* The low-precision case of bg_cuda_gemm_bias: f32 scratch, one rounding. */
+static bg_status_t gemm_bias_round_once(bg_backend_t *be, bg_stream_t *s, bg_gemm_args_t *g,
+                                        const void *bias, bg_dtype_t dt, cudaStream_t st)
 {
     float *acc = NULL;
     size_t n = (size_t)(g->m * g->n);
     BG_CUDA_CHECK(cudaMallocAsync((void **)&acc, n * sizeof(float) + 4, st));
     void *y = g->c;
     g->c = acc, g->c_dtype = BG_F32;
-    bg_status_t s = bg_gemm(c->be, c->stream, g);
-    if (s == BG_OK && n)
-        s = c->dtype == BG_F16
-                ? bias_round_t<__half>(y, acc, c->params[1]->data, g->m, g->n, st)
-                : bias_round_t<__nv_bfloat16>(y, acc, c->params[1]->data, g->m, g->n, st);
+    bg_status_t r = bg_gemm(be, s, g);
+    if (r == BG_OK && n)
+        r = dt == BG_F16 ? bias_round_t<__half>(y, acc, bias, g->m, g->n, st)
+                         : bias_round_t<__nv_bfloat16>(y, acc, bias, g->m, g->n, st);
     cudaError_t e = cudaFreeAsync(acc, st);
-    if (s == BG_OK && e != cudaSuccess)
-        s = bg_cuda_fail(e, "cudaFreeAsync(linear scratch)", __FILE__, __LINE__);
-    return s;
+    if (r == BG_OK && e != cudaSuccess)
+        r = bg_cuda_fail(e, "cudaFreeAsync(gemm+bias scratch)", __FILE__, __LINE__);
+    return r;
+}
+
+bg_status_t bg_cuda_gemm_bias(bg_backend_t *be, bg_stream_t *s, bg_gemm_args_t *g,
+                              const void *bias, bg_dtype_t dt, cudaStream_t st)
+{
+    if (bias && dt != BG_F32)
+        return gemm_bias_round_once(be, s, g, bias, dt, st);
+    BG_TRY_STATUS(bg_gemm(be, s, g));
+    return bias ? bg_cuda_bias_add(g->c, bias, dt, g->m, g->n, st) : BG_OK;
 }
 
 /* y (rows, out) = x (rows, in) @ W^T (in, out) + b, rounded once. */
@@ -165,12 +169,8 @@ bg_status_t bg_cuda_linear_forward(const bg_layer_call_t *c)
     g.b = c->params[0]->data, g.ldb = in;
     g.c = c->out->data, g.ldc = out;
     g.ab = c->dtype, g.c_dtype = c->dtype;
-    if (linear_bias(c->spec) && c->dtype != BG_F32)
-        return linear_forward_round_once(c, &g, st);
-    BG_TRY_STATUS(bg_gemm(c->be, c->stream, &g));
-    if (linear_bias(c->spec))
-        BG_TRY_STATUS(bg_cuda_bias_add(c->out->data, c->params[1]->data, c->dtype, rows, out, st));
-    return BG_OK;
+    return bg_cuda_gemm_bias(c->be, c->stream, &g,
+                             linear_bias(c->spec) ? c->params[1]->data : NULL, c->dtype, st);
 }
 
 /* dx (rows, in) = dy (rows, out) @ W (out, in). */
