@@ -223,6 +223,10 @@ static bg_status_t plan_from_json(const cJSON *r, const char *what, bg_plan_file
         (st = bg_json_get_num(pred, "bottleneck_s", pw, 0, &pf.bottleneck_s)) ||
         (st = bg_json_get_num(pred, "peak_memory_bytes", pw, 0, &peak)))
         goto err_free;
+    if (!(peak < 0x1p63)) { /* the int64_t it becomes */
+        st = bg_errorf(BG_ERR_INVALID, "%s: peak_memory_bytes %g is out of range", pw, peak);
+        goto err_free;
+    }
     pf.peak_mem = (int64_t)peak;
     *out = pf;
     return BG_OK;
