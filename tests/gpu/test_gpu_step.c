@@ -32,6 +32,7 @@
 #include "base/clock.h"
 #include "layers/backend.h"
 #include "layers/layer.h"
+#include "flat_util.h"
 #include "test_util.h"
 
 static bg_backend_t *g_cpu, *g_gpu;
@@ -66,21 +67,11 @@ static void down(void *h, const void *d, size_t bytes)
 #define NSEG 5
 static const int64_t seg_len[NSEG] = {3, 70001, 4096, 129, 300000};
 
-typedef struct flat {
-    int64_t off[NSEG + 1], chunk0[NSEG + 1], n, nch;
-    uint8_t decay[NSEG];
-} flat_t;
+typedef bg_test_flat_t flat_t;
 
 static void flat_make(flat_t *f)
 {
-    int64_t o = 0;
-    for (int i = 0; i < NSEG; i++) {
-        f->off[i] = o;
-        f->decay[i] = (uint8_t)(i % 2);
-        o += (seg_len[i] + 63) / 64 * 64;
-    }
-    f->off[NSEG] = f->n = o;
-    f->nch = bg_flat_chunks(f->off, NSEG, f->chunk0);
+    bg_test_flat_make(f, seg_len, NSEG);
 }
 
 static void test_update(bool sgd)
@@ -97,7 +88,7 @@ static void test_update(bool sgd)
         memcpy(c[k], h[k], b);
         d[k] = up(h[k], b);
     }
-    bg_flat_segs_t hs = {NSEG, f.off, f.decay, f.off, f.chunk0, f.nch};
+    bg_flat_segs_t hs = f.segs;
     bg_flat_segs_t ds = {NSEG,  up(f.off, sizeof(f.off)),       up(f.decay, sizeof(f.decay)),
                          f.off, up(f.chunk0, sizeof(f.chunk0)), f.nch};
     for (int step = 0; step < 3; step++) {

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "layers/backend.h"
+#include "flat_util.h"
 #include "test_util.h"
 
 /* ---- the reference: the host optimizer as it was (engine/optim.c) ---- */
@@ -58,24 +59,11 @@ static void ref_update(const ref_conf_t *c, int64_t step, float lr, float gscale
 #define NSEG 7
 static const int64_t seg_len[NSEG] = {1, 37, 70000, 4096, 4097, 3, 150001};
 
-typedef struct flat {
-    int64_t off[NSEG + 1], chunk0[NSEG + 1];
-    uint8_t decay[NSEG];
-    bg_flat_segs_t segs;
-    int64_t n;
-} flat_t;
+typedef bg_test_flat_t flat_t;
 
 static void flat_make(flat_t *f)
 {
-    int64_t o = 0;
-    for (int i = 0; i < NSEG; i++) {
-        f->off[i] = o;
-        f->decay[i] = (uint8_t)(i % 2);
-        o += (seg_len[i] + 63) / 64 * 64; /* gaps, as the runtime lays them out */
-    }
-    f->off[NSEG] = f->n = o;
-    int64_t nch = bg_flat_chunks(f->off, NSEG, f->chunk0);
-    f->segs = (bg_flat_segs_t){NSEG, f->off, f->decay, f->off, f->chunk0, nch};
+    bg_test_flat_make(f, seg_len, NSEG);
 }
 
 static float *fvec(int64_t n, uint64_t *seed, float lo, float hi)
