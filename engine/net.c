@@ -109,7 +109,7 @@ static bg_status_t net_uses(bg_net_t *n)
     for (int t = 0; t < n->n_tensors; t++) {
         const bg_graph_tensor_t *gt = bg_graph_tensor(g, t);
         n->tensors[t].chunk = gt->producer >= 0 ? n->layer_chunk[gt->producer] : -1;
-        n->tensors[t].needs_grad = gt->producer >= 0 && gt->shape.dtype == BG_F32;
+        n->tensors[t].needs_grad = bg_graph_tensor_needs_grad(gt);
         n->tensors[t].uses = calloc((size_t)n->tensors[t].n_uses + 1, sizeof(bg_net_use_t));
         if (!n->tensors[t].uses)
             return bg_errorf(BG_ERR_NOMEM, "net: out of memory");

@@ -17,6 +17,7 @@
 #ifndef BG_GRAPH_H
 #define BG_GRAPH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -124,6 +125,14 @@ int bg_graph_n_params(const bg_graph_t *g);
 const bg_graph_input_t *bg_graph_input(const bg_graph_t *g, int id);
 const bg_graph_layer_t *bg_graph_layer(const bg_graph_t *g, int id);
 const bg_graph_tensor_t *bg_graph_tensor(const bg_graph_t *g, int id);
+
+/* Whether training carries a gradient for tensor t: only f32 tensors some
+ * layer produced do (data and integer ids do not). The one rule the engine
+ * allocates by and the planner prices by. */
+static inline bool bg_graph_tensor_needs_grad(const bg_graph_tensor_t *t)
+{
+    return t->producer >= 0 && t->shape.dtype == BG_F32;
+}
 const bg_graph_param_t *bg_graph_param(const bg_graph_t *g, int id);
 
 /* Look-ups by exact name; -1 when absent. */

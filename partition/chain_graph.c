@@ -37,13 +37,10 @@ static bg_status_t chain_layer(const bg_graph_t *g, int i, bg_dtype_t dtype, bg_
         if (gl->slot[k].shared) l->shared_params += bg_shape_numel(&gl->slot[k].shape);
     l->n_in = gl->spec.n_in;
     for (int k = 0; k < l->n_in; k++) l->in_tensor[k] = gl->in[k];
-    /* The engine's rule (engine/net.c): only f32 tensors a layer produced
-     * carry gradients; a layer reading data alone computes no dX. */
+    /* A layer none of whose inputs carries a gradient computes no dX. */
     l->no_input_grad = true;
-    for (int k = 0; k < l->n_in; k++) {
-        const bg_graph_tensor_t *t = bg_graph_tensor(g, gl->in[k]);
-        if (t->producer >= 0 && t->shape.dtype == BG_F32) l->no_input_grad = false;
-    }
+    for (int k = 0; k < l->n_in; k++)
+        if (bg_graph_tensor_needs_grad(bg_graph_tensor(g, gl->in[k]))) l->no_input_grad = false;
     return BG_OK;
 }
 
