@@ -31,7 +31,7 @@
 #include "transport/staging.h"
 
 #define BG_TP_SLOTS_MAX 16 /* chunks in flight per request */
-#define BG_TP_ERRLEN 320
+#define BG_TP_ERRLEN 512
 
 enum { SLOT_FREE = 0, SLOT_COPY_IN, SLOT_WIRE, SLOT_COPY_OUT };
 
@@ -120,6 +120,10 @@ struct bg_tp {
 /* Pick up failures reported by the store thread or UCX's error callback:
  * mark peers dead, fail their requests, force-close their endpoints. */
 void bg_tp_check_failures(bg_tp_t *tp);
+/* A death notice that is itself a chain ("failed: ...: peer rank 3 died:
+ * <cause>") cut to its verb and innermost death ("failed because peer rank
+ * 3 died: <cause>"); other notices are copied. Cannot fail; truncates. */
+void bg_tp_death_root_cause(const char *why, char *out, size_t cap);
 /* Cheap test whether bg_tp_check_failures has anything to do. */
 int bg_tp_failures_pending(bg_tp_t *tp);
 /* Teardown, after the worker is gone: put back zombies' staging buffers

@@ -16,6 +16,7 @@
  * staging buffer or slot UCX may still write to.
  */
 #include <assert.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,8 +113,35 @@ static void req_fail(bg_tp_t *tp, req_t *r, bg_status_t st, const char *why)
     char d[160];
     describe(r, d, sizeof(d));
     r->status = st;
-    snprintf(r->err, sizeof(r->err), "rank %d: %s: %.150s", tp->rank, d, why);
+    snprintf(r->err, sizeof(r->err), "rank %d: %s: %.240s", tp->rank, d, why);
     req_cancel_wire(tp, r);
+}
+
+/*
+ * A rank that fails because its own peer died reports the whole chain
+ * ("failed: rank 2 (...): send to rank 3 (...): peer rank 3 died: <cause>"),
+ * and each hop adds a prefix until the cause is cut off. Keep the verb and
+ * the innermost death only: "failed because peer rank 3 died: <cause>", so
+ * whoever is told names the first fault (the host that went away), not the
+ * neighbour that noticed it first. Cannot fail; truncates to cap.
+ */
+void bg_tp_death_root_cause(const char *why, char *out, size_t cap)
+{
+    const char *last = NULL;
+    int who = -1;
+    for (const char *p = strstr(why, "peer rank "); p; p = strstr(p + 1, "peer rank ")) {
+        int r, n = 0;
+        if (sscanf(p, "peer rank %d died: %n", &r, &n) == 1 && n > 0) {
+            last = p + n;
+            who = r;
+        }
+    }
+    size_t verb = strcspn(why, ":");
+    if (!last || last - why <= (ptrdiff_t)verb) {
+        snprintf(out, cap, "%s", why);
+        return;
+    }
+    snprintf(out, cap, "%.*s because peer rank %d died: %s", (int)verb, why, who, last);
 }
 
 static void peer_fail(bg_tp_t *tp, int rank, const char *why)
@@ -122,10 +150,11 @@ static void peer_fail(bg_tp_t *tp, int rank, const char *why)
     if (p->dead)
         return;
     p->dead = 1;
-    snprintf(p->why, sizeof(p->why), "%s", why);
+    bg_tp_death_root_cause(why, p->why, sizeof(p->why));
+    why = p->why;
     bg_log(BG_LOG_INFO, "transport rank %d: peer rank %d failed: %s", tp->rank, rank, why);
     char msg[BG_TP_ERRLEN];
-    snprintf(msg, sizeof(msg), "peer rank %d died: %s", rank, why);
+    snprintf(msg, sizeof(msg), "peer rank %d died: %.400s", rank, why);
     for (req_t *r = tp->live; r; r = r->lnext)
         if (r->peer == rank) {
             req_fail(tp, r, BG_ERR_PEER, msg);
@@ -605,15 +634,17 @@ bg_status_t bg_tp_recv(bg_tp_t *tp, int peer, uint64_t tag, void *buf, size_t le
  */
 static void explain_transport_error(bg_tp_t *tp, req_t *r)
 {
-    char why[200];
+    char why[BG_TP_ERRLEN];
     r->ucx_io = 0;
     if (!bg_tp_await_death(tp, r->peer, 1.0, why, sizeof(why)))
         return;
+    char root[BG_TP_ERRLEN];
+    bg_tp_death_root_cause(why, root, sizeof(root));
     char d[160];
     describe(r, d, sizeof(d));
     r->status = BG_ERR_PEER;
-    snprintf(r->err, sizeof(r->err), "rank %d: %s: peer rank %d died: %.120s", tp->rank, d, r->peer,
-             why);
+    snprintf(r->err, sizeof(r->err), "rank %d: %s: peer rank %d died: %.220s", tp->rank, d, r->peer,
+             root);
 }
 
 bg_status_t bg_tp_req_poll(bg_tp_t *tp, bg_tp_req_t *r, int *done)

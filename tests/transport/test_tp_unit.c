@@ -3,7 +3,8 @@
  * each launcher's variables (and its errors), the store (set/get/barrier,
  * timeouts naming missing ranks, refused hellos), the store's error replies
  * (a memory budget, malformed requests: always a prompt, clear answer, and
- * other clients unaffected), and the progress callback queue.
+ * other clients unaffected), the progress callback queue, and how a chain
+ * of death notices is cut to its first fault.
  *
  * Must NOT: start UCX or other processes (the integration tests do).
  * White-box parts use transport's private headers (the store's wire format
@@ -17,6 +18,7 @@
 #include "base/clock.h"
 #include "test_util.h"
 #include "transport/callbackq.h"
+#include "transport/p2p_int.h"
 #include "transport/store_auth.h"
 #include "transport/store_wire.h"
 #include "tp_harness.h"
@@ -346,6 +348,30 @@ static void test_callbackq(void)
     bg_tp_cbq_fini(&q);
 }
 
+/* A rank that failed because its peer died must be reported with that
+ * peer's cause (the host that went away), whatever the hops in between. */
+static void test_death_root_cause(void)
+{
+    char out[BG_TP_ERRLEN];
+    const char *chain = "failed: rank 2 (stage 0, dp 1): rank 2: send to rank 3 (tag 0x24, 65536 "
+                        "bytes): peer rank 3 died: is unresponsive: no heartbeat for 2.1 s from "
+                        "host hostB (ranks 1, 3) (--heartbeat-timeout 2.0 s)";
+    bg_tp_death_root_cause(chain, out, sizeof(out));
+    CHECK(!strcmp(out, "failed because peer rank 3 died: is unresponsive: no heartbeat for 2.1 s "
+                       "from host hostB (ranks 1, 3) (--heartbeat-timeout 2.0 s)"));
+    /* Two hops: the innermost death wins. */
+    bg_tp_death_root_cause("failed: rank 4: recv from rank 2: peer rank 2 died: failed because "
+                           "peer rank 3 died: died: killed by signal 9",
+                           out, sizeof(out));
+    CHECK(!strcmp(out, "failed because peer rank 3 died: died: killed by signal 9"));
+    /* A first-hand notice is left alone. */
+    const char *plain = "is unresponsive: no heartbeat for 2.1 s from host hostB (ranks 1, 3)";
+    bg_tp_death_root_cause(plain, out, sizeof(out));
+    CHECK(!strcmp(out, plain));
+    bg_tp_death_root_cause("died: exit status 1", out, 8);
+    CHECK(!strcmp(out, "died: e"));
+}
+
 int main(void)
 {
     test_bootstrap();
@@ -353,5 +379,6 @@ int main(void)
     test_store_budget();
     test_store_malformed();
     test_callbackq();
+    test_death_root_cause();
     return bg_test_finish("test_tp_unit");
 }
