@@ -66,6 +66,7 @@ bg_status_t bg_plan_save(const char *path, const bg_plan_t *plan, const bg_chain
     cJSON_AddNumberToObject(root, "micro_batch_size", plan->micro_batch);
     cJSON_AddNumberToObject(root, "global_batch", (double)gb);
     cJSON_AddBoolToObject(root, "recompute", c->recompute);
+    cJSON_AddNumberToObject(root, "zero", c->zero);
     cJSON_AddNumberToObject(root, "optimizer_state_bytes", c->opt_state_bytes);
     cJSON_AddNumberToObject(root, "n_layers", plan->n_layers);
     cJSON *chunks = cJSON_AddArrayToObject(root, "chunks");
@@ -135,6 +136,12 @@ static bg_status_t parse_header(const cJSON *r, const char *what, bg_plan_file_t
                          "%s: global_batch %lld is not micro_batch_size x micro_batches x dp", what,
                          (long long)pf->global_batch);
     if ((st = bg_json_get_bool(r, "recompute", what, &pf->cfg.recompute))) return st;
+    /* Optional: plans written before ZeRO-1 existed were all zero 0. */
+    pf->cfg.zero = 0;
+    if (cJSON_GetObjectItemCaseSensitive(r, "zero")) {
+        if ((st = bg_json_get_int(r, "zero", what, 0, 1, &v))) return st;
+        pf->cfg.zero = (int)v;
+    }
     if ((st = bg_json_get_int(r, "optimizer_state_bytes", what, 0, 64, &v))) return st;
     pf->cfg.opt_state_bytes = (int)v;
     if ((st = bg_json_get_int(r, "n_layers", what, 1, 1 << 24, &v))) return st;

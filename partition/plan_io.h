@@ -3,7 +3,7 @@
  * `brigade train --plan` reads (format in docs/partition.md).
  *
  * The file records the layout (schedule, stages, chunks, dp, micro-batches,
- * recompute) and, per chunk, its rank and the names of its layers in order,
+ * recompute, zero) and, per chunk, its rank and the names of its layers in order,
  * plus the predictions for comparison with measurements. The loader
  * validates structure (contiguous chunks covering every layer once, chunk
  * g on the rank its schedule places it on); bg_plan_file_check_layers then checks the names
@@ -19,7 +19,7 @@ typedef struct bg_plan_file {
     char method[16];
     char device[32];
     bg_dtype_t dtype;
-    bg_part_config_t cfg;   /* schedule, stages, chunks, dp, micro_batches, recompute */
+    bg_part_config_t cfg;   /* schedule, stages, chunks, dp, micro_batches, recompute, zero */
     int micro_batch;        /* samples per micro-batch */
     int64_t global_batch;   /* = micro_batch * micro_batches * dp */
     int n_layers;

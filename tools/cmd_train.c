@@ -299,6 +299,14 @@ int bg_train_cli_apply_plan(const bg_cmd_spec_t *cmd, int argc, char **argv, bg_
                                   "recomputation; drop --recompute or make a plan with it",
                                   c->plan);
     }
+    if (bg_opt_given(argc, argv, "zero") && c->zero != pf.cfg.zero) {
+        int pz = pf.cfg.zero;
+        bg_plan_file_free(&pf);
+        return bg_opt_usage_error(cmd,
+                                  "--zero %d disagrees with --plan %s, made for --zero %d (its "
+                                  "memory table depends on it); drop --zero or make a plan for it",
+                                  c->zero, c->plan, pz);
+    }
     if (pf.global_batch < 1 || pf.global_batch > (1 << 24)) {
         bg_plan_file_free(&pf);
         return bg_opt_usage_error(cmd, "--plan %s: global batch %lld out of range (1..%d)",
@@ -310,6 +318,7 @@ int bg_train_cli_apply_plan(const bg_cmd_spec_t *cmd, int argc, char **argv, bg_
     c->micro_batches = pf.cfg.micro_batches;
     c->batch = (int)pf.global_batch;
     c->recompute = pf.cfg.recompute;
+    c->zero = pf.cfg.zero;
     snprintf(a->plan_sched, sizeof(a->plan_sched), "%s", bg_sched_kind_name(pf.cfg.schedule));
     c->schedule = a->plan_sched;
     bg_plan_file_free(&pf);

@@ -146,6 +146,12 @@ expect 2 20 "--recompute disagrees with --plan" -- train "$M" --data synthetic \
     --plan "$T/plan.json" --recompute --steps 1
 expect 0 60 "trained 1 steps" -- train "$M" --data synthetic --plan "$T/plan.json" --batch 16 \
     --steps 1
+expect 2 20 "--zero 1 disagrees with --plan .*made for --zero 0" -- train "$M" --data synthetic \
+    --plan "$T/plan.json" --zero 1 --steps 1
+"$B" plan "$M" --stages 1 --dp 2 --zero 1 --batch 16 -o "$T/plan-z1.json" >/dev/null 2>&1 ||
+    { echo "FAIL: plan --zero 1 -o" >&2; fail=1; }
+expect 0 60 "1 stages x 2 dp \(ZeRO-1\)" -- train "$M" --data synthetic --plan "$T/plan-z1.json" \
+    --steps 1
 
 # 5. messages name the real cause.
 expect 2 20 "plan-dir: is a directory" -- train "$M" $syn --plan "$(mkdir -p "$T/plan-dir"; echo "$T/plan-dir")" --steps 1
