@@ -32,6 +32,9 @@
 
 #define BG_TP_SLOTS_MAX 16 /* chunks in flight per request */
 #define BG_TP_ERRLEN 512
+/* Messages up to this size go eagerly over shared memory or TCP (UCX copies
+ * them; a registration buys nothing) and usually complete when posted. */
+#define BG_TP_EAGER_MAX 8192
 
 enum { SLOT_FREE = 0, SLOT_COPY_IN, SLOT_WIRE, SLOT_COPY_OUT };
 

@@ -15,10 +15,13 @@
  *         for each "segment:lanes" setting in TP_BENCH_TUNE (default a
  *         sweep), interleaved, to choose BRIGADE_TP_SEGMENT / _LANES.
  * Usage: tp_bench [p2p|coll|tune|all] [repetitions]   (default: all, 9)
+ * TP_BENCH_MAX_SIZE=N stops the p2p sizes at N; TP_BENCH_ITERS=N sets every
+ * size's iterations (both sides) for a longer look.
  *
  * Must NOT: pass or fail on numbers (it reports), or use fixed ports.
  * Both sides use the same UCX environment (UCX_TLS etc. are inherited).
  */
+#include <sched.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 
@@ -37,6 +40,8 @@ static const size_t bw_sizes[] = {1024, 16384, 65536, 1 << 20, 4 << 20, 16 << 20
 
 static int iters_for(size_t n)
 {
+    const char *ov = getenv("TP_BENCH_ITERS"); /* profiling: a longer run */
+    if (ov && atoi(ov) > 0) return atoi(ov);
     size_t it = ((size_t)1 << 30) / n;
     if (it > 20000) it = 20000;
     if (it < 16) it = 16;
@@ -82,13 +87,11 @@ static double vmax(const double *v, int n)
 
 /* ---------------- point-to-point vs ucx_perftest ---------------- */
 
-static void p2p_stream(bg_tp_t *tp, char *buf, size_t n, int it)
+/* `it` messages of n bytes from rank 0 to 1, WINDOW in flight. */
+static void stream_loop(bg_tp_t *tp, char *buf, size_t n, int it)
 {
     int me = bg_tp_rank(tp), peer = 1 - me;
-    char ack = 0;
     bg_tp_req_t *q[WINDOW] = {0};
-    bg_tp_store_barrier(bg_tp_store(tp), "bench", 60);
-    double t0 = bg_now_s();
     for (int i = 0; i < it; i++) {
         bg_tp_req_t **slot = &q[i % WINDOW];
         if (*slot) bg_tp_wait(tp, *slot, 60);
@@ -100,12 +103,34 @@ static void p2p_stream(bg_tp_t *tp, char *buf, size_t n, int it)
     }
     for (int i = 0; i < WINDOW; i++)
         if (q[i]) bg_tp_wait(tp, q[i], 60);
+}
+
+/* Rank 1 tells rank 0 it has everything. */
+static void stream_ack(bg_tp_t *tp)
+{
+    int me = bg_tp_rank(tp), peer = 1 - me;
+    char ack = 0;
     bg_tp_req_t *a;
     if (me == 0) bg_tp_recv(tp, peer, 99, &ack, 1, BG_TP_MEM_HOST, &a);
     else bg_tp_send(tp, peer, 99, &ack, 1, BG_TP_MEM_HOST, &a);
     bg_tp_wait(tp, a, 60);
+}
+
+/* Timed after the warm-up ucx_perftest runs too (its -w 10000, capped at a
+ * tenth of the iterations), so both measure the steady state. */
+static void p2p_stream(bg_tp_t *tp, char *buf, size_t n, int it)
+{
+    bg_tp_store_barrier(bg_tp_store(tp), "bench", 60);
+    int warm = it / 10 < 10000 ? it / 10 : 10000;
+    if (warm > 0) {
+        stream_loop(tp, buf, n, warm);
+        stream_ack(tp);
+    }
+    double t0 = bg_now_s();
+    stream_loop(tp, buf, n, it);
+    stream_ack(tp);
     double dt = bg_now_s() - t0;
-    if (me == 0) out_line("bw %.0f %.3f\n", (double)n, (double)n * it / dt / (1 << 20));
+    if (bg_tp_rank(tp) == 0) out_line("bw %.0f %.3f\n", (double)n, (double)n * it / dt / (1 << 20));
 }
 
 /* 8-byte ping-pong, one-way = round trip / 2. */
@@ -134,10 +159,31 @@ static void p2p_latency(bg_tp_t *tp, char *buf)
     }
 }
 
+/* Pin p2p rank r to core r (and perftest's server/client likewise): left to
+ * the scheduler, both sides sometimes share a core and a small-message
+ * stream runs 3x faster on one cache, so ratios swung 0.5..0.8 by placement.
+ * Training binds ranks to cores too. */
+static int pin_cpu(int rank)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n >= 2 && !getenv("TP_BENCH_NOPIN") ? rank % (int)n : -1;
+}
+
+static void pin_self(int rank)
+{
+    int c = pin_cpu(rank);
+    if (c < 0) return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(c, &set);
+    sched_setaffinity(0, sizeof(set), &set);
+}
+
 static int role_p2p(void)
 {
     bg_tp_t *tp = tph_join();
     if (!tp) return 1;
+    pin_self(bg_tp_rank(tp));
     char *buf = aligned_alloc(4096, 64 << 20);
     memset(buf, 1, 64 << 20);
     bg_tp_mr_t *mr = NULL;
@@ -190,13 +236,22 @@ static double perftest(const char *test, size_t size, int iters)
     if (srv == 0) {
         freopen("/dev/null", "w", stdout);
         freopen("/dev/null", "w", stderr);
-        execlp("ucx_perftest", "ucx_perftest", "-t", test, "-s", sz, "-n", it, "-p", pt, (char *)NULL);
+        char cpu[16];
+        snprintf(cpu, sizeof(cpu), "%d", pin_cpu(1));
+        if (pin_cpu(1) >= 0)
+            execlp("ucx_perftest", "ucx_perftest", "-t", test, "-s", sz, "-n", it, "-p", pt, "-c",
+                   cpu, (char *)NULL);
+        else
+            execlp("ucx_perftest", "ucx_perftest", "-t", test, "-s", sz, "-n", it, "-p", pt,
+                   (char *)NULL);
         _exit(127);
     }
     usleep(300000);
     char cmd[512];
-    snprintf(cmd, sizeof(cmd), "ucx_perftest 127.0.0.1 -t %s -s %s -n %s -p %s 2>/dev/null", test,
-             sz, it, pt);
+    char pin[32] = "";
+    if (pin_cpu(0) >= 0) snprintf(pin, sizeof(pin), " -c %d", pin_cpu(0));
+    snprintf(cmd, sizeof(cmd), "ucx_perftest 127.0.0.1 -t %s -s %s -n %s -p %s%s 2>/dev/null", test,
+             sz, it, pt, pin);
     double v = -1;
     for (int attempt = 0; attempt < 3 && v < 0; attempt++) {
         FILE *p = popen(cmd, "r");
@@ -223,8 +278,12 @@ static void run_p2p(const char *self, const char *out, int reps)
     double lat[MAXREP], plat[MAXREP];
     /* Ours and perftest back to back per size and repetition: the machine
      * is shared, and drift hurts ratios more than noise. */
+    /* TP_BENCH_MAX_SIZE: stop at that size (a quick look at small messages). */
+    const char *mx = getenv("TP_BENCH_MAX_SIZE");
+    size_t nbw = NBW;
+    while (mx && nbw > 1 && bw_sizes[nbw - 1] > strtoull(mx, NULL, 10)) nbw--;
     for (int rep = 0; rep < reps; rep++) {
-        for (size_t i = 0; i < NBW; i++) {
+        for (size_t i = 0; i < nbw; i++) {
             char env[64];
             snprintf(env, sizeof(env), "TP_BENCH_SIZE=%zu", bw_sizes[i]);
             const char *extra[] = {env, NULL};
@@ -241,7 +300,7 @@ static void run_p2p(const char *self, const char *out, int reps)
     }
     printf("\npoint-to-point, %d repetitions (MB/s: median / best)\n", reps);
     printf("%-10s %20s %20s %12s\n", "size", "brigade", "ucx_perftest", "ratio (med)");
-    for (size_t i = 0; i < NBW; i++) {
+    for (size_t i = 0; i < nbw; i++) {
         double mo = median(ours[i], reps), mp = median(ref[i], reps);
         printf("%-10zu %10.1f / %7.1f %10.1f / %7.1f %12.2f\n", bw_sizes[i], mo, vmax(ours[i], reps),
                mp, vmax(ref[i], reps), mp > 0 ? mo / mp : 0);
