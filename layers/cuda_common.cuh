@@ -3,7 +3,8 @@
  * status-checking macros that turn cudaError_t / cublasStatus_t into a
  * bg_status_t with the failing call, the library's message and file:line;
  * bf16/fp16/f32 load-store helpers for templated kernels and the one dtype
- * dispatch; deterministic warp and block reductions; and access to the backend's streams.
+ * dispatch; deterministic warp and block reductions; and access to the
+ * backend's streams.
  * Included by .cu files only. Must not hold state, launch work, or know
  * about any layer kind's math.
  */
