@@ -32,7 +32,7 @@ bg_status_t bg_cuda_add_forward(const bg_layer_call_t *c)
 {
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
-    return c->dtype == BG_BF16 ? add_forward_t<__nv_bfloat16>(c, st) : add_forward_t<float>(c, st);
+    return BG_CUDA_DISPATCH(c->dtype, add_forward_t, c, st);
 }
 
 /* d(a) = d(b) = dy: the gradient of a sum passes through unchanged. */

@@ -11,10 +11,10 @@
  *    softmax (running max m, sum l per row) rescales the output tile, so
  *    F keeps y and the per-row lse = m + log l, nothing of size T^2.
  *    Tiles entirely above the causal diagonal are never visited.
- *  - Tile products use tensor cores through wmma (bf16 16x16x16, f32
- *    accumulate) when the compute dtype is bf16. wmma rather than cuBLAS
- *    batched GEMMs on tiles: those would put every score tile through
- *    global memory and need a launch per tile row; rather than raw
+ *  - Tile products use tensor cores through wmma (bf16 or fp16 16x16x16,
+ *    f32 accumulate) when the compute dtype is bf16 or fp16. wmma rather
+ *    than cuBLAS batched GEMMs on tiles: those would put every score tile
+ *    through global memory and need a launch per tile row; rather than raw
  *    mma.sync PTX: wmma's fragment layouts are opaque, which costs a trip
  *    of each score tile through shared memory for the per-row softmax, but
  *    keeps the kernel short, portable across sm_80+ and reviewable. The
@@ -40,12 +40,15 @@
 
 #define ATT_MAX_HS 128 /* padded head size the shared-memory plan fits */
 
-/* Warps per block (16 tile rows each) per compute dtype: bf16 tiles are
- * half the bytes, so they can be twice as tall. */
+/* Warps per block (16 tile rows each) per compute dtype: bf16 and fp16
+ * tiles are half the bytes, so they can be twice as tall. */
 template <typename T> struct att_tile {
     static const int NW = 2;
 };
 template <> struct att_tile<__nv_bfloat16> {
+    static const int NW = 4;
+};
+template <> struct att_tile<__half> {
     static const int NW = 4;
 };
 
@@ -127,11 +130,12 @@ template <typename T, bool BT> struct att_mm {
 };
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-/* bf16 on tensor cores (sm_80+). Pointers are 32-byte aligned and leading
- * dimensions multiples of 16 by the shared-memory plan. */
-template <bool BT> struct att_mm<__nv_bfloat16, BT> {
-    static __device__ void run(float *C, int ldc, const __nv_bfloat16 *A, int lda,
-                               const __nv_bfloat16 *B, int ldb, int n, int k, bool acc)
+/* 16-bit T (bf16, fp16) on tensor cores (sm_80+ for both: one guard, one
+ * code path). Pointers are 32-byte aligned and leading dimensions
+ * multiples of 16 by the shared-memory plan. */
+template <typename T, bool BT> struct att_mm_wmma {
+    static __device__ void run(float *C, int ldc, const T *A, int lda, const T *B, int ldb, int n,
+                               int k, bool acc)
     {
         using namespace nvcuda;
         typedef typename std::conditional<BT, wmma::col_major, wmma::row_major>::type blay;
@@ -142,8 +146,8 @@ template <bool BT> struct att_mm<__nv_bfloat16, BT> {
             else
                 wmma::fill_fragment(c, 0.0f);
             for (int k0 = 0; k0 < k; k0 += 16) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, blay> b;
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, blay> b;
                 wmma::load_matrix_sync(a, A + k0, lda);
                 wmma::load_matrix_sync(b, BT ? B + (size_t)n0 * ldb + k0 : B + (size_t)k0 * ldb + n0,
                                        ldb);
@@ -153,6 +157,10 @@ template <bool BT> struct att_mm<__nv_bfloat16, BT> {
         }
         __syncwarp();
     }
+};
+template <bool BT> struct att_mm<__nv_bfloat16, BT> : att_mm_wmma<__nv_bfloat16, BT> {
+};
+template <bool BT> struct att_mm<__half, BT> : att_mm_wmma<__half, BT> {
 };
 #endif
 
@@ -551,8 +559,8 @@ template <typename T> static bg_status_t att_forward_core(const att_run_t *r)
 {
     const int R = 16 * att_tile<T>::NW;
     att_kdims_t k = att_kdims(&r->d, R);
-    unsigned grid;
-    size_t sm;
+    unsigned grid = 0;
+    size_t sm = 0;
     BG_TRY_STATUS(att_grid(k, r->d.H, r->d.B, &grid));
     BG_TRY_STATUS(att_smem_for<T>(att_fwd_kernel<T>, 0, k.hsp, &sm));
     att_fwd_kernel<T><<<grid, 32 * att_tile<T>::NW, sm, r->st>>>((const T *)r->qkv, (T *)r->y,
@@ -569,8 +577,8 @@ template <typename T> static bg_status_t att_backward_core(const att_run_t *r)
     att_dsum_kernel<T><<<bg_cuda_blocks(rows * 32, 256), 256, 0, r->st>>>(
         (const T *)r->dy, (const T *)r->y, r->dsum, r->d.N, k);
     BG_CUDA_LAUNCH_CHECK("att_dsum_kernel");
-    unsigned grid;
-    size_t sm;
+    unsigned grid = 0;
+    size_t sm = 0;
     BG_TRY_STATUS(att_grid(k, r->d.KV, r->d.B, &grid));
     BG_TRY_STATUS(att_smem_for<T>(att_bwd_kv_kernel<T>, 1, k.hsp, &sm));
     att_bwd_kv_kernel<T><<<grid, threads, sm, r->st>>>((const T *)r->qkv, (const T *)r->dy,
@@ -595,10 +603,9 @@ bg_status_t bg_cuda_attention_forward(const bg_layer_call_t *c)
     const bg_att_dims_t &d = r.d;
     BG_TRY_STATUS(att_linear(c, r, d.N, d.Wq, d.C, c->in[0]->data, c->params[d.pqw]->data,
                              d.bias ? c->params[d.pqb]->data : NULL, r.qkv));
-    bool bf = r.dt == BG_BF16;
     if (d.rope)
-        BG_TRY_STATUS(bf ? att_rope<__nv_bfloat16>(&r, r.qkv, false) : att_rope<float>(&r, r.qkv, false));
-    BG_TRY_STATUS(bf ? att_forward_core<__nv_bfloat16>(&r) : att_forward_core<float>(&r));
+        BG_TRY_STATUS(BG_CUDA_DISPATCH(r.dt, att_rope, &r, r.qkv, false));
+    BG_TRY_STATUS(BG_CUDA_DISPATCH(r.dt, att_forward_core, &r));
     return att_linear(c, r, d.N, d.C, d.C, r.y, c->params[d.ppw]->data,
                       d.bias ? c->params[d.ppb]->data : NULL, c->out->data);
 }
@@ -616,8 +623,7 @@ bg_status_t bg_cuda_attention_backward_input(const bg_layer_call_t *c)
     const bg_att_dims_t &d = r.d;
     BG_TRY_STATUS(att_gemm(c, r.dt, false, false, d.N, d.C, d.C, c->dout->data, d.C,
                            c->params[d.ppw]->data, d.C, r.dy, d.C, false));
-    BG_TRY_STATUS(r.dt == BG_BF16 ? att_backward_core<__nv_bfloat16>(&r)
-                                  : att_backward_core<float>(&r));
+    BG_TRY_STATUS(BG_CUDA_DISPATCH(r.dt, att_backward_core, &r));
     if (!c->din[0])
         return BG_OK;
     return att_gemm(c, r.dt, false, false, d.N, d.C, d.Wq, r.dqkv, d.Wq, c->params[d.pqw]->data,

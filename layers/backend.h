@@ -67,7 +67,8 @@ bg_status_t bg_event_elapsed_ms(bg_backend_t *be, bg_event_t *start, bg_event_t 
 /*
  * Row-major GEMM: C(m,n) = alpha * op(A)(m,k) @ op(B)(k,n) + beta * C.
  * lda/ldb/ldc are row strides in elements of the matrices as stored.
- * A and B share `ab` (f32 or bf16); C is f32 or bf16; accumulation is f32.
+ * A and B share `ab` (f32, bf16 or fp16); C is f32 or `ab`; accumulation is
+ * f32 (the CPU backend takes f32 only: its low-precision runs compute in f32).
  * The batched form repeats it `batch` times with element strides sa/sb/sc.
  */
 typedef struct bg_gemm_args {

@@ -1,7 +1,7 @@
 /*
  * layers/backend_cuda.cu -- the CUDA backend: device memory, asynchronous
  * copies and memsets on streams, streams named for Nsight, timing events,
- * and row-major GEMM through cuBLAS (f32 or bf16 operands, f32 compute).
+ * and row-major GEMM through cuBLAS (f32, bf16 or fp16 operands, f32 compute).
  *
  * NULL stream means the backend's own non-blocking stream, never the legacy
  * default stream (which would serialise against every other stream). Each
@@ -310,21 +310,19 @@ __global__ void cuda_scale_kernel(T *c, int64_t m, int64_t n, int64_t ldc, int64
     }
 }
 
-static bg_status_t cuda_gemm_k0(const bg_gemm_args_t *g, cudaStream_t s)
+template <typename T> static bg_status_t cuda_gemm_k0_t(const bg_gemm_args_t *g, cudaStream_t s)
 {
     int64_t batch = g->batch > 1 ? g->batch : 1;
     unsigned blocks = bg_cuda_blocks(g->m * g->n * batch, 256);
-    if (g->c_dtype == BG_BF16)
-        cuda_scale_kernel<<<blocks, 256, 0, s>>>((__nv_bfloat16 *)g->c, g->m, g->n, g->ldc, batch,
-                                                 g->sc, g->beta);
-    else if (g->c_dtype == BG_F16)
-        cuda_scale_kernel<<<blocks, 256, 0, s>>>((__half *)g->c, g->m, g->n, g->ldc, batch, g->sc,
-                                                 g->beta);
-    else
-        cuda_scale_kernel<<<blocks, 256, 0, s>>>((float *)g->c, g->m, g->n, g->ldc, batch, g->sc,
-                                                 g->beta);
+    cuda_scale_kernel<T>
+        <<<blocks, 256, 0, s>>>((T *)g->c, g->m, g->n, g->ldc, batch, g->sc, g->beta);
     BG_CUDA_LAUNCH_CHECK("cuda_scale_kernel");
     return BG_OK;
+}
+
+static bg_status_t cuda_gemm_k0(const bg_gemm_args_t *g, cudaStream_t s)
+{
+    return BG_CUDA_DISPATCH(g->c_dtype, cuda_gemm_k0_t, g, s);
 }
 
 /* cuBLAS takes int sizes and leading dimensions. */
@@ -342,12 +340,13 @@ static bg_status_t cuda_gemm_check(const bg_gemm_args_t *g)
     if (g->ab != BG_F32 && g->c_dtype != BG_F32 && g->c_dtype != g->ab)
         return bg_errorf(BG_ERR_UNSUPPORTED, "cuda gemm: %s operands give %s or f32, not %s",
                          bg_dtype_name(g->ab), bg_dtype_name(g->ab), bg_dtype_name(g->c_dtype));
-    /* cuBLAS' f32-compute table: bf16 x bf16 -> bf16 or f32; f32 x f32 -> f32 only. */
+    /* cuBLAS' f32-compute table: bf16 x bf16 -> bf16 or f32, fp16 x fp16 -> fp16 or
+     * f32; f32 x f32 -> f32 only. */
     if (g->ab == BG_F32 && g->c_dtype != BG_F32)
         return bg_errorf(BG_ERR_UNSUPPORTED,
                          "cuda gemm: f32 operands need an f32 result (got %s): cuBLAS has no "
-                         "f32 x f32 -> bf16 GEMM",
-                         bg_dtype_name(g->c_dtype));
+                         "f32 x f32 -> %s GEMM",
+                         bg_dtype_name(g->c_dtype), bg_dtype_name(g->c_dtype));
     return BG_OK;
 }
 

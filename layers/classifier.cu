@@ -10,8 +10,8 @@
  *    into lse/argmax (saved) and a partial loss sum in a fixed tree; one
  *    thread adds the partial sums in order. No atomics: same bits every run.
  *  - B/W recompute a tile, turn it into dz (compute dtype, the GEMM operand)
- *    with dloss read on the device; bf16 dx is summed over vocabulary tiles
- *    in f32 (dxacc) and rounded once.
+ *    with dloss read on the device; bf16/fp16 dx is summed over vocabulary
+ *    tiles in f32 (dxacc) and rounded once.
  * Out-of-range targets (a host check would need a sync): the row's loss is
  * NaN, and so is its gradient, as cross_entropy.cu does.
  * Must not synchronise with the host or keep state between calls.
@@ -176,6 +176,33 @@ template <typename T> __global__ void cls_round_kernel(const float *x, T *y, int
 
 /* ---- launchers ---- */
 
+template <typename T>
+static bg_status_t cls_bias_t(float *z, const void *b, int64_t br, int64_t bc, cudaStream_t st)
+{
+    cls_bias_kernel<T><<<bg_cuda_blocks(br * bc, 256), 256, 0, st>>>(z, (const T *)b, br, bc);
+    BG_CUDA_LAUNCH_CHECK("cls_bias_kernel");
+    return BG_OK;
+}
+
+template <typename T>
+static bg_status_t cls_dz_t(const float *z, void *dz, const float *lse, const int32_t *tg,
+                            const float *dloss, int64_t br, int64_t bc, int64_t v0, int64_t V,
+                            int64_t rows, cudaStream_t st)
+{
+    cls_dz_kernel<T><<<bg_cuda_blocks(br * bc, 256), 256, 0, st>>>(z, (T *)dz, lse, tg, dloss, br,
+                                                                   bc, v0, V, rows);
+    BG_CUDA_LAUNCH_CHECK("cls_dz_kernel");
+    return BG_OK;
+}
+
+template <typename T>
+static bg_status_t cls_round_t(const float *x, void *y, int64_t n, cudaStream_t st)
+{
+    cls_round_kernel<T><<<bg_cuda_blocks(n, 256), 256, 0, st>>>(x, (T *)y, n);
+    BG_CUDA_LAUNCH_CHECK("cls_round_kernel");
+    return BG_OK;
+}
+
 /* What every launcher needs of a call. */
 typedef struct cls_run {
     bg_cls_dims_t d;
@@ -221,14 +248,7 @@ static bg_status_t cls_logits(const bg_layer_call_t *c, const cls_run_t *r, int6
     if (!r->d.bias)
         return BG_OK;
     const char *b = (const char *)c->params[1]->data + (size_t)v0 * r->es;
-    unsigned blocks = bg_cuda_blocks(br * bc, 256);
-    if (r->dt == BG_BF16)
-        cls_bias_kernel<__nv_bfloat16>
-            <<<blocks, 256, 0, r->st>>>(z, (const __nv_bfloat16 *)b, br, bc);
-    else
-        cls_bias_kernel<float><<<blocks, 256, 0, r->st>>>(z, (const float *)b, br, bc);
-    BG_CUDA_LAUNCH_CHECK("cls_bias_kernel");
-    return BG_OK;
+    return BG_CUDA_DISPATCH(r->dt, cls_bias_t, z, b, br, bc, r->st);
 }
 
 bg_status_t bg_cuda_classifier_forward(const bg_layer_call_t *c)
@@ -267,16 +287,9 @@ static bg_status_t cls_dz(const bg_layer_call_t *c, const cls_run_t *r, int64_t 
     const float *lse = (const float *)((const char *)c->saved->data + r->l.lse) + r0;
     const int32_t *tg = (const int32_t *)c->in[1]->data + r0;
     const float *dl = (const float *)c->dout->data;
-    unsigned blocks = bg_cuda_blocks(br * bc, 256);
     *dz = r->ws + r->l.dtile;
-    if (r->dt == BG_BF16)
-        cls_dz_kernel<__nv_bfloat16><<<blocks, 256, 0, r->st>>>(z, (__nv_bfloat16 *)*dz, lse, tg,
-                                                                dl, br, bc, v0, r->d.V, r->d.rows);
-    else
-        cls_dz_kernel<float><<<blocks, 256, 0, r->st>>>(z, (float *)*dz, lse, tg, dl, br, bc, v0,
-                                                        r->d.V, r->d.rows);
-    BG_CUDA_LAUNCH_CHECK("cls_dz_kernel");
-    return BG_OK;
+    return BG_CUDA_DISPATCH(r->dt, cls_dz_t, z, *dz, lse, tg, dl, br, bc, v0, r->d.V, r->d.rows,
+                            r->st);
 }
 
 /* B or W's GEMM on one dz tile (br, bc) of rows r0.., classes v0... */
@@ -299,7 +312,7 @@ static bg_status_t cls_each_dz(const bg_layer_call_t *c, const cls_run_t *r, cls
     return BG_OK;
 }
 
-/* f32 accumulator of dx: dx itself in f32 runs, dxacc in bf16 ones. */
+/* f32 accumulator of dx: dx itself in f32 runs, dxacc in bf16/fp16 ones. */
 static float *cls_dx_acc(const bg_layer_call_t *c, const cls_run_t *r)
 {
     return r->dt == BG_F32 ? (float *)c->din[0]->data : (float *)(r->ws + r->l.dxacc);
@@ -330,10 +343,7 @@ bg_status_t bg_cuda_classifier_backward_input(const bg_layer_call_t *c)
     BG_TRY_STATUS(cls_each_dz(c, &r, cls_dx_tile));
     if (r.dt == BG_F32)
         return BG_OK;
-    cls_round_kernel<__nv_bfloat16>
-        <<<bg_cuda_blocks(n, 256), 256, 0, r.st>>>(acc, (__nv_bfloat16 *)c->din[0]->data, n);
-    BG_CUDA_LAUNCH_CHECK("cls_round_kernel");
-    return BG_OK;
+    return BG_CUDA_DISPATCH(r.dt, cls_round_t, acc, c->din[0]->data, n, r.st);
 }
 
 /* dW[v0..] (bc, C) += dz^T x[r0..] (f32 accumulator); db[v0..] += colsum(dz). */

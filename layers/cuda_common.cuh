@@ -2,8 +2,9 @@
  * layers/cuda_common.cuh -- what every CUDA file of layers/ shares:
  * status-checking macros that turn cudaError_t / cublasStatus_t into a
  * bg_status_t with the failing call, the library's message and file:line;
- * bf16/fp16/f32 load-store helpers for templated kernels; deterministic warp and
- * block reductions; and access to the backend's streams.
+ * bf16/fp16/f32 load-store helpers for templated kernels and the one dtype
+ * dispatch; deterministic warp and block reductions; and access to the
+ * backend's streams.
  * Included by .cu files only. Must not hold state, launch work, or know
  * about any layer kind's math.
  */
@@ -142,6 +143,17 @@ __device__ __forceinline__ void bg_st(__half *p, float v)
 {
     *p = __float2half_rn(v);
 }
+
+/*
+ * fn<T>(args...) with T the element type of compute dtype `dt`:
+ * __nv_bfloat16 (bf16), __half (fp16) or float (f32; the layer call checks
+ * admit no other). The one place a dtype becomes a template argument, so a
+ * kernel templated on T covers every compute dtype with one line.
+ */
+#define BG_CUDA_DISPATCH(dt, fn, ...)                                                              \
+    ((dt) == BG_BF16  ? fn<__nv_bfloat16>(__VA_ARGS__)                                             \
+     : (dt) == BG_F16 ? fn<__half>(__VA_ARGS__)                                                    \
+                      : fn<float>(__VA_ARGS__))
 
 /* ---- deterministic reductions ----
  * Fixed shuffle trees: the same inputs in the same lanes always give the

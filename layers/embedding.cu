@@ -262,14 +262,12 @@ bg_status_t bg_cuda_embedding_forward(const bg_layer_call_t *c)
 {
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
-    return c->dtype == BG_BF16 ? embedding_forward_t<__nv_bfloat16>(c, st)
-                               : embedding_forward_t<float>(c, st);
+    return BG_CUDA_DISPATCH(c->dtype, embedding_forward_t, c, st);
 }
 
 bg_status_t bg_cuda_embedding_backward_weight(const bg_layer_call_t *c)
 {
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
-    return c->dtype == BG_BF16 ? embedding_wgrad_t<__nv_bfloat16>(c, st)
-                               : embedding_wgrad_t<float>(c, st);
+    return BG_CUDA_DISPATCH(c->dtype, embedding_wgrad_t, c, st);
 }

@@ -64,8 +64,7 @@ bg_status_t bg_cuda_gelu_forward(const bg_layer_call_t *c)
 {
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
-    return c->dtype == BG_BF16 ? gelu_forward_t<__nv_bfloat16>(c, st)
-                               : gelu_forward_t<float>(c, st);
+    return BG_CUDA_DISPATCH(c->dtype, gelu_forward_t, c, st);
 }
 
 bg_status_t bg_cuda_gelu_backward_input(const bg_layer_call_t *c)
@@ -74,6 +73,5 @@ bg_status_t bg_cuda_gelu_backward_input(const bg_layer_call_t *c)
         return BG_OK;
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
-    return c->dtype == BG_BF16 ? gelu_backward_t<__nv_bfloat16>(c, st)
-                               : gelu_backward_t<float>(c, st);
+    return BG_CUDA_DISPATCH(c->dtype, gelu_backward_t, c, st);
 }

@@ -5,7 +5,7 @@
  * calls whose backend is CUDA, with the same contract as layer.h (B
  * overwrites din, W adds into f32 grads) and the same saved/workspace
  * layout as the CPU half in layers/<kind>.c documents. Activations and
- * parameters are c->dtype (f32 or bf16), accumulation is f32, gradient
+ * parameters are c->dtype (f32, bf16 or fp16), accumulation is f32, gradient
  * accumulators are f32. Work is enqueued on c->stream without host
  * synchronisation; launch errors are checked and turned into statuses.
  * Only compiled when BG_HAVE_CUDA is defined.

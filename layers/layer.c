@@ -262,11 +262,6 @@ static bg_status_t check_call(const bg_layer_call_t *c, int phase)
     if (!bg_dtype_is_float(c->dtype))
         return bg_errorf(BG_ERR_INVALID, "layer %s: compute dtype must be f32, bf16 or fp16",
                          s->name);
-    if (c->dtype == BG_F16 && bg_backend_device(c->be) != BG_DEV_CPU)
-        return bg_errorf(BG_ERR_UNSUPPORTED,
-                         "layer %s (%s): fp16 runs on the cpu backend only for now (the CUDA "
-                         "kernels are f32/bf16): use --dtype bf16 on cuda",
-                         s->name, s->kind->name);
     for (int i = 0; i < s->n_in; i++)
         if ((st = check_tensor(c, c->in[i], &s->in[i], "input", i, false)) != BG_OK)
             return st;

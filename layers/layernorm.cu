@@ -179,8 +179,7 @@ bg_status_t bg_cuda_layernorm_forward(const bg_layer_call_t *c)
 {
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
-    return c->dtype == BG_BF16 ? layernorm_forward_t<__nv_bfloat16>(c, st)
-                               : layernorm_forward_t<float>(c, st);
+    return BG_CUDA_DISPATCH(c->dtype, layernorm_forward_t, c, st);
 }
 
 bg_status_t bg_cuda_layernorm_backward_input(const bg_layer_call_t *c)
@@ -189,14 +188,12 @@ bg_status_t bg_cuda_layernorm_backward_input(const bg_layer_call_t *c)
         return BG_OK;
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
-    return c->dtype == BG_BF16 ? layernorm_backward_t<__nv_bfloat16>(c, st)
-                               : layernorm_backward_t<float>(c, st);
+    return BG_CUDA_DISPATCH(c->dtype, layernorm_backward_t, c, st);
 }
 
 bg_status_t bg_cuda_layernorm_backward_weight(const bg_layer_call_t *c)
 {
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
-    return c->dtype == BG_BF16 ? layernorm_wgrad_t<__nv_bfloat16>(c, st)
-                               : layernorm_wgrad_t<float>(c, st);
+    return BG_CUDA_DISPATCH(c->dtype, layernorm_wgrad_t, c, st);
 }

@@ -78,10 +78,7 @@ bg_status_t bg_cuda_bias_add(void *y, const void *b, bg_dtype_t dt, int64_t rows
 {
     if (rows * cols == 0)
         return BG_OK;
-    if (dt == BG_F16)
-        return bias_add_t<__half>(y, b, rows, cols, st);
-    return dt == BG_BF16 ? bias_add_t<__nv_bfloat16>(y, b, rows, cols, st)
-                         : bias_add_t<float>(y, b, rows, cols, st);
+    return BG_CUDA_DISPATCH(dt, bias_add_t, y, b, rows, cols, st);
 }
 
 template <typename T>
@@ -103,10 +100,7 @@ bg_status_t bg_cuda_colsum_add(const void *x, bg_dtype_t dt, int64_t rows, int64
     if ((cols + COLSUM_COLS - 1) / COLSUM_COLS > INT32_MAX)
         return bg_errorf(BG_ERR_UNSUPPORTED, "cuda colsum: %lld columns is too many",
                          (long long)cols);
-    if (dt == BG_F16)
-        return colsum_add_t<__half>(x, rows, cols, g, st);
-    return dt == BG_BF16 ? colsum_add_t<__nv_bfloat16>(x, rows, cols, g, st)
-                         : colsum_add_t<float>(x, rows, cols, g, st);
+    return BG_CUDA_DISPATCH(dt, colsum_add_t, x, rows, cols, g, st);
 }
 
 /* ---- linear's F, B, W ---- */
@@ -137,8 +131,7 @@ static bg_status_t gemm_bias_round_once(bg_backend_t *be, bg_stream_t *s, bg_gem
     g->c = acc, g->c_dtype = BG_F32;
     bg_status_t r = bg_gemm(be, s, g);
     if (r == BG_OK && n)
-        r = dt == BG_F16 ? bias_round_t<__half>(y, acc, bias, g->m, g->n, st)
-                         : bias_round_t<__nv_bfloat16>(y, acc, bias, g->m, g->n, st);
+        r = BG_CUDA_DISPATCH(dt, bias_round_t, y, acc, bias, g->m, g->n, st);
     cudaError_t e = cudaFreeAsync(acc, st);
     if (r == BG_OK && e != cudaSuccess)
         r = bg_cuda_fail(e, "cudaFreeAsync(gemm+bias scratch)", __FILE__, __LINE__);

@@ -191,6 +191,19 @@ static bg_status_t cast_t(void *dst, const void *src, int64_t n, cudaStream_t st
     return BG_OK;
 }
 
+/* The two directions a cast takes, each templated on its low-precision
+ * side alone, for BG_CUDA_DISPATCH. */
+template <typename D>
+static bg_status_t cast_narrow_t(void *dst, const void *src, int64_t n, cudaStream_t st)
+{
+    return cast_t<D, float>(dst, src, n, st);
+}
+template <typename S>
+static bg_status_t cast_widen_t(void *dst, const void *src, int64_t n, cudaStream_t st)
+{
+    return cast_t<float, S>(dst, src, n, st);
+}
+
 bg_status_t bg_cuda_step_cast(bg_backend_t *be, bg_stream_t *s, void *dst, bg_dtype_t dst_dt,
                               const void *src, bg_dtype_t src_dt, int64_t n)
 {
@@ -201,9 +214,8 @@ bg_status_t bg_cuda_step_cast(bg_backend_t *be, bg_stream_t *s, void *dst, bg_dt
                                       cudaMemcpyDeviceToDevice, st));
         return BG_OK;
     }
+    /* one side is f32 (bg_step_cast checks); equal dtypes were copied above */
     if (src_dt == BG_F32)
-        return dst_dt == BG_BF16 ? cast_t<__nv_bfloat16, float>(dst, src, n, st)
-                                 : cast_t<__half, float>(dst, src, n, st);
-    return src_dt == BG_BF16 ? cast_t<float, __nv_bfloat16>(dst, src, n, st)
-                             : cast_t<float, __half>(dst, src, n, st);
+        return BG_CUDA_DISPATCH(dst_dt, cast_narrow_t, dst, src, n, st);
+    return BG_CUDA_DISPATCH(src_dt, cast_widen_t, dst, src, n, st);
 }

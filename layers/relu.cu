@@ -52,8 +52,7 @@ bg_status_t bg_cuda_relu_forward(const bg_layer_call_t *c)
 {
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
-    return c->dtype == BG_BF16 ? relu_forward_t<__nv_bfloat16>(c, st)
-                               : relu_forward_t<float>(c, st);
+    return BG_CUDA_DISPATCH(c->dtype, relu_forward_t, c, st);
 }
 
 bg_status_t bg_cuda_relu_backward_input(const bg_layer_call_t *c)
@@ -62,6 +61,5 @@ bg_status_t bg_cuda_relu_backward_input(const bg_layer_call_t *c)
         return BG_OK;
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
-    return c->dtype == BG_BF16 ? relu_backward_t<__nv_bfloat16>(c, st)
-                               : relu_backward_t<float>(c, st);
+    return BG_CUDA_DISPATCH(c->dtype, relu_backward_t, c, st);
 }

@@ -138,8 +138,7 @@ bg_status_t bg_cuda_rmsnorm_forward(const bg_layer_call_t *c)
 {
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
-    return c->dtype == BG_BF16 ? rmsnorm_forward_t<__nv_bfloat16>(c, st)
-                               : rmsnorm_forward_t<float>(c, st);
+    return BG_CUDA_DISPATCH(c->dtype, rmsnorm_forward_t, c, st);
 }
 
 bg_status_t bg_cuda_rmsnorm_backward_input(const bg_layer_call_t *c)
@@ -148,14 +147,12 @@ bg_status_t bg_cuda_rmsnorm_backward_input(const bg_layer_call_t *c)
         return BG_OK;
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
-    return c->dtype == BG_BF16 ? rmsnorm_backward_t<__nv_bfloat16>(c, st)
-                               : rmsnorm_backward_t<float>(c, st);
+    return BG_CUDA_DISPATCH(c->dtype, rmsnorm_backward_t, c, st);
 }
 
 bg_status_t bg_cuda_rmsnorm_backward_weight(const bg_layer_call_t *c)
 {
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
-    return c->dtype == BG_BF16 ? rmsnorm_wgrad_t<__nv_bfloat16>(c, st)
-                               : rmsnorm_wgrad_t<float>(c, st);
+    return BG_CUDA_DISPATCH(c->dtype, rmsnorm_wgrad_t, c, st);
 }

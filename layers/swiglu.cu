@@ -62,8 +62,7 @@ bg_status_t bg_cuda_swiglu_forward(const bg_layer_call_t *c)
 {
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
-    return c->dtype == BG_BF16 ? swiglu_forward_t<__nv_bfloat16>(c, st)
-                               : swiglu_forward_t<float>(c, st);
+    return BG_CUDA_DISPATCH(c->dtype, swiglu_forward_t, c, st);
 }
 
 bg_status_t bg_cuda_swiglu_backward_input(const bg_layer_call_t *c)
@@ -72,6 +71,5 @@ bg_status_t bg_cuda_swiglu_backward_input(const bg_layer_call_t *c)
         return BG_OK;
     cudaStream_t st;
     BG_TRY_STATUS(bg_cuda_stream_of(c->be, c->stream, &st));
-    return c->dtype == BG_BF16 ? swiglu_backward_t<__nv_bfloat16>(c, st)
-                               : swiglu_backward_t<float>(c, st);
+    return BG_CUDA_DISPATCH(c->dtype, swiglu_backward_t, c, st);
 }

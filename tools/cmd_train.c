@@ -138,7 +138,7 @@ const bg_opt_t bg_train_device_opts[] = {
     {.name = "device", .kind = BG_OPT_CHOICE, .choices = devices, .help = "backend",
      .def = "cpu", .off = ARG(c.device), .group = "Device"},
     {.name = "dtype", .kind = BG_OPT_CHOICE, .choices = dtypes,
-     .help = "compute dtype (f32 master weights; fp16: CPU only for now)", .def = "f32",
+     .help = "compute dtype (f32 master weights)", .def = "f32",
      .off = ARG(c.dtype)},
     {.name = "loss-scale", .kind = BG_OPT_STRING, .metavar = "dynamic[:N]|N",
      .help = "scale the loss; skip steps whose gradients overflow", .def = "off (fp16: dynamic)",
@@ -469,9 +469,6 @@ int bg_train_cli_validate(const bg_cmd_spec_t *cmd, const bg_train_args_t *a)
     if (bg_dtype_parse(c->dtype, &dt) != BG_OK ||
         bg_train_loss_scale(c, dt, &scale, &dynamic) != BG_OK)
         return bg_opt_usage_error(cmd, "%s", bg_last_error());
-    if (dt == BG_F16 && !strcmp(c->device, "cuda"))
-        return bg_opt_usage_error(cmd, "--dtype fp16 runs on --device cpu only for now (the CUDA "
-                                       "kernels are f32/bf16): use --dtype bf16 on cuda");
     if (c->resume && !c->checkpoint_dir)
         return bg_opt_usage_error(cmd, "--resume needs --checkpoint-dir");
     if ((a->max_restarts > 0 || a->elastic) && !c->checkpoint_dir)

@@ -2,16 +2,17 @@
  * tests/gpu/test_gpu_agree.c -- the CUDA backend agrees with the CPU one.
  *
  * Backend: copies H2D/D2H/D2D round trip, memset, streams and events,
- * GEMM in all transpose combinations, batched, k = 0, bf16 operands with
- * f32 and bf16 results and f32 with f32 (f32 -> bf16, which cuBLAS lacks,
- * must be refused), against the CPU backend; CUDA errors become statuses
- * with the call named.
+ * GEMM in all transpose combinations, batched, k = 0, bf16 and fp16
+ * operands with f32 and same-dtype results and f32 with f32 (f32 -> bf16
+ * or fp16, which cuBLAS lacks, must be refused), against the CPU backend;
+ * CUDA errors become statuses with the call named.
  * Layers: for every kind, random specs with odd sizes run F, B, W on the
- * CPU (f32) and on CUDA in f32 and bf16 (for bf16 the CPU reference gets
- * the same bf16-rounded inputs, parameters and output gradient, so only
- * the CUDA side's intermediate roundings count against it). Outputs, input
- * gradients, saved scratch and workspaces are poisoned first; every output
- * element must be written; W must ADD into the gradients.
+ * CPU (f32) and on CUDA in f32, bf16 and fp16 (for bf16/fp16 the CPU
+ * reference gets the same rounded inputs, parameters and output gradient,
+ * so only the CUDA side's intermediate roundings count against it); a kind
+ * not compared in every dtype fails. Outputs, input gradients, saved
+ * scratch and workspaces are poisoned first; every output element must be
+ * written; W must ADD into the gradients.
  * Tolerances: |gpu - cpu| <= tol * (rms(ref) + |ref|) per element.
  *   f32  tol 1e-4: both sides compute in f32 and differ only in summation
  *        order (cuBLAS vs OpenBLAS, tree vs sequential sums): ~K * 6e-8
@@ -23,6 +24,16 @@
  *        kernels) gives ~0.5-1.5% of the row
  *        scale; 2e-2 leaves margin without letting a wrong sign or a
  *        missing term (errors of order 1 * rms) through.
+ *   fp16 tol 1e-2 (attention 1.5e-2): the same chains of roundings, each
+ *        up to 2^-11 = 4.9e-4 relative (10 mantissa bits: 4x finer than
+ *        bf16), so ~0.12-0.4% of the row scale. Only halved from bf16's,
+ *        not quartered, to keep twice bf16's margin over the estimate:
+ *        these cases have not been calibrated on a device. fp16's narrow
+ *        range is what a loss scale is for: the output gradient of fp16
+ *        runs is scaled (GA_F16_LOSS_SCALE) as training scales every
+ *        gradient, so tiny gradients (a norm over one column, the loss
+ *        kinds' per-class terms) stay out of fp16's subnormals, whose
+ *        absolute steps of 6e-8 no relative tolerance allows for.
  * Skips (exit 0, "SKIP: ...") when this build or machine has no CUDA GPU.
  * Must not test on zeros, and must not depend on timing.
  */
@@ -39,9 +50,20 @@
 
 static bg_backend_t *g_cpu, *g_gpu;
 static bg_stream_t *g_stream; /* the GPU calls run on a created stream, not NULL */
-/* BG_AGREE_SELFTEST=1: a second CPU backend stands in for the GPU (f32
- * only) to check this harness itself on machines without a GPU. */
+/* BG_AGREE_SELFTEST=1: a second CPU backend stands in for the GPU to check
+ * this harness itself on machines without a GPU (layers only; its bf16 and
+ * fp16 runs compute in f32 and round each output once, layers/cpu_mixed.c). */
 static bool g_selftest;
+
+/* The loss scale of fp16 runs (see the file comment). 2^8: the smallest
+ * gradients here (rmsnorm over one column: ~1e-7 unscaled) leave the
+ * subnormals' coarse steps, and the largest (~1.7e3 scaled, linear's dx)
+ * stay 40x under fp16's max of 65504. */
+#define GA_F16_LOSS_SCALE 256.0f
+
+/* The dtypes every layer kind is compared in, f32 first. */
+static const bg_dtype_t ga_dtypes[] = {BG_F32, BG_BF16, BG_F16};
+#define GA_NDT ((int)(sizeof(ga_dtypes) / sizeof(ga_dtypes[0])))
 
 /* The stream a backend's work goes to here: g_stream belongs to the GPU. */
 static bg_stream_t *ga_stream(bg_backend_t *be)
@@ -61,26 +83,40 @@ static void *ga_malloc(size_t bytes)
     return p;
 }
 
-/* The poison value as both dtypes see it: exact in bf16, so a bf16 buffer
- * poisoned with it reads back as the same f32. */
+/* The poison value as f32 and bf16 see it: exact in bf16, so a bf16 buffer
+ * poisoned with it reads back as the same f32. fp16 cannot hold it: there
+ * it is -inf, which ga_compare counts as unwritten too. */
 static float ga_poison(void)
 {
     return bg_bf16_to_f32(bg_f32_to_bf16(BG_POISON_F32));
 }
 
-static void ga_round_bf16(float *x, int64_t n)
+/* f32 <-> the 16-bit storage of dt (bf16 or fp16): the host's rounding
+ * rule, the one the device stores follow. */
+static uint16_t ga_narrow(bg_dtype_t dt, float x)
 {
-    for (int64_t i = 0; i < n; i++)
-        x[i] = bg_bf16_to_f32(bg_f32_to_bf16(x[i]));
+    return dt == BG_BF16 ? bg_f32_to_bf16(x) : bg_f32_to_f16(x);
 }
 
-/* n f32 values as dtype `dt` (f32 copied, bf16 rounded), malloc'd. */
+static float ga_widen(bg_dtype_t dt, uint16_t h)
+{
+    return dt == BG_BF16 ? bg_bf16_to_f32(h) : bg_f16_to_f32(h);
+}
+
+/* x rounded in place to what dtype dt (bf16 or fp16) holds. */
+static void ga_round(bg_dtype_t dt, float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = ga_widen(dt, ga_narrow(dt, x[i]));
+}
+
+/* n f32 values as dtype `dt` (f32 copied, bf16/fp16 rounded), malloc'd. */
 static void *ga_to_dt(const float *src, int64_t n, bg_dtype_t dt)
 {
-    if (dt == BG_BF16) {
+    if (dt != BG_F32) {
         uint16_t *h = ga_malloc((size_t)n * 2);
         for (int64_t i = 0; i < n; i++)
-            h[i] = bg_f32_to_bf16(src[i]);
+            h[i] = ga_narrow(dt, src[i]);
         return h;
     }
     void *h = ga_malloc((size_t)n * 4);
@@ -90,9 +126,9 @@ static void *ga_to_dt(const float *src, int64_t n, bg_dtype_t dt)
 
 static void ga_from_dt(const void *src, int64_t n, bg_dtype_t dt, float *dst)
 {
-    if (dt == BG_BF16)
+    if (dt != BG_F32)
         for (int64_t i = 0; i < n; i++)
-            dst[i] = bg_bf16_to_f32(((const uint16_t *)src)[i]);
+            dst[i] = ga_widen(dt, ((const uint16_t *)src)[i]);
     else
         memcpy(dst, src, (size_t)n * 4);
 }
@@ -147,7 +183,7 @@ static void ga_compare(const char *what, const char *case_name, const char *dt, 
     for (int64_t i = 0; i < n; i++) {
         double d = (double)ref[i] - (base ? base[i] : 0.0);
         scale += d * d;
-        unwritten += got[i] == ga_poison() || isnan(got[i]);
+        unwritten += got[i] == ga_poison() || !isfinite(got[i]); /* fp16 poison: -inf */
     }
     scale = n ? sqrt(scale / (double)n) : 0.0;
     if (scale < 1e-20)
@@ -157,7 +193,7 @@ static void ga_compare(const char *what, const char *case_name, const char *dt, 
         if (!(e <= m))
             m = isnan(e) ? INFINITY : e, worst = i;
     }
-    CHECK_MSG(unwritten == 0, "%s %s [%s]: %lld of %lld elements not written (poison/NaN)",
+    CHECK_MSG(unwritten == 0, "%s %s [%s]: %lld of %lld elements not written (poison/NaN/inf)",
               case_name, what, dt, (long long)unwritten, (long long)n);
     CHECK_MSG(m <= 1.0,
               "%s %s [%s]: error %.3g x tolerance %.0e at %lld: gpu %.8g cpu %.8g (rms %.3g)",
@@ -265,8 +301,8 @@ typedef struct ga_gemm_case {
     bg_dtype_t ab, c;
 } ga_gemm_case_t;
 
-/* One GEMM on both backends (reference: f32 CPU with bf16-rounded operands
- * when the GPU runs bf16). Leading dimensions are padded past the rows. */
+/* One GEMM on both backends (reference: f32 CPU with operands rounded to
+ * the GPU's bf16/fp16). Leading dimensions are padded past the rows. */
 static void test_gemm_case(const ga_gemm_case_t *gc, uint64_t *s)
 {
     int64_t batch = gc->batch > 1 ? gc->batch : 1;
@@ -280,10 +316,10 @@ static void test_gemm_case(const ga_gemm_case_t *gc, uint64_t *s)
     bg_test_fill(a, na, s, -1.0f, 1.0f);
     bg_test_fill(b, nb, s, -1.0f, 1.0f);
     bg_test_fill(c0, nc, s, -1.0f, 1.0f);
-    if (gc->ab == BG_BF16)
-        ga_round_bf16(a, na), ga_round_bf16(b, nb);
-    if (gc->c == BG_BF16)
-        ga_round_bf16(c0, nc);
+    if (gc->ab != BG_F32)
+        ga_round(gc->ab, a, na), ga_round(gc->ab, b, nb);
+    if (gc->c != BG_F32)
+        ga_round(gc->c, c0, nc);
     memcpy(ref, c0, nc * 4);
     bg_gemm_args_t g = {
         .trans_a = gc->ta,
@@ -310,10 +346,11 @@ static void test_gemm_case(const ga_gemm_case_t *gc, uint64_t *s)
     void *da = ga_upload(g_gpu, a, na, gc->ab), *db = ga_upload(g_gpu, b, nb, gc->ab);
     void *dc = ga_upload(g_gpu, c0, nc, gc->c);
     g.a = da, g.b = db, g.c = dc, g.ab = gc->ab, g.c_dtype = gc->c;
-    if (da && db && dc && gc->ab == BG_F32 && gc->c == BG_BF16) {
-        /* cuBLAS has no f32 x f32 -> bf16: refused with a status, C untouched */
+    if (da && db && dc && gc->ab == BG_F32 && gc->c != BG_F32) {
+        /* cuBLAS has no f32 x f32 -> bf16/fp16: refused with a status, C untouched */
         bg_status_t st = bg_gemm(g_gpu, g_stream, &g);
-        CHECK_MSG(st == BG_ERR_UNSUPPORTED, "f32 x f32 -> bf16 gemm gave %s", bg_status_str(st));
+        CHECK_MSG(st == BG_ERR_UNSUPPORTED, "f32 x f32 -> %s gemm gave %s", bg_dtype_name(gc->c),
+                  bg_status_str(st));
         ga_download(g_gpu, dc, nc, gc->c, got);
         CHECK_MSG(!memcmp(got, c0, (size_t)nc * 4), "refused gemm changed C");
     } else if (da && db && dc) {
@@ -323,9 +360,11 @@ static void test_gemm_case(const ga_gemm_case_t *gc, uint64_t *s)
         snprintf(name, sizeof(name), "gemm %c%c %lldx%lldx%lld b%lld", gc->ta ? 'T' : 'N',
                  gc->tb ? 'T' : 'N', (long long)gc->m, (long long)gc->n, (long long)gc->k,
                  (long long)batch);
-        /* bf16 C: one output rounding (2^-9) on top of f32 accumulation. */
-        double tol = gc->c == BG_BF16 ? 1e-2 : 1e-4;
-        ga_compare("C", name, gc->ab == BG_BF16 ? "bf16" : "f32", got, ref, NULL, nc, tol);
+        /* bf16 C: one output rounding (2^-9) on top of f32 accumulation;
+         * fp16 C: one rounding of 2^-11, the same 5x margin over it. Products
+         * of rounded operands are exact in f32 for both: f32 tolerance. */
+        double tol = gc->c == BG_BF16 ? 1e-2 : gc->c == BG_F16 ? 2.5e-3 : 1e-4;
+        ga_compare("C", name, bg_dtype_name(gc->ab), got, ref, NULL, nc, tol);
         /* padding between rows and batches must be left alone */
         int64_t touched = 0;
         for (int64_t i = 0; i < nc; i++) {
@@ -345,21 +384,27 @@ static void test_gemm_case(const ga_gemm_case_t *gc, uint64_t *s)
 static void test_gemm(void)
 {
     uint64_t s = 99;
-    const bg_dtype_t abs_[2] = {BG_F32, BG_BF16};
-    for (int t = 0; t < 4; t++)
-        for (int d = 0; d < 2; d++)
-            for (int cd = 0; cd < 2; cd++) {
-                ga_gemm_case_t gc = {t & 1, (t >> 1) & 1, 37,   19,      53,
-                                     0,     0.7f,         0.3f, abs_[d], abs_[cd]};
-                test_gemm_case(&gc, &s);
-            }
+    /* per low-precision dtype: {f32, it} operands x {f32, it} results (the
+     * f32 x f32 -> f32 case repeats: cheap, and keeps the loop plain) */
+    const bg_dtype_t lows[2] = {BG_BF16, BG_F16};
+    for (int lo = 0; lo < 2; lo++)
+        for (int t = 0; t < 4; t++)
+            for (int d = 0; d < 2; d++)
+                for (int cd = 0; cd < 2; cd++) {
+                    bg_dtype_t ab = d ? lows[lo] : BG_F32, c = cd ? lows[lo] : BG_F32;
+                    ga_gemm_case_t gc = {t & 1, (t >> 1) & 1, 37, 19, 53, 0, 0.7f, 0.3f, ab, c};
+                    test_gemm_case(&gc, &s);
+                }
     ga_gemm_case_t more[] = {
-        {false, true, 17, 33, 65, 3, 1.0f, 0.0f, BG_F32, BG_F32},  /* batched */
-        {true, false, 5, 7, 130, 4, 0.5f, 1.0f, BG_BF16, BG_F32},  /* batched, accumulate */
+        {false, true, 17, 33, 65, 3, 1.0f, 0.0f, BG_F32, BG_F32}, /* batched */
+        {true, false, 5, 7, 130, 4, 0.5f, 1.0f, BG_BF16, BG_F32}, /* batched, accumulate */
+        {true, false, 5, 7, 130, 4, 0.5f, 1.0f, BG_F16, BG_F32},
         {false, false, 9, 11, 0, 0, 1.0f, 0.5f, BG_F32, BG_F32},   /* k = 0: C = beta C */
         {false, false, 9, 11, 0, 2, 1.0f, 0.0f, BG_BF16, BG_BF16}, /* k = 0, beta 0 */
+        {false, false, 9, 11, 0, 2, 1.0f, 0.0f, BG_F16, BG_F16},
         {false, false, 1, 1, 1, 0, 1.0f, 0.0f, BG_F32, BG_F32},
         {true, true, 257, 129, 511, 0, 1.0f, 1.0f, BG_BF16, BG_F32},
+        {true, true, 257, 129, 511, 0, 1.0f, 1.0f, BG_F16, BG_F32},
     };
     for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++)
         test_gemm_case(&more[i], &s);
@@ -467,8 +512,9 @@ static void gen_attention(ga_case_t *k, int i, uint64_t *s)
     CHECK_OK(bg_attrs_set_bool(&k->spec.attrs, "causal", i != 1 && i != 5));
     if (i < 6)
         return;
-    /* grouped-query + rope across several kernel tiles (64 rows in bf16, 32 in
-     * f32), T not a multiple of either: kv_heads 2 of 4, and 1 of 8 at hs 64 */
+    /* grouped-query + rope across several kernel tiles (64 rows in bf16 and
+     * fp16, 32 in f32), T not a multiple of either: kv_heads 2 of 4, and 1 of
+     * 8 at hs 64 */
     int64_t h2 = i == 6 ? 4 : 8, d2[3] = {2, i == 6 ? 70 : 130, h2 * (i == 6 ? 8 : 64)};
     ga_shape(&k->spec.in[0], BG_F32, 3, d2);
     CHECK_OK(bg_attrs_set_int(&k->spec.attrs, "heads", h2));
@@ -606,16 +652,20 @@ static bool ga_data_init(ga_case_t *k, ga_data_t *D, uint64_t *s)
     return true;
 }
 
-/* Everything float rounded to bf16 once: the fair input for a bf16 run. */
-static void ga_data_round(const ga_case_t *k, ga_data_t *D)
+/* Everything float rounded to dt (bf16 or fp16) once: the fair input for a
+ * run in dt. In fp16 the output gradient is loss-scaled first (a power of
+ * two: exact), as every gradient of an fp16 training step is. */
+static void ga_data_round(const ga_case_t *k, ga_data_t *D, bg_dtype_t dt)
 {
     for (int i = 0; i < k->spec.n_in; i++)
         if (ga_is_float(k, i))
-            ga_round_bf16(D->in[i], D->n_in[i]);
+            ga_round(dt, D->in[i], D->n_in[i]);
     for (int j = 0; j < D->np; j++)
-        ga_round_bf16(D->par[j], D->n_par[j]);
+        ga_round(dt, D->par[j], D->n_par[j]);
+    for (int64_t e = 0; dt == BG_F16 && e < D->n_out; e++)
+        D->dout[e] *= GA_F16_LOSS_SCALE;
     if (!k->spec.kind->out_f32)
-        ga_round_bf16(D->dout, D->n_out);
+        ga_round(dt, D->dout, D->n_out);
 }
 
 static void ga_data_copy(const ga_case_t *k, const ga_data_t *src, ga_data_t *dst)
@@ -752,7 +802,8 @@ static bool ga_run(bg_backend_t *be, const ga_case_t *k, const ga_data_t *D, bg_
                    ga_result_t *R)
 {
     bg_layer_cost_t cost;
-    bg_layer_cost(&k->spec, dt, &cost);
+    /* the CPU computes bf16/fp16 in f32 scratch (the self-test's stand-in) */
+    bg_layer_cost(&k->spec, bg_layer_kernel_dtype(be, dt), &cost);
     ga_dev_t V;
     ga_dev_init(be, k, D, dt, &cost, &V);
     bg_layer_call_t c = ga_call(be, k, D, dt, &cost, &V);
@@ -804,16 +855,21 @@ static bool ga_run(bg_backend_t *be, const ga_case_t *k, const ga_data_t *D, bg_
     return ok;
 }
 
-/* bf16 tolerance of a kind (see the file comment for why). */
-static double ga_tol_bf16(const ga_case_t *k)
+/* Tolerance of a kind in dt (see the file comment for why). */
+static double ga_tol(const ga_case_t *k, bg_dtype_t dt)
 {
-    return !strcmp(k->spec.kind->name, "attention") ? 3e-2 : 2e-2;
+    bool att = !strcmp(k->spec.kind->name, "attention");
+    if (dt == BG_BF16)
+        return att ? 3e-2 : 2e-2;
+    if (dt == BG_F16)
+        return att ? 1.5e-2 : 1e-2;
+    return 1e-4;
 }
 
 static void ga_compare_all(const ga_case_t *k, const ga_data_t *D, const ga_result_t *got,
                            const ga_result_t *ref, bg_dtype_t dt)
 {
-    double tol = dt == BG_BF16 ? ga_tol_bf16(k) : 1e-4;
+    double tol = ga_tol(k, dt);
     const char *dn = bg_dtype_name(dt);
     ga_compare("forward", k->spec.name, dn, got->out, ref->out, NULL, D->n_out, tol);
     for (int i = 0; i < k->spec.n_in; i++) {
@@ -834,48 +890,51 @@ static void ga_compare_all(const ga_case_t *k, const ga_data_t *D, const ga_resu
     }
 }
 
-/* One case: CPU f32 reference vs CUDA f32; bf16-rounded reference vs CUDA bf16. */
-static void ga_check_case(ga_case_t *k, uint64_t *s)
+/*
+ * One case in every dtype of ga_dtypes: CPU f32 reference vs CUDA f32;
+ * reference on the inputs rounded to bf16/fp16 vs CUDA in that dtype.
+ * Bit i of the result: dtype ga_dtypes[i] was compared.
+ */
+static unsigned ga_check_case(ga_case_t *k, uint64_t *s)
 {
     ga_data_t D, Dr;
+    unsigned compared = 0;
     if (!ga_data_init(k, &D, s))
-        return;
-    ga_result_t ref = {0}, got = {0};
-    if (ga_run(g_cpu, k, &D, BG_F32, &ref) && ga_run(g_gpu, k, &D, BG_F32, &got))
-        ga_compare_all(k, &D, &got, &ref, BG_F32);
-    ga_result_free(&ref);
-    ga_result_free(&got);
-    if (g_selftest) {
-        ga_data_free(&D);
-        return;
+        return 0;
+    for (int i = 0; i < GA_NDT; i++) {
+        bg_dtype_t dt = ga_dtypes[i];
+        ga_result_t ref = {0}, got = {0};
+        ga_data_copy(k, &D, &Dr);
+        if (dt != BG_F32)
+            ga_data_round(k, &Dr, dt);
+        if (ga_run(g_cpu, k, &Dr, BG_F32, &ref) && ga_run(g_gpu, k, &Dr, dt, &got)) {
+            ga_compare_all(k, &Dr, &got, &ref, dt);
+            compared |= 1u << i;
+        }
+        ga_result_free(&ref);
+        ga_result_free(&got);
+        ga_data_free(&Dr);
     }
-
-    ga_data_copy(k, &D, &Dr);
-    ga_data_round(k, &Dr);
-    if (ga_run(g_cpu, k, &Dr, BG_F32, &ref) && ga_run(g_gpu, k, &Dr, BG_BF16, &got))
-        ga_compare_all(k, &Dr, &got, &ref, BG_BF16);
-    ga_result_free(&ref);
-    ga_result_free(&got);
-    ga_data_free(&Dr);
     ga_data_free(&D);
+    return compared;
 }
 
-/* Same inputs twice on the GPU: W (embedding's sort, bias column sums) and
- * the loss must come out with the same bits. */
-static void ga_check_repeatable(ga_case_t *k, uint64_t *s)
+/* Same inputs twice on the GPU in dt: W (embedding's sort, bias column
+ * sums) and the loss must come out with the same bits. */
+static void ga_check_repeatable(ga_case_t *k, uint64_t *s, bg_dtype_t dt)
 {
     ga_data_t D;
     if (!ga_data_init(k, &D, s))
         return;
     ga_result_t r1 = {0}, r2 = {0};
-    bg_dtype_t dt = g_selftest ? BG_F32 : BG_BF16;
     if (ga_run(g_gpu, k, &D, dt, &r1) && ga_run(g_gpu, k, &D, dt, &r2)) {
-        CHECK_MSG(!memcmp(r1.out, r2.out, (size_t)D.n_out * 4), "%s: forward not repeatable",
-                  k->spec.name);
+        CHECK_MSG(!memcmp(r1.out, r2.out, (size_t)D.n_out * 4), "%s: %s forward not repeatable",
+                  k->spec.name, bg_dtype_name(dt));
         for (int j = 0; j < D.np; j++)
             if (r1.grad[j] && r2.grad[j])
                 CHECK_MSG(!memcmp(r1.grad[j], r2.grad[j], (size_t)D.n_par[j] * 4),
-                          "%s: grad %s not bit-repeatable", k->spec.name, D.pd[j].suffix);
+                          "%s: %s grad %s not bit-repeatable", k->spec.name, bg_dtype_name(dt),
+                          D.pd[j].suffix);
     }
     ga_result_free(&r1);
     ga_result_free(&r2);
@@ -892,15 +951,24 @@ static void test_layers(void)
         int n = ga_cases(kinds[i], &s, cases);
         CHECK_MSG(n > 0, "no agreement cases for kind %s", kinds[i]->name);
         int before = bg_test_failures;
+        unsigned compared = 0;
         for (int j = 0; j < n; j++)
-            ga_check_case(&cases[j], &s);
-        ga_check_repeatable(&cases[0], &s);
-        printf("%-14s %d cases, %s: %s\n", kinds[i]->name, n, g_selftest ? "f32" : "f32 + bf16",
+            compared |= ga_check_case(&cases[j], &s);
+        /* the same data in each low dtype; s moves on as for one check */
+        uint64_t s0 = s;
+        for (int d = 1; d < GA_NDT; d++) {
+            s = s0;
+            ga_check_repeatable(&cases[0], &s, ga_dtypes[d]);
+        }
+        for (int d = 0; d < GA_NDT; d++)
+            CHECK_MSG(compared & (1u << d), "kind %s: no case compared in %s", kinds[i]->name,
+                      bg_dtype_name(ga_dtypes[d]));
+        printf("%-14s %d cases, f32 + bf16 + fp16: %s\n", kinds[i]->name, n,
                bg_test_failures == before ? "agree" : "DISAGREE");
     }
 }
 
-/* The harness against itself: CPU vs CPU, f32 only (see g_selftest). */
+/* The harness against itself: CPU vs CPU (see g_selftest). */
 static int ga_selftest(void)
 {
     g_selftest = true;

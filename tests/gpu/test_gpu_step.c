@@ -11,8 +11,9 @@
  * Teardown: a stream the cuBLAS handle last ran on is destroyed before the
  * backend; nothing may be logged (the old order left the handle on a
  * destroyed stream and freed workspace), and a new backend still works.
- * bf16 linear with a bias: the output is round(f32 GEMM + bias) exactly
- * (the old GEMM-then-bias path rounded twice and differs in many elements).
+ * bf16 and fp16 linear with a bias: the output is round(f32 GEMM + bias)
+ * exactly (the old GEMM-then-bias path rounded twice and differs in many
+ * elements).
  * Embedding W with one id everywhere: correct, repeatable, and not more
  * than 20x slower than the same positions with spread ids (the old kernel
  * summed a whole run in one block: hundreds of times slower at 2^20
@@ -249,7 +250,18 @@ static void spec_make(bg_layer_spec_t *sp, const char *kind, bg_dtype_t in_dt, i
         sp->in[0].d[i] = d[i];
 }
 
-static void test_linear_rounds_once(void)
+/* f32 <-> dt's 16-bit storage (bf16 or fp16), the host's rounding rule. */
+static uint16_t narrow(bg_dtype_t dt, float x)
+{
+    return dt == BG_BF16 ? bg_f32_to_bf16(x) : bg_f32_to_f16(x);
+}
+
+static float widen(bg_dtype_t dt, uint16_t h)
+{
+    return dt == BG_BF16 ? bg_bf16_to_f32(h) : bg_f16_to_f32(h);
+}
+
+static void test_linear_rounds_once(bg_dtype_t dt)
 {
     enum { R = 67, IN = 96, OUT = 130 };
     bg_layer_spec_t sp;
@@ -264,22 +276,22 @@ static void test_linear_rounds_once(void)
     bg_test_fill(w, OUT * IN, &s, -0.2f, 0.2f);
     bg_test_fill(b, OUT, &s, -3, 3); /* a bias as large as the products: rounding shows */
     for (int i = 0; i < R * IN; i++)
-        x16[i] = bg_f32_to_bf16(x[i]);
+        x16[i] = narrow(dt, x[i]);
     for (int i = 0; i < OUT * IN; i++)
-        w16[i] = bg_f32_to_bf16(w[i]);
+        w16[i] = narrow(dt, w[i]);
     for (int i = 0; i < OUT; i++)
-        b16[i] = bg_f32_to_bf16(b[i]);
+        b16[i] = narrow(dt, b[i]);
     void *dx = up(x16, sizeof(x16)), *dw = up(w16, sizeof(w16)), *db = up(b16, sizeof(b16));
     void *dy = NULL, *dacc = NULL;
     CHECK_OK(bg_backend_alloc(g_gpu, sizeof(y16), &dy));
     CHECK_OK(bg_backend_alloc(g_gpu, sizeof(acc), &dacc));
-    bg_tensor_t tx = bg_tensor_make(dx, BG_BF16, BG_DEV_CUDA, 2, (const int64_t[]){R, IN});
-    bg_tensor_t tw = bg_tensor_make(dw, BG_BF16, BG_DEV_CUDA, 2, (const int64_t[]){OUT, IN});
-    bg_tensor_t tb = bg_tensor_make(db, BG_BF16, BG_DEV_CUDA, 1, (const int64_t[]){OUT});
-    bg_tensor_t ty = bg_tensor_make(dy, BG_BF16, BG_DEV_CUDA, 2, (const int64_t[]){R, OUT});
+    bg_tensor_t tx = bg_tensor_make(dx, dt, BG_DEV_CUDA, 2, (const int64_t[]){R, IN});
+    bg_tensor_t tw = bg_tensor_make(dw, dt, BG_DEV_CUDA, 2, (const int64_t[]){OUT, IN});
+    bg_tensor_t tb = bg_tensor_make(db, dt, BG_DEV_CUDA, 1, (const int64_t[]){OUT});
+    bg_tensor_t ty = bg_tensor_make(dy, dt, BG_DEV_CUDA, 2, (const int64_t[]){R, OUT});
     bg_layer_call_t c;
     memset(&c, 0, sizeof(c));
-    c.spec = &sp, c.be = g_gpu, c.dtype = BG_BF16;
+    c.spec = &sp, c.be = g_gpu, c.dtype = dt;
     c.in[0] = &tx, c.out = &ty, c.params[0] = &tw, c.params[1] = &tb;
     CHECK_OK(bg_layer_forward(&c));
     bg_gemm_args_t g = {.trans_b = true,
@@ -293,7 +305,7 @@ static void test_linear_rounds_once(void)
                         .ldb = IN,
                         .c = dacc,
                         .ldc = OUT,
-                        .ab = BG_BF16,
+                        .ab = dt,
                         .c_dtype = BG_F32};
     CHECK_OK(bg_gemm(g_gpu, NULL, &g));
     down(y16, dy, sizeof(y16));
@@ -301,8 +313,9 @@ static void test_linear_rounds_once(void)
     int bad = 0;
     for (int r = 0; r < R; r++)
         for (int j = 0; j < OUT; j++)
-            bad += y16[r * OUT + j] != bg_f32_to_bf16(acc[r * OUT + j] + bg_bf16_to_f32(b16[j]));
-    CHECK_MSG(!bad, "bf16 linear: %d of %d outputs are not round(f32 GEMM + bias)", bad, R * OUT);
+            bad += y16[r * OUT + j] != narrow(dt, acc[r * OUT + j] + widen(dt, b16[j]));
+    CHECK_MSG(!bad, "%s linear: %d of %d outputs are not round(f32 GEMM + bias)", bg_dtype_name(dt),
+              bad, R * OUT);
     bg_backend_free(g_gpu, dx), bg_backend_free(g_gpu, dw), bg_backend_free(g_gpu, db);
     bg_backend_free(g_gpu, dy), bg_backend_free(g_gpu, dacc);
 }
@@ -386,7 +399,8 @@ int main(void)
         test_elementwise();
         test_local_index();
         test_teardown();
-        test_linear_rounds_once();
+        test_linear_rounds_once(BG_BF16);
+        test_linear_rounds_once(BG_F16);
         test_embedding_long_run();
     }
     bg_backend_destroy(g_gpu);

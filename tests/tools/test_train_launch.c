@@ -167,7 +167,7 @@ static void test_usage(void)
         "--batch 10 --micro-batches 4",
         "--schedule nope",
         "--loss-scale abc", /* bf16 on the cpu is valid now */
-        "--dtype fp16 --device cuda",
+        "--dtype fp8", /* fp16 on cuda is valid now */
         "--loss-scale 0",
         "--device tpu",
         "--lr abc",
