@@ -46,8 +46,8 @@ static bg_status_t chain_layer(const bg_graph_t *g, int i, bg_dtype_t dtype, bg_
 
 bg_status_t bg_chain_from_graph(const bg_graph_t *g, bg_dtype_t dtype, bg_chain_t *out)
 {
-    if (dtype != BG_F32 && dtype != BG_BF16)
-        return bg_errorf(BG_ERR_INVALID, "activation dtype must be f32 or bf16");
+    if (dtype != BG_F32 && dtype != BG_BF16 && dtype != BG_F16)
+        return bg_errorf(BG_ERR_INVALID, "activation dtype must be f32, bf16 or fp16");
     int L = bg_graph_n_layers(g), T = bg_graph_n_tensors(g);
     int64_t B = bg_graph_batch(g);
     bg_chain_t c;

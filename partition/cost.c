@@ -70,15 +70,15 @@ bg_status_t bg_parse_bytes(const char *s, int64_t *out)
 int64_t bg_bytes_per_param(bg_dtype_t dtype, int opt_state_bytes)
 {
     /* weights f32 + grads f32 (accumulators are f32 in both modes);
-     * bf16 runs also hold the bf16 working copy of the weights. */
-    return 4 + 4 + (dtype == BG_BF16 ? 2 : 0) + opt_state_bytes;
+     * bf16/fp16 runs also hold the 16-bit working copy of the weights. */
+    return 4 + 4 + (dtype != BG_F32 ? 2 : 0) + opt_state_bytes;
 }
 
 int64_t bg_param_bytes(bg_dtype_t dtype, int opt_state_bytes, int zero, int dp, int64_t n)
 {
     if (!zero || dp <= 1)
         return n * bg_bytes_per_param(dtype, opt_state_bytes);
-    int64_t copy = dtype == BG_BF16 ? 2 : 4, shard = 4 + opt_state_bytes;
+    int64_t copy = dtype != BG_F32 ? 2 : 4, shard = 4 + opt_state_bytes;
     return n * (copy + 4) + (n * shard + dp - 1) / dp;
 }
 

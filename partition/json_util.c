@@ -158,3 +158,18 @@ bg_status_t bg_json_get_array(const cJSON *o, const char *k, const char *what, c
     *out = v;
     return BG_OK;
 }
+
+bg_status_t bg_json_get_dtype(const cJSON *o, const char *k, const char *what, bg_dtype_t *out)
+{
+    char buf[32];
+    bg_status_t st = bg_json_get_str(o, k, what, buf, sizeof(buf));
+    if (st != BG_OK)
+        return st;
+    static const bg_dtype_t floats[] = {BG_F32, BG_BF16, BG_F16};
+    for (size_t i = 0; i < sizeof(floats) / sizeof(floats[0]); i++)
+        if (!strcmp(buf, bg_dtype_name(floats[i]))) {
+            *out = floats[i];
+            return BG_OK;
+        }
+    return bg_errorf(BG_ERR_INVALID, "%s: dtype '%s' (want f32, bf16 or fp16)", what, buf);
+}

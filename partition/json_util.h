@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "base/status.h"
+#include "layers/tensor.h"
 
 /* Parse `path` (at most 256 MiB) into *out; BG_ERR_IO if unreadable,
  * BG_ERR_INVALID "path:LINE:COL: invalid JSON" if malformed. */
@@ -27,6 +28,9 @@ bg_status_t bg_json_get_int(const cJSON *o, const char *k, const char *what, int
 bg_status_t bg_json_get_num(const cJSON *o, const char *k, const char *what, double lo, double *out);
 bg_status_t bg_json_get_str(const cJSON *o, const char *k, const char *what, char *buf, size_t n);
 bg_status_t bg_json_get_bool(const cJSON *o, const char *k, const char *what, bool *out);
+/* A compute dtype spelled exactly as bg_dtype_name writes it (f32, bf16,
+ * fp16): files keep one spelling, so aliases the CLI takes are refused. */
+bg_status_t bg_json_get_dtype(const cJSON *o, const char *k, const char *what, bg_dtype_t *out);
 /* Array member (may be empty). */
 bg_status_t bg_json_get_array(const cJSON *o, const char *k, const char *what, const cJSON **out);
 

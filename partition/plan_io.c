@@ -109,10 +109,7 @@ static bg_status_t parse_header(const cJSON *r, const char *what, bg_plan_file_t
     if ((st = bg_json_get_str(r, "model", what, pf->model, sizeof(pf->model)))) return st;
     if ((st = bg_json_get_str(r, "method", what, pf->method, sizeof(pf->method)))) return st;
     if ((st = bg_json_get_str(r, "device", what, pf->device, sizeof(pf->device)))) return st;
-    if ((st = bg_json_get_str(r, "dtype", what, buf, sizeof(buf)))) return st;
-    if (!strcmp(buf, "f32")) pf->dtype = BG_F32;
-    else if (!strcmp(buf, "bf16")) pf->dtype = BG_BF16;
-    else return bg_errorf(BG_ERR_INVALID, "%s: dtype '%s' (want f32 or bf16)", what, buf);
+    if ((st = bg_json_get_dtype(r, "dtype", what, &pf->dtype))) return st;
     if ((st = bg_json_get_str(r, "schedule", what, buf, sizeof(buf)))) return st;
     if ((st = bg_sched_kind_parse(buf, &pf->cfg.schedule))) return bg_error_prefix(st, "%s: ", what);
     const int64_t big = 1 << 24;

@@ -32,14 +32,6 @@ void bg_profile_free(bg_profile_t *p)
     memset(p, 0, sizeof(*p));
 }
 
-static bg_status_t parse_dtype(const char *s, const char *what, bg_dtype_t *out)
-{
-    if (!strcmp(s, "f32")) *out = BG_F32;
-    else if (!strcmp(s, "bf16")) *out = BG_BF16;
-    else return bg_errorf(BG_ERR_INVALID, "%s: dtype '%s' (want f32 or bf16)", what, s);
-    return BG_OK;
-}
-
 static bg_status_t profile_from_json(const cJSON *root, const char *what, bg_profile_t *out)
 {
     char buf[64];
@@ -60,8 +52,7 @@ static bg_status_t profile_from_json(const cJSON *root, const char *what, bg_pro
     bg_profile_t p;
     if ((st = bg_profile_alloc(n, &p))) return st;
     if ((st = bg_json_get_str(root, "device", what, p.device, sizeof(p.device)))) goto err_free;
-    if ((st = bg_json_get_str(root, "dtype", what, buf, sizeof(buf)))) goto err_free;
-    if ((st = parse_dtype(buf, what, &p.dtype))) goto err_free;
+    if ((st = bg_json_get_dtype(root, "dtype", what, &p.dtype))) goto err_free;
     if ((st = bg_json_get_int(root, "micro_batch", what, 1, 1 << 24, &v))) goto err_free;
     p.micro_batch = (int)v;
     int i = 0;

@@ -25,7 +25,7 @@ typedef struct check_opts {
     bool kinds;
 } check_opts_t;
 
-static const char *const dtypes[] = {"f32", "bf16", NULL};
+static const char *const dtypes[] = {"f32", "bf16", "fp16", NULL};
 
 /* clang-format off */
 static const bg_opt_t check_opts[] = {
@@ -70,7 +70,8 @@ static int parse_opts(int argc, char **argv, check_opts_t *o)
     if (rc)
         return rc;
     o->path = npos ? pos[0] : NULL;
-    o->dtype = strcmp(o->dtype_name, "bf16") ? BG_F32 : BG_BF16;
+    o->dtype = BG_F32;
+    bg_dtype_parse(o->dtype_name, &o->dtype); /* one of the listed choices */
     if (!o->path && !o->kinds)
         return bg_opt_usage_error(&bg_check_spec, "no model given (see brigade check --help)");
     return 0;

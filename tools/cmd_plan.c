@@ -74,7 +74,7 @@ static bg_status_t parse_method(const char *s, void *dst)
     return bg_split_method_parse(s, (bg_split_method_t *)dst);
 }
 
-static const char *const dtypes[] = {"f32", "bf16", NULL};
+static const char *const dtypes[] = {"f32", "bf16", "fp16", NULL};
 
 #define COUNT_ROW(n, field, what, d)                                                             \
     {.name = n, .kind = BG_OPT_INT, .metavar = "N|auto", .help = what, .def = d,                 \
@@ -172,7 +172,8 @@ static int parse_opts(int argc, char **argv, plan_opts_t *o)
         return rc;
     o->model = pos[0];
     o->recompute = o->recompute_flag ? 1 : AUTO;
-    o->dtype = !o->dtype_name ? -1 : strcmp(o->dtype_name, "bf16") ? BG_F32 : BG_BF16;
+    bg_dtype_t dt = BG_F32;
+    o->dtype = !o->dtype_name || bg_dtype_parse(o->dtype_name, &dt) ? -1 : (int)dt;
     const bg_sched_desc_t *sd;
     if (bg_sched_lookup(o->schedule_name, &sd))
         return bg_opt_usage_error(&bg_plan_spec, "%s", bg_last_error());

@@ -40,6 +40,8 @@ static bg_status_t make_tensor(bg_backend_t *be, const bg_shape_t *s, bg_dtype_t
             ((int32_t *)host)[i] = (int32_t)(u * (float)id_max) % (int32_t)id_max;
         else if (d.dtype == BG_BF16)
             ((uint16_t *)host)[i] = bg_f32_to_bf16(u - 0.5f);
+        else if (d.dtype == BG_F16)
+            ((uint16_t *)host)[i] = bg_f32_to_f16(u - 0.5f);
         else
             ((float *)host)[i] = u - 0.5f;
     }
@@ -203,7 +205,7 @@ typedef struct profile_args {
 } profile_args_t;
 
 static const char *const devices[] = {"cpu", "cuda", NULL};
-static const char *const dtypes[] = {"f32", "bf16", NULL};
+static const char *const dtypes[] = {"f32", "bf16", "fp16", NULL};
 
 /* clang-format off */
 static const bg_opt_t profile_opts[] = {
@@ -245,7 +247,8 @@ static bg_status_t profile_layers(const bg_graph_t *g, const profile_args_t *a, 
                                   bg_profile_t *prof)
 {
     bg_backend_t *be = NULL;
-    bg_dtype_t dt = strcmp(a->dtype, "bf16") ? BG_F32 : BG_BF16;
+    bg_dtype_t dt = BG_F32;
+    bg_dtype_parse(a->dtype, &dt); /* one of the listed choices */
     bg_device_t dev = strcmp(a->device, "cuda") ? BG_DEV_CPU : BG_DEV_CUDA;
     const char *local = getenv("BRIGADE_LOCAL_RANK");
     bg_status_t st =
