@@ -178,7 +178,7 @@ bg_status_t bg_train_sched_resolve(const bg_train_conf_t *c, const bg_graph_t *g
     if (!is_auto && (c->profile || c->sched_mem_cap > 0))
         return bg_errorf(BG_ERR_INVALID,
                          "%s is for --schedule auto (it picks a schedule from those costs); "
-                         "--schedule %s is fixed",
+                         "this run's schedule is %s",
                          c->profile ? "--profile" : "--schedule-mem-cap",
                          c->schedule ? c->schedule : "1f1b");
     if (is_auto)
