@@ -119,12 +119,12 @@ static void describe(const bg_train_conf_t *c, const bg_profile_t *prof, int64_t
             at += (size_t)snprintf(why + at, len - at, ", chunk F+B+W ms: ");
         append_chunk_costs(o, s, why, len, &at);
     } else if (at < len) {
-        at += (size_t)snprintf(why + at, len - at, ", bubble %.1f%%) from equal costs (F = B = W = 1 per stage)",
+        at += (size_t)snprintf(why + at, len - at,
+                               ", bubble %.1f%%) from equal costs (F = B = W = 1 per stage)",
                                100 * best->bubble);
     }
     if (at < len)
-        snprintf(why + at, len - at, "; cap %.2f micro-batches of a stage per rank",
-                 rep->mem_cap);
+        snprintf(why + at, len - at, "; cap %.2f micro-batches of a stage per rank", rep->mem_cap);
 }
 
 /* auto for c, with the profile's costs over g's split when c->profile. */
@@ -169,8 +169,8 @@ err_prof:
     return st;
 }
 
-bg_status_t bg_train_sched_resolve(const bg_train_conf_t *c, const bg_graph_t *g,
-                                   bg_sched_t **out, char *why, size_t len)
+bg_status_t bg_train_sched_resolve(const bg_train_conf_t *c, const bg_graph_t *g, bg_sched_t **out,
+                                   char *why, size_t len)
 {
     bool is_auto = c->schedule && !strcmp(c->schedule, "auto");
     if (why && len)
