@@ -45,6 +45,28 @@ static void sum_layers(const bg_sched_auto_opts_t *o, int lo, int hi, double *f,
         *f += o->layer_f[l], *b += o->layer_b[l], *w += o->layer_w[l];
 }
 
+/* The split of o's L layers into G chunks balanced on F + B + W, into
+ * bounds[G+1]. Only running out of memory fails. */
+static bg_status_t balanced_split(const bg_sched_auto_opts_t *o, int G, int *bounds)
+{
+    int L = o->n_layers;
+    double *pre = malloc(((size_t)L + 1) * sizeof(double));
+    if (!pre)
+        return bg_errorf(BG_ERR_NOMEM, "auto: out of memory");
+    double total = 0;
+    for (int l = 0; l < L; l++)
+        total += o->layer_f[l] + o->layer_b[l] + o->layer_w[l];
+    /* A small share per layer keeps the prefix strictly increasing, so a
+     * free layer cannot make two cuts coincide. */
+    double eps = (total > 0 ? total : 1) * 1e-6 / L;
+    pre[0] = 0;
+    for (int l = 0; l < L; l++)
+        pre[l + 1] = pre[l] + o->layer_f[l] + o->layer_b[l] + o->layer_w[l] + eps;
+    bg_split_prefix(pre, L, G, bounds);
+    free(pre);
+    return BG_OK;
+}
+
 bg_status_t bg_sched_auto_chunk_costs(const bg_sched_auto_opts_t *o, int G, int v, double *f,
                                       double *b, double *w)
 {
@@ -56,26 +78,19 @@ bg_status_t bg_sched_auto_chunk_costs(const bg_sched_auto_opts_t *o, int G, int 
     int L = o->n_layers;
     if (L < G)
         return bg_errorf(BG_ERR_INVALID, "auto: %d profiled layers cannot fill %d chunks", L, G);
-    double *pre = malloc(((size_t)L + 1) * sizeof(double));
     int *bounds = malloc(((size_t)G + 1) * sizeof(int));
-    if (!pre || !bounds) {
-        free(pre), free(bounds);
+    if (!bounds)
         return bg_errorf(BG_ERR_NOMEM, "auto: out of memory");
+    bg_status_t st = o->split ? o->split(o->split_ctx, G, bounds) : balanced_split(o, G, bounds);
+    for (int c = 0; !st && c < G; c++) {
+        if (bounds[c] < 0 || bounds[c] >= bounds[c + 1] || bounds[c + 1] > L)
+            st = bg_errorf(BG_ERR_INVALID, "auto: chunk %d of the split holds layers [%d, %d) "
+                                           "of %d", c, bounds[c], bounds[c + 1], L);
+        else
+            sum_layers(o, bounds[c], bounds[c + 1], &f[c], &b[c], &w[c]);
     }
-    double total = 0;
-    for (int l = 0; l < L; l++)
-        total += o->layer_f[l] + o->layer_b[l] + o->layer_w[l];
-    /* A small share per layer keeps the prefix strictly increasing, so a
-     * free layer cannot make two cuts coincide. */
-    double eps = (total > 0 ? total : 1) * 1e-6 / L;
-    pre[0] = 0;
-    for (int l = 0; l < L; l++)
-        pre[l + 1] = pre[l] + o->layer_f[l] + o->layer_b[l] + o->layer_w[l] + eps;
-    bg_split_prefix(pre, L, G, bounds);
-    for (int c = 0; c < G; c++)
-        sum_layers(o, bounds[c], bounds[c + 1], &f[c], &b[c], &w[c]);
-    free(pre), free(bounds);
-    return BG_OK;
+    free(bounds);
+    return st;
 }
 
 /* ---------------------------------------------------------- greedy builder */

@@ -23,6 +23,10 @@
  * latency). mem_cap: per-rank peak of live activations (F ran, W not), in
  * stage micro-batches (a chunk counts 1/v); <= 0 means 1F1B's, min(p, m).
  * flags: generator flags for the table rows (BG_SCHED_SPLIT_BW).
+ * split (may be NULL): the split a run of G chunks would use, first[G+1]
+ * layer bounds, in place of the one balanced on F + B + W (a training run
+ * sums each chunk over the layers it really holds); it must be a pure
+ * function of G, and its failure rejects the candidate with its message.
  */
 typedef struct {
     const double *layer_f, *layer_b, *layer_w;
@@ -31,6 +35,8 @@ typedef struct {
     double comm;
     double mem_cap;
     unsigned flags;
+    bg_status_t (*split)(void *ctx, int G, int *first);
+    void *split_ctx;
 } bg_sched_auto_opts_t;
 
 /* Equal costs (f = b = w = 1), no communication cost, 1F1B's memory. */
@@ -69,9 +75,10 @@ bg_status_t bg_sched_auto(int p, int m, int chunks, const bg_sched_auto_opts_t *
 void bg_sched_auto_report_free(bg_sched_auto_report_t *r); /* NULL is fine */
 
 /*
- * Per-chunk costs auto uses for a schedule of G = p*v chunks (the split of
- * o's layers, or o->f/v etc.): f, b, w get G entries each. BG_ERR_INVALID
- * when there are layers but fewer than G.
+ * Per-chunk costs auto uses for a schedule of G = p*v chunks (o->split's
+ * split of o's layers, else a balanced one, or o->f/v etc.): f, b, w get G
+ * entries each. BG_ERR_INVALID when there are layers but fewer than G, or
+ * o->split's error.
  */
 bg_status_t bg_sched_auto_chunk_costs(const bg_sched_auto_opts_t *o, int G, int v, double *f,
                                       double *b, double *w);

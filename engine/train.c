@@ -137,23 +137,16 @@ static bg_status_t setup_layout(train_t *t)
     t->S = c->stages;
     t->D = c->dp;
     t->M = c->micro_batches;
-    /* A table row or "file:PATH"; the schedule fixes chunks per rank. */
-    bg_status_t st = bg_sched_resolve(c->schedule, t->S, t->M, c->chunks,
-                                      c->split_bw ? BG_SCHED_SPLIT_BW : 0, &t->sched);
+    bg_status_t st = bg_train_graph_open(c, &t->g); /* checks that the batch divides */
+    if (st == BG_OK)
+        t->mb_rows = c->batch / (t->D * t->M);
+    /* A table row, "file:PATH" or auto (from the run's split of g when
+     * profiled); the schedule fixes chunks per rank. */
+    if (st == BG_OK)
+        st = bg_train_sched_resolve(c, t->g, &t->sched, t->sched_why, sizeof(t->sched_why));
     if (st != BG_OK)
         return st;
     t->V = bg_sched_chunks_per_rank(t->sched);
-    if (c->batch % (t->D * t->M))
-        return bg_errorf(BG_ERR_INVALID,
-                         "--batch %d is not divisible by dp (%d) x micro-batches "
-                         "(%d)",
-                         c->batch, t->D, t->M);
-    t->mb_rows = c->batch / (t->D * t->M);
-    st = bg_graph_parse_file(c->model, t->mb_rows, &t->g);
-    if (st == BG_OK) /* a linear feeding the loss: logits in tiles, never stored */
-        st = bg_graph_fuse_classifier(t->g, BG_F32, NULL);
-    if (st != BG_OK)
-        return st;
     int nch = t->S * t->V;
     int *first = calloc((size_t)nch + 1, sizeof(int));
     if (!first)

@@ -9,6 +9,7 @@
 #define BG_TRAIN_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "base/status.h"
@@ -19,6 +20,8 @@ typedef struct bg_train_conf {
     const char *model;      /* graph file */
     int stages, dp, chunks; /* chunks: per rank; 0 = the schedule's default */
     const char *schedule;   /* a name or alias from partition/schedules.def */
+    const char *profile;    /* auto: per-layer F, B, W of `brigade profile`; NULL: equal */
+    double sched_mem_cap;   /* auto: per-rank activations cap, stage micro-batches; 0: 1F1B's */
     int micro_batches;      /* per step, per DP replica */
     int batch;              /* global batch (samples/sequences per step) */
     int64_t steps;          /* 0: from epochs */
@@ -94,6 +97,32 @@ bg_status_t bg_train_preflight(const bg_train_conf_t *c, int chunks, int64_t *ra
  * BG_ERR_INVALID names the bad value. */
 bg_status_t bg_train_loss_scale(const bg_train_conf_t *c, bg_dtype_t dtype, float *scale,
                                 bool *dynamic);
+
+/*
+ * The model a run trains: c->model parsed at the run's micro-batch rows
+ * (batch / (dp x micro-batches), BG_ERR_INVALID when that does not divide)
+ * with the classifier fused, exactly as every rank splits it. *out is the
+ * caller's (bg_graph_free), set only on success.
+ */
+struct bg_graph;
+bg_status_t bg_train_graph_open(const bg_train_conf_t *c, struct bg_graph **out);
+
+/*
+ * The schedule a run of c uses for S = c->stages, M = c->micro_batches:
+ * bg_sched_resolve of c->schedule, or for "auto" with c->profile and
+ * c->sched_mem_cap the choice of bg_sched_auto on per-chunk costs summed
+ * over the split the run makes of g (bg_net_split_even), the profile's
+ * times scaled linearly to the run's micro-batch rows. g (the run's graph,
+ * bg_train_graph_open) may be NULL when c->profile is. Pure: the same conf
+ * and graph give the same schedule on every rank. why[len] gets one line
+ * saying what auto chose and from what costs ("" for a named schedule).
+ * BG_ERR_INVALID naming the cause (a profile or mem cap without auto, a
+ * layer the profile lacks, no candidate fits), BG_ERR_IO (unreadable
+ * profile). *out is the caller's, set only on success.
+ */
+struct bg_sched;
+bg_status_t bg_train_sched_resolve(const bg_train_conf_t *c, const struct bg_graph *g,
+                                   struct bg_sched **out, char *why, size_t len);
 
 /*
  * Run this process's rank of the job described by `c`, joining the others

@@ -30,6 +30,7 @@ typedef struct train {
     bg_tp_group_t *world_group;
     bg_graph_t *g;
     bg_sched_t *sched;
+    char sched_why[512]; /* auto: what it chose and from what costs ("" otherwise) */
     bg_net_t *net;
     bg_backend_t *be;
     bg_data_t *ds;

@@ -279,6 +279,8 @@ void bg_train_banner_(train_t *t)
            bg_graph_model_name(t->g)[0] ? bg_graph_model_name(t->g) : c->model, t->S, t->D,
            c->zero && t->D > 1 ? " (ZeRO-1)" : "", bg_sched_name(t->sched), t->M, (long long)t->mb_rows, c->device, c->dtype, info->name,
            what);
+    if (t->sched_why[0])
+        printf("%s\n", t->sched_why);
     fflush(stdout);
 }
 

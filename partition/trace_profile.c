@@ -11,6 +11,7 @@
 
 #include "base/grow.h"
 #include "partition/json_util.h"
+#include "partition/plan_io.h"
 #include "partition/profile.h"
 
 enum { K_F, K_B, K_W, K_BW, K_N };
@@ -165,5 +166,26 @@ err_ev:
     free(ev);
 err_json:
     cJSON_Delete(root);
+    return st;
+}
+
+bg_status_t bg_profile_from_traced_plan(const char *trace, const char *plan,
+                                        const bg_chain_t *chain, const bg_device_desc_t *dev,
+                                        bg_profile_t *out)
+{
+    bg_plan_file_t pf;
+    bg_status_t st = bg_plan_load(plan, &pf);
+    if (st) return st;
+    bg_costs_t roof;
+    if (pf.n_layers != chain->n_layers) {
+        st = bg_errorf(BG_ERR_INVALID, "%s: a plan of %d layers, but the model has %d", plan,
+                       pf.n_layers, chain->n_layers);
+        goto err_pf;
+    }
+    if ((st = bg_costs_build(chain, dev, pf.micro_batch, NULL, &roof))) goto err_pf;
+    st = bg_profile_from_trace(trace, &roof, pf.bounds, pf.n_chunks, out);
+    bg_costs_free(&roof);
+err_pf:
+    bg_plan_file_free(&pf);
     return st;
 }

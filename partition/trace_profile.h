@@ -25,4 +25,14 @@
 bg_status_t bg_profile_from_trace(const char *path, const bg_costs_t *roof, const int *bounds,
                                   int n_chunks, bg_profile_t *out);
 
+/*
+ * The same from a traced run's plan file `plan` (bg_plan_load: the split
+ * and micro-batch size it trained with): `chain` must hold the plan's
+ * layers, `dev` prices the roofline shares. BG_ERR_INVALID naming the plan
+ * when its layer count is not the chain's; otherwise as above.
+ */
+bg_status_t bg_profile_from_traced_plan(const char *trace, const char *plan,
+                                        const bg_chain_t *chain, const bg_device_desc_t *dev,
+                                        bg_profile_t *out);
+
 #endif

@@ -466,22 +466,8 @@ static int plan_write(plan_run_t *r, const bg_plan_t *pl)
  * priced at the traced micro-batch size. Fills r->prof on success. */
 static bg_status_t profile_from_trace(plan_run_t *r)
 {
-    bg_plan_file_t pf;
-    bg_status_t st = bg_plan_load(r->o.traced_plan, &pf);
-    if (st) return st;
-    bg_costs_t roof;
-    if (pf.n_layers != r->chain.n_layers) {
-        st = bg_errorf(BG_ERR_INVALID, "%s: a plan of %d layers, but %s has %d", r->o.traced_plan,
-                       pf.n_layers, r->o.model, r->chain.n_layers);
-        goto err_pf;
-    }
-    if ((st = bg_costs_build(&r->chain, &r->dev->d[0], pf.micro_batch, NULL, &roof)))
-        goto err_pf;
-    st = bg_profile_from_trace(r->o.from_trace, &roof, pf.bounds, pf.n_chunks, &r->prof);
-    bg_costs_free(&roof);
-err_pf:
-    bg_plan_file_free(&pf);
-    return st;
+    return bg_profile_from_traced_plan(r->o.from_trace, r->o.traced_plan, &r->chain,
+                                       &r->dev->d[0], &r->prof);
 }
 
 static int plan_body(plan_run_t *r)

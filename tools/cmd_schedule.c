@@ -5,7 +5,8 @@
  * grid, a Chrome trace, or all of it as JSON. Nothing runs: this is for
  * reading schedules. The schedule name goes to the engine's parser as
  * given (tools/ keeps no list of schedules); `auto` also prints every
- * candidate it weighed, with the costs of --profile or --f --b --w, --latency and --mem-cap.
+ * candidate it weighed, with the costs of --profile, of a training trace
+ * (--from-trace with --traced-plan) or --f --b --w, --latency and --mem-cap.
  * Exit codes: 0 ok, 1 runtime failure, 2 bad usage.
  */
 #include <stdbool.h>
@@ -19,7 +20,11 @@
 #include "engine/schedule.h"
 #include "engine/schedule_auto.h"
 #include "engine/sim.h"
+#include "layers/graph.h"
+#include "partition/chain_graph.h"
+#include "partition/plan_io.h"
 #include "partition/profile.h"
+#include "partition/trace_profile.h"
 #include "tools/commands.h"
 
 typedef struct schedule_args {
@@ -28,6 +33,8 @@ typedef struct schedule_args {
     double f, b, w, latency, mem_cap;
     double unit; /* one cell of --grid */
     const char *kind_name, *trace, *profile;
+    const char *from_trace, *traced_plan; /* times a `brigade train --trace` run measured */
+    const char *times;                    /* where per-layer times came from, or NULL */
 } schedule_args_t;
 
 #define COST_ROW(n, field, what)                                                                   \
@@ -62,6 +69,12 @@ static const bg_opt_t schedule_opts[] = {
     {.name = "profile", .kind = BG_OPT_PATH, .metavar = "FILE",
      .help = "per-layer F, B, W times (brigade profile) split over the chunks, instead of "
              "--f --b --w", .off = offsetof(schedule_args_t, profile)},
+    {.name = "from-trace", .kind = BG_OPT_PATH, .metavar = "TRACE",
+     .help = "per-layer times from a brigade train --trace run instead (needs --traced-plan)",
+     .off = offsetof(schedule_args_t, from_trace)},
+    {.name = "traced-plan", .kind = BG_OPT_PATH, .metavar = "PLAN",
+     .help = "the plan file the traced run trained with (its split, micro-batch size, model)",
+     .off = offsetof(schedule_args_t, traced_plan)},
     {.name = "mem-cap", .kind = BG_OPT_DOUBLE, .metavar = "N",
      .help = "auto: per-rank peak of live activations, in micro-batches of a stage",
      .def = "1f1b's, min(P, M)", .off = offsetof(schedule_args_t, mem_cap), .dmin = 0,
@@ -135,9 +148,9 @@ static bg_status_t print_text(const bg_sched_t *s, const bg_sim_t *sim, const sc
     bg_status_t st = bg_sched_print(s, stdout, a->comm ? BG_PRINT_COMM : 0);
     if (st != BG_OK)
         return st;
-    if (a->profile)
+    if (a->times)
         printf("%s, p=%d m=%d v=%d, costs of %s: makespan %g, bubble %.1f%%, peak live:",
-               bg_sched_name(s), a->p, a->m, a->v, a->profile, bg_sim_makespan(sim),
+               bg_sched_name(s), a->p, a->m, a->v, a->times, bg_sim_makespan(sim),
                100 * bg_sim_bubble(sim));
     else
         printf("%s, p=%d m=%d v=%d, F=%g B=%g W=%g: makespan %g, bubble %.1f%%, peak live:",
@@ -202,8 +215,36 @@ static void add_auto_json(cJSON *root, const bg_sched_auto_report_t *rep)
     }
 }
 
-/* Auto's costs from the arguments: a profile's layers in file order, or
- * F, B, W per stage. *buf owns the layer arrays (NULL without a profile). */
+/* The model a traced plan was made for, as a chain at its dtype, and the
+ * device that prices its roofline shares: the times of the trace. */
+static bg_status_t times_from_trace(const schedule_args_t *a, bg_profile_t *prof)
+{
+    bg_plan_file_t pf;
+    bg_graph_t *g = NULL;
+    bg_chain_t chain = {0};
+    bg_device_desc_t dev;
+    bg_status_t st = bg_plan_load(a->traced_plan, &pf);
+    if (st)
+        return st;
+    pf.device[strcspn(pf.device, ",")] = '\0'; /* a plan over several: the first prices */
+    st = bg_graph_parse_file(pf.model, 1, &g);
+    if (st)
+        bg_error_prefix(st, "--traced-plan %s names model %s: ", a->traced_plan, pf.model);
+    if (!st)
+        st = bg_chain_from_graph(g, pf.dtype, &chain);
+    if (!st)
+        st = bg_device_preset(pf.device[0] ? pf.device : "cpu", &dev);
+    if (!st)
+        st = bg_profile_from_traced_plan(a->from_trace, a->traced_plan, &chain, &dev, prof);
+    bg_chain_free(&chain);
+    bg_graph_free(g);
+    bg_plan_file_free(&pf);
+    return st;
+}
+
+/* Auto's costs from the arguments: per-layer times in model order (a
+ * profile's or a trace's), or F, B, W per stage. *buf owns the layer
+ * arrays (NULL without per-layer times). */
 static bg_status_t auto_opts(const schedule_args_t *a, bg_sched_auto_opts_t *o, double **buf)
 {
     *o = bg_sched_auto_defaults();
@@ -212,10 +253,10 @@ static bg_status_t auto_opts(const schedule_args_t *a, bg_sched_auto_opts_t *o, 
     o->mem_cap = a->mem_cap;
     o->flags = a->split ? BG_SCHED_SPLIT_BW : 0;
     *buf = NULL;
-    if (!a->profile)
+    if (!a->times)
         return BG_OK;
     bg_profile_t prof;
-    bg_status_t st = bg_profile_load(a->profile, &prof);
+    bg_status_t st = a->profile ? bg_profile_load(a->profile, &prof) : times_from_trace(a, &prof);
     if (st)
         return st;
     double *x = malloc(3 * (size_t)prof.n * sizeof(double));
@@ -274,6 +315,11 @@ int bg_cmd_schedule(int argc, char **argv)
         return rc == 1 ? 0 : rc;
     if (!a.p || !a.m)
         return bg_opt_usage_error(&bg_schedule_spec, "--stages and --micro-batches are required");
+    if (!a.from_trace != !a.traced_plan)
+        return bg_opt_usage_error(&bg_schedule_spec, "--from-trace and --traced-plan go together");
+    if (a.from_trace && a.profile)
+        return bg_opt_usage_error(&bg_schedule_spec, "--from-trace and --profile both give times");
+    a.times = a.profile ? a.profile : a.from_trace;
     bg_sched_t *s = NULL;
     bg_sim_t *sim = NULL;
     bg_sched_auto_opts_t o;
@@ -291,13 +337,13 @@ int bg_cmd_schedule(int argc, char **argv)
     }
     if (rep.cand && !a.json)
         print_auto(&rep);
-    int per_chunk = rep.cand || a.profile;
+    int per_chunk = rep.cand || a.times;
     st = simulate(s, &a, &o, per_chunk, &sim);
     /* One grid cell: the shorter of F and B, per chunk where costs are; a
      * profile's chunks differ, so a 200th of the step there. */
     a.unit = a.f < a.b ? (a.f > 0 ? a.f : 1) : (a.b > 0 ? a.b : 1);
     if (per_chunk)
-        a.unit = a.profile && sim ? bg_sim_makespan(sim) / 200 : a.unit / a.v;
+        a.unit = a.times && sim ? bg_sim_makespan(sim) / 200 : a.unit / a.v;
     if (!(a.unit > 0))
         a.unit = 1;
     if (st == BG_OK)

@@ -231,8 +231,20 @@ static const bg_opt_t train_dp_opts[] = {
 };
 /* clang-format on */
 
+/* clang-format off */
+static const bg_opt_t train_auto_opts[] = {
+    {.name = "profile", .kind = BG_OPT_PATH, .metavar = "FILE",
+     .help = "--schedule auto: choose from these per-layer F, B, W times (brigade profile), "
+             "summed over this run's chunks", .def = "equal costs", .off = ARG(c.profile)},
+    {.name = "schedule-mem-cap", .kind = BG_OPT_DOUBLE, .metavar = "N",
+     .help = "--schedule auto: per-rank peak of live activations, in micro-batches of a stage",
+     .def = "1f1b's, min(S, M)", .off = ARG(c.sched_mem_cap), .dmin = 0, .dmax = 1e9},
+    {0},
+};
+/* clang-format on */
+
 static const bg_opt_t *const train_tables[] = {
-    bg_train_layout_opts, train_run_opts,       bg_train_data_opts,
+    bg_train_layout_opts, train_auto_opts,      train_run_opts,       bg_train_data_opts,
     train_optim_opts,     bg_train_device_opts, bg_train_load_opts,
     train_save_opts,      train_dp_opts,        bg_train_launch_opts, train_restart_opts,
     NULL,
@@ -401,9 +413,13 @@ static int preflight(const bg_cmd_spec_t *cmd, const bg_train_args_t *a)
     bg_graph_t *g = NULL;
     int v = 1;
     int64_t rank_bytes = 0;
-    /* The flags the ranks use: auto may choose differently with them. */
-    bg_status_t st = bg_sched_resolve(c->schedule, c->stages, c->micro_batches, c->chunks,
-                                      c->split_bw ? BG_SCHED_SPLIT_BW : 0, &s);
+    /* As the ranks resolve it (auto may choose by the flags and a profile
+     * of the run's split), so the chunks below are the run's. */
+    bg_status_t st = c->profile ? bg_train_graph_open(c, &g) : BG_OK;
+    if (st == BG_OK)
+        st = bg_train_sched_resolve(c, g, &s, NULL, 0);
+    bg_graph_free(g);
+    g = NULL;
     if (st == BG_OK)
         v = bg_sched_chunks_per_rank(s);
     if (st == BG_OK)

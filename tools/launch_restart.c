@@ -311,8 +311,10 @@ static int slots_left(restart_state_t *st, int lost_rank)
 /* One run of the job in the current layout; its exit code, *res filled. */
 static int run_once(restart_state_t *st, bg_launch_result_t *res)
 {
-    static const char *const layout_opts[] = {"stages", "dp", "micro-batches", "chunks", "schedule",
-                                              "plan",   NULL};
+    /* A re-planned layout is a fixed schedule: auto's inputs go with it. */
+    static const char *const layout_opts[] = {
+        "stages", "dp", "micro-batches", "chunks", "schedule", "plan", "profile",
+        "schedule-mem-cap", NULL};
     static const char *const resume_flag[] = {"resume", NULL};
     const bg_launch_conf_t *b = st->base;
     const char *add[4] = {NULL}, *env[2] = {NULL};

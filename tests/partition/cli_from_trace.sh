@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/partition/cli_from_trace.sh -- the closed loop: plan uneven-mlp at
 # S=2, train 2 steps with --trace, re-plan with --from-trace, and train on
-# the new plan file; plus the usage errors of the new options.
+# the new plan file; `brigade schedule --schedule auto` from the same
+# trace; plus the usage errors of the new options.
 # usage: cli_from_trace.sh BRIGADE SOURCE_DIR
 set -u
 B="$1"
@@ -22,6 +23,31 @@ grep -q "times from trace" "$T/out" || fail "plan --from-trace does not say wher
 grep -q '"format":[[:space:]]*"brigade-plan"' "$T/p1.json" || fail "p1.json is not a plan"
 "$B" train "$M" --plan "$T/p1.json" --steps 1 --data synthetic:images >"$T/out" 2>&1 ||
     fail "train does not accept the plan made from the trace"
+
+# brigade schedule --schedule auto from the traced run's times
+S=("$B" schedule --stages 2 --micro-batches 4 --schedule auto)
+"${S[@]}" --from-trace "$T/t.json" --traced-plan "$T/p0.json" >"$T/out" 2>&1 ||
+    fail "schedule --from-trace"
+grep -q "^auto: " "$T/out" || fail "no choice printed"
+grep -q "costs of $T/t.json" "$T/out" || fail "the summary does not name the trace"
+# The trace's times, not equal ones: those would simulate the same step.
+"${S[@]}" >"$T/eq" 2>&1 || fail "schedule auto with equal costs"
+a="$(grep -o ': makespan [^,]*' "$T/out")" b="$(grep -o ': makespan [^,]*' "$T/eq")"
+[ -n "$a" ] && [ -n "$b" ] && [ "$a" != "$b" ] || fail "the trace's times were not used ($a, $b)"
+"${S[@]}" --from-trace "$T/t.json" --traced-plan "$T/p0.json" --json >"$T/out" 2>&1 &&
+    grep -q '"auto_candidates"' "$T/out" || fail "--json with --from-trace"
+
+# schedule: usage, the two go together and are not a --profile too
+"${S[@]}" --from-trace "$T/t.json" >"$T/out" 2>&1
+[ $? = 2 ] && grep -q "go together" "$T/out" || fail "--from-trace alone should exit 2"
+"${S[@]}" --traced-plan "$T/p0.json" >"$T/out" 2>&1
+[ $? = 2 ] || fail "--traced-plan alone should exit 2"
+echo '{}' >"$T/prof.json"
+"${S[@]}" --from-trace "$T/t.json" --traced-plan "$T/p0.json" --profile "$T/prof.json" \
+    >"$T/out" 2>&1
+[ $? = 2 ] && grep -q "both give times" "$T/out" || fail "--from-trace with --profile"
+"${S[@]}" --from-trace "$T/missing.json" --traced-plan "$T/p0.json" >"$T/out" 2>&1
+[ $? = 2 ] && grep -q "missing.json" "$T/out" || fail "a missing trace should exit 2, named"
 
 # usage: the two options go together; a trace with a chunk the plan lacks is bad input
 "$B" plan "$M" --stages 2 --from-trace "$T/t.json" >"$T/out" 2>&1
