@@ -64,8 +64,8 @@ static bool piece_name(const char *name, size_t *glen, int64_t *off)
 
 /* Piece tensor t of file `fi`, named glen chars of global + "@off": its
  * entry, after checking its dtype, rank and the recorded shape. */
-static bg_status_t piece_make(const bg_st_file_t *f, int fi, const bg_st_tensor_t *t,
-                              size_t glen, int64_t off, ckpt_piece_t *out)
+static bg_status_t piece_make(const bg_st_file_t *f, int fi, const bg_st_tensor_t *t, size_t glen,
+                              int64_t off, ckpt_piece_t *out)
 {
     char *g = strndup(t->name, glen);
     char *key = g ? malloc(glen + sizeof(BG_CKPT_SHAPE_KEY)) : NULL;
@@ -84,9 +84,8 @@ static bg_status_t piece_make(const bg_st_file_t *f, int fi, const bg_st_tensor_
         st = bg_errorf(BG_ERR_INVALID, "%s: piece '%s' of tensor '%s' must be 1-D F32",
                        bg_st_path(f), t->name, g);
     else if (!shp || !parse_shape(shp, &out->ndim, out->shape, &numel))
-        st = bg_errorf(BG_ERR_INVALID,
-                       "%s: tensor '%s': its whole shape (metadata '%s%s') is %s", bg_st_path(f),
-                       g, g, BG_CKPT_SHAPE_KEY, shp ? "malformed" : "missing");
+        st = bg_errorf(BG_ERR_INVALID, "%s: tensor '%s': its whole shape (metadata '%s%s') is %s",
+                       bg_st_path(f), g, g, BG_CKPT_SHAPE_KEY, shp ? "malformed" : "missing");
     if (st != BG_OK) {
         free(g);
         out->name = NULL;
@@ -178,8 +177,8 @@ static bg_status_t collect(bg_st_file_t *const *files, int n, ckpt_table_t *tb)
             if (bg_grow(&tb->ten, &tcap, tb->nten + 1, sizeof(*tb->ten)))
                 return bg_errorf(BG_ERR_NOMEM, "checkpoint: out of memory");
             ckpt_tensor_t *x = &tb->ten[tb->nten++];
-            *x = (ckpt_tensor_t){.info = {t->name, t->dtype, t->ndim, {0}, t->numel, 0},
-                                 .file = fi, .t = t};
+            *x = (ckpt_tensor_t){
+                .info = {t->name, t->dtype, t->ndim, {0}, t->numel, 0}, .file = fi, .t = t};
             memcpy(x->info.shape, t->shape, sizeof(x->info.shape));
         }
     }
@@ -218,8 +217,8 @@ static bg_status_t group_pieces(bg_st_file_t *const *files, ckpt_table_t *tb, si
                              "%s: tensor '%s' is both whole in one file and in pieces",
                              bg_st_path(files[p->file]), p->name);
         ckpt_tensor_t *x = &tb->ten[tb->nten++];
-        *x = (ckpt_tensor_t){.info = {p->name, BG_ST_F32, p->ndim, {0}, numel, (int)(j - i)},
-                             .file = -1, .p0 = i};
+        *x = (ckpt_tensor_t){
+            .info = {p->name, BG_ST_F32, p->ndim, {0}, numel, (int)(j - i)}, .file = -1, .p0 = i};
         memcpy(x->info.shape, p->shape, sizeof(x->info.shape));
     }
     return BG_OK;

@@ -151,7 +151,8 @@ bg_status_t bg_rt_params_upload(bg_rt_t *rt);
  * masters and state from the backend (a no-op on the CPU without ZeRO,
  * where the views are the buffers). Under ZeRO-1 this gathers every
  * replica's shard into full host views (a collective: every replica of the
- * stage calls it), held until bg_rt_params_release or an upload. */
+ * stage calls it), held until bg_rt_params_release or an upload;
+ * checkpoints do not use it there (bg_rt_shard_* below). */
 bg_status_t bg_rt_params_download(bg_rt_t *rt);
 /* Free the full views a ZeRO-1 download made (no-op otherwise). Cannot fail. */
 void bg_rt_params_release(bg_rt_t *rt);

@@ -53,8 +53,7 @@ static void write_shard(const char *sp, int s, int k, bad_t bad)
         int64_t off = b == GAP ? 8 : b == OVERLAP ? 6 : 7, n = b == PAST ? 9 : 8;
         const char *shape = b == SHAPE ? "[5,3]" : b == BADSHAPE ? "[3,x]" : "[3,5]";
         if (b != MISSING)
-            add_piece(w, "w", shape, off, off + n > 15 && b != PAST ? 15 - off : n, wval + off,
-                      b);
+            add_piece(w, "w", shape, off, off + n > 15 && b != PAST ? 15 - off : n, wval + off, b);
         add_piece(w, "w.adam_m", "[3,5]", 7, 8, mval + 7, OK);
     } else {
         add_piece(w, "v", "[4]", 2 * k, 2, vval + 2 * k, OK);
@@ -171,7 +170,8 @@ int main(void)
     char dir[4200];
     PATHF(dir, "%s/run", root);
     check_good(dir);
-    expect_refused(dir, GAP, "stage-0.dp-1.safetensors: tensor 'w': piece at element 8 leaves a gap");
+    expect_refused(dir, GAP,
+                   "stage-0.dp-1.safetensors: tensor 'w': piece at element 8 leaves a gap");
     expect_refused(dir, OVERLAP, "tensor 'w': piece at element 6 overlaps another piece");
     expect_refused(dir, PAST, "tensor 'w': piece at element 7 of 9 elements runs past");
     expect_refused(dir, SHAPE, "records another whole shape");

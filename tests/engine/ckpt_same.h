@@ -28,8 +28,7 @@ static inline int bg_test_same_tensor(const bg_ckpt_t *ca, const bg_ckpt_t *cb,
     }
     size_t bytes = (size_t)t->numel * sizeof(float) + 1;
     float *x = malloc(bytes), *y = malloc(bytes);
-    int ok = x && y &&
-             bg_ckpt_read_f32(ca, t->name, t->ndim, t->shape, t->numel, x) == BG_OK &&
+    int ok = x && y && bg_ckpt_read_f32(ca, t->name, t->ndim, t->shape, t->numel, x) == BG_OK &&
              bg_ckpt_read_f32(cb, t->name, t->ndim, t->shape, t->numel, y) == BG_OK &&
              !memcmp(x, y, bytes - 1);
     free(x), free(y);

@@ -19,8 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (m.step < 0 || m.stages < 1 || m.dp < 1 || (m.shards != 1 && m.shards != m.dp) ||
         (int64_t)m.nfiles != (int64_t)m.stages * m.shards)
         fuzz_die("fuzz_manifest", "layout out of range accepted", NULL);
-    for (int i = 0; i < m.nfiles; i++)
-    {
+    for (int i = 0; i < m.nfiles; i++) {
         if (!m.files[i].name[0] || strchr(m.files[i].name, '/'))
             fuzz_die("fuzz_manifest", "file name leaves the step directory", m.files[i].name);
         if (m.files[i].stage != i / m.shards || m.files[i].shard != i % m.shards)
