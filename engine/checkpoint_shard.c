@@ -232,7 +232,8 @@ bg_status_t bg_ckpt_table_build_(bg_st_file_t *const *files, int n, ckpt_table_t
         goto err_free;
     qsort(tb.ten, tb.nten, sizeof(*tb.ten), cmp_tensor);
     dedupe_whole(&tb);
-    qsort(tb.pc, tb.npc, sizeof(*tb.pc), cmp_piece);
+    if (tb.npc) /* pc is NULL without pieces, and qsort may not take NULL */
+        qsort(tb.pc, tb.npc, sizeof(*tb.pc), cmp_piece);
     if ((st = group_pieces(files, &tb, tb.nten)) != BG_OK)
         goto err_free;
     qsort(tb.ten, tb.nten, sizeof(*tb.ten), cmp_tensor);
