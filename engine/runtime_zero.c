@@ -12,7 +12,7 @@
  * (bg_rt_shard_*); full views (a gather from the shards, a scatter back)
  * remain only for callers that ask for them with bg_rt_params_download.
  * Must NOT change any sum or its order (runtime_grad.c owns them), nor
- * decide when to gather (the checkpoint code calls download/upload).
+ * decide when to save or load (the checkpoint code calls the shard copies).
  */
 #include <stdlib.h>
 #include <string.h>
