@@ -24,6 +24,7 @@
 #include "base/grow.h"
 #include "engine/checkpoint.h"
 #include "engine/checkpoint_fs.h"
+#include "engine/checkpoint_shard.h"
 
 #define CKPT_MAX_FILES 65536 /* also the most stages a manifest may name */
 #define CKPT_MAX_DP (1 << 20)
@@ -45,6 +46,16 @@ bg_status_t bg_ckpt_step_path(const char *dir, int64_t step, char **out)
     if (!dir || !*dir || step < 0)
         return bg_errorf(BG_ERR_INVALID, "checkpoint: bad directory or step %" PRId64, step);
     char *s = str_printf("%s/step-%06" PRId64, dir, step);
+    if (!s) return bg_errorf(BG_ERR_NOMEM, "checkpoint: out of memory");
+    *out = s;
+    return BG_OK;
+}
+
+bg_status_t bg_ckpt_shard_path(const char *step_path, int stage, int shard, char **out)
+{
+    if (stage < 0 || shard < 0)
+        return bg_errorf(BG_ERR_INVALID, "checkpoint: bad stage %d or shard %d", stage, shard);
+    char *s = str_printf("%s/stage-%d.dp-%d.safetensors", step_path, stage, shard);
     if (!s) return bg_errorf(BG_ERR_NOMEM, "checkpoint: out of memory");
     *out = s;
     return BG_OK;
@@ -168,10 +179,19 @@ static bg_status_t manifest_from_json(const char *path, const cJSON *root, bg_ck
     int n = cJSON_IsArray(files) ? cJSON_GetArraySize(files) : -1;
     if (n < 1 || n > CKPT_MAX_FILES)
         return bg_errorf(BG_ERR_INVALID, "%s: \"files\" must be a non-empty array", path);
-    /* One file per stage is what publish writes; anything else is not ours. */
-    if (n != stages)
-        return bg_errorf(BG_ERR_INVALID, "%s: %d files listed for %lld stages (one per stage)",
-                         path, n, (long long)stages);
+    /* One file per stage (per stage and replica when sharded) is what
+     * publish writes; anything else is not ours. */
+    int64_t shards = 1;
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(root, "shards");
+    if (sh && (!json_int(sh, 1, CKPT_MAX_DP, &shards) || (shards != 1 && shards != dp)))
+        return bg_errorf(BG_ERR_INVALID, "%s: \"shards\" must be 1 or dp (%lld)", path,
+                         (long long)dp);
+    if (n != stages * shards)
+        return bg_errorf(BG_ERR_INVALID,
+                         "%s: %d files listed for %lld stages x %lld shards (one per stage%s)",
+                         path, n, (long long)stages, (long long)shards,
+                         shards > 1 ? " and replica" : "");
+    m->shards = (int)shards;
     m->step = step, m->stages = (int)stages, m->dp = (int)dp;
     m->schedule = strdup(sched->valuestring);
     m->model = strdup(model->valuestring);
@@ -188,7 +208,18 @@ static bg_status_t manifest_from_json(const char *path, const cJSON *root, bg_ck
                              "%s: files[%d] must be {\"name\": plain file name, \"bytes\", "
                              "\"crc32\"}",
                              path, m->nfiles);
-        bg_ckpt_file_entry_t *fe = &m->files[m->nfiles++];
+        bg_ckpt_file_entry_t *fe = &m->files[m->nfiles];
+        fe->stage = m->nfiles / m->shards, fe->shard = m->nfiles % m->shards;
+        int64_t fs, fk;
+        if (m->shards > 1 &&
+            (!json_int(cJSON_GetObjectItemCaseSensitive(e, "stage"), 0, CKPT_MAX_FILES, &fs) ||
+             !json_int(cJSON_GetObjectItemCaseSensitive(e, "shard"), 0, CKPT_MAX_DP, &fk) ||
+             fs != fe->stage || fk != fe->shard))
+            return bg_errorf(BG_ERR_INVALID,
+                             "%s: files[%d] must say \"stage\": %d, \"shard\": %d (files "
+                             "listed stage by stage, replica by replica)",
+                             path, m->nfiles, fe->stage, fe->shard);
+        m->nfiles++;
         fe->bytes = (uint64_t)bytes;
         fe->crc32 = (uint32_t)crc;
         if (!(fe->name = strdup(name->valuestring)))
@@ -348,7 +379,7 @@ err_free:
     return st;
 }
 
-static char *manifest_json(int64_t step, int stages, int dp, const char *schedule,
+static char *manifest_json(int64_t step, int stages, int dp, int shards, const char *schedule,
                            const char *model, const bg_ckpt_file_entry_t *files, int n)
 {
     cJSON *root = cJSON_CreateObject();
@@ -359,6 +390,8 @@ static char *manifest_json(int64_t step, int stages, int dp, const char *schedul
     cJSON_AddItemToObject(root, "step", cJSON_CreateNumber((double)step));
     cJSON_AddItemToObject(root, "stages", cJSON_CreateNumber(stages));
     cJSON_AddItemToObject(root, "dp", cJSON_CreateNumber(dp));
+    if (shards > 1) /* unsharded manifests stay exactly as they were */
+        cJSON_AddItemToObject(root, "shards", cJSON_CreateNumber(shards));
     cJSON_AddItemToObject(root, "schedule", cJSON_CreateString(schedule));
     cJSON_AddItemToObject(root, "model", cJSON_CreateString(model));
     cJSON_AddItemToObject(root, "files", arr);
@@ -371,6 +404,10 @@ static char *manifest_json(int64_t step, int stages, int dp, const char *schedul
         cJSON_AddItemToObject(e, "name", cJSON_CreateString(files[i].name));
         cJSON_AddItemToObject(e, "bytes", cJSON_CreateNumber((double)files[i].bytes));
         cJSON_AddItemToObject(e, "crc32", cJSON_CreateNumber((double)files[i].crc32));
+        if (shards > 1) {
+            cJSON_AddItemToObject(e, "stage", cJSON_CreateNumber(files[i].stage));
+            cJSON_AddItemToObject(e, "shard", cJSON_CreateNumber(files[i].shard));
+        }
     }
     text = cJSON_Print(root);
 err_json:
@@ -379,35 +416,48 @@ err_json:
     return text;
 }
 
-bg_status_t bg_ckpt_publish(const char *dir, int64_t step, int stages, int dp,
-                            const char *schedule, const char *model)
+/* Stage file i of a publish (shards per stage) validated into *fe. */
+static bg_status_t publish_entry(const char *sp, int64_t step, int i, int shards,
+                                 bg_ckpt_file_entry_t *fe)
 {
-    if (stages < 1 || dp < 1 || !schedule || !model)
+    char *path = NULL;
+    bg_st_file_t *f = NULL;
+    fe->stage = i / shards, fe->shard = i % shards;
+    bg_status_t st = shards > 1 ? bg_ckpt_shard_path(sp, fe->stage, fe->shard, &path)
+                                : bg_ckpt_stage_path(sp, fe->stage, &path);
+    if (st != BG_OK) return st;
+    st = bg_st_open(path, &f);
+    if (st != BG_OK) {
+        bg_error_prefix(st, "checkpoint step %" PRId64 " stage %d not complete: ", step,
+                        fe->stage);
+        goto err_path;
+    }
+    bg_st_file_digest(f, &fe->bytes, &fe->crc32);
+    bg_st_close(f);
+    const char *base = strrchr(path, '/');
+    if (!(fe->name = strdup(base ? base + 1 : path)))
+        st = bg_errorf(BG_ERR_NOMEM, "checkpoint: out of memory");
+err_path:
+    free(path);
+    return st;
+}
+
+/* bg_ckpt_publish with `shards` files per stage. */
+static bg_status_t publish(const char *dir, int64_t step, int stages, int dp, int shards,
+                           const char *schedule, const char *model)
+{
+    if (stages < 1 || dp < 1 || stages > CKPT_MAX_FILES || dp > CKPT_MAX_DP || !schedule ||
+        !model || (shards != 1 && shards != dp) || (int64_t)stages * shards > CKPT_MAX_FILES)
         return bg_errorf(BG_ERR_INVALID, "checkpoint publish: bad layout or names");
+    int n = stages * shards;
     char *sp = NULL, *mpath = NULL, *marker = NULL, *json = NULL, *line = NULL;
-    bg_ckpt_file_entry_t *files = calloc((size_t)stages, sizeof(*files));
+    bg_ckpt_file_entry_t *files = calloc((size_t)n, sizeof(*files));
     if (!files) return bg_errorf(BG_ERR_NOMEM, "checkpoint: out of memory");
     bg_status_t st = bg_ckpt_step_path(dir, step, &sp);
+    for (int i = 0; i < n && st == BG_OK; i++)
+        st = publish_entry(sp, step, i, shards, &files[i]);
     if (st != BG_OK) goto err_free;
-    for (int s = 0; s < stages; s++) {
-        char *path = NULL;
-        bg_st_file_t *f = NULL;
-        if ((st = bg_ckpt_stage_path(sp, s, &path)) != BG_OK) goto err_free;
-        st = bg_st_open(path, &f);
-        if (st != BG_OK) {
-            bg_error_prefix(st, "checkpoint step %" PRId64 " stage %d not complete: ", step, s);
-            free(path);
-            goto err_free;
-        }
-        bg_st_file_digest(f, &files[s].bytes, &files[s].crc32);
-        bg_st_close(f);
-        free(path);
-        if (!(files[s].name = str_printf("stage-%d.safetensors", s))) {
-            st = bg_errorf(BG_ERR_NOMEM, "checkpoint: out of memory");
-            goto err_free;
-        }
-    }
-    json = manifest_json(step, stages, dp, schedule, model, files, stages);
+    json = manifest_json(step, stages, dp, shards, schedule, model, files, n);
     mpath = str_printf("%s/manifest.json", sp);
     marker = str_printf("%s/latest", dir);
     line = str_printf("step-%06" PRId64 "\n", step);
@@ -419,7 +469,7 @@ bg_status_t bg_ckpt_publish(const char *dir, int64_t step, int stages, int dp,
     st = bg_write_file_atomic(marker, line, strlen(line));
 
 err_free:
-    for (int s = 0; s < stages; s++) free(files[s].name);
+    for (int i = 0; i < n; i++) free(files[i].name);
     free(files);
     free(sp);
     free(mpath);
@@ -427,6 +477,18 @@ err_free:
     free(json);
     free(line);
     return st;
+}
+
+bg_status_t bg_ckpt_publish(const char *dir, int64_t step, int stages, int dp,
+                            const char *schedule, const char *model)
+{
+    return publish(dir, step, stages, dp, 1, schedule, model);
+}
+
+bg_status_t bg_ckpt_publish_sharded(const char *dir, int64_t step, int stages, int dp,
+                                    const char *schedule, const char *model)
+{
+    return publish(dir, step, stages, dp, dp, schedule, model);
 }
 
 /* ---------------------------------------------------------------- reading */
@@ -442,6 +504,7 @@ struct bg_ckpt {
     bg_st_file_t **files;
     name_ref_t *refs; /* sorted by (name, file) */
     size_t nrefs;
+    ckpt_table_t tb; /* logical tensors: whole, or assembled from pieces */
 };
 
 static int cmp_ref(const void *a, const void *b)
@@ -526,6 +589,7 @@ bg_status_t bg_ckpt_open(const char *step_path, bg_ckpt_t **out)
         }
     }
     qsort(c->refs, c->nrefs, sizeof(*c->refs), cmp_ref);
+    if ((st = bg_ckpt_table_build_(c->files, c->man.nfiles, &c->tb)) != BG_OK) goto err_free;
     *out = c;
     return BG_OK;
 
@@ -540,6 +604,7 @@ void bg_ckpt_close(bg_ckpt_t *c)
     for (int i = 0; c->files && i < c->man.nfiles; i++) bg_st_close(c->files[i]);
     free(c->files);
     free(c->refs);
+    bg_ckpt_table_free_(&c->tb);
     bg_ckpt_manifest_free(&c->man);
     free(c);
 }
@@ -575,15 +640,76 @@ const bg_st_tensor_t *bg_ckpt_find(const bg_ckpt_t *c, const char *name,
     return c->refs[lo].t;
 }
 
-bg_status_t bg_ckpt_read_f32(const bg_ckpt_t *c, const char *name, int ndim,
-                             const int64_t *shape, int64_t numel, float *dst)
+/* The logical tensor `name` after checking its shape as bg_st_read_f32
+ * does; BG_ERR_INVALID naming the checkpoint or file otherwise. */
+static bg_status_t tensor_checked(const bg_ckpt_t *c, const char *name, int ndim,
+                                  const int64_t *shape, int64_t numel, const ckpt_tensor_t **out)
 {
-    const bg_st_file_t *f;
-    if (!bg_ckpt_find(c, name, &f))
+    const ckpt_tensor_t *x = bg_ckpt_table_find_(&c->tb, name);
+    if (!x)
         return bg_errorf(BG_ERR_INVALID,
                          "checkpoint (step %" PRId64 ", %d stage files): no tensor named '%s'",
                          c->man.step, c->man.nfiles, name);
-    return bg_st_read_f32(f, name, ndim, shape, numel, dst);
+    const bg_ckpt_tensor_info_t *t = &x->info;
+    bool same = shape ? t->ndim == ndim : t->numel == numel;
+    for (int i = 0; shape && same && i < ndim; i++) same = t->shape[i] == shape[i];
+    if (!same) {
+        char have[160], want[160];
+        bg_st_shape_text(t->ndim, t->shape, have, sizeof(have));
+        if (shape)
+            bg_st_shape_text(ndim, shape, want, sizeof(want));
+        else
+            snprintf(want, sizeof(want), "%" PRId64 " elements", numel);
+        return bg_errorf(BG_ERR_INVALID, "%s: tensor '%s' has shape %s, expected %s",
+                         x->t ? bg_st_path(c->files[x->file])
+                              : bg_st_path(c->files[c->tb.pc[x->p0].file]),
+                         name, have, want);
+    }
+    *out = x;
+    return BG_OK;
+}
+
+bg_status_t bg_ckpt_read_f32(const bg_ckpt_t *c, const char *name, int ndim,
+                             const int64_t *shape, int64_t numel, float *dst)
+{
+    const ckpt_tensor_t *x = bg_ckpt_table_find_(&c->tb, name);
+    if (x && x->t) /* whole: the file's own checks and messages */
+        return bg_st_read_f32(c->files[x->file], name, ndim, shape, numel, dst);
+    bg_status_t st = tensor_checked(c, name, ndim, shape, numel, &x);
+    return st == BG_OK ? bg_ckpt_table_read_(&c->tb, c->files, x, 0, x->info.numel, dst) : st;
+}
+
+bg_status_t bg_ckpt_read_f32_range(const bg_ckpt_t *c, const char *name, int ndim,
+                                   const int64_t *shape, int64_t numel, int64_t off,
+                                   int64_t count, float *dst)
+{
+    const ckpt_tensor_t *x;
+    bg_status_t st = tensor_checked(c, name, ndim, shape, numel, &x);
+    if (st != BG_OK) return st;
+    if (off < 0 || count < 0 || off > x->info.numel || count > x->info.numel - off)
+        return bg_errorf(BG_ERR_INVALID,
+                         "checkpoint: tensor '%s' has %" PRId64 " elements; [%" PRId64
+                         ", +%" PRId64 ") is outside it",
+                         name, x->info.numel, off, count);
+    if (x->t) return bg_st_read_f32_range(c->files[x->file], name, off, count, dst);
+    return bg_ckpt_table_read_(&c->tb, c->files, x, off, count, dst);
+}
+
+size_t bg_ckpt_tensor_count(const bg_ckpt_t *c)
+{
+    return c->tb.nten;
+}
+
+void bg_ckpt_tensor_at(const bg_ckpt_t *c, size_t i, bg_ckpt_tensor_info_t *out)
+{
+    *out = c->tb.ten[i].info;
+}
+
+bool bg_ckpt_tensor_info(const bg_ckpt_t *c, const char *name, bg_ckpt_tensor_info_t *out)
+{
+    const ckpt_tensor_t *x = bg_ckpt_table_find_(&c->tb, name);
+    if (x && out) *out = x->info;
+    return x != NULL;
 }
 
 const char *bg_ckpt_meta(const bg_ckpt_t *c, const char *key)

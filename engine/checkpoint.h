@@ -135,6 +135,18 @@ void bg_st_meta_at(const bg_st_file_t *f, size_t i, const char **key, const char
  */
 bg_status_t bg_st_read_f32(const bg_st_file_t *f, const char *name, int ndim,
                            const int64_t *shape, int64_t numel, float *dst);
+/* BG_OK if tensor `name` has shape (ndim, shape) (or, with shape NULL,
+ * numel elements); BG_ERR_INVALID naming the file, tensor and both shapes
+ * otherwise (the check bg_st_read_f32 makes). */
+bg_status_t bg_st_check_shape(const bg_st_file_t *f, const char *name, int ndim,
+                              const int64_t *shape, int64_t numel);
+/* "[768, 3072]" into buf (truncated to len), as the messages print shapes. */
+void bg_st_shape_text(int ndim, const int64_t *shape, char *buf, size_t len);
+/* Elements [off, off + count) of tensor `name` (row-major, any shape) into
+ * dst as f32, converting as bg_st_read_f32. BG_ERR_INVALID for a range
+ * outside the tensor (naming file and tensor) or a dtype that does not convert. */
+bg_status_t bg_st_read_f32_range(const bg_st_file_t *f, const char *name, int64_t off,
+                                 int64_t count, float *dst);
 /* Copy tensor `name` bytes verbatim; its dtype must be `dt` and its size `nbytes`. */
 bg_status_t bg_st_read_raw(const bg_st_file_t *f, const char *name, bg_st_dtype_t dt, void *dst,
                            size_t nbytes);
@@ -150,9 +162,23 @@ bg_status_t bg_st_read_raw(const bg_st_file_t *f, const char *name, bg_st_dtype_
 /* The loss scale and its good-step count, f32 [2], in stage 0's file. */
 #define BG_CKPT_LOSS_SCALE "optimizer.loss_scale"
 #define BG_CKPT_FORMAT "brigade-checkpoint-1"
+/*
+ * Sharded checkpoints (ZeRO-1, docs/checkpoints.md "Sharded files"): replica
+ * k of stage s writes "stage-<s>.dp-<k>.safetensors" holding, for each
+ * tensor, the piece [off, off + n) of it in k's shard as a 1-D F32 tensor
+ * named "<name>@<off>" (BG_CKPT_PIECE_SEP), with the whole tensor's shape in
+ * the metadata under "<name>@shape" (BG_CKPT_SHAPE_KEY, "[768,3072]") and
+ * the file's place under "shard" ("<k>/<D>"). Readers assemble whole
+ * tensors from the pieces or read any element range of them.
+ */
+#define BG_CKPT_PIECE_SEP '@'
+#define BG_CKPT_SHAPE_KEY "@shape"
+#define BG_CKPT_SHARD_KEY "shard"
 
 typedef struct bg_ckpt_file_entry {
     char *name;     /* relative to the step directory: "stage-0.safetensors" */
+    int stage;      /* which stage wrote it */
+    int shard;      /* which replica of the stage (0 when not sharded) */
     uint64_t bytes; /* exact file size */
     uint32_t crc32; /* zlib crc32 of the whole file */
 } bg_ckpt_file_entry_t;
@@ -160,6 +186,7 @@ typedef struct bg_ckpt_file_entry {
 typedef struct bg_ckpt_manifest {
     int64_t step;      /* optimizer steps completed */
     int stages, dp;    /* layout that wrote it */
+    int shards;        /* files per stage: 1, or dp for a sharded (ZeRO-1) save */
     char *schedule;    /* "1f1b", ... */
     char *model;       /* model name */
     int nfiles;
@@ -172,6 +199,9 @@ void bg_ckpt_manifest_free(bg_ckpt_manifest_t *m); /* frees the fields, not m */
 bg_status_t bg_ckpt_step_path(const char *dir, int64_t step, char **out);
 /* "STEP_PATH/stage-S.safetensors" into a malloc'd string. */
 bg_status_t bg_ckpt_stage_path(const char *step_path, int stage, char **out);
+
+/* "STEP_PATH/stage-S.dp-K.safetensors" (replica K's shard) into a malloc'd string. */
+bg_status_t bg_ckpt_shard_path(const char *step_path, int stage, int shard, char **out);
 
 /*
  * Create DIR/step-NNNNNN (and DIR) and return its path in *step_path
@@ -193,6 +223,11 @@ bg_status_t bg_ckpt_begin(const char *dir, int64_t step, char **step_path);
  */
 bg_status_t bg_ckpt_publish(const char *dir, int64_t step, int stages, int dp,
                             const char *schedule, const char *model);
+/* bg_ckpt_publish for a sharded save: the stages x dp files
+ * bg_ckpt_shard_path(step_path, s, k), each listed with its stage and shard
+ * (manifest "shards": dp). Same protocol and guarantees. */
+bg_status_t bg_ckpt_publish_sharded(const char *dir, int64_t step, int stages, int dp,
+                                    const char *schedule, const char *model);
 
 /*
  * The step directory DIR/latest names. BG_OK with *step_path = NULL when
@@ -205,7 +240,9 @@ bg_status_t bg_ckpt_dir_latest(const char *dir, char **step_path);
 
 /* Validate manifest text (len bytes, `what` names it in messages) into *out
  * (free with bg_ckpt_manifest_free): format, step, layout ranges, one file
- * per stage with plain names, sizes and CRCs. BG_ERR_INVALID otherwise. */
+ * per stage (or, with "shards": dp, one per stage and replica, in order,
+ * each with its "stage" and "shard") with plain names, sizes and CRCs.
+ * BG_ERR_INVALID otherwise. */
 bg_status_t bg_ckpt_manifest_parse(const char *text, size_t len, const char *what,
                                    bg_ckpt_manifest_t *out);
 /* Read and validate STEP_PATH/manifest.json into *out (free with bg_ckpt_manifest_free). */
@@ -218,7 +255,11 @@ typedef struct bg_ckpt bg_ckpt_t;
  * file exists with its recorded size and CRC and opens as valid safetensors.
  * A missing, truncated or altered file is refused (BG_ERR_INVALID naming
  * it). Names may repeat across files (a tied weight held by two stages);
- * lookups return the copy in the first file listed.
+ * lookups return the copy in the first file listed. The pieces of sharded
+ * files are checked to tile their tensors exactly: a piece that is not F32
+ * 1-D, has no or a malformed recorded shape, disagrees with another piece's
+ * shape, overlaps another, leaves a gap or runs past the end, or a name both
+ * whole and in pieces is BG_ERR_INVALID naming the file and tensor.
  */
 bg_status_t bg_ckpt_open(const char *step_path, bg_ckpt_t **out);
 void bg_ckpt_close(bg_ckpt_t *c); /* NULL is fine */
@@ -232,9 +273,33 @@ void bg_st_file_digest(const bg_st_file_t *f, uint64_t *bytes, uint32_t *crc32);
 /* The tensor named `name` in any file, NULL if none; *file (if non-NULL) gets its file. */
 const bg_st_tensor_t *bg_ckpt_find(const bg_ckpt_t *c, const char *name,
                                    const bg_st_file_t **file);
-/* bg_st_read_f32 on whichever file holds `name`. */
+/* bg_st_read_f32 on whichever file holds `name`, or the tensor assembled
+ * from its pieces (sharded checkpoints); the same shape rules. */
 bg_status_t bg_ckpt_read_f32(const bg_ckpt_t *c, const char *name, int ndim,
                              const int64_t *shape, int64_t numel, float *dst);
+/* Elements [off, off + count) of tensor `name` (whole or in pieces) into dst
+ * as f32, after checking its whole shape as bg_ckpt_read_f32 does; only the
+ * pieces overlapping the range are read. BG_ERR_INVALID for a missing name,
+ * another shape, or a range outside the tensor. */
+bg_status_t bg_ckpt_read_f32_range(const bg_ckpt_t *c, const char *name, int ndim,
+                                   const int64_t *shape, int64_t numel, int64_t off,
+                                   int64_t count, float *dst);
+
+/* A logical tensor of a checkpoint: whole in one file, or in pieces. */
+typedef struct bg_ckpt_tensor_info {
+    const char *name; /* global name (valid until bg_ckpt_close) */
+    bg_st_dtype_t dtype;
+    int ndim;
+    int64_t shape[BG_ST_MAX_DIMS];
+    int64_t numel;
+    int pieces; /* 0: whole */
+} bg_ckpt_tensor_info_t;
+/* Logical tensors, sorted by name (pieces counted once, as their tensor). */
+size_t bg_ckpt_tensor_count(const bg_ckpt_t *c);
+void bg_ckpt_tensor_at(const bg_ckpt_t *c, size_t i, bg_ckpt_tensor_info_t *out);
+/* Whether `name` is a tensor of the checkpoint, whole or in pieces; *out
+ * (if non-NULL) gets its description. */
+bool bg_ckpt_tensor_info(const bg_ckpt_t *c, const char *name, bg_ckpt_tensor_info_t *out);
 /* Metadata `key` from the first file that has it, NULL if none. */
 const char *bg_ckpt_meta(const bg_ckpt_t *c, const char *key);
 

@@ -659,7 +659,7 @@ void bg_st_file_digest(const bg_st_file_t *f, uint64_t *bytes, uint32_t *crc)
     *crc = (uint32_t)c;
 }
 
-static void shape_str(int ndim, const int64_t *shape, char *buf, size_t len)
+void bg_st_shape_text(int ndim, const int64_t *shape, char *buf, size_t len)
 {
     size_t o = (size_t)snprintf(buf, len, "[");
     for (int i = 0; i < ndim && o < len; i++)
@@ -667,37 +667,26 @@ static void shape_str(int ndim, const int64_t *shape, char *buf, size_t len)
     if (o < len) snprintf(buf + o, len - o, "]");
 }
 
-bg_status_t bg_st_read_f32(const bg_st_file_t *f, const char *name, int ndim,
-                           const int64_t *shape, int64_t numel, float *dst)
+/* Elements [off, off + count) of t (in bounds) into dst as f32; BG_ERR_INVALID
+ * for a dtype that does not convert. */
+static bg_status_t convert_f32(const bg_st_file_t *f, const bg_st_tensor_t *t, int64_t off,
+                               int64_t count, float *dst)
 {
-    const bg_st_tensor_t *t = bg_st_find(f, name);
-    if (!t) return bg_errorf(BG_ERR_INVALID, "%s: no tensor named '%s'", f->path, name);
-    char have[160], want[160];
-    shape_str(t->ndim, t->shape, have, sizeof(have));
-    bool same = shape ? t->ndim == ndim : t->numel == numel;
-    for (int i = 0; shape && same && i < ndim; i++) same = t->shape[i] == shape[i];
-    if (!same) {
-        if (shape)
-            shape_str(ndim, shape, want, sizeof(want));
-        else
-            snprintf(want, sizeof(want), "%" PRId64 " elements", numel);
-        return bg_errorf(BG_ERR_INVALID, "%s: tensor '%s' has shape %s, expected %s", f->path,
-                         name, have, want);
-    }
-    const uint8_t *p = t->data;
+    size_t es = bg_st_dtype_size(t->dtype);
+    const uint8_t *p = (const uint8_t *)t->data + (size_t)off * es;
     switch (t->dtype) {
     case BG_ST_F32:
-        memcpy(dst, p, t->nbytes);
+        memcpy(dst, p, (size_t)count * 4);
         return BG_OK;
     case BG_ST_BF16:
     case BG_ST_F16:
-        for (int64_t i = 0; i < t->numel; i++) {
+        for (int64_t i = 0; i < count; i++) {
             uint16_t h = (uint16_t)(p[2 * i] | p[2 * i + 1] << 8);
             dst[i] = t->dtype == BG_ST_BF16 ? bg_bf16_to_f32(h) : bg_f16_to_f32(h);
         }
         return BG_OK;
     case BG_ST_F64:
-        for (int64_t i = 0; i < t->numel; i++) {
+        for (int64_t i = 0; i < count; i++) {
             double d;
             memcpy(&d, p + 8 * i, sizeof(d));
             dst[i] = (float)d;
@@ -706,8 +695,50 @@ bg_status_t bg_st_read_f32(const bg_st_file_t *f, const char *name, int ndim,
     default:
         return bg_errorf(BG_ERR_INVALID,
                          "%s: tensor '%s' is %s; only F32, BF16, F16 and F64 convert to f32",
-                         f->path, name, bg_st_dtype_name(t->dtype));
+                         f->path, t->name, bg_st_dtype_name(t->dtype));
     }
+}
+
+bg_status_t bg_st_check_shape(const bg_st_file_t *f, const char *name, int ndim,
+                              const int64_t *shape, int64_t numel)
+{
+    const bg_st_tensor_t *t = bg_st_find(f, name);
+    if (!t) return bg_errorf(BG_ERR_INVALID, "%s: no tensor named '%s'", f->path, name);
+    char have[160], want[160];
+    bg_st_shape_text(t->ndim, t->shape, have, sizeof(have));
+    bool same = shape ? t->ndim == ndim : t->numel == numel;
+    for (int i = 0; shape && same && i < ndim; i++) same = t->shape[i] == shape[i];
+    if (!same) {
+        if (shape)
+            bg_st_shape_text(ndim, shape, want, sizeof(want));
+        else
+            snprintf(want, sizeof(want), "%" PRId64 " elements", numel);
+        return bg_errorf(BG_ERR_INVALID, "%s: tensor '%s' has shape %s, expected %s", f->path,
+                         name, have, want);
+    }
+    return BG_OK;
+}
+
+bg_status_t bg_st_read_f32(const bg_st_file_t *f, const char *name, int ndim,
+                           const int64_t *shape, int64_t numel, float *dst)
+{
+    bg_status_t st = bg_st_check_shape(f, name, ndim, shape, numel);
+    if (st != BG_OK) return st;
+    const bg_st_tensor_t *t = bg_st_find(f, name);
+    return convert_f32(f, t, 0, t->numel, dst);
+}
+
+bg_status_t bg_st_read_f32_range(const bg_st_file_t *f, const char *name, int64_t off,
+                                 int64_t count, float *dst)
+{
+    const bg_st_tensor_t *t = bg_st_find(f, name);
+    if (!t) return bg_errorf(BG_ERR_INVALID, "%s: no tensor named '%s'", f->path, name);
+    if (off < 0 || count < 0 || off > t->numel || count > t->numel - off)
+        return bg_errorf(BG_ERR_INVALID,
+                         "%s: tensor '%s' has %" PRId64 " elements; elements [%" PRId64
+                         ", +%" PRId64 ") are outside it",
+                         f->path, name, t->numel, off, count);
+    return convert_f32(f, t, off, count, dst);
 }
 
 bg_status_t bg_st_read_raw(const bg_st_file_t *f, const char *name, bg_st_dtype_t dt, void *dst,

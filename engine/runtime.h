@@ -151,10 +151,37 @@ bg_status_t bg_rt_params_upload(bg_rt_t *rt);
  * masters and state from the backend (a no-op on the CPU without ZeRO,
  * where the views are the buffers). Under ZeRO-1 this gathers every
  * replica's shard into full host views (a collective: every replica of the
- * stage calls it), held until bg_rt_params_release or an upload. */
+ * stage calls it), held until bg_rt_params_release or an upload;
+ * checkpoints do not use it there (bg_rt_shard_* below). */
 bg_status_t bg_rt_params_download(bg_rt_t *rt);
 /* Free the full views a ZeRO-1 download made (no-op otherwise). Cannot fail. */
 void bg_rt_params_release(bg_rt_t *rt);
+
+/*
+ * ZeRO-1's shard of this replica, for checkpoints that save and load it
+ * without gathering the stage's whole state (docs/checkpoints.md, "Sharded
+ * files"). bg_rt_sharded: whether masters and optimizer state are sharded
+ * (--zero 1 with D > 1); the rest is meaningful only then.
+ * The shard is bg_rt_shard_numel floats per buffer (masters, then each
+ * optimizer state). In update range r (0 <= r < bg_rt_shard_ranges) this
+ * replica holds elements [off, off + n) of held parameter i, at element
+ * `at` of the shard: bg_rt_shard_piece is false where it holds none there.
+ */
+bool bg_rt_sharded(const bg_rt_t *rt);
+int64_t bg_rt_shard_numel(const bg_rt_t *rt);
+int bg_rt_shard_ranges(const bg_rt_t *rt);
+typedef struct bg_rt_piece {
+    int64_t off, n; /* elements of the parameter */
+    int64_t at;     /* where they are in the shard */
+} bg_rt_piece_t;
+bool bg_rt_shard_piece(const bg_rt_t *rt, int i, int r, bg_rt_piece_t *out);
+/* The shard's masters and states into host arrays of bg_rt_shard_numel
+ * floats (state[s] for each state the optimizer has). Not a collective;
+ * backend errors pass through. */
+bg_status_t bg_rt_shard_download(bg_rt_t *rt, float *master, float *const *state);
+/* The reverse (resume): the shard from host arrays, then the compute copy
+ * cast and all-gathered (a collective: every replica of the stage calls it). */
+bg_status_t bg_rt_shard_upload(bg_rt_t *rt, const float *master, float *const *state);
 /* The current loss scale (0 when loss scaling is off) and its good steps
  * in a row; setting both (resume). Setting fails on a scale that is not
  * positive and finite. */

@@ -8,11 +8,11 @@
  * all-gathers the compute copy range by range. The global norm stays
  * zero-0's: each parameter's sum of squares is taken whole by one replica
  * (its norm owner), which receives the other replicas' reduced pieces of
- * it first. Checkpoints see full views: a gather assembles them from the
- * shards before a save, a scatter hands each replica its shard after a
- * load.
+ * it first. Checkpoints save and load each replica's shard as it is
+ * (bg_rt_shard_*); full views (a gather from the shards, a scatter back)
+ * remain only for callers that ask for them with bg_rt_params_download.
  * Must NOT change any sum or its order (runtime_grad.c owns them), nor
- * decide when to gather (the checkpoint code calls download/upload).
+ * decide when to save or load (the checkpoint code calls the shard copies).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +163,8 @@ static bg_status_t views_alloc(bg_rt_t *rt, bool with_state)
     rt_flat_t *f = &rt->flat;
     size_t bytes = (size_t)f->n * 4 + 4;
     int nst = with_state ? bg_optim_state_count(rt->conf.optim.kind) : 0;
+    /* Tests watch for this line: sharded checkpoints must never need it. */
+    bg_log(BG_LOG_DEBUG, "ZeRO-1: full host views of %lld elements gathered", (long long)f->n);
     f->host_own = true;
     if (!f->host_master)
         f->host_master = calloc(bytes, 1);
@@ -296,6 +298,69 @@ bg_status_t bg_rt_optstate_scatter_(bg_rt_t *rt)
     if (st == BG_OK)
         views_release(rt);
     return st;
+}
+
+bool bg_rt_sharded(const bg_rt_t *rt)
+{
+    return rt->flat.zero;
+}
+
+int64_t bg_rt_shard_numel(const bg_rt_t *rt)
+{
+    return rt->flat.zn;
+}
+
+int bg_rt_shard_ranges(const bg_rt_t *rt)
+{
+    return rt->flat.nz;
+}
+
+bool bg_rt_shard_piece(const bg_rt_t *rt, int i, int r, bg_rt_piece_t *out)
+{
+    const rt_zrange_t *z = &rt->flat.zr[r];
+    const rt_param_t *p = &rt->par[i];
+    int64_t a = p->off > z->s0 ? p->off : z->s0;
+    int64_t b = p->off + p->n < z->s0 + z->slen ? p->off + p->n : z->s0 + z->slen;
+    if (a >= b)
+        return false;
+    *out = (bg_rt_piece_t){a - p->off, b - a, z->c0 + (a - z->s0)};
+    return true;
+}
+
+/* The compact shard buffers and host arrays, zn floats each (kind D2H: to
+ * the host), on the compute stream, then waited for. */
+static bg_status_t shard_move(bg_rt_t *rt, float *const *host, bg_copy_kind_t kind)
+{
+    rt_flat_t *f = &rt->flat;
+    float *dev[3], *views[3];
+    int n = shard_pairs(rt, dev, views);
+    size_t bytes = (size_t)f->zn * 4;
+    bg_status_t st = BG_OK;
+    for (int i = 0; i < n && st == BG_OK && bytes; i++)
+        st = bg_backend_copy(rt->conf.be, kind == BG_COPY_D2H ? (void *)host[i] : (void *)dev[i],
+                             kind == BG_COPY_D2H ? (void *)dev[i] : (void *)host[i], bytes, kind,
+                             rt->compute);
+    return st == BG_OK ? bg_stream_synchronize(rt->conf.be, rt->compute) : st;
+}
+
+bg_status_t bg_rt_shard_download(bg_rt_t *rt, float *master, float *const *state)
+{
+    float *host[3] = {master, state[0], state[1]};
+    bg_status_t st = shard_move(rt, host, BG_COPY_D2H);
+    return st == BG_OK ? BG_OK : bg_rt_err_(rt, st);
+}
+
+bg_status_t bg_rt_shard_upload(bg_rt_t *rt, const float *master, float *const *state)
+{
+    float *host[3] = {(float *)master, state[0], state[1]};
+    bg_status_t st = shard_move(rt, host, BG_COPY_H2D);
+    if (st == BG_OK)
+        st = bg_rt_params_cast_(rt); /* waits for the device, then all-gathers */
+    if (st == BG_OK)
+        st = bg_stream_synchronize(rt->conf.be, rt->compute);
+    if (st == BG_OK)
+        rt->weights_set++; /* as bg_rt_params_upload */
+    return st == BG_OK ? BG_OK : bg_rt_err_(rt, st);
 }
 
 /* ---------------------------------------------------------- the norm's pieces */

@@ -37,6 +37,7 @@ typedef struct train_ckpt {
     int64_t pending;       /* a save whose stage files are still being written; -1 */
     const char *dir, *sched, *model;
     int S, D;
+    bool sharded;          /* ZeRO-1: every replica writes its shard's file */
     double held_s; /* training time spent in saves, polls and the final wait */
 } train_ckpt_t;
 
@@ -116,20 +117,120 @@ static bg_status_t snapshot_meta(train_t *t, int64_t step, bg_st_writer_t *w)
     return st;
 }
 
+/* The loss scale pair (stage 0's first file, when scaling is on). */
+static bg_status_t snapshot_scale(train_t *t, train_ckpt_t *k, bg_st_writer_t *w, float *arena,
+                                  size_t *at)
+{
+    int64_t good, two = 2;
+    k->scale[0] = bg_rt_loss_scale(t->rt, &good);
+    k->scale[1] = (float)good;
+    if (t->stage != 0 || t->dp != 0 || k->scale[0] == 0.0f)
+        return BG_OK;
+    return bg_st_writer_add(w, BG_CKPT_LOSS_SCALE, BG_ST_F32, 1, &two,
+                            snap_data(k->scale, 2, arena, at));
+}
+
+/* Tensor `name`'s piece p, data at x, into w as "<name>@<off>", and the
+ * whole shape under "<name>@shape". */
+static bg_status_t snapshot_piece(bg_st_writer_t *w, const char *name, const bg_shape_t *shape,
+                                  const bg_rt_piece_t *p, const float *x)
+{
+    char key[BG_NAME_MAX + 48], val[BG_ST_MAX_DIMS * 24 + 4];
+    int o = snprintf(val, sizeof(val), "[");
+    for (int d = 0; d < shape->ndim; d++)
+        o += snprintf(val + o, sizeof(val) - (size_t)o, d ? ",%lld" : "%lld",
+                      (long long)shape->d[d]);
+    snprintf(val + o, sizeof(val) - (size_t)o, "]");
+    snprintf(key, sizeof(key), "%s%s", name, BG_CKPT_SHAPE_KEY);
+    bg_status_t st = bg_st_writer_meta(w, key, val);
+    snprintf(key, sizeof(key), "%s%c%lld", name, BG_CKPT_PIECE_SEP, (long long)p->off);
+    return st == BG_OK ? bg_st_writer_add(w, key, BG_ST_F32, 1, &p->n, x) : st;
+}
+
+/* The pieces of every owned parameter (and its optimizer state) in this
+ * replica's shard; buf holds the shard's masters then states, zn each. */
+static bg_status_t snapshot_pieces(train_t *t, bg_st_writer_t *w, const float *buf, int64_t zn)
+{
+    bg_optim_kind_t kind = t->c->optim.kind;
+    int ns = bg_optim_state_count(kind);
+    bg_status_t st = BG_OK;
+    for (int i = 0; st == BG_OK && i < bg_rt_param_count(t->rt); i++) {
+        bg_rt_param_view_t v;
+        bg_rt_piece_t p;
+        bg_rt_param_get(t->rt, i, &v);
+        for (int r = 0; v.owned && st == BG_OK && r < bg_rt_shard_ranges(t->rt); r++) {
+            if (!bg_rt_shard_piece(t->rt, i, r, &p))
+                continue;
+            st = snapshot_piece(w, v.name, v.shape, &p, buf + p.at);
+            for (int s = 0; st == BG_OK && s < ns; s++) {
+                char key[BG_NAME_MAX + 16];
+                snprintf(key, sizeof(key), "%s%s", v.name, state_suffix(kind, s));
+                st = snapshot_piece(w, key, v.shape, &p, buf + (s + 1) * zn + p.at);
+            }
+        }
+    }
+    return st;
+}
+
+/*
+ * snapshot_take under ZeRO-1: this replica's shard of the masters and
+ * optimizer state, copied to the host (the arena, kept from save to save:
+ * 1/D of the stage's state), as pieces of the global tensors, plus the
+ * stage metadata and the shard's place ("k/D"). No gather: every replica
+ * writes its own file (bg_ckpt_shard_path).
+ */
+static bg_status_t snapshot_shard(train_t *t, train_ckpt_t *k, int64_t step,
+                                  bg_st_writer_t **out)
+{
+    int ns = bg_optim_state_count(t->c->optim.kind);
+    int64_t zn = bg_rt_shard_numel(t->rt);
+    size_t nf = 0, at = 0;
+    float *arena = NULL;
+    bg_st_writer_t *w = NULL;
+    bg_status_t st = BG_OK;
+    if (!bg_mul_size((size_t)zn, (size_t)ns + 1, &nf) || !bg_add_size(nf, 2, &nf))
+        return bg_errorf(BG_ERR_INVALID, "checkpoint: a shard of %lld elements overflows size_t",
+                         (long long)zn);
+    if ((st = snapshot_room(k, nf, &arena)) != BG_OK)
+        return st;
+    float *state[2] = {arena + zn, arena + (ns > 1 ? 2 * zn : zn)};
+    if ((st = bg_rt_shard_download(t->rt, arena, state)) != BG_OK ||
+        (st = bg_st_writer_new(&w)) != BG_OK)
+        return st;
+    at = (size_t)zn * ((size_t)ns + 1);
+    char shard[32];
+    snprintf(shard, sizeof(shard), "%d/%d", t->dp, t->D);
+    st = snapshot_scale(t, k, w, arena, &at);
+    if (st == BG_OK)
+        st = snapshot_pieces(t, w, arena, zn);
+    if (st == BG_OK)
+        st = snapshot_meta(t, step, w);
+    if (st == BG_OK)
+        st = bg_st_writer_meta(w, BG_CKPT_SHARD_KEY, shard);
+    if (st != BG_OK) {
+        bg_st_writer_free(w);
+        return st;
+    }
+    *out = w;
+    return BG_OK;
+}
+
 /*
  * THE snapshot: everything step `step`'s stage file holds -- parameters,
  * optimizer state, loss scale (stage 0, when scaling is on), data state --
  * into a new writer *out, at the step boundary. With `copy` the tensors
  * are copied into host memory of k's (training may then go on while a
  * thread writes); without, the writer points at the live state. Every rank
- * calls it (state that is sharded across replicas is gathered here); only
- * dp rank 0 gets a writer (*out stays NULL elsewhere).
+ * calls it; only dp rank 0 gets a writer (*out stays NULL elsewhere),
+ * except under ZeRO-1, where every replica writes its shard (snapshot_shard).
  */
 static bg_status_t snapshot_take(train_t *t, train_ckpt_t *k, int64_t step, bool copy,
                                  bg_st_writer_t **out)
 {
     const bg_train_conf_t *c = t->c;
     int ns = bg_optim_state_count(c->optim.kind);
+    if (bg_rt_sharded(t->rt))
+        return snapshot_shard(t, k, step, out);
     bg_status_t st = bg_rt_params_download(t->rt);
     if (st != BG_OK || t->dp != 0)
         return st;
@@ -141,12 +242,7 @@ static bg_status_t snapshot_take(train_t *t, train_ckpt_t *k, int64_t step, bool
         return st;
     if ((st = bg_st_writer_new(&w)) != BG_OK)
         return st;
-    int64_t good, two = 2;
-    k->scale[0] = bg_rt_loss_scale(t->rt, &good);
-    k->scale[1] = (float)good;
-    if (t->stage == 0 && k->scale[0] != 0.0f)
-        st = bg_st_writer_add(w, BG_CKPT_LOSS_SCALE, BG_ST_F32, 1, &two,
-                              snap_data(k->scale, 2, arena, &at));
+    st = snapshot_scale(t, k, w, arena, &at);
     for (int i = 0; st == BG_OK && i < bg_rt_param_count(t->rt); i++) {
         bg_rt_param_view_t v;
         bg_rt_param_get(t->rt, i, &v);
@@ -200,7 +296,8 @@ static bg_status_t job_write(void *ctx)
 static bg_status_t job_publish(void *ctx)
 {
     train_ckpt_t *k = ctx;
-    return bg_ckpt_publish(k->dir, k->step, k->S, k->D, k->sched, k->model);
+    return k->sharded ? bg_ckpt_publish_sharded(k->dir, k->step, k->S, k->D, k->sched, k->model)
+                      : bg_ckpt_publish(k->dir, k->step, k->S, k->D, k->sched, k->model);
 }
 
 /* Forget the written snapshot's writer and file name (the arena stays). */
@@ -228,6 +325,7 @@ static bg_status_t ckpt_state(train_t *t, train_ckpt_t **out)
         k->S = t->S, k->D = t->D;
         k->sched = bg_sched_name(t->sched);
         k->model = bg_graph_model_name(t->g);
+        k->sharded = bg_rt_sharded(t->rt);
         t->ckpt = k;
     }
     *out = t->ckpt;
@@ -355,7 +453,8 @@ static bg_status_t save_step(train_t *t, int64_t step)
     if (st == BG_OK)
         st = snapshot_take(t, k, step, t->c->async_checkpoint, &k->w);
     if (st == BG_OK && k->w)
-        st = bg_ckpt_stage_path(step_path, t->stage, &k->file);
+        st = k->sharded ? bg_ckpt_shard_path(step_path, t->stage, t->dp, &k->file)
+                        : bg_ckpt_stage_path(step_path, t->stage, &k->file);
     /* ZeRO-1: the gathered full views go once nothing reads them: now when
      * the snapshot copied them (or this replica writes nothing), after the
      * write otherwise (save_sync). */
@@ -405,27 +504,120 @@ void bg_train_ckpt_free_(train_t *t)
     t->ckpt = NULL;
 }
 
-/* BG_ERR_INVALID naming `file` and `name` when x[n] holds a value no
+/* BG_ERR_INVALID naming `file` and `name` when x[n] (elements [base,
+ * base + n) of the tensor) holds a value no
  * training state can have: NaN/Inf anywhere, a negative second moment. */
-static bg_status_t check_loaded(const char *file, const char *name, const float *x, int64_t n,
-                                bool nonneg)
+static bg_status_t check_loaded_at(const char *file, const char *name, const float *x,
+                                   int64_t base, int64_t n, bool nonneg)
 {
     int64_t i = first_invalid(x, n, nonneg);
     if (i < 0)
         return BG_OK;
     return bg_errorf(BG_ERR_INVALID,
                      "%s: tensor '%s' holds %g at element %lld (%s); refusing to load it", file,
-                     name, (double)x[i], (long long)i,
+                     name, (double)x[i], (long long)(base + i),
                      isfinite(x[i]) ? "a second moment cannot be negative"
                                     : "not finite, or too large for f32");
 }
 
-/* The file of checkpoint `ck` (or `f`) that holds `name`, for messages. */
+static bg_status_t check_loaded(const char *file, const char *name, const float *x, int64_t n,
+                                bool nonneg)
+{
+    return check_loaded_at(file, name, x, 0, n, nonneg);
+}
+
+/* The file of checkpoint `ck` (or `f`) that holds `name`, for messages
+ * (a tensor in pieces names the first file). */
 static const char *holder(const bg_ckpt_t *ck, const bg_st_file_t *f, const char *name)
 {
-    if (ck)
-        bg_ckpt_find(ck, name, &f);
+    if (ck && !bg_ckpt_find(ck, name, &f)) {
+        char key[BG_NAME_MAX + 24];
+        snprintf(key, sizeof(key), "%s%c0", name, BG_CKPT_PIECE_SEP);
+        bg_ckpt_find(ck, key, &f);
+    }
     return f ? bg_st_path(f) : "checkpoint";
+}
+
+/* No optimizer state `key` in ck: BG_ERR_INVALID. */
+static bg_status_t state_missing(const char *key)
+{
+    return bg_errorf(BG_ERR_INVALID,
+                     "checkpoint has no optimizer state '%s' (saved with another optimizer?)",
+                     key);
+}
+
+/* Elements [p->off, +p->n) of tensor `name` (shaped as v) from ck or f
+ * into dst, checked as check_loaded does. */
+static bg_status_t load_piece(bg_ckpt_t *ck, bg_st_file_t *f, const char *name,
+                              const bg_rt_param_view_t *v, const bg_rt_piece_t *p, bool nonneg,
+                              float *dst)
+{
+    int nd = v->shape->ndim;
+    const int64_t *d = v->shape->d;
+    bg_status_t st =
+        ck ? bg_ckpt_read_f32_range(ck, name, nd, d, v->numel, p->off, p->n, dst)
+           : bg_st_check_shape(f, name, nd, d, v->numel);
+    if (st == BG_OK && !ck)
+        st = bg_st_read_f32_range(f, name, p->off, p->n, dst);
+    return st == BG_OK ? check_loaded_at(holder(ck, f, name), name, dst, p->off, p->n, nonneg)
+                       : st;
+}
+
+/* Parameter i's pieces in this replica's shard (and its optimizer state's
+ * when `with_state`) into buf: masters then states, zn floats each. */
+static bg_status_t load_shard_param(train_t *t, bg_ckpt_t *ck, bg_st_file_t *f, bool with_state,
+                                    int i, float *buf, int64_t zn)
+{
+    bg_optim_kind_t kind = t->c->optim.kind;
+    int ns = with_state ? bg_optim_state_count(kind) : 0;
+    bg_rt_param_view_t v;
+    bg_rt_piece_t p;
+    bg_rt_param_get(t->rt, i, &v);
+    bg_status_t st = BG_OK;
+    for (int r = 0; st == BG_OK && r < bg_rt_shard_ranges(t->rt); r++) {
+        if (!bg_rt_shard_piece(t->rt, i, r, &p))
+            continue;
+        st = load_piece(ck, f, v.name, &v, &p, false, buf + p.at);
+        for (int s = 0; st == BG_OK && s < ns; s++) {
+            char key[BG_NAME_MAX + 16];
+            const char *suffix = state_suffix(kind, s);
+            snprintf(key, sizeof(key), "%s%s", v.name, suffix);
+            st = bg_ckpt_tensor_info(ck, key, NULL)
+                     ? load_piece(ck, f, key, &v, &p, !strcmp(suffix, BG_CKPT_ADAM_V),
+                                  buf + (s + 1) * zn + p.at)
+                     : state_missing(key);
+        }
+    }
+    return st;
+}
+
+/*
+ * bg_train_load_params_ under ZeRO-1: only this replica's shard is read
+ * (element ranges of the global tensors, whole or in pieces) into a host
+ * copy of the shard (1/D of the stage's state), which starts as the
+ * current shard so what is not loaded (the state, for --init) stays.
+ */
+static bg_status_t load_shard(train_t *t, bg_ckpt_t *ck, bg_st_file_t *f, bool with_state)
+{
+    int ns = bg_optim_state_count(t->c->optim.kind);
+    int64_t zn = bg_rt_shard_numel(t->rt);
+    size_t nf;
+    if (!bg_mul_size((size_t)zn, (size_t)ns + 1, &nf) || !bg_add_size(nf, 1, &nf) ||
+        nf > SIZE_MAX / sizeof(float))
+        return bg_errorf(BG_ERR_INVALID, "checkpoint: a shard of %lld elements overflows size_t",
+                         (long long)zn);
+    float *buf = malloc(nf * sizeof(float));
+    if (!buf)
+        return bg_errorf(BG_ERR_NOMEM, "checkpoint: no host memory for a %zu MiB shard",
+                         nf * sizeof(float) >> 20);
+    float *state[2] = {buf + zn, buf + (ns > 1 ? 2 * zn : zn)};
+    bg_status_t st = bg_rt_shard_download(t->rt, buf, state);
+    for (int i = 0; i < bg_rt_param_count(t->rt) && st == BG_OK; i++)
+        st = load_shard_param(t, ck, f, with_state, i, buf, zn);
+    if (st == BG_OK)
+        st = bg_rt_shard_upload(t->rt, buf, state);
+    free(buf);
+    return st;
 }
 
 /* Load every parameter this rank holds by name (and optimizer state when
@@ -434,7 +626,9 @@ static const char *holder(const bg_ckpt_t *ck, const bg_st_file_t *f, const char
 bg_status_t bg_train_load_params_(train_t *t, bg_ckpt_t *ck, bg_st_file_t *f, bool with_state)
 {
     int ns = bg_optim_state_count(t->c->optim.kind);
-    bg_status_t st0 = bg_rt_params_download(t->rt); /* ZeRO-1: full views to load into */
+    if (bg_rt_sharded(t->rt))
+        return load_shard(t, ck, f, with_state);
+    bg_status_t st0 = bg_rt_params_download(t->rt);
     if (st0 != BG_OK)
         return st0;
     for (int i = 0; i < bg_rt_param_count(t->rt); i++) {
@@ -451,11 +645,8 @@ bg_status_t bg_train_load_params_(train_t *t, bg_ckpt_t *ck, bg_st_file_t *f, bo
             char key[BG_NAME_MAX + 16];
             const char *suffix = state_suffix(t->c->optim.kind, s);
             snprintf(key, sizeof(key), "%s%s", v.name, suffix);
-            if (!bg_ckpt_find(ck, key, NULL))
-                return bg_errorf(BG_ERR_INVALID,
-                                 "checkpoint has no optimizer state '%s' (saved "
-                                 "with another optimizer?)",
-                                 key);
+            if (!bg_ckpt_tensor_info(ck, key, NULL))
+                return state_missing(key);
             if ((st = bg_ckpt_read_f32(ck, key, v.shape->ndim, v.shape->d, v.numel, v.state[s])) ||
                 (st = check_loaded(holder(ck, NULL, key), key, v.state[s], v.numel,
                                    !strcmp(suffix, BG_CKPT_ADAM_V))))

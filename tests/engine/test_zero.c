@@ -6,6 +6,10 @@
  * checkpoints move between the two modes and across D: a resume under
  * either mode from either mode's checkpoint gives the bits of the run that
  * never stopped (same layout) or of the other mode's resume (new D).
+ * A --zero 1 save writes one file per stage and replica, each about 1/D of
+ * the stage's state, and neither it nor a resume gathers full views (the
+ * runtime logs that gather at debug level: the log must not show it), with
+ * background writes on and off (the same bytes).
  * Must NOT compare across D bit for bit: the layout contract gives D
  * repeatability, not equality (test_layout_equiv checks the tolerance).
  * argv[1]: the brigade binary. Models come from BRIGADE_SOURCE_DIR.
@@ -13,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ckpt_same.h"
@@ -146,6 +151,76 @@ static void check_resume_dp(int zero)
               zero);
 }
 
+static long long file_bytes(const char *fmt, const char *d, int s, int k)
+{
+    char p[400];
+    struct stat sb;
+    snprintf(p, sizeof(p), fmt, d, s, k);
+    return stat(p, &sb) == 0 ? (long long)sb.st_size : -1;
+}
+
+/* No full views gathered in the run logged as TAG (BRIGADE_LOG=debug). */
+static int no_gather(const char *tag)
+{
+    int ok = bg_test_sh("grep -q 'full host views' %s/%s.log", wd, tag) != 0 &&
+             bg_test_sh("grep -q 'held training' %s/%s.log", wd, tag) == 0;
+    CHECK_MSG(ok, "%s: full views gathered (or no debug log)", tag);
+    return ok;
+}
+
+/* A D = 3 --zero 1 save (async `mode`): stage x replica files, each at
+ * most about a third of the --zero 0 stage file, no gather on save or on
+ * resume at D = 3, the same bytes with background writes on and off; then
+ * the sharded checkpoint resumed at D = 1 gives the bits of the --zero 0
+ * checkpoint resumed at D = 1. */
+static void check_shard_files(void)
+{
+    char a[300], b[300], c[300];
+    dir_of("sa", a, sizeof(a));
+    dir_of("sb", b, sizeof(b));
+    dir_of("sc", c, sizeof(c));
+    setenv("BRIGADE_LOG", "debug", 1);
+    int ok = train("sa", "mlp-fashion.graph", "synthetic:images", 1, 3,
+                   RLAYOUT " --steps 2 --async-checkpoint on", false) &&
+             train("sc", "mlp-fashion.graph", "synthetic:images", 1, 3,
+                   RLAYOUT " --steps 2 --async-checkpoint off", false) &&
+             no_gather("sa") && no_gather("sc");
+    unsetenv("BRIGADE_LOG");
+    ok = ok && train("sb", "mlp-fashion.graph", "synthetic:images", 0, 3, RLAYOUT " --steps 2",
+                     false);
+    for (int s = 0; ok && s < 2; s++) {
+        long long whole = file_bytes("%s/step-000002/stage-%d.safetensors", b, s, 0);
+        CHECK_MSG(file_bytes("%s/step-000002/stage-%d.safetensors", a, s, 0) < 0,
+                  "stage %d: a whole stage file under --zero 1", s);
+        for (int k = 0; k < 3; k++) {
+            const char *f = "%s/step-000002/stage-%d.dp-%d.safetensors";
+            long long n = file_bytes(f, a, s, k);
+            printf("stage %d replica %d: %lld bytes (the --zero 0 stage file: %lld)\n", s, k, n,
+                   whole);
+            CHECK_MSG(n > 0 && 3 * n < whole + whole / 50 + 3 * 8192,
+                      "stage %d replica %d: %lld bytes, not about a third of %lld", s, k, n,
+                      whole);
+            CHECK_MSG(bg_test_sh("cmp -s %s/step-000002/stage-%d.dp-%d.safetensors "
+                                 "%s/step-000002/stage-%d.dp-%d.safetensors",
+                                 a, s, k, c, s, k) == 0,
+                      "stage %d replica %d: background and inline writes differ", s, k);
+        }
+    }
+    CHECK_MSG(ok && bg_test_same_checkpoints(a, b), "--zero 1 (sharded) differs from --zero 0");
+    /* resume at D = 3 (async off): ranges only, no gather */
+    setenv("BRIGADE_LOG", "debug", 1);
+    ok = ok && train("sc", "mlp-fashion.graph", "synthetic:images", 1, 3,
+                     RLAYOUT " --steps 3 --async-checkpoint off", true) &&
+         no_gather("sc");
+    unsetenv("BRIGADE_LOG");
+    /* at D = 1: the sharded and the whole checkpoint resume to the same bits */
+    ok = ok && train("sa", "mlp-fashion.graph", "synthetic:images", 0, 1,
+                     RLAYOUT " --steps 4", true) &&
+         train("sb", "mlp-fashion.graph", "synthetic:images", 1, 1, RLAYOUT " --steps 4", true);
+    CHECK_MSG(ok && bg_test_same_checkpoints(a, b),
+              "a D = 3 sharded checkpoint resumed at D = 1 differs from the unsharded one");
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -161,6 +236,7 @@ int main(int argc, char **argv)
     check_resume_mode(0, 1);
     check_resume_dp(1);
     check_resume_dp(0);
+    check_shard_files();
     printf("resume across --zero and --dp: checked\n");
     check_schedules();
     if (!bg_test_failures)

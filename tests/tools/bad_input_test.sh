@@ -83,6 +83,29 @@ if command -v python3 >/dev/null; then
     fresh; rm "$T/c2/step-000004/stage-0.safetensors"; mkdir "$T/c2/step-000004/stage-0.safetensors"
     expect 2 60 "stage-0.safetensors: is a directory" -- train "$M" $syn --steps 6 \
         --checkpoint-dir "$T/c2" --resume
+
+    # 6. sharded (ZeRO-1) checkpoints: pieces that do not tile their tensor,
+    # a missing replica file, a bad value in a piece; named by file and tensor.
+    expect 0 60 "trained 4 steps" -- train "$M" $syn --steps 4 --dp 2 --zero 1 \
+        --checkpoint-dir "$T/zk"
+    zs=$T/c2/step-000004
+    zr() { rm -rf "$T/c2"; cp -r "$T/zk" "$T/c2"; }
+    zresume() { expect 2 60 "$1" -- train "$M" $syn --steps 6 --dp 2 --zero 1 \
+        --checkpoint-dir "$T/c2" --resume; }
+    zr; poke rename "$zs" stage-0.dp-1.safetensors fc1.weight@283744 fc1.weight@283745
+    zresume "stage-0.dp-1.safetensors: tensor 'fc1.weight': piece at element 283745 leaves a gap"
+    zr; poke rename "$zs" stage-0.dp-1.safetensors fc1.weight@283744 fc1.weight@283743
+    zresume "tensor 'fc1.weight': piece at element 283743 overlaps another piece"
+    zr; poke meta "$zs" stage-0.dp-1.safetensors fc1.weight@shape "[784,512]"
+    zresume "tensor 'fc1.weight': piece at element 283744 records another whole shape"
+    zr; poke meta "$zs" stage-0.dp-1.safetensors fc1.weight@shape "[512,78x]"
+    zresume "tensor 'fc1.weight': its whole shape \(metadata 'fc1.weight@shape'\) is malformed"
+    zr; rm "$zs/stage-0.dp-1.safetensors"
+    zresume "stage-0.dp-1.safetensors: listed in the manifest but missing"
+    zr; poke set "$zs" head.weight@0 nan
+    zresume "stage-0.dp-1.safetensors: tensor 'head.weight' holds nan at element 0"
+    expect 2 60 "stage-0.dp-1.safetensors: tensor 'head.weight' holds nan" -- train "$M" $syn \
+        --steps 6 --checkpoint-dir "$T/c2" --resume
 else
     echo "SKIP: python3 not found; checkpoint-editing cases skipped"
 fi

@@ -4,6 +4,8 @@
 # only the edited value is wrong. Must not be used outside tests.
 #   ckpt_poke.py set STEP_DIR TENSOR VALUE      first element := VALUE (f32)
 #   ckpt_poke.py manifest STEP_DIR KEY JSONVAL  manifest[KEY] := JSONVAL
+#   ckpt_poke.py rename STEP_DIR FILE OLD NEW   tensor OLD of FILE is named NEW
+#   ckpt_poke.py meta STEP_DIR FILE KEY VALUE   FILE's metadata KEY := VALUE
 #   ckpt_poke.py init OUT SRC TENSOR DTYPE VALUE  OUT := the parameters of the
 #                 safetensors file SRC, with every element of TENSOR set to
 #                 VALUE and stored as DTYPE (F32 or F64)
@@ -36,6 +38,17 @@ def main(a):
                 b = b[:off] + struct.pack('<f', val) + b[off + 4:]
                 open(p, 'wb').write(b)
         fix_manifest(step_dir)
+    elif a[0] in ('rename', 'meta'):
+        p = os.path.join(a[1], a[2])
+        b, n, h = read_st(p)
+        if a[0] == 'rename':
+            h[a[4]] = h.pop(a[3])
+        else:
+            h.setdefault('__metadata__', {})[a[3]] = a[4]
+        j = json.dumps(h)
+        j += ' ' * (-len(j) % 8)
+        open(p, 'wb').write(struct.pack('<Q', len(j)) + j.encode() + b[8 + n:])
+        fix_manifest(a[1])
     elif a[0] == 'manifest':
         mp = os.path.join(a[1], 'manifest.json')
         m = json.load(open(mp))
