@@ -34,7 +34,9 @@
 static bg_status_t run_action(bg_rt_t *rt, const bg_action_t *a, int64_t step)
 {
     int lci = rt_local_of(rt, a->chunk);
-    bg_status_t st;
+    bg_status_t st = bg_act_is_compute(a->kind) ? bg_rt_zero_ready_(rt, lci) : BG_OK;
+    if (st != BG_OK)
+        return st;
     switch (a->kind) {
     case BG_ACT_F:
         return bg_rt_forward_(rt, a->mb, lci);

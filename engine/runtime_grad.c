@@ -318,7 +318,7 @@ static bg_status_t apply_update(bg_rt_t *rt, int64_t step, float lr, float gscal
                                 f->grad + z->s0, f->state[0] ? f->state[0] + z->c0 : NULL,
                                 f->state[1] ? f->state[1] + z->c0 : NULL);
     }
-    return st == BG_OK ? bg_rt_params_cast_(rt) : st;
+    return st == BG_OK ? bg_rt_params_cast_next_(rt) : st;
 }
 
 /* After an update (or a skipped one): the loss scale, zeroed buckets. */

@@ -133,6 +133,7 @@ typedef struct rt_flat {
     bool host_own;          /* host_master/host_state are allocations of their own */
     int nz;                 /* update ranges */
     rt_zrange_t *zr;        /* [nz] */
+    bg_tp_coll_t **ag;      /* [nz] ZeRO-1: range r's all-gather still in flight, else NULL */
     int64_t zn;             /* elements of master and state: sum of the slen */
 } rt_flat_t;
 
@@ -422,6 +423,16 @@ void bg_rt_params_free_(bg_rt_t *rt);
  * compute stream; under ZeRO-1 then the all-gather of the compute copy
  * over the replicas (host sync, collective). */
 bg_status_t bg_rt_params_cast_(bg_rt_t *rt);
+/* The same after an update: under ZeRO-1 the all-gathers are left in
+ * flight for the next step's actions to wait for, range by range (not
+ * under 2bw, whose stash reads the copy at once). */
+bg_status_t bg_rt_params_cast_next_(bg_rt_t *rt);
+/* Before local chunk lci's compute: its range's all-gather and the shared
+ * range's have landed (no-op when none is in flight). Transport errors. */
+bg_status_t bg_rt_zero_ready_(bg_rt_t *rt, int lci);
+/* Every all-gather still in flight has landed: before anything reads or
+ * rewrites the compute copy outside the actions. Transport errors. */
+bg_status_t bg_rt_zero_settle_(bg_rt_t *rt);
 /* Offsets and decay flags (host, [n + 1] and [n]) to backend memory and
  * a segment table over them; *dev is the allocation (rt's cache). */
 bg_status_t bg_rt_segs_make_(bg_rt_t *rt, int n, const int64_t *off_h, const uint8_t *decay_h,

@@ -242,7 +242,9 @@ bg_status_t bg_rt_params_upload(bg_rt_t *rt)
 bg_status_t bg_rt_params_download(bg_rt_t *rt)
 {
     if (rt->flat.zero) {
-        bg_status_t st = bg_rt_optstate_gather_(rt);
+        bg_status_t st = bg_rt_zero_settle_(rt);
+        if (st == BG_OK)
+            st = bg_rt_optstate_gather_(rt);
         return st == BG_OK ? BG_OK : bg_rt_err_(rt, st);
     }
     bg_status_t st = params_mirror(rt, BG_COPY_D2H);

@@ -65,24 +65,68 @@ static bg_tp_dtype_t gather_dtype(bg_dtype_t dt)
     return bg_dtype_size(dt) == 4 ? BG_TP_F32 : BG_TP_BF16;
 }
 
-/* The compute copy's shards to every replica (no-op without ZeRO):
- * collective over the stage's replicas; transport errors pass through. */
-static bg_status_t zero_allgather(bg_rt_t *rt)
+/* Range r's all-gather, if one is in flight: wait for it (the handle is
+ * freed either way). Transport errors pass through. */
+static bg_status_t gather_wait(bg_rt_t *rt, int r)
+{
+    rt_flat_t *f = &rt->flat;
+    bg_tp_coll_t *c = f->ag ? f->ag[r] : NULL;
+    if (!c)
+        return BG_OK;
+    f->ag[r] = NULL;
+    return bg_tp_coll_wait(c, rt->conf.timeout_s);
+}
+
+bg_status_t bg_rt_zero_settle_(bg_rt_t *rt)
+{
+    bg_status_t st = BG_OK;
+    for (int r = 0; rt->flat.ag && r < rt->flat.nz; r++) {
+        bg_status_t s = gather_wait(rt, r);
+        st = st == BG_OK ? s : st;
+    }
+    return st;
+}
+
+bg_status_t bg_rt_zero_ready_(bg_rt_t *rt, int lci)
+{
+    if (!rt->flat.ag)
+        return BG_OK;
+    bg_status_t st = gather_wait(rt, lci);
+    return st == BG_OK ? gather_wait(rt, rt->flat.nz - 1) : st; /* the shared range */
+}
+
+/*
+ * The compute copy's shards to every replica (no-op without ZeRO):
+ * collectives over the stage's replicas, one per range, started in range
+ * order (the same on every replica). With `defer` they are left in flight
+ * for the next step: each chunk's first action waits for its own range and
+ * the shared one (bg_rt_zero_ready_), so the gathers of later chunks travel
+ * while earlier ones compute. Transport errors pass through.
+ */
+static bg_status_t zero_allgather(bg_rt_t *rt, bool defer)
 {
     rt_flat_t *f = &rt->flat;
     if (!f->zero)
         return BG_OK;
     size_t es = bg_dtype_size(rt->conf.dtype);
-    bg_status_t st = bg_stream_synchronize(rt->conf.be, rt->compute); /* the cast wrote it */
+    bg_status_t st = bg_rt_zero_settle_(rt); /* a gather still out writes the same buffer */
+    if (st == BG_OK)
+        st = bg_stream_synchronize(rt->conf.be, rt->compute); /* the cast wrote it */
     for (int r = 0; r < f->nz && st == BG_OK; r++)
         if (f->zr[r].glen)
-            st = bg_tp_allgather(rt->dp_group, (char *)f->dev + (size_t)f->zr[r].g0 * es,
-                                 (size_t)f->zr[r].glen, gather_dtype(rt->conf.dtype), rt->mem,
-                                 rt->conf.timeout_s);
+            st = bg_tp_allgather_start(rt->dp_group, (char *)f->dev + (size_t)f->zr[r].g0 * es,
+                                       (size_t)f->zr[r].glen, gather_dtype(rt->conf.dtype),
+                                       rt->mem, &f->ag[r]);
+    if (!defer || st != BG_OK) {
+        bg_status_t s = bg_rt_zero_settle_(rt);
+        st = st == BG_OK ? s : st;
+    }
     return st;
 }
 
-bg_status_t bg_rt_params_cast_(bg_rt_t *rt)
+/* The compute copy from the masters, range by range (all-gathered under
+ * ZeRO-1; left in flight with `defer`, see zero_allgather). */
+static bg_status_t params_cast(bg_rt_t *rt, bool defer)
 {
     rt_flat_t *f = &rt->flat;
     if (f->dev == (void *)f->master)
@@ -92,7 +136,17 @@ bg_status_t bg_rt_params_cast_(bg_rt_t *rt)
     for (int r = 0; r < f->nz && st == BG_OK; r++)
         st = bg_step_cast(rt->conf.be, rt->compute, (char *)f->dev + (size_t)f->zr[r].s0 * es,
                           rt->conf.dtype, f->master + f->zr[r].c0, BG_F32, f->zr[r].slen);
-    return st == BG_OK ? zero_allgather(rt) : st;
+    return st == BG_OK ? zero_allgather(rt, defer) : st;
+}
+
+bg_status_t bg_rt_params_cast_(bg_rt_t *rt)
+{
+    return params_cast(rt, false);
+}
+
+bg_status_t bg_rt_params_cast_next_(bg_rt_t *rt)
+{
+    return params_cast(rt, rt->tbw == NULL); /* 2bw's stash reads the copy at once */
 }
 
 /* Range r's segment table: the held parameters' cuts of [s0, s0 + slen),
@@ -124,7 +178,8 @@ bg_status_t bg_rt_zero_setup_(bg_rt_t *rt)
     f->zero = rt->conf.zero > 0 && rt->conf.dps > 1;
     f->nz = f->zero ? rt->nlc + 1 : 1;
     f->zr = calloc((size_t)f->nz, sizeof(rt_zrange_t));
-    if (!f->zr)
+    f->ag = f->zero ? calloc((size_t)f->nz, sizeof(bg_tp_coll_t *)) : NULL;
+    if (!f->zr || (f->zero && !f->ag))
         return bg_errorf(BG_ERR_NOMEM, "out of memory for the update ranges");
     if (!f->zero) {
         f->zr[0] = (rt_zrange_t){0, f->n, 0, f->n, 0, f->segs, NULL, NULL, NULL};
@@ -150,6 +205,9 @@ bg_status_t bg_rt_zero_setup_(bg_rt_t *rt)
 void bg_rt_zero_free_(bg_rt_t *rt)
 {
     rt_flat_t *f = &rt->flat;
+    bg_rt_zero_settle_(rt); /* nothing may still write the buffers; errors were reported */
+    free(f->ag);
+    f->ag = NULL;
     for (int r = 0; f->zero && r < f->nz; r++)
         free(f->zr[r].off_h), free(f->zr[r].decay_h);
     free(f->zr);
