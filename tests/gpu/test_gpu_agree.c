@@ -12,7 +12,11 @@
  * so only the CUDA side's intermediate roundings count against it); a kind
  * not compared in every dtype fails. Outputs, input gradients, saved
  * scratch and workspaces are poisoned first; every output element must be
- * written; W must ADD into the gradients.
+ * written; W must ADD into the gradients. Then every kind once at GPT-2
+ * 124M's sizes (T 1024, C 768, H 12, V 50257) in bf16, its training dtype
+ * (test_gpt2_sizes; a kind without such a case fails); the CPU-vs-CPU
+ * self-test runs them too, so their shapes and the harness are exercised
+ * on every machine.
  * Tolerances: |gpu - cpu| <= tol * (rms(ref) + |ref|) per element.
  *   f32  tol 1e-4: both sides compute in f32 and differ only in summation
  *        order (cuBLAS vs OpenBLAS, tree vs sequential sums): ~K * 6e-8
@@ -591,6 +595,67 @@ static int ga_cases(const bg_layer_kind_t *kind, uint64_t *s, ga_case_t *out)
     return count;
 }
 
+/*
+ * GPT-2 124M's sizes for `kind` (B = 1, T = 1024, C = 768, H = 12,
+ * V = 50257; the MLP's 4C = 3072), one case: the shapes a real model runs,
+ * where tiles, grids and reductions are full size. false when the kind has
+ * no such case (reported as a failure).
+ */
+static bool ga_gpt2_case(const bg_layer_kind_t *kind, ga_case_t *k)
+{
+    const char *n = kind->name;
+    const int64_t T = 1024, C = 768, V = 50257;
+    int64_t btc[3] = {1, T, C}, bt4c[3] = {1, T, 4 * C}, bt8c[3] = {1, T, 8 * C};
+    int64_t btv[3] = {1, T, V}, bt[2] = {1, T};
+    memset(k, 0, sizeof(*k));
+    k->spec.kind = kind;
+    snprintf(k->spec.name, sizeof(k->spec.name), "gpt2.%s", n);
+    k->in_lo = -1.0f, k->in_hi = 1.0f;
+    k->spec.n_in = 1;
+    if (!strcmp(n, "linear")) { /* the MLP's c_fc */
+        ga_shape(&k->spec.in[0], BG_F32, 3, btc);
+        CHECK_OK(bg_attrs_set_int(&k->spec.attrs, "out", 4 * C));
+    } else if (!strcmp(n, "embedding")) { /* wte */
+        ga_shape(&k->spec.in[0], BG_I32, 2, bt);
+        CHECK_OK(bg_attrs_set_int(&k->spec.attrs, "vocab", V));
+        CHECK_OK(bg_attrs_set_int(&k->spec.attrs, "dim", C));
+        k->id_range[0] = V;
+    } else if (!strcmp(n, "layernorm") || !strcmp(n, "rmsnorm")) {
+        ga_shape(&k->spec.in[0], BG_F32, 3, btc);
+        k->in_lo = 2.0f, k->in_hi = 4.0f; /* as gen_layernorm: no cancelling variance */
+    } else if (!strcmp(n, "gelu") || !strcmp(n, "relu") || !strcmp(n, "identity")) {
+        ga_shape(&k->spec.in[0], BG_F32, 3, bt4c);
+        k->in_lo = -3.0f, k->in_hi = 3.0f;
+    } else if (!strcmp(n, "add")) { /* the residual */
+        ga_shape(&k->spec.in[0], BG_F32, 3, btc);
+        ga_shape(&k->spec.in[1], BG_F32, 3, btc);
+        k->spec.n_in = 2;
+    } else if (!strcmp(n, "swiglu")) { /* not GPT-2's: its MLP width, gated */
+        ga_shape(&k->spec.in[0], BG_F32, 3, bt8c);
+        k->in_lo = -4.0f, k->in_hi = 4.0f;
+    } else if (!strcmp(n, "attention")) {
+        ga_shape(&k->spec.in[0], BG_F32, 3, btc);
+        CHECK_OK(bg_attrs_set_int(&k->spec.attrs, "heads", 12));
+        CHECK_OK(bg_attrs_set_bool(&k->spec.attrs, "causal", true));
+    } else if (!strcmp(n, "cross_entropy")) {
+        ga_shape(&k->spec.in[0], BG_F32, 3, btv);
+        ga_shape(&k->spec.in[1], BG_I32, 2, bt);
+        k->spec.n_in = 2;
+        k->id_range[1] = V;
+        k->in_lo = -4.0f, k->in_hi = 4.0f;
+    } else if (!strcmp(n, "classifier")) { /* lm_head (no bias) + loss */
+        ga_shape(&k->spec.in[0], BG_F32, 3, btc);
+        ga_shape(&k->spec.in[1], BG_I32, 2, bt);
+        k->spec.n_in = 2;
+        k->id_range[1] = V;
+        CHECK_OK(bg_attrs_set_int(&k->spec.attrs, "out", V));
+        CHECK_OK(bg_attrs_set_bool(&k->spec.attrs, "bias", false));
+    } else {
+        return false;
+    }
+    return true;
+}
+
 /* Host data of one case: f32 for float tensors, int32 for ids. */
 typedef struct ga_data {
     int np;
@@ -890,31 +955,36 @@ static void ga_compare_all(const ga_case_t *k, const ga_data_t *D, const ga_resu
     }
 }
 
-/*
- * One case in every dtype of ga_dtypes: CPU f32 reference vs CUDA f32;
- * reference on the inputs rounded to bf16/fp16 vs CUDA in that dtype.
- * Bit i of the result: dtype ga_dtypes[i] was compared.
- */
+/* D in dt: CPU f32 reference vs CUDA f32, or the reference on the inputs
+ * rounded to bf16/fp16 vs CUDA in that dtype. true if compared. */
+static bool ga_check_dt(ga_case_t *k, const ga_data_t *D, bg_dtype_t dt)
+{
+    ga_data_t Dr;
+    ga_result_t ref = {0}, got = {0};
+    bool compared = false;
+    ga_data_copy(k, D, &Dr);
+    if (dt != BG_F32)
+        ga_data_round(k, &Dr, dt);
+    if (ga_run(g_cpu, k, &Dr, BG_F32, &ref) && ga_run(g_gpu, k, &Dr, dt, &got)) {
+        ga_compare_all(k, &Dr, &got, &ref, dt);
+        compared = true;
+    }
+    ga_result_free(&ref);
+    ga_result_free(&got);
+    ga_data_free(&Dr);
+    return compared;
+}
+
+/* One case in every dtype of ga_dtypes. Bit i of the result: dtype
+ * ga_dtypes[i] was compared. */
 static unsigned ga_check_case(ga_case_t *k, uint64_t *s)
 {
-    ga_data_t D, Dr;
+    ga_data_t D;
     unsigned compared = 0;
     if (!ga_data_init(k, &D, s))
         return 0;
-    for (int i = 0; i < GA_NDT; i++) {
-        bg_dtype_t dt = ga_dtypes[i];
-        ga_result_t ref = {0}, got = {0};
-        ga_data_copy(k, &D, &Dr);
-        if (dt != BG_F32)
-            ga_data_round(k, &Dr, dt);
-        if (ga_run(g_cpu, k, &Dr, BG_F32, &ref) && ga_run(g_gpu, k, &Dr, dt, &got)) {
-            ga_compare_all(k, &Dr, &got, &ref, dt);
-            compared |= 1u << i;
-        }
-        ga_result_free(&ref);
-        ga_result_free(&got);
-        ga_data_free(&Dr);
-    }
+    for (int i = 0; i < GA_NDT; i++)
+        compared |= (unsigned)ga_check_dt(k, &D, ga_dtypes[i]) << i;
     ga_data_free(&D);
     return compared;
 }
@@ -968,6 +1038,31 @@ static void test_layers(void)
     }
 }
 
+/* Every kind at GPT-2 124M's sizes in bf16, the dtype it trains in (the
+ * small cases above cover f32 and fp16 and the edges). */
+static void test_gpt2_sizes(void)
+{
+    int nk = 0;
+    const bg_layer_kind_t *const *kinds = bg_layer_kinds(&nk);
+    uint64_t s = 124;
+    for (int i = 0; i < nk; i++) {
+        ga_case_t k;
+        if (!ga_gpt2_case(kinds[i], &k)) {
+            CHECK_MSG(false, "no GPT-2-size case for kind %s", kinds[i]->name);
+            continue;
+        }
+        int before = bg_test_failures;
+        ga_data_t D;
+        bool init = ga_data_init(&k, &D, &s);
+        bool compared = init && ga_check_dt(&k, &D, BG_BF16);
+        if (init)
+            ga_data_free(&D);
+        CHECK_MSG(compared, "kind %s: the GPT-2-size case did not run", kinds[i]->name);
+        printf("%-14s GPT-2 size, bf16: %s\n", kinds[i]->name,
+               bg_test_failures == before ? "agree" : "DISAGREE");
+    }
+}
+
 /* The harness against itself: CPU vs CPU (see g_selftest). */
 static int ga_selftest(void)
 {
@@ -976,6 +1071,8 @@ static int ga_selftest(void)
     CHECK_OK(bg_backend_create(BG_DEV_CPU, 0, &g_gpu));
     if (g_cpu && g_gpu)
         test_layers();
+    if (g_cpu && g_gpu)
+        test_gpt2_sizes(); /* ~15 s on 2 cores */
     bg_backend_destroy(g_gpu);
     bg_backend_destroy(g_cpu);
     return bg_test_finish("test_gpu_agree (harness self-test, CPU vs CPU)");
@@ -999,6 +1096,7 @@ int main(void)
         test_errors();
         test_gemm();
         test_layers();
+        test_gpt2_sizes();
     }
     bg_stream_destroy(g_gpu, g_stream);
     bg_backend_destroy(g_gpu);
