@@ -52,7 +52,7 @@ train_steps=12
 train_batch=8
 # Step timeouts: their sum stays within the default budget (checked by
 # tests/tools/gpu_check_test.sh), leaving a minute of the 8 for start-up.
-to_tests=160 to_layers=75 to_att=55 to_train=110
+to_tests=160 to_layers=65 to_att=45 to_train=90 to_san=40
 plan=(
     "tests|$to_tests|ctest -L gpu (per-test timeout 150 s)"
     "bench_layers|$to_layers|bench_layers --device cuda --dtype bf16: GEMM peaks, copy, layers"
@@ -60,6 +60,7 @@ plan=(
     "bench_step|0|optimizer step bench: CPU only (no cuda mode), not run"
     "tp_bench|0|transport bench: host memory only (no device mode), not run"
     "train|$to_train|brigade train gpt2-124m --device cuda --dtype bf16 --batch $train_batch --steps $train_steps"
+    "sanitizer|$to_san|compute-sanitizer --tool memcheck tests/gpu/test_gpu_step (if installed)"
 )
 
 if [ "$dry" = 1 ]; then
@@ -213,6 +214,21 @@ if [ -n "$step_ms" ] && [ -n "$params" ] && [ -n "$ctx" ]; then
         "MFU ${mfu}% of 989 TFLOP/s; ${mfu_m}% of measured GEMM" "$step_s"
 else
     row "GPT-2 124M train bf16" "$st" "no step time parsed (see train.log)" "$step_s"
+fi
+
+# ---- compute-sanitizer: memcheck over the step ops' and defects' test ----
+san=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -n 1)
+if [ -n "$san" ]; then
+    run_step sanitizer "$to_san" "$logs/sanitizer.log" "$san" --tool memcheck --error-exitcode 3 \
+        "$build/tests/gpu/test_gpu_step"
+    st=$(status_of)
+    errs=$(grep -Eo 'ERROR SUMMARY: [0-9]+ errors?' "$logs/sanitizer.log" | tail -n 1)
+    row "compute-sanitizer memcheck" "$st" "test_gpu_step: ${errs:-no summary}" "$step_s"
+    # Errors found (or the test failing under it) fail the check; a timeout
+    # under memcheck's slowdown only says so in the table.
+    case "$step_rc" in 0 | 124 | 125 | 137) ;; *) tests_rc=1 ;; esac
+else
+    row "compute-sanitizer memcheck" "not run" "no compute-sanitizer (CUDA toolkit) on PATH" "0"
 fi
 
 # ---- the table ----
