@@ -647,12 +647,23 @@ void bg_st_meta_at(const bg_st_file_t *f, size_t i, const char **key, const char
     *value = i < f->nmeta ? f->mval[i] : NULL;
 }
 
+/*
+ * The CRC reads every page of the mapping; each 8 MiB window read is then
+ * dropped from this process (MADV_DONTNEED on a private, unwritten file
+ * mapping: a later read faults the same bytes back in from the page cache).
+ * Otherwise checking a checkpoint left all of it resident in every rank
+ * that opened it -- under ZeRO-1 every replica's shard of every stage,
+ * though each rank then reads only its own ranges. Advice, so its failure
+ * changes nothing.
+ */
 void bg_st_file_digest(const bg_st_file_t *f, uint64_t *bytes, uint32_t *crc)
 {
+    const size_t window = (size_t)8 << 20; /* a multiple of any page size */
     uLong c = crc32(0L, Z_NULL, 0);
     for (size_t off = 0; off < f->len;) {
-        size_t n = f->len - off > (1u << 30) ? (1u << 30) : f->len - off;
+        size_t n = f->len - off > window ? window : f->len - off;
         c = crc32(c, f->map + off, (uInt)n);
+        madvise((void *)(uintptr_t)(f->map + off), n, MADV_DONTNEED);
         off += n;
     }
     *bytes = f->len;
