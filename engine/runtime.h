@@ -137,25 +137,19 @@ typedef struct bg_rt_param_view {
     const bg_shape_t *shape;
     int64_t numel;
     bool owned;      /* this rank holds the owner layer (writes it to checkpoints) */
-    float *master;   /* f32 host copy, authoritative; NULL under ZeRO-1 outside a
-                        download..release/upload window */
+    float *master;   /* f32 host copy, authoritative; NULL under ZeRO-1 */
     float *state[2]; /* optimizer states (NULL where the optimizer has fewer) */
 } bg_rt_param_view_t;
 void bg_rt_param_get(bg_rt_t *rt, int i, bg_rt_param_view_t *out);
 /* After changing masters or state through the views (resume, --init):
- * push them to the backend's flat buffers and the compute copy. Under
- * ZeRO-1 each replica takes its shard, the compute copy is all-gathered
- * and the full views are released: every replica of the stage calls it. */
+ * push them to the backend's flat buffers and the compute copy. Not under
+ * ZeRO-1, where there are no full views (BG_ERR_INTERNAL): the shard
+ * copies below move the state there. */
 bg_status_t bg_rt_params_upload(bg_rt_t *rt);
 /* Before reading or writing the views (checkpoint save or load): bring
- * masters and state from the backend (a no-op on the CPU without ZeRO,
- * where the views are the buffers). Under ZeRO-1 this gathers every
- * replica's shard into full host views (a collective: every replica of the
- * stage calls it), held until bg_rt_params_release or an upload;
- * checkpoints do not use it there (bg_rt_shard_* below). */
+ * masters and state from the backend (a no-op on the CPU, where the views
+ * are the buffers). Not under ZeRO-1 (BG_ERR_INTERNAL; bg_rt_shard_*). */
 bg_status_t bg_rt_params_download(bg_rt_t *rt);
-/* Free the full views a ZeRO-1 download made (no-op otherwise). Cannot fail. */
-void bg_rt_params_release(bg_rt_t *rt);
 
 /*
  * ZeRO-1's shard of this replica, for checkpoints that save and load it

@@ -18,8 +18,7 @@
  *   runtime_zero.c     the update ranges and the masters' cast to the
  *                      compute copy; ZeRO-1: this replica's shards, the
  *                      compute copy's all-gather, the norm's pieces, the
- *                      full views a checkpoint reads (gather) and writes
- *                      (scatter)
+ *                      shard's host copies a checkpoint reads and writes
  *
  * Shared functions end in '_' (private to the engine). Must NOT be included
  * outside engine/runtime*.c: everyone else uses engine/runtime.h.
@@ -459,12 +458,7 @@ bg_status_t bg_rt_zero_norm_pieces_(bg_rt_t *rt, unsigned char *keep);
  * made (the state shards start zeroed). Fails on out of memory, device
  * and transport errors. */
 bg_status_t bg_rt_zero_init_(bg_rt_t *rt);
-/* ZeRO-1 checkpoint views: gather allocates full host masters and state
- * and all-gathers every replica's shard into them (collective); scatter
- * takes this replica's shard from them, recasts and all-gathers the
- * compute copy, then releases them. Both wait for the device. */
-bg_status_t bg_rt_optstate_gather_(bg_rt_t *rt);
-bg_status_t bg_rt_optstate_scatter_(bg_rt_t *rt);
+/* Settles the all-gathers in flight, frees the update ranges. */
 void bg_rt_zero_free_(bg_rt_t *rt);
 /* rt->dloss = 1 / (micro-batches * replicas) * loss scale (the loss scale
  * is this file's). Synchronises the compute stream; fails on a device

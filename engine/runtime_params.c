@@ -164,8 +164,6 @@ static bg_status_t params_mirror(bg_rt_t *rt, bg_copy_kind_t kind)
 /* Host views -> backend buffers -> compute copy, then wait. */
 static bg_status_t params_push(bg_rt_t *rt)
 {
-    if (rt->flat.zero)
-        return bg_rt_optstate_scatter_(rt);
     bg_status_t st = params_mirror(rt, BG_COPY_H2D);
     if (st == BG_OK)
         st = bg_rt_params_cast_(rt);
@@ -231,8 +229,18 @@ void bg_rt_params_free_(bg_rt_t *rt)
     free(rt->par), free(rt->param_local), free(rt->uacc_dev), free(rt->uacc_host);
 }
 
+/* ZeRO-1 has no full views: its state moves by shards (bg_rt_shard_*). */
+static bg_status_t refuse_sharded(bg_rt_t *rt, const char *what)
+{
+    return bg_rt_err_(rt, bg_errorf(BG_ERR_INTERNAL,
+                                    "%s: under ZeRO-1 the state is sharded; use the shard copies",
+                                    what));
+}
+
 bg_status_t bg_rt_params_upload(bg_rt_t *rt)
 {
+    if (rt->flat.zero)
+        return refuse_sharded(rt, "params upload");
     bg_status_t st = params_push(rt);
     if (st == BG_OK)
         rt->weights_set++; /* 2bw restarts its versions from these: W(-1) = W(0) */
@@ -241,12 +249,8 @@ bg_status_t bg_rt_params_upload(bg_rt_t *rt)
 
 bg_status_t bg_rt_params_download(bg_rt_t *rt)
 {
-    if (rt->flat.zero) {
-        bg_status_t st = bg_rt_zero_settle_(rt);
-        if (st == BG_OK)
-            st = bg_rt_optstate_gather_(rt);
-        return st == BG_OK ? BG_OK : bg_rt_err_(rt, st);
-    }
+    if (rt->flat.zero)
+        return refuse_sharded(rt, "params download");
     bg_status_t st = params_mirror(rt, BG_COPY_D2H);
     if (st == BG_OK)
         st = bg_stream_synchronize(rt->conf.be, rt->compute);

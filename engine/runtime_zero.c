@@ -9,8 +9,7 @@
  * zero-0's: each parameter's sum of squares is taken whole by one replica
  * (its norm owner), which receives the other replicas' reduced pieces of
  * it first. Checkpoints save and load each replica's shard as it is
- * (bg_rt_shard_*); full views (a gather from the shards, a scatter back)
- * remain only for callers that ask for them with bg_rt_params_download.
+ * (bg_rt_shard_*); nothing ever assembles the stage's whole state.
  * Must NOT change any sum or its order (runtime_grad.c owns them), nor
  * decide when to save or load (the checkpoint code calls the shard copies).
  */
@@ -214,42 +213,6 @@ void bg_rt_zero_free_(bg_rt_t *rt)
     f->zr = NULL;
 }
 
-/* Full host views (masters, and the state when `with_state`), zeroed, of
- * the gather's own; views pointed at them. */
-static bg_status_t views_alloc(bg_rt_t *rt, bool with_state)
-{
-    rt_flat_t *f = &rt->flat;
-    size_t bytes = (size_t)f->n * 4 + 4;
-    int nst = with_state ? bg_optim_state_count(rt->conf.optim.kind) : 0;
-    /* Tests watch for this line: sharded checkpoints must never need it. */
-    bg_log(BG_LOG_DEBUG, "ZeRO-1: full host views of %lld elements gathered", (long long)f->n);
-    f->host_own = true;
-    if (!f->host_master)
-        f->host_master = calloc(bytes, 1);
-    for (int s = 0; s < nst; s++)
-        if (!f->host_state[s])
-            f->host_state[s] = calloc(bytes, 1);
-    bg_rt_views_point_(rt);
-    if (!f->host_master || (nst && !f->host_state[nst - 1]) || (nst && !f->host_state[0]))
-        return bg_errorf(BG_ERR_NOMEM,
-                         "out of memory for the full host copy of %lld parameter elements "
-                         "(ZeRO-1 gather)",
-                         (long long)f->n);
-    return BG_OK;
-}
-
-/* Free the full views (ZeRO-1); views become NULL. Cannot fail. */
-static void views_release(bg_rt_t *rt)
-{
-    rt_flat_t *f = &rt->flat;
-    if (!f->zero || !f->host_own)
-        return;
-    free(f->host_master), free(f->host_state[0]), free(f->host_state[1]);
-    f->host_master = f->host_state[0] = f->host_state[1] = NULL;
-    f->host_own = false;
-    bg_rt_views_point_(rt);
-}
-
 /* Parameter p's elements [a, b) of the flat buffer that this replica's
  * shards hold, from `val` (p's value, host) into the masters. */
 static bg_status_t param_to_shards(bg_rt_t *rt, const rt_param_t *p, const float *val)
@@ -289,75 +252,6 @@ bg_status_t bg_rt_zero_init_(bg_rt_t *rt)
     return st == BG_OK ? bg_stream_synchronize(rt->conf.be, rt->compute) : st;
 }
 
-void bg_rt_params_release(bg_rt_t *rt)
-{
-    views_release(rt);
-}
-
-/* The compact buffers (master, then each state) and their full host views. */
-static int shard_pairs(bg_rt_t *rt, float **dev, float **host)
-{
-    rt_flat_t *f = &rt->flat;
-    int n = 0;
-    dev[n] = f->master, host[n++] = f->host_master;
-    for (int s = 0; s < bg_optim_state_count(rt->conf.optim.kind); s++)
-        dev[n] = f->state[s], host[n++] = f->host_state[s];
-    return n;
-}
-
-/* Every range's part between the compact buffer and the full view
- * (kind D2H: to the view, H2D: from it), on the compute stream. */
-static bg_status_t shards_copy(bg_rt_t *rt, float *dev, float *host, bg_copy_kind_t kind)
-{
-    const rt_flat_t *f = &rt->flat;
-    bg_status_t st = BG_OK;
-    for (int r = 0; r < f->nz && st == BG_OK; r++) {
-        const rt_zrange_t *z = &f->zr[r];
-        if (!z->slen)
-            continue;
-        float *d = dev + z->c0, *h = host + z->s0;
-        st = bg_backend_copy(rt->conf.be, kind == BG_COPY_D2H ? (void *)h : (void *)d,
-                             kind == BG_COPY_D2H ? (void *)d : (void *)h, (size_t)z->slen * 4,
-                             kind, rt->compute);
-    }
-    return st;
-}
-
-bg_status_t bg_rt_optstate_gather_(bg_rt_t *rt)
-{
-    rt_flat_t *f = &rt->flat;
-    bg_status_t st = views_alloc(rt, true);
-    float *dev[3], *host[3];
-    int n = shard_pairs(rt, dev, host);
-    for (int i = 0; i < n && st == BG_OK; i++)
-        st = shards_copy(rt, dev[i], host[i], BG_COPY_D2H);
-    if (st == BG_OK)
-        st = bg_stream_synchronize(rt->conf.be, rt->compute);
-    for (int i = 0; i < n && st == BG_OK; i++)
-        for (int r = 0; r < f->nz && st == BG_OK; r++)
-            if (f->zr[r].glen)
-                st = bg_tp_allgather(rt->dp_group, host[i] + f->zr[r].g0, (size_t)f->zr[r].glen,
-                                     BG_TP_F32, BG_TP_MEM_HOST, rt->conf.timeout_s);
-    return st;
-}
-
-bg_status_t bg_rt_optstate_scatter_(bg_rt_t *rt)
-{
-    float *dev[3], *host[3];
-    int n = shard_pairs(rt, dev, host);
-    bg_status_t st = BG_OK;
-    for (int i = 0; i < n && st == BG_OK; i++)
-        if (host[i]) /* no state views after initialisation: the shards stay zero */
-            st = shards_copy(rt, dev[i], host[i], BG_COPY_H2D);
-    if (st == BG_OK)
-        st = bg_rt_params_cast_(rt); /* waits for the device, then all-gathers */
-    if (st == BG_OK)
-        st = bg_stream_synchronize(rt->conf.be, rt->compute);
-    if (st == BG_OK)
-        views_release(rt);
-    return st;
-}
-
 bool bg_rt_sharded(const bg_rt_t *rt)
 {
     return rt->flat.zero;
@@ -390,8 +284,8 @@ bool bg_rt_shard_piece(const bg_rt_t *rt, int i, int r, bg_rt_piece_t *out)
 static bg_status_t shard_move(bg_rt_t *rt, float *const *host, bg_copy_kind_t kind)
 {
     rt_flat_t *f = &rt->flat;
-    float *dev[3], *views[3];
-    int n = shard_pairs(rt, dev, views);
+    float *dev[3] = {f->master, f->state[0], f->state[1]};
+    int n = 1 + bg_optim_state_count(rt->conf.optim.kind);
     size_t bytes = (size_t)f->zn * 4;
     bg_status_t st = BG_OK;
     for (int i = 0; i < n && st == BG_OK && bytes; i++)

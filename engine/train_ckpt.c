@@ -426,7 +426,6 @@ static bg_status_t begin_step(train_t *t, int64_t step, char **step_path)
 static bg_status_t save_sync(train_t *t, train_ckpt_t *k)
 {
     bg_status_t st = k->w ? job_write(k) : BG_OK;
-    bg_rt_params_release(t->rt); /* ZeRO-1: the views the write read */
     snapshot_release(k);
     /* Every stage's file is complete before `latest` moves. */
     bg_status_t s2 = world_barrier(t);
@@ -455,11 +454,6 @@ static bg_status_t save_step(train_t *t, int64_t step)
     if (st == BG_OK && k->w)
         st = k->sharded ? bg_ckpt_shard_path(step_path, t->stage, t->dp, &k->file)
                         : bg_ckpt_stage_path(step_path, t->stage, &k->file);
-    /* ZeRO-1: the gathered full views go once nothing reads them: now when
-     * the snapshot copied them (or this replica writes nothing), after the
-     * write otherwise (save_sync). */
-    if (t->c->async_checkpoint || !k->w)
-        bg_rt_params_release(t->rt);
     free(step_path);
     if (st != BG_OK || !t->c->async_checkpoint)
         return st == BG_OK ? save_sync(t, k) : st;
