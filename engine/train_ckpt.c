@@ -468,9 +468,14 @@ bg_status_t bg_train_save_(train_t *t, int64_t step)
     double dt = bg_now_s() - t0;
     if (t->ckpt)
         t->ckpt->held_s += dt;
-    bg_log(BG_LOG_DEBUG, "rank %d: checkpoint of step %lld held training for %.2f ms (%s)", t->rank,
-           (long long)step, 1e3 * dt,
-           t->c->async_checkpoint ? "snapshot; written in the background" : "written");
+    /* The host copy's size is what shows that a ZeRO-1 save stayed within
+     * its shard (the tests read it). */
+    bg_log(BG_LOG_DEBUG,
+           "rank %d stage %d: checkpoint of step %lld held training for %.2f ms (%s; host copy of "
+           "%zu bytes)",
+           t->rank, t->stage, (long long)step, 1e3 * dt,
+           t->c->async_checkpoint ? "snapshot; written in the background" : "written",
+           t->ckpt ? t->ckpt->cap * sizeof(float) : (size_t)0);
     return st;
 }
 
@@ -604,6 +609,8 @@ static bg_status_t load_shard(train_t *t, bg_ckpt_t *ck, bg_st_file_t *f, bool w
     if (!buf)
         return bg_errorf(BG_ERR_NOMEM, "checkpoint: no host memory for a %zu MiB shard",
                          nf * sizeof(float) >> 20);
+    bg_log(BG_LOG_DEBUG, "rank %d stage %d: loading shard %d/%d through a host copy of %zu bytes",
+           t->rank, t->stage, t->dp, t->D, nf * sizeof(float));
     float *state[2] = {buf + zn, buf + (ns > 1 ? 2 * zn : zn)};
     bg_status_t st = bg_rt_shard_download(t->rt, buf, state);
     for (int i = 0; i < bg_rt_param_count(t->rt) && st == BG_OK; i++)
