@@ -86,6 +86,33 @@ static bg_status_t embedding_check_ids(const bg_layer_call_t *c, const int32_t *
     return BG_OK;
 }
 
+/* What the CPU passes read from a call: ids (B, T) as n = B*T positions of
+ * rows T, the table width and whether positions are added. */
+typedef struct {
+    const int32_t *ids;
+    int64_t n, T, dim;
+    bool pos;
+} emb_args_t;
+
+/* Fills *out from c after checking f32 and every id (the error names the
+ * layer, `pass` and the bad position); out is set only on success. */
+static bg_status_t embedding_args(const bg_layer_call_t *c, const char *pass, emb_args_t *out)
+{
+    bg_status_t st = bg_cpu_require_f32(c, pass);
+    if (st != BG_OK) return st;
+    emb_args_t a = {
+        .ids = c->in[0]->data,
+        .n = bg_tensor_numel(c->in[0]),
+        .T = bg_tensor_cols(c->in[0]),
+        .dim = bg_attrs_int(&c->spec->attrs, "dim", 0),
+        .pos = bg_attrs_int(&c->spec->attrs, "positions", 0) > 0,
+    };
+    int64_t vocab = bg_attrs_int(&c->spec->attrs, "vocab", 0);
+    if ((st = embedding_check_ids(c, a.ids, a.n, vocab)) != BG_OK) return st;
+    *out = a;
+    return BG_OK;
+}
+
 /* out (N, dim) = tokens[ids[n]] (+ positions[n mod T]), N = B*T. */
 static bg_status_t embedding_forward(const bg_layer_call_t *c)
 {
@@ -93,16 +120,13 @@ static bg_status_t embedding_forward(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_embedding_forward(c);
 #endif
-    bg_status_t st = bg_cpu_require_f32(c, "forward");
+    emb_args_t a;
+    bg_status_t st = embedding_args(c, "forward", &a);
     if (st != BG_OK) return st;
-    const int32_t *ids = c->in[0]->data;
-    int64_t n = bg_tensor_numel(c->in[0]), T = bg_tensor_cols(c->in[0]);
-    int64_t vocab = bg_attrs_int(&c->spec->attrs, "vocab", 0);
-    int64_t dim = bg_attrs_int(&c->spec->attrs, "dim", 0);
-    bool pos = bg_attrs_int(&c->spec->attrs, "positions", 0) > 0;
-    if ((st = embedding_check_ids(c, ids, n, vocab)) != BG_OK) return st;
+    const int32_t *ids = a.ids;
+    int64_t n = a.n, T = a.T, dim = a.dim;
     const float *tok = c->params[0]->data;
-    const float *pe = pos ? c->params[1]->data : NULL;
+    const float *pe = a.pos ? c->params[1]->data : NULL;
     float *y = c->out->data;
     for (int64_t i = 0; i < n; i++) {
         const float *row = tok + (int64_t)ids[i] * dim;
@@ -128,17 +152,14 @@ static bg_status_t embedding_backward_weight(const bg_layer_call_t *c)
     if (bg_backend_device(c->be) == BG_DEV_CUDA)
         return bg_cuda_embedding_backward_weight(c);
 #endif
-    bg_status_t st = bg_cpu_require_f32(c, "backward-weight");
+    emb_args_t a;
+    bg_status_t st = embedding_args(c, "backward-weight", &a);
     if (st != BG_OK) return st;
-    const int32_t *ids = c->in[0]->data;
-    int64_t n = bg_tensor_numel(c->in[0]), T = bg_tensor_cols(c->in[0]);
-    int64_t vocab = bg_attrs_int(&c->spec->attrs, "vocab", 0);
-    int64_t dim = bg_attrs_int(&c->spec->attrs, "dim", 0);
-    bool pos = bg_attrs_int(&c->spec->attrs, "positions", 0) > 0;
-    if ((st = embedding_check_ids(c, ids, n, vocab)) != BG_OK) return st;
+    const int32_t *ids = a.ids;
+    int64_t n = a.n, T = a.T, dim = a.dim;
     const float *dy = c->dout->data;
     float *gt = c->grads[0] ? c->grads[0]->data : NULL;
-    float *gp = pos && c->grads[1] ? c->grads[1]->data : NULL;
+    float *gp = a.pos && c->grads[1] ? c->grads[1]->data : NULL;
     for (int64_t i = 0; i < n; i++) {
         const float *src = dy + i * dim;
         if (gt) {

@@ -445,7 +445,25 @@ static bg_status_t split_params_balanced(const int64_t *pp, int L, int G, int *b
     return BG_OK;
 }
 
-bg_status_t bg_partition_uniform(const bg_part_problem_t *pb, bg_plan_t *out)
+/* A one-pass heuristic split: fills b[0..G] (G + 1 boundaries) for the
+ * problem, or fails with its own message. */
+typedef bg_status_t (*split_fn_t)(const bg_part_problem_t *pb, int L, int G, int *b);
+
+static bg_status_t split_uniform_fn(const bg_part_problem_t *pb, int L, int G, int *b)
+{
+    (void)pb;
+    split_uniform(L, G, b);
+    return BG_OK;
+}
+
+static bg_status_t split_params_fn(const bg_part_problem_t *pb, int L, int G, int *b)
+{
+    return split_params_balanced(pb->costs[0]->pparams, L, G, b);
+}
+
+/* The plan of the boundaries `split` chooses; out is set only on success. */
+static bg_status_t partition_heuristic(const bg_part_problem_t *pb, split_fn_t split,
+                                       bg_plan_t *out)
 {
     span_ctx_t c;
     bg_status_t st = ctx_init(pb, &c);
@@ -455,30 +473,22 @@ bg_status_t bg_partition_uniform(const bg_part_problem_t *pb, bg_plan_t *out)
         st = bg_errorf(BG_ERR_NOMEM, "partition: out of memory");
         goto err_ctx;
     }
-    split_uniform(c.L, c.G, b);
-    st = plan_build(&c, b, out);
+    st = split(pb, c.L, c.G, b);
+    if (!st) st = plan_build(&c, b, out);
     free(b);
 err_ctx:
     ctx_free(&c);
     return st;
 }
 
+bg_status_t bg_partition_uniform(const bg_part_problem_t *pb, bg_plan_t *out)
+{
+    return partition_heuristic(pb, split_uniform_fn, out);
+}
+
 bg_status_t bg_partition_params(const bg_part_problem_t *pb, bg_plan_t *out)
 {
-    span_ctx_t c;
-    bg_status_t st = ctx_init(pb, &c);
-    if (st) return st;
-    int *b = malloc(sizeof(int) * ((size_t)c.G + 1));
-    if (!b) {
-        st = bg_errorf(BG_ERR_NOMEM, "partition: out of memory");
-        goto err_ctx;
-    }
-    st = split_params_balanced(pb->costs[0]->pparams, c.L, c.G, b);
-    if (!st) st = plan_build(&c, b, out);
-    free(b);
-err_ctx:
-    ctx_free(&c);
-    return st;
+    return partition_heuristic(pb, split_params_fn, out);
 }
 
 /* ---- the exact split ---- */
