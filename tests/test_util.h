@@ -9,11 +9,13 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 static int bg_test_failures;
 
@@ -76,6 +78,27 @@ static inline int bg_test_sh(const char *fmt, ...)
     va_end(ap);
     int rc = system(cmd);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
+/* The start every test driving the brigade binary shares: *bin = argv[1],
+ * *src = BRIGADE_SOURCE_DIR ("." when unset) and wd[wdlen] = a fresh
+ * /tmp/bg_<tag>_<pid>. False, after saying why, when argv[1] is missing or
+ * wd cannot be made: the test then fails. */
+static inline bool bg_test_cli_start(int argc, char **argv, const char *tag, const char **bin,
+                                     const char **src, char *wd, size_t wdlen)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s BRIGADE\n", argv[0]);
+        return false;
+    }
+    *bin = argv[1];
+    *src = getenv("BRIGADE_SOURCE_DIR") ? getenv("BRIGADE_SOURCE_DIR") : ".";
+    snprintf(wd, wdlen, "/tmp/bg_%s_%d", tag, (int)getpid());
+    if (bg_test_sh("rm -rf '%s' && mkdir -p '%s'", wd, wd) != 0) {
+        fprintf(stderr, "%s: cannot make %s\n", argv[0], wd);
+        return false;
+    }
+    return true;
 }
 
 /* xorshift64*: deterministic test data, independent of libc rand(). */

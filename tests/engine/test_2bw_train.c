@@ -133,22 +133,12 @@ static void resume_refused(void)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: test_2bw_train BRIGADE\n");
-        return 2;
-    }
-    brigade = argv[1];
-    srcdir = getenv("BRIGADE_SOURCE_DIR") ? getenv("BRIGADE_SOURCE_DIR") : ".";
-    snprintf(wd, sizeof(wd), "/tmp/bg_2bw_%d", (int)getpid());
-    char mk[600];
-    snprintf(mk, sizeof(mk), "rm -rf %s && mkdir -p %s", wd, wd);
-    if (system(mk)) return 1;
+    if (!bg_test_cli_start(argc, argv, "2bw", &brigade, &srcdir, wd, sizeof(wd)))
+        return 1;
     loss_falls();
     runs_on_previous_version();
     drain_changes_nothing();
     resume_refused();
-    snprintf(mk, sizeof(mk), "rm -rf %s", wd);
-    if (system(mk)) {
-    }
+    bg_test_sh("rm -rf '%s'", wd);
     return bg_test_finish("test_2bw_train");
 }

@@ -143,14 +143,8 @@ static void test_resume_keeps_scale(void)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2)
-        TEST_SKIP("usage: test_mixed BRIGADE");
-    brigade = argv[1];
-    srcdir = getenv("BRIGADE_SOURCE_DIR");
-    if (!srcdir)
-        srcdir = ".";
-    snprintf(wd, sizeof(wd), "/tmp/bg_mixed_%d", (int)getpid());
-    bg_test_sh("rm -rf %s && mkdir -p %s", wd, wd);
+    if (!bg_test_cli_start(argc, argv, "mixed", &brigade, &srcdir, wd, sizeof(wd)))
+        return 1;
     test_curves("mlp-fashion.graph", MLP);
     test_curves("gpt-tiny.graph", GPT);
     test_f32_scale_exact();

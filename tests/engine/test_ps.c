@@ -182,14 +182,8 @@ static void test_server_dies(void)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2)
-        TEST_SKIP("usage: test_ps BRIGADE");
-    brigade = argv[1];
-    srcdir = getenv("BRIGADE_SOURCE_DIR");
-    if (!srcdir)
-        srcdir = ".";
-    snprintf(wd, sizeof(wd), "/tmp/bg_test_ps_%d", (int)getpid());
-    CHECK(bg_test_sh("mkdir -p %s", wd) == 0);
+    if (!bg_test_cli_start(argc, argv, "test_ps", &brigade, &srcdir, wd, sizeof(wd)))
+        return 1;
     test_bad_flags();
     test_sync_equals_allreduce();
     test_stale();

@@ -198,14 +198,8 @@ static void test_corrupt_refused(void)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2)
-        TEST_SKIP("usage: test_resume BRIGADE");
-    brigade = argv[1];
-    srcdir = getenv("BRIGADE_SOURCE_DIR");
-    if (!srcdir)
-        srcdir = ".";
-    snprintf(wd, sizeof(wd), "/tmp/bg_resume_%d", (int)getpid());
-    bg_test_sh("rm -rf %s && mkdir -p %s", wd, wd);
+    if (!bg_test_cli_start(argc, argv, "resume", &brigade, &srcdir, wd, sizeof(wd)))
+        return 1;
     test_resume_equivalence();
     test_corrupt_refused();
     test_init();

@@ -239,14 +239,8 @@ static void check_shard_files(void)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2)
-        TEST_SKIP("usage: test_zero BRIGADE");
-    brigade = argv[1];
-    srcdir = getenv("BRIGADE_SOURCE_DIR");
-    if (!srcdir)
-        srcdir = ".";
-    snprintf(wd, sizeof(wd), "/tmp/bg_zero_%d", (int)getpid());
-    bg_test_sh("rm -rf %s && mkdir -p %s", wd, wd);
+    if (!bg_test_cli_start(argc, argv, "zero", &brigade, &srcdir, wd, sizeof(wd)))
+        return 1;
     check_tied();
     check_resume_mode(1, 0);
     check_resume_mode(0, 1);

@@ -302,21 +302,10 @@ static void test_llama(void)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2)
-        TEST_SKIP("usage: test_convert BRIGADE");
-    brigade = argv[1];
-    srcdir = getenv("BRIGADE_SOURCE_DIR");
-    if (!srcdir)
-        srcdir = ".";
-    snprintf(dir, sizeof(dir), "/tmp/bg_convert_%d", (int)getpid());
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "mkdir -p %s", dir);
-    if (system(cmd))
+    if (!bg_test_cli_start(argc, argv, "convert", &brigade, &srcdir, dir, sizeof(dir)))
         return 1;
     test_gpt2();
     test_llama();
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    if (system(cmd)) {
-    }
+    bg_test_sh("rm -rf '%s'", dir);
     return bg_test_finish("test_convert");
 }
