@@ -426,6 +426,42 @@ static bg_status_t check_finite_step(train_t *t, int64_t step, const bg_rt_stats
                      "values", t->rank, (long long)step + 1, (int)bad[0]);
 }
 
+/*
+ * After the last step: drain (2bw's carried backwards and their update),
+ * the final evaluation, reports, the trace and the last checkpoint's end;
+ * rank 0 prints the accuracy and the totals. `done` steps ran since t0.
+ */
+static bg_status_t train_finish(train_t *t, double t0, int64_t done)
+{
+    const bg_train_conf_t *c = t->c;
+    bg_status_t drained = bg_rt_drain(t->rt);
+    if (drained != BG_OK)
+        return drained;
+    double acc = NAN;
+    bool have_eval = eval_batches(t) > 0; /* else check_eval printed why not */
+    bg_status_t st = have_eval ? evaluate(t, t->steps, &acc) : BG_OK;
+    if (t->rank == 0)
+        bg_train_bar_end_(t);
+    if (st == BG_OK && have_eval && t->rank == 0 && bg_data_info(t->ds)->kind == BG_DATA_IMAGES)
+        printf("final test accuracy: %.2f%%\n", 100.0 * acc);
+    if (st == BG_OK)
+        st = bg_train_ps_report_(t);
+    if (st == BG_OK && c->trace)
+        st = write_trace(t);
+    if (st == BG_OK)
+        st = bg_train_ckpt_finish_(t); /* the last save overlapped the evaluation */
+    if (st == BG_OK)
+        st = bg_train_report_rss_(t, t->start_step + done);
+    if (t->rank == 0) {
+        printf("trained %lld steps in %.1f s", (long long)done, bg_now_s() - t0);
+        if (c->checkpoint_dir) /* what checkpointing cost: docs/checkpoints.md */
+            printf(" (checkpoints held training %.3f s)", bg_train_ckpt_held_s_(t));
+        printf("\n");
+        fflush(stdout);
+    }
+    return st;
+}
+
 static bg_status_t train_loop(train_t *t)
 {
     const bg_train_conf_t *c = t->c;
@@ -481,34 +517,9 @@ static bg_status_t train_loop(train_t *t)
             if ((st = bg_rt_drain(t->rt)) != BG_OK || (st = bg_train_save_(t, step + 1)) != BG_OK)
                 return st;
     }
-    /* 2bw: the last step's carried backwards and their update */
-    bg_status_t drained = bg_rt_drain(t->rt);
-    if (drained != BG_OK)
-        return drained;
-    double acc = NAN;
-    bool have_eval = eval_batches(t) > 0; /* else check_eval printed why not */
-    bg_status_t st = have_eval ? evaluate(t, t->steps, &acc) : BG_OK;
-    if (t->rank == 0)
-        bg_train_bar_end_(t);
-    if (st == BG_OK && have_eval && t->rank == 0 && bg_data_info(t->ds)->kind == BG_DATA_IMAGES)
-        printf("final test accuracy: %.2f%%\n", 100.0 * acc);
-    if (st == BG_OK)
-        st = bg_train_ps_report_(t);
-    if (st == BG_OK && c->trace)
-        st = write_trace(t);
-    if (st == BG_OK)
-        st = bg_train_ckpt_finish_(t); /* the last save overlapped the evaluation */
-    if (st == BG_OK)
-        st = bg_train_report_rss_(t, t->start_step + done);
-    if (t->rank == 0) {
-        printf("trained %lld steps in %.1f s", (long long)done, bg_now_s() - t0);
-        if (c->checkpoint_dir) /* what checkpointing cost: docs/checkpoints.md */
-            printf(" (checkpoints held training %.3f s)", bg_train_ckpt_held_s_(t));
-        printf("\n");
-        fflush(stdout);
-    }
-    return st;
+    return train_finish(t, t0, done);
 }
+
 
 static void train_free(train_t *t)
 {
