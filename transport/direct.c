@@ -57,7 +57,7 @@
 #include "transport/coll_int.h"
 
 #define DEFAULT_MIN ((size_t)256 << 10)
-#define DEFAULT_BLOCK ((size_t)64 << 10)
+#define DEFAULT_BLOCK ((size_t)256 << 10)
 #define BUDGET ((size_t)1 << 20)
 #define NOTICE_STEP 1023 /* ring steps stop at 2 * 512 - 3 */
 #define READY_MAGIC 0x62672d636d613031ull
@@ -105,7 +105,7 @@ static int mod(int a, int n)
     return ((a % n) + n) % n;
 }
 
-/* Elements per reduce block (BRIGADE_TP_CMA_BLOCK bytes, default 64 KiB:
+/* Elements per reduce block (BRIGADE_TP_CMA_BLOCK bytes, default 256 KiB:
  * two of them stay in cache while the peers' pieces stream through). */
 static size_t block_elems(const bg_tp_coll_t *c)
 {
