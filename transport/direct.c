@@ -23,7 +23,7 @@
  *               Collectives started meanwhile send R0, then wait for it.
  *   R2 rs-done  owner b has read its shard from every peer and written the
  *               result: "I no longer read your buffer; my shard is final".
- *   R3 ag-done  sent to owner c once shard c is copied out of c's buffer.
+ *   R3 ag-done  once every shard is copied in: "I read nobody any more".
  * Reduce-scatter: after every R0, owner b reads x[b+1], x[b+2], ... of its
  * shard block by block (two cache-sized blocks of scratch) and adds in the
  * ring's order ((x[b+1] + x[b+2]) + ...) + x[b], one IEEE operation each
@@ -33,8 +33,12 @@
  * In-place safety: before its R2s a member writes only its own shard,
  * which no peer reads; it writes shard c only after c's R2 (c reads us no
  * more), and peers read only shard c of c's buffer. A member completes only
- * when every peer has sent R2 (reduce-scatter) and R3 (all-gather): nobody
- * reads its buffer any more, so the caller may reuse it at once.
+ * when every peer has sent R2 (reduce-scatter) and R3 (all-gather), each
+ * sent after all of that peer's reads: nobody reads its buffer any more,
+ * so the caller may reuse it at once. A member that fails (its read
+ * failed, a peer died) returns at once and sends no more notices, so no
+ * peer completes that collective with success: reads of a buffer already
+ * back with its caller can only end in a failure, never in a result.
  *
  * Progress: at most BUDGET bytes copied per advance call; nothing blocks.
  * A failed read (ESRCH: the peer is gone; EFAULT; a short read) fails the
@@ -90,7 +94,8 @@ typedef struct {
     int probing;     /* this collective probes the group */
     int verdict_sent;
     int direct;  /* the group uses the path: R2 / R3 posted, reading */
-    int reduced; /* my shard is final, R2 sent */
+    int reduced;  /* my shard is final, R2 sent */
+    int gathered; /* every shard copied in, R3 sent */
     char why[240]; /* why my probe failed */
 } cma_t;
 
@@ -440,28 +445,33 @@ static int reduce_some(bg_tp_coll_t *c, size_t *budget)
 }
 
 /* Copy final shards out of their owners' buffers while budget lasts; R3
- * to each owner when its shard is in. 1 if anything moved. */
+ * to all once every shard is in. 1 if anything moved. */
 static int gather_some(bg_tp_coll_t *c, size_t *budget)
 {
     cma_t *x = c->ext;
-    int n = c->g->n, me = c->g->me, moved = 0;
-    for (int k = 1; k < n && *budget > 0 && !c->done; k++) {
+    int n = c->g->n, me = c->g->me, moved = 0, all = 1;
+    for (int k = 1; k < n && !c->done; k++) {
         int j = mod(me + k, n);
-        if (*qstate(c, R_AGDONE, j, 1) != Q_IDLE)
-            continue;
-        if (c->kind == COLL_ALLREDUCE && !finished(c, R_RSDONE, j, 0))
-            continue; /* shard j not final yet */
         size_t lo = bg_tp_shard_offset(c->count, n, j);
         size_t left = bg_tp_shard_offset(c->count, n, j + 1) - lo - x->ag_off[j];
+        if (!left)
+            continue;
+        all = 0;
+        if (!*budget || (c->kind == COLL_ALLREDUCE && !finished(c, R_RSDONE, j, 0)))
+            continue; /* out of budget, or shard j not final yet */
         size_t m = *budget / c->esz ? *budget / c->esz : 1;
         m = left < m ? left : m;
         size_t at = lo + x->ag_off[j];
-        if (m && !peer_read(c, j, c->buf + at * c->esz, at, m))
+        if (!peer_read(c, j, c->buf + at * c->esz, at, m))
             return 1;
         x->ag_off[j] += m;
         *budget -= m * c->esz < *budget ? m * c->esz : *budget;
-        if (m == left)
-            post(c, R_AGDONE, j, 1, &x->tok, 1);
+        all &= m == left;
+        moved = 1;
+    }
+    if (all && !c->done) {
+        x->gathered = 1;
+        post_all(c, R_AGDONE, 1, &x->tok, 0, 1);
         moved = 1;
     }
     return moved;
@@ -474,9 +484,8 @@ static int all_settled(bg_tp_coll_t *c)
     int n = c->g->n, all = 1;
     if (c->kind != COLL_ALLGATHER && !x->reduced)
         return 0;
-    for (int j = 0; c->kind != COLL_REDUCE_SCATTER && j < n; j++)
-        if (j != c->g->me && *qstate(c, R_AGDONE, j, 1) == Q_IDLE)
-            return 0;
+    if (c->kind != COLL_REDUCE_SCATTER && !x->gathered)
+        return 0;
     for (int r = 0; r < NROUNDS; r++)
         for (int j = 0; j < n && !c->done; j++)
             for (int send = 0; send < 2; send++)
@@ -500,7 +509,7 @@ int bg_tp_cma_advance(bg_tp_coll_t *c)
     size_t budget = BUDGET;
     if (c->kind != COLL_ALLGATHER && !x->reduced)
         moved |= reduce_some(c, &budget);
-    if (c->kind != COLL_REDUCE_SCATTER && !c->done)
+    if (c->kind != COLL_REDUCE_SCATTER && !x->gathered && !c->done)
         moved |= gather_some(c, &budget);
     if (!c->done && all_settled(c)) {
         c->done = 1;
