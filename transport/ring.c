@@ -20,6 +20,10 @@
  *   s <  n-1: send shard me-1-s, receive shard me-2-s into scratch, add;
  *   s >= n-1: t = s-(n-1), send shard me-t, receive shard me-1-t in place.
  *
+ * Same-host groups with large host buffers take direct.c's path instead
+ * (bg_tp_cma_plan decides at start); the ring is planned anyway and runs
+ * if the group cannot use it.
+ *
  * Must NOT: reduce in any other order, allocate per segment (scratch
  * comes from the group's cache), or wait on the device (reductions of
  * device buffers complete through events polled here).

@@ -216,6 +216,8 @@ static int role_death(void)
     fill(x, 0, bg_tp_rank(tp), cnt, 3);
     path(1, NULL);
     CHECK_OK(bg_tp_allreduce(g, x, 16, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST, 30)); /* probed */
+    /* Nobody may still wait for the victim's last notices of that one. */
+    CHECK_OK(bg_tp_barrier(g, 30));
     bg_tp_coll_t *c = NULL;
     CHECK_OK(bg_tp_allreduce_start(g, x, cnt, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST, &c));
     if (bg_tp_rank(tp) == victim) {
