@@ -21,7 +21,8 @@
  *   R1 verdict  only in the group's first direct collective (the probe):
  *               "I read every peer's nonce through process_vm_readv". All
  *               1: the group uses the path from then on; else the ring.
- *               Collectives started meanwhile send R0, then wait for it.
+ *               Collectives started meanwhile send R0, then wait for it
+ *               (if the probing one fails, until their own deadline).
  *   R2 rs-done  owner b has read its shard from every peer and written the
  *               result: "I no longer read your buffer; my shard is final".
  *   R3 ag-done  once every shard is copied in: "I read nobody any more".
