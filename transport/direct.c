@@ -38,13 +38,16 @@
  * when every peer has sent R2 (reduce-scatter) and R3 (all-gather), each
  * sent after all of that peer's reads: nobody reads its buffer any more,
  * so the caller may reuse it at once. A member that fails (its read
- * failed, a peer died) returns at once and sends no more notices, so no
- * peer completes that collective with success: reads of a buffer already
- * back with its caller can only end in a failure, never in a result.
+ * failed, a peer died) returns at once and sends no R2 / R3 but marked
+ * failed, so no peer completes that collective with success: reads of a
+ * buffer already back with its caller can only end in a failure, never
+ * in a result.
  *
  * Progress: at most BUDGET bytes copied per advance call; nothing blocks.
  * A failed read (ESRCH: the peer is gone; EFAULT; a short read) fails the
- * collective naming the peer's rank, host, pid and the errno's text.
+ * collective naming the peer's rank, host, pid and the errno's text; a
+ * member that fails once reading has begun sends its missing R2 / R3 with
+ * a failure mark, so its peers fail at once instead of at their deadline.
  *
  * Must NOT: write into a peer's memory, read a peer's buffer before its
  * ready or after its R2/R3 went out, reduce in any other order, take
@@ -71,6 +74,7 @@
 
 enum { R_READY, R_VERDICT, R_RSDONE, R_AGDONE, NROUNDS };
 enum { Q_IDLE = 0, Q_POSTED, Q_DONE }; /* a notice request's state */
+enum { TOK_OK = 1, TOK_FAILED = 0xee };  /* what an rs-done / ag-done says */
 
 /* R0 on the wire (both sides are this build on this host). */
 typedef struct {
@@ -98,6 +102,7 @@ typedef struct {
     int direct;  /* the group uses the path: R2 / R3 posted, reading */
     int reduced;  /* my shard is final, R2 sent */
     int gathered; /* every shard copied in, R3 sent */
+    int told;     /* peers told of this member's failure */
     char why[240]; /* why my probe failed */
 } cma_t;
 
@@ -170,17 +175,55 @@ static void post_all(bg_tp_coll_t *c, int r, int send, void *base, size_t stride
             post(c, r, j, send, (char *)base + (send ? 0 : (size_t)j * stride), len);
 }
 
+/* An rs-done / ag-done from member j that says it failed: fail too. */
+static void peer_failed(bg_tp_coll_t *c, int j)
+{
+    char msg[BG_TP_COLL_ERRLEN];
+    snprintf(msg, sizeof(msg), "%s #%u: rank %d (host %s) failed its part of the collective",
+             names[c->kind], c->seq, c->g->ranks[j], ((cma_t *)c->ext)->in[j].host);
+    bg_tp_coll_fail(c, BG_ERR_PEER, msg);
+}
+
 /* 1 when the request (r, j, send) has finished, 0 while it runs, was never
  * posted, or failed (then the collective has failed). */
 static int finished(bg_tp_coll_t *c, int r, int j, int send)
 {
+    cma_t *x = c->ext;
     uint8_t *s = qstate(c, r, j, send);
     if (*s != Q_POSTED)
         return *s == Q_DONE;
     if (!bg_tp_coll_poll(c, &c->xreq[((size_t)r * (size_t)c->g->n + (size_t)j) * 2 + (size_t)send]))
         return 0;
     *s = Q_DONE;
+    if (!send && r >= R_RSDONE && x->sink[(r == R_AGDONE ? c->g->n : 0) + j] != TOK_OK) {
+        peer_failed(c, j);
+        return 0;
+    }
     return 1;
+}
+
+/* This member failed in a group that chose the path: tell every peer that
+ * still waits for an rs-done / ag-done from it, so that none waits for its
+ * deadline. Best effort: one-byte sends released at once (the byte is
+ * static, so it may leave later). Cannot fail. */
+static void tell_failure(bg_tp_coll_t *c)
+{
+    static const uint8_t failed = TOK_FAILED;
+    for (int r = R_RSDONE; r <= R_AGDONE; r++) {
+        if ((r == R_RSDONE && c->kind == COLL_ALLGATHER) ||
+            (r == R_AGDONE && c->kind == COLL_REDUCE_SCATTER))
+            continue;
+        for (int j = 0; j < c->g->n; j++) {
+            bg_tp_req_t *q = NULL;
+            if (j == c->g->me || *qstate(c, r, j, 1) != Q_IDLE)
+                continue;
+            if (bg_tp_send_raw(c->tp, BG_TP_CLASS_COLL, c->g->ranks[j],
+                               bg_tp_coll_tag(c, NOTICE_STEP, (size_t)r), &failed, 1,
+                               BG_TP_MEM_HOST, &q) == BG_OK)
+                bg_tp_cancel(c->tp, q);
+            *qstate(c, r, j, 1) = Q_DONE;
+        }
+    }
 }
 
 /* 1 when round r's requests one way (send) have all finished; the first
@@ -301,6 +344,7 @@ void bg_tp_cma_start(bg_tp_coll_t *c, void *scratch)
     x->acc = scratch;
     x->tmp = scratch ? (char *)scratch + x->block * c->esz : NULL;
     x->pos = bg_tp_shard_offset(c->count, n, g->me);
+    x->tok = TOK_OK;
     nonce_init();
     x->out = (ready_t){.magic = READY_MAGIC,
                        .pid = (int64_t)getpid(),
@@ -499,7 +543,7 @@ static int all_settled(bg_tp_coll_t *c)
     return all && !c->done;
 }
 
-int bg_tp_cma_advance(bg_tp_coll_t *c)
+static int cma_step(bg_tp_coll_t *c)
 {
     cma_t *x = c->ext;
     int moved = 0;
@@ -516,6 +560,18 @@ int bg_tp_cma_advance(bg_tp_coll_t *c)
     if (!c->done && all_settled(c)) {
         c->done = 1;
         moved = 1;
+    }
+    return moved;
+}
+
+int bg_tp_cma_advance(bg_tp_coll_t *c)
+{
+    cma_t *x = c->ext;
+    int moved = cma_step(c);
+    /* Every peer of a group that chose the path waits for our R2 / R3. */
+    if (c->done && c->status != BG_OK && c->g->cma > 0 && !x->told) {
+        x->told = 1;
+        tell_failure(c);
     }
     return moved;
 }
