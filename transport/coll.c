@@ -13,8 +13,9 @@
  * Must NOT: know what the buffers hold beyond dtype, block (all waits have
  * deadlines), use p2p internals (only p2p.h), send outside the collective
  * traffic class, allocate device memory per collective (the group's
- * scratch cache keeps it), or name ring.c (the ring registers its advance
- * function on the handle and calls down into this file, never back).
+ * scratch cache keeps it), or name ring.c or direct.c (they register
+ * their advance function on the handle and call down into this file,
+ * never back).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +111,7 @@ static void group_free(bg_tp_group_t *g)
 #ifdef BG_HAVE_CUDA
     bg_tp_cuda_red_destroy(g->red);
 #endif
+    free(g->cma_pids);
     free(g->ranks);
     free(g);
 }
@@ -247,6 +249,13 @@ bg_status_t bg_tp_lane_event(bg_tp_coll_t *c, bg_tp_lane_t *l)
 
 /* ---------------- handles ---------------- */
 
+size_t bg_tp_coll_knob(const char *name, size_t def)
+{
+    const char *v = getenv(name);
+    unsigned long long x = v && *v ? strtoull(v, NULL, 10) : 0;
+    return x ? (size_t)x : def;
+}
+
 uint64_t bg_tp_coll_tag(const bg_tp_coll_t *c, int step, size_t seg)
 {
     return ((uint64_t)(c->g->gid & 0xfffu) << 32) | ((uint64_t)(c->seq & 0xfffu) << 20) |
@@ -285,6 +294,8 @@ void bg_tp_coll_fail(bg_tp_coll_t *c, bg_status_t st, const char *msg)
     if (c->dreq)
         for (int i = 0; i < 2 * (c->g->n - 1); i++)
             cancel_req(c, &c->dreq[i]);
+    for (int i = 0; i < c->nxreq; i++)
+        cancel_req(c, &c->xreq[i]);
     c->done = 1;
     coll_settle(c);
 }
@@ -332,6 +343,8 @@ void bg_tp_coll_free(bg_tp_coll_t *c)
         g->idle = c->scr;
     }
     free(c->dreq);
+    free(c->xreq);
+    free(c->ext);
     free(c);
     if (--g->live == 0 && g->destroyed)
         group_free(g);

@@ -1,17 +1,22 @@
 /*
  * transport/coll_int.h -- the collectives' private state, shared by
- * coll.c (groups, scratch, handles, driving, broadcast, barrier) and
- * ring.c (reduce-scatter, all-gather, allreduce), and by the transport
- * tests that check the scratch cache.
+ * coll.c (groups, scratch, handles, driving, broadcast, barrier),
+ * ring.c (reduce-scatter, all-gather, allreduce) and direct.c (their
+ * same-host direct path), and by the transport tests that check the
+ * scratch cache.
  *
  * Collective tag (the 44 bits callers own, in class BG_TP_CLASS_COLL):
  *   [43:32] group id (hash of the rank list)  [31:20] op sequence mod 4096
  *   [19:10] step                                [9:0] segment
  *
- * Direction: ring.c calls coll.c, never the reverse; coll.c drives each
- * handle through the advance function its starter registered.
+ *   direct.c's notices (ready / verdict / read-done): step 1023 (above any
+ *   ring step), segment = the notice's round.
  *
- * Must NOT be included outside coll.c, ring.c and tests/transport.
+ * Direction: ring.c calls direct.c and coll.c, direct.c calls coll.c,
+ * never the reverse; coll.c drives each handle through the advance
+ * function its starter registered.
+ *
+ * Must NOT be included outside coll.c, ring.c, direct.c and tests/transport.
  */
 #ifndef BG_TP_COLL_INT_H
 #define BG_TP_COLL_INT_H
@@ -45,6 +50,9 @@ struct bg_tp_group {
     size_t scratch_allocs;        /* buffers ever allocated: the cache's witness */
     int live;                     /* collective handles not yet freed */
     int destroyed;                /* destroy came while live > 0: the last frees */
+    int cma;                      /* direct.c: 0 not probed yet, 1 usable, -1 not */
+    int cma_probing;              /* direct.c: a collective probing it was started */
+    long *cma_pids;               /* direct.c: members' pids as probed [n] */
 #ifdef BG_HAVE_CUDA
     bg_tp_cuda_red_t *red; /* device reductions: stream + events, on first use */
 #endif
@@ -99,6 +107,10 @@ struct bg_tp_coll {
     int direct;       /* small message: direct exchange instead of the ring */
     int phase;        /* direct: 0 exchange posted, 1 reducing, 2 gather posted */
     bg_tp_req_t **dreq; /* direct: 2 (n - 1) requests */
+    int cma;            /* direct.c's same-host path runs (until it falls back) */
+    void *ext;          /* direct.c's state (freed with the handle) */
+    bg_tp_req_t **xreq; /* direct.c's requests, cancelled on failure */
+    int nxreq;
     /* bcast */
     size_t len, seg_bytes;
     int root;
@@ -146,6 +158,27 @@ bg_status_t bg_tp_coll_scratch(bg_tp_coll_t *c, size_t bytes, void **out);
 /* The group's device reducer (made on first use) and an event for lane l. */
 bg_status_t bg_tp_lane_event(bg_tp_coll_t *c, bg_tp_lane_t *l);
 #endif
+
+/* A size knob from the environment (must be equal on all ranks; 0 or
+ * unset: def). Read at every start (a getenv is noise next to a
+ * collective), so a benchmark can compare settings in one run. */
+size_t bg_tp_coll_knob(const char *name, size_t def);
+
+/* ---- direct.c, for ring.c ---- */
+
+/* Bytes of host scratch the same-host direct path needs for c (0 when c
+ * reduces nothing), or 0 with *use = 0 when c does not take the path:
+ * device memory, a member on another host, BRIGADE_TP_CMA=0, fewer than
+ * BRIGADE_TP_DIRECT_MIN bytes. Every member decides alike. Cannot fail. */
+size_t bg_tp_cma_plan(const bg_tp_coll_t *c, int *use);
+/* Start the path on c (count, dtype, op, kind set; scratch of the planned
+ * size at `scratch`): posts the ready notices, sets c->cma. On error the
+ * collective has failed (c->done). Cannot fail otherwise. */
+void bg_tp_cma_start(bg_tp_coll_t *c, void *scratch);
+/* Advance c's direct path; 1 if it moved. When the group cannot use the
+ * path c->cma goes 0 and the caller runs its ring for c (every member
+ * falls back on the same collectives). */
+int bg_tp_cma_advance(bg_tp_coll_t *c);
 
 /* ---- for tests ---- */
 

@@ -53,6 +53,13 @@ int bg_tp_cuda_device(const bg_tp_t *tp)
     return tp->device;
 }
 
+int bg_tp_peer_same_host(const bg_tp_t *tp, int rank)
+{
+    if (rank == tp->rank)
+        return 1;
+    return rank >= 0 && rank < tp->world && tp->addrs && tp->addrs[rank].same_host;
+}
+
 int bg_tp_peer_dead(const bg_tp_t *tp, int rank, const char **why)
 {
     if (rank < 0 || rank >= tp->world || !tp->peers[rank].dead)

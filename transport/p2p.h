@@ -31,6 +31,9 @@ bg_status_t bg_tp_send_raw(bg_tp_t *tp, bg_tp_class_t cls, int peer, uint64_t ta
                            size_t len, bg_tp_mem_t mem, bg_tp_req_t **req);
 bg_status_t bg_tp_recv_raw(bg_tp_t *tp, bg_tp_class_t cls, int peer, uint64_t tag, void *buf,
                            size_t len, bg_tp_mem_t mem, bg_tp_req_t **req);
+/* 1 when `rank` said at the rendezvous it runs on this rank's host (the
+ * host name it published equals ours; this rank itself counts), else 0. */
+int bg_tp_peer_same_host(const bg_tp_t *tp, int rank);
 /* bg_tp_test without progressing UCX: for callers inside progress. */
 bg_status_t bg_tp_req_poll(bg_tp_t *tp, bg_tp_req_t *req, int *done);
 

@@ -20,6 +20,10 @@
  *   s <  n-1: send shard me-1-s, receive shard me-2-s into scratch, add;
  *   s >= n-1: t = s-(n-1), send shard me-t, receive shard me-1-t in place.
  *
+ * Same-host groups with large host buffers take direct.c's path instead
+ * (bg_tp_cma_plan decides at start); the ring is planned anyway and runs
+ * if the group cannot use it.
+ *
  * Must NOT: reduce in any other order, allocate per segment (scratch
  * comes from the group's cache), or wait on the device (reductions of
  * device buffers complete through events polled here).
@@ -37,16 +41,6 @@
 static int mod(int a, int n)
 {
     return ((a % n) + n) % n;
-}
-
-/* A knob from the environment (must be equal on all ranks; 0 or unset:
- * the default). Read at every start (a getenv is noise next to a
- * collective), so a benchmark can compare settings in one run. */
-static size_t knob(const char *name, size_t def)
-{
-    const char *v = getenv(name);
-    unsigned long long x = v && *v ? strtoull(v, NULL, 10) : 0;
-    return x ? (size_t)x : def;
 }
 
 /* Elements [*off, *off + *n) of segment `seg` of shard b. */
@@ -301,48 +295,64 @@ static int direct_advance(bg_tp_coll_t *c)
  * (the handle's advance function, called by coll.c's progress loop). */
 static int ring_advance(bg_tp_coll_t *c)
 {
+    if (c->cma) {
+        /* The same-host path, until the group turns out unable to use it:
+         * then the ring (or small exchange) planned at start takes over. */
+        int moved = bg_tp_cma_advance(c);
+        if (c->cma || c->done)
+            return moved;
+        if (c->direct)
+            direct_post(c, c->kind == COLL_ALLGATHER);
+    }
     return c->direct ? direct_advance(c) : ring_lanes_advance(c);
 }
 
 /* ---------------- starting ---------------- */
 
-/* Segments, lanes and scratch of a ring; or the direct path's scratch. */
-static bg_status_t ring_plan(bg_tp_coll_t *c)
+/* Segments, lanes and scratch of a ring; or the direct exchange's
+ * scratch. `extra` more bytes of scratch go to *xtra (the same-host
+ * path's, which falls back on this plan). */
+static bg_status_t ring_plan(bg_tp_coll_t *c, size_t extra, void **xtra)
 {
     int n = c->g->n;
     size_t maxshard = (c->count + (size_t)n - 1) / (size_t)n;
     int reduces = c->kind != COLL_ALLGATHER;
-    if (c->count * c->esz <= knob("BRIGADE_TP_SMALL", DEFAULT_SMALL)) {
+    if (c->count * c->esz <= bg_tp_coll_knob("BRIGADE_TP_SMALL", DEFAULT_SMALL)) {
         c->direct = 1;
         c->dreq = calloc(2 * (size_t)(n - 1), sizeof(*c->dreq));
         if (!c->dreq)
             return bg_errorf(BG_ERR_NOMEM, "collective: out of memory for %d requests", n);
-        void *tmp = NULL;
-        if (reduces) {
-            bg_status_t st = bg_tp_coll_scratch(c, (size_t)n * maxshard * c->esz, &tmp);
+        char *tmp = NULL;
+        size_t need = reduces ? (size_t)n * maxshard * c->esz : 0;
+        if (need + extra) {
+            bg_status_t st = bg_tp_coll_scratch(c, need + extra, (void **)&tmp);
             if (st != BG_OK)
                 return st;
         }
-        c->lanes[0].tmp = tmp;
+        c->lanes[0].tmp = reduces ? tmp : NULL;
+        *xtra = extra ? tmp + need : NULL;
         return BG_OK;
     }
-    size_t seg_bytes = knob("BRIGADE_TP_SEGMENT", DEFAULT_SEGMENT);
+    size_t seg_bytes = bg_tp_coll_knob("BRIGADE_TP_SEGMENT", DEFAULT_SEGMENT);
     c->seg_elems = seg_bytes >= c->esz ? seg_bytes / c->esz : 1;
     if (c->seg_elems * BG_TP_MAX_SEGS < maxshard)
         c->seg_elems = (maxshard + BG_TP_MAX_SEGS - 1) / BG_TP_MAX_SEGS;
     c->nseg = (maxshard + c->seg_elems - 1) / c->seg_elems;
-    size_t lanes = knob("BRIGADE_TP_LANES", DEFAULT_LANES);
+    size_t lanes = bg_tp_coll_knob("BRIGADE_TP_LANES", DEFAULT_LANES);
     if (lanes > BG_TP_LANES)
         lanes = BG_TP_LANES;
     if (lanes > c->nseg)
         lanes = c->nseg;
     c->nlanes = (int)lanes;
-    if (!reduces)
+    size_t need = reduces ? lanes * c->seg_elems * c->esz : 0;
+    if (!need && !extra)
         return BG_OK;
     char *tmp = NULL;
-    bg_status_t st = bg_tp_coll_scratch(c, lanes * c->seg_elems * c->esz, (void **)&tmp);
-    for (size_t i = 0; st == BG_OK && i < lanes; i++)
+    bg_status_t st = bg_tp_coll_scratch(c, need + extra, (void **)&tmp);
+    for (size_t i = 0; st == BG_OK && reduces && i < lanes; i++)
         c->lanes[i].tmp = tmp + i * c->seg_elems * c->esz;
+    if (st == BG_OK)
+        *xtra = extra ? tmp + need : NULL;
     return st;
 }
 
@@ -376,11 +386,16 @@ static bg_status_t ring_start(bg_tp_group_t *g, bg_tp_coll_kind_t kind, void *bu
     c->esz = esz;
     c->step0 = kind == COLL_ALLGATHER ? n - 1 : 0;
     c->step1 = kind == COLL_REDUCE_SCATTER ? n - 1 : 2 * (n - 1);
+    int cma = 0;
+    size_t extra = n == 1 || count == 0 ? 0 : bg_tp_cma_plan(c, &cma);
+    void *xtra = NULL;
     if (n == 1 || count == 0) {
         c->done = 1; /* a group of one holds its own sum; AVG divides by 1 */
-    } else if ((st = ring_plan(c)) != BG_OK) {
+    } else if ((st = ring_plan(c, extra, &xtra)) != BG_OK) {
         bg_tp_coll_free(c);
         return st;
+    } else if (cma) {
+        bg_tp_cma_start(c, xtra); /* the ring stays planned for a fallback */
     } else if (c->direct) {
         direct_post(c, kind == COLL_ALLGATHER);
     }

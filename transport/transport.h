@@ -361,7 +361,11 @@ size_t bg_tp_shard_offset(size_t count, int n, int i);
  * the reduction of all members' buffers. Large buffers go round a ring
  * (reduce-scatter then all-gather) in segments (BRIGADE_TP_SEGMENT,
  * default 512 KiB) pipelined 8 deep; buffers up to BRIGADE_TP_SMALL bytes
- * (default 64 KiB) take a direct exchange (2 message rounds). Each start is
+ * (default 64 KiB) take a direct exchange (2 message rounds). When every
+ * member runs on this host, host buffers from BRIGADE_TP_DIRECT_MIN bytes
+ * (default 1 MiB) are instead read straight out of the peers' buffers
+ * (process_vm_readv; BRIGADE_TP_CMA=0 disables it; a group that cannot
+ * read its peers keeps the ring), with the same bits. Each start is
  * one bucket and many may overlap. Deterministic: every element of shard b
  * is reduced along the fixed chain b+1, b+2, ..., b (mod n) whatever the
  * path or timing, and the final bits are copied to all, so every rank

@@ -11,10 +11,16 @@
  *         ratio to the ring bound:
  *           allreduce              2 (n-1)/n * bytes / p2p bandwidth
  *           reduce-scatter, gather   (n-1)/n * bytes / p2p bandwidth
+ *         Same-host groups take the direct path (process_vm_readv) from
+ *         BRIGADE_TP_DIRECT_MIN bytes on; BRIGADE_TP_CMA=0 gives the ring.
+ *   path: the same three collectives of 64 KiB .. 16 MiB on 2 and 4 ranks
+ *         with the direct path on and off (BRIGADE_TP_CMA, every size
+ *         forced onto it), interleaved: median us of each and the speedup,
+ *         to choose BRIGADE_TP_DIRECT_MIN.
  *   tune: 16 MiB allreduce / reduce-scatter / all-gather on 2 and 4 ranks
  *         for each "segment:lanes" setting in TP_BENCH_TUNE (default a
  *         sweep), interleaved, to choose BRIGADE_TP_SEGMENT / _LANES.
- * Usage: tp_bench [p2p|coll|tune|all] [repetitions]   (default: all, 9)
+ * Usage: tp_bench [p2p|coll|path|tune|all] [repetitions]   (default: all, 9)
  * TP_BENCH_MAX_SIZE=N stops the p2p sizes at N; TP_BENCH_ITERS=N sets every
  * size's iterations (both sides) for a longer look.
  *
@@ -406,6 +412,48 @@ static int role_coll(void)
     return tph_leave(tp, "coll");
 }
 
+/* ---------------- direct path against the ring ---------------- */
+
+static const size_t path_bytes[] = {65536, 131072, 262144, 524288, 1 << 20, 4 << 20, 16 << 20};
+#define NPB (sizeof(path_bytes) / sizeof(path_bytes[0]))
+
+static int role_path(void)
+{
+    bg_tp_group_t *g;
+    int reps;
+    float *x;
+    char *rbuf;
+    bg_tp_t *tp = bench_join(&g, &reps, &x, &rbuf, path_bytes[NPB - 1]);
+    if (!tp) return 1;
+    static double t[NPB][2][NM][MAXREP];
+    setenv("BRIGADE_TP_DIRECT_MIN", "1", 1); /* whenever BRIGADE_TP_CMA allows */
+    for (int rep = 0; rep < reps; rep++)
+        for (size_t b = 0; b < NPB; b++)
+            for (int on = 0; on < 2; on++) {
+                setenv("BRIGADE_TP_CMA", on ? "1" : "0", 1);
+                for (int m = M_AR; m < NM; m++)
+                    t[b][on][m][rep] = measure(tp, g, m, x, rbuf, path_bytes[b]);
+            }
+    if (bg_tp_rank(tp) == 0) {
+        printf("\n%d ranks, %d repetitions: median us, ring / direct (speedup)\n%-10s %26s %26s "
+               "%26s\n", bg_tp_world_size(tp), reps, "bytes", "allreduce", "reduce-scatter",
+               "all-gather");
+        for (size_t b = 0; b < NPB; b++) {
+            printf("%-10zu", path_bytes[b]);
+            for (int m = M_AR; m < NM; m++) {
+                double r = median(t[b][0][m], reps), d = median(t[b][1][m], reps);
+                printf(" %9.0f / %8.0f (%4.2f)", r * 1e6, d * 1e6, r / d);
+            }
+            printf("\n");
+        }
+        fflush(stdout);
+    }
+    bg_tp_group_destroy(g);
+    free(x);
+    free(rbuf);
+    return tph_leave(tp, "path");
+}
+
 /* ---------------- tuning the ring ---------------- */
 
 #define MAXTUNE 16
@@ -463,6 +511,7 @@ int main(int argc, char **argv)
     if (argc == 3 && !strcmp(argv[1], "--rank"))
         return !strcmp(argv[2], "p2p")    ? role_p2p()
                : !strcmp(argv[2], "tune") ? role_tune()
+               : !strcmp(argv[2], "path") ? role_path()
                                           : role_coll();
     const char *what = argc > 1 ? argv[1] : "all";
     int reps = argc > 2 ? atoi(argv[2]) : 9;
@@ -485,6 +534,10 @@ int main(int argc, char **argv)
     if (!strcmp(what, "coll") || !strcmp(what, "all")) {
         tph_run(self, "coll", 2, NULL, 600);
         tph_run(self, "coll", 4, NULL, 600);
+    }
+    if (!strcmp(what, "path")) {
+        tph_run(self, "path", 2, NULL, 600);
+        tph_run(self, "path", 4, NULL, 600);
     }
     if (!strcmp(what, "tune")) {
         tph_run(self, "tune", 2, NULL, 600);
