@@ -583,12 +583,15 @@ bg_status_t bg_tp_coll_wait(bg_tp_coll_t *c, double timeout_s)
             return coll_finish(c);
         idle = moved ? 0 : idle + 1;
         if ((it & 255) == 0 && bg_now_s() >= deadline) {
-            char msg[BG_TP_COLL_ERRLEN];
+            char msg[BG_TP_COLL_ERRLEN], done[64];
+            if (c->cma) /* the same-host path has no segments */
+                snprintf(done, sizeof(done), "same-host direct path");
+            else
+                snprintf(done, sizeof(done), "%zu of %zu segments done", c->segs_done, c->nseg);
             snprintf(msg, sizeof(msg),
-                     "%s #%u over a group of %d timed out after %.1f s (%zu of %zu segments "
-                     "done; last waited for rank %d)",
-                     kind_name(c->kind), c->seq, c->g->n, timeout_s, c->segs_done, c->nseg,
-                     c->waiting_on);
+                     "%s #%u over a group of %d timed out after %.1f s (%s; last waited for "
+                     "rank %d)",
+                     kind_name(c->kind), c->seq, c->g->n, timeout_s, done, c->waiting_on);
             bg_tp_coll_fail(c, BG_ERR_TIMEOUT, msg);
             return coll_finish(c);
         }
