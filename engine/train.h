@@ -80,16 +80,20 @@ bg_status_t bg_train_staleness_parse(const char *s, int64_t *out);
  */
 bg_status_t bg_train_check_outputs(const bg_train_conf_t *c);
 
+struct bg_graph;
+
 /*
- * Everything a launcher can check before starting ranks: the batch split,
- * the model file, the data spec and whether the data fits the model's
- * inputs (with a hint), and the outputs (bg_train_check_outputs). `chunks`
+ * What a launcher checks before starting ranks once the model has parsed
+ * (g: bg_train_graph_parse, borrowed): the data spec and whether the data
+ * fits the model's inputs (with a hint), and the outputs
+ * (bg_train_check_outputs). `chunks`
  * is the resolved chunks per rank. On success *rank_bytes (if non-NULL) is
  * an estimate of one rank's memory: parameters, gradients and optimizer
  * state of its share, activations in flight, the data reader and
  * BG_TRAIN_RANK_OVERHEAD. Opens the data (reads IDX files), writes nothing.
  */
-bg_status_t bg_train_preflight(const bg_train_conf_t *c, int chunks, int64_t *rank_bytes);
+bg_status_t bg_train_preflight(const bg_train_conf_t *c, const struct bg_graph *g, int chunks,
+                               int64_t *rank_bytes);
 
 /* The runtime's loss-scale settings from --loss-scale (c->loss_scale):
  * NULL is off (*scale 0), except fp16 where it is dynamic from 65536;
@@ -104,8 +108,11 @@ bg_status_t bg_train_loss_scale(const bg_train_conf_t *c, bg_dtype_t dtype, floa
  * with the classifier fused, exactly as every rank splits it. *out is the
  * caller's (bg_graph_free), set only on success.
  */
-struct bg_graph;
 bg_status_t bg_train_graph_open(const bg_train_conf_t *c, struct bg_graph **out);
+
+/* c->model parsed at the run's micro-batch rows as written (no fusion: the
+ * layers a plan file names); the same refusal and ownership. */
+bg_status_t bg_train_graph_parse(const bg_train_conf_t *c, struct bg_graph **out);
 
 /*
  * The schedule a run of c uses for S = c->stages, M = c->micro_batches:

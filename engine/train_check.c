@@ -257,18 +257,12 @@ static int64_t rank_bytes(const bg_train_conf_t *c, const bg_graph_t *g, int chu
     return b > (double)INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)b;
 }
 
-bg_status_t bg_train_preflight(const bg_train_conf_t *c, int chunks, int64_t *rank_bytes_out)
+bg_status_t bg_train_preflight(const bg_train_conf_t *c, const bg_graph_t *g, int chunks,
+                               int64_t *rank_bytes_out)
 {
-    if (c->batch % (c->dp * c->micro_batches))
-        return bg_errorf(BG_ERR_INVALID,
-                         "--batch %d is not divisible by dp (%d) x micro-batches (%d)", c->batch,
-                         c->dp, c->micro_batches);
-    bg_graph_t *g = NULL;
     bg_data_t *ds = NULL;
     bg_train_data_plan_t dp = {0};
-    bg_status_t st = bg_graph_parse_file(c->model, c->batch / (c->dp * c->micro_batches), &g);
-    if (st == BG_OK)
-        st = bg_train_data_plan_(c, g, &dp);
+    bg_status_t st = bg_train_data_plan_(c, g, &dp);
     if (st == BG_OK)
         st = bg_data_open(dp.spec, &dp.o, &ds);
     if (st == BG_OK)
@@ -279,6 +273,5 @@ bg_status_t bg_train_preflight(const bg_train_conf_t *c, int chunks, int64_t *ra
         *rank_bytes_out = rank_bytes(c, g, chunks, bg_data_info(ds));
     bg_data_close(ds);
     bg_train_data_plan_free_(&dp);
-    bg_graph_free(g);
     return st;
 }

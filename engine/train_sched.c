@@ -18,14 +18,19 @@
 #include "layers/graph.h"
 #include "partition/profile.h"
 
-bg_status_t bg_train_graph_open(const bg_train_conf_t *c, bg_graph_t **out)
+bg_status_t bg_train_graph_parse(const bg_train_conf_t *c, bg_graph_t **out)
 {
     if (c->batch % (c->dp * c->micro_batches))
         return bg_errorf(BG_ERR_INVALID,
                          "--batch %d is not divisible by dp (%d) x micro-batches (%d)", c->batch,
                          c->dp, c->micro_batches);
+    return bg_graph_parse_file(c->model, c->batch / (c->dp * c->micro_batches), out);
+}
+
+bg_status_t bg_train_graph_open(const bg_train_conf_t *c, bg_graph_t **out)
+{
     bg_graph_t *g = NULL;
-    bg_status_t st = bg_graph_parse_file(c->model, c->batch / (c->dp * c->micro_batches), &g);
+    bg_status_t st = bg_train_graph_parse(c, &g);
     if (st == BG_OK) /* a linear feeding the loss: logits in tiles, never stored */
         st = bg_graph_fuse_classifier(g, BG_F32, NULL);
     if (st != BG_OK) {

@@ -423,9 +423,9 @@ static int preflight(const bg_cmd_spec_t *cmd, const bg_train_args_t *a)
     if (st == BG_OK)
         v = bg_sched_chunks_per_rank(s);
     if (st == BG_OK)
-        st = bg_train_preflight(c, v, &rank_bytes);
+        st = bg_train_graph_parse(c, &g);
     if (st == BG_OK)
-        st = bg_graph_parse_file(c->model, c->batch / (c->dp * c->micro_batches), &g);
+        st = bg_train_preflight(c, g, v, &rank_bytes);
     if (st == BG_OK && c->plan)
         st = check_plan_layers(c->plan, g);
     if (st == BG_OK && bg_graph_n_layers(g) < c->stages * v)
