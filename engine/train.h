@@ -22,6 +22,7 @@ typedef struct bg_train_conf {
     const char *schedule;   /* a name or alias from partition/schedules.def */
     const char *profile;    /* auto: per-layer F, B, W of `brigade profile`; NULL: equal */
     double sched_mem_cap;   /* auto: per-rank activations cap, stage micro-batches; 0: 1F1B's */
+    double sched_latency_ms; /* auto with a profile: one transfer's latency, ms; 0: none */
     int micro_batches;      /* per step, per DP replica */
     int batch;              /* global batch (samples/sequences per step) */
     int64_t steps;          /* 0: from epochs */
@@ -117,7 +118,8 @@ bg_status_t bg_train_graph_parse(const bg_train_conf_t *c, struct bg_graph **out
 /*
  * The schedule a run of c uses for S = c->stages, M = c->micro_batches:
  * bg_sched_resolve of c->schedule, or for "auto" with c->profile and
- * c->sched_mem_cap the choice of bg_sched_auto on per-chunk costs summed
+ * c->sched_mem_cap (and c->sched_latency_ms, the simulator's latency of a
+ * transfer) the choice of bg_sched_auto on per-chunk costs summed
  * over the split the run makes of g (bg_net_split_even), the profile's
  * times scaled linearly to the run's micro-batch rows. g (the run's graph,
  * bg_train_graph_open) may be NULL when c->profile is. Pure: the same conf

@@ -128,6 +128,8 @@ static void describe(const bg_train_conf_t *c, const bg_profile_t *prof, int64_t
                                ", bubble %.1f%%) from equal costs (F = B = W = 1 per stage)",
                                100 * best->bubble);
     }
+    if (o->comm > 0 && at < len)
+        at += (size_t)snprintf(why + at, len - at, "; transfer latency %.3g ms", o->comm * 1e3);
     if (at < len)
         snprintf(why + at, len - at, "; cap %.2f micro-batches of a stage per rank", rep->mem_cap);
 }
@@ -158,6 +160,7 @@ static bg_status_t resolve_auto(const bg_train_conf_t *c, const bg_graph_t *g, b
         o.n_layers = L;
         o.split = run_split;
         o.split_ctx = (void *)g;
+        o.comm = c->sched_latency_ms * 1e-3; /* the profile's unit, seconds */
     }
     bg_sched_auto_report_t rep = {0};
     bg_sched_t *s = NULL;
@@ -180,12 +183,17 @@ bg_status_t bg_train_sched_resolve(const bg_train_conf_t *c, const bg_graph_t *g
     bool is_auto = c->schedule && !strcmp(c->schedule, "auto");
     if (why && len)
         why[0] = '\0';
-    if (!is_auto && (c->profile || c->sched_mem_cap > 0))
+    if (!is_auto && (c->profile || c->sched_mem_cap > 0 || c->sched_latency_ms > 0))
         return bg_errorf(BG_ERR_INVALID,
                          "%s is for --schedule auto (it picks a schedule from those costs); "
                          "this run's schedule is %s",
-                         c->profile ? "--profile" : "--schedule-mem-cap",
+                         c->profile            ? "--profile"
+                         : c->sched_mem_cap > 0 ? "--schedule-mem-cap"
+                                                : "--schedule-latency",
                          c->schedule ? c->schedule : "1f1b");
+    if (c->sched_latency_ms > 0 && !c->profile) /* equal costs have no time unit */
+        return bg_errorf(BG_ERR_INVALID, "--schedule-latency needs --profile: the latency is "
+                                         "weighed against the profile's measured times");
     if (is_auto)
         return resolve_auto(c, g, out, why, len);
     return bg_sched_resolve(c->schedule, c->stages, c->micro_batches, c->chunks,

@@ -239,6 +239,10 @@ static const bg_opt_t train_auto_opts[] = {
     {.name = "schedule-mem-cap", .kind = BG_OPT_DOUBLE, .metavar = "N",
      .help = "--schedule auto: per-rank peak of live activations, in micro-batches of a stage",
      .def = "1f1b's, min(S, M)", .off = ARG(c.sched_mem_cap), .dmin = 0, .dmax = 1e9},
+    {.name = "schedule-latency", .kind = BG_OPT_DOUBLE, .metavar = "MS",
+     .help = "--schedule auto --profile: a transfer's latency between stages, in milliseconds "
+             "(from its send until the next stage can use it)",
+     .def = "0", .off = ARG(c.sched_latency_ms), .dmin = 0, .dmax = 1e6},
     {0},
 };
 /* clang-format on */

@@ -3,7 +3,9 @@
  * the run's own split (engine/train_sched.c): the same conf and model give
  * the same action lists however often they are derived (what every rank
  * relies on); a profile whose first stage is far heavier moves the choice
- * from what equal costs pick to 1f1b, and says so; that run is bit for bit
+ * from what equal costs pick to 1f1b, and says so; a transfer latency
+ * (--schedule-latency) far above the layers' times moves it from two chunks
+ * per rank to one; the 1f1b run is bit for bit
  * the run of --schedule 1f1b; and bad profiles are named. Profiles are
  * written here (fixed times), so the choice does not depend on this
  * machine. argv[1]: the brigade binary. Models come from BRIGADE_SOURCE_DIR.
@@ -110,6 +112,15 @@ static void check_resolve(const char *heavy, const char *even)
     conf(&c, "auto", even);
     CHECK_OK(bg_train_sched_resolve(&c, g1, &s0, why, sizeof(why)));
     CHECK_MSG(s0 && strstr(why, even) && strstr(why, "chunk F+B+W ms"), "account: %s", why);
+    /* A transfer latency far above a layer's time moves the choice from two
+     * chunks per rank (twice the transfers) to one, and is said. */
+    CHECK_MSG(s0 && bg_sched_chunks_per_rank(s0) == 2, "even costs without latency: %s", why);
+    bg_sched_free(s0);
+    s0 = NULL;
+    c.sched_latency_ms = 100;
+    CHECK_OK(bg_train_sched_resolve(&c, g1, &s0, why, sizeof(why)));
+    CHECK_MSG(s0 && bg_sched_chunks_per_rank(s0) == 1 && strstr(why, "transfer latency 100 ms"),
+              "a 100 ms latency: %s", why);
     /* A profile with a fixed schedule is refused, naming the option. */
     conf(&c, "zb-h1", heavy);
     bg_sched_t *s3 = NULL;
@@ -166,6 +177,8 @@ static void check_refusals(const char *heavy, const char *lacking)
         {"--profile HEAVY", "--profile is for --schedule auto"},
         {"--schedule-mem-cap 2", "--schedule-mem-cap is for --schedule auto"},
         {"--schedule auto --schedule-mem-cap 0.5", "no schedule fits"},
+        {"--schedule-latency 5", "--schedule-latency is for --schedule auto"},
+        {"--schedule auto --schedule-latency 5", "--schedule-latency needs --profile"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char args[600];
