@@ -399,7 +399,8 @@ static bg_status_t gen_dualpipev(bg_sched_t *s, int split)
  * is missing or misnamed does not compile. */
 typedef bg_status_t (*gen_fn)(bg_sched_t *s, int split);
 static const gen_fn generators[] = {
-#define BG_SCHED_ROW(id, name, al, place, vd, vmin, vmax, m_ok, m_rule, infl, fill, exact, gen)   \
+#define BG_SCHED_ROW(id, name, al, place, vd, vmin, vmax, m_ok, m_rule, infl, fill, exact, vers,   \
+                     gen)                                                                          \
     [BG_SCHED_##id] = gen,
 #include "partition/schedules.def"
 };

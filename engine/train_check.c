@@ -20,6 +20,8 @@
 #include "engine/train.h"
 #include "engine/train_impl.h"
 #include "layers/graph.h"
+#include "partition/cost.h"
+#include "partition/schedules.h"
 
 void bg_train_data_plan_free_(bg_train_data_plan_t *dp)
 {
@@ -240,7 +242,8 @@ static int64_t data_resident(const bg_data_info_t *info)
 
 /*
  * Per rank: its share of parameters as f32 master, gradient, compute copy
- * and optimizer state (master and state divided by dp under --zero 1);
+ * and optimizer state (master and state divided by dp under --zero 1),
+ * plus the schedule's second weight version (2bw);
  * the activations of the micro-batches in flight; the
  * data reader; and the process itself (libraries, transport).
  */
@@ -251,6 +254,11 @@ static int64_t rank_bytes(const bg_train_conf_t *c, const bg_graph_t *g, int chu
     int states = bg_optim_state_count(c->optim.kind);
     double sharded = (1.0 + states) / (c->zero && c->dp > 1 ? c->dp : 1);
     double params = (double)tot->params * 4.0 * (2.0 + sharded) / c->stages;
+    const bg_sched_desc_t *d = NULL; /* 2bw's second version; auto and files hold one */
+    bg_dtype_t dt = BG_F32;
+    if (c->schedule && bg_sched_lookup(c->schedule, &d) == BG_OK &&
+        bg_dtype_parse(c->dtype, &dt) == BG_OK)
+        params += (double)bg_versions_bytes(dt, d->versions, tot->params) / c->stages;
     int in_flight = c->micro_batches < c->stages * chunks ? c->micro_batches : c->stages * chunks;
     double acts = (double)tot->kept_bytes * in_flight / c->stages;
     double b = params + acts + (double)data_resident(info) + BG_TRAIN_RANK_OVERHEAD;

@@ -82,6 +82,11 @@ int64_t bg_param_bytes(bg_dtype_t dtype, int opt_state_bytes, int zero, int dp, 
     return n * (copy + 4) + (n * shard + dp - 1) / dp;
 }
 
+int64_t bg_versions_bytes(bg_dtype_t dtype, int versions, int64_t n)
+{
+    return versions > 1 ? (int64_t)(versions - 1) * n * (int64_t)(bg_dtype_size(dtype) + 4) : 0;
+}
+
 /* ---- chain ---- */
 
 bg_status_t bg_chain_alloc(int n_layers, int n_tensors, bg_dtype_t dtype, bg_chain_t *out)

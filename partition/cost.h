@@ -166,4 +166,11 @@ int64_t bg_bytes_per_param(bg_dtype_t dtype, int opt_state_bytes);
  * state are split over the dp replicas (rounded up). Cannot fail. */
 int64_t bg_param_bytes(bg_dtype_t dtype, int opt_state_bytes, int zero, int dp, int64_t n);
 
+/* What `versions` weight versions (bg_sched_desc_t.versions) add to `n`
+ * parameters beyond the first: per extra version a copy of the weights in
+ * the compute dtype and an f32 gradient set (the engine's 2bw stash and
+ * second accumulators), whole under ZeRO-1 too. 0 for one version.
+ * Cannot fail. */
+int64_t bg_versions_bytes(bg_dtype_t dtype, int versions, int64_t n);
+
 #endif

@@ -183,7 +183,8 @@ static span_mem_t span_mem(const span_ctx_t *c, int g, int i, int j, int64_t act
     int64_t shared = co->pshared[j] - co->pshared[i];
     const bg_part_config_t *cf = &c->pb->cfg;
     int64_t base = bg_param_bytes(c->ch->dtype, cf->opt_state_bytes, cf->zero, cf->dp, m.params) +
-                   bg_param_bytes(c->ch->dtype, 0, cf->zero, cf->dp, shared) + mb * ws_ps;
+                   bg_param_bytes(c->ch->dtype, 0, cf->zero, cf->dp, shared) + mb * ws_ps +
+                   bg_versions_bytes(c->ch->dtype, bg_sched_desc(cf->schedule)->versions, m.params);
     int64_t bufs = mb * (c->ch->cut_bytes[i] + c->ch->cut_bytes[j]);
     if (c->pb->cfg.recompute) {
         int64_t keep = c->ch->cut_bytes[i] + (c->pext[j] - c->pext[i]);

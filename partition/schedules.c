@@ -15,7 +15,7 @@
 /* Per-row closed forms as functions; the table's expressions see exactly
  * the variables its header documents. */
 #define BG_SCHED_ROW(id, name, al, place, vd, vmin, vmax, m_ok_expr, m_rule, infl, fill_expr,      \
-                     exact_expr, gen)                                                              \
+                     exact_expr, versions, gen)                                                    \
     static int exact_##id(int p, int m, int v)                                                     \
     {                                                                                              \
         (void)p, (void)m, (void)v;                                                                 \
@@ -42,9 +42,9 @@
 
 static const bg_sched_desc_t table[BG_SCHED_KIND_COUNT] = {
 #define BG_SCHED_ROW(id, name, al, place, vd, vmin, vmax, m_ok_expr, m_rule, infl, fill_expr,      \
-                     exact_expr, gen)                                                              \
+                     exact_expr, versions, gen)                                                    \
     [BG_SCHED_##id] = {BG_SCHED_##id, name, al, BG_SCHED_PLACE_##place, vd, vmin, vmax, m_rule,    \
-                       m_ok_##id, in_flight_##id, fill_##id, exact_##id},
+                       m_ok_##id, in_flight_##id, fill_##id, exact_##id, versions},
 #include "partition/schedules.def"
 };
 

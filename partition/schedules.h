@@ -59,6 +59,9 @@ typedef struct bg_sched_desc {
     /* Whether bg_sched_bubble is exact (equal F, B, W, no communication);
      * elsewhere it is a lower bound. */
     int (*exact)(int p, int m, int v);
+    /* Weight versions a rank holds (1; 2bw: 2, its stash and second
+     * gradient set), for the memory model (bg_versions_bytes). */
+    int versions;
 } bg_sched_desc_t;
 
 /* BG_SCHED_NAMES is "gpipe | 1f1b | ...": every canonical name in table

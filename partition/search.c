@@ -211,6 +211,14 @@ static bg_status_t cand_push(cand_list_t *l, const cand_t *c)
     return BG_OK;
 }
 
+/* Parameters, gradients and optimizer state of n parameters on one
+ * replica of D (every weight version the schedule holds). */
+static int64_t state_bytes(bg_dtype_t dtype, const bg_search_opts_t *o, int D, int64_t n)
+{
+    return bg_param_bytes(dtype, o->opt_state_bytes, o->zero, D, n) +
+           bg_versions_bytes(dtype, bg_sched_desc(o->schedule)->versions, n);
+}
+
 /* Every (m, recompute) for one (S, D), with its lower bound. */
 static bg_status_t collect_shape(search_ctx_t *s, int S, int D, cand_list_t *out)
 {
@@ -219,8 +227,7 @@ static bg_status_t collect_shape(search_ctx_t *s, int S, int D, cand_list_t *out
     int64_t per = o->global_batch / D;
     s->shapes++;
     /* parameters, gradients and optimizer state alone: max stage >= mean */
-    if (bg_param_bytes(s->ch->dtype, o->opt_state_bytes, o->zero, D, s->total_params) / S >
-        s->dev->mem_bytes) {
+    if (state_bytes(s->ch->dtype, o, D, s->total_params) / S > s->dev->mem_bytes) {
         s->st.no_fit++;
         return BG_OK;
     }
@@ -308,8 +315,7 @@ bg_status_t bg_search_shapes(const bg_chain_t *chain, const bg_device_desc_t *de
     }
     if (!n) {
         int smax = L / opts->chunks < opts->gpus ? L / opts->chunks : opts->gpus;
-        int64_t pb = bg_param_bytes(chain->dtype, opts->opt_state_bytes, opts->zero,
-                                    opts->gpus / smax, s.total_params);
+        int64_t pb = state_bytes(chain->dtype, opts, opts->gpus / smax, s.total_params);
         double gib = (double)pb / smax / (1024.0 * 1024 * 1024);
         st = bg_errorf(BG_ERR_NOMEM,
                        "no shape of %d devices fits in %.1f GiB each (%d candidates tried; "

@@ -691,6 +691,41 @@ static void test_zero(void)
     bg_chain_free(&ch);
 }
 
+/* 2bw's second weight version in the memory model: each stage of a 2bw
+ * plan holds exactly bg_versions_bytes more than 1f1b's (m >= p: the same
+ * activations in flight), f32 and bf16; one version adds nothing. */
+static void test_versions(void)
+{
+    CHECK(bg_versions_bytes(BG_F32, 1, 1000) == 0);
+    CHECK(bg_versions_bytes(BG_F32, 2, 1000) == 8000);
+    CHECK(bg_versions_bytes(BG_BF16, 2, 1000) == 6000);
+    for (int k = 0; k < BG_SCHED_KIND_COUNT; k++)
+        CHECK_MSG(bg_sched_desc((bg_sched_kind_t)k)->versions == (k == BG_SCHED_TWO_BW ? 2 : 1),
+                  "schedule %s: %d weight versions", bg_sched_kind_name((bg_sched_kind_t)k),
+                  bg_sched_desc((bg_sched_kind_t)k)->versions);
+    bg_chain_t ch;
+    param_chain(8, 1000000, &ch);
+    bg_device_desc_t d;
+    CHECK_OK(bg_device_preset("cpu", &d));
+    bg_costs_t co;
+    CHECK_OK(bg_costs_build(&ch, &d, 1, NULL, &co));
+    const bg_costs_t *cp[2] = {&co, &co};
+    bg_plan_t p0, p1;
+    bg_part_problem_t pb = {&ch, cp, {BG_SCHED_1F1B, 2, 1, 4, 1, false, 8, 0, 0}};
+    CHECK_OK(bg_partition(&pb, BG_SPLIT_UNIFORM, &p0));
+    pb.cfg.schedule = BG_SCHED_TWO_BW;
+    CHECK_OK(bg_partition(&pb, BG_SPLIT_UNIFORM, &p1));
+    for (int r = 0; r < 2; r++) {
+        int64_t add = bg_versions_bytes(BG_F32, 2, p0.stage[r].params);
+        CHECK_MSG(p1.stage[r].mem - p0.stage[r].mem == add && add > 0,
+                  "stage %d: 1f1b %lld, 2bw %lld bytes, want %lld more", r,
+                  (long long)p0.stage[r].mem, (long long)p1.stage[r].mem, (long long)add);
+    }
+    bg_plan_free(&p0), bg_plan_free(&p1);
+    bg_costs_free(&co);
+    bg_chain_free(&ch);
+}
+
 int main(void)
 {
     test_accounting();
@@ -703,5 +738,6 @@ int main(void)
     test_closed_forms();
     test_bad_config();
     test_zero();
+    test_versions();
     return bg_test_finish("test_partition");
 }
