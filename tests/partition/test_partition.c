@@ -644,6 +644,44 @@ static void param_chain(int L, int64_t params, bg_chain_t *ch)
     CHECK_OK(bg_chain_finalize(ch));
 }
 
+/* Two uniform plans of an 8-layer chain of 1M-parameter layers priced on
+ * the cpu preset: under cfg a, and under a with one change made by `vary`
+ * (into p1). The chain and costs stay for the caller's further use. */
+typedef struct {
+    bg_chain_t ch;
+    bg_device_desc_t d;
+    bg_costs_t co;
+} pair_fixture_t;
+
+static void plan_pair(pair_fixture_t *f, bg_part_config_t a, void (*vary)(bg_part_config_t *),
+                      bg_plan_t *p0, bg_plan_t *p1)
+{
+    param_chain(8, 1000000, &f->ch);
+    CHECK_OK(bg_device_preset("cpu", &f->d));
+    CHECK_OK(bg_costs_build(&f->ch, &f->d, 1, NULL, &f->co));
+    const bg_costs_t *cp[2] = {&f->co, &f->co};
+    bg_part_problem_t pb = {&f->ch, cp, a};
+    CHECK_OK(bg_partition(&pb, BG_SPLIT_UNIFORM, p0));
+    vary(&pb.cfg);
+    CHECK_OK(bg_partition(&pb, BG_SPLIT_UNIFORM, p1));
+}
+
+static void pair_free(pair_fixture_t *f)
+{
+    bg_costs_free(&f->co);
+    bg_chain_free(&f->ch);
+}
+
+static void zero_on(bg_part_config_t *c)
+{
+    c->zero = 1;
+}
+
+static void use_2bw(bg_part_config_t *c)
+{
+    c->schedule = BG_SCHED_TWO_BW;
+}
+
 /* ZeRO-1 in the memory model: masters and moments divided by D, the
  * compute copy and gradients whole; the plan's memory drops by exactly
  * that, its data-parallel time stays (an f32 run's reduce-scatter plus
@@ -656,18 +694,10 @@ static void test_zero(void)
     CHECK(bg_param_bytes(BG_F32, 8, 1, 4, 1000) == 1000 * 8 + 1000 * 12 / 4);
     CHECK(bg_param_bytes(BG_BF16, 8, 1, 4, 1000) == 1000 * 6 + 1000 * 12 / 4);
     CHECK(bg_param_bytes(BG_BF16, 0, 1, 3, 1000) == 1000 * 6 + 1334); /* rounded up */
-    bg_chain_t ch;
-    param_chain(8, 1000000, &ch);
-    bg_device_desc_t d;
-    CHECK_OK(bg_device_preset("cpu", &d));
-    bg_costs_t co;
-    CHECK_OK(bg_costs_build(&ch, &d, 1, NULL, &co));
-    const bg_costs_t *cp[2] = {&co, &co};
+    pair_fixture_t f;
     bg_plan_t p0, p1;
-    bg_part_problem_t pb = {&ch, cp, {BG_SCHED_1F1B, 2, 1, 4, 4, false, 8, 0, 0}};
-    CHECK_OK(bg_partition(&pb, BG_SPLIT_UNIFORM, &p0));
-    pb.cfg.zero = 1;
-    CHECK_OK(bg_partition(&pb, BG_SPLIT_UNIFORM, &p1));
+    plan_pair(&f, (bg_part_config_t){BG_SCHED_1F1B, 2, 1, 4, 4, false, 8, 0, 0}, zero_on, &p0,
+              &p1);
     for (int r = 0; r < 2; r++) {
         int64_t n = p0.stage[r].params;
         int64_t drop = bg_param_bytes(BG_F32, 8, 0, 4, n) - bg_param_bytes(BG_F32, 8, 1, 4, n);
@@ -679,16 +709,15 @@ static void test_zero(void)
     CHECK(p1.peak_mem < p0.peak_mem);
     bg_plan_free(&p0), bg_plan_free(&p1);
     /* 8M parameters at S = 1, D = 4: 128 MB without ZeRO, 88 MB with */
-    d.mem_bytes = 100 << 20;
+    f.d.mem_bytes = 100 << 20;
     bg_search_opts_t o = {4, 1, 4, 0, 32, 0, BG_SCHED_1F1B, 1, 8, 1, 0};
     bg_search_result_t res[1];
     int n = 0;
-    CHECK(bg_search_shapes(&ch, &d, NULL, &o, res, &n, NULL) == BG_ERR_NOMEM);
+    CHECK(bg_search_shapes(&f.ch, &f.d, NULL, &o, res, &n, NULL) == BG_ERR_NOMEM);
     o.zero = 1;
-    CHECK_OK(bg_search_shapes(&ch, &d, NULL, &o, res, &n, NULL));
-    CHECK(n == 1 && res[0].cfg.zero == 1 && res[0].peak_mem <= d.mem_bytes);
-    bg_costs_free(&co);
-    bg_chain_free(&ch);
+    CHECK_OK(bg_search_shapes(&f.ch, &f.d, NULL, &o, res, &n, NULL));
+    CHECK(n == 1 && res[0].cfg.zero == 1 && res[0].peak_mem <= f.d.mem_bytes);
+    pair_free(&f);
 }
 
 /* 2bw's second weight version in the memory model: each stage of a 2bw
@@ -703,18 +732,10 @@ static void test_versions(void)
         CHECK_MSG(bg_sched_desc((bg_sched_kind_t)k)->versions == (k == BG_SCHED_TWO_BW ? 2 : 1),
                   "schedule %s: %d weight versions", bg_sched_kind_name((bg_sched_kind_t)k),
                   bg_sched_desc((bg_sched_kind_t)k)->versions);
-    bg_chain_t ch;
-    param_chain(8, 1000000, &ch);
-    bg_device_desc_t d;
-    CHECK_OK(bg_device_preset("cpu", &d));
-    bg_costs_t co;
-    CHECK_OK(bg_costs_build(&ch, &d, 1, NULL, &co));
-    const bg_costs_t *cp[2] = {&co, &co};
+    pair_fixture_t f;
     bg_plan_t p0, p1;
-    bg_part_problem_t pb = {&ch, cp, {BG_SCHED_1F1B, 2, 1, 4, 1, false, 8, 0, 0}};
-    CHECK_OK(bg_partition(&pb, BG_SPLIT_UNIFORM, &p0));
-    pb.cfg.schedule = BG_SCHED_TWO_BW;
-    CHECK_OK(bg_partition(&pb, BG_SPLIT_UNIFORM, &p1));
+    plan_pair(&f, (bg_part_config_t){BG_SCHED_1F1B, 2, 1, 4, 1, false, 8, 0, 0}, use_2bw, &p0,
+              &p1);
     for (int r = 0; r < 2; r++) {
         int64_t add = bg_versions_bytes(BG_F32, 2, p0.stage[r].params);
         CHECK_MSG(p1.stage[r].mem - p0.stage[r].mem == add && add > 0,
@@ -722,8 +743,7 @@ static void test_versions(void)
                   (long long)p0.stage[r].mem, (long long)p1.stage[r].mem, (long long)add);
     }
     bg_plan_free(&p0), bg_plan_free(&p1);
-    bg_costs_free(&co);
-    bg_chain_free(&ch);
+    pair_free(&f);
 }
 
 int main(void)
