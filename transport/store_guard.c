@@ -220,6 +220,9 @@ static void host_ranks(bg_tp_server_t *s, int r, char *buf, size_t cap)
  * The liveness checks, every poll round: a live rank without a heartbeat for
  * hb_s is unresponsive; when some live rank's progress count has not moved
  * for hang_s, the one stalled longest is hung (its peers stall after it).
+ * A rank waiting in a store barrier is not judged: it is done until the
+ * others arrive (a parameter server at the job's end, while the workers
+ * still evaluate), and a hang among those others still names one of them.
  */
 void bg_tp_srv_watch(bg_tp_server_t *s, double now)
 {
@@ -243,6 +246,8 @@ void bg_tp_srv_watch(bg_tp_server_t *s, double now)
             srv_drop_rank(s, r);
             return;
         }
+        if (bg_tp_srv_in_barrier(s, r)) /* done, waiting for the rest: not hung */
+            continue;
         if (stale < 0 || sr->progress_t < s->ranks[stale].progress_t)
             stale = r;
     }

@@ -181,8 +181,22 @@ static barrier_t *srv_barrier_new(bg_tp_server_t *s, const char *name)
     return b;
 }
 
+int bg_tp_srv_in_barrier(const bg_tp_server_t *s, int r)
+{
+    for (const barrier_t *b = s->barriers; b; b = b->next)
+        if (b->arrived[r])
+            return 1;
+    return 0;
+}
+
 static void srv_barrier_release(bg_tp_server_t *s, barrier_t *b)
 {
+    /* Those who waited resume now: their hang clock restarts here, not at
+     * their last action before the wait (bg_tp_srv_watch). */
+    double now = bg_now_s();
+    for (int r = 0; r < s->world; r++)
+        if (b->arrived[r])
+            s->ranks[r].progress_t = now;
     for (waiter_t *x = b->waiters; x;) {
         waiter_t *nx = x->next;
         bg_tp_wire_send(x->conn->fd, MSG_BARRIER_DONE, x->seq, 0, NULL, NULL, 0);

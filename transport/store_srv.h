@@ -143,6 +143,9 @@ void bg_tp_srv_heartbeat(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, 
 void bg_tp_srv_fail(bg_tp_server_t *s, srv_conn_t *c, const wire_hdr_t *h, const char *val);
 /* Strangers past AUTH_TIMEOUT_S are turned away. */
 void bg_tp_srv_expire_strangers(bg_tp_server_t *s, double now);
+/* Whether rank r waits in a store barrier (serving thread only): it has
+ * nothing to do until the others arrive, so the hang check passes it by. */
+int bg_tp_srv_in_barrier(const bg_tp_server_t *s, int r);
 /* The liveness checks (heartbeats, progress), every poll round. */
 void bg_tp_srv_watch(bg_tp_server_t *s, double now);
 /* A ping to every rank each heartbeat interval. */

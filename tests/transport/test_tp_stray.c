@@ -406,6 +406,58 @@ static void test_liveness(int hang)
     bg_tp_server_destroy(srv);
 }
 
+typedef struct {
+    bg_tp_store_t *st;
+    bg_status_t rc;
+} barrier_arg_t;
+
+static void *enter_barrier(void *arg)
+{
+    barrier_arg_t *a = arg;
+    a->rc = bg_tp_store_barrier(a->st, "the end", 6);
+    return NULL;
+}
+
+/* A rank waiting in a store barrier is done, not hung, however long the
+ * others work (a parameter server while the workers evaluate); when the
+ * others then stall, one of them is named, not the waiting rank. */
+static void test_barrier_not_hung(void)
+{
+    bg_tp_server_t *srv = NULL;
+    CHECK_OK(bg_tp_server_create("127.0.0.1", 0, 2, tph_auth(), &srv));
+    bg_tp_server_set_liveness(srv, 0.5, 1.0);
+    int port = bg_tp_server_port(srv);
+    bg_tp_store_t *a = NULL, *b = NULL;
+    CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 0, 2, tph_auth(), 5, &a));
+    CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 1, 2, tph_auth(), 5, &b));
+    if (!a || !b)
+        return;
+    barrier_arg_t arg = {b, BG_OK};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, enter_barrier, &arg) == 0);
+    bg_tp_fault_t f;
+    double t0 = bg_now_s();
+    int got = 0;
+    while (!(got = bg_tp_server_fault(srv, &f)) && bg_now_s() - t0 < 2.5) {
+        bg_tp_store_note_progress(a); /* rank 0 works on, 2.5 hang timeouts */
+        usleep(50000);
+    }
+    CHECK_MSG(!got, "rank %d named while rank 1 waited in a barrier: %s", got ? f.rank : -1,
+              got ? f.why : "");
+    t0 = bg_now_s();
+    while (!got && !(got = bg_tp_server_fault(srv, &f)) && bg_now_s() - t0 < 5)
+        usleep(50000); /* now rank 0 stalls too */
+    CHECK_MSG(got && f.kind == BG_TP_FAULT_HUNG && f.rank == 0, "got %d kind %d rank %d", got,
+              got ? (int)f.kind : -1, got ? f.rank : -1);
+    pthread_join(th, NULL);
+    CHECK_MSG(arg.rc != BG_OK, "the barrier passed without rank 0");
+    fprintf(stderr, "barrier wait not hung; then %s\n", got ? f.why : "-");
+    bg_tp_store_close(b);
+    bg_tp_store_close(a);
+    bg_tp_server_wait(srv, 5);
+    bg_tp_server_destroy(srv);
+}
+
 /* Where a rank's secret comes from: the variable, else the per-user file,
  * which must be private; the job id from the scheduler or BRIGADE_JOB_ID. */
 static void test_secret_sources(void)
@@ -464,5 +516,6 @@ int main(void)
     test_fail_feed();
     test_liveness(0);
     test_liveness(1);
+    test_barrier_not_hung();
     return bg_test_finish("test_tp_stray");
 }
