@@ -323,17 +323,29 @@ static void test_strays(void)
     bg_tp_server_destroy(srv);
 }
 
+/* A store for two ranks with liveness (hb_s, hang_s; 0: off) and both
+ * ranks joined; 0 (after CHECK failures) when something did not start. */
+static int two_rank_store(double hb_s, double hang_s, bg_tp_server_t **srv, bg_tp_store_t **a,
+                          bg_tp_store_t **b)
+{
+    CHECK_OK(bg_tp_server_create("127.0.0.1", 0, 2, tph_auth(), srv));
+    if (!*srv)
+        return 0;
+    if (hb_s > 0 || hang_s > 0)
+        bg_tp_server_set_liveness(*srv, hb_s, hang_s);
+    int port = bg_tp_server_port(*srv);
+    CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 0, 2, tph_auth(), 5, a));
+    CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 1, 2, tph_auth(), 5, b));
+    return *a && *b;
+}
+
 /* A rank's failure report reaches the other rank's waits at once, and the
  * store records it as the job's fault with the rank's own words. */
 static void test_fail_feed(void)
 {
     bg_tp_server_t *srv = NULL;
-    CHECK_OK(bg_tp_server_create("127.0.0.1", 0, 2, tph_auth(), &srv));
-    int port = bg_tp_server_port(srv);
     bg_tp_store_t *a = NULL, *b = NULL;
-    CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 0, 2, tph_auth(), 5, &a));
-    CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 1, 2, tph_auth(), 5, &b));
-    if (!a || !b)
+    if (!two_rank_store(0, 0, &srv, &a, &b))
         return;
     bg_tp_store_fail(b, BG_ERR_INVALID, "rank 1: bad input in the test");
     double t0 = bg_now_s();
@@ -424,13 +436,8 @@ static void *enter_barrier(void *arg)
 static void test_barrier_not_hung(void)
 {
     bg_tp_server_t *srv = NULL;
-    CHECK_OK(bg_tp_server_create("127.0.0.1", 0, 2, tph_auth(), &srv));
-    bg_tp_server_set_liveness(srv, 0.5, 1.0);
-    int port = bg_tp_server_port(srv);
     bg_tp_store_t *a = NULL, *b = NULL;
-    CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 0, 2, tph_auth(), 5, &a));
-    CHECK_OK(bg_tp_store_connect("127.0.0.1", port, 1, 2, tph_auth(), 5, &b));
-    if (!a || !b)
+    if (!two_rank_store(0.5, 1.0, &srv, &a, &b))
         return;
     barrier_arg_t arg = {b, BG_OK};
     pthread_t th;
