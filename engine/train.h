@@ -23,6 +23,8 @@ typedef struct bg_train_conf {
     const char *profile;    /* auto: per-layer F, B, W of `brigade profile`; NULL: equal */
     double sched_mem_cap;   /* auto: per-rank activations cap, stage micro-batches; 0: 1F1B's */
     double sched_latency_ms; /* auto with a profile: one transfer's latency, ms; 0: none */
+    const char *from_trace;  /* auto: per-layer times of a `train --trace` run ... */
+    const char *traced_plan; /* ... that trained this plan file (both or neither) */
     int micro_batches;      /* per step, per DP replica */
     int batch;              /* global batch (samples/sequences per step) */
     int64_t steps;          /* 0: from epochs */
@@ -117,12 +119,13 @@ bg_status_t bg_train_graph_parse(const bg_train_conf_t *c, struct bg_graph **out
 
 /*
  * The schedule a run of c uses for S = c->stages, M = c->micro_batches:
- * bg_sched_resolve of c->schedule, or for "auto" with c->profile and
- * c->sched_mem_cap (and c->sched_latency_ms, the simulator's latency of a
- * transfer) the choice of bg_sched_auto on per-chunk costs summed
- * over the split the run makes of g (bg_net_split_even), the profile's
- * times scaled linearly to the run's micro-batch rows. g (the run's graph,
- * bg_train_graph_open) may be NULL when c->profile is. Pure: the same conf
+ * bg_sched_resolve of c->schedule, or for "auto" with c->profile (or the
+ * times of c->from_trace, a run of c->traced_plan) and c->sched_mem_cap
+ * (and c->sched_latency_ms, the simulator's latency of a transfer) the
+ * choice of bg_sched_auto on per-chunk costs summed over the split the run
+ * makes of g (bg_net_split_even), the measured times scaled linearly to
+ * the run's micro-batch rows. g (the run's graph, bg_train_graph_open) may
+ * be NULL when neither c->profile nor c->from_trace is. Pure: the same conf
  * and graph give the same schedule on every rank. why[len] gets one line
  * saying what auto chose and from what costs ("" for a named schedule).
  * BG_ERR_INVALID naming the cause (a profile or mem cap without auto, a

@@ -17,6 +17,7 @@
 #include "engine/train.h"
 #include "layers/graph.h"
 #include "partition/profile.h"
+#include "partition/trace_profile.h"
 
 bg_status_t bg_train_graph_parse(const bg_train_conf_t *c, bg_graph_t **out)
 {
@@ -115,8 +116,9 @@ static void describe(const bg_train_conf_t *c, const bg_profile_t *prof, int64_t
                                  best->name, best->v, prof ? best->makespan * 1e3 : best->makespan,
                                  prof ? " ms" : "");
     if (prof && at < len) {
-        at += (size_t)snprintf(why + at, len - at, ", bubble %.1f%%) from --profile %s",
-                               100 * best->bubble, c->profile);
+        at += (size_t)snprintf(why + at, len - at, ", bubble %.1f%%) from %s %s",
+                               100 * best->bubble, c->profile ? "--profile" : "--from-trace",
+                               c->profile ? c->profile : c->from_trace);
         if (prof->micro_batch != rows && at < len)
             at += (size_t)snprintf(why + at, len - at, " (timed at micro-batch %d, scaled to %lld)",
                                    prof->micro_batch, (long long)rows);
@@ -134,7 +136,7 @@ static void describe(const bg_train_conf_t *c, const bg_profile_t *prof, int64_t
         snprintf(why + at, len - at, "; cap %.2f micro-batches of a stage per rank", rep->mem_cap);
 }
 
-/* auto for c, with the profile's costs over g's split when c->profile. */
+/* auto for c, with measured costs (a profile's or a trace's) over g's split. */
 static bg_status_t resolve_auto(const bg_train_conf_t *c, const bg_graph_t *g, bg_sched_t **out,
                                 char *why, size_t len)
 {
@@ -145,14 +147,16 @@ static bg_status_t resolve_auto(const bg_train_conf_t *c, const bg_graph_t *g, b
     double *x = NULL;
     int64_t rows = c->batch / (c->dp * c->micro_batches);
     bg_status_t st = BG_OK;
-    if (c->profile) {
+    const char *src = c->profile ? c->profile : c->from_trace; /* measured times */
+    if (src) {
         if (!g)
-            return bg_errorf(BG_ERR_INVALID, "--profile: no model to look its layers up in");
-        st = bg_profile_load(c->profile, &prof);
+            return bg_errorf(BG_ERR_INVALID, "%s: no model to look its layers up in", src);
+        st = c->profile ? bg_profile_load(c->profile, &prof)
+                        : bg_profile_from_traced_run(c->from_trace, c->traced_plan, &prof);
         if (st != BG_OK)
-            bg_error_prefix(st, "--profile: ");
+            bg_error_prefix(st, c->profile ? "--profile: " : "--from-trace: ");
         if (st == BG_OK)
-            st = layer_costs(&prof, c->profile, g, rows, &x);
+            st = layer_costs(&prof, src, g, rows, &x);
         if (st != BG_OK)
             goto err_prof;
         int L = bg_graph_n_layers(g);
@@ -167,7 +171,7 @@ static bg_status_t resolve_auto(const bg_train_conf_t *c, const bg_graph_t *g, b
     st = bg_sched_auto(c->stages, c->micro_batches, c->chunks, &o, &s, &rep);
     if (st == BG_OK) {
         if (why && len)
-            describe(c, c->profile ? &prof : NULL, rows, &o, s, &rep, why, len);
+            describe(c, src ? &prof : NULL, rows, &o, s, &rep, why, len);
         bg_sched_auto_report_free(&rep);
         *out = s;
     }
@@ -183,17 +187,25 @@ bg_status_t bg_train_sched_resolve(const bg_train_conf_t *c, const bg_graph_t *g
     bool is_auto = c->schedule && !strcmp(c->schedule, "auto");
     if (why && len)
         why[0] = '\0';
-    if (!is_auto && (c->profile || c->sched_mem_cap > 0 || c->sched_latency_ms > 0))
+    const char *opt = c->profile              ? "--profile"
+                      : c->from_trace           ? "--from-trace"
+                      : c->traced_plan          ? "--traced-plan"
+                      : c->sched_mem_cap > 0    ? "--schedule-mem-cap"
+                      : c->sched_latency_ms > 0 ? "--schedule-latency"
+                                                : NULL;
+    if (!is_auto && opt)
         return bg_errorf(BG_ERR_INVALID,
                          "%s is for --schedule auto (it picks a schedule from those costs); "
                          "this run's schedule is %s",
-                         c->profile            ? "--profile"
-                         : c->sched_mem_cap > 0 ? "--schedule-mem-cap"
-                                                : "--schedule-latency",
-                         c->schedule ? c->schedule : "1f1b");
-    if (c->sched_latency_ms > 0 && !c->profile) /* equal costs have no time unit */
-        return bg_errorf(BG_ERR_INVALID, "--schedule-latency needs --profile: the latency is "
-                                         "weighed against the profile's measured times");
+                         opt, c->schedule ? c->schedule : "1f1b");
+    if (!c->from_trace != !c->traced_plan)
+        return bg_errorf(BG_ERR_INVALID, "--from-trace and --traced-plan go together (the "
+                                         "trace's times and the split that made them)");
+    if (c->from_trace && c->profile)
+        return bg_errorf(BG_ERR_INVALID, "--profile and --from-trace both give times: use one");
+    if (c->sched_latency_ms > 0 && !c->profile && !c->from_trace) /* equal costs: no unit */
+        return bg_errorf(BG_ERR_INVALID, "--schedule-latency needs --profile or --from-trace: "
+                                         "the latency is weighed against measured times");
     if (is_auto)
         return resolve_auto(c, g, out, why, len);
     return bg_sched_resolve(c->schedule, c->stages, c->micro_batches, c->chunks,

@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "base/grow.h"
+#include "layers/graph.h"
+#include "partition/chain_graph.h"
 #include "partition/json_util.h"
 #include "partition/plan_io.h"
 #include "partition/profile.h"
@@ -186,6 +188,31 @@ bg_status_t bg_profile_from_traced_plan(const char *trace, const char *plan,
     st = bg_profile_from_trace(trace, &roof, pf.bounds, pf.n_chunks, out);
     bg_costs_free(&roof);
 err_pf:
+    bg_plan_file_free(&pf);
+    return st;
+}
+
+bg_status_t bg_profile_from_traced_run(const char *trace, const char *plan, bg_profile_t *out)
+{
+    bg_plan_file_t pf;
+    bg_graph_t *g = NULL;
+    bg_chain_t chain = {0};
+    bg_device_desc_t dev;
+    bg_status_t st = bg_plan_load(plan, &pf);
+    if (st)
+        return st;
+    pf.device[strcspn(pf.device, ",")] = '\0'; /* a plan over several: the first prices */
+    st = bg_graph_parse_file(pf.model, 1, &g);
+    if (st)
+        bg_error_prefix(st, "%s names model %s: ", plan, pf.model);
+    if (!st)
+        st = bg_chain_from_graph(g, pf.dtype, &chain);
+    if (!st)
+        st = bg_device_preset(pf.device[0] ? pf.device : "cpu", &dev);
+    if (!st)
+        st = bg_profile_from_traced_plan(trace, plan, &chain, &dev, out);
+    bg_chain_free(&chain);
+    bg_graph_free(g);
     bg_plan_file_free(&pf);
     return st;
 }

@@ -35,4 +35,13 @@ bg_status_t bg_profile_from_traced_plan(const char *trace, const char *plan,
                                         const bg_chain_t *chain, const bg_device_desc_t *dev,
                                         bg_profile_t *out);
 
+/*
+ * The same with the chain and device the plan names: its model file parsed
+ * at the plan's dtype, its (first) device's preset pricing the roofline
+ * shares. What `brigade schedule` and `brigade train --schedule auto` take
+ * from a trace. Errors as above, and the model's parse error prefixed with
+ * the plan that names it.
+ */
+bg_status_t bg_profile_from_traced_run(const char *trace, const char *plan, bg_profile_t *out);
+
 #endif

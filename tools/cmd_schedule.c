@@ -215,33 +215,6 @@ static void add_auto_json(cJSON *root, const bg_sched_auto_report_t *rep)
     }
 }
 
-/* The model a traced plan was made for, as a chain at its dtype, and the
- * device that prices its roofline shares: the times of the trace. */
-static bg_status_t times_from_trace(const schedule_args_t *a, bg_profile_t *prof)
-{
-    bg_plan_file_t pf;
-    bg_graph_t *g = NULL;
-    bg_chain_t chain = {0};
-    bg_device_desc_t dev;
-    bg_status_t st = bg_plan_load(a->traced_plan, &pf);
-    if (st)
-        return st;
-    pf.device[strcspn(pf.device, ",")] = '\0'; /* a plan over several: the first prices */
-    st = bg_graph_parse_file(pf.model, 1, &g);
-    if (st)
-        bg_error_prefix(st, "--traced-plan %s names model %s: ", a->traced_plan, pf.model);
-    if (!st)
-        st = bg_chain_from_graph(g, pf.dtype, &chain);
-    if (!st)
-        st = bg_device_preset(pf.device[0] ? pf.device : "cpu", &dev);
-    if (!st)
-        st = bg_profile_from_traced_plan(a->from_trace, a->traced_plan, &chain, &dev, prof);
-    bg_chain_free(&chain);
-    bg_graph_free(g);
-    bg_plan_file_free(&pf);
-    return st;
-}
-
 /* Auto's costs from the arguments: per-layer times in model order (a
  * profile's or a trace's), or F, B, W per stage. *buf owns the layer
  * arrays (NULL without per-layer times). */
@@ -256,7 +229,8 @@ static bg_status_t auto_opts(const schedule_args_t *a, bg_sched_auto_opts_t *o, 
     if (!a->times)
         return BG_OK;
     bg_profile_t prof;
-    bg_status_t st = a->profile ? bg_profile_load(a->profile, &prof) : times_from_trace(a, &prof);
+    bg_status_t st = a->profile ? bg_profile_load(a->profile, &prof)
+                                 : bg_profile_from_traced_run(a->from_trace, a->traced_plan, &prof);
     if (st)
         return st;
     double *x = malloc(3 * (size_t)prof.n * sizeof(double));

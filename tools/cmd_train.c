@@ -239,8 +239,14 @@ static const bg_opt_t train_auto_opts[] = {
     {.name = "schedule-mem-cap", .kind = BG_OPT_DOUBLE, .metavar = "N",
      .help = "--schedule auto: per-rank peak of live activations, in micro-batches of a stage",
      .def = "1f1b's, min(S, M)", .off = ARG(c.sched_mem_cap), .dmin = 0, .dmax = 1e9},
+    {.name = "from-trace", .kind = BG_OPT_PATH, .metavar = "TRACE",
+     .help = "--schedule auto: per-layer times from a brigade train --trace run instead of "
+             "--profile (needs --traced-plan)", .off = ARG(c.from_trace)},
+    {.name = "traced-plan", .kind = BG_OPT_PATH, .metavar = "PLAN",
+     .help = "the plan file (brigade plan -o) the traced run trained with",
+     .off = ARG(c.traced_plan)},
     {.name = "schedule-latency", .kind = BG_OPT_DOUBLE, .metavar = "MS",
-     .help = "--schedule auto --profile: a transfer's latency between stages, in milliseconds "
+     .help = "--schedule auto with measured times: a transfer's latency between stages, in ms "
              "(from its send until the next stage can use it)",
      .def = "0", .off = ARG(c.sched_latency_ms), .dmin = 0, .dmax = 1e6},
     {0},
@@ -419,7 +425,7 @@ static int preflight(const bg_cmd_spec_t *cmd, const bg_train_args_t *a)
     int64_t rank_bytes = 0;
     /* As the ranks resolve it (auto may choose by the flags and a profile
      * of the run's split), so the chunks below are the run's. */
-    bg_status_t st = c->profile ? bg_train_graph_open(c, &g) : BG_OK;
+    bg_status_t st = c->profile || c->from_trace ? bg_train_graph_open(c, &g) : BG_OK;
     if (st == BG_OK)
         st = bg_train_sched_resolve(c, g, &s, NULL, 0);
     bg_graph_free(g);

@@ -314,7 +314,7 @@ static int run_once(restart_state_t *st, bg_launch_result_t *res)
     /* A re-planned layout is a fixed schedule: auto's inputs go with it. */
     static const char *const layout_opts[] = {
         "stages", "dp", "micro-batches", "chunks", "schedule", "plan", "profile",
-        "schedule-mem-cap", "schedule-latency", NULL};
+        "schedule-mem-cap", "schedule-latency", "from-trace", "traced-plan", NULL};
     static const char *const resume_flag[] = {"resume", NULL};
     const bg_launch_conf_t *b = st->base;
     const char *add[4] = {NULL}, *env[2] = {NULL};

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tests/partition/cli_from_trace.sh -- the closed loop: plan uneven-mlp at
 # S=2, train 2 steps with --trace, re-plan with --from-trace, and train on
-# the new plan file; `brigade schedule --schedule auto` from the same
-# trace; plus the usage errors of the new options.
+# the new plan file; `brigade schedule --schedule auto` and `brigade train
+# --schedule auto` from the same trace; plus the usage errors of the new
+# options.
 # usage: cli_from_trace.sh BRIGADE SOURCE_DIR
 set -u
 B="$1"
@@ -55,5 +56,17 @@ echo '{}' >"$T/prof.json"
 "$B" plan "$M" --stages 1 -o "$T/one.json" >"$T/out" 2>&1 || fail "plan one stage"
 "$B" plan "$M" --stages 2 --from-trace "$T/t.json" --traced-plan "$T/one.json" >"$T/out" 2>&1
 [ $? = 2 ] && grep -q "chunk 1" "$T/out" || fail "a trace of 2 chunks against a 1-chunk plan"
+# brigade train --schedule auto from the same trace, summed over the run's own split
+"$B" train "$M" --stages 2 --micro-batches 4 --batch 16 --steps 1 --data synthetic:images \
+    --schedule auto --from-trace "$T/t.json" --traced-plan "$T/p0.json" >"$T/out" 2>&1 ||
+    fail "train --schedule auto --from-trace"
+grep -q "schedule auto: chose .* from --from-trace $T/t.json .*chunk F+B+W ms" "$T/out" ||
+    fail "train's account does not name the trace and its chunk times"
+"$B" train "$M" --stages 2 --steps 1 --data synthetic:images --schedule auto \
+    --from-trace "$T/t.json" >"$T/out" 2>&1
+[ $? = 2 ] && grep -q "go together" "$T/out" || fail "train --from-trace alone should exit 2"
+"$B" train "$M" --stages 2 --steps 1 --data synthetic:images --from-trace "$T/t.json" \
+    --traced-plan "$T/p0.json" >"$T/out" 2>&1
+[ $? = 2 ] && grep -q "is for --schedule auto" "$T/out" || fail "train --from-trace without auto"
 echo "$0: $fails failure(s)"
 [ "$fails" = 0 ]
