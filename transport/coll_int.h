@@ -50,7 +50,8 @@ struct bg_tp_group {
     size_t scratch_allocs;        /* buffers ever allocated: the cache's witness */
     int live;                     /* collective handles not yet freed */
     int destroyed;                /* destroy came while live > 0: the last frees */
-    int cma;                      /* direct.c: 0 not probed yet, 1 usable, -1 not */
+    int cma;                      /* direct.c: 0 not probed yet, 1 usable, -1 not,
+                                     -2 the probing collective failed unsettled */
     int cma_probing;              /* direct.c: a collective probing it was started */
     long *cma_pids;               /* direct.c: members' pids as probed [n] */
 #ifdef BG_HAVE_CUDA

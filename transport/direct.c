@@ -22,7 +22,7 @@
  *               "I read every peer's nonce through process_vm_readv". All
  *               1: the group uses the path from then on; else the ring.
  *               Collectives started meanwhile send R0, then wait for it
- *               (if the probing one fails, until their own deadline).
+ *               (if the probing one fails first, they fail with it).
  *   R2 rs-done  owner b has read its shard from every peer and written the
  *               result: "I no longer read your buffer; my shard is final".
  *   R3 ag-done  once every shard is copied in: "I read nobody any more".
@@ -431,6 +431,15 @@ static int decide(bg_tp_coll_t *c)
     cma_t *x = c->ext;
     bg_tp_group_t *g = c->g;
     int n = g->n;
+    if (g->cma == -2) { /* nothing will settle the choice this one waits for */
+        char msg[BG_TP_COLL_ERRLEN];
+        snprintf(msg, sizeof(msg),
+                 "%s #%u: the group's first same-host collective, which decides whether its "
+                 "members can read each other, failed",
+                 names[c->kind], c->seq);
+        bg_tp_coll_fail(c, BG_ERR_PEER, msg);
+        return 1;
+    }
     for (int j = 0; j < n && !c->done; j++)
         if (j != g->me && *qstate(c, R_READY, j, 0) == Q_POSTED && finished(c, R_READY, j, 0))
             ready_check(c, j);
@@ -568,6 +577,10 @@ int bg_tp_cma_advance(bg_tp_coll_t *c)
 {
     cma_t *x = c->ext;
     int moved = cma_step(c);
+    /* The probe failed before the group's choice was made: the collectives
+     * started alongside it wait for that choice, so they fail too. */
+    if (c->done && c->status != BG_OK && x->probing && c->g->cma == 0)
+        c->g->cma = -2;
     /* Every peer of a group that chose the path waits for our R2 / R3. */
     if (c->done && c->status != BG_OK && c->g->cma > 0 && !x->told) {
         x->told = 1;

@@ -12,7 +12,8 @@
  *     and their results must still be the ring's;
  *   - a group whose probe fails (BRIGADE_TP_CMA_DENY) falls back to the
  *     ring on every member with the same bits;
- *   - a member killed mid-collective fails the survivors naming it, fast.
+ *   - a member killed mid-collective fails the survivors naming it, fast;
+ *   - a collective waiting for a probe that failed fails with it, fast.
  * Knobs are switched with setenv between collectives, in the same order on
  * every rank (they are read at every start and must agree).
  *
@@ -246,6 +247,42 @@ static int role_death(void)
     return bg_test_failures ? 1 : 0;
 }
 
+/* The group's first direct collective fails before its probe settles
+ * (member 0 starts an allreduce, the others a reduce-scatter): a second
+ * collective started alongside it, which waits for that probe, must fail
+ * at once too, not at its deadline. */
+static int role_probefail(void)
+{
+    bg_tp_t *tp = tph_join();
+    if (!tp) return 1;
+    bg_tp_group_t *g = world_group(tp);
+    if (!g) return 1;
+    size_t cnt = 1 << 18;
+    float *a = calloc(cnt, 4), *b = calloc(cnt, 4);
+    bg_tp_coll_t *c1 = NULL, *c2 = NULL;
+    path(1, NULL);
+    if (g->me == 0)
+        CHECK_OK(bg_tp_allreduce_start(g, a, cnt, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST, &c1));
+    else
+        CHECK_OK(bg_tp_reduce_scatter_start(g, a, cnt, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST, &c1));
+    CHECK_OK(bg_tp_allreduce_start(g, b, cnt, BG_TP_F32, BG_TP_SUM, BG_TP_MEM_HOST, &c2));
+    double t0 = bg_now_s();
+    bg_status_t s1 = c1 ? bg_tp_coll_wait(c1, 20) : BG_OK;
+    CHECK_MSG(s1 == BG_ERR_INVALID && strstr(bg_last_error(), "another collective kind"),
+              "rank %d: the mismatched first collective: %s: %s", bg_tp_rank(tp),
+              bg_status_str(s1), bg_last_error());
+    bg_status_t s2 = c2 ? bg_tp_coll_wait(c2, 20) : BG_OK;
+    CHECK_MSG(s2 != BG_OK && strstr(bg_last_error(), "first same-host collective"),
+              "rank %d: the collective alongside it: %s: %s", bg_tp_rank(tp), bg_status_str(s2),
+              bg_last_error());
+    CHECK_MSG(bg_now_s() - t0 < 5.0, "rank %d: failing took %.2f s", bg_tp_rank(tp),
+              bg_now_s() - t0);
+    free(a), free(b);
+    bg_tp_group_destroy(g);
+    bg_tp_destroy(tp);
+    return bg_test_failures ? 1 : 0;
+}
+
 /* Survivors exit 0, the victim dies by SIGKILL. */
 static int death_case(const char *self, int n)
 {
@@ -271,7 +308,9 @@ static int death_case(const char *self, int n)
 int main(int argc, char **argv)
 {
     if (argc == 3 && !strcmp(argv[1], "--rank"))
-        return !strcmp(argv[2], "death") ? role_death() : role_direct();
+        return !strcmp(argv[2], "death")       ? role_death()
+               : !strcmp(argv[2], "probefail") ? role_probefail()
+                                                : role_direct();
     char self[4096];
     ssize_t k = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (k <= 0) return 1;
@@ -281,6 +320,7 @@ int main(int argc, char **argv)
     for (int n = 2; n <= 4; n++) bad += tph_run(self, "direct", n, NULL, 120);
     bad += tph_run(self, "direct", 3, deny, 120);
     bad += death_case(self, 3);
+    bad += tph_run(self, "probefail", 3, NULL, 60);
     bg_test_failures += bad;
     return bg_test_finish("test_tp_direct");
 }
