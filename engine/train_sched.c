@@ -1,8 +1,8 @@
 /*
  * engine/train_sched.c -- the schedule a training run uses: a name resolved
- * by bg_sched_resolve, or `auto` from a profile's per-layer F, B, W summed
- * over the chunks this run cuts the model into, under a per-rank memory
- * cap. The launcher calls it to check and size the job, every rank to run
+ * by bg_sched_resolve, or `auto` from measured per-layer F, B, W (a
+ * profile's, or a traced run's) summed over the chunks this run cuts the
+ * model into, under a per-rank memory cap and a transfer latency. The launcher calls it to check and size the job, every rank to run
  * it; both pass the same conf and the same graph, so all derive one
  * schedule. Must NOT measure time, touch devices or the transport, or
  * print: the account of the choice goes back to the caller as text.
