@@ -4,9 +4,9 @@
  * whole run (it joins like a worker, then serves instead of stepping), and
  * the staleness histogram every worker contributes to, printed and written
  * to the metrics file by rank 0.
- * BRIGADE_TEST_STEP_DELAY=RANK:MS[:EVERY] (tests and benchmarks only)
- * makes rank RANK sleep MS ms before every EVERY-th step (default every
- * step): a straggler on demand, in any --dp-mode.
+ * BRIGADE_TEST_STEP_DELAY=RANK:MS[:EVERY[:AT]][,...] (tests and benchmarks
+ * only) makes rank RANK sleep MS ms before each step with step % EVERY ==
+ * AT (default every step): stragglers on demand, in any --dp-mode.
  * Must NOT touch the runtime's inside (engine/runtime_ps.c is the client)
  * or print on any rank but 0 (servers print only straggler notices).
  */
@@ -148,10 +148,15 @@ bg_status_t bg_train_ps_report_(train_t *t)
 void bg_train_test_delay_(const train_t *t, int64_t step)
 {
     const char *v = getenv("BRIGADE_TEST_STEP_DELAY");
-    int r = -1, ms = 0, every = 1;
-    if (!v || sscanf(v, "%d:%d:%d", &r, &ms, &every) < 2 || r != t->rank || ms <= 0 || every < 1 ||
-        step % every)
+    /* RANK:MS[:EVERY[:AT]] entries, comma-separated: the first naming
+     * this rank on this step (step % EVERY == AT) sleeps. */
+    for (; v && *v; v = strchr(v, ',') ? strchr(v, ',') + 1 : NULL) {
+        int r = -1, ms = 0, every = 1, at = 0;
+        if (sscanf(v, "%d:%d:%d:%d", &r, &ms, &every, &at) < 2 || r != t->rank || ms <= 0 ||
+            every < 1 || step % every != at)
+            continue;
+        struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
         return;
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
+    }
 }

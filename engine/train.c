@@ -385,48 +385,6 @@ static bg_status_t write_trace(train_t *t)
 }
 
 /*
- * After step `step`: a non-finite loss or gradient norm on any rank stops
- * every rank at the same step, before anything is logged or saved from that
- * state. The loss and norm cover every parameter (NaN propagates), so the
- * parameters are scanned only then, to name the first non-finite tensor.
- */
-static bg_status_t check_finite_step(train_t *t, int64_t step, const bg_rt_stats_t *s)
-{
-    char what[BG_NAME_MAX + 96] = "";
-    if (s->loss_count > 0 && !isfinite(s->loss_sum))
-        snprintf(what, sizeof(what), "the loss is %g", s->loss_sum);
-    else if (!isfinite(s->grad_norm))
-        snprintf(what, sizeof(what), "the gradient norm is %g", s->grad_norm);
-    for (int i = 0; *what && i < bg_rt_param_count(t->rt); i++) {
-        bg_rt_param_view_t v;
-        bg_rt_param_get(t->rt, i, &v);
-        int64_t at = v.master ? first_invalid(v.master, v.numel, false) : -1; /* ZeRO-1: NULL */
-        size_t n = strlen(what);
-        if (at < 0)
-            continue;
-        snprintf(what + n, sizeof(what) - n, "; first non-finite tensor here: '%s' (element %lld)",
-                 v.name, (long long)at);
-        break;
-    }
-    /* bad[0]: ranks that found one; bad[1]: sum of their (rank + 1). */
-    float bad[2] = {*what ? 1.0f : 0.0f, *what ? (float)(t->rank + 1) : 0.0f};
-    bg_status_t st = world_sum(t, bad, 2);
-    if (st != BG_OK || bad[0] == 0)
-        return st;
-    if (*what)
-        return bg_errorf(BG_ERR_CANCELED,
-                         "rank %d (stage %d, dp %d): non-finite value at step %lld: %s; "
-                         "stopped without saving a checkpoint from this state",
-                         t->rank, t->stage, t->dp, (long long)step + 1, what);
-    if (bad[0] == 1)
-        return bg_errorf(BG_ERR_CANCELED,
-                         "rank %d: stopped at step %lld: rank %d found a non-finite value", t->rank,
-                         (long long)step + 1, (int)bad[1] - 1);
-    return bg_errorf(BG_ERR_CANCELED, "rank %d: stopped at step %lld: %d ranks found non-finite "
-                     "values", t->rank, (long long)step + 1, (int)bad[0]);
-}
-
-/*
  * After the last step: drain (2bw's carried backwards and their update),
  * the final evaluation, reports, the trace and the last checkpoint's end;
  * rank 0 prints the accuracy and the totals. `done` steps ran since t0.
@@ -471,13 +429,16 @@ static bg_status_t train_loop(train_t *t)
     int64_t window = 0;
     bg_rt_stats_t s;
     memset(&s, 0, sizeof(s));
+    bg_status_t st0 = bg_train_finite_setup_(t);
+    if (st0 != BG_OK)
+        return st0;
     for (int64_t step = t->start_step; step < t->steps; step++) {
         t->split = BG_SPLIT_TRAIN;
         t->data_step = step;
         bg_train_test_delay_(t, step);
         bg_status_t st = bg_rt_step(t->rt, step, feed, t, &s);
         if (st == BG_OK)
-            st = check_finite_step(t, step, &s);
+            st = bg_train_finite_step_(t, step, &s);
         if (st == BG_OK)
             st = bg_train_ckpt_poll_(t);
         if (st != BG_OK)
@@ -500,7 +461,14 @@ static bg_status_t train_loop(train_t *t)
         window++;
         bg_train_bubble_note_(t);
         bool last = step + 1 == t->steps;
-        if ((step + 1) % c->log_every == 0 || last) {
+        bool logs = (step + 1) % c->log_every == 0 || last;
+        bool evals = c->eval_every > 0 && (step + 1) % c->eval_every == 0 && !last;
+        bool saves = c->checkpoint_dir &&
+                     ((c->checkpoint_every > 0 && (step + 1) % c->checkpoint_every == 0) || last);
+        /* Nothing is logged, evaluated or saved past an unread verdict. */
+        if ((logs || evals || saves) && (st = bg_train_finite_settle_(t, step)) != BG_OK)
+            return st;
+        if (logs) {
             double bubble = 0;
             if ((st = world_sum(t, sums, 3)) != BG_OK || (st = bubble_sum(t, &bubble)) != BG_OK)
                 return st;
@@ -509,20 +477,20 @@ static bg_status_t train_loop(train_t *t)
             memset(sums, 0, sizeof(sums));
             window = 0;
         }
-        if (c->eval_every > 0 && (step + 1) % c->eval_every == 0 && !last)
-            if ((st = evaluate(t, step + 1, NULL)) != BG_OK)
-                return st;
-        if (c->checkpoint_dir &&
-            ((c->checkpoint_every > 0 && (step + 1) % c->checkpoint_every == 0) || last))
-            if ((st = bg_rt_drain(t->rt)) != BG_OK || (st = bg_train_save_(t, step + 1)) != BG_OK)
-                return st;
+        if (evals && (st = evaluate(t, step + 1, NULL)) != BG_OK)
+            return st;
+        if (saves &&
+            ((st = bg_rt_drain(t->rt)) != BG_OK || (st = bg_train_save_(t, step + 1)) != BG_OK))
+            return st;
     }
-    return train_finish(t, t0, done);
+    bg_status_t st = bg_train_finite_settle_(t, t->steps - 1); /* no step ran: none pending */
+    return st != BG_OK ? st : train_finish(t, t0, done);
 }
 
 
 static void train_free(train_t *t)
 {
+    bg_train_finite_free_(t);
     bg_train_ckpt_free_(t);
     bg_rt_free(t->rt);
     free(t->bub);

@@ -1,7 +1,9 @@
 /*
  * engine/train_impl.h -- the state of one rank's training run, shared by
- * engine/train.c (the loop) and engine/train_report.c (what it prints and
- * writes to --metrics). Must NOT be included elsewhere.
+ * engine/train.c (the loop), engine/train_report.c (what it prints and
+ * writes to --metrics) and the loop's other parts (train_ckpt.c,
+ * train_finite.c, ps_train.c, train_check.c). Must NOT be included
+ * elsewhere.
  */
 #ifndef BG_TRAIN_IMPL_H
 #define BG_TRAIN_IMPL_H
@@ -43,6 +45,7 @@ typedef struct train {
     bool resumed;    /* parameters and step came from a checkpoint */
     int64_t skipped; /* steps skipped for overflowed gradients (loss scaling) */
     struct train_ckpt *ckpt; /* checkpoint writer state (train_ckpt.c); NULL until a save */
+    struct train_fin *fin;   /* the per-step non-finite checks (train_finite.c) */
     bool tty;
     bg_bubble_rank_t *bub; /* this rank's steps since the last log point */
     size_t nbub, capbub;
@@ -128,6 +131,16 @@ bg_status_t bg_train_resume_(train_t *t);
 bg_status_t bg_train_ps_setup_(train_t *t);
 bg_status_t bg_train_serve_(train_t *t);
 bg_status_t bg_train_ps_report_(train_t *t);
+/* engine/train_finite.c: the non-finite check after each step, agreed by
+ * every rank (BG_ERR_CANCELED naming who found what); under parameter
+ * servers with staleness > 0 its verdicts are read that many steps late,
+ * and settle_ reads every pending one (before a log point, evaluation,
+ * checkpoint or the end; `now` is the step just run). setup_ after the
+ * world group exists; free_ any time. */
+bg_status_t bg_train_finite_setup_(train_t *t);
+bg_status_t bg_train_finite_step_(train_t *t, int64_t step, const bg_rt_stats_t *s);
+bg_status_t bg_train_finite_settle_(train_t *t, int64_t now);
+void bg_train_finite_free_(train_t *t);
 /* The test-only straggler (BRIGADE_TEST_STEP_DELAY, engine/ps_train.c):
  * sleeps before step `step` when it names this rank. Cannot fail. */
 void bg_train_test_delay_(const train_t *t, int64_t step);

@@ -71,6 +71,12 @@ if command -v python3 >/dev/null; then
     expect 1 60 "rank [01] \(stage [01], dp 0\): non-finite value at step 1.*without saving" -- \
         train "$M" $syn --stages 2 --steps 3 --init "$T/huge.st" --checkpoint-dir "$T/c3"
     [ ! -e "$T/c3/latest" ] || { echo "FAIL: a checkpoint was published after NaN" >&2; fail=1; }
+    # Parameter servers with staleness read each step's verdict late (workers
+    # may drift as the bound allows), yet all stop before saving that state.
+    expect 1 60 "non-finite value at step [0-9]+.*without saving.*seen by all after step 12" -- \
+        train "$M" $syn --dp 2 --dp-mode ps --staleness 3 --deterministic --optimizer sgd \
+        --lr 1000 --steps 12 --log-every 100 --checkpoint-dir "$T/c4" --checkpoint-every 6
+    [ ! -e "$T/c4/step-000012" ] || { echo "FAIL: step 12 saved after NaN" >&2; fail=1; }
 
     # 4. the checkpoint's records of its step must agree; layouts are range-checked.
     fresh; poke manifest "$T/c2/step-000004" step 1e15
