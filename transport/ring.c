@@ -21,8 +21,8 @@
  *   s >= n-1: t = s-(n-1), send shard me-t, receive shard me-1-t in place.
  *
  * Same-host groups with large host buffers take direct.c's path instead
- * (bg_tp_cma_plan decides at start); the ring is planned anyway and runs
- * if the group cannot use it.
+ * (bg_tp_cma_plan decides at start); until the group's probe has settled,
+ * the ring is planned anyway and runs if the group cannot use the path.
  *
  * Must NOT: reduce in any other order, allocate per segment (scratch
  * comes from the group's cache), or wait on the device (reductions of
@@ -391,6 +391,14 @@ static bg_status_t ring_start(bg_tp_group_t *g, bg_tp_coll_kind_t kind, void *bu
     void *xtra = NULL;
     if (n == 1 || count == 0) {
         c->done = 1; /* a group of one holds its own sum; AVG divides by 1 */
+    } else if (cma && g->cma > 0) {
+        /* The group chose the path (every member did, so none falls back):
+         * only the path's scratch, not a ring's worth held for nothing. */
+        if (extra && (st = bg_tp_coll_scratch(c, extra, &xtra)) != BG_OK) {
+            bg_tp_coll_free(c);
+            return st;
+        }
+        bg_tp_cma_start(c, xtra);
     } else if ((st = ring_plan(c, extra, &xtra)) != BG_OK) {
         bg_tp_coll_free(c);
         return st;
