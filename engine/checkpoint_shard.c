@@ -16,8 +16,9 @@
 #include "base/grow.h"
 #include "engine/checkpoint_shard.h"
 
-/* "[768,3072]" (at most BG_ST_MAX_DIMS integers, each <= 2^53, product
- * without overflow) into ndim/shape/numel; false if malformed. */
+/* "[768, 3072]" as bg_st_shape_text writes it (the space after a comma
+ * optional; at most BG_ST_MAX_DIMS integers, each <= 2^53, product without
+ * overflow) into ndim/shape/numel; false if malformed. */
 static bool parse_shape(const char *s, int *ndim, int64_t *shape, int64_t *numel)
 {
     int64_t n = 1;
@@ -39,6 +40,8 @@ static bool parse_shape(const char *s, int *ndim, int64_t *shape, int64_t *numel
             break;
         if (*s++ != ',')
             return false;
+        if (*s == ' ')
+            s++;
     }
 done:
     if (s[1])

@@ -136,11 +136,7 @@ static bg_status_t snapshot_piece(bg_st_writer_t *w, const char *name, const bg_
                                   const bg_rt_piece_t *p, const float *x)
 {
     char key[BG_NAME_MAX + 48], val[BG_ST_MAX_DIMS * 24 + 4];
-    int o = snprintf(val, sizeof(val), "[");
-    for (int d = 0; d < shape->ndim; d++)
-        o += snprintf(val + o, sizeof(val) - (size_t)o, d ? ",%lld" : "%lld",
-                      (long long)shape->d[d]);
-    snprintf(val + o, sizeof(val) - (size_t)o, "]");
+    bg_st_shape_text(shape->ndim, shape->d, val, sizeof(val));
     snprintf(key, sizeof(key), "%s%s", name, BG_CKPT_SHAPE_KEY);
     bg_status_t st = bg_st_writer_meta(w, key, val);
     snprintf(key, sizeof(key), "%s%c%lld", name, BG_CKPT_PIECE_SEP, (long long)p->off);
